@@ -1,0 +1,1 @@
+"""Rendering results: Prometheus exposition, the HTTP server, the human status views."""

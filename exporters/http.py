@@ -1,0 +1,75 @@
+"""The HTTP endpoint: /metrics for Prometheus, /healthz for liveness, / for people.
+
+A threaded WSGI server of its own, off the event loop: a slow or stuck scrape never
+delays a probe, and the probes never delay a scrape.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import make_wsgi_app
+
+from exporters import prometheus, status
+from monitor.store import ResultStore
+
+log = logging.getLogger("insmon.http")
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, fmt: str, *args: object) -> None:
+        log.debug("%s " + fmt, self.address_string(), *args)
+
+
+def make_app(store: ResultStore, alive: Callable[[], bool]) -> Callable:
+    metrics = make_wsgi_app(prometheus.make_registry(store))
+
+    def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "/")
+        if path == "/metrics":
+            return metrics(environ, start_response)
+        if path == "/healthz":
+            ok = alive()
+            start_response("200 OK" if ok else "503 Service Unavailable",
+                           [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"ok\n" if ok else b"scheduler not responding\n"]
+        if path == "/":
+            body = status.page(store.snapshot()).encode()
+            start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"),
+                                      ("Content-Length", str(len(body)))])
+            return [body]
+        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+        return [b"not found: try /metrics, /healthz or /\n"]
+
+    return app
+
+
+class HttpServer:
+    """Serves the app on a background thread until `close()`."""
+
+    def __init__(self, host: str, port: int, app: Callable) -> None:
+        server_class = _Server6 if ":" in host else _Server
+        self._server = make_server(host, port, app, server_class=server_class,
+                                   handler_class=_QuietHandler)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        name="http", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -1,0 +1,93 @@
+"""The `insmon` command: run, once, validate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from exporters import status
+from monitor import __version__
+from monitor.config import ConfigError, Loaded, load, split_listen
+from monitor.probe import plural
+from monitor.runner import build_checks, run_all
+from monitor.store import ResultStore
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="insmon",
+        description="Health monitor for a hospital's medical-insurance settlement chain.")
+    parser.add_argument("--version", action="version", version=f"insmon {__version__}")
+    parser.add_argument("--log-level", default=None,
+                        choices=["debug", "info", "warning", "error"],
+                        help="default: info for run, error for once")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="monitor until stopped, serving /metrics")
+    run.add_argument("-c", "--config", type=Path,
+                     help="config file (default: the embedded config for this host)")
+    run.add_argument("--listen", help="host:port to serve on, overriding the config")
+
+    once = commands.add_parser(
+        "once", help="run every check once and print a table; exit 1 if any is not ok")
+    once.add_argument("-c", "--config", type=Path,
+                      help="config file (default: the embedded config for this host)")
+
+    validate = commands.add_parser("validate", help="check config files; exit 1 on errors")
+    validate.add_argument("files", nargs="+", type=Path, metavar="FILE")
+
+    args = parser.parse_args(argv)
+    default_level = "error" if args.command == "once" else "info"
+    logging.basicConfig(level=(args.log_level or default_level).upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # it logs every run at INFO
+
+    if args.command == "validate":
+        return _validate(args.files)
+    try:
+        loaded = load(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if args.command == "once":
+        return asyncio.run(_once(loaded))
+    from monitor.service import Service  # the scheduler is only needed here
+
+    if args.listen:
+        try:
+            split_listen(args.listen)
+        except ValueError as exc:
+            parser.error(f"--listen: {exc}")
+    return asyncio.run(Service(loaded, args.config, args.listen).run())
+
+
+def _validate(files: list[Path]) -> int:
+    failed = False
+    for path in files:
+        try:
+            loaded = load(path)
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            failed = True
+            continue
+        checks = loaded.config.checks
+        print(f"{path}: ok, {plural(len(checks), 'check')}: "
+              + ", ".join(f"{c.name} ({c.kind})" for c in checks))
+    return 1 if failed else 0
+
+
+async def _once(loaded: Loaded) -> int:
+    store = ResultStore()
+    checks = build_checks(loaded.config.checks)
+    store.configure(checks, loaded.source)
+    await run_all(checks, store)
+    snap = store.snapshot()
+    sys.stdout.write(status.table(snap))
+    return 0 if all(v.last and v.last.status == "ok" for v in snap.checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""The config file: schema, loading, and errors a person can act on.
+
+Every error names the file, the line, the key path and what is wrong, e.g.
+    hospital.yaml:14: checks[1].timeout: must be shorter than interval (5s), got 10s
+and all errors of a file are reported together, before anything starts.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from probes import PROBES
+
+DEFAULT_LISTEN = "0.0.0.0:9829"
+EMBEDDED = "embedded default config"
+
+CheckConfig = Annotated[
+    Union[tuple(module.Config for module in PROBES.values())],  # noqa: UP007 (built at run time)
+    Field(discriminator="kind"),
+]
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Where /metrics, /healthz and the status page are served: host:port, [v6]:port.
+    listen: str = DEFAULT_LISTEN
+    checks: list[CheckConfig] = Field(min_length=1)
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        split_listen(value)
+        return value
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected host:port such as {DEFAULT_LISTEN}, got {value!r}")
+    if not host:
+        host = "0.0.0.0"
+    elif host != "localhost":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(f"expected an IP address or localhost before the port, "
+                             f"got {host!r}") from None
+    return host, int(port)
+
+
+@dataclass(frozen=True)
+class ConfigError(Exception):
+    """A config that cannot be used; `problems` are complete lines, one per error."""
+
+    source: str
+    problems: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return "\n".join(self.problems)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    config: Config
+    source: str  # the file's path, or EMBEDDED
+    text: str
+
+
+def load(path: str | Path | None = None) -> Loaded:
+    """Read and validate a config file; with no path, the embedded default."""
+    if path is None:
+        text = resources.files("monitor").joinpath("default.yaml").read_text("utf-8")
+        return Loaded(parse(text, EMBEDDED), EMBEDDED, text)
+    source = str(path)
+    try:
+        text = Path(path).read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(source, (f"{source}: cannot read config: {reason}",)) from None
+    return Loaded(parse(text, source), source, text)
+
+
+def parse(text: str, source: str) -> Config:
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.load(text, Loader=_StrictLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        what = " ".join(p for p in (exc.context, exc.problem) if p)
+        raise ConfigError(source, (f"{where}: YAML syntax error: {what}",)) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, (f"{source}: YAML syntax error: {exc}",)) from None
+    if data is None:
+        raise ConfigError(source, (f"{source}: the config is empty",))
+    if not isinstance(data, dict):
+        raise ConfigError(source, (f"{source}:1: expected a mapping with a 'checks' list "
+                                   f"at the top, got a {type(data).__name__}",))
+
+    problems: list[tuple[tuple[Any, ...], str]] = []
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        config = None
+        for err in exc.errors():
+            loc = err["loc"]
+            if err["type"].startswith("union_tag_"):  # the fault is in the kind key itself
+                loc = (*loc, "kind")
+            problems.append((loc, _message(err, data)))
+    problems += _duplicate_names(data)
+    if problems:
+        located = []
+        for loc, message in problems:
+            path, node = _resolve(loc, data, root)
+            line = node.start_mark.line + 1 if node is not None else 0
+            where = f"{source}:{line}" if line else source
+            located.append((line, f"{where}: {path or '(top)'}: {message}"))
+        raise ConfigError(source, tuple(text for _, text in sorted(located)))
+    assert config is not None
+    return config
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice in one mapping",
+                    key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _duplicate_names(data: dict) -> list[tuple[tuple[Any, ...], str]]:
+    checks = data.get("checks")
+    if not isinstance(checks, list):
+        return []
+    first: dict[object, int] = {}
+    problems = []
+    for i, check in enumerate(checks):
+        name = check.get("name") if isinstance(check, dict) else None
+        if not isinstance(name, str):
+            continue
+        if name in first:
+            problems.append((("checks", i, "name"),
+                             f"check name {name!r} is already used by checks[{first[name]}]; "
+                             "names must be unique"))
+        else:
+            first[name] = i
+    return problems
+
+
+def _message(err: dict, data: dict) -> str:
+    kind, ctx = err["type"], err.get("ctx", {})
+    if kind == "extra_forbidden":
+        allowed = ", ".join(_model_at(err["loc"], data).model_fields)
+        return f"unknown key; allowed here: {allowed}"
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "union_tag_invalid":
+        return f"unknown kind {ctx.get('tag')!r}; known kinds: {', '.join(PROBES)}"
+    if kind == "union_tag_not_found":
+        return f"required key 'kind' is missing (one of: {', '.join(PROBES)})"
+    message = err["msg"].removeprefix("Value error, ")
+    if kind == "string_pattern_mismatch" and err["loc"][-1] == "name":
+        message = ("must start with a letter or digit and hold only letters, digits and "
+                   "_ . : - (at most 64 characters)")
+    if "input" in err and not isinstance(err["input"], dict | list) and "got" not in message:
+        message += f", got {err['input']!r}"
+    return message
+
+
+def _model_at(loc: tuple[Any, ...], data: dict) -> type[BaseModel]:
+    """The model that owns the mapping where an unknown key was found."""
+    if len(loc) >= 3 and loc[0] == "checks":
+        check = data["checks"][loc[1]]
+        return PROBES[check["kind"]].Config
+    return Config
+
+
+def _resolve(loc: tuple[Any, ...], data: Any, node: yaml.Node | None
+             ) -> tuple[str, yaml.Node | None]:
+    """Turn pydantic's error location into a key path and the YAML node it points at.
+
+    pydantic puts the union's tag in the location (checks, 0, 'cpu', 'timeout'); the file
+    has no such key, so a segment that is the mapping's own kind is skipped. The node is
+    the deepest one that exists (a missing key points at its mapping).
+    """
+    path = ""
+    for seg in loc:
+        if isinstance(data, dict) and seg not in data and data.get("kind") == seg:
+            continue
+        path += f"[{seg}]" if isinstance(seg, int) else (f".{seg}" if path else str(seg))
+        data, node = _child(data, node, seg)
+    return path, node
+
+
+def _child(data: Any, node: yaml.Node | None, seg: Any) -> tuple[Any, yaml.Node | None]:
+    if isinstance(data, list) and isinstance(seg, int) and 0 <= seg < len(data):
+        child = node.value[seg] if isinstance(node, yaml.SequenceNode) else None
+        return data[seg], child
+    if isinstance(data, dict) and seg in data:
+        child = None
+        if isinstance(node, yaml.MappingNode):
+            child = next((v for k, v in node.value if k.value == str(seg)), None)
+        return data[seg], child
+    return None, node  # a missing key: stay on the mapping that lacks it

@@ -1,0 +1,188 @@
+"""The probe contract: what every kind of check is made of.
+
+A probe kind is one module in `probes/` with three things:
+  - `Config`, a `CheckBase` subclass whose `kind` is a Literal (the config's tag);
+  - `METRICS`, the kind-specific series it may emit, declared up front;
+  - `Probe`, built once per configured check from its Config, with `async run()`
+    returning a `ProbeResult`. It may keep state between runs (CPU counters).
+
+Probes never import prometheus_client: they return plain samples, the exporter renders
+them. Blocking work (psutil, fsync, subprocess) goes through `run_blocking`, so a stuck
+call can be abandoned at the deadline and the runner can tell the check is still stuck.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import re
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Literal, Protocol, TypeVar
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
+
+# ---------------------------------------------------------------- durations
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: object) -> object:
+    """Seconds as a number, or a Prometheus-style string: "500ms", "15s", "1m30s"."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 15s, 500ms or 1m, got a boolean")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip()
+        parts = _DURATION_PART.findall(text)
+        if parts and "".join(n + u for n, u in parts) == text:
+            return sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+        raise ValueError(f"expected a duration such as 15s, 500ms or 1m, got {value!r}")
+    return value  # let pydantic report the wrong type
+
+
+def format_duration(seconds: float) -> str:
+    return f"{seconds * 1000:g}ms" if seconds < 1 else f"{seconds:g}s"
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+
+# ---------------------------------------------------------------- config
+
+CHECK_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+MIN_INTERVAL = 0.1
+
+
+class CheckBase(BaseModel):
+    """Keys every check has. Kinds add their own; unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=CHECK_NAME)
+    interval: Duration = Field(default=15.0, ge=MIN_INTERVAL)
+    # Unset: 80 % of the interval, at most 10 s. Always shorter than the interval, so a
+    # run is over (or abandoned) before the next one is due.
+    timeout: Duration | None = Field(default=None, validate_default=True)
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout_below_interval(cls, timeout: float | None, info: ValidationInfo) -> float:
+        interval = info.data.get("interval")
+        if interval is None:  # the interval itself was invalid and is reported already
+            return timeout or 0.0
+        if timeout is None:
+            return min(10.0, interval * 0.8)
+        if timeout >= interval:
+            raise ValueError(
+                f"must be shorter than interval ({format_duration(interval)}), "
+                f"got {format_duration(timeout)}"
+            )
+        return timeout
+
+
+# ---------------------------------------------------------------- metrics and results
+
+MetricType = Literal["gauge", "counter", "histogram"]
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One series family, declared once: name, type, unit, help and label names.
+
+    How a probe's sample is applied depends on the type: a gauge is set to the value,
+    a counter is increased by it, a histogram observes it into `buckets`.
+    Every family also gets the `check` label (and the health series `kind`).
+    """
+
+    name: str
+    type: MetricType
+    help: str
+    labels: tuple[str, ...] = ()
+    unit: str = ""
+    buckets: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class Sample:
+    metric: str
+    value: float
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What a probe says: `ok`, or `failed` (the target is unhealthy or unreachable).
+
+    `timeout` and `error` are never returned by a probe: the runner sets them.
+    `detail` is one line for a human: key values when ok, the reason when failed.
+    """
+
+    status: Literal["ok", "failed"]
+    samples: tuple[Sample, ...] = ()
+    detail: str = ""
+
+
+C = TypeVar("C", bound=CheckBase)
+
+
+class Probe(Protocol[C]):
+    def __init__(self, cfg: C) -> None: ...
+
+    async def run(self) -> ProbeResult: ...
+
+
+# ---------------------------------------------------------------- blocking work
+
+# The runner points this at the running check's set of worker threads, so it can see
+# that blocking work from an abandoned run is still going on.
+busy_threads: contextvars.ContextVar[set[threading.Thread] | None] = contextvars.ContextVar(
+    "busy_threads", default=None
+)
+
+T = TypeVar("T")
+
+
+async def run_blocking(fn: Callable[..., T], *args: object) -> T:
+    """Run `fn(*args)` on its own daemon thread and await its result.
+
+    Not the loop's shared executor: a call stuck in the kernel (a dead disk) would hold
+    a pool worker forever and, a few of them later, stall every other check. A thread
+    of its own costs ~0.1 ms; at the deadline the caller is cancelled and the thread is
+    abandoned, still listed in `busy_threads` until it returns.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+    tracker = busy_threads.get()
+
+    def settle(ok: bool, value: object) -> None:
+        if not future.done():  # cancelled at the deadline: nobody is waiting
+            if ok:
+                future.set_result(value)  # type: ignore[arg-type]
+            else:
+                future.set_exception(value)  # type: ignore[arg-type]
+
+    def work() -> None:
+        try:
+            outcome = (True, fn(*args))
+        except BaseException as exc:  # handed to the awaiting coroutine
+            outcome = (False, exc)
+        finally:
+            if tracker is not None:
+                tracker.discard(threading.current_thread())
+        with contextlib.suppress(RuntimeError):  # the loop closed while this was stuck
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    thread = threading.Thread(target=work, name=f"probe:{getattr(fn, '__name__', 'call')}",
+                              daemon=True)
+    if tracker is not None:
+        tracker.add(thread)
+    thread.start()
+    return await future

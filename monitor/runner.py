@@ -1,0 +1,132 @@
+"""Running one check: deadline, isolation, and the four statuses.
+
+  ok / failed  what the probe itself said;
+  timeout      no result within the check's timeout (the run is abandoned);
+  error        the probe raised, or returned series it did not declare (a bug or an
+               input it could not handle), and the monitor goes on.
+
+A check whose blocking work from an earlier run is still stuck (a dead disk in fsync) is
+not started again: the run is skipped and counted, so stuck threads never pile up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from monitor.probe import CheckBase, MetricSpec, Probe, ProbeResult, busy_threads, format_duration
+from monitor.store import ResultStore, RunRecord
+from probes import PROBES
+
+log = logging.getLogger("insmon.runner")
+
+
+@dataclass(eq=False)
+class Check:
+    """A configured check: its config, its probe (with any state it keeps between runs),
+    the series it declares, and the threads its abandoned runs left behind."""
+
+    cfg: CheckBase
+    probe: Probe
+    metrics: Mapping[str, MetricSpec]
+    busy: set[threading.Thread] = field(default_factory=set)
+    last_status: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.cfg.name
+
+    @property
+    def kind(self) -> str:
+        return self.cfg.kind  # type: ignore[attr-defined]  (every kind's Config has one)
+
+    @property
+    def stuck(self) -> bool:
+        return any(thread.is_alive() for thread in list(self.busy))
+
+
+def build_checks(configs: Iterable[CheckBase], previous: Iterable[Check] = ()) -> list[Check]:
+    """Checks for a config. An unchanged check keeps its probe (and the probe's state,
+    such as the previous CPU reading) across a reload."""
+    old = {check.name: check for check in previous}
+    checks = []
+    for cfg in configs:
+        kept = old.get(cfg.name)
+        if kept is not None and kept.cfg == cfg:
+            checks.append(kept)
+            continue
+        module = PROBES[cfg.kind]  # type: ignore[attr-defined]
+        checks.append(Check(cfg, module.Probe(cfg), {m.name: m for m in module.METRICS}))
+    return checks
+
+
+async def run_check(check: Check, store: ResultStore) -> RunRecord | None:
+    """Run a check once within its deadline and record the outcome; None if skipped."""
+    if check.stuck:
+        store.record_skip(check)
+        log.warning("check %s skipped: its previous run is still stuck in blocking work",
+                    check.name)
+        return None
+    started, t0 = time.time(), time.perf_counter()
+    token = busy_threads.set(check.busy)
+    deadline = None
+    samples: Iterable = ()
+    try:
+        async with asyncio.timeout(check.cfg.timeout) as deadline:
+            result = await check.probe.run()
+        status, detail = result.status, result.detail
+        problem = undeclared(result, check.metrics)
+        if problem:
+            status, detail = "error", problem
+        else:
+            samples = result.samples
+    except TimeoutError:
+        if deadline is not None and deadline.expired():
+            status = "timeout"
+            detail = f"no result within the timeout of {format_duration(check.cfg.timeout)}"
+        else:  # the probe's own TimeoutError escaped: a bug, not the deadline
+            status, detail = "error", "TimeoutError raised inside the probe"
+            log.exception("check %s: probe raised", check.name)
+    except Exception as exc:
+        status, detail = "error", f"{type(exc).__name__}: {exc}"
+        log.exception("check %s: probe raised", check.name)
+    finally:
+        busy_threads.reset(token)
+    record = RunRecord(status, started, time.perf_counter() - t0, detail)
+    store.record(check, record, samples)
+    _log_change(check, record)
+    return record
+
+
+def undeclared(result: ProbeResult, metrics: Mapping[str, MetricSpec]) -> str | None:
+    """Why a result cannot be exported, or None: every series must be declared, with
+    exactly the declared label names (a probe bug must not produce a broken scrape)."""
+    for sample in result.samples:
+        spec = metrics.get(sample.metric)
+        if spec is None:
+            return f"probe returned undeclared metric {sample.metric}"
+        if set(sample.labels) != set(spec.labels):
+            return (f"probe returned {sample.metric} with labels {sorted(sample.labels)}, "
+                    f"declared {sorted(spec.labels)}")
+    return None
+
+
+def _log_change(check: Check, record: RunRecord) -> None:
+    """Log when a check changes status, not on every run: a log an engineer can read."""
+    if record.status == check.last_status:
+        return
+    if record.status == "ok":
+        if check.last_status is not None:
+            log.info("check %s is ok again: %s", check.name, record.detail)
+    else:
+        log.warning("check %s %s: %s", check.name, record.status, record.detail)
+    check.last_status = record.status
+
+
+async def run_all(checks: Iterable[Check], store: ResultStore) -> None:
+    """Every check once, concurrently (for `insmon once`)."""
+    await asyncio.gather(*(run_check(check, store) for check in checks))

@@ -1,0 +1,66 @@
+"""Runs each check on its own APScheduler interval job.
+
+Jobs have jitter, max_instances=1 and coalescing: a late loop runs a check once, not
+in a burst. Applying a new set of checks (a reload) touches only the jobs of checks
+that changed, so an unchanged check keeps its rhythm.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from monitor.probe import format_duration
+from monitor.runner import Check, run_check
+from monitor.store import ResultStore
+
+log = logging.getLogger("insmon.scheduler")
+
+
+class CheckScheduler:
+    def __init__(self, store: ResultStore) -> None:
+        self.store = store
+        self.checks: dict[str, Check] = {}
+        self._jobs = AsyncIOScheduler(timezone=UTC)
+        self._jobs.add_listener(self._on_overlap, EVENT_JOB_MAX_INSTANCES)
+
+    def start(self) -> None:
+        """Start running jobs; call from within the running event loop."""
+        self._jobs.start()
+
+    def shutdown(self) -> None:
+        self._jobs.shutdown(wait=False)
+
+    def apply(self, checks: Iterable[Check], source: str) -> None:
+        fresh = {check.name: check for check in checks}
+        self.store.configure(fresh.values(), source)
+        for name, old in self.checks.items():
+            if fresh.get(name) is not old:
+                self._jobs.remove_job(name)
+        for name, check in fresh.items():
+            if self.checks.get(name) is not check:
+                self._add(check)
+        self.checks = fresh
+
+    def _add(self, check: Check) -> None:
+        interval = check.cfg.interval
+        # Spread first runs and later runs a little, so checks do not fire in lockstep.
+        first = datetime.now(UTC) + timedelta(seconds=random.uniform(0, min(1.0, interval / 10)))
+        self._jobs.add_job(
+            run_check, "interval", args=(check, self.store), id=check.name, name=check.name,
+            seconds=interval, jitter=min(1.0, interval / 20), next_run_time=first,
+            max_instances=1, coalesce=True, misfire_grace_time=max(1, int(interval)))
+        log.debug("scheduled %s (%s) every %s, timeout %s", check.name, check.kind,
+                  format_duration(interval), format_duration(check.cfg.timeout))
+
+    def _on_overlap(self, event: JobSubmissionEvent) -> None:
+        # Only a probe that ignores cancellation can still be running when it is due
+        # again; that run is skipped and counted like a stuck one.
+        check = self.checks.get(event.job_id)
+        if check is not None:
+            self.store.record_skip(check)

@@ -1,0 +1,99 @@
+"""`insmon run`: the scheduler, the HTTP endpoint, signals and reloads.
+
+SIGTERM/SIGINT stop cleanly; SIGHUP re-reads the config and keeps the running one if
+the new one is invalid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from pathlib import Path
+
+from exporters.http import HttpServer, make_app
+from monitor import __version__
+from monitor.config import EMBEDDED, ConfigError, Loaded, load, split_listen
+from monitor.probe import plural
+from monitor.runner import build_checks
+from monitor.scheduler import CheckScheduler
+from monitor.store import ResultStore
+
+log = logging.getLogger("insmon")
+
+HEARTBEAT_SECONDS = 1.0
+HEARTBEAT_STALE_SECONDS = 10.0  # /healthz fails when the loop has not ticked for this long
+
+
+class Service:
+    def __init__(self, loaded: Loaded, path: Path | None, listen: str | None = None) -> None:
+        self._loaded = loaded
+        self._path = path
+        self._listen = listen or loaded.config.listen
+        self.store = ResultStore()
+        self._beat = time.monotonic()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        host, port = split_listen(self._listen)
+        try:
+            server = HttpServer(host, port, make_app(self.store, self._alive))
+        except OSError as exc:
+            log.error("cannot listen on %s: %s", self._listen, exc.strerror or exc)
+            return 1
+        self._scheduler = CheckScheduler(self.store)
+        self._scheduler.start()
+        self._scheduler.apply(build_checks(self._loaded.config.checks), self._loaded.source)
+
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        heartbeat = asyncio.create_task(self._heartbeat())
+        url_host = f"[{host}]" if ":" in host else host
+        log.info("insmon %s started with the %s (%s); metrics at "
+                 "http://%s:%d/metrics, status page at /%s", __version__,
+                 _describe(self._loaded.source), plural(len(self._scheduler.checks), "check"),
+                 url_host,
+                 server.port, " (all interfaces)" if host in ("0.0.0.0", "::") else "")
+        try:
+            await stop.wait()
+        finally:
+            log.info("stopping")
+            heartbeat.cancel()
+            self._scheduler.shutdown()
+            server.close()
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+        return 0
+
+    def reload(self) -> None:
+        """Re-read the config (SIGHUP). An invalid file changes nothing but the
+        `insmon_config_last_reload_successful` gauge and the log."""
+        log.info("reloading the %s", _describe(self._loaded.source))
+        try:
+            loaded = load(self._path)
+        except ConfigError as exc:
+            self.store.reload_failed()
+            log.error("config reload rejected, still running the previous config:\n%s", exc)
+            return
+        if loaded.config.listen != self._loaded.config.listen:
+            log.warning("listen address in the config changed to %s: it takes effect on "
+                        "restart", loaded.config.listen)
+        checks = build_checks(loaded.config.checks, self._scheduler.checks.values())
+        self._scheduler.apply(checks, loaded.source)
+        self._loaded = loaded
+        log.info("config reloaded: %s", plural(len(checks), "check"))
+
+    async def _heartbeat(self) -> None:
+        while True:
+            self._beat = time.monotonic()
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+
+    def _alive(self) -> bool:
+        return time.monotonic() - self._beat < HEARTBEAT_STALE_SECONDS
+
+
+def _describe(source: str) -> str:
+    return source if source == EMBEDDED else f"config file {source}"
