@@ -4,17 +4,24 @@
 PYTHON ?= python3
 VENV ?= .venv
 ARGS ?=
-# The real tools the tests drive, as command:Debian package.
+# The real tools the tests drive, and the peers the benchmarks compare with,
+# as command:Debian package.
 TEST_TOOLS := promtool:prometheus amtool:prometheus-alertmanager
+BENCH_TOOLS := prometheus-node-exporter:prometheus-node-exporter
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint system-deps clean
+.PHONY: run test lint bench clean
 
 run: $(VENV)/.runtime
 	$(VENV)/bin/insmon run $(ARGS)
 
-test: system-deps $(VENV)/.test lint
+test: $(VENV)/.test lint
+	@$(call install-missing,$(TEST_TOOLS))
 	$(VENV)/bin/pytest
+
+bench: $(VENV)/.runtime
+	@$(call install-missing,$(BENCH_TOOLS))
+	bench/idle.sh
 
 lint: $(VENV)/.test
 	$(VENV)/bin/ruff check .
@@ -29,17 +36,19 @@ $(VENV)/.test: pyproject.toml
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $@ $(VENV)/.runtime
 
-# Installs only what is missing, so a second `make test` does not touch apt.
-system-deps:
-	@missing=""; \
-	for tool in $(TEST_TOOLS); do \
-		command -v $${tool%%:*} >/dev/null || missing="$$missing $${tool#*:}"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-		echo "installing Debian packages:$$missing"; \
-		$(SUDO) apt-get update -q && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
-	fi
+# Installs the Debian packages of the tools that are missing, so a second run does not
+# touch apt.
+define install-missing
+missing=""; \
+for tool in $(1); do \
+	command -v $${tool%%:*} >/dev/null || missing="$$missing $${tool#*:}"; \
+done; \
+if [ -n "$$missing" ]; then \
+	echo "installing Debian packages:$$missing"; \
+	$(SUDO) apt-get update -q && \
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
+fi
+endef
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
