@@ -34,7 +34,7 @@ class Check:
     probe: Probe
     metrics: Mapping[str, MetricSpec]
     busy: set[threading.Thread] = field(default_factory=set)
-    last_status: str | None = None
+    last_status: str | None = None  # of the last run, or "skipped", for logging changes
 
     @property
     def name(self) -> str:
@@ -68,8 +68,10 @@ async def run_check(check: Check, store: ResultStore) -> RunRecord | None:
     """Run a check once within its deadline and record the outcome; None if skipped."""
     if check.stuck:
         store.record_skip(check)
-        log.warning("check %s skipped: its previous run is still stuck in blocking work",
-                    check.name)
+        if check.last_status != "skipped":  # once per stuck spell, not on every run
+            log.warning("check %s skipped: its previous run is still stuck in blocking "
+                        "work", check.name)
+            check.last_status = "skipped"
         return None
     started, t0 = time.time(), time.perf_counter()
     token = busy_threads.set(check.busy)
