@@ -6,7 +6,8 @@ VENV ?= .venv
 ARGS ?=
 # The real tools the tests drive, and the peers the benchmarks compare with,
 # as command:Debian package.
-TEST_TOOLS := promtool:prometheus amtool:prometheus-alertmanager
+TEST_TOOLS := promtool:prometheus amtool:prometheus-alertmanager snmpd:snmpd \
+	prometheus-node-exporter:prometheus-node-exporter
 BENCH_TOOLS := prometheus-node-exporter:prometheus-node-exporter
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

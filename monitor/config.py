@@ -11,7 +11,7 @@ import ipaddress
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Union, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -184,24 +184,52 @@ def _message(err: dict, data: dict) -> str:
 
 
 def _model_at(loc: tuple[Any, ...], data: dict) -> type[BaseModel]:
-    """The model that owns the mapping where an unknown key was found."""
-    if len(loc) >= 3 and loc[0] == "checks":
-        check = data["checks"][loc[1]]
-        return PROBES[check["kind"]].Config
-    return Config
+    """The model that owns the mapping where an unknown key was found, by following the
+    error's location through the raw data and the models' field annotations."""
+    model: type[BaseModel] = Config
+    annotation: Any = None
+    node: Any = data
+    for seg in loc[:-1]:
+        if isinstance(node, dict) and seg not in node and seg in (node.get("kind"),
+                                                                  node.get("type")):
+            continue  # a union's tag, not a key
+        if isinstance(seg, str):
+            field = model.model_fields.get(seg)
+            annotation = field.annotation if field else None
+        node = node[seg] if isinstance(node, dict | list) else None
+        if isinstance(node, dict):
+            model = _member(annotation, node) or model
+    return model
+
+
+def _member(annotation: Any, node: dict) -> type[BaseModel] | None:
+    """The model in a (possibly nested, tagged-union) annotation that fits `node`."""
+    stack, found = [annotation], []
+    while stack:
+        item = stack.pop()
+        if isinstance(item, type) and issubclass(item, BaseModel):
+            found.append(item)
+        else:
+            stack.extend(get_args(item))
+    for model in found:
+        tag = next((t for t in ("kind", "type") if t in model.model_fields), None)
+        if tag is None or get_args(model.model_fields[tag].annotation) == (node.get(tag),):
+            return model
+    return None
 
 
 def _resolve(loc: tuple[Any, ...], data: Any, node: yaml.Node | None
              ) -> tuple[str, yaml.Node | None]:
     """Turn pydantic's error location into a key path and the YAML node it points at.
 
-    pydantic puts the union's tag in the location (checks, 0, 'cpu', 'timeout'); the file
-    has no such key, so a segment that is the mapping's own kind is skipped. The node is
+    pydantic puts a union's tag in the location (checks, 0, 'cpu', 'timeout'); the file
+    has no such key, so a segment that is the mapping's own kind (or type) is skipped. The node is
     the deepest one that exists (a missing key points at its mapping).
     """
     path = ""
     for seg in loc:
-        if isinstance(data, dict) and seg not in data and data.get("kind") == seg:
+        if isinstance(data, dict) and seg not in data and seg in (data.get("kind"),
+                                                                   data.get("type")):
             continue
         path += f"[{seg}]" if isinstance(seg, int) else (f".{seg}" if path else str(seg))
         data, node = _child(data, node, seg)

@@ -18,9 +18,10 @@ import contextlib
 import contextvars
 import re
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Literal, Protocol, TypeVar
+from typing import Annotated, Generic, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -186,3 +187,23 @@ async def run_blocking(fn: Callable[..., T], *args: object) -> T:
         tracker.add(thread)
     thread.start()
     return await future
+
+
+class Baseline(Generic[T]):
+    """The previous reading of cumulative counters (CPU times, disk IO), so a run can
+    report what happened since the previous run, with no gap between runs (like rate()).
+    With no recent reading (the first run, `insmon once`) it measures over `window`."""
+
+    def __init__(self) -> None:
+        self._reading: T | None = None
+        self._at = 0.0
+
+    async def pair(self, read: Callable[[], T], window: float) -> tuple[T, T, float]:
+        """(previous reading, new reading, seconds between them)."""
+        if self._reading is None or time.monotonic() - self._at < window:
+            self._reading, self._at = await run_blocking(read), time.monotonic()
+            await asyncio.sleep(window)
+        prev, prev_at = self._reading, self._at
+        cur = await run_blocking(read)
+        self._reading, self._at = cur, time.monotonic()
+        return prev, cur, self._at - prev_at

@@ -3,8 +3,11 @@ tagged union on `kind` and the exporter's metric declarations are derived from i
 
 from types import ModuleType
 
-from probes import cpu
+from probes import cpu, disk_io, raid, storage_latency
 
 PROBES: dict[str, ModuleType] = {
     "cpu": cpu,
+    "disk_io": disk_io,
+    "storage_latency": storage_latency,
+    "raid": raid,
 }

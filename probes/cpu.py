@@ -9,15 +9,14 @@ first one) measures over a short window instead.
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
 from collections.abc import Sequence
+from functools import partial
 from typing import Literal, NamedTuple
 
 import psutil
 
-from monitor.probe import CheckBase, MetricSpec, ProbeResult, Sample, run_blocking
+from monitor.probe import Baseline, CheckBase, MetricSpec, ProbeResult, Sample, run_blocking
 
 # Modes as the kernel reports them (/proc/stat). guest and guest_nice are already
 # counted inside user and nice, so they are not modes of their own.
@@ -96,17 +95,11 @@ def read_times(per_core: bool) -> Reading:
 class Probe:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        self._prev: Reading | None = None
-        self._prev_at = 0.0
+        self._baseline: Baseline[Reading] = Baseline()
 
     async def run(self) -> ProbeResult:
-        per_core = self.cfg.per_core
         window = min(SHORT_WINDOW_SECONDS, self.cfg.timeout / 2)
-        if self._prev is None or time.monotonic() - self._prev_at < window:
-            self._prev = await run_blocking(read_times, per_core)
-            await asyncio.sleep(window)
-        prev, cur = self._prev, await run_blocking(read_times, per_core)
-        self._prev, self._prev_at = cur, time.monotonic()
+        prev, cur, _ = await self._baseline.pair(partial(read_times, self.cfg.per_core), window)
         load = await run_blocking(psutil.getloadavg)
         logical = os.cpu_count() or len(cur.cores) or 1
         ratios = mode_ratios(prev.overall, cur.overall)

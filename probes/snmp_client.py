@@ -1,0 +1,183 @@
+"""SNMP access for probes: credentials in config, and a walk of numeric OIDs (pysnmp 7,
+asyncio). No MIB files are needed at run time; OIDs are given as numbers.
+
+Secrets (v2c community, v3 keys) come from the config file, a file (`*_file`) or an
+environment variable (`*_env`); they never appear in logs, details or metrics.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+NUMERIC_OID = r"^\.?\d+(\.\d+)+$"
+
+
+class SnmpError(Exception):
+    """A failed SNMP exchange; the message is safe to show (no secrets)."""
+
+
+class Secret(BaseModel):
+    """A secret given one way: inline `value`, a `file` holding it, or an `env` variable."""
+
+    model_config = ConfigDict(extra="forbid")
+    value: SecretStr | None = None
+    file: Path | None = None
+    env: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Secret:
+        if sum(x is not None for x in (self.value, self.file, self.env)) != 1:
+            raise ValueError("give exactly one of value, file, env")
+        return self
+
+    def reveal(self, what: str) -> str:
+        if self.value is not None:
+            return self.value.get_secret_value()
+        if self.file is not None:
+            try:
+                return self.file.read_text().strip()
+            except OSError as exc:
+                raise SnmpError(f"cannot read the {what} file {self.file}: "
+                                f"{exc.strerror or exc}") from None
+        value = os.environ.get(self.env or "")
+        if value is None:
+            raise SnmpError(f"the {what} environment variable {self.env} is not set")
+        return value
+
+
+class SnmpAuth(BaseModel):
+    """v2c with a community, or v3 with a user and authPriv keys."""
+
+    model_config = ConfigDict(extra="forbid")
+    version: Literal["2c", "3"] = "2c"
+    community: Secret | None = None
+    user: str | None = None
+    auth_protocol: Literal["sha", "sha256", "sha512", "md5"] = "sha"
+    auth_key: Secret | None = None
+    priv_protocol: Literal["aes", "aes256", "des"] = "aes"
+    priv_key: Secret | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> SnmpAuth:
+        if self.version == "2c" and self.community is None:
+            raise ValueError("version 2c needs a community")
+        if self.version == "3" and not (self.user and self.auth_key and self.priv_key):
+            raise ValueError("version 3 needs user, auth_key and priv_key (authPriv)")
+        return self
+
+
+class SnmpTarget(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    address: str  # host or host:port (default port 161); [v6]:port for IPv6
+    auth: SnmpAuth
+    retries: int = Field(default=1, ge=0, le=5)
+
+    @field_validator("address")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host_port(value)
+        return value
+
+
+def host_port(address: str) -> tuple[str, int]:
+    match = re.fullmatch(r"\[([0-9a-fA-F:.]+)\](?::(\d+))?|([^:\[\]]+)(?::(\d+))?", address)
+    if not match:
+        raise ValueError(f"expected host, host:port or [v6]:port, got {address!r}")
+    host = match.group(1) or match.group(3)
+    port = int(match.group(2) or match.group(4) or 161)
+    if not 0 < port < 65536:
+        raise ValueError(f"port out of range in {address!r}")
+    return host, port
+
+
+Oid = str  # numeric, "1.3.6.1..."
+
+
+class SnmpSession:
+    """One engine per probe, reused across runs (an engine is costly to build)."""
+
+    def __init__(self, target: SnmpTarget) -> None:
+        self.target = target
+        self._engine = None
+
+    def _auth(self) -> object:
+        from pysnmp.hlapi.v3arch import asyncio as hl
+
+        auth = self.target.auth
+        if auth.version == "2c":
+            assert auth.community is not None
+            return hl.CommunityData(auth.community.reveal("community"), mpModel=1)
+        assert auth.auth_key is not None and auth.priv_key is not None
+        auth_protocols = {"md5": hl.usmHMACMD5AuthProtocol, "sha": hl.usmHMACSHAAuthProtocol,
+                          "sha256": hl.usmHMAC192SHA256AuthProtocol,
+                          "sha512": hl.usmHMAC384SHA512AuthProtocol}
+        priv_protocols = {"des": hl.usmDESPrivProtocol, "aes": hl.usmAesCfb128Protocol,
+                          "aes256": hl.usmAesCfb256Protocol}
+        return hl.UsmUserData(auth.user, auth.auth_key.reveal("auth_key"),
+                              auth.priv_key.reveal("priv_key"),
+                              authProtocol=auth_protocols[auth.auth_protocol],
+                              privProtocol=priv_protocols[auth.priv_protocol])
+
+    async def walk(self, oid: Oid, timeout: float) -> dict[Oid, object]:
+        """Every value under `oid`, keyed by the full numeric OID; values as Python
+        int, str or bytes. Raises SnmpError with a reason on timeout or an error."""
+        from pysnmp.hlapi.v3arch import asyncio as hl
+
+        if self._engine is None:
+            self._engine = hl.SnmpEngine()
+        host, port = host_port(self.target.address)
+        transport_class = hl.Udp6TransportTarget if ":" in host else hl.UdpTransportTarget
+        try:
+            transport = await transport_class.create((host, port), timeout=timeout,
+                                                     retries=self.target.retries)
+        except Exception as exc:  # resolution failures come as several pysnmp types
+            raise SnmpError(f"cannot reach {self.target.address}: {exc}") from None
+        values: dict[Oid, object] = {}
+        async for indication, status, index, binds in hl.walk_cmd(
+                self._engine, self._auth(), transport, hl.ContextData(),
+                hl.ObjectType(hl.ObjectIdentity(oid.lstrip("."))),
+                lexicographicMode=False, lookupMib=False):
+            if indication:
+                raise SnmpError(_explain(indication))
+            if status:
+                raise SnmpError(f"agent error {status.prettyPrint()} at index {index}")
+            for name, value in binds:
+                values[str(name)] = _python(value)
+        return values
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close_dispatcher()
+            self._engine = None
+
+
+def _explain(indication: object) -> str:
+    text = str(indication)
+    if "timeout" in text.lower() or "No SNMP response" in text:
+        return "no response (agent down, unreachable, or wrong community/credentials)"
+    return text
+
+
+def _python(value: object) -> object:
+    """pysnmp's ASN.1 value as a plain Python value; garbage raises SnmpError."""
+    kind = type(value).__name__
+    if kind in ("NoSuchObject", "NoSuchInstance", "EndOfMibView"):
+        return None
+    try:
+        if kind in ("Integer", "Integer32", "Counter32", "Counter64", "Gauge32",
+                    "Unsigned32", "TimeTicks"):
+            return int(value)  # type: ignore[call-overload]
+        if kind == "OctetString":
+            raw = bytes(value)  # type: ignore[call-overload]
+            try:
+                return raw.decode()
+            except UnicodeDecodeError:
+                return raw
+    except (TypeError, ValueError) as exc:
+        raise SnmpError(f"cannot read a {kind} value: {exc}") from None
+    return str(value)

@@ -1,0 +1,140 @@
+"""md RAID from /proc/mdstat fixtures: one case per state, each with its exposition."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from prometheus_client import generate_latest
+
+from exporters.prometheus import make_registry
+from monitor.runner import build_checks, run_check
+from monitor.store import ResultStore
+from probes import raid
+from tests.conftest import FIXTURES
+
+CASES = sorted(p for p in (FIXTURES / "raid" / "md").iterdir() if p.is_dir())
+
+
+async def render(config: raid.Config) -> tuple[str, str]:
+    """Run the check once through the runner; return its status line and raid series."""
+    store = ResultStore()
+    checks = build_checks([config])
+    store.configure(checks, "test")
+    record = await run_check(checks[0], store)
+    assert record is not None
+    text = generate_latest(make_registry(store)).decode()
+    series = "".join(line + "\n" for line in text.splitlines()
+                     if line.startswith("insmon_raid_"))
+    return f"# {record.status}: {record.detail}\n", series
+
+
+def md_check(root: Path) -> raid.Config:
+    return raid.Config(name="md", kind="raid", source={"type": "md", "root": root})
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda p: p.name)
+async def test_md_case_matches_its_expected_exposition(case: Path) -> None:
+    status, series = await render(md_check(case))
+    expected = case / "expected.prom"
+    if os.environ.get("INSMON_WRITE_EXPECTED"):  # to add a case; review the file by hand
+        expected.write_text(status + series)
+    assert status + series == expected.read_text()
+
+
+async def test_missing_mdstat_is_a_failed_probe(tmp_path: Path) -> None:
+    status, series = await render(md_check(tmp_path))
+    assert status == f"# failed: no {tmp_path}/proc/mdstat: the md driver is not loaded\n"
+    assert series == ""
+
+
+# ------------------------------------------------------------ differential: node_exporter
+
+# node_md_state's states for insmon's (node_exporter 1.5 knows no degraded, failed or
+# reshape: an array in those states is "active" there).
+NODE_STATE = {"clean": "active", "active": "active", "degraded": "active",
+              "failed": "active", "reshaping": "active", "inactive": "inactive",
+              "recovering": "recovering", "resyncing": "resync", "checking": "check"}
+
+# Where the two disagree, and why insmon is right. The test checks that these
+# disagreements really exist, so this list stays true.
+DISAGREE = {
+    ("resync-delayed", "md8", "state"):
+        "resync=DELAYED: the resync waits for another array on the same disks and is not "
+        "running; node_exporter reports state resync with 0 blocks synced, insmon reports "
+        "the array degraded (one of two disks missing) with no sync under way",
+    ("resync-delayed", "md8", "progress"): "as above",
+    ("levels", "md15", "state"):
+        "resync=PENDING on an auto-read-only array: no resync runs until the first write; "
+        "node_exporter reports state resync with 0 blocks synced, insmon reports the "
+        "array healthy (active) with no sync under way",
+    ("levels", "md15", "progress"): "as above",
+    ("reshaping", "md3", "progress"):
+        "node_exporter 1.5 does not read 'reshape =' lines: it shows the array active and "
+        "fully synced; insmon shows reshaping at 22.5 %",
+}
+# node_md_blocks_synced / node_md_blocks is the kernel's own progress only where the
+# per-device sync size equals the array size (raid1); for raid4/5/6/10 node_md_blocks
+# is the array size, so that ratio is wrong and insmon uses the kernel's (done/total).
+PROGRESS_COMPARABLE_LEVELS = ("raid1",)
+
+
+def node_exporter_md(case: Path) -> dict[str, dict[str, float]]:
+    """Run Debian's prometheus-node-exporter on the fixture's proc and scrape node_md_*."""
+    import subprocess
+
+    import requests
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.conftest import free_port, wait_for
+
+    port = free_port()
+    proc = subprocess.Popen(
+        ["prometheus-node-exporter", f"--path.procfs={case / 'proc'}",
+         f"--path.sysfs={case / 'sys'}", "--collector.disable-defaults", "--collector.mdadm",
+         f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    try:
+        text = wait_for(lambda: requests.get(f"http://127.0.0.1:{port}/metrics",
+                                             timeout=2).text, 15, "node_exporter")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    arrays: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            device = s.labels.get("device")
+            if not s.name.startswith("node_md_") or device is None:
+                continue
+            key = s.name + (f":{s.labels['state']}" if "state" in s.labels else "")
+            arrays.setdefault(device, {})[key] = s.value
+    return arrays
+
+
+COMPARABLE = [c for c in CASES if not c.name.startswith("broken") and c.name != "no-arrays"]
+
+
+@pytest.mark.parametrize("case", COMPARABLE, ids=lambda p: p.name)
+def test_md_agrees_with_node_exporter(case: Path) -> None:
+    arrays = raid.read_md(case)
+    node = node_exporter_md(case)
+    assert set(node) == {a.name for a in arrays}
+    disagreements = set()
+    for array in arrays:
+        theirs = node[array.name]
+        expected_state = NODE_STATE[array.state]
+        if theirs[f"node_md_state:{expected_state}"] != 1:
+            disagreements.add((case.name, array.name, "state"))
+        for state in ("active", "failed", "spare"):
+            assert theirs[f"node_md_disks:{state}"] == array.disks[state], (array.name, state)
+        if array.state != "inactive":
+            required = array.disks["active"] + array.disks["missing"]
+            assert theirs["node_md_disks_required"] == required, array.name
+        if array.level in PROGRESS_COMPARABLE_LEVELS or (case.name, array.name,
+                                                         "progress") in DISAGREE:
+            ours = array.sync.progress if array.sync else 1.0
+            node_ratio = theirs["node_md_blocks_synced"] / theirs["node_md_blocks"]
+            if abs(ours - node_ratio) > 1e-6:
+                disagreements.add((case.name, array.name, "progress"))
+    assert disagreements == {k for k in DISAGREE if k[0] == case.name}
