@@ -78,7 +78,7 @@ class Loaded:
 def load(path: str | Path | None = None) -> Loaded:
     """Read and validate a config file; with no path, the embedded default."""
     if path is None:
-        text = resources.files("monitor").joinpath("default.yaml").read_text("utf-8")
+        text = embedded_text()
         return Loaded(parse(text, EMBEDDED), EMBEDDED, text)
     source = str(path)
     try:
@@ -87,6 +87,20 @@ def load(path: str | Path | None = None) -> Loaded:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigError(source, (f"{source}: cannot read config: {reason}",)) from None
     return Loaded(parse(text, source), source, text)
+
+
+MD_CHECK = """\
+  - name: host-raid
+    kind: raid
+    interval: 30s
+    source: {type: md}
+"""
+
+
+def embedded_text(mdstat: Path = Path("/proc/mdstat")) -> str:
+    """The embedded default for this host: default.yaml, plus md RAID where there is md."""
+    text = resources.files("monitor").joinpath("default.yaml").read_text("utf-8")
+    return text + MD_CHECK if mdstat.exists() else text
 
 
 def parse(text: str, source: str) -> Config:

@@ -150,8 +150,8 @@ class Probe:
             return ProbeResult("failed", detail=f"cannot read diskstats: {exc}")
         if not cur:
             return ProbeResult("failed", detail=(
-                f"no device matches devices={self.cfg.devices.pattern!r} "
-                f"exclude={self.cfg.exclude.pattern!r}"))
+                f"no device matches devices '{self.cfg.devices.pattern}' "
+                f"(exclude '{self.cfg.exclude.pattern}')"))
         figures = {name: r for name in sorted(cur) if name in prev
                    and (r := rates(prev[name], cur[name], seconds)) is not None}
         return ProbeResult("ok", tuple(samples(figures)), describe(figures, len(cur)))

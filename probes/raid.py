@@ -185,7 +185,7 @@ async def run_command(argv: list[str]) -> str:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
         raise
-    command = " ".join(argv)
+    command = " ".join([Path(argv[0]).name, *argv[1:]])
     if proc.returncode != 0:
         why = (err or out).decode(errors="replace").strip().splitlines()
         raise FormatError(f"`{command}` exited with {proc.returncode}"

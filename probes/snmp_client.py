@@ -102,12 +102,16 @@ class SnmpSession:
     """One engine per probe, reused across runs (an engine is costly to build)."""
 
     def __init__(self, target: SnmpTarget) -> None:
-        self.target = target
-        self._engine = None
-
-    def _auth(self) -> object:
+        # Imported here, when a check that uses SNMP is configured: importing pysnmp takes
+        # ~0.15 s, which must not block the event loop in the middle of a run.
         from pysnmp.hlapi.v3arch import asyncio as hl
 
+        self._hl = hl
+        self.target = target
+        self._engine = hl.SnmpEngine()  # ~60 ms of MIB loading: at config load, not in a run
+
+    def _auth(self) -> object:
+        hl = self._hl
         auth = self.target.auth
         if auth.version == "2c":
             assert auth.community is not None
@@ -126,10 +130,8 @@ class SnmpSession:
     async def walk(self, oid: Oid, timeout: float) -> dict[Oid, object]:
         """Every value under `oid`, keyed by the full numeric OID; values as Python
         int, str or bytes. Raises SnmpError with a reason on timeout or an error."""
-        from pysnmp.hlapi.v3arch import asyncio as hl
-
-        if self._engine is None:
-            self._engine = hl.SnmpEngine()
+        hl = self._hl
+        auth = self._auth()  # a missing secret fails before anything is sent
         host, port = host_port(self.target.address)
         transport_class = hl.Udp6TransportTarget if ":" in host else hl.UdpTransportTarget
         try:
@@ -139,7 +141,7 @@ class SnmpSession:
             raise SnmpError(f"cannot reach {self.target.address}: {exc}") from None
         values: dict[Oid, object] = {}
         async for indication, status, index, binds in hl.walk_cmd(
-                self._engine, self._auth(), transport, hl.ContextData(),
+                self._engine, auth, transport, hl.ContextData(),
                 hl.ObjectType(hl.ObjectIdentity(oid.lstrip("."))),
                 lexicographicMode=False, lookupMib=False):
             if indication:
@@ -150,10 +152,6 @@ class SnmpSession:
                 values[str(name)] = _python(value)
         return values
 
-    def close(self) -> None:
-        if self._engine is not None:
-            self._engine.close_dispatcher()
-            self._engine = None
 
 
 def _explain(indication: object) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.config import EMBEDDED, ConfigError, load, parse, split_listen
+from monitor.config import EMBEDDED, ConfigError, embedded_text, load, parse, split_listen
 from monitor.probe import parse_duration
 from tests.conftest import FIXTURES, ROOT
 
@@ -26,7 +26,16 @@ def test_valid_files_load(path: Path) -> None:
 def test_embedded_default_monitors_this_host() -> None:
     loaded = load(None)
     assert loaded.source == EMBEDDED
-    assert {c.kind for c in loaded.config.checks} >= {"cpu"}
+    kinds = [c.kind for c in loaded.config.checks]
+    assert kinds[:3] == ["cpu", "disk_io", "storage_latency"]
+    assert ("raid" in kinds) == Path("/proc/mdstat").exists()
+
+
+def test_embedded_default_adds_md_raid_where_there_is_md(tmp_path: Path) -> None:
+    assert "kind: raid" not in embedded_text(tmp_path / "mdstat")
+    (tmp_path / "mdstat").write_text("Personalities : [raid1]\nunused devices: <none>\n")
+    config = parse(embedded_text(tmp_path / "mdstat"), EMBEDDED)
+    assert config.checks[-1].kind == "raid" and config.checks[-1].source.type == "md"
 
 
 @pytest.mark.parametrize("path", INVALID, ids=lambda p: p.name)

@@ -2,32 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
-from prometheus_client import generate_latest
 
-from exporters.prometheus import make_registry
-from monitor.runner import build_checks, run_check
-from monitor.store import ResultStore
 from probes import raid
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, assert_expected, render
 
 CASES = sorted(p for p in (FIXTURES / "raid" / "md").iterdir() if p.is_dir())
-
-
-async def render(config: raid.Config) -> tuple[str, str]:
-    """Run the check once through the runner; return its status line and raid series."""
-    store = ResultStore()
-    checks = build_checks([config])
-    store.configure(checks, "test")
-    record = await run_check(checks[0], store)
-    assert record is not None
-    text = generate_latest(make_registry(store)).decode()
-    series = "".join(line + "\n" for line in text.splitlines()
-                     if line.startswith("insmon_raid_"))
-    return f"# {record.status}: {record.detail}\n", series
 
 
 def md_check(root: Path) -> raid.Config:
@@ -36,15 +18,12 @@ def md_check(root: Path) -> raid.Config:
 
 @pytest.mark.parametrize("case", CASES, ids=lambda p: p.name)
 async def test_md_case_matches_its_expected_exposition(case: Path) -> None:
-    status, series = await render(md_check(case))
-    expected = case / "expected.prom"
-    if os.environ.get("INSMON_WRITE_EXPECTED"):  # to add a case; review the file by hand
-        expected.write_text(status + series)
-    assert status + series == expected.read_text()
+    status, series = await render(md_check(case), "insmon_raid_")
+    assert_expected(case, status + series)
 
 
 async def test_missing_mdstat_is_a_failed_probe(tmp_path: Path) -> None:
-    status, series = await render(md_check(tmp_path))
+    status, series = await render(md_check(tmp_path), "insmon_raid_")
     assert status == f"# failed: no {tmp_path}/proc/mdstat: the md driver is not loaded\n"
     assert series == ""
 

@@ -1,0 +1,43 @@
+"""MegaRAID/PERC through storcli JSON: a real subprocess per call, real-format output."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from probes import raid
+from tests.conftest import FIXTURES, assert_expected, render
+
+CASES = sorted(p for p in (FIXTURES / "raid" / "storcli").iterdir() if p.is_dir())
+
+
+def storcli_check(command: str | Path, timeout: float = 5) -> raid.Config:
+    return raid.Config(name="ctl", kind="raid", interval=10, timeout=timeout,
+                       source={"type": "storcli", "command": str(command)})
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda p: p.name)
+async def test_storcli_case_matches_its_expected_exposition(case: Path) -> None:
+    status, series = await render(storcli_check(case / "storcli64"), "insmon_raid_")
+    assert_expected(case, status + series)
+
+
+async def test_missing_tool_is_a_failed_probe() -> None:
+    status, series = await render(storcli_check("/opt/MegaRAID/storcli/storcli64"),
+                                  "insmon_raid_")
+    assert status == ("# failed: cannot run /opt/MegaRAID/storcli/storcli64: "
+                      "No such file or directory\n")
+    assert series == ""
+
+
+async def test_a_hung_tool_times_out_and_is_killed(tmp_path: Path) -> None:
+    marker = f"insmon-test-hung-storcli-{tmp_path.name}"
+    tool = tmp_path / "storcli64"
+    tool.write_text(f"#!/bin/bash\nexec -a {marker} sleep 30\n")
+    tool.chmod(0o755)
+    status, _ = await render(storcli_check(tool, timeout=0.5), "insmon_raid_")
+    assert status == "# timeout: no result within the timeout of 500ms\n"
+    alive = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True)
+    assert alive.stdout == "", "the hung storcli was left running"
