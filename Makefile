@@ -23,6 +23,7 @@ test: $(VENV)/.test lint
 bench: $(VENV)/.runtime
 	@$(call install-missing,$(BENCH_TOOLS))
 	bench/idle.sh
+	$(VENV)/bin/python bench/storage_overhead.py
 
 lint: $(VENV)/.test
 	$(VENV)/bin/ruff check .
