@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import os
 import re
 import threading
 import time
@@ -140,6 +141,11 @@ class Probe(Protocol[C]):
     async def run(self) -> ProbeResult: ...
 
 
+class ProbeFailure(Exception):
+    """Raised anywhere in a probe: the target is unhealthy or cannot be read, and the
+    message says why (a person reads it; no secrets). The run is `failed`, not `error`."""
+
+
 # ---------------------------------------------------------------- blocking work
 
 # The runner points this at the running check's set of worker threads, so it can see
@@ -207,3 +213,26 @@ class Baseline(Generic[T]):
         cur = await run_blocking(read)
         self._reading, self._at = cur, time.monotonic()
         return prev, cur, self._at - prev_at
+
+
+async def run_command(argv: list[str]) -> str:
+    """Run a device tool (storcli, wg) and return its output. A missing tool or a non-zero
+    exit is a ProbeFailure with why; a run abandoned at its deadline kills the tool."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env={**os.environ, "LC_ALL": "C"})
+    except OSError as exc:
+        raise ProbeFailure(f"cannot run {argv[0]}: {exc.strerror or exc}") from None
+    try:
+        out, err = await proc.communicate()
+    except asyncio.CancelledError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        raise
+    if proc.returncode != 0:
+        command = " ".join([os.path.basename(argv[0]), *argv[1:]])
+        why = (err or out).decode(errors="replace").strip().splitlines()
+        raise ProbeFailure(f"`{command}` exited with {proc.returncode}"
+                           + (f": {why[-1][:120]}" if why else ""))
+    return out.decode(errors="replace")

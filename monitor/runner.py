@@ -1,6 +1,6 @@
 """Running one check: deadline, isolation, and the four statuses.
 
-  ok / failed  what the probe itself said;
+  ok / failed  what the probe itself said (or a ProbeFailure it raised, with the reason);
   timeout      no result within the check's timeout (the run is abandoned);
   error        the probe raised, or returned series it did not declare (a bug or an
                input it could not handle), and the monitor goes on.
@@ -18,7 +18,15 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from monitor.probe import CheckBase, MetricSpec, Probe, ProbeResult, busy_threads, format_duration
+from monitor.probe import (
+    CheckBase,
+    MetricSpec,
+    Probe,
+    ProbeFailure,
+    ProbeResult,
+    busy_threads,
+    format_duration,
+)
 from monitor.store import ResultStore, RunRecord
 from probes import PROBES
 
@@ -93,6 +101,8 @@ async def run_check(check: Check, store: ResultStore) -> RunRecord | None:
         else:  # the probe's own TimeoutError escaped: a bug, not the deadline
             status, detail = "error", "TimeoutError raised inside the probe"
             log.exception("check %s: probe raised", check.name)
+    except ProbeFailure as exc:
+        status, detail = "failed", str(exc)
     except Exception as exc:
         status, detail = "error", f"{type(exc).__name__}: {exc}"
         log.exception("check %s: probe raised", check.name)

@@ -3,11 +3,16 @@ tagged union on `kind` and the exporter's metric declarations are derived from i
 
 from types import ModuleType
 
-from probes import cpu, disk_io, raid, storage_latency
+from probes import cpu, disk_io, http, icmp, raid, snmp, storage_latency, tcp, vpn
 
 PROBES: dict[str, ModuleType] = {
     "cpu": cpu,
     "disk_io": disk_io,
     "storage_latency": storage_latency,
     "raid": raid,
+    "icmp": icmp,
+    "vpn": vpn,
+    "tcp": tcp,
+    "http": http,
+    "snmp": snmp,
 }

@@ -11,16 +11,13 @@ state cannot be read; the series say which array and how.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from monitor.probe import CheckBase, MetricSpec, ProbeResult, Sample, run_blocking
+from monitor.probe import CheckBase, MetricSpec, ProbeResult, Sample, run_blocking, run_command
 from probes import raid_md, raid_storcli
 from probes.raid_model import ARRAY_STATES, DISK_STATES, Array, FormatError
 from probes.snmp_client import NUMERIC_OID, SnmpError, SnmpSession, SnmpTarget
@@ -138,16 +135,13 @@ class Probe:
 
     async def run(self) -> ProbeResult:
         source = self.cfg.source
-        try:
-            if isinstance(source, MdSource):
-                arrays = await run_blocking(read_md, source.root)
-            elif isinstance(source, StorcliSource):
-                arrays = await read_storcli(source.command)
-            else:
-                assert self._snmp is not None
-                arrays = await read_snmp(self._snmp, source.map, self.cfg.timeout)
-        except (FormatError, SnmpError) as exc:
-            return ProbeResult("failed", detail=str(exc))
+        if isinstance(source, MdSource):
+            arrays = await run_blocking(read_md, source.root)
+        elif isinstance(source, StorcliSource):
+            arrays = await read_storcli(source.command)
+        else:
+            assert self._snmp is not None
+            arrays = await read_snmp(self._snmp, source.map, self.cfg.timeout)
         return result(arrays, source.type)
 
 
@@ -168,29 +162,6 @@ async def read_storcli(command: str) -> list[Array]:
     if '"Rbld"' in pds:  # the third call only while a drive rebuilds
         rebuild = await run_command([command, *raid_storcli.REBUILD])
     return raid_storcli.parse(vall, pds, rebuild)
-
-
-async def run_command(argv: list[str]) -> str:
-    """Run a device tool; a missing tool or a non-zero exit is a FormatError with why.
-    When the run is abandoned at its deadline, the tool is killed."""
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, env={**os.environ, "LC_ALL": "C"})
-    except OSError as exc:
-        raise FormatError(f"cannot run {argv[0]}: {exc.strerror or exc}") from None
-    try:
-        out, err = await proc.communicate()
-    except asyncio.CancelledError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        raise
-    command = " ".join([Path(argv[0]).name, *argv[1:]])
-    if proc.returncode != 0:
-        why = (err or out).decode(errors="replace").strip().splitlines()
-        raise FormatError(f"`{command}` exited with {proc.returncode}"
-                          + (f": {why[-1][:120]}" if why else ""))
-    return out.decode(errors="replace")
 
 
 async def read_snmp(session: SnmpSession, oids: OidMap, timeout: float) -> list[Array]:

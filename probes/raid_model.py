@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from monitor.probe import ProbeFailure
+
 # One-hot states of an array. clean/active: healthy (md's clean has no writes pending);
 # unknown: the controller itself says it does not know.
 ARRAY_STATES = ("clean", "active", "degraded", "resyncing", "recovering", "checking",
@@ -13,7 +15,7 @@ ARRAY_STATES = ("clean", "active", "degraded", "resyncing", "recovering", "check
 DISK_STATES = ("active", "failed", "spare", "missing")
 
 
-class FormatError(ValueError):
+class FormatError(ProbeFailure):
     """Device output that does not have the expected shape: a failed probe, with why."""
 
 

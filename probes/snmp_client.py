@@ -8,16 +8,19 @@ environment variable (`*_env`); they never appear in logs, details or metrics.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from monitor.probe import ProbeFailure
+from probes.net import host_port
+
 NUMERIC_OID = r"^\.?\d+(\.\d+)+$"
+SNMP_PORT = 161
 
 
-class SnmpError(Exception):
+class SnmpError(ProbeFailure):
     """A failed SNMP exchange; the message is safe to show (no secrets)."""
 
 
@@ -80,19 +83,8 @@ class SnmpTarget(BaseModel):
     @field_validator("address")
     @classmethod
     def _host_port(cls, value: str) -> str:
-        host_port(value)
+        host_port(value, SNMP_PORT)
         return value
-
-
-def host_port(address: str) -> tuple[str, int]:
-    match = re.fullmatch(r"\[([0-9a-fA-F:.]+)\](?::(\d+))?|([^:\[\]]+)(?::(\d+))?", address)
-    if not match:
-        raise ValueError(f"expected host, host:port or [v6]:port, got {address!r}")
-    host = match.group(1) or match.group(3)
-    port = int(match.group(2) or match.group(4) or 161)
-    if not 0 < port < 65536:
-        raise ValueError(f"port out of range in {address!r}")
-    return host, port
 
 
 Oid = str  # numeric, "1.3.6.1..."
@@ -127,18 +119,36 @@ class SnmpSession:
                               authProtocol=auth_protocols[auth.auth_protocol],
                               privProtocol=priv_protocols[auth.priv_protocol])
 
+    async def get(self, oid: Oid, timeout: float) -> object:
+        """One scalar's value (None when the agent has no such object)."""
+        hl = self._hl
+        auth = self._auth()
+        transport = await self._transport(timeout)
+        indication, status, index, binds = await hl.get_cmd(
+            self._engine, auth, transport, hl.ContextData(),
+            hl.ObjectType(hl.ObjectIdentity(oid.lstrip("."))), lookupMib=False)
+        if indication:
+            raise SnmpError(_explain(indication))
+        if status:
+            raise SnmpError(f"agent error {status.prettyPrint()} at index {index}")
+        return _python(binds[0][1]) if binds else None
+
+    async def _transport(self, timeout: float) -> object:
+        hl = self._hl
+        host, port = host_port(self.target.address, SNMP_PORT)
+        transport_class = hl.Udp6TransportTarget if ":" in host else hl.UdpTransportTarget
+        try:
+            return await transport_class.create((host, port), timeout=timeout,
+                                                retries=self.target.retries)
+        except Exception as exc:  # resolution failures come as several pysnmp types
+            raise SnmpError(f"cannot reach {self.target.address}: {exc}") from None
+
     async def walk(self, oid: Oid, timeout: float) -> dict[Oid, object]:
         """Every value under `oid`, keyed by the full numeric OID; values as Python
         int, str or bytes. Raises SnmpError with a reason on timeout or an error."""
         hl = self._hl
         auth = self._auth()  # a missing secret fails before anything is sent
-        host, port = host_port(self.target.address)
-        transport_class = hl.Udp6TransportTarget if ":" in host else hl.UdpTransportTarget
-        try:
-            transport = await transport_class.create((host, port), timeout=timeout,
-                                                     retries=self.target.retries)
-        except Exception as exc:  # resolution failures come as several pysnmp types
-            raise SnmpError(f"cannot reach {self.target.address}: {exc}") from None
+        transport = await self._transport(timeout)
         values: dict[Oid, object] = {}
         async for indication, status, index, binds in hl.walk_cmd(
                 self._engine, auth, transport, hl.ContextData(),

@@ -24,10 +24,14 @@ def free_udp_port() -> int:
 
 
 class SnmpAgent:
-    def __init__(self, workdir: Path, subtree: str, table: dict[str, tuple[str, object]]):
+    """snmpd serving its own MIBs (IF-MIB of this host's interfaces, sysUpTime, ...) and,
+    with `subtree`, a table of the test's under that subtree."""
+
+    def __init__(self, workdir: Path, subtree: str | None = None,
+                 table: dict[str, tuple[str, object]] | None = None):
         self.dir = workdir
         self.table_file = workdir / "table.json"
-        self.set(table)
+        self.set(table or {})
         self.port = free_udp_port()
         self.address = f"127.0.0.1:{self.port}"
         conf = workdir / "snmpd.conf"
@@ -36,7 +40,8 @@ class SnmpAgent:
             f"rocommunity {COMMUNITY} 127.0.0.1\n"
             f"createUser {V3_USER} SHA {V3_AUTH} AES {V3_PRIV}\n"
             f"rouser {V3_USER} priv\n"
-            f"pass .{subtree.lstrip('.')} {sys.executable} {PASS_PROGRAM} {self.table_file}\n")
+            + (f"pass .{subtree.lstrip('.')} {sys.executable} {PASS_PROGRAM} "
+               f"{self.table_file}\n" if subtree else ""))
         self.log = workdir / "snmpd.log"
         self.proc = subprocess.Popen(
             ["snmpd", "-f", "-Lf", str(self.log), "-C", "-c", str(conf),

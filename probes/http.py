@@ -1,0 +1,206 @@
+"""HTTP(S) to the settlement front-end's health page, phase by phase.
+
+One connection per run, timed in phases like blackbox_exporter's: connect (DNS + TCP),
+tls (handshake), processing (request sent until the response headers are in), transfer
+(the body). For HTTPS the server certificate's expiry is exported, so an expiring
+certificate pages someone weeks before it stops settlement. A failure is counted by
+reason: dns, refused, timeout, unreachable, tls, status, body, other.
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+import socket
+import ssl
+import time
+from pathlib import Path
+from typing import Literal, NamedTuple
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator
+
+from monitor import __version__
+from monitor.probe import CheckBase, MetricSpec, ProbeResult, Sample, run_blocking
+from probes.net import UNREACHABLE
+
+REASONS = ("dns", "refused", "timeout", "unreachable", "tls", "status", "body", "other")
+PHASES = ("connect", "tls", "processing", "transfer")
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
+
+
+class Config(CheckBase):
+    kind: Literal["http"]
+    url: str
+    method: Literal["GET", "HEAD"] = "GET"
+    valid_status: list[int] = Field(default_factory=lambda: list(range(200, 300)))
+    body_regex: re.Pattern[str] | None = None  # the body must match (searched)
+    headers: dict[str, str] = Field(default_factory=dict)
+    tls_verify: bool = True
+    ca_file: Path | None = None  # trust this CA (bundle) instead of the system's
+    max_body_bytes: int = Field(default=1 << 20, ge=0)
+    source: str | None = None
+    interface: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"expected an http:// or https:// URL with a host, got {url!r}")
+        return url
+
+
+METRICS = (
+    MetricSpec("insmon_http_status_code", "gauge",
+               "HTTP status code of the last response (absent when none came).",),
+    MetricSpec("insmon_http_phase_seconds", "gauge",
+               "Time each phase of the last request took: connect (DNS and TCP), tls, "
+               "processing (until the response headers), transfer (the body).",
+               ("phase",), "seconds"),
+    MetricSpec("insmon_http_response_seconds", "histogram",
+               "Time from the start of the connect to the end of the body, over all runs.",
+               (), "seconds", BUCKETS),
+    MetricSpec("insmon_http_tls_cert_expiry_timestamp_seconds", "gauge",
+               "When the server certificate expires (Unix time); HTTPS only.", (),
+               "seconds"),
+    MetricSpec("insmon_http_failures_total", "counter",
+               "Failed requests by reason: dns, refused, timeout, unreachable, tls, status "
+               "(not a valid status), body (no match), other.", ("reason",)),
+)
+
+
+class Outcome(NamedTuple):
+    phases: dict[str, float]
+    status: int | None
+    cert_expiry: float | None
+    reason: str | None
+    detail: str
+
+
+def fetch(cfg: Config) -> Outcome:
+    """One request, blocking (it runs on a thread of its own); never raises."""
+    parts = urlsplit(cfg.url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    deadline = time.monotonic() + cfg.timeout * 0.9  # report our own timeout, with reason
+    phases: dict[str, float] = {}
+    status = expiry = None
+    sock: socket.socket | None = None
+    try:
+        t0 = time.perf_counter()
+        sock = _connect(host, port, cfg, deadline)
+        phases["connect"] = time.perf_counter() - t0
+        if parts.scheme == "https":
+            t = time.perf_counter()
+            sock = _tls_context(cfg).wrap_socket(sock, server_hostname=host)
+            phases["tls"] = time.perf_counter() - t
+            expiry = _expiry(sock.getpeercert(binary_form=True))
+        conn = http.client.HTTPConnection(host, port, timeout=_left(deadline))
+        conn.sock = sock
+        t = time.perf_counter()
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        conn.request(cfg.method, path, headers={
+            "User-Agent": f"insmon/{__version__}", "Accept": "*/*", "Connection": "close",
+            **cfg.headers})
+        response = conn.getresponse()
+        phases["processing"] = time.perf_counter() - t
+        status = response.status
+        t = time.perf_counter()
+        body = response.read(cfg.max_body_bytes) if cfg.method == "GET" else b""
+        phases["transfer"] = time.perf_counter() - t
+    except socket.gaierror as exc:
+        return Outcome(phases, status, expiry, "dns", f"cannot resolve {host}: {exc.strerror}")
+    except ConnectionRefusedError:
+        return Outcome(phases, status, expiry, "refused", f"{host}:{port} refused the connection")
+    except TimeoutError:
+        return Outcome(phases, status, expiry, "timeout",
+                       f"no complete answer from {host}:{port} within {cfg.timeout:g}s")
+    except ssl.SSLError as exc:
+        return Outcome(phases, status, expiry, "tls", f"TLS with {host}:{port} failed: "
+                                                      f"{getattr(exc, 'reason', None) or exc}")
+    except OSError as exc:
+        unreachable = exc.errno in UNREACHABLE
+        return Outcome(phases, status, expiry, "unreachable" if unreachable else "other",
+                       f"cannot reach {host}:{port}: {exc.strerror or exc}")
+    except http.client.HTTPException as exc:
+        return Outcome(phases, status, expiry, "other",
+                       f"bad HTTP answer from {host}:{port}: {type(exc).__name__} {exc}")
+    finally:
+        if sock is not None:
+            sock.close()
+    if status not in cfg.valid_status:
+        return Outcome(phases, status, expiry, "status", f"status {status} from {cfg.url}")
+    if cfg.body_regex is not None and not cfg.body_regex.search(
+            body.decode(errors="replace")):
+        return Outcome(phases, status, expiry, "body",
+                       f"body of {cfg.url} does not match {cfg.body_regex.pattern!r}")
+    return Outcome(phases, status, expiry, None, "")
+
+
+def _left(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError
+    return left
+
+
+def _connect(host: str, port: int, cfg: Config, deadline: float) -> socket.socket:
+    family, kind, proto, _, address = socket.getaddrinfo(host, port,
+                                                         type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.settimeout(_left(deadline))
+        if cfg.interface:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE,
+                            cfg.interface.encode() + b"\0")
+        if cfg.source:
+            sock.bind((cfg.source, 0))
+        sock.connect(address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _tls_context(cfg: Config) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(cfg.ca_file) if cfg.ca_file else None)
+    if not cfg.tls_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _expiry(der: bytes | None) -> float | None:
+    if not der:
+        return None
+    from cryptography import x509
+
+    return x509.load_der_x509_certificate(der).not_valid_after_utc.timestamp()
+
+
+class Probe:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+
+    async def run(self) -> ProbeResult:
+        outcome = await run_blocking(fetch, self.cfg)
+        samples = [Sample("insmon_http_failures_total", float(outcome.reason == reason),
+                          {"reason": reason}) for reason in REASONS]
+        samples += [Sample("insmon_http_phase_seconds", s, {"phase": p})
+                    for p, s in outcome.phases.items()]
+        if outcome.status is not None:
+            samples.append(Sample("insmon_http_status_code", float(outcome.status)))
+        if outcome.cert_expiry is not None:
+            samples.append(Sample("insmon_http_tls_cert_expiry_timestamp_seconds",
+                                  outcome.cert_expiry))
+        if outcome.reason is not None:
+            return ProbeResult("failed", tuple(samples), outcome.detail)
+        total = sum(outcome.phases.values())
+        samples.append(Sample("insmon_http_response_seconds", total))
+        expiry = ""
+        if outcome.cert_expiry is not None:
+            expiry = f", certificate valid {(outcome.cert_expiry - time.time()) / 86400:.0f} " \
+                     "more days"
+        return ProbeResult("ok", tuple(samples),
+                           f"status {outcome.status} in {total * 1000:.1f} ms{expiry}")

@@ -1,0 +1,96 @@
+"""Network helpers the network probes share: addresses, TCP connect with a failure
+reason, and the state of a local interface."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import re
+import socket
+import time
+from pathlib import Path
+
+from monitor.probe import ProbeFailure
+
+IFF_UP = 0x1
+UNREACHABLE = (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.EHOSTDOWN)
+
+
+def host_port(address: str, default_port: int | None = None) -> tuple[str, int]:
+    """host:port, [v6]:port, or host alone when there is a default port."""
+    match = re.fullmatch(r"\[([0-9a-fA-F:.%\w]+)\](?::(\d+))?|([^:\[\]]+)(?::(\d+))?", address)
+    if not match:
+        raise ValueError(f"expected host:port or [v6]:port, got {address!r}")
+    host = match.group(1) or match.group(3)
+    port_text = match.group(2) or match.group(4)
+    if port_text is None and default_port is None:
+        raise ValueError(f"{address!r} has no port: write host:port")
+    port = int(port_text) if port_text else default_port
+    assert port is not None
+    if not 0 < port < 65536:
+        raise ValueError(f"port out of range in {address!r}")
+    return host, port
+
+
+class ConnectFailure(ProbeFailure):
+    """A failed connect; `reason` is one of dns, refused, timeout, unreachable, other."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+async def connect(host: str, port: int, timeout: float, source: str | None = None,
+                  interface: str | None = None) -> tuple[socket.socket, float]:
+    """A connected non-blocking TCP socket (the caller closes it) and the seconds the
+    DNS lookup and connect took; ConnectFailure with a reason if it cannot be had."""
+    loop = asyncio.get_running_loop()
+    started = time.perf_counter()
+    sock = None
+    try:
+        async with asyncio.timeout(timeout):
+            try:
+                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except socket.gaierror as exc:
+                raise ConnectFailure("dns", f"cannot resolve {host}: {exc.strerror}") from None
+            family, kind, proto, _, address = infos[0]
+            sock = socket.socket(family, kind, proto)
+            sock.setblocking(False)
+            if interface:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE,
+                                interface.encode() + b"\0")
+            if source:
+                sock.bind((source, 0))
+            await loop.sock_connect(sock, address)
+    except BaseException as exc:
+        if sock is not None:
+            sock.close()
+        if isinstance(exc, TimeoutError):
+            raise ConnectFailure("timeout", f"no answer from {host}:{port} within "
+                                            f"{timeout:g}s") from None
+        if isinstance(exc, ConnectionRefusedError):
+            raise ConnectFailure("refused", f"{host}:{port} refused the connection") from None
+        if isinstance(exc, OSError) and not isinstance(exc, ConnectFailure):
+            unreachable = exc.errno in UNREACHABLE
+            raise ConnectFailure("unreachable" if unreachable else "other",
+                                 f"cannot connect to {host}:{port}: "
+                                 f"{exc.strerror or exc}") from None
+        raise
+    return sock, time.perf_counter() - started
+
+
+def interface_state(name: str, sys_class_net: Path = Path("/sys/class/net")) -> str:
+    """'missing', 'down' (administratively), 'no-carrier' (up, but the link is not: the
+    far end or the line is gone), or 'up'."""
+    folder = sys_class_net / name
+    try:
+        flags = int((folder / "flags").read_text().strip(), 16)
+    except (OSError, ValueError):
+        return "missing"
+    if not flags & IFF_UP:
+        return "down"
+    try:
+        carrier = (folder / "carrier").read_text().strip()
+    except OSError:  # the kernel refuses to read it while the device is down
+        return "down"
+    return "up" if carrier == "1" else "no-carrier"

@@ -1,0 +1,157 @@
+"""A hospital's private network, made for real in a network namespace.
+
+    this host (the monitor)                         namespace "agency" (insurance side)
+    ip<N>p 198.18.1.1/30  ===== primary line ====== 198.18.1.2  gateway
+    ip<N>b 198.18.2.1/30  ===== 4G backup ========= 198.18.2.2  gateway
+                                                    198.18.100.1 settlement front-end
+                                                                 (TCP/HTTP, on lo)
+                                                    198.18.50.0/24 impaired targets
+                                                                 (TUN, tests/impair.py)
+
+Addresses are from 198.18.0.0/15 (RFC 2544, benchmarking; never routed). While the lab
+exists an `unreachable 198.18.0.0/15` route on this host keeps any packet for a torn-down
+lab address from leaving the machine. Everything is removed on close.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import wait_for
+
+HERE = Path(__file__).resolve().parent
+GUARD = "198.18.0.0/15"
+FRONT_END = "198.18.100.1"
+IMPAIRED = "198.18.50.0/24"
+
+
+def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check,
+                          timeout=10)
+
+
+class Lab:
+    def __init__(self) -> None:
+        n = os.getpid() % 10000
+        self.ns = f"insmon-agency-{n}"
+        self.primary, self.backup = f"ip{n}p", f"ip{n}b"  # this host's ends
+        self.primary_far, self.backup_far = f"ip{n}pa", f"ip{n}ba"  # the agency's ends
+        self.servers: dict[str, subprocess.Popen] = {}
+        self._guarded = False
+        try:
+            self._build()
+        except BaseException:
+            self.close()
+            raise
+
+    def _build(self) -> None:
+        if GUARD not in ip("route", "show", "type", "unreachable").stdout:
+            ip("route", "add", "unreachable", GUARD)
+            self._guarded = True
+        ip("netns", "add", self.ns)
+        self.ns_ip("link", "set", "lo", "up")
+        self.ns_ip("addr", "add", f"{FRONT_END}/32", "dev", "lo")
+        for here, far, subnet in ((self.primary, self.primary_far, "198.18.1"),
+                                  (self.backup, self.backup_far, "198.18.2")):
+            ip("link", "add", here, "type", "veth", "peer", "name", far)
+            ip("link", "set", far, "netns", self.ns)
+            ip("addr", "add", f"{subnet}.1/30", "dev", here)
+            ip("link", "set", here, "up")
+            self.ns_ip("addr", "add", f"{subnet}.2/30", "dev", far)
+            self.ns_ip("link", "set", far, "up")
+        # the front-end is reachable over either line; primary preferred
+        ip("route", "add", f"{FRONT_END}/32", "via", "198.18.1.2", "dev", self.primary,
+           "metric", "10")
+        ip("route", "add", f"{FRONT_END}/32", "via", "198.18.2.2", "dev", self.backup,
+           "metric", "20")
+        for here in (self.primary, self.backup):
+            self._wait_carrier(here, True)
+
+    def _wait_carrier(self, interface: str, on: bool) -> None:
+        carrier = Path("/sys/class/net") / interface / "carrier"
+        wait_for(lambda: carrier.read_text().strip() == ("1" if on else "0"), 10,
+                 f"carrier {'on' if on else 'off'} on {interface}")
+
+    def ns_ip(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return ip("-n", self.ns, *args, check=check)
+
+    def in_ns(self, *argv: str) -> list[str]:
+        return ["ip", "netns", "exec", self.ns, *argv]
+
+    # ------------------------------------------------------------------ services
+
+    def start_front_end(self, port: int = 8080, tls: tuple[Path, Path] | None = None,
+                        name: str = "front-end") -> None:
+        argv = [sys.executable, str(HERE / "frontend.py"), FRONT_END, str(port)]
+        if tls:
+            argv += [str(tls[0]), str(tls[1])]
+        self.servers[name] = subprocess.Popen(self.in_ns(*argv), stdin=subprocess.DEVNULL,
+                                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                              text=True)
+        wait_for(lambda: self._listening(port), 15, f"{name} to listen on {port}")
+
+    def _listening(self, port: int) -> bool:
+        out = subprocess.run(self.in_ns("ss", "-ltnH"), capture_output=True, text=True,
+                             timeout=10).stdout
+        return f"{FRONT_END}:{port} " in out
+
+    def stop(self, name: str) -> None:
+        proc = self.servers.pop(name)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def start_impairment(self, delay: float, loss: float, seed: int = 1) -> None:
+        """ICMP echo for 198.18.50.0/24 answered by tests/impair.py after `delay` seconds,
+        dropping a `loss` share, through a TUN device in the agency namespace."""
+        tun = "imp0"
+        self.ns_ip("tuntap", "add", "dev", tun, "mode", "tun")
+        self.ns_ip("link", "set", tun, "up")
+        self.ns_ip("route", "add", IMPAIRED, "dev", tun)
+        subprocess.run(self.in_ns("sysctl", "-qw", "net.ipv4.ip_forward=1"), check=True,
+                       timeout=10)
+        ip("route", "add", IMPAIRED, "via", "198.18.1.2", "dev", self.primary)
+        self.servers["impair"] = subprocess.Popen(
+            self.in_ns(sys.executable, str(HERE / "impair.py"), tun, str(delay), str(loss),
+                       str(seed)),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True)
+        time.sleep(0.3)  # it attaches to the TUN device at once; give it a moment
+        if self.servers["impair"].poll() is not None:
+            raise RuntimeError(f"impair.py exited: {self.servers['impair'].stderr.read()}")
+
+    # ------------------------------------------------------------------ faults
+
+    def cut(self, link: str) -> None:
+        """The fibre is cut: the far end of the line goes dark (no carrier here)."""
+        here, far = self._ends(link)
+        self.ns_ip("link", "set", far, "down")
+        self._wait_carrier(here, False)
+
+    def restore(self, link: str) -> None:
+        here, far = self._ends(link)
+        self.ns_ip("link", "set", far, "up")
+        self._wait_carrier(here, True)
+
+    def _ends(self, link: str) -> tuple[str, str]:
+        return {"primary": (self.primary, self.primary_far),
+                "backup": (self.backup, self.backup_far)}[link]
+
+    # ------------------------------------------------------------------ teardown
+
+    def close(self) -> None:
+        for name in list(self.servers):
+            self.stop(name)
+        ip("netns", "del", self.ns, check=False)
+        for here in (self.primary, self.backup):
+            ip("link", "del", here, check=False)
+        if self._guarded:
+            ip("route", "del", "unreachable", GUARD, check=False)
