@@ -8,7 +8,7 @@ ARGS ?=
 # as command:Debian package.
 TEST_TOOLS := promtool:prometheus amtool:prometheus-alertmanager snmpd:snmpd \
 	prometheus-node-exporter:prometheus-node-exporter
-BENCH_TOOLS := prometheus-node-exporter:prometheus-node-exporter
+BENCH_TOOLS := prometheus-node-exporter:prometheus-node-exporter fping:fping
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test lint bench clean
@@ -24,6 +24,7 @@ bench: $(VENV)/.runtime
 	@$(call install-missing,$(BENCH_TOOLS))
 	bench/idle.sh
 	$(VENV)/bin/python bench/storage_overhead.py
+	$(VENV)/bin/python bench/icmp_fanout.py
 
 lint: $(VENV)/.test
 	$(VENV)/bin/ruff check .

@@ -61,6 +61,8 @@ class Lab:
             ip("link", "add", here, "type", "veth", "peer", "name", far)
             ip("link", "set", far, "netns", self.ns)
             ip("addr", "add", f"{subnet}.1/30", "dev", here)
+            # when the line goes dark, its routes are not used: traffic fails over
+            Path(f"/proc/sys/net/ipv4/conf/{here}/ignore_routes_with_linkdown").write_text("1")
             ip("link", "set", here, "up")
             self.ns_ip("addr", "add", f"{subnet}.2/30", "dev", far)
             self.ns_ip("link", "set", far, "up")

@@ -17,7 +17,7 @@ import pytest
 
 from monitor.probe import CheckBase
 from probes import http, icmp, pinger, snmp, tcp, vpn
-from tests.conftest import render
+from tests.conftest import INSMON, render
 from tests.netlab import FRONT_END, Lab
 from tests.snmp_agent import COMMUNITY, V3_AUTH, V3_PRIV, V3_USER, SnmpAgent
 
@@ -202,17 +202,27 @@ async def test_tcp_connect_and_refusal(lab: Lab) -> None:
                          f'target="{FRONT_END}:8081"}}') == 1
 
 
-async def test_tcp_timeout_when_the_line_is_cut(lab: Lab) -> None:
-    ip_route = subprocess.run(["ip", "route", "del", f"{FRONT_END}/32", "dev", lab.backup],
-                              check=True)
-    assert ip_route.returncode == 0
+async def test_tcp_unreachable_when_every_line_is_cut(lab: Lab) -> None:
     lab.cut("primary")
+    lab.cut("backup")
     config = tcp.Config(name="front-end", kind="tcp", interval=5, timeout=1,
                         targets=[f"{FRONT_END}:8080"])
     status, series = await render(config, "insmon_tcp_")
-    assert status.startswith("# failed: no answer from 198.18.100.1:8080 within")
-    assert value(series, f'insmon_tcp_failures_total{{check="front-end",reason="timeout",'
+    assert status == ("# failed: cannot connect to 198.18.100.1:8080: No route to host\n")
+    assert value(series, f'insmon_tcp_failures_total{{check="front-end",reason="unreachable",'
                          f'target="{FRONT_END}:8080"}}') == 1
+
+
+async def test_tcp_timeout_when_the_far_side_drops_everything(lab: Lab) -> None:
+    lab.ns_ip("route", "add", "blackhole", "198.18.60.0/24")
+    subprocess.run(["ip", "route", "add", "198.18.60.0/24", "via", "198.18.1.2", "dev",
+                    lab.primary], check=True)
+    config = tcp.Config(name="front-end", kind="tcp", interval=5, timeout=1,
+                        targets=["198.18.60.1:8080"])
+    status, series = await render(config, "insmon_tcp_")
+    assert status == "# failed: no answer from 198.18.60.1:8080 within 0.9s\n"
+    assert value(series, 'insmon_tcp_failures_total{check="front-end",reason="timeout",'
+                         'target="198.18.60.1:8080"}') == 1
 
 
 # ------------------------------------------------------------------------------ http
@@ -374,3 +384,40 @@ async def test_snmp_no_such_interface_and_wrong_community(tmp_path: Path) -> Non
                           "community/credentials)\n")
     finally:
         agent.stop()
+
+
+# ------------------------------------------------------------------------------ the CLI
+
+def test_insmon_once_against_the_lab(lab: Lab, tmp_path: Path) -> None:
+    """What an engineer types at the console: the whole chain in one table."""
+    config = tmp_path / "lab.yaml"
+    config.write_text(f"""\
+checks:
+  - name: private-network
+    kind: vpn
+    timeout: 4s
+    front_end: {FRONT_END}:8080
+    links:
+      - {{name: private-line, role: primary, interface: {lab.primary}, gateway: 198.18.1.2}}
+      - {{name: 4g-backup, role: backup, interface: {lab.backup}, gateway: 198.18.2.2}}
+  - name: line-ping
+    kind: icmp
+    targets: [198.18.1.2, {FRONT_END}]
+  - name: front-end-http
+    kind: http
+    url: http://{FRONT_END}:8080/health
+  - name: kiosks
+    kind: tcp
+    targets: ["{FRONT_END}:8080"]
+""")
+    lab.cut("primary")
+    result = subprocess.run([INSMON, "once", "-c", str(config)], capture_output=True,
+                            text=True, timeout=60, stdin=subprocess.DEVNULL)
+    rows = {line.split()[0]: line for line in result.stdout.splitlines()[1:]}
+    assert result.returncode == 1  # not everything is ok: the primary line is cut
+    assert " failed " in rows["private-network"]
+    assert "settlement path via backup; private-line (primary) DOWN" in rows["private-network"]
+    assert " ok " in rows["front-end-http"] and "status 200" in rows["front-end-http"]
+    assert " ok " in rows["kiosks"]
+    assert " failed " in rows["line-ping"] and "request timeout from 198.18.1.2" \
+        in rows["line-ping"]
