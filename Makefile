@@ -20,7 +20,7 @@ test: $(VENV)/.test lint
 	@$(call install-missing,$(TEST_TOOLS))
 	$(VENV)/bin/pytest
 
-bench: $(VENV)/.runtime
+bench: $(VENV)/.test
 	@$(call install-missing,$(BENCH_TOOLS))
 	bench/idle.sh
 	$(VENV)/bin/python bench/storage_overhead.py

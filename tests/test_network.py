@@ -8,8 +8,10 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
+import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -421,3 +423,23 @@ checks:
     assert " ok " in rows["kiosks"]
     assert " failed " in rows["line-ping"] and "request timeout from 198.18.1.2" \
         in rows["line-ping"]
+
+
+async def test_wireguard_handshake_age(lab: Lab, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """This kernel has no WireGuard, so `wg` is a stand-in printing what
+    `wg show IF latest-handshakes` prints: one peer key and Unix time per line."""
+    handshake = int(time.time()) - 42
+    wg = tmp_path / "wg"
+    wg.write_text("#!/bin/sh\n"
+                  f'[ "$2" = "{lab.primary}" ] || {{ echo "Unable to access interface" >&2; '
+                  "exit 1; }\n"
+                  f"printf 'xTIrpH9yh5pCtd3/94z4a+2gF9GDBNLzCw4x1JZEeWs=\\t{handshake}\\n"
+                  "hAH/3Ot7jlc0Ze3LV7g/0zBPQRzxGGvGfKdu2Eixwmo=\\t0\\n'\n")
+    wg.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    _, series = await render(vpn_check(lab), "insmon_vpn_handshake")
+    age = value(series, 'insmon_vpn_handshake_age_seconds{check="private-network",'
+                        'link="private-line",role="primary"}')
+    assert 42 <= age < 50
+    assert "4g-backup" not in series  # `wg` does not know that interface: no series
