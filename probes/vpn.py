@@ -22,6 +22,7 @@ from typing import Literal, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from monitor.probe import (
+    CHECK_NAME,
     CheckBase,
     Duration,
     MetricSpec,
@@ -39,7 +40,7 @@ ROLES = ("primary", "backup")
 
 class Link(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+    name: str = Field(pattern=CHECK_NAME)  # the `link` label
     role: Literal["primary", "backup"]
     interface: str  # the tunnel interface (wg0, tun0, ipsec0, ...)
     gateway: str  # the agency-side tunnel address, pinged through the interface
