@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import html
 import time
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 
-from monitor import __version__
+from monitor import SHANGHAI, __version__
 from monitor.store import CheckView, Snapshot
 
-SHANGHAI = timezone(timedelta(hours=8), "Asia/Shanghai")  # the site's clock; no DST
 COLUMNS = ("CHECK", "KIND", "STATUS", "DURATION", "DETAIL")
 
 

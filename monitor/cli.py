@@ -39,6 +39,18 @@ def main(argv: list[str] | None = None) -> int:
     validate = commands.add_parser("validate", help="check config files; exit 1 on errors")
     validate.add_argument("files", nargs="+", type=Path, metavar="FILE")
 
+    maintenance = commands.add_parser(
+        "maintenance", help="declare an announced outage window (a platform cutover): "
+                            "its expected alerts do not page, everything else still does")
+    maintenance.add_argument("--alertmanager", default="http://127.0.0.1:9093",
+                             help="Alertmanager URL (default: %(default)s)")
+    maintenance.add_argument("--site", required=True, help="the site label of the hospital")
+    maintenance.add_argument("--from", dest="start", required=True, metavar="TIME",
+                             help="start, ISO 8601 (Asia/Shanghai if no offset)")
+    maintenance.add_argument("--to", dest="end", required=True, metavar="TIME", help="end")
+    maintenance.add_argument("--comment", required=True,
+                             help="what is announced, e.g. the cutover notice number")
+
     args = parser.parse_args(argv)
     default_level = "error" if args.command == "once" else "info"
     logging.basicConfig(level=(args.log_level or default_level).upper(), stream=sys.stderr,
@@ -47,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "validate":
         return _validate(args.files)
+    if args.command == "maintenance":
+        return _maintenance(args)
     try:
         loaded = load(args.config)
     except ConfigError as exc:
@@ -77,6 +91,20 @@ def _validate(files: list[Path]) -> int:
         print(f"{path}: ok, {plural(len(checks), 'check')}: "
               + ", ".join(f"{c.name} ({c.kind})" for c in checks))
     return 1 if failed else 0
+
+
+def _maintenance(args: argparse.Namespace) -> int:
+    from monitor import maintenance
+
+    try:
+        start, end = maintenance.parse_time(args.start), maintenance.parse_time(args.end)
+        silence = maintenance.declare(args.alertmanager, args.site, start, end, args.comment)
+    except maintenance.MaintenanceError as exc:
+        print(f"insmon maintenance: {exc}", file=sys.stderr)
+        return 1
+    print(f"silence {silence}: site {args.site}, {start.isoformat()} to {end.isoformat()}; "
+          f"held back: {maintenance.EXPECTED}")
+    return 0
 
 
 async def _once(loaded: Loaded) -> int:

@@ -1,0 +1,114 @@
+"""Real Prometheus and Alertmanager (Debian's binaries) on loopback ports, configured from
+the project's own files, for the end-to-end tests and the fault-to-page benchmark."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import ROOT, free_port, wait_for
+
+RULES = ROOT / "alert_rules"
+
+
+class Alertmanager:
+    """alert_rules/alertmanager.yml with every webhook pointed at `pager_url`/<team>."""
+
+    def __init__(self, workdir: Path, pager_url: str) -> None:
+        config = yaml.safe_load((RULES / "alertmanager.yml").read_text())
+        for receiver in config["receivers"]:
+            for hook in receiver.get("webhook_configs", []):
+                hook["url"] = f"{pager_url}/{receiver['name']}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(RULES / "templates", workdir / "templates", dirs_exist_ok=True)
+        (workdir / "alertmanager.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(workdir / "alertmanager.log", "w")  # noqa: SIM115 (closed in stop)
+        self.proc = subprocess.Popen(
+            ["prometheus-alertmanager", f"--config.file={workdir / 'alertmanager.yml'}",
+             f"--storage.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}",
+             "--cluster.listen-address=", "--log.level=warn"],
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
+        wait_for(lambda: _get(f"{self.url}/-/ready"), 30, "Alertmanager to be ready")
+
+    def post(self, *alerts: dict) -> None:
+        request = urllib.request.Request(f"{self.url}/api/v2/alerts",
+                                         data=json.dumps(list(alerts)).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10):
+            pass
+
+    def stop(self) -> None:
+        _stop(self.proc)
+        self.log.close()
+
+
+class Prometheus:
+    """Scrapes insmon at `targets` (with `site`) and evaluates the project's rules."""
+
+    def __init__(self, workdir: Path, targets: list[str], site: str, alertmanager: str,
+                 interval: str = "1s") -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        for name in ("recording.yml", "alerts.yml"):
+            shutil.copy(RULES / name, workdir / name)
+        config = {
+            "global": {"scrape_interval": interval, "evaluation_interval": interval},
+            "rule_files": ["recording.yml", "alerts.yml"],
+            "alerting": {"alertmanagers": [{"static_configs": [
+                {"targets": [alertmanager.removeprefix("http://")]}]}]},
+            "scrape_configs": [{"job_name": "insmon", "static_configs": [
+                {"targets": targets, "labels": {"site": site}}]}],
+        }
+        (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(workdir / "prometheus.log", "w")  # noqa: SIM115 (closed in stop)
+        self.proc = subprocess.Popen(
+            ["prometheus", f"--config.file={workdir / 'prometheus.yml'}",
+             f"--storage.tsdb.path={workdir / 'data'}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
+        wait_for(lambda: _get(f"{self.url}/-/ready"), 30, "Prometheus to be ready")
+
+    def query(self, expr: str) -> list[dict]:
+        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return json.load(response)["data"]["result"]
+
+    def stop(self) -> None:
+        _stop(self.proc)
+        self.log.close()
+
+
+def _get(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def alert(name: str, grade: str, team: str, site: str, also: str = "", **labels: str) -> dict:
+    """An alert as Prometheus sends it, for posting straight to Alertmanager."""
+    return {"labels": {"alertname": name, "grade": grade, "team": team, "site": site,
+                       "service": "test", **({"also": also} if also else {}), **labels},
+            "annotations": {"summary": f"{site}: {name}", "summary_zh": name,
+                            "description": name, "runbook": f"runbooks/{name}.md"},
+            "startsAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

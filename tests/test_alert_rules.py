@@ -1,0 +1,116 @@
+"""The alert rules and the routing, with the real promtool and amtool."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+RULES = ROOT / "alert_rules"
+GRADES = ("I", "II", "III", "IV")
+TEAMS = ("network", "server_ops", "database", "insurance_agency", "vendor",
+         "settlement_center", "leadership")
+
+
+def alerts() -> list[dict]:
+    groups = yaml.safe_load((RULES / "alerts.yml").read_text())["groups"]
+    return [rule for group in groups for rule in group["rules"] if "alert" in rule]
+
+
+def run(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=RULES)
+
+
+def test_promtool_checks_the_rules() -> None:
+    result = run("promtool", "check", "rules", "recording.yml", "alerts.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("tests", sorted((RULES / "tests").glob("*.yml")), ids=lambda p: p.name)
+def test_promtool_unit_tests_pass(tests: Path) -> None:
+    result = run("promtool", "test", "rules", str(tests.relative_to(RULES)))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("rule", alerts(), ids=lambda r: f"{r['alert']}-{r['labels']['grade']}")
+def test_every_alert_is_graded_owned_explained_and_tested(rule: dict) -> None:
+    labels, notes = rule["labels"], rule["annotations"]
+    assert labels["grade"] in GRADES
+    assert labels["team"] in TEAMS and labels["team"] != "leadership"
+    for team in filter(None, labels.get("also", "").split(",")):
+        assert team in TEAMS
+    assert labels["service"]
+    assert set(notes) == {"summary", "summary_zh", "description", "runbook"}
+    assert (RULES / notes["runbook"]).is_file()
+    # the unit tests fire this alert with this grade at least once
+    fired = set()
+    for path in (RULES / "tests").glob("*.yml"):
+        for test in yaml.safe_load(path.read_text())["tests"]:
+            for case in test.get("alert_rule_test", []):
+                for alert in case["exp_alerts"]:
+                    fired.add((case["alertname"], alert["exp_labels"]["grade"]))
+    assert (rule["alert"], labels["grade"]) in fired
+
+
+def test_every_runbook_belongs_to_an_alert() -> None:
+    names = {rule["alert"] for rule in alerts()}
+    assert {p.stem for p in (RULES / "runbooks").glob("*.md")} == names
+
+
+def test_amtool_checks_the_config() -> None:
+    result = run("amtool", "check-config", "alertmanager.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def routes(**labels: str) -> set[str]:
+    result = run("amtool", "config", "routes", "test", "--config.file=alertmanager.yml",
+                 *(f"{k}={v}" for k, v in labels.items()))
+    assert result.returncode == 0, result.stderr
+    return set(result.stdout.strip().split(","))
+
+
+OWNERS = ("network", "server_ops", "database", "insurance_agency", "vendor",
+          "settlement_center")
+
+
+@pytest.mark.parametrize(("grade", "team"), itertools.product(GRADES, OWNERS))
+def test_each_grade_pages_its_team_and_level_one_reaches_leadership(grade: str,
+                                                                     team: str) -> None:
+    expected = {team} | ({"leadership", "settlement_center"} if grade == "I" else set())
+    assert routes(grade=grade, team=team, site="h1") == expected
+
+
+@pytest.mark.parametrize(("alert", "expected"), [
+    ("SettlementPathDown", {"network", "insurance_agency", "leadership", "settlement_center"}),
+    ("PrimaryLineDown", {"network", "insurance_agency"}),
+    ("RaidArrayFailed", {"server_ops", "vendor", "leadership", "settlement_center"}),
+    ("TerminalDown", {"network", "settlement_center"}),
+    ("SettlementChainCollapsed", {"network", "insurance_agency", "server_ops", "vendor",
+                                  "leadership", "settlement_center"}),
+])
+def test_a_fault_pages_every_team_it_concerns(alert: str, expected: set[str]) -> None:
+    rule = next(r for r in alerts() if r["alert"] == alert)
+    labels = {k: v for k, v in rule["labels"].items() if v}
+    assert routes(alertname=alert, site="h1", **labels) == expected
+
+
+def test_drills_and_unknown_alerts() -> None:
+    assert routes(grade="I", team="network", drill="true") == {"drill"}
+    assert routes(alertname="SomethingNew") == {"unrouted"}
+
+
+def test_grade_four_pages_in_business_hours_only() -> None:
+    config = yaml.safe_load((RULES / "alertmanager.yml").read_text())
+    grade_routes = {r["matchers"][0]: r for r in config["route"]["routes"]}
+    assert grade_routes['grade="IV"']["active_time_intervals"] == ["business-hours"]
+    assert all("active_time_intervals" not in grade_routes[f'grade="{g}"']
+               for g in ("I", "II", "III"))
+    [interval] = [t for t in config["time_intervals"] if t["name"] == "business-hours"]
+    assert interval["time_intervals"] == [{
+        "weekdays": ["monday:friday"], "times": [{"start_time": "08:00", "end_time": "18:00"}],
+        "location": "Asia/Shanghai"}]

@@ -1,0 +1,92 @@
+"""The shipped Alertmanager config in a real Alertmanager: who is paged, what inhibits
+what, and an announced maintenance window."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.alertstack import Alertmanager, alert
+from tests.conftest import INSMON, wait_for
+from tests.pager import Pager
+
+SETTLE = 7  # seconds: longer than any group_wait of grades I and II (0 s, 5 s)
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[tuple[Alertmanager, Pager]]:
+    pager = Pager()
+    manager = Alertmanager(tmp_path / "am", pager.url)
+    yield manager, pager
+    manager.stop()
+    pager.close()
+
+
+def test_level_one_pages_its_teams_leadership_and_the_settlement_center(stack) -> None:
+    manager, pager = stack
+    manager.post(alert("SettlementPathDown", "I", "network", "h1", also="insurance_agency"))
+    expected = {"network", "insurance_agency", "leadership", "settlement_center"}
+    wait_for(lambda: pager.teams("SettlementPathDown") == expected, 10, "the Level I pages")
+    time.sleep(2)
+    assert pager.teams("SettlementPathDown") == expected  # and nobody else
+    page = next(p for p in pager.received() if p.team == "leadership")
+    assert page.body["commonLabels"]["site"] == "h1"
+
+
+def test_root_causes_hold_back_their_symptoms(stack) -> None:
+    manager, pager = stack
+    manager.post(
+        alert("SettlementPathDown", "I", "network", "h2", also="insurance_agency"),
+        alert("FrontEndHttpFailing", "II", "insurance_agency", "h2", also="network",
+              check="fe-http"),
+        alert("SettlementChainCollapsed", "I", "network", "h3",
+              also="insurance_agency,server_ops,vendor"),
+        alert("RaidArrayFailed", "I", "server_ops", "h3", also="vendor", instance="db1",
+              array="md0"),
+        alert("CpuHigh", "III", "server_ops", "h4", instance="db1"),
+        alert("CpuSaturated", "II", "server_ops", "h4", instance="db1"))
+    time.sleep(SETTLE)
+    assert pager.teams("SettlementPathDown")
+    assert pager.teams("FrontEndHttpFailing") == set()  # the path is the cause
+    assert pager.teams("SettlementChainCollapsed") == {
+        "network", "insurance_agency", "server_ops", "vendor", "leadership",
+        "settlement_center"}
+    assert pager.teams("RaidArrayFailed") == set()  # named by the compound incident
+    assert pager.teams("CpuSaturated") == {"server_ops"}
+    assert pager.teams("CpuHigh") == set()
+
+
+def test_a_maintenance_window_holds_back_the_expected_not_the_rest(stack) -> None:
+    manager, pager = stack
+    result = subprocess.run(
+        [INSMON, "maintenance", "--alertmanager", manager.url, "--site", "h5",
+         "--from", time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() - 60)),
+         "--to", time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() + 3600)),
+         "--comment", "智慧医保 platform cutover, notice 2026-118"],
+        capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("silence ")
+    manager.post(
+        alert("FrontEndUnreachable", "I", "insurance_agency", "h5", also="network"),
+        alert("RaidArrayFailed", "I", "server_ops", "h5", also="vendor", instance="db1",
+              array="md0"),
+        alert("FrontEndUnreachable", "I", "insurance_agency", "h6", also="network"))
+    time.sleep(SETTLE)
+    assert pager.teams("FrontEndUnreachable") != set()  # h6 has no window: it pages
+    assert all(p.body["commonLabels"]["site"] == "h6" for p in pager.received()
+               if "FrontEndUnreachable" in p.alertnames)
+    assert "server_ops" in pager.teams("RaidArrayFailed")  # unexpected: it pages
+
+
+def test_maintenance_says_why_it_failed() -> None:
+    result = subprocess.run(
+        [INSMON, "maintenance", "--alertmanager", "http://127.0.0.1:9", "--site", "h1",
+         "--from", "2026-12-01T20:00", "--to", "2026-12-02T06:00", "--comment", "cutover"],
+        capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert result.stderr.startswith("insmon maintenance: cannot reach Alertmanager at "
+                                    "http://127.0.0.1:9")
