@@ -1,0 +1,106 @@
+"""End to end, all real: a namespace lab, `insmon run` probing it, Prometheus scraping
+insmon and evaluating the project's rules, Alertmanager routing to a webhook per team.
+
+Both lines of the private network are cut: the Level I page must reach the network team,
+the insurance agency, leadership and the settlement center (every Level I reaches those
+two), name the site, and reach no other team; after the lines are restored, a resolved
+notification arrives. The time from the cut to each page is printed (pytest -s).
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.alertstack import Alertmanager, Prometheus
+from tests.conftest import INSMON, free_port, wait_for
+from tests.netlab import FRONT_END, Lab
+from tests.pager import Pager
+
+SITE = "lab-hospital"
+
+
+def insmon_config(lab: Lab, port: int) -> str:
+    return f"""\
+listen: "127.0.0.1:{port}"
+checks:
+  - name: private-network
+    kind: vpn
+    interval: 1s
+    timeout: 900ms
+    front_end: {FRONT_END}:8080
+    ping_count: 2
+    packet_interval: 50ms
+    packet_timeout: 300ms
+    links:
+      - {{name: private-line, role: primary, interface: {lab.primary}, gateway: 198.18.1.2}}
+      - {{name: 4g-backup, role: backup, interface: {lab.backup}, gateway: 198.18.2.2}}
+"""
+
+
+@pytest.fixture
+def chain(tmp_path: Path) -> Iterator[tuple[Lab, Prometheus, Pager]]:
+    lab = Lab()
+    pager = Pager()
+    started: list = []
+    try:
+        lab.start_front_end(8080)
+        port = free_port()
+        config = tmp_path / "insmon.yaml"
+        config.write_text(insmon_config(lab, port))
+        monitor = subprocess.Popen([INSMON, "run", "-c", str(config)],
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=open(tmp_path / "insmon.log", "w"))  # noqa: SIM115
+        started.append(monitor)
+        manager = Alertmanager(tmp_path / "alertmanager", pager.url)
+        started.append(manager)
+        prometheus = Prometheus(tmp_path / "prometheus", [f"127.0.0.1:{port}"], SITE,
+                                manager.url)
+        started.append(prometheus)
+        wait_for(lambda: prometheus.query('site:insmon_settlement_path:up == 1'), 30,
+                 "Prometheus to see the settlement path up")
+        yield lab, prometheus, pager
+    finally:
+        for thing in reversed(started):
+            if isinstance(thing, subprocess.Popen):
+                thing.send_signal(signal.SIGTERM)
+                thing.wait(timeout=15)
+            else:
+                thing.stop()
+        pager.close()
+        lab.close()
+
+
+def test_cut_both_lines_pages_level_one_to_the_right_teams(chain) -> None:
+    lab, prometheus, pager = chain
+    time.sleep(3)  # a settled baseline: nothing pages while all is well
+    assert pager.received() == []
+
+    cut_at = time.time()
+    lab.cut("primary")
+    lab.cut("backup")
+    expected = {"network", "insurance_agency", "leadership", "settlement_center"}
+    wait_for(lambda: pager.teams("SettlementPathDown") >= expected, 60, "the Level I pages")
+    time.sleep(3)
+    firing = pager.received("firing")
+    assert {p.team for p in firing} == expected  # and no other team, no other alert
+    for page in firing:
+        assert page.body["commonLabels"]["site"] == SITE
+        assert page.body["commonLabels"]["grade"] == "I"
+        assert page.alertnames == {"SettlementPathDown"}
+    delays = {p.team: p.received - cut_at for p in firing}
+    print("\ncut to page, seconds:", {t: round(d, 1) for t, d in sorted(delays.items())})
+    assert max(delays.values()) < 30  # 1 s probes and scrapes, for: 10s
+
+    restored_at = time.time()
+    lab.restore("primary")
+    lab.restore("backup")
+    wait_for(lambda: pager.teams("SettlementPathDown", "resolved") >= expected, 90,
+             "the resolved notifications")
+    resolved = {p.team: round(p.received - restored_at, 1) for p in pager.received("resolved")}
+    print("restore to resolved notification, seconds:", resolved)
