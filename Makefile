@@ -25,6 +25,7 @@ bench: $(VENV)/.test
 	bench/idle.sh
 	$(VENV)/bin/python bench/storage_overhead.py
 	$(VENV)/bin/python bench/icmp_fanout.py
+	$(VENV)/bin/python bench/fault_to_page.py
 
 lint: $(VENV)/.test
 	$(VENV)/bin/ruff check .

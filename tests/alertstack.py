@@ -55,17 +55,23 @@ class Prometheus:
     """Scrapes insmon at `targets` (with `site`) and evaluates the project's rules."""
 
     def __init__(self, workdir: Path, targets: list[str], site: str, alertmanager: str,
-                 interval: str = "1s") -> None:
+                 interval: str | None = "1s") -> None:
+        """interval None: the shipped production timings (alert_rules/prometheus.yml)."""
         workdir.mkdir(parents=True, exist_ok=True)
         for name in ("recording.yml", "alerts.yml"):
             shutil.copy(RULES / name, workdir / name)
+        shipped = yaml.safe_load((RULES / "prometheus.yml").read_text())
+        job = next(j for j in shipped["scrape_configs"] if j["job_name"] == "insmon")
         config = {
-            "global": {"scrape_interval": interval, "evaluation_interval": interval},
+            "global": {"scrape_interval": interval or shipped["global"]["scrape_interval"],
+                       "evaluation_interval": interval or
+                       shipped["global"]["evaluation_interval"]},
             "rule_files": ["recording.yml", "alerts.yml"],
             "alerting": {"alertmanagers": [{"static_configs": [
                 {"targets": [alertmanager.removeprefix("http://")]}]}]},
             "scrape_configs": [{"job_name": "insmon", "static_configs": [
-                {"targets": targets, "labels": {"site": site}}]}],
+                {"targets": targets, "labels": {"site": site}}],
+                **({} if interval else {"scrape_interval": job["scrape_interval"]})}],
         }
         (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
         self.port = free_port()

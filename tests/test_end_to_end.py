@@ -44,7 +44,7 @@ checks:
 
 
 @pytest.fixture
-def chain(tmp_path: Path) -> Iterator[tuple[Lab, Prometheus, Pager]]:
+def chain(tmp_path: Path) -> Iterator[tuple[Lab, Pager]]:
     lab = Lab()
     pager = Pager()
     started: list = []
@@ -64,7 +64,7 @@ def chain(tmp_path: Path) -> Iterator[tuple[Lab, Prometheus, Pager]]:
         started.append(prometheus)
         wait_for(lambda: prometheus.query('site:insmon_settlement_path:up == 1'), 30,
                  "Prometheus to see the settlement path up")
-        yield lab, prometheus, pager
+        yield lab, pager
     finally:
         for thing in reversed(started):
             if isinstance(thing, subprocess.Popen):
@@ -77,7 +77,7 @@ def chain(tmp_path: Path) -> Iterator[tuple[Lab, Prometheus, Pager]]:
 
 
 def test_cut_both_lines_pages_level_one_to_the_right_teams(chain) -> None:
-    lab, prometheus, pager = chain
+    lab, pager = chain
     time.sleep(3)  # a settled baseline: nothing pages while all is well
     assert pager.received() == []
 
