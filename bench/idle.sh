@@ -26,7 +26,7 @@ sleep 5  # start-up and first runs are not idle
 declare -a before
 for i in "${!pids[@]}"; do before[i]=$(cpu_seconds "${pids[i]}"); done
 sleep "$window"
-echo "idle cost over ${window} s, no scrapes (insmon: embedded default, cpu every 5 s):"
+echo "idle cost over ${window} s, no scrapes (insmon: the embedded default config):"
 for i in "${!pids[@]}"; do
   awk -v n="${names[i]}" -v b="${before[i]}" -v a="$(cpu_seconds "${pids[i]}")" \
       -v w="$window" -v r="$(rss_mib "${pids[i]}")" \

@@ -13,9 +13,25 @@ from pathlib import Path
 
 import yaml
 
-from tests.conftest import ROOT, free_port, wait_for
+from tests.conftest import INSMON, ROOT, free_port, wait_for
 
 RULES = ROOT / "alert_rules"
+
+
+class Insmon:
+    """`insmon run` on a config, as a subprocess; its log in workdir/insmon.log."""
+
+    def __init__(self, workdir: Path, config: str) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "insmon.yaml").write_text(config)
+        self.log = open(workdir / "insmon.log", "w")  # noqa: SIM115 (closed in stop)
+        self.proc = subprocess.Popen([INSMON, "run", "-c", str(workdir / "insmon.yaml")],
+                                     stdin=subprocess.DEVNULL, stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+
+    def stop(self) -> None:
+        _stop(self.proc)
+        self.log.close()
 
 
 class Alertmanager:
@@ -100,6 +116,12 @@ def _get(url: str) -> bool:
             return response.status == 200
     except OSError:
         return False
+
+
+def stop_all(things: list) -> None:
+    """Stop what was started, last first."""
+    for thing in reversed(things):
+        thing.stop()
 
 
 def _stop(proc: subprocess.Popen) -> None:

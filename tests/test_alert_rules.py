@@ -78,7 +78,7 @@ OWNERS = ("network", "server_ops", "database", "insurance_agency", "vendor",
           "settlement_center")
 
 
-@pytest.mark.parametrize(("grade", "team"), itertools.product(GRADES, OWNERS))
+@pytest.mark.parametrize(("grade", "team"), list(itertools.product(GRADES, OWNERS)))
 def test_each_grade_pages_its_team_and_level_one_reaches_leadership(grade: str,
                                                                      team: str) -> None:
     expected = {team} | ({"leadership", "settlement_center"} if grade == "I" else set())

@@ -9,16 +9,14 @@ notification arrives. The time from the cut to each page is printed (pytest -s).
 
 from __future__ import annotations
 
-import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.alertstack import Alertmanager, Prometheus
-from tests.conftest import INSMON, free_port, wait_for
+from tests.alertstack import Alertmanager, Insmon, Prometheus, stop_all
+from tests.conftest import free_port, wait_for
 from tests.netlab import FRONT_END, Lab
 from tests.pager import Pager
 
@@ -51,12 +49,7 @@ def chain(tmp_path: Path) -> Iterator[tuple[Lab, Pager]]:
     try:
         lab.start_front_end(8080)
         port = free_port()
-        config = tmp_path / "insmon.yaml"
-        config.write_text(insmon_config(lab, port))
-        monitor = subprocess.Popen([INSMON, "run", "-c", str(config)],
-                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                   stderr=open(tmp_path / "insmon.log", "w"))  # noqa: SIM115
-        started.append(monitor)
+        started.append(Insmon(tmp_path / "insmon", insmon_config(lab, port)))
         manager = Alertmanager(tmp_path / "alertmanager", pager.url)
         started.append(manager)
         prometheus = Prometheus(tmp_path / "prometheus", [f"127.0.0.1:{port}"], SITE,
@@ -66,12 +59,7 @@ def chain(tmp_path: Path) -> Iterator[tuple[Lab, Pager]]:
                  "Prometheus to see the settlement path up")
         yield lab, pager
     finally:
-        for thing in reversed(started):
-            if isinstance(thing, subprocess.Popen):
-                thing.send_signal(signal.SIGTERM)
-                thing.wait(timeout=15)
-            else:
-                thing.stop()
+        stop_all(started)
         pager.close()
         lab.close()
 
