@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
@@ -16,6 +18,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import make_wsgi_app
 
 from exporters import prometheus, status
+from exporters.webconfig import BasicAuth
 from monitor.store import ResultStore
 
 log = logging.getLogger("insmon.http")
@@ -25,21 +28,35 @@ class _Server(ThreadingMixIn, WSGIServer):
     daemon_threads = True
     allow_reuse_address = True
 
+    def handle_error(self, request: object, client_address: tuple) -> None:
+        # A failed TLS handshake (no client certificate, plain HTTP on the TLS port) or a
+        # client gone mid-request: worth a line, not a traceback.
+        log.info("connection from %s failed: %s", client_address[0],
+                 sys.exc_info()[1] or "unknown error")
+
 
 class _Server6(_Server):
     address_family = socket.AF_INET6
 
 
 class _QuietHandler(WSGIRequestHandler):
+    timeout = 15  # seconds a client may take to send its request (and TLS handshake)
+
     def log_message(self, fmt: str, *args: object) -> None:
         log.debug("%s " + fmt, self.address_string(), *args)
 
 
-def make_app(store: ResultStore, alive: Callable[[], bool]) -> Callable:
+def make_app(store: ResultStore, alive: Callable[[], bool],
+             auth: BasicAuth | None = None) -> Callable:
     metrics = make_wsgi_app(prometheus.make_registry(store))
 
     def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
+        if auth is not None and path != "/healthz" and not auth.allows(
+                environ.get("HTTP_AUTHORIZATION"), environ.get("REMOTE_ADDR", "?")):
+            start_response("401 Unauthorized", [("Content-Type", "text/plain; charset=utf-8"),
+                                                ("WWW-Authenticate", 'Basic realm="insmon"')])
+            return [b"unauthorized\n"]
         if path == "/metrics":
             return metrics(environ, start_response)
         if path == "/healthz":
@@ -61,10 +78,16 @@ def make_app(store: ResultStore, alive: Callable[[], bool]) -> Callable:
 class HttpServer:
     """Serves the app on a background thread until `close()`."""
 
-    def __init__(self, host: str, port: int, app: Callable) -> None:
+    def __init__(self, host: str, port: int, app: Callable,
+                 tls: ssl.SSLContext | None = None) -> None:
         server_class = _Server6 if ":" in host else _Server
         self._server = make_server(host, port, app, server_class=server_class,
                                    handler_class=_QuietHandler)
+        if tls is not None:
+            # The handshake happens on the request's own thread (first read), so a slow
+            # or broken client never holds up accepting the next one.
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True,
+                                                  do_handshake_on_connect=False)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         name="http", daemon=True)

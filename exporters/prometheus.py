@@ -53,6 +53,9 @@ CORE_METRICS = (
                "(the previous config is still in use)."),
     MetricSpec("insmon_config_last_reload_success_timestamp_seconds", "gauge",
                "Unix time of the last successful config load.", unit="seconds"),
+    MetricSpec("insmon_config_info", "gauge",
+               "Always 1; the labels say which config file runs and its SHA-256.",
+               ("source", "sha256")),
 )
 
 
@@ -102,6 +105,8 @@ def _health(snap: Snapshot) -> Iterator[Metric]:
     fam["insmon_config_last_reload_successful"].add_metric([], float(snap.reload_ok))
     fam["insmon_config_last_reload_success_timestamp_seconds"].add_metric(
         [], snap.reload_success_at)
+    if snap.config_sha256:
+        fam["insmon_config_info"].add_metric([snap.config_source, snap.config_sha256], 1)
     yield from fam.values()
 
 

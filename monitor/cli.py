@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("-c", "--config", type=Path,
                      help="config file (default: the embedded config for this host)")
     run.add_argument("--listen", help="host:port to serve on, overriding the config")
+    run.add_argument("--web-config", type=Path, metavar="FILE",
+                     help="TLS and basic auth for the endpoint (exporter-toolkit format)")
 
     once = commands.add_parser(
         "once", help="run every check once and print a table; exit 1 if any is not ok")
@@ -75,7 +77,16 @@ def main(argv: list[str] | None = None) -> int:
             split_listen(args.listen)
         except ValueError as exc:
             parser.error(f"--listen: {exc}")
-    return asyncio.run(Service(loaded, args.config, args.listen).run())
+    web = None
+    if args.web_config:
+        from exporters import webconfig
+
+        try:
+            web = webconfig.load(args.web_config)
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+    return asyncio.run(Service(loaded, args.config, args.listen, web).run())
 
 
 def _validate(files: list[Path]) -> int:

@@ -7,11 +7,12 @@ and all errors of a file are reported together, before anything starts.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Union, get_args
+from typing import Annotated, Any, TypeVar, Union, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -19,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from probes import PROBES
 
 DEFAULT_LISTEN = "0.0.0.0:9829"
+# Keys whose values are secrets: an error about them never repeats the value.
+SECRET_KEYS = {"community", "auth_key", "priv_key", "value", "headers", "basic_auth_users"}
 EMBEDDED = "embedded default config"
 
 CheckConfig = Annotated[
@@ -74,19 +77,27 @@ class Loaded:
     source: str  # the file's path, or EMBEDDED
     text: str
 
+    @property
+    def sha256(self) -> str:
+        """Which config is running, for the audit log and insmon_config_info."""
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
 
 def load(path: str | Path | None = None) -> Loaded:
     """Read and validate a config file; with no path, the embedded default."""
     if path is None:
         text = embedded_text()
         return Loaded(parse(text, EMBEDDED), EMBEDDED, text)
-    source = str(path)
+    text = read(path)
+    return Loaded(parse(text, str(path)), str(path), text)
+
+
+def read(path: str | Path) -> str:
     try:
-        text = Path(path).read_text("utf-8")
+        return Path(path).read_text("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ConfigError(source, (f"{source}: cannot read config: {reason}",)) from None
-    return Loaded(parse(text, source), source, text)
+        raise ConfigError(str(path), (f"{path}: cannot read config: {reason}",)) from None
 
 
 MD_CHECK = """\
@@ -103,7 +114,12 @@ def embedded_text(mdstat: Path = Path("/proc/mdstat")) -> str:
     return text + MD_CHECK if mdstat.exists() else text
 
 
-def parse(text: str, source: str) -> Config:
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse(text: str, source: str, model: type[M] = Config) -> M:  # type: ignore[assignment]
+    """Validate YAML text against `model` (the insmon config, or another file's schema
+    such as the web config), with every error located in the file."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.load(text, Loader=_StrictLoader)
@@ -117,19 +133,19 @@ def parse(text: str, source: str) -> Config:
     if data is None:
         raise ConfigError(source, (f"{source}: the config is empty",))
     if not isinstance(data, dict):
-        raise ConfigError(source, (f"{source}:1: expected a mapping with a 'checks' list "
-                                   f"at the top, got a {type(data).__name__}",))
+        raise ConfigError(source, (f"{source}:1: expected a mapping at the top, got a "
+                                   f"{type(data).__name__}",))
 
     problems: list[tuple[tuple[Any, ...], str]] = []
     try:
-        config = Config.model_validate(data)
+        config = model.model_validate(data)
     except ValidationError as exc:
         config = None
         for err in exc.errors():
             loc = err["loc"]
             if err["type"].startswith("union_tag_"):  # the fault is in the kind key itself
                 loc = (*loc, "kind")
-            problems.append((loc, _message(err, data)))
+            problems.append((loc, _message(err, data, model)))
     problems += _duplicate_names(data)
     if problems:
         located = []
@@ -177,10 +193,10 @@ def _duplicate_names(data: dict) -> list[tuple[tuple[Any, ...], str]]:
     return problems
 
 
-def _message(err: dict, data: dict) -> str:
+def _message(err: dict, data: dict, model: type[BaseModel]) -> str:
     kind, ctx = err["type"], err.get("ctx", {})
     if kind == "extra_forbidden":
-        allowed = ", ".join(_model_at(err["loc"], data).model_fields)
+        allowed = ", ".join(_model_at(err["loc"], data, model).model_fields)
         return f"unknown key; allowed here: {allowed}"
     if kind == "missing":
         return "required key is missing"
@@ -192,15 +208,16 @@ def _message(err: dict, data: dict) -> str:
     if kind == "string_pattern_mismatch" and err["loc"][-1] == "name":
         message = ("must start with a letter or digit and hold only letters, digits and "
                    "_ . : - (at most 64 characters)")
-    if "input" in err and not isinstance(err["input"], dict | list) and "got" not in message:
+    secret = any(seg in SECRET_KEYS for seg in err["loc"])  # never echo a secret's value
+    if ("input" in err and not isinstance(err["input"], dict | list) and "got" not in message
+            and not secret):
         message += f", got {err['input']!r}"
     return message
 
 
-def _model_at(loc: tuple[Any, ...], data: dict) -> type[BaseModel]:
+def _model_at(loc: tuple[Any, ...], data: dict, model: type[BaseModel]) -> type[BaseModel]:
     """The model that owns the mapping where an unknown key was found, by following the
     error's location through the raw data and the models' field annotations."""
-    model: type[BaseModel] = Config
     annotation: Any = None
     node: Any = data
     for seg in loc[:-1]:

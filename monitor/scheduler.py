@@ -36,9 +36,9 @@ class CheckScheduler:
     def shutdown(self) -> None:
         self._jobs.shutdown(wait=False)
 
-    def apply(self, checks: Iterable[Check], source: str) -> None:
+    def apply(self, checks: Iterable[Check], source: str, sha256: str = "") -> None:
         fresh = {check.name: check for check in checks}
-        self.store.configure(fresh.values(), source)
+        self.store.configure(fresh.values(), source, sha256)
         for name, old in self.checks.items():
             if fresh.get(name) is not old:
                 self._jobs.remove_job(name)

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import ssl
 import time
 from pathlib import Path
 
 from exporters.http import HttpServer, make_app
+from exporters.webconfig import BasicAuth, WebConfig, tls_context
 from monitor import __version__
 from monitor.config import EMBEDDED, ConfigError, Loaded, load, split_listen
 from monitor.probe import plural
@@ -21,14 +24,17 @@ from monitor.scheduler import CheckScheduler
 from monitor.store import ResultStore
 
 log = logging.getLogger("insmon")
+audit = logging.getLogger("insmon.audit")
 
 HEARTBEAT_SECONDS = 1.0
 HEARTBEAT_STALE_SECONDS = 10.0  # /healthz fails when the loop has not ticked for this long
 
 
 class Service:
-    def __init__(self, loaded: Loaded, path: Path | None, listen: str | None = None) -> None:
+    def __init__(self, loaded: Loaded, path: Path | None, listen: str | None = None,
+                 web: WebConfig | None = None) -> None:
         self._loaded = loaded
+        self._web = web or WebConfig()
         self._path = path
         self._listen = listen or loaded.config.listen
         self.store = ResultStore()
@@ -37,14 +43,23 @@ class Service:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         host, port = split_listen(self._listen)
+        web = self._web
+        auth = BasicAuth(web.basic_auth_users) if web.basic_auth_users else None
         try:
-            server = HttpServer(host, port, make_app(self.store, self._alive))
+            tls = tls_context(web.tls_server_config) if web.tls_server_config else None
+            server = HttpServer(host, port, make_app(self.store, self._alive, auth), tls)
+        except ssl.SSLError as exc:
+            log.error("cannot use the TLS certificate or key: %s", exc)
+            return 1
         except OSError as exc:
             log.error("cannot listen on %s: %s", self._listen, exc.strerror or exc)
             return 1
         self._scheduler = CheckScheduler(self.store)
         self._scheduler.start()
-        self._scheduler.apply(build_checks(self._loaded.config.checks), self._loaded.source)
+        self._scheduler.apply(build_checks(self._loaded.config.checks), self._loaded.source,
+                              self._loaded.sha256)
+        _audit("loaded", self._loaded.source, self._loaded.sha256,
+               f"checks={len(self._scheduler.checks)}")
 
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -53,10 +68,11 @@ class Service:
         heartbeat = asyncio.create_task(self._heartbeat())
         url_host = f"[{host}]" if ":" in host else host
         log.info("insmon %s started with the %s (%s); metrics at "
-                 "http://%s:%d/metrics, status page at /%s", __version__,
+                 "%s://%s:%d/metrics, status page at /%s%s", __version__,
                  _describe(self._loaded.source), plural(len(self._scheduler.checks), "check"),
-                 url_host,
-                 server.port, " (all interfaces)" if host in ("0.0.0.0", "::") else "")
+                 "https" if tls else "http", url_host, server.port,
+                 " (all interfaces)" if host in ("0.0.0.0", "::") else "",
+                 "; basic auth required" if auth else "")
         try:
             await stop.wait()
         finally:
@@ -77,14 +93,16 @@ class Service:
         except ConfigError as exc:
             self.store.reload_failed()
             log.error("config reload rejected, still running the previous config:\n%s", exc)
+            _audit("rejected", self._loaded.source, "", f"errors={len(exc.problems)}")
             return
         if loaded.config.listen != self._loaded.config.listen:
             log.warning("listen address in the config changed to %s: it takes effect on "
                         "restart", loaded.config.listen)
         checks = build_checks(loaded.config.checks, self._scheduler.checks.values())
-        self._scheduler.apply(checks, loaded.source)
+        self._scheduler.apply(checks, loaded.source, loaded.sha256)
         self._loaded = loaded
         log.info("config reloaded: %s", plural(len(checks), "check"))
+        _audit("reloaded", loaded.source, loaded.sha256, f"checks={len(checks)}")
 
     async def _heartbeat(self) -> None:
         while True:
@@ -93,6 +111,13 @@ class Service:
 
     def _alive(self) -> bool:
         return time.monotonic() - self._beat < HEARTBEAT_STALE_SECONDS
+
+
+def _audit(result: str, source: str, sha256: str, extra: str) -> None:
+    """One line per config load, for the audit trail (等保: who changed what, when):
+    the file, its SHA-256, the result, and the user the monitor runs as."""
+    audit.info("config %s source=%s sha256=%s uid=%d %s", result, source, sha256 or "-",
+               os.getuid(), extra)
 
 
 def _describe(source: str) -> str:

@@ -74,6 +74,7 @@ class CheckView:
 class Snapshot:
     checks: tuple[CheckView, ...]
     config_source: str
+    config_sha256: str
     reload_ok: bool
     reload_success_at: float
 
@@ -87,10 +88,11 @@ class ResultStore:
         self._lock = threading.Lock()
         self._states: dict[str, _State] = {}
         self._config_source = ""
+        self._config_sha256 = ""
         self._reload_ok = False
         self._reload_success_at = 0.0
 
-    def configure(self, checks: Iterable[Check], source: str) -> None:
+    def configure(self, checks: Iterable[Check], source: str, sha256: str = "") -> None:
         """Adopt a new set of checks after a successful (re)load.
 
         A check that keeps its name and kind keeps its history, so its counters do not
@@ -107,6 +109,7 @@ class ResultStore:
                     states[check.name] = _State(check)
             self._states = states
             self._config_source = source
+            self._config_sha256 = sha256
             self._reload_ok = True
             self._reload_success_at = time.time()
 
@@ -151,8 +154,8 @@ class ResultStore:
                           s.skipped, dict(s.gauges), dict(s.counters), dict(s.histograms))
                 for name, s in self._states.items()
             )
-            return Snapshot(views, self._config_source, self._reload_ok,
-                            self._reload_success_at)
+            return Snapshot(views, self._config_source, self._config_sha256,
+                            self._reload_ok, self._reload_success_at)
 
 
 def _observe(old: HistogramValue | None, bounds: tuple[float, ...],

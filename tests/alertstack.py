@@ -21,16 +21,18 @@ RULES = ROOT / "alert_rules"
 class Insmon:
     """`insmon run` on a config, as a subprocess; its log in workdir/insmon.log."""
 
-    def __init__(self, workdir: Path, config: str) -> None:
+    def __init__(self, workdir: Path, config: str, extra: list[str] | None = None) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "insmon.yaml").write_text(config)
-        self.log = open(workdir / "insmon.log", "w")  # noqa: SIM115 (closed in stop)
-        self.proc = subprocess.Popen([INSMON, "run", "-c", str(workdir / "insmon.yaml")],
-                                     stdin=subprocess.DEVNULL, stdout=self.log,
-                                     stderr=subprocess.STDOUT)
+        self.log_file = workdir / "insmon.log"
+        self.log = open(self.log_file, "w")  # noqa: SIM115 (closed in stop)
+        self.proc = subprocess.Popen(
+            [INSMON, "run", "-c", str(workdir / "insmon.yaml"), *(extra or [])],
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
 
     def stop(self) -> None:
-        _stop(self.proc)
+        if self.proc.returncode is None:
+            _stop(self.proc)
         self.log.close()
 
 

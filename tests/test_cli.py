@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -121,6 +123,8 @@ def test_sighup_with_a_broken_config_keeps_the_old_one(running: tuple[Running, P
     monitor, config = running
     wait_for(lambda: ok_runs(monitor, "core-cpu") >= 1, 15, "core-cpu to run")
     assert monitor.value("insmon_config_last_reload_successful") == 1
+    first_sha = hashlib.sha256(config.read_bytes()).hexdigest()
+    assert monitor.value("insmon_config_info", source=str(config), sha256=first_sha) == 1
 
     good = config.read_text()
     config.write_text(good + "- {name: core-cpu, kind: cpu}\n")  # a duplicate name
@@ -137,10 +141,20 @@ def test_sighup_with_a_broken_config_keeps_the_old_one(running: tuple[Running, P
     assert monitor.value("insmon_config_last_reload_successful") == 1
     assert ok_runs(monitor, "core-cpu") >= before + 2  # kept its counters: no reset
 
+    new_sha = hashlib.sha256(config.read_bytes()).hexdigest()
+    assert monitor.value("insmon_config_info", source=str(config), sha256=new_sha) == 1
+
     code, err = monitor.stop()
     assert code == 0
     assert "config reload rejected, still running the previous config" in err
     assert "checks[1].name: check name 'core-cpu' is already used by checks[0]" in err
+    # the audit trail: every load, its result and the config's hash
+    audit = [line.split("insmon.audit: ")[1] for line in err.splitlines()
+             if "insmon.audit: " in line]
+    uid = os.getuid()
+    assert audit == [f"config loaded source={config} sha256={first_sha} uid={uid} checks=1",
+                     f"config rejected source={config} sha256=- uid={uid} errors=1",
+                     f"config reloaded source={config} sha256={new_sha} uid={uid} checks=2"]
 
 
 def test_run_on_the_embedded_default() -> None:

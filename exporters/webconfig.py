@@ -1,0 +1,122 @@
+"""Access control for /metrics and the status page: TLS and HTTP basic auth, configured
+by a web-config file in the Prometheus exporter-toolkit's format, so a Prometheus scrape
+config written for node_exporter works unchanged:
+
+    tls_server_config:
+      cert_file: /etc/insmon/tls.crt
+      key_file: /etc/insmon/tls.key
+      client_auth_type: RequireAndVerifyClientCert   # optional: mutual TLS
+      client_ca_file: /etc/insmon/prometheus-ca.crt
+    basic_auth_users:
+      prometheus: $2b$12$...   # bcrypt hash, e.g. `htpasswd -nBC 12 "" | tr -d ':\\n'`
+
+/healthz stays open (liveness probes carry no credentials); everything else needs auth
+when users are configured. Failed attempts are logged with the user name, never the
+password.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import logging
+import ssl
+import threading
+from pathlib import Path
+from typing import Literal
+
+import bcrypt
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+
+from monitor.config import parse, read
+
+log = logging.getLogger("insmon.http")
+
+# exporter-toolkit's names; the two that accept a certificate without verifying it are
+# left out on purpose: an unverified client certificate proves nothing.
+CLIENT_AUTH = {"NoClientCert": ssl.CERT_NONE, "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
+               "RequireAndVerifyClientCert": ssl.CERT_REQUIRED}
+
+
+class TlsServerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    cert_file: Path
+    key_file: Path
+    client_auth_type: Literal["NoClientCert", "VerifyClientCertIfGiven",
+                              "RequireAndVerifyClientCert"] = "NoClientCert"
+    client_ca_file: Path | None = None
+    min_version: Literal["TLS12", "TLS13"] = "TLS12"
+
+    @model_validator(mode="after")
+    def _ca_for_client_certs(self) -> TlsServerConfig:
+        if self.client_auth_type != "NoClientCert" and self.client_ca_file is None:
+            raise ValueError(f"client_auth_type {self.client_auth_type} needs client_ca_file")
+        return self
+
+
+class WebConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tls_server_config: TlsServerConfig | None = None
+    basic_auth_users: dict[str, str] = {}
+
+    @field_validator("basic_auth_users")
+    @classmethod
+    def _bcrypt(cls, users: dict[str, str]) -> dict[str, str]:
+        for user, hashed in users.items():
+            if not hashed.startswith(("$2a$", "$2b$", "$2y$")):
+                raise ValueError(f"the password of {user!r} must be a bcrypt hash ($2b$...)")
+        return users
+
+
+def load(path: str | Path) -> WebConfig:
+    return parse(read(path), str(path), WebConfig)
+
+
+def tls_context(tls: TlsServerConfig) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = (ssl.TLSVersion.TLSv1_3 if tls.min_version == "TLS13"
+                               else ssl.TLSVersion.TLSv1_2)
+    context.load_cert_chain(tls.cert_file, tls.key_file)
+    context.verify_mode = CLIENT_AUTH[tls.client_auth_type]
+    if tls.client_ca_file:
+        context.load_verify_locations(tls.client_ca_file)
+    return context
+
+
+class BasicAuth:
+    """Checks Authorization headers against bcrypt hashes. bcrypt is slow on purpose
+    (~50 ms at cost 10): a verified user:password pair is remembered by its SHA-256, so
+    a scrape every few seconds does not pay it each time."""
+
+    def __init__(self, users: dict[str, str]) -> None:
+        self._users = {u: h.encode() for u, h in users.items()}
+        self._good: set[bytes] = set()
+        self._lock = threading.Lock()
+
+    def allows(self, header: str | None, client: str) -> bool:
+        user, password = _credentials(header)
+        if user is None:
+            return False
+        hashed = self._users.get(user)
+        key = hashlib.sha256(f"{user}\0{password}".encode()).digest()
+        with self._lock:
+            if any(hmac.compare_digest(key, good) for good in self._good):
+                return True
+        if hashed is not None and bcrypt.checkpw(password.encode(), hashed):
+            with self._lock:
+                self._good.add(key)
+            return True
+        log.warning("rejected basic auth for user %r from %s", user, client)
+        return False
+
+
+def _credentials(header: str | None) -> tuple[str | None, str]:
+    if not header or not header.startswith("Basic "):
+        return None, ""
+    try:
+        user, _, password = base64.b64decode(header[6:], validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None, ""
+    return user, password

@@ -1,0 +1,134 @@
+"""TLS and basic auth on the endpoint, with real curl and a real Prometheus scraping it."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import bcrypt
+import pytest
+import yaml
+
+from exporters import webconfig
+from monitor.config import ConfigError
+from tests.alertstack import Insmon, _get
+from tests.certs import Authority
+from tests.conftest import free_port, wait_for
+
+PASSWORD = "scrape-Secret-42"
+
+
+def curl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["curl", "-sS", "--max-time", "10", "-o", "/dev/null",
+                           "-w", "%{http_code}", *args], capture_output=True, text=True,
+                          timeout=30)
+
+
+@pytest.fixture
+def secured(tmp_path: Path) -> Iterator[tuple[str, Authority, Insmon, Path]]:
+    ca = Authority(tmp_path)
+    cert, key = ca.issue("insmon", ip="127.0.0.1")
+    web = tmp_path / "web.yml"
+    web.write_text(yaml.safe_dump({
+        "tls_server_config": {"cert_file": str(cert), "key_file": str(key),
+                              "client_auth_type": "VerifyClientCertIfGiven",
+                              "client_ca_file": str(ca.file)},
+        "basic_auth_users": {"prometheus": bcrypt.hashpw(PASSWORD.encode(),
+                                                         bcrypt.gensalt(8)).decode()}}))
+    port = free_port()
+    monitor = Insmon(tmp_path / "insmon",
+                     f'listen: "127.0.0.1:{port}"\nchecks:\n- {{name: cpu, kind: cpu, '
+                     'interval: 1s}\n', extra=["--web-config", str(web)])
+    url = f"https://127.0.0.1:{port}"
+    wait_for(lambda: curl("--cacert", str(ca.file), f"{url}/healthz").stdout == "200", 20,
+             "insmon over TLS")
+    yield url, ca, monitor, tmp_path
+    monitor.stop()
+
+
+def test_tls_and_basic_auth_with_curl(secured) -> None:
+    url, ca, monitor, _ = secured
+    ca_opt = ("--cacert", str(ca.file))
+    assert curl(*ca_opt, "-u", f"prometheus:{PASSWORD}", f"{url}/metrics").stdout == "200"
+    assert curl(*ca_opt, "-u", "prometheus:guess", f"{url}/metrics").stdout == "401"
+    assert curl(*ca_opt, f"{url}/metrics").stdout == "401"
+    assert curl(*ca_opt, f"{url}/").stdout == "401"  # the status page too
+    assert curl(*ca_opt, f"{url}/healthz").stdout == "200"  # liveness stays open
+    plain = curl(f"http://127.0.0.1:{url.rsplit(':', 1)[1]}/metrics")
+    assert plain.stdout in ("000", "400") or plain.returncode != 0  # no plain HTTP
+    unknown_ca = curl(f"{url}/healthz")  # the system CAs do not know this server
+    assert unknown_ca.returncode != 0
+    monitor.stop()
+    log = (monitor.log_file).read_text()
+    assert "rejected basic auth for user 'prometheus' from 127.0.0.1" in log
+    assert "guess" not in log and PASSWORD not in log
+
+
+def test_client_certificates_when_required(tmp_path: Path) -> None:
+    ca = Authority(tmp_path)
+    cert, key = ca.issue("insmon", ip="127.0.0.1")
+    client_cert, client_key = ca.issue("prometheus-client", client=True)
+    web = tmp_path / "web.yml"
+    web.write_text(yaml.safe_dump({"tls_server_config": {
+        "cert_file": str(cert), "key_file": str(key),
+        "client_auth_type": "RequireAndVerifyClientCert", "client_ca_file": str(ca.file)}}))
+    port = free_port()
+    monitor = Insmon(tmp_path / "insmon", f'listen: "127.0.0.1:{port}"\nchecks:\n'
+                     "- {name: cpu, kind: cpu}\n", extra=["--web-config", str(web)])
+    url = f"https://127.0.0.1:{port}/metrics"
+    try:
+        wait_for(lambda: curl("--cacert", str(ca.file), "--cert", str(client_cert), "--key",
+                              str(client_key), url).stdout == "200", 20, "mutual TLS")
+        assert curl("--cacert", str(ca.file), url).returncode != 0  # no certificate
+    finally:
+        monitor.stop()
+
+
+def test_prometheus_scrapes_through_https_and_basic_auth(secured) -> None:
+    url, ca, _, tmp_path = secured
+    target = url.removeprefix("https://")
+    tls = {"ca_file": str(ca.file)}
+    config = {"global": {"scrape_interval": "1s"}, "scrape_configs": [
+        {"job_name": "good", "scheme": "https", "tls_config": tls,
+         "basic_auth": {"username": "prometheus", "password": PASSWORD},
+         "static_configs": [{"targets": [target]}]},
+        {"job_name": "wrong-password", "scheme": "https", "tls_config": tls,
+         "basic_auth": {"username": "prometheus", "password": "not-it"},
+         "static_configs": [{"targets": [target]}]}]}
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    proc = subprocess.Popen(["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}",
+                             f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                             f"--web.listen-address=127.0.0.1:{port}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        import json
+        import urllib.parse
+        import urllib.request
+
+        def up() -> dict[str, str]:
+            query = urllib.parse.urlencode({"query": "up"})
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/query?{query}",
+                                        timeout=5) as response:
+                result = json.load(response)["data"]["result"]
+            return {r["metric"]["job"]: r["value"][1] for r in result}
+
+        wait_for(lambda: _get(f"http://127.0.0.1:{port}/-/ready"), 30, "Prometheus")
+        values = wait_for(lambda: (u := up()) and len(u) == 2 and u, 30, "two scrapes")
+        assert values == {"good": "1", "wrong-password": "0"}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+def test_a_bad_web_config_is_named(tmp_path: Path) -> None:
+    web = tmp_path / "web.yml"
+    web.write_text("basic_auth_users:\n  prometheus: hunter2\ntls_server_config:\n"
+                   "  cert_file: /etc/insmon/tls.crt\n")
+    with pytest.raises(ConfigError) as info:
+        webconfig.load(web)
+    assert info.value.problems == (
+        f"{web}:2: basic_auth_users: the password of 'prometheus' must be a bcrypt hash "
+        "($2b$...)",
+        f"{web}:4: tls_server_config.key_file: required key is missing")
