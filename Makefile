@@ -26,6 +26,7 @@ bench: $(VENV)/.test
 	$(VENV)/bin/python bench/storage_overhead.py
 	$(VENV)/bin/python bench/icmp_fanout.py
 	$(VENV)/bin/python bench/fault_to_page.py
+	$(VENV)/bin/python bench/scrape.py
 
 lint: $(VENV)/.test
 	$(VENV)/bin/ruff check .
