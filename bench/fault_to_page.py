@@ -22,7 +22,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.alertstack import Alertmanager, Insmon, Prometheus, stop_all  # noqa: E402
+from tests.alertstack import alert_chain  # noqa: E402
 from tests.conftest import free_port, wait_for  # noqa: E402
 from tests.netlab import FRONT_END, Lab  # noqa: E402
 from tests.pager import Pager  # noqa: E402
@@ -49,49 +49,40 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         lab, pager = Lab(), Pager()
-        procs: list = []
         try:
             lab.start_front_end(8080)
             port = free_port()
-            procs.append(Insmon(work / "insmon", vpn_check(lab, port)))
-            manager = Alertmanager(work / "am", pager.url)
-            procs.append(manager)
-            prometheus = Prometheus(work / "prom", [f"127.0.0.1:{port}"], SITE, manager.url,
-                                    interval=None)
-            procs.append(prometheus)
-            wait_for(lambda: prometheus.query("site:insmon_settlement_path:up == 1"), 60,
-                     "the path to be up")
-
-            # A blip: both lines down for a moment, then back. It must not page.
-            lab.cut("primary")
-            lab.cut("backup")
-            time.sleep(BLIP)
-            lab.restore("primary")
-            lab.restore("backup")
-            time.sleep(40)
-            blip_paged = bool(pager.received("firing"))
-
-            # Repeated cuts make TunnelFlapping (grade III) fire too, as they should:
-            # the figures are for the Level I page, SettlementPathDown.
-            def pages(status: str) -> list:
-                return [p for p in pager.received(status)
-                        if "SettlementPathDown" in p.alertnames]
-
-            delays = []
-            for _ in range(cuts):
-                firing, resolved = len(pages("firing")), len(pages("resolved"))
-                cut_at = time.time()
+            with alert_chain(work, vpn_check(lab, port), port, SITE, pager.url,
+                             interval=None):
+                # A blip: both lines down for a moment, then back. It must not page.
                 lab.cut("primary")
                 lab.cut("backup")
-                wait_for(lambda n=firing: len(pages("firing")) > n, 120, "a page")
-                delays.append(min(p.received for p in pages("firing")[firing:]) - cut_at)
+                time.sleep(BLIP)
                 lab.restore("primary")
                 lab.restore("backup")
-                wait_for(lambda n=resolved: len(pages("resolved")) > n, 120,
-                         "the resolved notification")
-                time.sleep(5)
+                time.sleep(40)
+                blip_paged = bool(pager.received("firing"))
+
+                # Repeated cuts make TunnelFlapping (grade III) fire too, as they should:
+                # the figures are for the Level I page, SettlementPathDown.
+                def pages(status: str) -> list:
+                    return [p for p in pager.received(status)
+                            if "SettlementPathDown" in p.alertnames]
+
+                delays = []
+                for _ in range(cuts):
+                    firing, resolved = len(pages("firing")), len(pages("resolved"))
+                    cut_at = time.time()
+                    lab.cut("primary")
+                    lab.cut("backup")
+                    wait_for(lambda n=firing: len(pages("firing")) > n, 120, "a page")
+                    delays.append(min(p.received for p in pages("firing")[firing:]) - cut_at)
+                    lab.restore("primary")
+                    lab.restore("backup")
+                    wait_for(lambda n=resolved: len(pages("resolved")) > n, 120,
+                             "the resolved notification")
+                    time.sleep(5)
         finally:
-            stop_all(procs)
             pager.close()
             lab.close()
     print(f"fault to page, shipped timings (vpn check, insmon scrape and the chain's rule "

@@ -9,6 +9,8 @@ import subprocess
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -118,6 +120,26 @@ def _get(url: str) -> bool:
             return response.status == 200
     except OSError:
         return False
+
+
+@contextmanager
+def alert_chain(workdir: Path, insmon_config: str, port: int, site: str, pager_url: str,
+                interval: str | None = "1s") -> Iterator[Prometheus]:
+    """insmon (listening on `port`), Alertmanager paging `pager_url`, and Prometheus
+    scraping the one and alerting the other, until the settlement path shows up."""
+    started: list = []
+    try:
+        started.append(Insmon(workdir / "insmon", insmon_config))
+        manager = Alertmanager(workdir / "alertmanager", pager_url)
+        started.append(manager)
+        prometheus = Prometheus(workdir / "prometheus", [f"127.0.0.1:{port}"], site,
+                                manager.url, interval)
+        started.append(prometheus)
+        wait_for(lambda: prometheus.query("site:insmon_settlement_path:up == 1"), 60,
+                 "Prometheus to see the settlement path up")
+        yield prometheus
+    finally:
+        stop_all(started)
 
 
 def stop_all(things: list) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.alertstack import Alertmanager, Insmon, Prometheus, stop_all
+from tests.alertstack import alert_chain
 from tests.conftest import free_port, wait_for
 from tests.netlab import FRONT_END, Lab
 from tests.pager import Pager
@@ -43,23 +43,13 @@ checks:
 
 @pytest.fixture
 def chain(tmp_path: Path) -> Iterator[tuple[Lab, Pager]]:
-    lab = Lab()
-    pager = Pager()
-    started: list = []
+    lab, pager = Lab(), Pager()
     try:
         lab.start_front_end(8080)
         port = free_port()
-        started.append(Insmon(tmp_path / "insmon", insmon_config(lab, port)))
-        manager = Alertmanager(tmp_path / "alertmanager", pager.url)
-        started.append(manager)
-        prometheus = Prometheus(tmp_path / "prometheus", [f"127.0.0.1:{port}"], SITE,
-                                manager.url)
-        started.append(prometheus)
-        wait_for(lambda: prometheus.query('site:insmon_settlement_path:up == 1'), 30,
-                 "Prometheus to see the settlement path up")
-        yield lab, pager
+        with alert_chain(tmp_path, insmon_config(lab, port), port, SITE, pager.url):
+            yield lab, pager
     finally:
-        stop_all(started)
         pager.close()
         lab.close()
 
