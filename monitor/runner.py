@@ -2,8 +2,8 @@
 
   ok / failed  what the probe itself said (or a ProbeFailure it raised, with the reason);
   timeout      no result within the check's timeout (the run is abandoned);
-  error        the probe raised, or returned series it did not declare (a bug or an
-               input it could not handle), and the monitor goes on.
+  error        the probe raised something unexpected, or returned series it did not
+               declare: a bug, and the monitor goes on.
 
 A check whose blocking work from an earlier run is still stuck (a dead disk in fsync) is
 not started again: the run is skipped and counted, so stuck threads never pile up.
