@@ -20,7 +20,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Generic, Literal, Protocol, TypeVar
 
@@ -130,6 +130,15 @@ class ProbeResult:
     status: Literal["ok", "failed"]
     samples: tuple[Sample, ...] = ()
     detail: str = ""
+
+
+def one_hot(metric: str, label: str, values: Iterable[str], current: str | None,
+            labels: Mapping[str, str] | None = None) -> list[Sample]:
+    """One sample per value of `label`: 1 for `current`, 0 for the others. For a state
+    (one series per state, never a magic number), or for which reason a failure counter
+    counts this run (all reasons present from the first run, so increase() works)."""
+    return [Sample(metric, float(value == current), {**(labels or {}), label: value})
+            for value in values]
 
 
 C = TypeVar("C", bound=CheckBase)

@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator
 
 from monitor import __version__
-from monitor.probe import CheckBase, MetricSpec, ProbeResult, Sample, run_blocking
-from probes.net import UNREACHABLE
+from monitor.probe import CheckBase, MetricSpec, ProbeResult, Sample, one_hot, run_blocking
+from probes.net import UNREACHABLE, bind
 
 REASONS = ("dns", "refused", "timeout", "unreachable", "tls", "status", "body", "other")
 PHASES = ("connect", "tls", "processing", "transfer")
@@ -151,11 +151,7 @@ def _connect(host: str, port: int, cfg: Config, deadline: float) -> socket.socke
     sock = socket.socket(family, kind, proto)
     try:
         sock.settimeout(_left(deadline))
-        if cfg.interface:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE,
-                            cfg.interface.encode() + b"\0")
-        if cfg.source:
-            sock.bind((cfg.source, 0))
+        bind(sock, cfg.source, cfg.interface)
         sock.connect(address)
     except BaseException:
         sock.close()
@@ -185,8 +181,7 @@ class Probe:
 
     async def run(self) -> ProbeResult:
         outcome = await run_blocking(fetch, self.cfg)
-        samples = [Sample("insmon_http_failures_total", float(outcome.reason == reason),
-                          {"reason": reason}) for reason in REASONS]
+        samples = one_hot("insmon_http_failures_total", "reason", REASONS, outcome.reason)
         samples += [Sample("insmon_http_phase_seconds", s, {"phase": p})
                     for p, s in outcome.phases.items()]
         if outcome.status is not None:

@@ -32,6 +32,15 @@ def host_port(address: str, default_port: int | None = None) -> tuple[str, int]:
     return host, port
 
 
+def bind(sock: socket.socket, source: str | None, interface: str | None) -> None:
+    """Send from this address and/or out of this interface (SO_BINDTODEVICE): how a check
+    forces its traffic through a given tunnel."""
+    if interface:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode() + b"\0")
+    if source:
+        sock.bind((source, 0))
+
+
 class ConnectFailure(ProbeFailure):
     """A failed connect; `reason` is one of dns, refused, timeout, unreachable, other."""
 
@@ -56,11 +65,7 @@ async def connect(host: str, port: int, timeout: float, source: str | None = Non
             family, kind, proto, _, address = infos[0]
             sock = socket.socket(family, kind, proto)
             sock.setblocking(False)
-            if interface:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE,
-                                interface.encode() + b"\0")
-            if source:
-                sock.bind((source, 0))
+            bind(sock, source, interface)
             await loop.sock_connect(sock, address)
     except BaseException as exc:
         if sock is not None:

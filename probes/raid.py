@@ -17,7 +17,15 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from monitor.probe import CheckBase, MetricSpec, ProbeResult, Sample, run_blocking, run_command
+from monitor.probe import (
+    CheckBase,
+    MetricSpec,
+    ProbeResult,
+    Sample,
+    one_hot,
+    run_blocking,
+    run_command,
+)
 from probes import raid_md, raid_storcli
 from probes.raid_model import ARRAY_STATES, DISK_STATES, Array, FormatError
 from probes.snmp_client import NUMERIC_OID, SnmpError, SnmpSession, SnmpTarget
@@ -206,8 +214,8 @@ def result(arrays: list[Array], source: str) -> ProbeResult:
     for array in arrays:
         ids = {"array": array.name, "source": source}
         if array.state is not None:
-            samples += [Sample("insmon_raid_array_state", float(state == array.state),
-                               {**ids, "state": state}) for state in ARRAY_STATES]
+            samples += one_hot("insmon_raid_array_state", "state", ARRAY_STATES, array.state,
+                               ids)
             samples.append(Sample("insmon_raid_array_info", 1.0,
                                   {**ids, "level": array.level}))
         if array.disks:

@@ -21,7 +21,7 @@ from typing import Literal, NamedTuple
 
 from pydantic import Field, model_validator
 
-from monitor.probe import CheckBase, MetricSpec, ProbeResult, Sample, run_blocking
+from monitor.probe import CheckBase, MetricSpec, ProbeResult, Sample, one_hot, run_blocking
 
 # 0.1 ms .. 10 s, with 2 s: the figure the emergency plans name.
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
@@ -133,8 +133,7 @@ class Probe:
     async def run(self) -> ProbeResult:
         cfg = self.cfg
         outcome = await run_blocking(measure, probe_file(cfg), cfg.size, cfg.direct)
-        samples = [Sample("insmon_storage_errors_total", float(reason == outcome.error),
-                          {"reason": reason}) for reason in REASONS]
+        samples = one_hot("insmon_storage_errors_total", "reason", REASONS, outcome.error)
         for phase, seconds in outcome.phases.items():
             samples.append(Sample("insmon_storage_latency_seconds", seconds, {"phase": phase}))
         if outcome.error is not None:

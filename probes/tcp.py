@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from monitor.probe import CheckBase, MetricSpec, ProbeResult, Sample
+from monitor.probe import CheckBase, MetricSpec, ProbeResult, Sample, one_hot
 from probes.net import ConnectFailure, connect, host_port
 
 REASONS = ("dns", "refused", "timeout", "unreachable", "other")
@@ -60,9 +60,8 @@ class Probe:
         for target, (seconds, failure) in zip(cfg.targets, outcomes, strict=True):
             labels = {"target": target}
             samples.append(Sample("insmon_tcp_up", float(failure is None), labels))
-            samples += [Sample("insmon_tcp_failures_total",
-                               float(failure is not None and failure.reason == reason),
-                               {**labels, "reason": reason}) for reason in REASONS]
+            samples += one_hot("insmon_tcp_failures_total", "reason", REASONS,
+                               failure.reason if failure else None, labels)
             if failure is None:
                 samples.append(Sample("insmon_tcp_connect_seconds", seconds, labels))
             else:

@@ -30,6 +30,7 @@ from monitor.probe import (
     ProbeResult,
     Sample,
     format_duration,
+    one_hot,
     run_command,
 )
 from probes import pinger
@@ -150,8 +151,7 @@ class Probe:
         active = next((role for role in ROLES for s in states if s.up and s.link.role == role),
                       "none")
         samples.append(Sample("insmon_settlement_path_up", float(active != "none")))
-        samples += [Sample("insmon_settlement_active_role", float(role == active),
-                           {"role": role}) for role in (*ROLES, "none")]
+        samples += one_hot("insmon_settlement_active_role", "role", (*ROLES, "none"), active)
         described = "; ".join(
             f"{s.link.name} ({s.link.role}) "
             + (f"up, gateway {s.rtt * 1000:.2f} ms" if s.up and s.rtt is not None
