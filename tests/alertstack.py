@@ -57,7 +57,7 @@ class Alertmanager:
              f"--storage.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}",
              "--cluster.listen-address=", "--log.level=warn"],
             stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
-        wait_for(lambda: _get(f"{self.url}/-/ready"), 30, "Alertmanager to be ready")
+        wait_for(lambda: _ready(f"{self.url}/-/ready"), 30, "Alertmanager to be ready")
 
     def post(self, *alerts: dict) -> None:
         request = urllib.request.Request(f"{self.url}/api/v2/alerts",
@@ -71,28 +71,33 @@ class Alertmanager:
         self.log.close()
 
 
-class Prometheus:
-    """Scrapes insmon at `targets` (with `site`) and evaluates the project's rules."""
+def alerting_config(workdir: Path, targets: list[str], site: str, alertmanager: str,
+                    interval: str | None = "1s") -> dict:
+    """A Prometheus config that scrapes insmon at `targets` (with `site`), evaluates the
+    project's rules (copied into `workdir`) and alerts `alertmanager`. interval None: the
+    shipped production timings (alert_rules/prometheus.yml)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    for name in ("recording.yml", "alerts.yml"):
+        shutil.copy(RULES / name, workdir / name)
+    shipped = yaml.safe_load((RULES / "prometheus.yml").read_text())
+    job = next(j for j in shipped["scrape_configs"] if j["job_name"] == "insmon")
+    return {
+        "global": {"scrape_interval": interval or shipped["global"]["scrape_interval"],
+                   "evaluation_interval": interval or shipped["global"]["evaluation_interval"]},
+        "rule_files": ["recording.yml", "alerts.yml"],
+        "alerting": {"alertmanagers": [{"static_configs": [
+            {"targets": [alertmanager.removeprefix("http://")]}]}]},
+        "scrape_configs": [{"job_name": "insmon", "static_configs": [
+            {"targets": targets, "labels": {"site": site}}],
+            **({} if interval else {"scrape_interval": job["scrape_interval"]})}],
+    }
 
-    def __init__(self, workdir: Path, targets: list[str], site: str, alertmanager: str,
-                 interval: str | None = "1s") -> None:
-        """interval None: the shipped production timings (alert_rules/prometheus.yml)."""
+
+class Prometheus:
+    """A real Prometheus on a loopback port with `config` (written into `workdir`)."""
+
+    def __init__(self, workdir: Path, config: dict) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
-        for name in ("recording.yml", "alerts.yml"):
-            shutil.copy(RULES / name, workdir / name)
-        shipped = yaml.safe_load((RULES / "prometheus.yml").read_text())
-        job = next(j for j in shipped["scrape_configs"] if j["job_name"] == "insmon")
-        config = {
-            "global": {"scrape_interval": interval or shipped["global"]["scrape_interval"],
-                       "evaluation_interval": interval or
-                       shipped["global"]["evaluation_interval"]},
-            "rule_files": ["recording.yml", "alerts.yml"],
-            "alerting": {"alertmanagers": [{"static_configs": [
-                {"targets": [alertmanager.removeprefix("http://")]}]}]},
-            "scrape_configs": [{"job_name": "insmon", "static_configs": [
-                {"targets": targets, "labels": {"site": site}}],
-                **({} if interval else {"scrape_interval": job["scrape_interval"]})}],
-        }
         (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -102,7 +107,7 @@ class Prometheus:
              f"--storage.tsdb.path={workdir / 'data'}",
              f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
             stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
-        wait_for(lambda: _get(f"{self.url}/-/ready"), 30, "Prometheus to be ready")
+        wait_for(lambda: _ready(f"{self.url}/-/ready"), 30, "Prometheus to be ready")
 
     def query(self, expr: str) -> list[dict]:
         url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
@@ -114,7 +119,7 @@ class Prometheus:
         self.log.close()
 
 
-def _get(url: str) -> bool:
+def _ready(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
             return response.status == 200
@@ -132,8 +137,8 @@ def alert_chain(workdir: Path, insmon_config: str, port: int, site: str, pager_u
         started.append(Insmon(workdir / "insmon", insmon_config))
         manager = Alertmanager(workdir / "alertmanager", pager_url)
         started.append(manager)
-        prometheus = Prometheus(workdir / "prometheus", [f"127.0.0.1:{port}"], site,
-                                manager.url, interval)
+        prometheus = Prometheus(workdir / "prometheus", alerting_config(
+            workdir / "prometheus", [f"127.0.0.1:{port}"], site, manager.url, interval))
         started.append(prometheus)
         wait_for(lambda: prometheus.query("site:insmon_settlement_path:up == 1"), 60,
                  "Prometheus to see the settlement path up")

@@ -12,7 +12,7 @@ import yaml
 
 from exporters import webconfig
 from monitor.config import ConfigError
-from tests.alertstack import Insmon, _get
+from tests.alertstack import Insmon, Prometheus
 from tests.certs import Authority
 from tests.conftest import free_port, wait_for
 
@@ -96,30 +96,15 @@ def test_prometheus_scrapes_through_https_and_basic_auth(secured) -> None:
         {"job_name": "wrong-password", "scheme": "https", "tls_config": tls,
          "basic_auth": {"username": "prometheus", "password": "not-it"},
          "static_configs": [{"targets": [target]}]}]}
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    proc = subprocess.Popen(["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}",
-                             f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                             f"--web.listen-address=127.0.0.1:{port}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    prometheus = Prometheus(tmp_path / "prometheus", config)
     try:
-        import json
-        import urllib.parse
-        import urllib.request
-
         def up() -> dict[str, str]:
-            query = urllib.parse.urlencode({"query": "up"})
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/query?{query}",
-                                        timeout=5) as response:
-                result = json.load(response)["data"]["result"]
-            return {r["metric"]["job"]: r["value"][1] for r in result}
+            return {r["metric"]["job"]: r["value"][1] for r in prometheus.query("up")}
 
-        wait_for(lambda: _get(f"http://127.0.0.1:{port}/-/ready"), 30, "Prometheus")
         values = wait_for(lambda: (u := up()) and len(u) == 2 and u, 30, "two scrapes")
         assert values == {"good": "1", "wrong-password": "0"}
     finally:
-        proc.terminate()
-        proc.wait(timeout=15)
+        prometheus.stop()
 
 
 def test_a_bad_web_config_is_named(tmp_path: Path) -> None:
