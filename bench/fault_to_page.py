@@ -22,10 +22,10 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.alertstack import alert_chain  # noqa: E402
+from monitor.lab import FRONT_END, Lab  # noqa: E402
+from monitor.pager import Pager  # noqa: E402
+from monitor.stack import alert_chain  # noqa: E402
 from tests.conftest import free_port, wait_for  # noqa: E402
-from tests.netlab import FRONT_END, Lab  # noqa: E402
-from tests.pager import Pager  # noqa: E402
 
 BLIP = 1.0
 SITE = "bench-hospital"

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.alertstack import Alertmanager, alert
+from monitor.pager import Pager
+from monitor.stack import Alertmanager
 from tests.conftest import INSMON, wait_for
-from tests.pager import Pager
 
 SETTLE = 7  # seconds: longer than any group_wait of grades I and II (0 s, 5 s)
 
@@ -90,3 +90,12 @@ def test_maintenance_says_why_it_failed() -> None:
     assert result.returncode == 1
     assert result.stderr.startswith("insmon maintenance: cannot reach Alertmanager at "
                                     "http://127.0.0.1:9")
+
+
+def alert(name: str, grade: str, team: str, site: str, also: str = "", **labels: str) -> dict:
+    """An alert as Prometheus sends it, for posting straight to Alertmanager."""
+    return {"labels": {"alertname": name, "grade": grade, "team": team, "site": site,
+                       "service": "test", **({"also": also} if also else {}), **labels},
+            "annotations": {"summary": f"{site}: {name}", "summary_zh": name,
+                            "description": name, "runbook": f"runbooks/{name}.md"},
+            "startsAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

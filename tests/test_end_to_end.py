@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.alertstack import alert_chain
+from monitor.lab import FRONT_END, Lab
+from monitor.pager import Pager
+from monitor.stack import alert_chain
 from tests.conftest import free_port, wait_for
-from tests.netlab import FRONT_END, Lab
-from tests.pager import Pager
 
 SITE = "lab-hospital"
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from monitor.lab import Lab
 from tests.conftest import INSMON, ROOT
-from tests.netlab import Lab
 
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 

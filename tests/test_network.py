@@ -1,6 +1,6 @@
 """Network probes against real namespaces, veth links, a TUN impairment, real servers.
 
-Traffic goes only to loopback and to the lab's own namespace (tests/netlab.py).
+Traffic goes only to loopback and to the lab's own namespace (monitor/lab).
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from monitor.lab import FRONT_END, Lab
 from monitor.probe import CheckBase
 from probes import http, icmp, pinger, snmp, tcp, vpn
 from tests.conftest import INSMON, render
-from tests.netlab import FRONT_END, Lab
 from tests.snmp_agent import COMMUNITY, V3_AUTH, V3_PRIV, V3_USER, SnmpAgent
 
 

@@ -12,7 +12,7 @@ import yaml
 
 from exporters import webconfig
 from monitor.config import ConfigError
-from tests.alertstack import Insmon, Prometheus
+from monitor.stack import Insmon, Prometheus
 from tests.certs import Authority
 from tests.conftest import free_port, wait_for
 

@@ -1,23 +1,50 @@
-"""Real Prometheus and Alertmanager (Debian's binaries) on loopback ports, configured from
-the project's own files, for the end-to-end tests and the fault-to-page benchmark."""
+"""Real Prometheus, Alertmanager (Debian's binaries) and `insmon run` as subprocesses on
+loopback ports, configured from the project's own files: for drills, the end-to-end tests
+and the benchmarks."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
 
-from tests.conftest import INSMON, ROOT, free_port, wait_for
+RULES = Path(__file__).resolve().parent.parent / "alert_rules"
+INSMON = [sys.executable, "-m", "monitor"]
 
-RULES = ROOT / "alert_rules"
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(probe: Callable[[], T | None], seconds: float, what: str) -> T:
+    """Poll `probe` until it returns something truthy; bounded in time."""
+    deadline = time.monotonic() + seconds
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = probe()
+            if value:
+                return value
+        except Exception as exc:  # not up yet
+            last_error = exc
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out after {seconds:g}s waiting for {what}"
+                       + (f" (last error: {last_error})" if last_error else ""))
 
 
 class Insmon:
@@ -29,7 +56,7 @@ class Insmon:
         self.log_file = workdir / "insmon.log"
         self.log = open(self.log_file, "w")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(
-            [INSMON, "run", "-c", str(workdir / "insmon.yaml"), *(extra or [])],
+            [*INSMON, "run", "-c", str(workdir / "insmon.yaml"), *(extra or [])],
             stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
 
     def stop(self) -> None:
@@ -160,12 +187,3 @@ def _stop(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-
-
-def alert(name: str, grade: str, team: str, site: str, also: str = "", **labels: str) -> dict:
-    """An alert as Prometheus sends it, for posting straight to Alertmanager."""
-    return {"labels": {"alertname": name, "grade": grade, "team": team, "site": site,
-                       "service": "test", **({"also": also} if also else {}), **labels},
-            "annotations": {"summary": f"{site}: {name}", "summary_zh": name,
-                            "description": name, "runbook": f"runbooks/{name}.md"},
-            "startsAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
