@@ -1,11 +1,13 @@
-"""The `insmon` command: run, once, validate."""
+"""The `insmon` command: run, once, validate, maintenance, drill, review."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 from exporters import status
@@ -53,6 +55,25 @@ def main(argv: list[str] | None = None) -> int:
     maintenance.add_argument("--comment", required=True,
                              help="what is announced, e.g. the cutover notice number")
 
+    drill = commands.add_parser(
+        "drill", help="rehearse a fault through the real alert path in a lab on this "
+                      "machine, paging nobody; needs root")
+    drill.add_argument("scenario", choices=_scenarios(), metavar="SCENARIO",
+                       help="one of: " + ", ".join(_scenarios()))
+    drill.add_argument("--out", type=Path, metavar="DIR",
+                       help="where the report goes (default: ./drill-SCENARIO-TIME)")
+
+    review = commands.add_parser(
+        "review", help="write a post-incident report (timeline, charts) from Prometheus")
+    review.add_argument("--prometheus", default="http://127.0.0.1:9090",
+                        help="Prometheus URL (default: %(default)s)")
+    review.add_argument("--from", dest="start", required=True, metavar="TIME",
+                        help="start, ISO 8601 (Asia/Shanghai if no offset)")
+    review.add_argument("--to", dest="end", required=True, metavar="TIME", help="end")
+    review.add_argument("--site", help="the site label (needed when Prometheus has several)")
+    review.add_argument("--out", type=Path, required=True, metavar="DIR",
+                        help="where review.md, review.html and the charts go")
+
     args = parser.parse_args(argv)
     default_level = "error" if args.command == "once" else "info"
     logging.basicConfig(level=(args.log_level or default_level).upper(), stream=sys.stderr,
@@ -63,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         return _validate(args.files)
     if args.command == "maintenance":
         return _maintenance(args)
+    if args.command == "drill":
+        return _drill(args)
+    if args.command == "review":
+        return _review(args)
     try:
         loaded = load(args.config)
     except ConfigError as exc:
@@ -110,11 +135,51 @@ def _maintenance(args: argparse.Namespace) -> int:
     try:
         start, end = maintenance.parse_time(args.start), maintenance.parse_time(args.end)
         silence = maintenance.declare(args.alertmanager, args.site, start, end, args.comment)
-    except maintenance.MaintenanceError as exc:
+    except (maintenance.MaintenanceError, ValueError) as exc:
         print(f"insmon maintenance: {exc}", file=sys.stderr)
         return 1
     print(f"silence {silence}: site {args.site}, {start.isoformat()} to {end.isoformat()}; "
           f"held back: {maintenance.EXPECTED}")
+    return 0
+
+
+def _scenarios() -> list[str]:
+    from monitor.drill import SCENARIOS
+
+    return list(SCENARIOS)
+
+
+def _drill(args: argparse.Namespace) -> int:
+    from monitor import drill
+
+    scenario = drill.SCENARIOS[args.scenario]
+    out = args.out or Path(f"drill-{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    print(f"drill {scenario.name}: {scenario.title} ({scenario.title_zh})", flush=True)
+    try:
+        report = drill.run(scenario, out, log=lambda line: print(f"  {line}", flush=True))
+    except KeyboardInterrupt:
+        print("drill interrupted: every fault was undone and the lab removed",
+              file=sys.stderr)
+        return 130
+    except (RuntimeError, TimeoutError, OSError, subprocess.CalledProcessError) as exc:
+        print(f"insmon drill: {exc}", file=sys.stderr)
+        return 2
+    print()
+    print(report.markdown())
+    print(f"report: {out / 'report.md'}, {out / 'report.json'}")
+    return 0 if report.passed else 1
+
+
+def _review(args: argparse.Namespace) -> int:
+    from monitor import parse_time, review
+
+    try:
+        start, end = parse_time(args.start), parse_time(args.end)
+        written = review.write(args.prometheus, start, end, args.site, args.out)
+    except (ValueError, review.HistoryError) as exc:
+        print(f"insmon review: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(str(path) for path in written))
     return 0
 
 

@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from datetime import UTC, datetime
 
-from monitor import SHANGHAI
+from monitor import SHANGHAI, parse_time  # noqa: F401 (the CLI reads times with it)
 
 # What a cutover of the agency's platform stops: the front-end and the settlement path
 # (the agency may also take its tunnel end down), and the symptoms that follow.
@@ -24,17 +24,6 @@ EXPECTED = ("SettlementPathDown|PrimaryLineDown|FrontEndUnreachable|FrontEndHttp
 
 class MaintenanceError(Exception):
     pass
-
-
-def parse_time(text: str) -> datetime:
-    """ISO 8601; without an offset, Asia/Shanghai time."""
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise MaintenanceError(f"cannot read the time {text!r}: write e.g. "
-                               "2026-12-01T20:00 (Asia/Shanghai) or 2026-12-01T12:00+00:00"
-                               ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=SHANGHAI)
 
 
 def declare(alertmanager: str, site: str, start: datetime, end: datetime, comment: str,

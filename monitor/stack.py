@@ -57,7 +57,8 @@ class Insmon:
         self.log = open(self.log_file, "w")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(
             [*INSMON, "run", "-c", str(workdir / "insmon.yaml"), *(extra or [])],
-            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True)  # a Ctrl-C reaches the drill, which stops it
 
     def stop(self) -> None:
         if self.proc.returncode is None:
@@ -75,7 +76,8 @@ class Alertmanager:
                 hook["url"] = f"{pager_url}/{receiver['name']}"
         workdir.mkdir(parents=True, exist_ok=True)
         shutil.copytree(RULES / "templates", workdir / "templates", dirs_exist_ok=True)
-        (workdir / "alertmanager.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+        self.config_file = workdir / "alertmanager.yml"
+        self.config_file.write_text(yaml.safe_dump(config, sort_keys=False))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(workdir / "alertmanager.log", "w")  # noqa: SIM115 (closed in stop)
@@ -83,7 +85,8 @@ class Alertmanager:
             ["prometheus-alertmanager", f"--config.file={workdir / 'alertmanager.yml'}",
              f"--storage.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}",
              "--cluster.listen-address=", "--log.level=warn"],
-            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True)  # a Ctrl-C reaches the drill, which stops it
         wait_for(lambda: _ready(f"{self.url}/-/ready"), 30, "Alertmanager to be ready")
 
     def post(self, *alerts: dict) -> None:
@@ -93,16 +96,22 @@ class Alertmanager:
         with urllib.request.urlopen(request, timeout=10):
             pass
 
+    def alerts(self) -> list[dict]:
+        """The alerts it holds that have not resolved (inhibited and silenced ones too)."""
+        with urllib.request.urlopen(f"{self.url}/api/v2/alerts", timeout=10) as response:
+            return json.load(response)
+
     def stop(self) -> None:
         _stop(self.proc)
         self.log.close()
 
 
 def alerting_config(workdir: Path, targets: list[str], site: str, alertmanager: str,
-                    interval: str | None = "1s") -> dict:
+                    interval: str | None = "1s", external_labels: dict | None = None) -> dict:
     """A Prometheus config that scrapes insmon at `targets` (with `site`), evaluates the
     project's rules (copied into `workdir`) and alerts `alertmanager`. interval None: the
-    shipped production timings (alert_rules/prometheus.yml)."""
+    shipped production timings (alert_rules/prometheus.yml). `external_labels` go on every
+    alert it sends (a drill's drill="true")."""
     workdir.mkdir(parents=True, exist_ok=True)
     for name in ("recording.yml", "alerts.yml"):
         shutil.copy(RULES / name, workdir / name)
@@ -110,7 +119,8 @@ def alerting_config(workdir: Path, targets: list[str], site: str, alertmanager: 
     job = next(j for j in shipped["scrape_configs"] if j["job_name"] == "insmon")
     return {
         "global": {"scrape_interval": interval or shipped["global"]["scrape_interval"],
-                   "evaluation_interval": interval or shipped["global"]["evaluation_interval"]},
+                   "evaluation_interval": interval or shipped["global"]["evaluation_interval"],
+                   **({"external_labels": external_labels} if external_labels else {})},
         "rule_files": ["recording.yml", "alerts.yml"],
         "alerting": {"alertmanagers": [{"static_configs": [
             {"targets": [alertmanager.removeprefix("http://")]}]}]},
@@ -133,7 +143,8 @@ class Prometheus:
             ["prometheus", f"--config.file={workdir / 'prometheus.yml'}",
              f"--storage.tsdb.path={workdir / 'data'}",
              f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True)  # a Ctrl-C reaches the drill, which stops it
         wait_for(lambda: _ready(f"{self.url}/-/ready"), 30, "Prometheus to be ready")
 
     def query(self, expr: str) -> list[dict]:

@@ -94,7 +94,7 @@ class Lab:
             argv += [str(tls[0]), str(tls[1])]
         self.servers[name] = subprocess.Popen(self.in_ns(*argv), stdin=subprocess.DEVNULL,
                                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                              text=True)
+                                              text=True, start_new_session=True)
         wait_for(lambda: self._listening(port), 15, f"{name} to listen on {port}")
 
     def _listening(self, port: int) -> bool:
@@ -125,7 +125,7 @@ class Lab:
             self.in_ns(sys.executable, str(HERE / "impair.py"), tun, str(delay), str(loss),
                        str(seed)),
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True)
+            text=True, start_new_session=True)
         time.sleep(0.3)  # it attaches to the TUN device at once; give it a moment
         if self.servers["impair"].poll() is not None:
             raise RuntimeError(f"impair.py exited: {self.servers['impair'].stderr.read()}")

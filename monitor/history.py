@@ -1,0 +1,185 @@
+"""Metric history from the Prometheus HTTP API, for the post-incident review and the drill:
+raw samples over a window, the periods each alert fired, and when a component first
+went wrong and when it came back."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import statistics
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+GRADES = ("I", "II", "III", "IV")  # the national scale, most severe first
+
+
+class HistoryError(Exception):
+    """Prometheus cannot answer, or the window holds nothing to review."""
+
+
+@dataclass(frozen=True)
+class Series:
+    labels: dict[str, str]
+    points: list[tuple[float, float]]  # (unix time, value), oldest first
+
+
+class PrometheusAPI:
+    def __init__(self, url: str, timeout: float = 30) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+
+    def _get(self, path: str, params: dict[str, str]) -> dict:
+        url = f"{self.url}{path}?{urllib.parse.urlencode(params)}"
+        try:
+            with urllib.request.urlopen(url, timeout=self.timeout) as response:
+                body = json.load(response)
+        except urllib.error.HTTPError as exc:
+            try:
+                detail = json.load(exc).get("error", exc.reason)
+            except ValueError:
+                detail = exc.reason
+            raise HistoryError(f"Prometheus at {self.url} refused the query: {detail}") from exc
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise HistoryError(f"cannot reach Prometheus at {self.url}: {reason}") from exc
+        if body.get("status") != "success":
+            raise HistoryError(f"Prometheus at {self.url}: {body.get('error', body)}")
+        return body["data"]
+
+    def samples(self, selector: str, start: float, end: float) -> list[Series]:
+        """Every raw sample of `selector` in [start, end]: a range selector evaluated at
+        `end`, so the times are the scrapes' and evaluations' own."""
+        seconds = max(1, int(end - start + 0.999))
+        data = self._get("/api/v1/query", {"query": f"{selector}[{seconds}s]",
+                                           "time": f"{end:.3f}"})
+        found = []
+        for item in data["result"]:
+            points = [(float(t), float(v)) for t, v in item["values"] if float(t) >= start]
+            if points:
+                found.append(Series(item["metric"], points))
+        return found
+
+
+def selector(name: str, site: str | None, **matchers: str) -> str:
+    """name{matchers, site="..."}; a matcher value starting with ~ is a regex."""
+    parts = [f'{k}=~"{v[1:]}"' if v.startswith("~") else f'{k}="{v}"'
+             for k, v in matchers.items()]
+    if site:
+        parts.append(f'site="{site}"')
+    return name + "{" + ",".join(parts) + "}" if parts else name
+
+
+def spacing(points: list[tuple[float, float]], default: float = 5.0) -> float:
+    """The usual step between samples (scrape or evaluation interval)."""
+    steps = [b[0] - a[0] for a, b in itertools.pairwise(points)]
+    return statistics.median(steps) if steps else default
+
+
+@dataclass
+class AlertPeriod:
+    labels: dict[str, str]
+    start: float       # the first evaluation that found it firing
+    end: float | None  # the first evaluation that no longer did; None: firing at the end
+
+    @property
+    def name(self) -> str:
+        return self.labels.get("alertname", "?")
+
+    @property
+    def grade(self) -> str:
+        return self.labels.get("grade", "?")
+
+    @property
+    def teams(self) -> list[str]:
+        also = [t for t in self.labels.get("also", "").split(",") if t]
+        return [self.labels.get("team", "?"), *also]
+
+
+def alert_periods(api: PrometheusAPI, start: float, end: float,
+                  site: str | None = None) -> list[AlertPeriod]:
+    """When each alert fired in the window, from the ALERTS series Prometheus writes at
+    every rule evaluation while an alert fires."""
+    periods = []
+    for series in api.samples(selector("ALERTS", site, alertstate="firing"), start, end):
+        labels = {k: v for k, v in series.labels.items()
+                  if k not in ("__name__", "alertstate")}
+        step = spacing(series.points)
+        for first, last in runs(series.points, lambda v: True, step):
+            resolved = last + step if end - last > 2 * step else None
+            periods.append(AlertPeriod(labels, first, resolved))
+    return sorted(periods, key=lambda p: (p.start, GRADES.index(p.grade)
+                                          if p.grade in GRADES else 9, p.name))
+
+
+def runs(points: list[tuple[float, float]], bad: Callable[[float], bool],
+         step: float) -> list[tuple[float, float]]:
+    """(first, last) sample times of each run of consecutive samples where `bad(value)`;
+    a gap longer than 2.5 steps ends a run."""
+    found: list[tuple[float, float]] = []
+    first = last = None
+    for t, v in points:
+        if bad(v) and first is not None and t - last <= 2.5 * step:
+            last = t
+        elif bad(v):
+            if first is not None:
+                found.append((first, last))
+            first = last = t
+        elif first is not None:
+            found.append((first, last))
+            first = last = None
+    if first is not None:
+        found.append((first, last))
+    return found
+
+
+@dataclass
+class Component:
+    """A link of the settlement chain, and how its series show a fault."""
+
+    name: str
+    name_zh: str
+    metric: str
+    matchers: dict[str, str]
+    bad: Callable[[float], bool]
+    services: tuple[str, ...]  # the `service` label of the alerts that report it
+    series: list[Series] = field(default_factory=list)
+
+    def anomalies(self) -> list[tuple[float, float | None]]:
+        """(start, recovered) per run of bad samples; recovered None: still bad."""
+        found = []
+        for s in self.series:
+            step = spacing(s.points)
+            last_time = s.points[-1][0]
+            for first, last in runs(s.points, self.bad, step):
+                after = next((t for t, _ in s.points if t > last), None)
+                found.append((first, after if last < last_time else None))
+        return sorted(found, key=lambda a: a[0])
+
+
+def components() -> list[Component]:
+    """The chain's components, in the order of DOMAIN.md's chain."""
+    return [
+        Component("private line", "医保专网主线路", "insmon_vpn_link_up",
+                  {"role": "primary"}, lambda v: v == 0, ("private_network",)),
+        Component("backup channel", "备用通道", "insmon_vpn_link_up",
+                  {"role": "backup"}, lambda v: v == 0, ("private_network",)),
+        Component("settlement path", "结算通道", "insmon_settlement_path_up", {},
+                  lambda v: v == 0, ("private_network", "settlement_chain")),
+        Component("front-end", "医保前置机", "insmon_vpn_front_end_up", {},
+                  lambda v: v == 0, ("front_end",)),
+        Component("private network ping", "专网 ping", "insmon_ping_loss_ratio", {},
+                  lambda v: v > 0.05, ("private_network",)),
+        Component("storage IO", "存储读写", "insmon_probe_success",
+                  {"kind": "storage_latency"}, lambda v: v == 0,
+                  ("storage", "settlement_chain")),
+        Component("storage latency", "存储延迟", "insmon_storage_last_latency_seconds",
+                  {"phase": "total"}, lambda v: v > 2.0, ("storage",)),
+        Component("RAID", "RAID 阵列", "insmon_raid_array_state",
+                  {"state": "~degraded|recovering|resyncing|reshaping|failed|inactive|unknown"},
+                  lambda v: v == 1, ("raid", "settlement_chain")),
+        Component("settlement server CPU", "结算服务器 CPU", "insmon_cpu_usage_ratio", {},
+                  lambda v: v > 0.95, ("settlement_server",)),
+    ]
