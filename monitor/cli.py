@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"insmon {__version__}")
     parser.add_argument("--log-level", default=None,
                         choices=["debug", "info", "warning", "error"],
-                        help="default: info for run, error for once")
+                        help="default: info for run, error for once, warning otherwise")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="monitor until stopped, serving /metrics")
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="where review.md, review.html and the charts go")
 
     args = parser.parse_args(argv)
-    default_level = "error" if args.command == "once" else "info"
+    default_level = {"run": "info", "once": "error"}.get(args.command, "warning")
     logging.basicConfig(level=(args.log_level or default_level).upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # it logs every run at INFO

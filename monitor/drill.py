@@ -404,10 +404,12 @@ def shanghai(t: float) -> str:
 
 # ---------------------------------------------------------------------- the run
 
-def run(scenario: Scenario, out: Path, log: Callable[[str], None] = print) -> Report:
+def run(scenario: Scenario, out: Path, log: Callable[[str], None] = print,
+        pager: Pager | None = None) -> Report:
     """The whole drill; everything it made is gone when it returns or raises (Ctrl-C
     included). Writes out/report.json and out/report.md; keeps out/work/ (the drill's
-    Prometheus data, logs) for a review."""
+    Prometheus data, logs) for a review. `pager`: the receivers every Alertmanager
+    receiver points at (default: the drill's own)."""
     missing = [tool for tool in ("prometheus", "prometheus-alertmanager", "amtool")
                if shutil.which(tool) is None]
     if missing:
@@ -418,7 +420,8 @@ def run(scenario: Scenario, out: Path, log: Callable[[str], None] = print) -> Re
                            "mount for the lab")
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
-    pager = Pager()
+    own_pager = pager is None
+    pager = pager or Pager()
     env: DrillLab | None = None
     started: list = []
     previous = signal.signal(signal.SIGTERM, _interrupt)
@@ -472,7 +475,8 @@ def run(scenario: Scenario, out: Path, log: Callable[[str], None] = print) -> Re
             if env is not None:
                 env.close()
             stop_all(started)
-            pager.close()
+            if own_pager:
+                pager.close()
         finally:
             signal.signal(signal.SIGINT, signal.default_int_handler)
             signal.signal(signal.SIGTERM, previous)
