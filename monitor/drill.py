@@ -305,6 +305,8 @@ class Report:
     site: str
     fault_at: str                # Asia/Shanghai
     healed_at: str
+    fault_unix: float
+    healed_unix: float
     rows: list[Row]
     team_paged_after: dict[str, float]   # per team: seconds from the fault to its page
     checks: list[tuple[str, bool]]
@@ -394,8 +396,8 @@ def build_report(scenario: Scenario, pager: Pager, api: PrometheusAPI, config_fi
     got = f" (got: {', '.join(real)})" if real else ""
     checks = [(f"no page reached a team's receiver{got}", not real), *checks]
     return Report(scenario.name, scenario.title, SITE, shanghai(fault_at),
-                  shanghai(healed_at), rows, {t: round(s, 1) for t, s in team_paged.items()},
-                  checks)
+                  shanghai(healed_at), fault_at, healed_at, rows,
+                  {t: round(s, 1) for t, s in team_paged.items()}, checks)
 
 
 def shanghai(t: float) -> str:

@@ -235,12 +235,13 @@ def draw(review: Review, out: Path) -> list[Chart]:
             series = [(n, s) for n, s in series if any(v for _, v in s.points)]
         if not series:
             continue
+        step = min(spacing(s.points) for _, s in series)  # the scrape interval
         fig, ax = plt.subplots(figsize=(10, 3.2), dpi=100)
         for i, (name, s) in enumerate(series):
             offset = i * 0.03 if ylabel == "up" else 0  # lines at 0/1 stay apart
             label = " ".join([name, *(s.labels[k] for k in ("link", "array", "state", "target")
                                       if k in s.labels)])
-            times, values = with_gaps(s.points)
+            times, values = with_gaps(s.points, step)
             ax.step([moment(t) for t in times], [v * scale + offset for v in values],
                     where="post", label=label, linewidth=1.6)
         if threshold is not None:
@@ -267,10 +268,10 @@ def draw(review: Review, out: Path) -> list[Chart]:
     return charts
 
 
-def with_gaps(points: list[tuple[float, float]]) -> tuple[list[float], list[float]]:
+def with_gaps(points: list[tuple[float, float]],
+              step: float) -> tuple[list[float], list[float]]:
     """The points, with a break (NaN) where samples are missing: a series that was not
     reported (a link down, a check failing) is drawn as absent, not as its last value."""
-    step = spacing(points)
     times, values = [], []
     for i, (t, v) in enumerate(points):
         if i and t - points[i - 1][0] > 2.5 * step:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TypeVar
 
+import pytest
 from prometheus_client import generate_latest
 
 from exporters.prometheus import make_registry
@@ -18,8 +18,6 @@ from monitor.store import ResultStore
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 INSMON = str(Path(sys.executable).parent / "insmon")  # the installed console script
-
-T = TypeVar("T")
 
 
 async def render(config: CheckBase, prefix: str) -> tuple[str, str]:
@@ -42,3 +40,20 @@ def assert_expected(case: Path, rendered: str) -> None:
     if os.environ.get("INSMON_WRITE_EXPECTED"):
         expected.write_text(rendered)
     assert rendered == expected.read_text()
+
+
+@pytest.fixture(scope="session")
+def reference_drill(tmp_path_factory: pytest.TempPathFactory):
+    """The reference incident drilled once for the session, with the test's own receivers:
+    (report, its output folder with the Prometheus data, the receivers)."""
+    from monitor import drill
+    from monitor.pager import Pager
+
+    pager = Pager()
+    out = tmp_path_factory.mktemp("drill-reference")
+    try:
+        report = drill.run(drill.SCENARIOS["reference"], out, log=lambda line: None,
+                           pager=pager)
+        yield report, out, pager
+    finally:
+        pager.close()

@@ -1,0 +1,133 @@
+"""insmon drill, each scenario against the namespace lab with real Prometheus and
+Alertmanager, every receiver pointing at the test's own webhook server.
+
+The verdict table must match what the receivers actually got; only the drill receiver
+may get anything; after the drill the chain was healthy, no alert fired, and the lab is
+gone (namespace, links, tmpfs mount, processes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from monitor import drill
+from monitor.pager import Pager
+from tests.conftest import INSMON, wait_for
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def assert_matches_receivers(report: drill.Report, pager: Pager,
+                             scenario: drill.Scenario) -> None:
+    pages = pager.received()
+    assert pages, "nothing was paged"
+    assert {p.team for p in pages} == {"drill"}  # no team's receiver got a page
+    first: dict[str, tuple[float, dict]] = {}
+    for page in pager.received("firing"):
+        for a in page.body["alerts"]:
+            name = a["labels"]["alertname"]
+            if a["status"] == "firing" and (name not in first or page.received < first[name][0]):
+                first[name] = (page.received, a["labels"])
+            assert a["labels"]["drill"] == "true"
+            assert a["labels"]["site"] == drill.SITE
+    rows = {r.alert: r for r in report.rows}
+    assert set(rows) == set(first)  # a row per paged alert, and no other
+    for name, (received, labels) in first.items():
+        row = rows[name]
+        assert row.grade == labels["grade"]
+        assert row.paged_after == pytest.approx(received - report.fault_unix, abs=0.01)
+        assert row.fired_after is not None and 0 < row.fired_after <= row.paged_after + 0.5
+    for expected in scenario.expected:
+        row = rows[expected.alert]
+        assert (row.verdict, row.grade, set(row.teams)) == (
+            "PASS", expected.grade, set(expected.teams))
+        for team in expected.teams:
+            assert report.team_paged_after[team] <= row.paged_after
+    assert all(ok for _, ok in report.checks), report.checks
+    assert report.passed
+
+
+def assert_lab_gone(out: Path) -> None:
+    assert "insmon-agency" not in subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                                 text=True, check=True).stdout
+    assert str(out) not in Path("/proc/mounts").read_text()
+    leftovers = [p.info["cmdline"] for p in psutil.process_iter(["cmdline"])
+                 if any(str(out) in part for part in p.info["cmdline"] or [])]
+    assert leftovers == []
+    assert not [p for p in psutil.process_iter(["cmdline"])
+                if "os.nice(19)" in " ".join(p.info["cmdline"] or [])]  # no CPU burner
+
+
+def test_reference_incident(reference_drill) -> None:
+    report, out, pager = reference_drill
+    assert_matches_receivers(report, pager, drill.SCENARIOS["reference"])
+    # one Level I for both causes; the causes' own alerts at most on the way
+    assert {r.alert for r in report.rows} <= {"SettlementChainCollapsed",
+                                              *drill.SCENARIOS["reference"].tolerated}
+    assert set(report.team_paged_after) == {"network", "insurance_agency", "server_ops",
+                                            "vendor", "leadership", "settlement_center"}
+    written = json.loads((out / "report.json").read_text())
+    assert written["passed"] is True
+    assert written["team_paged_after"] == report.team_paged_after
+    assert "| SettlementChainCollapsed | I | I |" in (out / "report.md").read_text()
+    print("\nreference drill, fault to page per team, seconds:", report.team_paged_after)
+    assert_lab_gone(out)
+
+
+@pytest.mark.parametrize("name", ["line-cut", "raid-rebuild", "cpu-saturation"])
+def test_scenario(name: str, tmp_path: Path) -> None:
+    scenario = drill.SCENARIOS[name]
+    pager = Pager()
+    try:
+        report = drill.run(scenario, tmp_path, log=lambda line: None, pager=pager)
+        assert_matches_receivers(report, pager, scenario)
+        assert {r.alert for r in report.rows} == {e.alert for e in scenario.expected}
+        print(f"\n{name}: fault to page per team, seconds:", report.team_paged_after)
+    finally:
+        pager.close()
+    assert_lab_gone(tmp_path)
+
+
+def test_ctrl_c_leaves_no_fault_behind(tmp_path: Path) -> None:
+    out = tmp_path / "interrupted"
+    proc = subprocess.Popen([INSMON, "drill", "reference", "--out", str(out)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        lines: list[str] = []
+        wait_for(lambda: lines.append(proc.stdout.readline()) or "fault made" in lines[-1],
+                 120, "the drill to make its fault")
+        ns = f"insmon-agency-{proc.pid % 10000}"
+        assert ns in subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                    text=True).stdout
+        time.sleep(2)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, stderr
+    assert "every fault was undone" in stderr
+    assert "Traceback" not in stderr
+    assert not (out / "report.json").exists()
+    assert_lab_gone(out)
+    assert not any(name.startswith(f"ip{proc.pid % 10000}") for name in os.listdir(
+        "/sys/class/net"))
+
+
+def test_needs_root_and_says_so(tmp_path: Path) -> None:
+    result = subprocess.run(
+        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", INSMON, "drill",
+         "line-cut", "--out", "/tmp/insmon-drill-as-nobody"],
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "needs root" in result.stderr
