@@ -7,11 +7,11 @@ import asyncio
 import logging
 import subprocess
 import sys
-import time
+from datetime import datetime
 from pathlib import Path
 
 from exporters import status
-from monitor import __version__
+from monitor import SHANGHAI, __version__
 from monitor.config import ConfigError, Loaded, load, split_listen
 from monitor.probe import plural
 from monitor.runner import build_checks, run_all
@@ -153,7 +153,8 @@ def _drill(args: argparse.Namespace) -> int:
     from monitor import drill
 
     scenario = drill.SCENARIOS[args.scenario]
-    out = args.out or Path(f"drill-{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    started = datetime.now(SHANGHAI).strftime("%Y%m%d-%H%M%S")
+    out = args.out or Path(f"drill-{scenario.name}-{started}")
     print(f"drill {scenario.name}: {scenario.title} ({scenario.title_zh})", flush=True)
     try:
         report = drill.run(scenario, out, log=lambda line: print(f"  {line}", flush=True))

@@ -252,7 +252,7 @@ def _line_cut(env: DrillLab) -> None:
 SCENARIOS = {s.name: s for s in (
     Scenario(
         "reference", "The reference incident: RAID 5 collapses and the private line is cut",
-        "参考事件：RAID5 阵列崩溃且医保专网光缆中断（高峰期）", _reference,
+        "参考事件：RAID5 阵列崩溃且医保专网光缆中断", _reference,
         (Expected("SettlementChainCollapsed", "I",
                   ("network", "insurance_agency", "server_ops", "vendor", *LEVEL_ONE)),),
         tolerated=("SettlementPathDown", "RaidArrayFailed", "StorageIOFailing"),
@@ -321,9 +321,9 @@ class Report:
                  f"Site `{self.site}`; fault made at {self.fault_at}, healed at "
                  f"{self.healed_at} (Asia/Shanghai). Verdict: **{verdict(self.passed)}**.",
                  "", table(self.rows), "", "Time from the fault to each team's page:", ""]
-        lines += [f"- {team}: {seconds:.1f} s"
-                  for team, seconds in sorted(self.team_paged_after.items(),
-                                              key=lambda kv: kv[1])] or ["- nobody was paged"]
+        by_time = sorted(self.team_paged_after.items(), key=lambda kv: (kv[1], kv[0]))
+        lines += [f"- {team}: {seconds:.1f} s" for team, seconds in by_time] or [
+            "- nobody was paged"]
         lines += ["", "Checks:", ""]
         lines += [f"- [{'x' if ok else ' '}] {what}" for what, ok in self.checks]
         return "\n".join(lines) + "\n"

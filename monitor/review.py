@@ -138,8 +138,8 @@ def collect(api: PrometheusAPI, start: float, end: float, site: str | None) -> R
                      else max(r for _, r in anomalies))
         summaries.append(ComponentSummary(part.name, part.name_zh, first, detected, recovered))
     for p in periods:
-        events.append(Event(p.start, f"ALERT {p.name} fires: grade {p.grade}, "
-                                     f"paging {teams_paged(p)}", p.grade))
+        events.append(Event(p.start, f"ALERT {p.name} fires: grade {p.grade}, for "
+                                     f"{alert_teams(p)}", p.grade))
         if p.end is not None:
             events.append(Event(p.end, f"ALERT {p.name} resolved (grade {p.grade})", p.grade))
     events += grade_changes(periods, end)
@@ -189,7 +189,7 @@ def peaks(parts: list[Component]) -> list[tuple[str, str, float | None]]:
     found = []
     for name, what, show in (
             ("storage latency", "highest storage IO latency (active probe)",
-             lambda v: f"{v * 1000:.0f} ms"),
+             lambda v: f"{v * 1000:.3g} ms"),
             ("private network ping", "worst ping loss", lambda v: f"{v * 100:.0f} %"),
             ("settlement server CPU", "CPU peak", lambda v: f"{v * 100:.0f} %")):
         peak = highest(name)
@@ -294,7 +294,7 @@ def sections(review: Review) -> list[tuple[str, list[str], list[list[str]]]]:
                when(s.detected), duration(s.detected - s.first_anomaly if s.detected else None),
                when(s.recovered), duration(s.recovered - s.first_anomaly if s.recovered
                                            else None)] for s in review.summaries]
-    alerts = [[p.name, p.grade, teams_paged(p), when(p.start),
+    alerts = [[p.name, p.grade, alert_teams(p), when(p.start),
                when(p.end) if p.end else "still firing",
                duration((p.end or review.end) - p.start)] for p in review.periods]
     return [
@@ -303,13 +303,15 @@ def sections(review: Review) -> list[tuple[str, list[str], list[list[str]]]]:
           "time to recover"], detect),
         ("Peak values", ["what", "value", "at"],
          [[what, value, when(at)] for what, value, at in review.peaks]),
-        ("Alerts", ["alert", "grade", "teams paged", "fired", "resolved", "lasted"], alerts),
+        ("Alerts", ["alert", "grade", "teams", "fired", "resolved", "lasted"], alerts),
         ("Timeline", ["time", "event"], [[when(e.at), e.what] for e in review.events]),
     ]
 
 
-def teams_paged(period: AlertPeriod) -> str:
-    """Its teams; a Level I also reaches leadership and the settlement center."""
+def alert_teams(period: AlertPeriod) -> str:
+    """The teams it is for; a Level I also reaches leadership and the settlement center.
+    Prometheus does not know what Alertmanager held back (inhibition, silences): an alert
+    listed here may not have paged, as the report says."""
     teams = list(period.teams)
     if period.grade == "I":
         teams += [t for t in ("leadership", "settlement_center") if t not in teams]
@@ -320,7 +322,9 @@ def heading(review: Review) -> tuple[str, str]:
     title = f"Incident review: {review.site}"
     line = (f"Window {when(review.start, True)} to {when(review.end, True)} "
             f"(Asia/Shanghai). Highest grade: {review.worst_grade}; "
-            f"{len(review.periods)} alert period(s).")
+            f"{len(review.periods)} alert period(s). Alerts are as Prometheus evaluated "
+            "them: one that Alertmanager held back (inhibited by a larger incident, "
+            "silenced for maintenance) is listed but did not page.")
     return title, line
 
 

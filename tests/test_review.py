@@ -79,7 +79,7 @@ def test_timeline_order_and_times(history) -> None:
     recovered = events.index("settlement path (结算通道): recovered")
     assert first_fault < graded <= chain < recovered
     assert events[-1] == "no alert firing: incident over"
-    assert "paging network, insurance_agency, server_ops, vendor, leadership, " \
+    assert "for network, insurance_agency, server_ops, vendor, leadership, " \
            "settlement_center" in events[chain]
 
 
