@@ -1,0 +1,134 @@
+"""docker-compose.yml and the Dockerfile, checked without Docker (it cannot run on the
+build machine): the services, mounts, volumes and health checks are what the stack
+needs; every file it mounts exists; the configs, laid out as the containers see them,
+pass the real promtool and amtool; the image installs insmon with the README's step.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import ROOT
+
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+
+
+def binds(service: str) -> dict[str, str]:
+    """container path -> repository path of the service's bind mounts."""
+    found = {}
+    for volume in SERVICES[service].get("volumes", []):
+        volume = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", volume)  # ${VAR:-default}: default
+        source, target = volume.split(":")[:2]
+        if source.startswith("./"):
+            found[target] = source
+    return found
+
+
+def test_the_stack_has_its_services_with_health_checks_and_named_volumes() -> None:
+    assert set(SERVICES) == {"insmon", "prometheus", "alertmanager", "grafana"}
+    for name, service in SERVICES.items():
+        assert service["healthcheck"]["test"][0] == "CMD", name
+        assert service["restart"] == "unless-stopped", name
+    named = {v.split(":")[0] for s in SERVICES.values() for v in s.get("volumes", [])
+             if not v.startswith(("./", "$"))}
+    assert named == set(COMPOSE["volumes"]) == {
+        "prometheus-data", "alertmanager-data", "grafana-data"}
+
+
+def test_every_mounted_file_exists() -> None:
+    for name in SERVICES:
+        for target, source in binds(name).items():
+            assert (ROOT / source).exists(), f"{name}: {source} -> {target}"
+    assert binds("insmon") == {"/etc/insmon/insmon.yaml": "./examples/hospital.yaml"}
+
+
+def test_insmon_runs_unprivileged_with_only_net_raw() -> None:
+    insmon = SERVICES["insmon"]
+    assert insmon["build"] == "."
+    assert insmon["cap_drop"] == ["ALL"] and insmon["cap_add"] == ["NET_RAW"]
+    assert insmon["network_mode"] == "host"  # it must see the host's tunnel interfaces
+    assert insmon["command"] == ["run", "-c", "/etc/insmon/insmon.yaml"]
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    users = re.findall(r"^USER (\S+)", dockerfile, re.M)
+    assert users == ["insmon"]
+    assert "setcap cap_net_raw+ep" in dockerfile
+    # no-new-privileges would drop the interpreter's file capability
+    assert "no-new-privileges:true" not in str(insmon.get("security_opt", []))
+
+
+def test_the_image_installs_insmon_with_the_readme_step() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    makefile = (ROOT / "Makefile").read_text()
+    readme = (ROOT / "README.md").read_text()
+    assert re.search(r"^run: \$\(VENV\)/\.runtime$", makefile, re.M)
+    assert "make run    # installs insmon into .venv" in readme
+    [install] = re.findall(r"^RUN make (\S+)$", dockerfile, re.M)
+    assert install == ".venv/.runtime"  # what `make run` builds before `insmon run`
+    for source in re.findall(r"^COPY (.+) \S+$", dockerfile, re.M):
+        for path in source.split():
+            assert (ROOT / path).exists(), path
+
+
+def test_prometheus_keeps_190_days_and_loads_the_project_rules(tmp_path: Path) -> None:
+    prometheus = SERVICES["prometheus"]
+    assert "--storage.tsdb.retention.time=190d" in prometheus["command"]
+    assert "insmon:host-gateway" in prometheus["extra_hosts"]
+    etc = tmp_path / "etc" / "prometheus"  # the container's layout
+    etc.mkdir(parents=True)
+    for target, source in binds("prometheus").items():
+        shutil.copy(ROOT / source, etc / Path(target).name)
+    config = yaml.safe_load((etc / "prometheus.yml").read_text())
+    assert sorted(config["rule_files"]) == ["alerts.yml", "recording.yml"]
+    result = subprocess.run(["promtool", "check", "config", str(etc / "prometheus.yml")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 2 rule files found" in result.stdout
+
+
+def test_alertmanager_config_as_mounted(tmp_path: Path) -> None:
+    etc = tmp_path / "etc" / "alertmanager"
+    for target, source in binds("alertmanager").items():
+        destination = etc / Path(target).relative_to("/etc/alertmanager")
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        if (ROOT / source).is_dir():
+            shutil.copytree(ROOT / source, destination)
+        else:
+            shutil.copy(ROOT / source, destination)
+    assert (etc / "templates" / "insmon.tmpl").exists()  # amtool passes an empty glob too
+    result = subprocess.run(["amtool", "check-config", str(etc / "alertmanager.yml")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert " - 1 templates\n  SUCCESS" in result.stdout  # templates/*.tmpl found, parsed
+
+
+def test_grafana_is_provisioned_with_the_dashboards() -> None:
+    grafana = SERVICES["grafana"]
+    mounts = binds("grafana")
+    assert mounts["/etc/grafana/provisioning"] == "./grafana/provisioning"
+    [provider] = yaml.safe_load(
+        (ROOT / "grafana/provisioning/dashboards/insmon.yml").read_text())["providers"]
+    dashboards_dir = provider["options"]["path"]
+    assert mounts[dashboards_dir] == "./grafana/dashboards"
+    home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home.startswith(dashboards_dir + "/")
+    assert (ROOT / "grafana/dashboards" / Path(home).name).exists()
+    [source] = yaml.safe_load(
+        (ROOT / "grafana/provisioning/datasources/prometheus.yml").read_text())["datasources"]
+    assert source["url"] == "http://prometheus:9090"  # the service's name in the stack
+    assert grafana["depends_on"]["prometheus"]["condition"] == "service_healthy"
+
+
+def test_every_variable_the_stack_reads_is_in_env_example() -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    used = set(re.findall(r"\$\{(\w+)", text))
+    example = {line.split("=")[0] for line in (ROOT / ".env.example").read_text().splitlines()
+               if line and not line.startswith("#")}
+    assert used <= example
+    config = (ROOT / "examples/hospital.yaml").read_text()
+    assert set(re.findall(r"\{env: (\w+)\}", config)) <= example  # the config's secrets
