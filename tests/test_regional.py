@@ -1,0 +1,127 @@
+"""Past one site: two hospitals' Prometheus, each with its own `site` external label,
+remote-write (examples/regional/remote_write.yml) to a real single-node VictoriaMetrics
+on loopback. The center's queries see both sites apart, and the project's alert rules,
+evaluated at the center by vmalert over the merged history, page for the right site.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from monitor.pager import Pager
+from monitor.stack import (
+    RULES,
+    Alertmanager,
+    Insmon,
+    Prometheus,
+    alerting_config,
+    free_port,
+    stop_all,
+    wait_for,
+)
+from tests.conftest import FIXTURES, ROOT
+
+pytestmark = pytest.mark.timeout(300)
+SITES = {"hospital-a": "clean", "hospital-b": "failed"}  # each one's md array
+
+
+class Process:
+    """A VictoriaMetrics binary on loopback, its log in `workdir`."""
+
+    def __init__(self, workdir: Path, argv: list[str], ready: str) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(workdir / f"{argv[0]}.log", "w")  # noqa: SIM115 (closed in stop)
+        self.proc = subprocess.Popen([*argv, f"-httpListenAddr=127.0.0.1:{self.port}"],
+                                     stdin=subprocess.DEVNULL, stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        wait_for(lambda: get(self.url + ready) is not None, 30, f"{argv[0]} to start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+def get(url: str) -> dict | None:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            body = response.read()
+            return json.loads(body) if body.startswith(b"{") else {}
+    except OSError:
+        return None
+
+
+def query(center: Process, expr: str) -> list[dict]:
+    body = get(f"{center.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
+    return body["data"]["result"] if body else []
+
+
+@pytest.fixture
+def region(tmp_path: Path) -> Iterator[tuple[Process, Pager]]:
+    started: list = []
+    pager = Pager()
+    try:
+        center = Process(tmp_path / "vm", [
+            "victoria-metrics", f"-storageDataPath={tmp_path / 'vm' / 'data'}",
+            "-retentionPeriod=1", "-search.latencyOffset=1s"], "/health")
+        started.append(center)
+        remote = yaml.safe_load((ROOT / "examples/regional/remote_write.yml").read_text())
+        remote["remote_write"][0]["url"] = f"{center.url}/api/v1/write"
+        for site, raid in SITES.items():
+            port = free_port()
+            started.append(Insmon(tmp_path / site, f"""\
+listen: "127.0.0.1:{port}"
+checks:
+  - {{name: settlement-md-raid, kind: raid, interval: 1s,
+      source: {{type: md, root: {FIXTURES / 'raid/md' / raid}}}}}
+  - {{name: settlement-server-cpu, kind: cpu, interval: 1s}}
+"""))
+            config = alerting_config(tmp_path / site / "prometheus", [f"127.0.0.1:{port}"],
+                                     site, "127.0.0.1:9", external_labels={"site": site})
+            started.append(Prometheus(tmp_path / site / "prometheus", config | remote))
+        manager = Alertmanager(tmp_path / "center-am", pager.url)
+        started.append(manager)
+        started.append(Process(tmp_path / "vmalert", [
+            "vmalert", f"-rule={RULES / 'alerts.yml'}", f"-rule={RULES / 'recording.yml'}",
+            f"-datasource.url={center.url}", f"-remoteWrite.url={center.url}",
+            f"-notifier.url={manager.url}", "-evaluationInterval=2s"], "/health"))
+        yield center, pager
+    finally:
+        stop_all(started)
+        pager.close()
+
+
+def test_the_center_sees_both_hospitals_apart_and_pages_for_the_right_one(region) -> None:
+    center, pager = region
+    sites = wait_for(lambda: {r["metric"]["site"] for r in query(
+        center, "count by (site) (insmon_probe_success)")} >= set(SITES) and {
+        r["metric"]["site"] for r in query(center, "count by (site) (insmon_probe_success)")},
+        60, "both hospitals' series at the center")
+    assert sites == set(SITES)
+    failed = {r["metric"]["site"]: float(r["value"][1]) for r in query(
+        center, 'max by (site) (insmon_raid_array_state{state="failed"})')}
+    assert failed == {"hospital-a": 0.0, "hospital-b": 1.0}
+    assert {r["metric"]["site"] for r in query(
+        center, "count by (site) (instance:insmon_cpu_usage:avg2m)")} == set(SITES)
+
+    # the Level I of hospital-b's failed array, evaluated at the center: its teams, its site
+    wait_for(lambda: pager.teams("RaidArrayFailed") >= {"server_ops", "vendor", "leadership",
+                                                       "settlement_center"},
+             90, "the center's page for hospital-b")
+    pages = pager.received("firing")
+    assert {a["labels"]["site"] for p in pages for a in p.body["alerts"]} == {"hospital-b"}
+    assert {name for p in pages for name in p.alertnames} == {"RaidArrayFailed"}
