@@ -188,3 +188,15 @@ def test_every_panel_returns_data_on_a_healthy_site(healthy_site: Prometheus) ->
         for where, expr in queries(board):
             if "annotation" in where:
                 assert healthy_site.query(concrete(expr)) == []
+
+
+def test_the_layout_picture_draws_from_the_json(tmp_path) -> None:
+    from matplotlib import image
+
+    layout = importlib.util.spec_from_file_location("layout", GRAFANA / "layout.py")
+    module = importlib.util.module_from_spec(layout)
+    layout.loader.exec_module(module)
+    module.draw(dashboards()["wall.json"], tmp_path / "wall-layout.png", value=2)
+    pixels = image.imread(tmp_path / "wall-layout.png")[:, :, :3]
+    red = ((pixels[:, :, 0] > 0.7) & (pixels[:, :, 1] < 0.15) & (pixels[:, :, 2] < 0.25)).sum()
+    assert red > 50_000  # six status tiles drawn at "DOWN"
