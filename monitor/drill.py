@@ -32,6 +32,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import yaml
+
 from monitor import SHANGHAI
 from monitor.history import PrometheusAPI, alert_periods
 from monitor.lab import FRONT_END, Lab
@@ -439,7 +441,8 @@ def run(scenario: Scenario, out: Path, log: Callable[[str], None] = print,
         started.append(prometheus)
         api = PrometheusAPI(prometheus.url)
         log(f"waiting for the lab chain to be healthy ({SITE})")
-        wait_for(lambda: healthy(prometheus), 120, "the lab chain to be healthy")
+        checks = len(yaml.safe_load(env.config(port))["checks"])
+        wait_for(lambda: healthy(prometheus, checks), 120, "the lab chain to be healthy")
 
         fault_at = time.time()
         scenario.faults(env)
@@ -459,18 +462,18 @@ def run(scenario: Scenario, out: Path, log: Callable[[str], None] = print,
         env.heal()
         log(f"healed at {shanghai(healed_at)}; waiting for every alert to resolve")
         try:
-            wait_for(lambda: healthy(prometheus) and not manager.alerts(), 240,
+            wait_for(lambda: healthy(prometheus, checks) and not manager.alerts(), 240,
                      "every alert to resolve")
             clean = True
         except TimeoutError:
             clean = False
         end = time.time()
         window = f"{int(end - fault_at) + 1}s"
-        checks = [(what, bool(prometheus.query(expr.replace("$window", window))))
-                  for what, expr in scenario.observe]
-        checks += [("the chain is healthy again and no alert fires", clean)]
+        seen = [(what, bool(prometheus.query(expr.replace("$window", window))))
+                for what, expr in scenario.observe]
+        seen += [("the chain is healthy again and no alert fires", clean)]
         report = build_report(scenario, pager, api, manager.config_file, fault_at,
-                              healed_at, end, checks)
+                              healed_at, end, seen)
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not stop the cleanup
         try:
@@ -492,10 +495,10 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def healthy(prometheus: Prometheus) -> bool:
+def healthy(prometheus: Prometheus, checks: int) -> bool:
     """Every check succeeds, the settlement path is up, no alert pending or firing."""
     site = f'site="{SITE}"'
-    return bool(prometheus.query(f"count(insmon_probe_success{{{site}}} == 1) == 4")
+    return bool(prometheus.query(f"count(insmon_probe_success{{{site}}} == 1) == {checks}")
                 and prometheus.query(f"insmon_settlement_path_up{{{site}}} == 1")
                 and not prometheus.query(f"ALERTS{{{site}}}"))
 

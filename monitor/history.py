@@ -49,14 +49,16 @@ class PrometheusAPI:
             raise HistoryError(f"Prometheus at {self.url}: {body.get('error', body)}")
         return body["data"]
 
+    def query(self, expr: str, at: float) -> list[dict]:
+        """An instant query at time `at`: the API's result list."""
+        return self._get("/api/v1/query", {"query": expr, "time": f"{at:.3f}"})["result"]
+
     def samples(self, selector: str, start: float, end: float) -> list[Series]:
         """Every raw sample of `selector` in [start, end]: a range selector evaluated at
         `end`, so the times are the scrapes' and evaluations' own."""
         seconds = max(1, int(end - start + 0.999))
-        data = self._get("/api/v1/query", {"query": f"{selector}[{seconds}s]",
-                                           "time": f"{end:.3f}"})
         found = []
-        for item in data["result"]:
+        for item in self.query(f"{selector}[{seconds}s]", end):
             points = [(float(t), float(v)) for t, v in item["values"] if float(t) >= start]
             if points:
                 found.append(Series(item["metric"], points))

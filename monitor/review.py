@@ -97,9 +97,8 @@ def duration(seconds: float | None) -> str:
 
 def find_site(api: PrometheusAPI, start: float, end: float, site: str | None) -> str:
     seconds = max(1, int(end - start))
-    found = api._get("/api/v1/query", {
-        "query": f"count by (site) (count_over_time(insmon_probe_success[{seconds}s]))",
-        "time": f"{end:.3f}"})["result"]
+    found = api.query(f"count by (site) (count_over_time(insmon_probe_success[{seconds}s]))",
+                      end)
     sites = sorted(r["metric"].get("site", "") for r in found)
     window = f"between {when(start, True)} and {when(end, True)} (Asia/Shanghai)"
     if not sites:
