@@ -136,18 +136,19 @@ def collect(api: PrometheusAPI, start: float, end: float, site: str | None) -> R
         recovered = (None if any(r is None for _, r in anomalies)
                      else max(r for _, r in anomalies))
         summaries.append(ComponentSummary(part.name, part.name_zh, first, detected, recovered))
+    # at the same second: the component, the link change, the alert, the grade
+    events += role_changes(api.samples(selector("insmon_settlement_active_role", site),
+                                       start, end))
     for p in periods:
         events.append(Event(p.start, f"ALERT {p.name} fires: grade {p.grade}, for "
                                      f"{alert_teams(p)}", p.grade))
         if p.end is not None:
             events.append(Event(p.end, f"ALERT {p.name} resolved (grade {p.grade})", p.grade))
-    events += grade_changes(periods, end)
-    events += role_changes(api.samples(selector("insmon_settlement_active_role", site),
-                                       start, end))
+    events += grade_changes(periods)
     return Review(site, start, end, sorted(events), summaries, peaks(parts), periods, parts)
 
 
-def grade_changes(periods: list[AlertPeriod], end: float) -> list[Event]:
+def grade_changes(periods: list[AlertPeriod]) -> list[Event]:
     """An event each time the highest firing grade changes."""
     moments = sorted({p.start for p in periods} | {p.end for p in periods if p.end})
     events, current = [], None

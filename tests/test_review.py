@@ -1,5 +1,7 @@
 """insmon review against a real Prometheus holding a recorded incident: the reference
-drill's own TSDB, reopened by a fresh Prometheus that scrapes nothing.
+drill's own TSDB, reopened by a fresh Prometheus that scrapes nothing; and a line cut
+with a grade escalation backfilled with `promtool tsdb create-blocks-from openmetrics`,
+where every time is known to the second.
 
 The timeline must be in the right order with times within one interval of what really
 happened (the drill's fault and heal, the receivers' page times); the HTML must open in
@@ -153,3 +155,82 @@ def test_unreachable_prometheus_and_bad_times(tmp_path: Path) -> None:
     assert result.returncode == 1 and "cannot read the time '23/11/2026 08:30'" in result.stderr
     result = review("--from", "2026-11-23T10:00", "--to", "2026-11-23T08:30")
     assert result.returncode == 1 and "before it starts" in result.stderr
+
+
+# ---------------------------------------------------------------------- a backfilled cut
+
+STEP = 2  # seconds between the recorded samples, as insmon's scrape and rule evaluation
+LABELS = 'site="h1",instance="h1:9829",job="insmon",check="private-network"'
+
+
+def openmetrics(start: int) -> str:
+    """Ten minutes of a hospital's history from `start`: the private line is cut at +60 s
+    and back at +300 s, the backup carrying settlement meanwhile; PrimaryLineDown (II)
+    fires at +76 s and resolves at +300 s; latency (III) fires from +30 s to +400 s."""
+    def family(name: str, series: dict[str, object]) -> list[str]:
+        lines = [f"# TYPE {name} gauge"]
+        for labels, value in series.items():
+            for t in range(start, start + 600, STEP):
+                v = value(t - start)
+                if v is not None:
+                    lines.append(f"{name}{{{labels}}} {v} {t}")
+        return lines
+
+    def cut(offset: int) -> bool:
+        return 60 <= offset < 300
+
+    alert = 'site="h1",alertstate="firing",alertname="{}",grade="{}",team="network",' \
+            'also="insurance_agency",service="private_network"'
+    lines = family("insmon_probe_success", {f'{LABELS},kind="vpn"': lambda o: 1})
+    lines += family("insmon_vpn_link_up", {
+        f'{LABELS},link="private-line",role="primary"': lambda o: 0 if cut(o) else 1,
+        f'{LABELS},link="4g-backup",role="backup"': lambda o: 1})
+    lines += family("insmon_settlement_path_up", {LABELS: lambda o: 1})
+    lines += family("insmon_settlement_active_role", {
+        f'{LABELS},role="primary"': lambda o: 0 if cut(o) else 1,
+        f'{LABELS},role="backup"': lambda o: 1 if cut(o) else 0})
+    lines += family("ALERTS", {
+        alert.format("PrimaryLineDown", "II"): lambda o: 1 if 76 <= o < 300 else None,
+        alert.format("PrivateNetworkLatencyHigh", "III"): lambda o: 1 if 30 <= o < 400
+        else None})
+    return "\n".join([*lines, "# EOF", ""])
+
+
+@pytest.fixture(scope="module")
+def backfilled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Prometheus, int]]:
+    work = tmp_path_factory.mktemp("backfill")
+    start = (int(datetime.now(UTC).timestamp()) - 3 * 3600) // STEP * STEP
+    (work / "history.om").write_text(openmetrics(start))
+    subprocess.run(["promtool", "tsdb", "create-blocks-from", "openmetrics",
+                    str(work / "history.om"), str(work / "prometheus" / "data")],
+                   capture_output=True, text=True, check=True, timeout=120)
+    prometheus = Prometheus(work / "prometheus", {"global": {"scrape_interval": "1m"}})
+    try:
+        yield prometheus, start
+    finally:
+        prometheus.stop()
+
+
+def test_backfilled_line_cut_times_to_the_second(backfilled) -> None:
+    prometheus, t0 = backfilled
+    review = collect(PrometheusAPI(prometheus.url), t0, t0 + 700, "h1")
+    events = [(round(e.at - t0), e.what) for e in review.events]
+    assert events == [
+        (30, "ALERT PrivateNetworkLatencyHigh fires: grade III, for network, "
+             "insurance_agency"),
+        (30, "highest firing grade is now III"),
+        (60, "private line (医保专网主线路): fault begins"),
+        (60, "the backup channel takes over settlement"),
+        (76, "ALERT PrimaryLineDown fires: grade II, for network, insurance_agency"),
+        (76, "highest firing grade is now II"),
+        (300, "private line (医保专网主线路): recovered"),
+        (300, "settlement back on the primary line"),
+        (300, "ALERT PrimaryLineDown resolved (grade II)"),
+        (300, "highest firing grade is now III"),
+        (400, "ALERT PrivateNetworkLatencyHigh resolved (grade III)"),
+        (400, "no alert firing: incident over"),
+    ]
+    [line] = review.summaries  # the latency alert, before the cut, does not count
+    assert (line.name, line.first_anomaly - t0, line.detected - t0, line.recovered - t0
+            ) == ("private line", 60, 76, 300)  # detected 16 s after, recovered in 4 min
+    assert review.worst_grade == "II"
