@@ -19,6 +19,8 @@ from typing import TypeVar
 
 import yaml
 
+from monitor.history import PrometheusAPI
+
 RULES = Path(__file__).resolve().parent.parent / "alert_rules"
 INSMON = [sys.executable, "-m", "monitor"]
 
@@ -47,26 +49,39 @@ def wait_for(probe: Callable[[], T | None], seconds: float, what: str) -> T:
                        + (f" (last error: {last_error})" if last_error else ""))
 
 
-class Insmon:
-    """`insmon run` on a config, as a subprocess; its log in workdir/insmon.log."""
+class Server:
+    """A server binary as a subprocess, its output in workdir/NAME.log; with `ready` (a
+    path under `url`), started once that answers 200. In a session of its own: a Ctrl-C
+    reaches the drill, which stops it."""
 
-    def __init__(self, workdir: Path, config: str, extra: list[str] | None = None) -> None:
+    def __init__(self, workdir: Path, name: str, argv: list[str], url: str = "",
+                 ready: str | None = None) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "insmon.yaml").write_text(config)
-        self.log_file = workdir / "insmon.log"
+        self.url = url
+        self.log_file = workdir / f"{name}.log"
         self.log = open(self.log_file, "w")  # noqa: SIM115 (closed in stop)
-        self.proc = subprocess.Popen(
-            [*INSMON, "run", "-c", str(workdir / "insmon.yaml"), *(extra or [])],
-            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
-            start_new_session=True)  # a Ctrl-C reaches the drill, which stops it
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        if ready:
+            wait_for(lambda: _ready(url + ready), 30, f"{name} to be ready")
 
     def stop(self) -> None:
-        if self.proc.returncode is None:
+        if self.proc.poll() is None:
             _stop(self.proc)
         self.log.close()
 
 
-class Alertmanager:
+class Insmon(Server):
+    """`insmon run` on a config (its listen address in it)."""
+
+    def __init__(self, workdir: Path, config: str, extra: list[str] | None = None) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "insmon.yaml").write_text(config)
+        super().__init__(workdir, "insmon",
+                         [*INSMON, "run", "-c", str(workdir / "insmon.yaml"), *(extra or [])])
+
+
+class Alertmanager(Server):
     """alert_rules/alertmanager.yml with every webhook pointed at `pager_url`/<team>."""
 
     def __init__(self, workdir: Path, pager_url: str) -> None:
@@ -79,15 +94,11 @@ class Alertmanager:
         self.config_file = workdir / "alertmanager.yml"
         self.config_file.write_text(yaml.safe_dump(config, sort_keys=False))
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(workdir / "alertmanager.log", "w")  # noqa: SIM115 (closed in stop)
-        self.proc = subprocess.Popen(
-            ["prometheus-alertmanager", f"--config.file={workdir / 'alertmanager.yml'}",
-             f"--storage.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}",
-             "--cluster.listen-address=", "--log.level=warn"],
-            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
-            start_new_session=True)  # a Ctrl-C reaches the drill, which stops it
-        wait_for(lambda: _ready(f"{self.url}/-/ready"), 30, "Alertmanager to be ready")
+        super().__init__(workdir, "alertmanager", [
+            "prometheus-alertmanager", f"--config.file={self.config_file}",
+            f"--storage.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}",
+            "--cluster.listen-address=", "--log.level=warn"],
+            f"http://127.0.0.1:{self.port}", "/-/ready")
 
     def post(self, *alerts: dict) -> None:
         request = urllib.request.Request(f"{self.url}/api/v2/alerts",
@@ -100,10 +111,6 @@ class Alertmanager:
         """The alerts it holds that have not resolved (inhibited and silenced ones too)."""
         with urllib.request.urlopen(f"{self.url}/api/v2/alerts", timeout=10) as response:
             return json.load(response)
-
-    def stop(self) -> None:
-        _stop(self.proc)
-        self.log.close()
 
 
 def alerting_config(workdir: Path, targets: list[str], site: str, alertmanager: str,
@@ -130,31 +137,22 @@ def alerting_config(workdir: Path, targets: list[str], site: str, alertmanager: 
     }
 
 
-class Prometheus:
+class Prometheus(Server):
     """A real Prometheus on a loopback port with `config` (written into `workdir`)."""
 
     def __init__(self, workdir: Path, config: dict) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(workdir / "prometheus.log", "w")  # noqa: SIM115 (closed in stop)
-        self.proc = subprocess.Popen(
-            ["prometheus", f"--config.file={workdir / 'prometheus.yml'}",
-             f"--storage.tsdb.path={workdir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
-            start_new_session=True)  # a Ctrl-C reaches the drill, which stops it
-        wait_for(lambda: _ready(f"{self.url}/-/ready"), 30, "Prometheus to be ready")
+        super().__init__(workdir, "prometheus", [
+            "prometheus", f"--config.file={workdir / 'prometheus.yml'}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
+            f"http://127.0.0.1:{self.port}", "/-/ready")
 
     def query(self, expr: str) -> list[dict]:
-        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return json.load(response)["data"]["result"]
-
-    def stop(self) -> None:
-        _stop(self.proc)
-        self.log.close()
+        """An instant query, now."""
+        return PrometheusAPI(self.url, timeout=10).query(expr, time.time())
 
 
 def _ready(url: str) -> bool:

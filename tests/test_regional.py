@@ -6,22 +6,21 @@ evaluated at the center by vmalert over the merged history, page for the right s
 
 from __future__ import annotations
 
-import json
-import subprocess
-import urllib.parse
-import urllib.request
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
+from monitor.history import PrometheusAPI
 from monitor.pager import Pager
 from monitor.stack import (
     RULES,
     Alertmanager,
     Insmon,
     Prometheus,
+    Server,
     alerting_config,
     free_port,
     stop_all,
@@ -33,51 +32,25 @@ pytestmark = pytest.mark.timeout(300)
 SITES = {"hospital-a": "clean", "hospital-b": "failed"}  # each one's md array
 
 
-class Process:
-    """A VictoriaMetrics binary on loopback, its log in `workdir`."""
-
-    def __init__(self, workdir: Path, argv: list[str], ready: str) -> None:
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(workdir / f"{argv[0]}.log", "w")  # noqa: SIM115 (closed in stop)
-        self.proc = subprocess.Popen([*argv, f"-httpListenAddr=127.0.0.1:{self.port}"],
-                                     stdin=subprocess.DEVNULL, stdout=self.log,
-                                     stderr=subprocess.STDOUT)
-        wait_for(lambda: get(self.url + ready) is not None, 30, f"{argv[0]} to start")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
+def victoria(workdir: Path, binary: str, *flags: str) -> Server:
+    """A VictoriaMetrics binary on a loopback port."""
+    port = free_port()
+    return Server(workdir, binary, [binary, *flags, f"-httpListenAddr=127.0.0.1:{port}"],
+                  f"http://127.0.0.1:{port}", "/health")
 
 
-def get(url: str) -> dict | None:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            body = response.read()
-            return json.loads(body) if body.startswith(b"{") else {}
-    except OSError:
-        return None
-
-
-def query(center: Process, expr: str) -> list[dict]:
-    body = get(f"{center.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
-    return body["data"]["result"] if body else []
+def query(center: Server, expr: str) -> list[dict]:
+    return PrometheusAPI(center.url).query(expr, time.time())
 
 
 @pytest.fixture
-def region(tmp_path: Path) -> Iterator[tuple[Process, Pager]]:
+def region(tmp_path: Path) -> Iterator[tuple[Server, Pager]]:
     started: list = []
     pager = Pager()
     try:
-        center = Process(tmp_path / "vm", [
-            "victoria-metrics", f"-storageDataPath={tmp_path / 'vm' / 'data'}",
-            "-retentionPeriod=1", "-search.latencyOffset=1s"], "/health")
+        center = victoria(tmp_path / "vm", "victoria-metrics",
+                          f"-storageDataPath={tmp_path / 'vm' / 'data'}", "-retentionPeriod=1",
+                          "-search.latencyOffset=1s")
         started.append(center)
         remote = yaml.safe_load((ROOT / "examples/regional/remote_write.yml").read_text())
         remote["remote_write"][0]["url"] = f"{center.url}/api/v1/write"
@@ -95,10 +68,11 @@ checks:
             started.append(Prometheus(tmp_path / site / "prometheus", config | remote))
         manager = Alertmanager(tmp_path / "center-am", pager.url)
         started.append(manager)
-        started.append(Process(tmp_path / "vmalert", [
-            "vmalert", f"-rule={RULES / 'alerts.yml'}", f"-rule={RULES / 'recording.yml'}",
-            f"-datasource.url={center.url}", f"-remoteWrite.url={center.url}",
-            f"-notifier.url={manager.url}", "-evaluationInterval=2s"], "/health"))
+        started.append(victoria(
+            tmp_path / "vmalert", "vmalert", f"-rule={RULES / 'alerts.yml'}",
+            f"-rule={RULES / 'recording.yml'}", f"-datasource.url={center.url}",
+            f"-remoteWrite.url={center.url}", f"-notifier.url={manager.url}",
+            "-evaluationInterval=2s"))
         yield center, pager
     finally:
         stop_all(started)
