@@ -83,7 +83,7 @@ def test_timeline_order_and_times(history) -> None:
                               if e.startswith("ALERT SettlementChainCollapsed fires")))
     graded = events.index("highest firing grade is now I")
     recovered = events.index("settlement path (结算通道): recovered")
-    assert first_fault < graded <= chain < recovered
+    assert first_fault < chain < recovered and first_fault < graded < recovered
     assert events[-1] == "no alert firing: incident over"
     assert "for network, insurance_agency, server_ops, vendor, leadership, " \
            "settlement_center" in events[chain]
