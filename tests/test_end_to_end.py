@@ -15,30 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from monitor.lab import FRONT_END, Lab
+from monitor.lab import Lab
 from monitor.pager import Pager
 from monitor.stack import alert_chain
 from tests.conftest import free_port, wait_for
 
 SITE = "lab-hospital"
-
-
-def insmon_config(lab: Lab, port: int) -> str:
-    return f"""\
-listen: "127.0.0.1:{port}"
-checks:
-  - name: private-network
-    kind: vpn
-    interval: 1s
-    timeout: 900ms
-    front_end: {FRONT_END}:8080
-    ping_count: 2
-    packet_interval: 50ms
-    packet_timeout: 300ms
-    links:
-      - {{name: private-line, role: primary, interface: {lab.primary}, gateway: 198.18.1.2}}
-      - {{name: 4g-backup, role: backup, interface: {lab.backup}, gateway: 198.18.2.2}}
-"""
 
 
 @pytest.fixture
@@ -47,7 +29,7 @@ def chain(tmp_path: Path) -> Iterator[tuple[Lab, Pager]]:
     try:
         lab.start_front_end(8080)
         port = free_port()
-        with alert_chain(tmp_path, insmon_config(lab, port), port, SITE, pager.url):
+        with alert_chain(tmp_path, lab.insmon_config(port), port, SITE, pager.url):
             yield lab, pager
     finally:
         pager.close()

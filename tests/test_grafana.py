@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from exporters.prometheus import declared
-from monitor.lab import FRONT_END, Lab
+from monitor.lab import Lab
 from monitor.stack import Insmon, Prometheus, alerting_config, free_port
 from tests.conftest import FIXTURES, ROOT
 from tests.snmp_agent import COMMUNITY, SnmpAgent
@@ -124,20 +124,7 @@ def healthy_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheu
         started.append(agent)
         (work / "cache").mkdir()
         port = free_port()
-        config = f"""\
-listen: "127.0.0.1:{port}"
-checks:
-  - name: private-network
-    kind: vpn
-    interval: 1s
-    timeout: 900ms
-    front_end: {FRONT_END}:8080
-    ping_count: 2
-    packet_interval: 50ms
-    packet_timeout: 300ms
-    links:
-      - {{name: private-line, role: primary, interface: {lab.primary}, gateway: 198.18.1.2}}
-      - {{name: 4g-backup, role: backup, interface: {lab.backup}, gateway: 198.18.2.2}}
+        config = lab.insmon_config(port) + f"""\
   - {{name: line-ping, kind: icmp, interval: 1s, count: 2, packet_interval: 50ms,
       packet_timeout: 300ms, targets: [198.18.1.2, 198.18.2.2]}}
   - {{name: edge-switch, kind: snmp, interval: 2s, timeout: 1500ms, address: "{agent.address}",

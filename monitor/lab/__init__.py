@@ -85,6 +85,25 @@ class Lab:
     def in_ns(self, *argv: str) -> list[str]:
         return ["ip", "netns", "exec", self.ns, *argv]
 
+    def insmon_config(self, port: int) -> str:
+        """An insmon config listening on `port` with a 1 s vpn check of this lab's two
+        lines and front-end (port 8080); further checks may be appended to it."""
+        return f"""\
+listen: "127.0.0.1:{port}"
+checks:
+  - name: private-network
+    kind: vpn
+    interval: 1s
+    timeout: 900ms
+    front_end: {FRONT_END}:8080
+    ping_count: 2
+    packet_interval: 50ms
+    packet_timeout: 300ms
+    links:
+      - {{name: private-line, role: primary, interface: {self.primary}, gateway: 198.18.1.2}}
+      - {{name: 4g-backup, role: backup, interface: {self.backup}, gateway: 198.18.2.2}}
+"""
+
     # ------------------------------------------------------------------ services
 
     def start_front_end(self, port: int = 8080, tls: tuple[Path, Path] | None = None,
