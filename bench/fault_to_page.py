@@ -22,9 +22,9 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from monitor.lab import FRONT_END, Lab  # noqa: E402
-from monitor.pager import Pager  # noqa: E402
-from monitor.stack import alert_chain  # noqa: E402
+from ops.lab import FRONT_END, Lab  # noqa: E402
+from ops.recorder import Recorder  # noqa: E402
+from ops.stack import alert_chain  # noqa: E402
 from tests.conftest import free_port, wait_for  # noqa: E402
 
 BLIP = 1.0
@@ -48,11 +48,11 @@ def main() -> None:
     cuts = int(sys.argv[1]) if len(sys.argv) > 1 else 5
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        lab, pager = Lab(), Pager()
+        lab, recorder = Lab(), Recorder()
         try:
             lab.start_front_end(8080)
             port = free_port()
-            with alert_chain(work, vpn_check(lab, port), port, SITE, pager.url,
+            with alert_chain(work, vpn_check(lab, port), port, SITE, recorder.url,
                              interval=None):
                 # A blip: both lines down for a moment, then back. It must not page.
                 lab.cut("primary")
@@ -61,12 +61,12 @@ def main() -> None:
                 lab.restore("primary")
                 lab.restore("backup")
                 time.sleep(40)
-                blip_paged = bool(pager.received("firing"))
+                blip_paged = bool(recorder.received("firing"))
 
                 # Repeated cuts make TunnelFlapping (grade III) fire too, as they should:
                 # the figures are for the Level I page, SettlementPathDown.
                 def pages(status: str) -> list:
-                    return [p for p in pager.received(status)
+                    return [p for p in recorder.received(status)
                             if "SettlementPathDown" in p.alertnames]
 
                 delays = []
@@ -83,7 +83,7 @@ def main() -> None:
                              "the resolved notification")
                     time.sleep(5)
         finally:
-            pager.close()
+            recorder.close()
             lab.close()
     print(f"fault to page, shipped timings (vpn check, insmon scrape and the chain's rule "
           f"evaluation every 2 s, for: 10s), {cuts} cuts of both lines:")

@@ -25,7 +25,7 @@ SIZES = (100, 1000, 5000)
 # pinging (a running monitor has paid them once); they are reported apart.
 INSMON = """
 import asyncio, sys, time
-from probes import pinger
+from probes.lib import pinger
 targets = open(sys.argv[1]).read().split()
 wall, cpu = time.perf_counter(), time.process_time()
 result = asyncio.run(pinger.ping(targets, count=1, timeout=1.0))

@@ -21,7 +21,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from monitor.stack import Insmon  # noqa: E402
+from ops.stack import Insmon  # noqa: E402
 from tests.conftest import free_port, wait_for  # noqa: E402
 
 SIZES = (1_000, 10_000, 50_000)

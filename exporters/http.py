@@ -15,11 +15,9 @@ from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import make_wsgi_app
-
 from exporters import prometheus, status
+from exporters.snapshot import Snapshot
 from exporters.webconfig import BasicAuth
-from monitor.store import ResultStore
 
 log = logging.getLogger("insmon.http")
 
@@ -46,9 +44,9 @@ class _QuietHandler(WSGIRequestHandler):
         log.debug("%s " + fmt, self.address_string(), *args)
 
 
-def make_app(store: ResultStore, alive: Callable[[], bool],
+def make_app(snapshot: Callable[[], Snapshot], alive: Callable[[], bool],
              auth: BasicAuth | None = None) -> Callable:
-    metrics = make_wsgi_app(prometheus.make_registry(store))
+    """The WSGI app over the results store's `snapshot` and the loop's liveness."""
 
     def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
@@ -58,14 +56,19 @@ def make_app(store: ResultStore, alive: Callable[[], bool],
                                                 ("WWW-Authenticate", 'Basic realm="insmon"')])
             return [b"unauthorized\n"]
         if path == "/metrics":
-            return metrics(environ, start_response)
+            openmetrics = "application/openmetrics-text" in environ.get("HTTP_ACCEPT", "")
+            body = prometheus.exposition(snapshot(), openmetrics)
+            start_response("200 OK", [
+                ("Content-Type", prometheus.OPENMETRICS if openmetrics else prometheus.TEXT),
+                ("Content-Length", str(len(body)))])
+            return [body]
         if path == "/healthz":
             ok = alive()
             start_response("200 OK" if ok else "503 Service Unavailable",
                            [("Content-Type", "text/plain; charset=utf-8")])
             return [b"ok\n" if ok else b"scheduler not responding\n"]
         if path == "/":
-            body = status.page(store.snapshot()).encode()
+            body = status.page(snapshot()).encode()
             start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"),
                                       ("Content-Length", str(len(body)))])
             return [body]

@@ -1,29 +1,25 @@
-"""Prometheus exposition of the latest results, rendered at scrape time.
+"""Prometheus exposition of the latest results, rendered when a run lands.
 
-A custom collector on its own registry (no global default registry, nothing registered
-on import): each scrape takes one snapshot of the store and renders it, like
-node_exporter's collectors. Every check gets the same health series from here, whatever
-its kind; the kind's own series come from its declared METRICS.
+`render_check` turns one check's view into text lines grouped by family, once per run
+(the store calls it); `exposition` serves a scrape by joining those bytes under each
+family's HELP and TYPE lines, in the classic text format or OpenMetrics. A scrape costs
+a copy, not formatting: like node_exporter, it never waits on a probe. Every check gets
+the same health series from here, whatever its kind; the kind's own series come from
+its declared METRICS.
 """
 
 from __future__ import annotations
 
 import platform
-from collections.abc import Iterator
+from collections.abc import Mapping
 
-from prometheus_client import CollectorRegistry
-from prometheus_client.metrics_core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
 from prometheus_client.utils import floatToGoString
 
-from monitor import __version__
-from monitor.probe import MetricSpec
-from monitor.store import STATUSES, HistogramValue, ResultStore, Snapshot
-from probes import PROBES
+from exporters.snapshot import CheckView, HistogramValue, Snapshot
+from probes.base import STATUSES, VERSION, MetricSpec
+
+TEXT = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
 HEALTH = ("check", "kind")
 
@@ -61,77 +57,114 @@ CORE_METRICS = (
 
 def declared() -> tuple[MetricSpec, ...]:
     """Every series insmon can emit: the health series and each kind's own."""
-    return CORE_METRICS + tuple(m for module in PROBES.values() for m in module.METRICS)
+    from probes import PROBES
+
+    return CORE_METRICS + tuple(m for kind in PROBES.values() for m in kind.metrics)
 
 
-class InsmonCollector:
-    def __init__(self, store: ResultStore) -> None:
-        self._store = store
-
-    def collect(self) -> Iterator[Metric]:
-        snap = self._store.snapshot()
-        yield from _health(snap)
-        yield from _probe_series(snap)
+CORE = {spec.name: spec for spec in CORE_METRICS}
+PER_CHECK = tuple(spec.name for spec in CORE_METRICS if spec.labels[:2] == HEALTH)
 
 
-def make_registry(store: ResultStore) -> CollectorRegistry:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(InsmonCollector(store))
-    return registry
+def render_check(view: CheckView) -> dict[str, bytes]:
+    """The check's sample lines by family name: its health series, then its own."""
+    ids = f'check="{_escape(view.name)}",kind="{_escape(view.kind)}"'
+    health = {
+        "insmon_probe_interval_seconds": [f"{{{ids}}} {_value(view.interval)}\n"],
+        "insmon_probe_runs_total": [f'{{{ids},status="{status}"}} {_value(view.runs[status])}\n'
+                                    for status in STATUSES],
+        "insmon_probe_runs_skipped_total": [f"{{{ids}}} {_value(view.skipped)}\n"],
+    }
+    if view.last is not None:  # before the first run there is nothing to tell
+        health["insmon_probe_success"] = [f"{{{ids}}} {_value(view.last.status == 'ok')}\n"]
+        health["insmon_probe_duration_seconds"] = [f"{{{ids}}} {_value(view.last.duration)}\n"]
+        health["insmon_probe_last_run_timestamp_seconds"] = [
+            f"{{{ids}}} {_value(view.last.started)}\n"]
+    out = {name: "".join(name + line for line in lines).encode()
+           for name, lines in health.items()}
+
+    check = ("check", view.name)
+    lines: dict[str, list[str]] = {}
+    for series in (view.gauges, view.counters):
+        for (metric, pairs), value in series.items():
+            lines.setdefault(metric, []).append(
+                f"{metric}{_labels(sorted((check, *pairs)))} {_value(value)}\n")
+    for (metric, pairs), hist in view.histograms.items():
+        lines.setdefault(metric, []).extend(_histogram(metric, sorted((check, *pairs)), hist))
+    out.update((metric, "".join(text).encode()) for metric, text in lines.items())
+    return out
 
 
-def _family(spec: MetricSpec, labels: tuple[str, ...]) -> Metric:
-    # prometheus_client appends _total to counters itself; the spec names it in full.
-    name = spec.name.removesuffix("_total") if spec.type == "counter" else spec.name
-    cls = {"gauge": GaugeMetricFamily, "counter": CounterMetricFamily,
-           "histogram": HistogramMetricFamily}[spec.type]
-    return cls(name, spec.help, labels=labels, unit=spec.unit)
-
-
-def _health(snap: Snapshot) -> Iterator[Metric]:
-    specs = {spec.name: spec for spec in CORE_METRICS}
-    fam = {name: _family(spec, spec.labels) for name, spec in specs.items()}
+def exposition(snap: Snapshot, openmetrics: bool = False) -> bytes:
+    """A whole scrape: insmon's own series, then every family of every check."""
+    chunks: dict[str, list[bytes]] = {name: [] for name in PER_CHECK}
+    specs: dict[str, MetricSpec] = dict(CORE)
     for view in snap.checks:
-        ids = [view.name, view.kind]
-        fam["insmon_probe_interval_seconds"].add_metric(ids, view.interval)
-        for status in STATUSES:
-            fam["insmon_probe_runs_total"].add_metric([*ids, status], view.runs[status])
-        fam["insmon_probe_runs_skipped_total"].add_metric(ids, view.skipped)
-        if view.last is not None:  # before the first run there is nothing to tell
-            fam["insmon_probe_success"].add_metric(ids, float(view.last.status == "ok"))
-            fam["insmon_probe_duration_seconds"].add_metric(ids, view.last.duration)
-            fam["insmon_probe_last_run_timestamp_seconds"].add_metric(ids, view.last.started)
-    fam["insmon_build_info"].add_metric([__version__, platform.python_version()], 1)
-    fam["insmon_config_last_reload_successful"].add_metric([], float(snap.reload_ok))
-    fam["insmon_config_last_reload_success_timestamp_seconds"].add_metric(
-        [], snap.reload_success_at)
-    if snap.config_sha256:
-        fam["insmon_config_info"].add_metric([snap.config_source, snap.config_sha256], 1)
-    yield from fam.values()
+        for name, text in view.exposition.items():
+            if name not in chunks:
+                chunks[name], specs[name] = [], view.metrics[name]
+            chunks[name].append(text)
+    out = [_own_series(snap, openmetrics)]
+    for name, texts in chunks.items():  # insmon's own families even when still empty
+        out.append(_header(specs[name], openmetrics))
+        out.extend(texts)
+    if openmetrics:
+        out.append(b"# EOF\n")
+    return b"".join(out)
 
 
-def _probe_series(snap: Snapshot) -> Iterator[Metric]:
-    """Each kind's own series, one family per declared name, in declaration order."""
-    families: dict[str, tuple[MetricSpec, Metric]] = {}
-    for view in snap.checks:
-        for series in (view.gauges, view.counters, view.histograms):
-            for (metric, pairs), value in series.items():
-                spec = view.metrics[metric]
-                if metric not in families:
-                    families[metric] = (spec, _family(spec, ("check", *spec.labels)))
-                labels = dict(pairs)
-                label_values = [view.name, *(labels[name] for name in spec.labels)]
-                if spec.type == "histogram":
-                    families[metric][1].add_metric(label_values, _buckets(value), value.sum)
-                else:
-                    families[metric][1].add_metric(label_values, value)
-    for _, family in families.values():
-        yield family
+def _own_series(snap: Snapshot, openmetrics: bool) -> bytes:
+    values: list[tuple[str, Mapping[str, str] | None, float]] = [
+        ("insmon_build_info", {"version": VERSION, "python_version": platform.python_version()},
+         1),
+        ("insmon_config_last_reload_successful", {}, snap.reload_ok),
+        ("insmon_config_last_reload_success_timestamp_seconds", {}, snap.reload_success_at),
+    ]
+    info = {"source": snap.config_source, "sha256": snap.config_sha256}
+    values.append(("insmon_config_info", info if snap.config_sha256 else None, 1))
+    return b"".join(
+        _header(CORE[name], openmetrics) + (
+            b"" if labels is None
+            else f"{name}{_labels(sorted(labels.items()))} {_value(value)}\n".encode())
+        for name, labels, value in values)
 
 
-def _buckets(value: HistogramValue) -> list[tuple[str, float]]:
-    cumulative, buckets = 0, []
+def _header(spec: MetricSpec, openmetrics: bool) -> bytes:
+    """HELP and TYPE (and UNIT) lines. OpenMetrics names a counter's family without
+    `_total`; the classic format names it with."""
+    text = spec.help.replace("\\", r"\\").replace("\n", r"\n")
+    if not openmetrics:
+        return f"# HELP {spec.name} {text}\n# TYPE {spec.name} {spec.type}\n".encode()
+    family = spec.name.removesuffix("_total") if spec.type == "counter" else spec.name
+    text = text.replace('"', r'\"')
+    unit = f"# UNIT {family} {spec.unit}\n" if spec.unit else ""
+    return f"# HELP {family} {text}\n# TYPE {family} {spec.type}\n{unit}".encode()
+
+
+def _histogram(metric: str, labels: list[tuple[str, str]],
+               value: HistogramValue) -> list[str]:
+    cumulative, lines = 0, []
     for bound, count in zip((*value.bounds, float("inf")), value.counts, strict=True):
         cumulative += count
-        buckets.append((floatToGoString(bound), cumulative))
-    return buckets
+        lines.append(f"{metric}_bucket{_labels(sorted((*labels, ('le', _value(bound)))))} "
+                     f"{_value(cumulative)}\n")
+    rendered = _labels(labels)
+    lines.append(f"{metric}_count{rendered} {_value(cumulative)}\n")
+    lines.append(f"{metric}_sum{rendered} {_value(value.sum)}\n")
+    return lines
+
+
+def _labels(pairs: tuple[tuple[str, str], ...] | list[tuple[str, str]]) -> str:
+    if not pairs:
+        return ""
+    return "{" + ",".join(f'{name}="{_escape(value)}"' for name, value in pairs) + "}"
+
+
+def _escape(value: str) -> str:
+    if "\\" in value or "\n" in value or '"' in value:
+        return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r'\"')
+    return value
+
+
+def _value(value: float) -> str:
+    return floatToGoString(value)  # Go's formatting, as Prometheus writes it: 1e+06, +Inf

@@ -6,8 +6,8 @@ import html
 import time
 from datetime import UTC, datetime
 
-from monitor import SHANGHAI, __version__
-from monitor.store import CheckView, Snapshot
+from exporters.snapshot import CheckView, Snapshot
+from probes.base import SHANGHAI, VERSION
 
 COLUMNS = ("CHECK", "KIND", "STATUS", "DURATION", "DETAIL")
 
@@ -84,6 +84,6 @@ Config: {esc(snap.config_source)}. <a href="/metrics">/metrics</a></p>
 <th>Detail</th><th>Runs</th></tr>
 {chr(10).join(body)}
 </table>
-<p>insmon {esc(__version__)}</p>
+<p>insmon {esc(VERSION)}</p>
 </body></html>
 """

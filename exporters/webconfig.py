@@ -30,8 +30,6 @@ from typing import Literal
 import bcrypt
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from monitor.config import parse, read
-
 log = logging.getLogger("insmon.http")
 
 # exporter-toolkit's names; the two that accept a certificate without verifying it are
@@ -68,10 +66,6 @@ class WebConfig(BaseModel):
             if not hashed.startswith(("$2a$", "$2b$", "$2y$")):
                 raise ValueError(f"the password of {user!r} must be a bcrypt hash ($2b$...)")
         return users
-
-
-def load(path: str | Path) -> WebConfig:
-    return parse(read(path), str(path), WebConfig)
 
 
 def tls_context(tls: TlsServerConfig) -> ssl.SSLContext:

@@ -1,15 +1,10 @@
-"""insmon: health monitor for a hospital's medical-insurance settlement chain."""
+"""insmon's daemon core: config, scheduler, runner, results store, service, CLI."""
 
-from datetime import datetime, timedelta, timezone
-from importlib.metadata import PackageNotFoundError, version
+from datetime import datetime
 
-# The sites' clock: peak hours, business hours, report times. UTC+8, no DST.
-SHANGHAI = timezone(timedelta(hours=8), "Asia/Shanghai")
+from probes.base import SHANGHAI, VERSION
 
-try:
-    __version__ = version("insmon")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0+unknown"
+__version__ = VERSION
 
 
 def parse_time(text: str) -> datetime:

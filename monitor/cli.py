@@ -1,21 +1,22 @@
-"""The `insmon` command: run, once, validate, maintenance, drill, review."""
+"""The `insmon` command: run, once, validate, maintenance, drill, review.
+
+Each subcommand is one builder (its arguments) and one handler (its work). A handler
+imports its machinery when it runs, so `insmon --version` or `insmon review` never loads
+the scheduler, the probes or the drill's lab.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
-import subprocess
 import sys
-from datetime import datetime
+from collections.abc import Callable
 from pathlib import Path
 
-from exporters import status
-from monitor import SHANGHAI, __version__
-from monitor.config import ConfigError, Loaded, load, split_listen
-from monitor.probe import plural
-from monitor.runner import build_checks, run_all
-from monitor.store import ResultStore
+from monitor import __version__
+
+Handler = Callable[[argparse.Namespace], int]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,100 +28,111 @@ def main(argv: list[str] | None = None) -> int:
                         choices=["debug", "info", "warning", "error"],
                         help="default: info for run, error for once, warning otherwise")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    run = commands.add_parser("run", help="monitor until stopped, serving /metrics")
-    run.add_argument("-c", "--config", type=Path,
-                     help="config file (default: the embedded config for this host)")
-    run.add_argument("--listen", help="host:port to serve on, overriding the config")
-    run.add_argument("--web-config", type=Path, metavar="FILE",
-                     help="TLS and basic auth for the endpoint (exporter-toolkit format)")
-
-    once = commands.add_parser(
-        "once", help="run every check once and print a table; exit 1 if any is not ok")
-    once.add_argument("-c", "--config", type=Path,
-                      help="config file (default: the embedded config for this host)")
-
-    validate = commands.add_parser("validate", help="check config files; exit 1 on errors")
-    validate.add_argument("files", nargs="+", type=Path, metavar="FILE")
-
-    maintenance = commands.add_parser(
-        "maintenance", help="declare an announced outage window (a platform cutover): "
-                            "its expected alerts do not page, everything else still does")
-    maintenance.add_argument("--alertmanager", default="http://127.0.0.1:9093",
-                             help="Alertmanager URL (default: %(default)s)")
-    maintenance.add_argument("--site", required=True, help="the site label of the hospital")
-    maintenance.add_argument("--from", dest="start", required=True, metavar="TIME",
-                             help="start, ISO 8601 (Asia/Shanghai if no offset)")
-    maintenance.add_argument("--to", dest="end", required=True, metavar="TIME", help="end")
-    maintenance.add_argument("--comment", required=True,
-                             help="what is announced, e.g. the cutover notice number")
-
-    drill = commands.add_parser(
-        "drill", help="rehearse a fault through the real alert path in a lab on this "
-                      "machine, paging nobody; needs root")
-    drill.add_argument("scenario", choices=_scenarios(), metavar="SCENARIO",
-                       help="one of: " + ", ".join(_scenarios()))
-    drill.add_argument("--out", type=Path, metavar="DIR",
-                       help="where the report goes (default: ./drill-SCENARIO-TIME)")
-
-    review = commands.add_parser(
-        "review", help="write a post-incident report (timeline, charts) from Prometheus")
-    review.add_argument("--prometheus", default="http://127.0.0.1:9090",
-                        help="Prometheus URL (default: %(default)s)")
-    review.add_argument("--from", dest="start", required=True, metavar="TIME",
-                        help="start, ISO 8601 (Asia/Shanghai if no offset)")
-    review.add_argument("--to", dest="end", required=True, metavar="TIME", help="end")
-    review.add_argument("--site", help="the site label (needed when Prometheus has several)")
-    review.add_argument("--out", type=Path, required=True, metavar="DIR",
-                        help="where review.md, review.html and the charts go")
+    for build in (_run, _once, _validate, _maintenance, _drill, _review):
+        build(commands)
 
     args = parser.parse_args(argv)
     default_level = {"run": "info", "once": "error"}.get(args.command, "warning")
     logging.basicConfig(level=(args.log_level or default_level).upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # it logs every run at INFO
+    return args.handler(args)
 
-    if args.command == "validate":
-        return _validate(args.files)
-    if args.command == "maintenance":
-        return _maintenance(args)
-    if args.command == "drill":
-        return _drill(args)
-    if args.command == "review":
-        return _review(args)
+
+def _command(commands: argparse._SubParsersAction, name: str, handler: Handler,
+             help: str) -> argparse.ArgumentParser:
+    sub = commands.add_parser(name, help=help)
+    sub.set_defaults(handler=handler)
+    return sub
+
+
+def _config_option(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("-c", "--config", type=Path,
+                     help="config file (default: the embedded config for this host)")
+
+
+def _load(path: Path | None):  # -> monitor.config.Loaded, or None after printing why
+    from monitor.config import ConfigError, load
+
     try:
-        loaded = load(args.config)
+        return load(path)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
-        return 1
-    if args.command == "once":
-        return asyncio.run(_once(loaded))
-    from monitor.service import Service  # the scheduler is only needed here
+        return None
+
+
+# ------------------------------------------------------------------ run
+
+def _run(commands: argparse._SubParsersAction) -> None:
+    sub = _command(commands, "run", _do_run, "monitor until stopped, serving /metrics")
+    _config_option(sub)
+    sub.add_argument("--listen", help="host:port to serve on, overriding the config")
+    sub.add_argument("--web-config", type=Path, metavar="FILE",
+                     help="TLS and basic auth for the endpoint (exporter-toolkit format)")
+
+
+def _do_run(args: argparse.Namespace) -> int:
+    from monitor.config import ConfigError, load_web_config, split_listen
+    from monitor.service import Service
 
     if args.listen:
         try:
             split_listen(args.listen)
         except ValueError as exc:
-            parser.error(f"--listen: {exc}")
+            print(f"insmon run: --listen: {exc}", file=sys.stderr)
+            return 2
+    loaded = _load(args.config)
+    if loaded is None:
+        return 1
     web = None
     if args.web_config:
-        from exporters import webconfig
-
         try:
-            web = webconfig.load(args.web_config)
+            web = load_web_config(args.web_config)
         except ConfigError as exc:
             print(exc, file=sys.stderr)
             return 1
     return asyncio.run(Service(loaded, args.config, args.listen, web).run())
 
 
-def _validate(files: list[Path]) -> int:
+# ------------------------------------------------------------------ once
+
+def _once(commands: argparse._SubParsersAction) -> None:
+    sub = _command(commands, "once", _do_once,
+                   "run every check once and print a table; exit 1 if any is not ok")
+    _config_option(sub)
+
+
+def _do_once(args: argparse.Namespace) -> int:
+    from exporters import status
+    from monitor.runner import build_checks, run_all
+    from monitor.store import ResultStore
+
+    loaded = _load(args.config)
+    if loaded is None:
+        return 1
+    store = ResultStore()
+    checks = build_checks(loaded.config.checks)
+    store.configure(checks, loaded.source)
+    asyncio.run(run_all(checks, store))
+    snap = store.snapshot()
+    sys.stdout.write(status.table(snap))
+    return 0 if all(v.last and v.last.status == "ok" for v in snap.checks) else 1
+
+
+# ------------------------------------------------------------------ validate
+
+def _validate(commands: argparse._SubParsersAction) -> None:
+    sub = _command(commands, "validate", _do_validate, "check config files; exit 1 on errors")
+    sub.add_argument("files", nargs="+", type=Path, metavar="FILE")
+
+
+def _do_validate(args: argparse.Namespace) -> int:
+    from probes.base import plural
+
     failed = False
-    for path in files:
-        try:
-            loaded = load(path)
-        except ConfigError as exc:
-            print(exc, file=sys.stderr)
+    for path in args.files:
+        loaded = _load(path)
+        if loaded is None:
             failed = True
             continue
         checks = loaded.config.checks
@@ -129,8 +141,24 @@ def _validate(files: list[Path]) -> int:
     return 1 if failed else 0
 
 
-def _maintenance(args: argparse.Namespace) -> int:
-    from monitor import maintenance
+# ------------------------------------------------------------------ maintenance
+
+def _maintenance(commands: argparse._SubParsersAction) -> None:
+    sub = _command(commands, "maintenance", _do_maintenance,
+                   "declare an announced outage window (a platform cutover): its expected "
+                   "alerts do not page, everything else still does")
+    sub.add_argument("--alertmanager", default="http://127.0.0.1:9093",
+                     help="Alertmanager URL (default: %(default)s)")
+    sub.add_argument("--site", required=True, help="the site label of the hospital")
+    sub.add_argument("--from", dest="start", required=True, metavar="TIME",
+                     help="start, ISO 8601 (Asia/Shanghai if no offset)")
+    sub.add_argument("--to", dest="end", required=True, metavar="TIME", help="end")
+    sub.add_argument("--comment", required=True,
+                     help="what is announced, e.g. the cutover notice number")
+
+
+def _do_maintenance(args: argparse.Namespace) -> int:
+    from ops import maintenance
 
     try:
         start, end = maintenance.parse_time(args.start), maintenance.parse_time(args.end)
@@ -143,16 +171,35 @@ def _maintenance(args: argparse.Namespace) -> int:
     return 0
 
 
-def _scenarios() -> list[str]:
-    from monitor.drill import SCENARIOS
+# ------------------------------------------------------------------ drill
 
-    return list(SCENARIOS)
+def _drill(commands: argparse._SubParsersAction) -> None:
+    sub = _command(commands, "drill", _do_drill,
+                   "rehearse a fault through the real alert path in a lab on this machine, "
+                   "paging nobody; needs root")
+    sub.add_argument("scenario", nargs="?", metavar="SCENARIO",
+                     help="the scenario to drill (--list shows them)")
+    sub.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    sub.add_argument("--out", type=Path, metavar="DIR",
+                     help="where the report goes (default: ./drill-SCENARIO-TIME)")
 
 
-def _drill(args: argparse.Namespace) -> int:
-    from monitor import drill
+def _do_drill(args: argparse.Namespace) -> int:
+    import subprocess
+    from datetime import datetime
 
-    scenario = drill.SCENARIOS[args.scenario]
+    from ops import drill
+    from probes.base import SHANGHAI
+
+    if args.list:
+        for scenario in drill.SCENARIOS.values():
+            print(f"{scenario.name:16} {scenario.title} ({scenario.title_zh})")
+        return 0
+    scenario = drill.SCENARIOS.get(args.scenario or "")
+    if scenario is None:
+        print(f"insmon drill: name a scenario, one of: {', '.join(drill.SCENARIOS)}",
+              file=sys.stderr)
+        return 2
     started = datetime.now(SHANGHAI).strftime("%Y%m%d-%H%M%S")
     out = args.out or Path(f"drill-{scenario.name}-{started}")
     print(f"drill {scenario.name}: {scenario.title} ({scenario.title_zh})", flush=True)
@@ -171,8 +218,24 @@ def _drill(args: argparse.Namespace) -> int:
     return 0 if report.passed else 1
 
 
-def _review(args: argparse.Namespace) -> int:
-    from monitor import parse_time, review
+# ------------------------------------------------------------------ review
+
+def _review(commands: argparse._SubParsersAction) -> None:
+    sub = _command(commands, "review", _do_review,
+                   "write a post-incident report (timeline, charts) from Prometheus")
+    sub.add_argument("--prometheus", default="http://127.0.0.1:9090",
+                     help="Prometheus URL (default: %(default)s)")
+    sub.add_argument("--from", dest="start", required=True, metavar="TIME",
+                     help="start, ISO 8601 (Asia/Shanghai if no offset)")
+    sub.add_argument("--to", dest="end", required=True, metavar="TIME", help="end")
+    sub.add_argument("--site", help="the site label (needed when Prometheus has several)")
+    sub.add_argument("--out", type=Path, required=True, metavar="DIR",
+                     help="where review.md, review.html and the charts go")
+
+
+def _do_review(args: argparse.Namespace) -> int:
+    from monitor import parse_time
+    from ops import review
 
     try:
         start, end = parse_time(args.start), parse_time(args.end)
@@ -182,16 +245,6 @@ def _review(args: argparse.Namespace) -> int:
         return 1
     print("\n".join(str(path) for path in written))
     return 0
-
-
-async def _once(loaded: Loaded) -> int:
-    store = ResultStore()
-    checks = build_checks(loaded.config.checks)
-    store.configure(checks, loaded.source)
-    await run_all(checks, store)
-    snap = store.snapshot()
-    sys.stdout.write(status.table(snap))
-    return 0 if all(v.last and v.last.status == "ok" for v in snap.checks) else 1
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from typing import Annotated, Any, TypeVar, Union, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from exporters.webconfig import WebConfig
 from probes import PROBES
 
 DEFAULT_LISTEN = "0.0.0.0:9829"
@@ -25,7 +26,7 @@ SECRET_KEYS = {"community", "auth_key", "priv_key", "value", "headers", "basic_a
 EMBEDDED = "embedded default config"
 
 CheckConfig = Annotated[
-    Union[tuple(module.Config for module in PROBES.values())],  # noqa: UP007 (built at run time)
+    Union[tuple(kind.config for kind in PROBES.values())],  # noqa: UP007 (built at run time)
     Field(discriminator="kind"),
 ]
 
@@ -112,6 +113,11 @@ def embedded_text(mdstat: Path = Path("/proc/mdstat")) -> str:
     """The embedded default for this host: default.yaml, plus md RAID where there is md."""
     text = resources.files("monitor").joinpath("default.yaml").read_text("utf-8")
     return text + MD_CHECK if mdstat.exists() else text
+
+
+def load_web_config(path: str | Path) -> WebConfig:
+    """The endpoint's TLS and basic auth (`--web-config`), with errors like the config's."""
+    return parse(read(path), str(path), WebConfig)
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -18,7 +18,10 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from monitor.probe import (
+from exporters.snapshot import RunRecord
+from monitor.store import ResultStore
+from probes import PROBES
+from probes.base import (
     CheckBase,
     MetricSpec,
     Probe,
@@ -27,8 +30,6 @@ from monitor.probe import (
     busy_threads,
     format_duration,
 )
-from monitor.store import ResultStore, RunRecord
-from probes import PROBES
 
 log = logging.getLogger("insmon.runner")
 
@@ -49,6 +50,10 @@ class Check:
         return self.cfg.name
 
     @property
+    def interval(self) -> float:
+        return self.cfg.interval
+
+    @property
     def kind(self) -> str:
         return self.cfg.kind  # type: ignore[attr-defined]  (every kind's Config has one)
 
@@ -67,8 +72,8 @@ def build_checks(configs: Iterable[CheckBase], previous: Iterable[Check] = ()) -
         if kept is not None and kept.cfg == cfg:
             checks.append(kept)
             continue
-        module = PROBES[cfg.kind]  # type: ignore[attr-defined]
-        checks.append(Check(cfg, module.Probe(cfg), {m.name: m for m in module.METRICS}))
+        kind = PROBES[cfg.kind]  # type: ignore[attr-defined]
+        checks.append(Check(cfg, kind.probe(cfg), {m.name: m for m in kind.metrics}))
     return checks
 
 

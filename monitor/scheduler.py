@@ -15,9 +15,9 @@ from datetime import UTC, datetime, timedelta
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from monitor.probe import format_duration
 from monitor.runner import Check, run_check
 from monitor.store import ResultStore
+from probes.base import format_duration
 
 log = logging.getLogger("insmon.scheduler")
 

@@ -18,10 +18,10 @@ from exporters.http import HttpServer, make_app
 from exporters.webconfig import BasicAuth, WebConfig, tls_context
 from monitor import __version__
 from monitor.config import EMBEDDED, ConfigError, Loaded, load, split_listen
-from monitor.probe import plural
 from monitor.runner import build_checks
 from monitor.scheduler import CheckScheduler
 from monitor.store import ResultStore
+from probes.base import plural
 
 log = logging.getLogger("insmon")
 audit = logging.getLogger("insmon.audit")
@@ -47,7 +47,7 @@ class Service:
         auth = BasicAuth(web.basic_auth_users) if web.basic_auth_users else None
         try:
             tls = tls_context(web.tls_server_config) if web.tls_server_config else None
-            server = HttpServer(host, port, make_app(self.store, self._alive, auth), tls)
+            server = HttpServer(host, port, make_app(self.store.snapshot, self._alive, auth), tls)
         except ssl.SSLError as exc:
             log.error("cannot use the TLS certificate or key: %s", exc)
             return 1

@@ -1,8 +1,9 @@
 """The latest results: one state per configured check, read as a consistent snapshot.
 
 The runner writes from the event loop; scrapes and the status page read from HTTP
-threads. A lock guards the state, and `snapshot()` hands out copies, so a scrape renders
-one moment in time and never holds the lock while it formats text.
+threads. Each write builds a new immutable view of the check and renders its exposition
+once (`render`), so a scrape only joins bytes: it never formats a number and never holds
+the lock for longer than it takes to collect the views.
 """
 
 from __future__ import annotations
@@ -10,42 +11,30 @@ from __future__ import annotations
 import bisect
 import threading
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Protocol
 
-from monitor.probe import MetricSpec, Sample
-
-if TYPE_CHECKING:
-    from monitor.runner import Check
-
-STATUSES = ("ok", "failed", "timeout", "error")
-
-SeriesKey = tuple[str, tuple[tuple[str, str], ...]]  # metric name, sorted label pairs
+from exporters.prometheus import render_check
+from exporters.snapshot import CheckView, HistogramValue, RunRecord, SeriesKey, Snapshot
+from probes.base import STATUSES, MetricSpec, Sample
 
 
-@dataclass(frozen=True)
-class RunRecord:
-    status: str  # one of STATUSES
-    started: float  # Unix time the run began
-    duration: float  # seconds
-    detail: str
+class Checked(Protocol):
+    """What the store needs of a configured check (monitor.runner.Check)."""
 
-
-@dataclass(frozen=True)
-class HistogramValue:
-    bounds: tuple[float, ...]  # upper bounds, +Inf not included
-    counts: tuple[int, ...]  # per bucket, not cumulative; one more than bounds (+Inf)
-    sum: float
+    name: str
+    kind: str
+    metrics: Mapping[str, MetricSpec]
 
     @property
-    def count(self) -> int:
-        return sum(self.counts)
+    def interval(self) -> float: ...
 
 
 @dataclass
 class _State:
-    check: Check
+    check: Checked
+    view: CheckView | None = None
     last: RunRecord | None = None
     runs: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATUSES, 0))
     skipped: int = 0
@@ -54,37 +43,14 @@ class _State:
     histograms: dict[SeriesKey, HistogramValue] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class CheckView:
-    """A copy of one check's state at snapshot time."""
-
-    name: str
-    kind: str
-    interval: float
-    metrics: Mapping[str, MetricSpec]
-    last: RunRecord | None
-    runs: Mapping[str, int]
-    skipped: int
-    gauges: Mapping[SeriesKey, float]
-    counters: Mapping[SeriesKey, float]
-    histograms: Mapping[SeriesKey, HistogramValue]
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    checks: tuple[CheckView, ...]
-    config_source: str
-    config_sha256: str
-    reload_ok: bool
-    reload_success_at: float
-
-
 def series_key(sample: Sample) -> SeriesKey:
     return sample.metric, tuple(sorted(sample.labels.items()))
 
 
 class ResultStore:
-    def __init__(self) -> None:
+    def __init__(self, render: Callable[[CheckView], Mapping[str, bytes]] = render_check
+                 ) -> None:
+        self._render = render
         self._lock = threading.Lock()
         self._states: dict[str, _State] = {}
         self._config_source = ""
@@ -92,21 +58,23 @@ class ResultStore:
         self._reload_ok = False
         self._reload_success_at = 0.0
 
-    def configure(self, checks: Iterable[Check], source: str, sha256: str = "") -> None:
+    def configure(self, checks: Iterable[Checked], source: str, sha256: str = "") -> None:
         """Adopt a new set of checks after a successful (re)load.
 
         A check that keeps its name and kind keeps its history, so its counters do not
         reset under Prometheus' feet; a removed check's series disappear.
         """
+        states = {}
+        for check in checks:
+            old = self._states.get(check.name)
+            if old is not None and old.check.kind == check.kind:
+                state = _State(check, None, old.last, old.runs, old.skipped, old.gauges,
+                               old.counters, old.histograms)
+            else:
+                state = _State(check)
+            state.view = self._view(state)
+            states[check.name] = state
         with self._lock:
-            states = {}
-            for check in checks:
-                old = self._states.get(check.name)
-                if old is not None and old.check.kind == check.kind:
-                    old.check = check
-                    states[check.name] = old
-                else:
-                    states[check.name] = _State(check)
             self._states = states
             self._config_source = source
             self._config_sha256 = sha256
@@ -117,45 +85,58 @@ class ResultStore:
         with self._lock:
             self._reload_ok = False
 
-    def record(self, check: Check, run: RunRecord, samples: Iterable[Sample] = ()) -> None:
+    def record(self, check: Checked, run: RunRecord, samples: Iterable[Sample] = ()) -> None:
         """Store a run's outcome. Samples must be declared by the check (the runner
         verifies that). Gauges show the latest run only: after a timeout or error they
         are dropped rather than left stale; counters and histograms accumulate."""
-        with self._lock:
-            state = self._states.get(check.name)
-            if state is None or state.check is not check:  # replaced by a reload meanwhile
-                return
-            state.last = run
-            state.runs[run.status] += 1
-            state.gauges = {}
-            specs = state.check.metrics
-            for sample in samples:
-                key = series_key(sample)
-                spec = specs[sample.metric]
-                if spec.type == "gauge":
-                    state.gauges[key] = sample.value
-                elif spec.type == "counter":
-                    state.counters[key] = state.counters.get(key, 0.0) + max(0.0, sample.value)
-                else:
-                    state.histograms[key] = _observe(state.histograms.get(key),
-                                                     spec.buckets, sample.value)
+        state = self._current(check)
+        if state is None:  # replaced by a reload meanwhile
+            return
+        state.last = run
+        state.runs[run.status] += 1
+        state.gauges = {}
+        specs = check.metrics
+        for sample in samples:
+            key = series_key(sample)
+            spec = specs[sample.metric]
+            if spec.type == "gauge":
+                state.gauges[key] = sample.value
+            elif spec.type == "counter":
+                state.counters[key] = state.counters.get(key, 0.0) + max(0.0, sample.value)
+            else:
+                state.histograms[key] = _observe(state.histograms.get(key), spec.buckets,
+                                                 sample.value)
+        self._publish(state)
 
-    def record_skip(self, check: Check) -> None:
-        with self._lock:
-            state = self._states.get(check.name)
-            if state is not None and state.check is check:
-                state.skipped += 1
+    def record_skip(self, check: Checked) -> None:
+        state = self._current(check)
+        if state is not None:
+            state.skipped += 1
+            self._publish(state)
 
     def snapshot(self) -> Snapshot:
         with self._lock:
-            views = tuple(
-                CheckView(name, s.check.kind, s.check.cfg.interval, s.check.metrics, s.last,
-                          dict(s.runs),
-                          s.skipped, dict(s.gauges), dict(s.counters), dict(s.histograms))
-                for name, s in self._states.items()
-            )
-            return Snapshot(views, self._config_source, self._config_sha256,
+            views = tuple(state.view for state in self._states.values())
+            return Snapshot(views, self._config_source, self._config_sha256,  # type: ignore[arg-type]
                             self._reload_ok, self._reload_success_at)
+
+    def _current(self, check: Checked) -> _State | None:
+        state = self._states.get(check.name)
+        return state if state is not None and state.check is check else None
+
+    def _publish(self, state: _State) -> None:
+        # Writers are the event loop alone; readers take whole views, so swapping one
+        # reference is all that needs the lock.
+        view = self._view(state)
+        with self._lock:
+            state.view = view
+
+    def _view(self, state: _State) -> CheckView:
+        check = state.check
+        view = CheckView(check.name, check.kind, check.interval, check.metrics, state.last,
+                         dict(state.runs), state.skipped, state.gauges, dict(state.counters),
+                         dict(state.histograms))
+        return replace(view, exposition=self._render(view))
 
 
 def _observe(old: HistogramValue | None, bounds: tuple[float, ...],

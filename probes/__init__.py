@@ -1,18 +1,24 @@
-"""The probe kinds, one module each. This map is the only list of them: the config's
-tagged union on `kind` and the exporter's metric declarations are derived from it."""
+"""The probe kinds, one module each. `PROBES` is the only list of them: the config's
+tagged union on `kind` and the exporter's metric declarations are derived from it.
 
-from types import ModuleType
+It is built on first use, so importing the contract (`probes.base`) stays light for the
+commands that run no probe (`insmon --version`, review, drill)."""
 
-from probes import cpu, disk_io, http, icmp, raid, snmp, storage_latency, tcp, vpn
+from __future__ import annotations
 
-PROBES: dict[str, ModuleType] = {
-    "cpu": cpu,
-    "disk_io": disk_io,
-    "storage_latency": storage_latency,
-    "raid": raid,
-    "icmp": icmp,
-    "vpn": vpn,
-    "tcp": tcp,
-    "http": http,
-    "snmp": snmp,
-}
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from probes.base import Kind
+
+    PROBES: dict[str, Kind]
+
+
+def __getattr__(name: str) -> object:
+    if name != "PROBES":
+        raise AttributeError(f"module 'probes' has no attribute {name!r}")
+    from probes import cpu, disk_io, http, icmp, raid, snmp, storage_latency, tcp, vpn
+
+    kinds = (cpu, disk_io, storage_latency, raid, icmp, vpn, tcp, http, snmp)
+    globals()["PROBES"] = registry = {module.KIND.name: module.KIND for module in kinds}
+    return registry

@@ -16,7 +16,7 @@ from typing import Literal, NamedTuple
 
 import psutil
 
-from monitor.probe import Baseline, CheckBase, MetricSpec, ProbeResult, Sample, run_blocking
+from probes.base import Baseline, CheckBase, Kind, MetricSpec, ProbeResult, Sample, run_blocking
 
 # Modes as the kernel reports them (/proc/stat). guest and guest_nice are already
 # counted inside user and nice, so they are not modes of their own.
@@ -136,3 +136,6 @@ def describe(ratios: dict[str, float], load: Sequence[float], logical: int) -> s
     return (f"usage {busy(ratios):.1%} (user {pct['user']}, system {pct['system']}, "
             f"iowait {pct['iowait']}, steal {pct['steal']}), "
             f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {logical} CPUs")
+
+
+KIND = Kind(Config, METRICS, Probe)

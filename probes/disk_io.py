@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal, NamedTuple
 
-from monitor.probe import Baseline, CheckBase, MetricSpec, ProbeResult, Sample
+from probes.base import Baseline, CheckBase, Kind, MetricSpec, ProbeResult, Sample
 
 SECTOR_BYTES = 512  # /proc/diskstats counts 512-byte sectors whatever the device's size
 SHORT_WINDOW_SECONDS = 0.5
@@ -173,3 +173,6 @@ def describe(figures: Mapping[str, Rates], devices: int) -> str:
     return (f"{devices} devices; slowest {worst}: read {w.read_await * 1000:.1f} ms, "
             f"write {w.write_await * 1000:.1f} ms, {w.read_ops + w.write_ops:.0f} IOPS, "
             f"busy {w.busy:.0%}")
+
+
+KIND = Kind(Config, METRICS, Probe)

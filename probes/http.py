@@ -20,11 +20,19 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
-from monitor import __version__
-from monitor.probe import CheckBase, MetricSpec, ProbeResult, Sample, one_hot, run_blocking
-from probes.net import UNREACHABLE, bind
+from probes.base import (
+    VERSION,
+    CheckBase,
+    Kind,
+    MetricSpec,
+    ProbeResult,
+    Sample,
+    one_hot,
+    run_blocking,
+)
+from probes.lib.net import NET_REASONS, bind, reason
 
-REASONS = ("dns", "refused", "timeout", "unreachable", "tls", "status", "body", "other")
+REASONS = (*NET_REASONS, "status", "body")
 PHASES = ("connect", "tls", "processing", "transfer")
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
 
@@ -101,7 +109,7 @@ def fetch(cfg: Config) -> Outcome:
         t = time.perf_counter()
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         conn.request(cfg.method, path, headers={
-            "User-Agent": f"insmon/{__version__}", "Accept": "*/*", "Connection": "close",
+            "User-Agent": f"insmon/{VERSION}", "Accept": "*/*", "Connection": "close",
             **cfg.headers})
         response = conn.getresponse()
         phases["processing"] = time.perf_counter() - t
@@ -109,20 +117,14 @@ def fetch(cfg: Config) -> Outcome:
         t = time.perf_counter()
         body = response.read(cfg.max_body_bytes) if cfg.method == "GET" else b""
         phases["transfer"] = time.perf_counter() - t
-    except socket.gaierror as exc:
-        return Outcome(phases, status, expiry, "dns", f"cannot resolve {host}: {exc.strerror}")
-    except ConnectionRefusedError:
-        return Outcome(phases, status, expiry, "refused", f"{host}:{port} refused the connection")
-    except TimeoutError:
-        return Outcome(phases, status, expiry, "timeout",
-                       f"no complete answer from {host}:{port} within {cfg.timeout:g}s")
-    except ssl.SSLError as exc:
-        return Outcome(phases, status, expiry, "tls", f"TLS with {host}:{port} failed: "
-                                                      f"{getattr(exc, 'reason', None) or exc}")
     except OSError as exc:
-        unreachable = exc.errno in UNREACHABLE
-        return Outcome(phases, status, expiry, "unreachable" if unreachable else "other",
-                       f"cannot reach {host}:{port}: {exc.strerror or exc}")
+        why = reason(exc)
+        return Outcome(phases, status, expiry, why, {
+            "dns": f"cannot resolve {host}: {exc.strerror}",
+            "refused": f"{host}:{port} refused the connection",
+            "timeout": f"no complete answer from {host}:{port} within {cfg.timeout:g}s",
+            "tls": f"TLS with {host}:{port} failed: {getattr(exc, 'reason', None) or exc}",
+        }.get(why, f"cannot reach {host}:{port}: {exc.strerror or exc}"))
     except http.client.HTTPException as exc:
         return Outcome(phases, status, expiry, "other",
                        f"bad HTTP answer from {host}:{port}: {type(exc).__name__} {exc}")
@@ -199,3 +201,6 @@ class Probe:
                      "more days"
         return ProbeResult("ok", tuple(samples),
                            f"status {outcome.status} in {total * 1000:.1f} ms{expiry}")
+
+
+KIND = Kind(Config, METRICS, Probe)

@@ -13,8 +13,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from monitor.probe import CheckBase, Duration, MetricSpec, ProbeResult, Sample, format_duration
-from probes import pinger
+from probes.base import CheckBase, Duration, Kind, MetricSpec, ProbeResult, Sample, format_duration
+from probes.lib import pinger
 
 # 1 ms .. 5 s
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -129,3 +129,6 @@ class Probe:
             return ProbeResult("failed", tuple(out),
                                f"request timeout from {shown}; {summary}")
         return ProbeResult("ok", tuple(out), summary)
+
+
+KIND = Kind(Config, METRICS, Probe)

@@ -17,8 +17,9 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from monitor.probe import (
+from probes.base import (
     CheckBase,
+    Kind,
     MetricSpec,
     ProbeResult,
     Sample,
@@ -26,9 +27,9 @@ from monitor.probe import (
     run_blocking,
     run_command,
 )
-from probes import raid_md, raid_storcli
-from probes.raid_model import ARRAY_STATES, DISK_STATES, Array, FormatError
-from probes.snmp_client import NUMERIC_OID, SnmpError, SnmpSession, SnmpTarget
+from probes.lib import raid_md, raid_storcli
+from probes.lib.raid_model import ARRAY_STATES, DISK_STATES, Array, FormatError
+from probes.lib.snmp_client import NUMERIC_OID, SnmpError, SnmpSession, SnmpTarget
 
 
 class MdSource(BaseModel):
@@ -249,3 +250,6 @@ def _describe(array: Array) -> str:
         if array.sync.remaining is not None:
             text += f" ({array.sync.remaining / 60:.0f} min left)"
     return text
+
+
+KIND = Kind(Config, METRICS, Probe)

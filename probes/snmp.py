@@ -13,8 +13,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from monitor.probe import CheckBase, MetricSpec, ProbeResult, Sample
-from probes.snmp_client import SnmpError, SnmpSession, SnmpTarget
+from probes.base import CheckBase, Kind, MetricSpec, ProbeResult, Sample
+from probes.lib.snmp_client import SnmpError, SnmpSession, SnmpTarget
 
 SYS_UPTIME = "1.3.6.1.2.1.1.3.0"
 IF_DESCR = "1.3.6.1.2.1.2.2.1.2"
@@ -157,3 +157,6 @@ def _at(values: dict[str, object], column: str, index: int) -> int | None:
     if not isinstance(value, int):
         raise SnmpError(f"expected an integer at {column}.{index}, got {value!r:.40}")
     return value
+
+
+KIND = Kind(Config, METRICS, Probe)

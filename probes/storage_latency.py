@@ -21,7 +21,7 @@ from typing import Literal, NamedTuple
 
 from pydantic import Field, model_validator
 
-from monitor.probe import CheckBase, MetricSpec, ProbeResult, Sample, one_hot, run_blocking
+from probes.base import CheckBase, Kind, MetricSpec, ProbeResult, Sample, one_hot, run_blocking
 
 # 0.1 ms .. 10 s, with 2 s: the figure the emergency plans name.
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
@@ -145,3 +145,6 @@ class Probe:
         return ProbeResult("ok", tuple(samples), (
             f"{cfg.size} B on {cfg.path}: write {ms['write']}, fsync {ms['fsync']}, "
             f"read {ms['read']}, total {ms['total']}"))
+
+
+KIND = Kind(Config, METRICS, Probe)

@@ -11,10 +11,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from monitor.probe import CheckBase, MetricSpec, ProbeResult, Sample, one_hot
-from probes.net import ConnectFailure, connect, host_port
-
-REASONS = ("dns", "refused", "timeout", "unreachable", "other")
+from probes.base import CheckBase, Kind, MetricSpec, ProbeResult, Sample, one_hot
+from probes.lib.net import CONNECT_REASONS, ConnectFailure, connect, host_port
 
 
 class Config(CheckBase):
@@ -60,7 +58,7 @@ class Probe:
         for target, (seconds, failure) in zip(cfg.targets, outcomes, strict=True):
             labels = {"target": target}
             samples.append(Sample("insmon_tcp_up", float(failure is None), labels))
-            samples += one_hot("insmon_tcp_failures_total", "reason", REASONS,
+            samples += one_hot("insmon_tcp_failures_total", "reason", CONNECT_REASONS,
                                failure.reason if failure else None, labels)
             if failure is None:
                 samples.append(Sample("insmon_tcp_connect_seconds", seconds, labels))
@@ -82,3 +80,6 @@ class Probe:
             return 0.0, failure
         sock.close()
         return seconds, None
+
+
+KIND = Kind(Config, METRICS, Probe)

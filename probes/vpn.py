@@ -21,10 +21,11 @@ from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from monitor.probe import (
+from probes.base import (
     CHECK_NAME,
     CheckBase,
     Duration,
+    Kind,
     MetricSpec,
     ProbeFailure,
     ProbeResult,
@@ -33,8 +34,8 @@ from monitor.probe import (
     one_hot,
     run_command,
 )
-from probes import pinger
-from probes.net import ConnectFailure, connect, host_port, interface_state
+from probes.lib import pinger
+from probes.lib.net import CONNECT_REASONS, ConnectFailure, connect, host_port, interface_state
 
 ROLES = ("primary", "backup")
 
@@ -100,6 +101,9 @@ METRICS = (
     MetricSpec("insmon_vpn_front_end_up", "gauge",
                "1 if the settlement front-end accepted a TCP connect through the link.",
                LINK),
+    MetricSpec("insmon_vpn_front_end_failures_total", "counter",
+               "Failed connects to the front-end through the link, by reason: dns, refused, "
+               "timeout, unreachable, other (the tcp probe's reasons).", (*LINK, "reason")),
     MetricSpec("insmon_vpn_handshake_age_seconds", "gauge",
                "Time since the WireGuard tunnel's latest handshake (WireGuard links).",
                LINK, "seconds"),
@@ -119,6 +123,7 @@ class LinkState(NamedTuple):
     sent: int
     rtt: float | None
     front_end: bool | None  # None: not configured, or not tried (link down before)
+    front_end_failure: str | None  # its CONNECT_REASONS value when it failed
     handshake_age: float | None
     why: str  # empty when up
 
@@ -145,6 +150,8 @@ class Probe:
                 samples.append(Sample("insmon_vpn_gateway_rtt_seconds", s.rtt, ids))
             if s.front_end is not None:
                 samples.append(Sample("insmon_vpn_front_end_up", float(s.front_end), ids))
+                samples += one_hot("insmon_vpn_front_end_failures_total", "reason",
+                                   CONNECT_REASONS, s.front_end_failure, ids)
             if s.handshake_age is not None:
                 samples.append(Sample("insmon_vpn_handshake_age_seconds", s.handshake_age,
                                       ids))
@@ -172,16 +179,16 @@ class Probe:
             why = {"missing": f"no interface {link.interface}",
                    "down": f"interface {link.interface} is down",
                    "no-carrier": f"interface {link.interface} has no carrier"}[state]
-            return LinkState(link, state, 0, 0, None, None, handshake, why)
+            return LinkState(link, state, 0, 0, None, None, None, handshake, why)
         try:
             echoes = (await pinger.ping([link.gateway], cfg.ping_count, cfg.packet_interval,
                                         cfg.packet_timeout, interface=link.interface)
                       )[link.gateway]
         except ProbeFailure as exc:
-            return LinkState(link, state, 0, 0, None, None, handshake, str(exc))
+            return LinkState(link, state, 0, 0, None, None, None, handshake, str(exc))
         rtt = sum(echoes.rtts) / len(echoes.rtts) if echoes.rtts else None
         why = "" if echoes.received else f"gateway {link.gateway} does not answer"
-        front_end = None
+        front_end = failure = None
         if cfg.front_end and not why:
             host, port = host_port(cfg.front_end)
             try:
@@ -190,9 +197,9 @@ class Probe:
                 sock.close()
                 front_end = True
             except ConnectFailure as exc:
-                front_end = False
+                front_end, failure = False, exc.reason
                 why = f"front-end: {exc}"
-        return LinkState(link, state, echoes.received, echoes.sent, rtt, front_end,
+        return LinkState(link, state, echoes.received, echoes.sent, rtt, front_end, failure,
                          handshake, why)
 
 
@@ -211,3 +218,6 @@ async def _handshake_age(interface: str) -> float | None:
         return None
     latest = max(stamps)
     return float("inf") if latest == 0 else max(0.0, time.time() - latest)
+
+
+KIND = Kind(Config, METRICS, Probe)

@@ -7,13 +7,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
-from exporters.prometheus import make_registry
-from monitor.probe import CheckBase
+from exporters.prometheus import exposition
 from monitor.runner import build_checks, run_check
-from monitor.stack import free_port, wait_for  # noqa: F401 (the tests' helpers)
 from monitor.store import ResultStore
+from ops.stack import free_port, wait_for  # noqa: F401 (the tests' helpers)
+from probes.base import CheckBase
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -28,9 +28,19 @@ async def render(config: CheckBase, prefix: str) -> tuple[str, str]:
     store.configure(checks, "test")
     record = await run_check(checks[0], store)
     assert record is not None
-    text = generate_latest(make_registry(store)).decode()
+    text = exposition(store.snapshot()).decode()
     series = "".join(line + "\n" for line in text.splitlines() if line.startswith(prefix))
     return f"# {record.status}: {record.detail}\n", series
+
+
+def sample_value(store: ResultStore, name: str, labels: dict[str, str]) -> float | None:
+    """The value of one series in the store's exposition, parsed as Prometheus would."""
+    text = exposition(store.snapshot()).decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return sample.value
+    return None
 
 
 def assert_expected(case: Path, rendered: str) -> None:
@@ -46,14 +56,14 @@ def assert_expected(case: Path, rendered: str) -> None:
 def reference_drill(tmp_path_factory: pytest.TempPathFactory):
     """The reference incident drilled once for the session, with the test's own receivers:
     (report, its output folder with the Prometheus data, the receivers)."""
-    from monitor import drill
-    from monitor.pager import Pager
+    from ops import drill
+    from ops.recorder import Recorder
 
-    pager = Pager()
+    recorder = Recorder()
     out = tmp_path_factory.mktemp("drill-reference")
     try:
         report = drill.run(drill.SCENARIOS["reference"], out, log=lambda line: None,
-                           pager=pager)
-        yield report, out, pager
+                           recorder=recorder)
+        yield report, out, recorder
     finally:
-        pager.close()
+        recorder.close()

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from monitor.stack import wait_for
+from ops.stack import wait_for
 
 PASS_PROGRAM = Path(__file__).parent / "snmp" / "pass_table.py"
 COMMUNITY = "insmon-ro"

@@ -10,35 +10,35 @@ from pathlib import Path
 
 import pytest
 
-from monitor.pager import Pager
-from monitor.stack import Alertmanager
+from ops.recorder import Recorder
+from ops.stack import Alertmanager
 from tests.conftest import INSMON, wait_for
 
 SETTLE = 7  # seconds: longer than any group_wait of grades I and II (0 s, 5 s)
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[tuple[Alertmanager, Pager]]:
-    pager = Pager()
-    manager = Alertmanager(tmp_path / "am", pager.url)
-    yield manager, pager
+def stack(tmp_path: Path) -> Iterator[tuple[Alertmanager, Recorder]]:
+    recorder = Recorder()
+    manager = Alertmanager(tmp_path / "am", recorder.url)
+    yield manager, recorder
     manager.stop()
-    pager.close()
+    recorder.close()
 
 
 def test_level_one_pages_its_teams_leadership_and_the_settlement_center(stack) -> None:
-    manager, pager = stack
+    manager, recorder = stack
     manager.post(alert("SettlementPathDown", "I", "network", "h1", also="insurance_agency"))
     expected = {"network", "insurance_agency", "leadership", "settlement_center"}
-    wait_for(lambda: pager.teams("SettlementPathDown") == expected, 10, "the Level I pages")
+    wait_for(lambda: recorder.teams("SettlementPathDown") == expected, 10, "the Level I pages")
     time.sleep(2)
-    assert pager.teams("SettlementPathDown") == expected  # and nobody else
-    page = next(p for p in pager.received() if p.team == "leadership")
+    assert recorder.teams("SettlementPathDown") == expected  # and nobody else
+    page = next(p for p in recorder.received() if p.team == "leadership")
     assert page.body["commonLabels"]["site"] == "h1"
 
 
 def test_root_causes_hold_back_their_symptoms(stack) -> None:
-    manager, pager = stack
+    manager, recorder = stack
     manager.post(
         alert("SettlementPathDown", "I", "network", "h2", also="insurance_agency"),
         alert("FrontEndHttpFailing", "II", "insurance_agency", "h2", also="network",
@@ -50,18 +50,18 @@ def test_root_causes_hold_back_their_symptoms(stack) -> None:
         alert("CpuHigh", "III", "server_ops", "h4", instance="db1"),
         alert("CpuSaturated", "II", "server_ops", "h4", instance="db1"))
     time.sleep(SETTLE)
-    assert pager.teams("SettlementPathDown")
-    assert pager.teams("FrontEndHttpFailing") == set()  # the path is the cause
-    assert pager.teams("SettlementChainCollapsed") == {
+    assert recorder.teams("SettlementPathDown")
+    assert recorder.teams("FrontEndHttpFailing") == set()  # the path is the cause
+    assert recorder.teams("SettlementChainCollapsed") == {
         "network", "insurance_agency", "server_ops", "vendor", "leadership",
         "settlement_center"}
-    assert pager.teams("RaidArrayFailed") == set()  # named by the compound incident
-    assert pager.teams("CpuSaturated") == {"server_ops"}
-    assert pager.teams("CpuHigh") == set()
+    assert recorder.teams("RaidArrayFailed") == set()  # named by the compound incident
+    assert recorder.teams("CpuSaturated") == {"server_ops"}
+    assert recorder.teams("CpuHigh") == set()
 
 
 def test_a_maintenance_window_holds_back_the_expected_not_the_rest(stack) -> None:
-    manager, pager = stack
+    manager, recorder = stack
     result = subprocess.run(
         [INSMON, "maintenance", "--alertmanager", manager.url, "--site", "h5",
          "--from", time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() - 60)),
@@ -76,10 +76,10 @@ def test_a_maintenance_window_holds_back_the_expected_not_the_rest(stack) -> Non
               array="md0"),
         alert("FrontEndUnreachable", "I", "insurance_agency", "h6", also="network"))
     time.sleep(SETTLE)
-    assert pager.teams("FrontEndUnreachable") != set()  # h6 has no window: it pages
-    assert all(p.body["commonLabels"]["site"] == "h6" for p in pager.received()
+    assert recorder.teams("FrontEndUnreachable") != set()  # h6 has no window: it pages
+    assert all(p.body["commonLabels"]["site"] == "h6" for p in recorder.received()
                if "FrontEndUnreachable" in p.alertnames)
-    assert "server_ops" in pager.teams("RaidArrayFailed")  # unexpected: it pages
+    assert "server_ops" in recorder.teams("RaidArrayFailed")  # unexpected: it pages
 
 
 def test_maintenance_says_why_it_failed() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from monitor.config import EMBEDDED, ConfigError, embedded_text, load, parse, split_listen
-from monitor.probe import parse_duration
+from probes.base import parse_duration
 from tests.conftest import FIXTURES, ROOT
 
 VALID = sorted((FIXTURES / "config" / "valid").glob("*.yaml"))

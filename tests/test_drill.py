@@ -18,20 +18,20 @@ from pathlib import Path
 import psutil
 import pytest
 
-from monitor import drill
-from monitor.pager import Pager
+from ops import drill
+from ops.recorder import Recorder
 from tests.conftest import INSMON, wait_for
 
 pytestmark = pytest.mark.timeout(600)
 
 
-def assert_matches_receivers(report: drill.Report, pager: Pager,
+def assert_matches_receivers(report: drill.Report, recorder: Recorder,
                              scenario: drill.Scenario) -> None:
-    pages = pager.received()
+    pages = recorder.received()
     assert pages, "nothing was paged"
     assert {p.team for p in pages} == {"drill"}  # no team's receiver got a page
     first: dict[str, tuple[float, dict]] = {}
-    for page in pager.received("firing"):
+    for page in recorder.received("firing"):
         for a in page.body["alerts"]:
             name = a["labels"]["alertname"]
             if a["status"] == "firing" and (name not in first or page.received < first[name][0]):
@@ -67,8 +67,8 @@ def assert_lab_gone(out: Path) -> None:
 
 
 def test_reference_incident(reference_drill) -> None:
-    report, out, pager = reference_drill
-    assert_matches_receivers(report, pager, drill.SCENARIOS["reference"])
+    report, out, recorder = reference_drill
+    assert_matches_receivers(report, recorder, drill.SCENARIOS["reference"])
     # one Level I for both causes; the causes' own alerts at most on the way
     assert {r.alert for r in report.rows} <= {"SettlementChainCollapsed",
                                               *drill.SCENARIOS["reference"].tolerated}
@@ -85,14 +85,14 @@ def test_reference_incident(reference_drill) -> None:
 @pytest.mark.parametrize("name", ["line-cut", "raid-rebuild", "cpu-saturation"])
 def test_scenario(name: str, tmp_path: Path) -> None:
     scenario = drill.SCENARIOS[name]
-    pager = Pager()
+    recorder = Recorder()
     try:
-        report = drill.run(scenario, tmp_path, log=lambda line: None, pager=pager)
-        assert_matches_receivers(report, pager, scenario)
+        report = drill.run(scenario, tmp_path, log=lambda line: None, recorder=recorder)
+        assert_matches_receivers(report, recorder, scenario)
         assert {r.alert for r in report.rows} == {e.alert for e in scenario.expected}
         print(f"\n{name}: fault to page per team, seconds:", report.team_paged_after)
     finally:
-        pager.close()
+        recorder.close()
     assert_lab_gone(tmp_path)
 
 

@@ -15,39 +15,39 @@ from pathlib import Path
 
 import pytest
 
-from monitor.lab import Lab
-from monitor.pager import Pager
-from monitor.stack import alert_chain
+from ops.lab import Lab
+from ops.recorder import Recorder
+from ops.stack import alert_chain
 from tests.conftest import free_port, wait_for
 
 SITE = "lab-hospital"
 
 
 @pytest.fixture
-def chain(tmp_path: Path) -> Iterator[tuple[Lab, Pager]]:
-    lab, pager = Lab(), Pager()
+def chain(tmp_path: Path) -> Iterator[tuple[Lab, Recorder]]:
+    lab, recorder = Lab(), Recorder()
     try:
         lab.start_front_end(8080)
         port = free_port()
-        with alert_chain(tmp_path, lab.insmon_config(port), port, SITE, pager.url):
-            yield lab, pager
+        with alert_chain(tmp_path, lab.insmon_config(port), port, SITE, recorder.url):
+            yield lab, recorder
     finally:
-        pager.close()
+        recorder.close()
         lab.close()
 
 
 def test_cut_both_lines_pages_level_one_to_the_right_teams(chain) -> None:
-    lab, pager = chain
+    lab, recorder = chain
     time.sleep(3)  # a settled baseline: nothing pages while all is well
-    assert pager.received() == []
+    assert recorder.received() == []
 
     cut_at = time.time()
     lab.cut("primary")
     lab.cut("backup")
     expected = {"network", "insurance_agency", "leadership", "settlement_center"}
-    wait_for(lambda: pager.teams("SettlementPathDown") >= expected, 60, "the Level I pages")
+    wait_for(lambda: recorder.teams("SettlementPathDown") >= expected, 60, "the Level I pages")
     time.sleep(3)
-    firing = pager.received("firing")
+    firing = recorder.received("firing")
     assert {p.team for p in firing} == expected  # and no other team, no other alert
     for page in firing:
         assert page.body["commonLabels"]["site"] == SITE
@@ -60,7 +60,7 @@ def test_cut_both_lines_pages_level_one_to_the_right_teams(chain) -> None:
     restored_at = time.time()
     lab.restore("primary")
     lab.restore("backup")
-    wait_for(lambda: pager.teams("SettlementPathDown", "resolved") >= expected, 90,
+    wait_for(lambda: recorder.teams("SettlementPathDown", "resolved") >= expected, 90,
              "the resolved notifications")
-    resolved = {p.team: round(p.received - restored_at, 1) for p in pager.received("resolved")}
+    resolved = {p.team: round(p.received - restored_at, 1) for p in recorder.received("resolved")}
     print("restore to resolved notification, seconds:", resolved)

@@ -14,11 +14,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporters import prometheus
 from exporters.http import HttpServer, make_app
-from monitor.probe import CheckBase, MetricSpec, ProbeResult, Sample
 from monitor.runner import Check, build_checks, run_check
 from monitor.store import ResultStore, RunRecord
 from probes import PROBES, cpu
-from tests.conftest import ROOT
+from probes.base import CheckBase, MetricSpec, ProbeResult, Sample
+from tests.conftest import ROOT, sample_value
 
 NAME = re.compile(r"^insmon_[a-z][a-z0-9_]*[a-z0-9]$")
 LABEL = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -49,9 +49,10 @@ def test_declared_names_are_unique() -> None:
 
 def test_registry_matches_config_union() -> None:
     """One list of kinds: each registered module's Config is tagged with its key."""
-    for kind, module in PROBES.items():
-        assert module.Config.model_fields["kind"].annotation == Literal[kind]
-        assert issubclass(module.Config, CheckBase)
+    for name, kind in PROBES.items():
+        assert kind.config.model_fields["kind"].annotation == Literal[name]
+        assert issubclass(kind.config, CheckBase)
+        assert kind.metrics and all(isinstance(spec, MetricSpec) for spec in kind.metrics)
 
 
 class HistConfig(CheckBase):
@@ -81,8 +82,9 @@ async def test_histograms_and_counters_accumulate_across_runs() -> None:
     await run_check(check, store)
     check.probe.values = [2.5]  # type: ignore[attr-defined]
     await run_check(check, store)
-    registry = prometheus.make_registry(store)
-    get = registry.get_sample_value
+    def get(name: str, labels: dict[str, str]) -> float | None:
+        return sample_value(store, name, labels)
+
     labels = {"check": "cache", "phase": "write"}
     # a value on a bucket's bound counts in that bucket (le = less or equal)
     assert [get("insmon_test_latency_seconds_bucket", labels | {"le": le})
@@ -98,7 +100,9 @@ def test_gauges_are_dropped_after_a_timeout_not_left_stale() -> None:
     store.configure([check], "test")
     store.record(check, RunRecord("ok", time.time(), 0.1, ""),
                  [Sample("insmon_cpu_usage_ratio", 0.98)])
-    get = prometheus.make_registry(store).get_sample_value
+    def get(name: str, labels: dict[str, str]) -> float | None:
+        return sample_value(store, name, labels)
+
     assert get("insmon_cpu_usage_ratio", {"check": "host"}) == 0.98
     store.record(check, RunRecord("timeout", time.time(), 2.0, ""))
     assert get("insmon_cpu_usage_ratio", {"check": "host"}) is None
@@ -116,7 +120,7 @@ async def live() -> Iterator[tuple[str, ResultStore]]:
     store.configure(checks, "test.yaml")
     for check in checks[:1]:  # idle-cpu stays "not run yet"
         await run_check(check, store)
-    server = HttpServer("127.0.0.1", 0, make_app(store, lambda: True))
+    server = HttpServer("127.0.0.1", 0, make_app(store.snapshot, lambda: True))
     yield f"http://127.0.0.1:{server.port}", store
     server.close()
 
@@ -164,7 +168,7 @@ async def test_health_status_page_and_unknown_paths(live: tuple[str, ResultStore
 
 
 def test_healthz_fails_when_the_loop_is_stuck() -> None:
-    server = HttpServer("127.0.0.1", 0, make_app(ResultStore(), lambda: False))
+    server = HttpServer("127.0.0.1", 0, make_app(ResultStore().snapshot, lambda: False))
     try:
         response = requests.get(f"http://127.0.0.1:{server.port}/healthz", timeout=5)
         assert response.status_code == 503

@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from exporters.prometheus import declared
-from monitor.lab import Lab
-from monitor.stack import Insmon, Prometheus, alerting_config, free_port
+from ops.lab import Lab
+from ops.stack import Insmon, Prometheus, alerting_config, free_port
 from tests.conftest import FIXTURES, ROOT
 from tests.snmp_agent import COMMUNITY, SnmpAgent
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.lab import Lab
+from ops.lab import Lab
 from tests.conftest import INSMON, ROOT
 
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from monitor.stack import Insmon
+from ops.stack import Insmon
 from tests.conftest import free_port, wait_for
 
 CLIENTS, SCRAPES = 50, 20

@@ -1,6 +1,6 @@
 """Network probes against real namespaces, veth links, a TUN impairment, real servers.
 
-Traffic goes only to loopback and to the lab's own namespace (monitor/lab).
+Traffic goes only to loopback and to the lab's own namespace (ops/lab).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from monitor.lab import FRONT_END, Lab
-from monitor.probe import CheckBase
+from ops.lab import FRONT_END, Lab
 from probes import http, icmp, pinger, snmp, tcp, vpn
+from probes.base import CheckBase
 from tests.conftest import INSMON, render
 from tests.snmp_agent import COMMUNITY, V3_AUTH, V3_PRIV, V3_USER, SnmpAgent
 
@@ -87,7 +87,7 @@ async def test_measured_latency_and_loss_match_the_impairment(lab: Lab) -> None:
 
 def test_without_icmp_permission_the_error_says_what_to_do(tmp_path: Path) -> None:
     """As an unprivileged user (no CAP_NET_RAW) with ping_group_range excluding it."""
-    script = ("import asyncio\nfrom probes import pinger\n"
+    script = ("import asyncio\nfrom probes.lib import pinger\n"
               "try:\n    asyncio.run(pinger.ping(['127.0.0.1'], 1))\n"
               "except pinger.PingError as e:\n    print(e)\n")
     result = subprocess.run(
@@ -105,7 +105,7 @@ def test_unprivileged_icmp_through_ping_group_range() -> None:
     before = sysctl.read_text()
     sysctl.write_text("0 65534")
     try:
-        script = ("import asyncio\nfrom probes import pinger\n"
+        script = ("import asyncio\nfrom probes.lib import pinger\n"
                   "r = asyncio.run(pinger.ping(['127.0.0.1'], 2, 0.01))\n"
                   "print(r['127.0.0.1'].received)\n")
         result = subprocess.run(

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from monitor.history import PrometheusAPI
-from monitor.pager import Pager
-from monitor.stack import (
+from ops.history import PrometheusAPI
+from ops.recorder import Recorder
+from ops.stack import (
     RULES,
     Alertmanager,
     Insmon,
@@ -44,9 +44,9 @@ def query(center: Server, expr: str) -> list[dict]:
 
 
 @pytest.fixture
-def region(tmp_path: Path) -> Iterator[tuple[Server, Pager]]:
+def region(tmp_path: Path) -> Iterator[tuple[Server, Recorder]]:
     started: list = []
-    pager = Pager()
+    recorder = Recorder()
     try:
         center = victoria(tmp_path / "vm", "victoria-metrics",
                           f"-storageDataPath={tmp_path / 'vm' / 'data'}", "-retentionPeriod=1",
@@ -66,21 +66,21 @@ checks:
             config = alerting_config(tmp_path / site / "prometheus", [f"127.0.0.1:{port}"],
                                      site, "127.0.0.1:9", external_labels={"site": site})
             started.append(Prometheus(tmp_path / site / "prometheus", config | remote))
-        manager = Alertmanager(tmp_path / "center-am", pager.url)
+        manager = Alertmanager(tmp_path / "center-am", recorder.url)
         started.append(manager)
         started.append(victoria(
             tmp_path / "vmalert", "vmalert", f"-rule={RULES / 'alerts.yml'}",
             f"-rule={RULES / 'recording.yml'}", f"-datasource.url={center.url}",
             f"-remoteWrite.url={center.url}", f"-notifier.url={manager.url}",
             "-evaluationInterval=2s"))
-        yield center, pager
+        yield center, recorder
     finally:
         stop_all(started)
-        pager.close()
+        recorder.close()
 
 
 def test_the_center_sees_both_hospitals_apart_and_pages_for_the_right_one(region) -> None:
-    center, pager = region
+    center, recorder = region
     sites = wait_for(lambda: {r["metric"]["site"] for r in query(
         center, "count by (site) (insmon_probe_success)")} >= set(SITES) and {
         r["metric"]["site"] for r in query(center, "count by (site) (insmon_probe_success)")},
@@ -93,9 +93,9 @@ def test_the_center_sees_both_hospitals_apart_and_pages_for_the_right_one(region
         center, "count by (site) (instance:insmon_cpu_usage:avg2m)")} == set(SITES)
 
     # the Level I of hospital-b's failed array, evaluated at the center: its teams, its site
-    wait_for(lambda: pager.teams("RaidArrayFailed") >= {"server_ops", "vendor", "leadership",
+    wait_for(lambda: recorder.teams("RaidArrayFailed") >= {"server_ops", "vendor", "leadership",
                                                        "settlement_center"},
              90, "the center's page for hospital-b")
-    pages = pager.received("firing")
+    pages = recorder.received("firing")
     assert {a["labels"]["site"] for p in pages for a in p.body["alerts"]} == {"hospital-b"}
     assert {name for p in pages for name in p.alertnames} == {"RaidArrayFailed"}

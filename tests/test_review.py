@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from matplotlib import image
 
-from monitor.history import PrometheusAPI
-from monitor.review import collect
-from monitor.stack import Prometheus
+from ops.history import PrometheusAPI
+from ops.review import collect
+from ops.stack import Prometheus
 from tests.conftest import INSMON
 
 pytestmark = pytest.mark.timeout(600)

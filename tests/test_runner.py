@@ -13,10 +13,10 @@ from typing import Literal
 
 import pytest
 
-from monitor.probe import CheckBase, MetricSpec, ProbeResult, Sample, run_blocking
 from monitor.runner import Check, run_check
 from monitor.scheduler import CheckScheduler
 from monitor.store import ResultStore
+from probes.base import CheckBase, MetricSpec, ProbeResult, Sample, run_blocking
 
 
 class BlockConfig(CheckBase):

@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from monitor.config import ConfigError, parse
-from monitor.stack import Insmon
+from ops.stack import Insmon
 from tests.conftest import INSMON, free_port, wait_for
 from tests.snmp_agent import free_udp_port
 

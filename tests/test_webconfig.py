@@ -10,9 +10,8 @@ import bcrypt
 import pytest
 import yaml
 
-from exporters import webconfig
-from monitor.config import ConfigError
-from monitor.stack import Insmon, Prometheus
+from monitor.config import ConfigError, load_web_config
+from ops.stack import Insmon, Prometheus
 from tests.certs import Authority
 from tests.conftest import free_port, wait_for
 
@@ -112,7 +111,7 @@ def test_a_bad_web_config_is_named(tmp_path: Path) -> None:
     web.write_text("basic_auth_users:\n  prometheus: hunter2\ntls_server_config:\n"
                    "  cert_file: /etc/insmon/tls.crt\n")
     with pytest.raises(ConfigError) as info:
-        webconfig.load(web)
+        load_web_config(web)
     assert info.value.problems == (
         f"{web}:2: basic_auth_users: the password of 'prometheus' must be a bcrypt hash "
         "($2b$...)",

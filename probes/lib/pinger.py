@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from monitor.probe import ProbeFailure
+from probes.base import ProbeFailure
 
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 SOL_RAW, ICMP_FILTER, ICMP6_FILTER = 255, 1, 1  # linux/icmp.h, linux/icmpv6.h

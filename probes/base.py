@@ -1,6 +1,7 @@
 """The probe contract: what every kind of check is made of.
 
-A probe kind is one module in `probes/` with three things:
+A probe kind is one module in `probes/` that exports one `KIND = Kind(Config, METRICS,
+Probe)`:
   - `Config`, a `CheckBase` subclass whose `kind` is a Literal (the config's tag);
   - `METRICS`, the kind-specific series it may emit, declared up front;
   - `Probe`, built once per configured check from its Config, with `async run()`
@@ -22,11 +23,21 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Generic, Literal, Protocol, TypeVar
+from datetime import timedelta, timezone
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated, Generic, Literal, Protocol, TypeVar, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
 
-# ---------------------------------------------------------------- durations
+# ---------------------------------------------------------------- shared by every layer
+
+try:
+    VERSION = version("insmon")  # the User-Agent of the http probe, the build info
+except PackageNotFoundError:  # running from a source tree that was not installed
+    VERSION = "0+unknown"
+
+# The sites' clock: peak hours, business hours, report times. UTC+8, no DST.
+SHANGHAI = timezone(timedelta(hours=8), "Asia/Shanghai")
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -119,6 +130,11 @@ class Sample:
     labels: Mapping[str, str] = field(default_factory=dict)
 
 
+# How a run ended: `ok` and `failed` come from the probe, `timeout` and `error` from the
+# runner. Always these four: the alert rules and dashboards count them by name.
+STATUSES = ("ok", "failed", "timeout", "error")
+
+
 @dataclass(frozen=True)
 class ProbeResult:
     """What a probe says: `ok`, or `failed` (the target is unhealthy or unreachable).
@@ -148,6 +164,21 @@ class Probe(Protocol[C]):
     def __init__(self, cfg: C) -> None: ...
 
     async def run(self) -> ProbeResult: ...
+
+
+@dataclass(frozen=True)
+class Kind(Generic[C]):
+    """One probe kind, as registered in `probes.PROBES`: its config model, the series it
+    declares, and the probe built from a config."""
+
+    config: type[C]
+    metrics: tuple[MetricSpec, ...]
+    probe: Callable[[C], Probe[C]]
+
+    @property
+    def name(self) -> str:
+        """The config's tag: `kind: cpu` in the file."""
+        return get_args(self.config.model_fields["kind"].annotation)[0]
 
 
 class ProbeFailure(Exception):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from probes.raid_model import Array, FormatError, Sync
+from probes.lib.raid_model import Array, FormatError, Sync
 
 _HEADER = re.compile(r"^(md[\w.-]*)\s*:\s*(active|inactive)\b(.*)$")
 _MEMBER = re.compile(r"^([\w.:/-]+)\[(\d+)\]((?:\([A-Z]+\))*)$")

@@ -12,7 +12,7 @@ import json
 import re
 from typing import Any
 
-from probes.raid_model import Array, FormatError, Sync
+from probes.lib.raid_model import Array, FormatError, Sync
 
 # Virtual drive states (the legend storcli prints beside the table).
 VD_STATES = {"Optl": "clean", "Dgrd": "degraded", "Pdgd": "degraded", "OfLn": "failed",

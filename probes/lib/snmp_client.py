@@ -13,8 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from monitor.probe import ProbeFailure
-from probes.net import host_port
+from probes.base import ProbeFailure
+from probes.lib.net import host_port
 
 NUMERIC_OID = r"^\.?\d+(\.\d+)+$"
 SNMP_PORT = 161

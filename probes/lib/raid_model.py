@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from monitor.probe import ProbeFailure
+from probes.base import ProbeFailure
 
 # One-hot states of an array. clean/active: healthy (md's clean has no writes pending);
 # unknown: the controller itself says it does not know.

@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 from monitor import SHANGHAI
-from monitor.history import (
+from ops.history import (
     GRADES,
     AlertPeriod,
     Component,

@@ -7,13 +7,34 @@ import asyncio
 import errno
 import re
 import socket
+import ssl
 import time
 from pathlib import Path
 
-from monitor.probe import ProbeFailure
+from probes.base import ProbeFailure
 
 IFF_UP = 0x1
 UNREACHABLE = (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.EHOSTDOWN)
+
+# Why a network exchange failed: one taxonomy for tcp, http and the vpn links' front-end
+# connects, because the alert rules and dashboards match these label values.
+NET_REASONS = ("dns", "refused", "timeout", "unreachable", "tls", "other")
+CONNECT_REASONS = tuple(r for r in NET_REASONS if r != "tls")  # a plain TCP connect
+
+
+def reason(exc: BaseException) -> str:
+    """The NET_REASONS value for an exception of a connect, a handshake or a request."""
+    if isinstance(exc, socket.gaierror):
+        return "dns"
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused"
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, ssl.SSLError):
+        return "tls"
+    if isinstance(exc, OSError) and exc.errno in UNREACHABLE:
+        return "unreachable"
+    return "other"
 
 
 def host_port(address: str, default_port: int | None = None) -> tuple[str, int]:
@@ -42,7 +63,7 @@ def bind(sock: socket.socket, source: str | None, interface: str | None) -> None
 
 
 class ConnectFailure(ProbeFailure):
-    """A failed connect; `reason` is one of dns, refused, timeout, unreachable, other."""
+    """A failed connect; `reason` is one of CONNECT_REASONS."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
@@ -76,10 +97,8 @@ async def connect(host: str, port: int, timeout: float, source: str | None = Non
         if isinstance(exc, ConnectionRefusedError):
             raise ConnectFailure("refused", f"{host}:{port} refused the connection") from None
         if isinstance(exc, OSError) and not isinstance(exc, ConnectFailure):
-            unreachable = exc.errno in UNREACHABLE
-            raise ConnectFailure("unreachable" if unreachable else "other",
-                                 f"cannot connect to {host}:{port}: "
-                                 f"{exc.strerror or exc}") from None
+            raise ConnectFailure(reason(exc), f"cannot connect to {host}:{port}: "
+                                              f"{exc.strerror or exc}") from None
         raise
     return sock, time.perf_counter() - started
 

@@ -21,17 +21,17 @@ class Page:
         return {a["labels"]["alertname"] for a in self.body["alerts"]}
 
 
-class Pager:
+class Recorder:
     def __init__(self) -> None:
         self.pages: list[Page] = []
         self._lock = threading.Lock()
-        pager = self
+        recorder = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with pager._lock:
-                    pager.pages.append(Page(self.path.strip("/"), time.time(), body))
+                with recorder._lock:
+                    recorder.pages.append(Page(self.path.strip("/"), time.time(), body))
                 self.send_response(200)
                 self.end_headers()
 

@@ -15,13 +15,13 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import yaml
 
-from monitor.history import PrometheusAPI
+from alert_rules import DIR as RULES
+from ops.history import PrometheusAPI
 
-RULES = Path(__file__).resolve().parent.parent / "alert_rules"
 INSMON = [sys.executable, "-m", "monitor"]
 
 T = TypeVar("T")
@@ -82,13 +82,13 @@ class Insmon(Server):
 
 
 class Alertmanager(Server):
-    """alert_rules/alertmanager.yml with every webhook pointed at `pager_url`/<team>."""
+    """alert_rules/alertmanager.yml with every webhook pointed at `webhook_url`/<team>."""
 
-    def __init__(self, workdir: Path, pager_url: str) -> None:
+    def __init__(self, workdir: Path, webhook_url: str) -> None:
         config = yaml.safe_load((RULES / "alertmanager.yml").read_text())
         for receiver in config["receivers"]:
             for hook in receiver.get("webhook_configs", []):
-                hook["url"] = f"{pager_url}/{receiver['name']}"
+                hook["url"] = f"{webhook_url}/{receiver['name']}"
         workdir.mkdir(parents=True, exist_ok=True)
         shutil.copytree(RULES / "templates", workdir / "templates", dirs_exist_ok=True)
         self.config_file = workdir / "alertmanager.yml"
@@ -163,22 +163,31 @@ def _ready(url: str) -> bool:
         return False
 
 
+class Chain(NamedTuple):
+    insmon: Insmon
+    alertmanager: Alertmanager
+    prometheus: Prometheus
+
+
 @contextmanager
-def alert_chain(workdir: Path, insmon_config: str, port: int, site: str, pager_url: str,
-                interval: str | None = "1s") -> Iterator[Prometheus]:
-    """insmon (listening on `port`), Alertmanager paging `pager_url`, and Prometheus
-    scraping the one and alerting the other, until the settlement path shows up."""
+def alert_chain(workdir: Path, insmon_config: str, port: int, site: str, webhook_url: str,
+                interval: str | None = "1s", external_labels: dict | None = None
+                ) -> Iterator[Chain]:
+    """insmon (listening on `port`), Alertmanager paging `webhook_url`, and Prometheus
+    scraping the one and alerting the other (see `alerting_config`), until the settlement
+    path shows up; all stopped on the way out."""
     started: list = []
     try:
         started.append(Insmon(workdir / "insmon", insmon_config))
-        manager = Alertmanager(workdir / "alertmanager", pager_url)
+        manager = Alertmanager(workdir / "alertmanager", webhook_url)
         started.append(manager)
         prometheus = Prometheus(workdir / "prometheus", alerting_config(
-            workdir / "prometheus", [f"127.0.0.1:{port}"], site, manager.url, interval))
+            workdir / "prometheus", [f"127.0.0.1:{port}"], site, manager.url, interval,
+            external_labels))
         started.append(prometheus)
         wait_for(lambda: prometheus.query("site:insmon_settlement_path:up == 1"), 60,
                  "Prometheus to see the settlement path up")
-        yield prometheus
+        yield Chain(*started)
     finally:
         stop_all(started)
 

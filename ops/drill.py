@@ -1,7 +1,7 @@
 """insmon drill SCENARIO: rehearse a fault of the settlement chain through the real alert
 path, and page nobody.
 
-The drill builds the chain on this machine: the namespace lab (monitor/lab: private line,
+The drill builds the chain on this machine: the namespace lab (ops/lab: private line,
 4G backup, settlement front-end), a tmpfs volume as the settlement cache, an md array
 (an mdstat file the drill writes) and this host's CPU. It runs `insmon run` on it,
 Prometheus with the project's rules and shipped timings, and Alertmanager with the
@@ -35,18 +35,10 @@ from pathlib import Path
 import yaml
 
 from monitor import SHANGHAI
-from monitor.history import PrometheusAPI, alert_periods
-from monitor.lab import FRONT_END, Lab
-from monitor.pager import Pager
-from monitor.stack import (
-    Alertmanager,
-    Insmon,
-    Prometheus,
-    alerting_config,
-    free_port,
-    stop_all,
-    wait_for,
-)
+from ops.history import PrometheusAPI, alert_periods
+from ops.lab import FRONT_END, Lab
+from ops.recorder import Recorder
+from ops.stack import Chain, Prometheus, alert_chain, free_port, wait_for
 
 SITE = "drill-lab"
 DRILL_RECEIVER = "drill"
@@ -357,11 +349,11 @@ def routed_teams(config_file: Path, labels: dict[str, str]) -> list[str]:
     return [r for r in out.stdout.strip().split(",") if r]
 
 
-def build_report(scenario: Scenario, pager: Pager, api: PrometheusAPI, config_file: Path,
+def build_report(scenario: Scenario, recorder: Recorder, api: PrometheusAPI, config_file: Path,
                  fault_at: float, healed_at: float, end: float,
                  checks: list[tuple[str, bool]]) -> Report:
     first_page: dict[str, tuple[float, dict]] = {}   # alertname -> (time, labels)
-    for page in pager.received("firing"):
+    for page in recorder.received("firing"):
         for a in page.body["alerts"]:
             if a["status"] == "firing" and page.team == DRILL_RECEIVER:
                 name = a["labels"]["alertname"]
@@ -394,7 +386,7 @@ def build_report(scenario: Scenario, pager: Pager, api: PrometheusAPI, config_fi
         rows.append(row)
         for team in teams if paged_at else []:
             team_paged[team] = min(team_paged.get(team, row.paged_after), row.paged_after)
-    real = sorted({p.team for p in pager.received() if p.team != DRILL_RECEIVER})
+    real = sorted({p.team for p in recorder.received() if p.team != DRILL_RECEIVER})
     got = f" (got: {', '.join(real)})" if real else ""
     checks = [(f"no page reached a team's receiver{got}", not real), *checks]
     return Report(scenario.name, scenario.title, SITE, shanghai(fault_at),
@@ -409,10 +401,10 @@ def shanghai(t: float) -> str:
 # ---------------------------------------------------------------------- the run
 
 def run(scenario: Scenario, out: Path, log: Callable[[str], None] = print,
-        pager: Pager | None = None) -> Report:
+        recorder: Recorder | None = None) -> Report:
     """The whole drill; everything it made is gone when it returns or raises (Ctrl-C
     included). Writes out/report.json and out/report.md; keeps out/work/ (the drill's
-    Prometheus data, logs) for a review. `pager`: the receivers every Alertmanager
+    Prometheus data, logs) for a review. `recorder`: the receivers every Alertmanager
     receiver points at (default: the drill's own)."""
     missing = [tool for tool in ("prometheus", "prometheus-alertmanager", "amtool")
                if shutil.which(tool) is None]
@@ -424,64 +416,25 @@ def run(scenario: Scenario, out: Path, log: Callable[[str], None] = print,
                            "mount for the lab")
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
-    own_pager = pager is None
-    pager = pager or Pager()
+    own_recorder = recorder is None
+    recorder = recorder or Recorder()
     env: DrillLab | None = None
-    started: list = []
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         env = DrillLab(work / "lab")
         port = free_port()
-        started.append(Insmon(work / "insmon", env.config(port)))
-        manager = Alertmanager(work / "alertmanager", pager.url)
-        started.append(manager)
-        prometheus = Prometheus(work / "prometheus", alerting_config(
-            work / "prometheus", [f"127.0.0.1:{port}"], SITE, manager.url, interval=None,
-            external_labels={"drill": "true"}))
-        started.append(prometheus)
-        api = PrometheusAPI(prometheus.url)
-        log(f"waiting for the lab chain to be healthy ({SITE})")
-        checks = len(yaml.safe_load(env.config(port))["checks"])
-        wait_for(lambda: healthy(prometheus, checks), 120, "the lab chain to be healthy")
-
-        fault_at = time.time()
-        scenario.faults(env)
-        log(f"fault made at {shanghai(fault_at)}: {scenario.title}")
-        expected = {e.alert for e in scenario.expected}
-        try:
-            wait_for(lambda: expected <= paged(pager), scenario.deadline + 30,
-                     "the expected pages")
-            log(f"paged: {', '.join(sorted(paged(pager)))}")
-        except TimeoutError:
-            log(f"not every expected page came: got {sorted(paged(pager)) or 'none'}")
-        if scenario.after_page:
-            scenario.after_page(env)
-        time.sleep(SETTLE)
-
-        healed_at = time.time()
-        env.heal()
-        log(f"healed at {shanghai(healed_at)}; waiting for every alert to resolve")
-        try:
-            wait_for(lambda: healthy(prometheus, checks) and not manager.alerts(), 240,
-                     "every alert to resolve")
-            clean = True
-        except TimeoutError:
-            clean = False
-        end = time.time()
-        window = f"{int(end - fault_at) + 1}s"
-        seen = [(what, bool(prometheus.query(expr.replace("$window", window))))
-                for what, expr in scenario.observe]
-        seen += [("the chain is healthy again and no alert fires", clean)]
-        report = build_report(scenario, pager, api, manager.config_file, fault_at,
-                              healed_at, end, seen)
+        config = env.config(port)
+        with alert_chain(work, config, port, SITE, recorder.url, interval=None,
+                         external_labels={"drill": "true"}) as chain:
+            report = _drill(scenario, env, chain, len(yaml.safe_load(config)["checks"]),
+                            recorder, log)
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not stop the cleanup
         try:
             if env is not None:
                 env.close()
-            stop_all(started)
-            if own_pager:
-                pager.close()
+            if own_recorder:
+                recorder.close()
         finally:
             signal.signal(signal.SIGINT, signal.default_int_handler)
             signal.signal(signal.SIGTERM, previous)
@@ -489,6 +442,46 @@ def run(scenario: Scenario, out: Path, log: Callable[[str], None] = print,
                                      + "\n")
     (out / "report.md").write_text(report.markdown())
     return report
+
+
+def _drill(scenario: Scenario, env: DrillLab, chain: Chain, checks: int,
+           recorder: Recorder, log: Callable[[str], None]) -> Report:
+    """Healthy chain, fault, pages, heal, recovery: the report."""
+    prometheus, manager = chain.prometheus, chain.alertmanager
+    api = PrometheusAPI(prometheus.url)
+    log(f"waiting for the lab chain to be healthy ({SITE})")
+    wait_for(lambda: healthy(prometheus, checks), 120, "the lab chain to be healthy")
+
+    fault_at = time.time()
+    scenario.faults(env)
+    log(f"fault made at {shanghai(fault_at)}: {scenario.title}")
+    expected = {e.alert for e in scenario.expected}
+    try:
+        wait_for(lambda: expected <= paged(recorder), scenario.deadline + 30,
+                 "the expected pages")
+        log(f"paged: {', '.join(sorted(paged(recorder)))}")
+    except TimeoutError:
+        log(f"not every expected page came: got {sorted(paged(recorder)) or 'none'}")
+    if scenario.after_page:
+        scenario.after_page(env)
+    time.sleep(SETTLE)
+
+    healed_at = time.time()
+    env.heal()
+    log(f"healed at {shanghai(healed_at)}; waiting for every alert to resolve")
+    try:
+        wait_for(lambda: healthy(prometheus, checks) and not manager.alerts(), 240,
+                 "every alert to resolve")
+        clean = True
+    except TimeoutError:
+        clean = False
+    end = time.time()
+    window = f"{int(end - fault_at) + 1}s"
+    seen = [(what, bool(prometheus.query(expr.replace("$window", window))))
+            for what, expr in scenario.observe]
+    seen += [("the chain is healthy again and no alert fires", clean)]
+    return build_report(scenario, recorder, api, manager.config_file, fault_at, healed_at,
+                        end, seen)
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -503,5 +496,5 @@ def healthy(prometheus: Prometheus, checks: int) -> bool:
                 and not prometheus.query(f"ALERTS{{{site}}}"))
 
 
-def paged(pager: Pager) -> set[str]:
-    return {name for p in pager.received("firing") for name in p.alertnames}
+def paged(recorder: Recorder) -> set[str]:
+    return {name for p in recorder.received("firing") for name in p.alertnames}

@@ -6,7 +6,7 @@
                                                     198.18.100.1 settlement front-end
                                                                  (TCP/HTTP, on lo)
                                                     198.18.50.0/24 impaired targets
-                                                                 (TUN, monitor/lab/impair.py)
+                                                                 (TUN, ops/lab/impair.py)
 
 Addresses are from 198.18.0.0/15 (RFC 2544, benchmarking; never routed). While the lab
 exists an `unreachable 198.18.0.0/15` route on this host keeps any packet for a torn-down
@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from monitor.stack import wait_for
+from ops.stack import wait_for
 
 HERE = Path(__file__).resolve().parent
 GUARD = "198.18.0.0/15"
@@ -131,7 +131,7 @@ checks:
             proc.wait()
 
     def start_impairment(self, delay: float, loss: float, seed: int = 1) -> None:
-        """ICMP echo for 198.18.50.0/24 answered by monitor/lab/impair.py after `delay` seconds,
+        """ICMP echo for 198.18.50.0/24 answered by ops/lab/impair.py after `delay` seconds,
         dropping a `loss` share, through a TUN device in the agency namespace."""
         tun = "imp0"
         self.ns_ip("tuntap", "add", "dev", tun, "mode", "tun")
