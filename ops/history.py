@@ -162,7 +162,8 @@ class Component:
 
 
 def components() -> list[Component]:
-    """The chain's components, in the order of DOMAIN.md's chain."""
+    """The chain's components, in the order a settlement crosses them (private network,
+    front-end, storage, server), as docs/architecture.md lists them."""
     return [
         Component("private line", "医保专网主线路", "insmon_vpn_link_up",
                   {"role": "primary"}, lambda v: v == 0, ("private_network",)),

@@ -1,0 +1,126 @@
+"""The shape of the tree (docs/architecture.md): imports run one way, `probes/` lists the
+kinds, the docs point only at files in the repo, and every series the tools read or the
+probes declare is real."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from exporters import prometheus
+from probes import PROBES
+from tests.conftest import EMITTED, ROOT
+
+# Which of insmon's packages each package may import (docs/architecture.md's table).
+ALLOWED = {
+    "probes": {"probes"},
+    "exporters": {"exporters", "probes"},
+    "monitor": {"monitor", "probes", "exporters"},
+    "ops": {"ops", "monitor", "probes", "exporters", "alert_rules"},
+    "alert_rules": set(),
+}
+OURS = {*ALLOWED, "tests", "grafana", "bench"}
+LAZY_OPS = ROOT / "monitor" / "cli.py"  # starts the ops commands, importing them on use
+
+
+def imports(path: Path, ours: bool = True) -> set[str]:
+    """The top-level names of every module the file imports, wherever the import is."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found & OURS if ours else found
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_imports_run_one_way(package: str) -> None:
+    wrong = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        allowed = ALLOWED[package] | ({"ops"} if path == LAZY_OPS else set())
+        wrong += [f"{path.relative_to(ROOT)} imports {name}"
+                  for name in sorted(imports(path) - allowed)]
+    assert not wrong
+
+
+def test_probes_never_import_prometheus_client() -> None:
+    for path in (ROOT / "probes").rglob("*.py"):
+        assert "prometheus_client" not in imports(path, ours=False), path
+
+
+def test_ls_probes_lists_the_kinds() -> None:
+    modules = {p.stem for p in (ROOT / "probes").glob("*.py")} - {"__init__", "base"}
+    assert modules == set(PROBES)
+    for name, kind in PROBES.items():
+        assert kind.config.__module__ == f"probes.{name}"
+
+
+def test_the_docs_name_every_kind_and_package() -> None:
+    docs = (ROOT / "docs" / "architecture.md").read_text()
+    for name in PROBES:
+        assert f"`{name}`" in docs, name
+    for package in ALLOWED:
+        assert f"`{package}/`" in docs, package
+
+
+PATH = re.compile(r"(?<![\w/.-])((?:monitor|probes|exporters|ops|alert_rules|grafana|tests|"
+                  r"bench|examples|docs|\.ci)/[\w./<>-]*)")
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/architecture.md"])
+def test_the_docs_point_only_at_files_in_the_repo(doc: str) -> None:
+    text = (ROOT / doc).read_text()
+    missing = []
+    for path in set(PATH.findall(text)):
+        if "<" in path:  # a pattern such as probes/<kind>.py
+            continue
+        path = path.rstrip(".")
+        if not (ROOT / path).exists() and not list(ROOT.glob(path)):
+            missing.append(path)
+    assert not missing, f"{doc} names files that are not in the repo: {sorted(missing)}"
+
+
+def test_no_file_points_outside_the_repo() -> None:
+    outside = re.compile(r"\.\./shared|shared/(DOMAIN|DESIGN|MEASURED|STYLE)\.md")
+    for path in [*ROOT.glob("*.md"), *ROOT.glob("docs/*.md"),
+                 *(p for package in OURS for p in (ROOT / package).rglob("*.py"))]:
+        assert not outside.search(path.read_text()), path
+
+
+def names_read_by(path: Path) -> set[str]:
+    """Series names in the file's strings (its queries), not in its identifiers."""
+    strings = [node.value for node in ast.walk(ast.parse(path.read_text()))
+               if isinstance(node, ast.Constant) and isinstance(node.value, str)]
+    return set(re.findall(r"\binsmon_[a-z0-9_]+[a-z0-9]", "\n".join(strings)))
+
+
+def test_the_series_the_tools_read_exist() -> None:
+    """The review, the drill and the history read these names from Prometheus: each is
+    declared by insmon (with its histogram suffixes) or made by a recording rule."""
+    declared = {spec.name for spec in prometheus.declared()}
+    declared |= {f"{spec.name}_{suffix}" for spec in prometheus.declared()
+                 if spec.type == "histogram" for suffix in ("bucket", "count", "sum")}
+    recorded = {rule["record"].split(":")[1]
+                for group in yaml.safe_load((ROOT / "alert_rules/recording.yml").read_text())
+                ["groups"] for rule in group["rules"] if "record" in rule}
+    for path in sorted((ROOT / "ops").glob("*.py")):
+        unknown = names_read_by(path) - declared - recorded
+        assert not unknown, f"{path.relative_to(ROOT)} reads undeclared series {unknown}"
+
+
+@pytest.mark.after_all
+def test_every_declared_series_was_emitted_by_some_test(request: pytest.FixtureRequest
+                                                        ) -> None:
+    """Run last: every series a kind declares came out of a real run in this session
+    (the health series come from the exporter and are checked on a live scrape)."""
+    collected = {Path(str(item.path)).name for item in request.session.items}
+    everything = {p.name for p in (ROOT / "tests").glob("test_*.py")}
+    if collected != everything:
+        pytest.skip("needs the whole suite: it checks what the other tests emitted")
+    never = {m.name for kind in PROBES.values() for m in kind.metrics} - EMITTED
+    assert not never, f"declared but never emitted by any test: {sorted(never)}"

@@ -1,0 +1,116 @@
+"""The http probe against the lab's front-end program served on loopback (no root):
+status, body, a slow answer, HTTPS trust and certificate expiry."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from ops.lab import FRONT_END
+from probes import http, icmp, tcp
+from probes.base import CheckBase
+from tests.certs import Authority
+from tests.conftest import ROOT, free_port, render, value, wait_for
+
+FRONT_END_PROGRAM = ROOT / "ops" / "lab" / "frontend.py"
+
+
+@pytest.fixture
+def front_end() -> Iterator[Callable[..., str]]:
+    """Starts the lab's front-end program on a loopback port: returns its base URL."""
+    started: list[subprocess.Popen] = []
+
+    def start(tls: tuple[Path, Path] | None = None) -> str:
+        port = free_port()
+        argv = [sys.executable, str(FRONT_END_PROGRAM), "127.0.0.1", str(port)]
+        started.append(subprocess.Popen([*argv, *map(str, tls or ())],
+                                        stdin=subprocess.DEVNULL))
+        wait_for(lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                 or True, 15, "the front-end to listen")
+        return f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+
+    yield start
+    for proc in started:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def http_check(url: str, **extra: object) -> http.Config:
+    return http.Config(name="front-end-http", kind="http", url=url, interval=5, timeout=2,
+                       **extra)
+
+
+async def test_http_health_status_and_body(front_end: Callable[..., str]) -> None:
+    base = front_end()
+    status, series = await render(http_check(f"{base}/health", body_regex="front-end ok"),
+                                  "insmon_http_")
+    assert status.startswith("# ok: status 200 in ")
+    assert value(series, 'insmon_http_status_code{check="front-end-http"}') == 200
+    for phase in ("connect", "processing", "transfer"):
+        assert value(series, f'insmon_http_phase_seconds{{check="front-end-http",'
+                             f'phase="{phase}"}}') >= 0
+
+    status, series = await render(http_check(f"{base}/maintenance"), "insmon_http_")
+    assert status == f"# failed: status 503 from {base}/maintenance\n"
+    assert value(series, 'insmon_http_failures_total{check="front-end-http",'
+                         'reason="status"}') == 1
+
+    status, series = await render(http_check(f"{base}/health", body_regex='"status": *"UP"'),
+                                  "insmon_http_")
+    assert status.startswith(f"# failed: body of {base}/health does not match")
+    assert value(series, 'insmon_http_failures_total{check="front-end-http",'
+                         'reason="body"}') == 1
+
+
+async def test_http_refused_and_slow_answer(front_end: Callable[..., str]) -> None:
+    port = free_port()
+    status, series = await render(http_check(f"http://127.0.0.1:{port}/health"),
+                                  "insmon_http_")
+    assert status == f"# failed: 127.0.0.1:{port} refused the connection\n"
+    assert value(series, 'insmon_http_failures_total{check="front-end-http",'
+                         'reason="refused"}') == 1
+
+    base = front_end()
+    status, series = await render(http_check(f"{base}/slow"), "insmon_http_")
+    assert status.startswith(f"# failed: no complete answer from {base[7:]} within")
+    assert value(series, 'insmon_http_failures_total{check="front-end-http",'
+                         'reason="timeout"}') == 1
+
+
+async def test_https_certificate_expiry_and_trust(front_end: Callable[..., str],
+                                                  tmp_path: Path) -> None:
+    authority = Authority(tmp_path)
+    cert, key = authority.issue("front-end", ip="127.0.0.1", days=20)
+    expiry = x509.load_pem_x509_certificate(cert.read_bytes()).not_valid_after_utc
+    base = front_end(tls=(cert, key))
+
+    status, series = await render(http_check(f"{base}/health", ca_file=authority.file),
+                                  "insmon_http_")
+    assert status.startswith("# ok: status 200 in ") and "certificate valid 20 more days" \
+        in status
+    assert value(series, 'insmon_http_tls_cert_expiry_timestamp_seconds'
+                         '{check="front-end-http"}') == expiry.timestamp()
+    assert value(series, 'insmon_http_phase_seconds{check="front-end-http",phase="tls"}') > 0
+
+    status, series = await render(http_check(f"{base}/health"), "insmon_http_")  # not trusted
+    assert status.startswith(f"# failed: TLS with {base[8:]} failed: "
+                             "CERTIFICATE_VERIFY_FAILED")
+    assert value(series, 'insmon_http_failures_total{check="front-end-http",'
+                         'reason="tls"}') == 1
+
+
+def test_configs_reject_bad_addresses() -> None:
+    bad: list[tuple[type[CheckBase], dict]] = [
+        (icmp.Config, {"targets": ["frontend.local"]}),
+        (tcp.Config, {"targets": [FRONT_END]}),
+        (http.Config, {"url": "ftp://198.18.100.1/"}),
+    ]
+    for model, fields in bad:
+        with pytest.raises(ValueError):
+            model(name="x", kind=model.model_fields["kind"].annotation.__args__[0], **fields)
