@@ -13,6 +13,7 @@ COPY Makefile pyproject.toml README.md ./
 COPY monitor/ monitor/
 COPY probes/ probes/
 COPY exporters/ exporters/
+COPY ops/ ops/
 COPY alert_rules/ alert_rules/
 RUN make .venv/.runtime
 

@@ -10,12 +10,13 @@ its declared METRICS.
 
 from __future__ import annotations
 
+import functools
 import platform
 from collections.abc import Mapping
 
 from prometheus_client.utils import floatToGoString
 
-from exporters.snapshot import CheckView, HistogramValue, Snapshot
+from exporters.snapshot import CheckView, SeriesKey, Snapshot
 from probes.base import STATUSES, VERSION, MetricSpec
 
 TEXT = "text/plain; version=0.0.4; charset=utf-8"
@@ -83,16 +84,38 @@ def render_check(view: CheckView) -> dict[str, bytes]:
     out = {name: "".join(name + line for line in lines).encode()
            for name, lines in health.items()}
 
-    check = ("check", view.name)
     lines: dict[str, list[str]] = {}
     for series in (view.gauges, view.counters):
-        for (metric, pairs), value in series.items():
-            lines.setdefault(metric, []).append(
-                f"{metric}{_labels(sorted((check, *pairs)))} {_value(value)}\n")
-    for (metric, pairs), hist in view.histograms.items():
-        lines.setdefault(metric, []).extend(_histogram(metric, sorted((check, *pairs)), hist))
+        for key, value in series.items():
+            lines.setdefault(key[0], []).append(f"{_prefix(view.name, key)}{_value(value)}\n")
+    for key, hist in view.histograms.items():
+        prefixes, cumulative, text = _histogram_prefixes(view.name, key, hist.bounds), 0, []
+        for prefix, count in zip(prefixes, hist.counts, strict=False):
+            cumulative += count
+            text.append(f"{prefix}{_value(cumulative)}\n")
+        text.append(f"{prefixes[-2]}{_value(cumulative)}\n{prefixes[-1]}{_value(hist.sum)}\n")
+        lines.setdefault(key[0], []).extend(text)
     out.update((metric, "".join(text).encode()) for metric, text in lines.items())
     return out
+
+
+# A series' name and labels do not change from run to run: they are formatted once.
+# Bounded, so a check whose label values churn cannot grow it without end.
+@functools.lru_cache(maxsize=1 << 16)
+def _prefix(check: str, key: SeriesKey) -> str:
+    metric, pairs = key
+    return f"{metric}{_labels(sorted((('check', check), *pairs)))} "
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _histogram_prefixes(check: str, key: SeriesKey, bounds: tuple[float, ...]
+                        ) -> tuple[str, ...]:
+    """One prefix per bucket (+Inf last), then _count's and _sum's."""
+    metric, pairs = key
+    labels = sorted((("check", check), *pairs))
+    buckets = tuple(f"{metric}_bucket{_labels(sorted((*labels, ('le', _value(bound)))))} "
+                    for bound in (*bounds, float("inf")))
+    return (*buckets, f"{metric}_count{_labels(labels)} ", f"{metric}_sum{_labels(labels)} ")
 
 
 def exposition(snap: Snapshot, openmetrics: bool = False) -> bytes:
@@ -141,19 +164,6 @@ def _header(spec: MetricSpec, openmetrics: bool) -> bytes:
     return f"# HELP {family} {text}\n# TYPE {family} {spec.type}\n{unit}".encode()
 
 
-def _histogram(metric: str, labels: list[tuple[str, str]],
-               value: HistogramValue) -> list[str]:
-    cumulative, lines = 0, []
-    for bound, count in zip((*value.bounds, float("inf")), value.counts, strict=True):
-        cumulative += count
-        lines.append(f"{metric}_bucket{_labels(sorted((*labels, ('le', _value(bound)))))} "
-                     f"{_value(cumulative)}\n")
-    rendered = _labels(labels)
-    lines.append(f"{metric}_count{rendered} {_value(cumulative)}\n")
-    lines.append(f"{metric}_sum{rendered} {_value(value.sum)}\n")
-    return lines
-
-
 def _labels(pairs: tuple[tuple[str, str], ...] | list[tuple[str, str]]) -> str:
     if not pairs:
         return ""
@@ -167,4 +177,8 @@ def _escape(value: str) -> str:
 
 
 def _value(value: float) -> str:
-    return floatToGoString(value)  # Go's formatting, as Prometheus writes it: 1e+06, +Inf
+    """Go's formatting of a float, as Prometheus writes it (1.5, 1e+06, +Inf): Python's
+    own repr but for large, infinite and not-a-number values."""
+    text = repr(float(value))
+    dot = text.find(".")
+    return text if 0 < dot <= 6 else floatToGoString(value)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -27,7 +26,8 @@ from probes.base import (
     Probe,
     ProbeFailure,
     ProbeResult,
-    busy_threads,
+    Workers,
+    current_workers,
     format_duration,
 )
 
@@ -42,7 +42,7 @@ class Check:
     cfg: CheckBase
     probe: Probe
     metrics: Mapping[str, MetricSpec]
-    busy: set[threading.Thread] = field(default_factory=set)
+    workers: Workers = field(default_factory=Workers)
     last_status: str | None = None  # of the last run, or "skipped", for logging changes
 
     @property
@@ -59,7 +59,7 @@ class Check:
 
     @property
     def stuck(self) -> bool:
-        return any(thread.is_alive() for thread in list(self.busy))
+        return self.workers.stuck
 
 
 def build_checks(configs: Iterable[CheckBase], previous: Iterable[Check] = ()) -> list[Check]:
@@ -87,7 +87,7 @@ async def run_check(check: Check, store: ResultStore) -> RunRecord | None:
             check.last_status = "skipped"
         return None
     started, t0 = time.time(), time.perf_counter()
-    token = busy_threads.set(check.busy)
+    token = current_workers.set(check.workers)
     deadline = None
     samples: Iterable = ()
     try:
@@ -112,7 +112,7 @@ async def run_check(check: Check, store: ResultStore) -> RunRecord | None:
         status, detail = "error", f"{type(exc).__name__}: {exc}"
         log.exception("check %s: probe raised", check.name)
     finally:
-        busy_threads.reset(token)
+        current_workers.reset(token)
     record = RunRecord(status, started, time.perf_counter() - t0, detail)
     store.record(check, record, samples)
     _log_change(check, record)

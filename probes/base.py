@@ -8,7 +8,7 @@ Probe)`:
     returning a `ProbeResult`. It may keep state between runs (CPU counters).
 
 Probes never import prometheus_client: they return plain samples, the exporter renders
-them. Blocking work (psutil, fsync, subprocess) goes through `run_blocking`, so a stuck
+them. Blocking work (psutil, fsync, file reads) goes through `run_blocking`, so a stuck
 call can be abandoned at the deadline and the runner can tell the check is still stuck.
 """
 
@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import contextvars
 import os
+import queue
 import re
 import threading
 import time
@@ -188,26 +189,92 @@ class ProbeFailure(Exception):
 
 # ---------------------------------------------------------------- blocking work
 
-# The runner points this at the running check's set of worker threads, so it can see
-# that blocking work from an abandoned run is still going on.
-busy_threads: contextvars.ContextVar[set[threading.Thread] | None] = contextvars.ContextVar(
-    "busy_threads", default=None
-)
+class Workers:
+    """The threads one check's blocking calls run on.
+
+    Not the loop's shared executor: a call stuck in the kernel (a dead disk) would hold a
+    pool worker forever and, a few of them later, stall every other check. Each check has
+    threads of its own: an idle one is reused (starting a thread costs about 0.1 ms of CPU,
+    as much as parsing a whole diskstats), while one whose call is still stuck after its
+    run was abandoned at the deadline keeps the check `stuck` until the call returns.
+    Idle threads end after `idle_seconds`.
+    """
+
+    def __init__(self, idle_seconds: float = 60.0) -> None:
+        self.idle_seconds = idle_seconds
+        self._lock = threading.Lock()
+        self._idle: list[_Worker] = []
+        self._busy = 0
+
+    @property
+    def stuck(self) -> bool:
+        """A call is still running (between runs: one abandoned at its deadline)."""
+        return self._busy > 0
+
+    def submit(self, fn: Callable[..., object], args: tuple,
+               done: Callable[[bool, object], None]) -> None:
+        """Run `fn(*args)`, then `done(True, result)` or `done(False, exception)`, both on
+        a worker thread."""
+        with self._lock:
+            worker = self._idle.pop() if self._idle else None
+            self._busy += 1
+        if worker is None:
+            worker = _Worker(self)
+            worker.jobs.put((fn, args, done))  # before it starts: it never waits for work
+            worker.start()
+        else:
+            worker.jobs.put((fn, args, done))
+
+    def _finished(self, worker: _Worker) -> None:
+        with self._lock:
+            self._busy -= 1
+            self._idle.append(worker)
+
+    def _retire(self, worker: _Worker) -> bool:
+        """True when the idle worker may end: nobody has handed it a call meanwhile."""
+        with self._lock:
+            if worker in self._idle:
+                self._idle.remove(worker)
+                return True
+            return False
+
+
+class _Worker(threading.Thread):
+    def __init__(self, pool: Workers) -> None:
+        super().__init__(name="probe-worker", daemon=True)
+        self.pool = pool
+        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+
+    def run(self) -> None:
+        while True:
+            try:
+                fn, args, done = self.jobs.get(timeout=self.pool.idle_seconds)
+            except queue.Empty:
+                if self.pool._retire(self):
+                    return
+                continue
+            try:
+                outcome = (True, fn(*args))
+            except BaseException as exc:  # handed to the awaiting coroutine
+                outcome = (False, exc)
+            self.pool._finished(self)
+            done(*outcome)
+
+
+# The runner points this at the running check's workers; without one (a probe run by
+# hand), each call gets a thread that ends with it.
+current_workers: contextvars.ContextVar[Workers | None] = contextvars.ContextVar(
+    "current_workers", default=None)
 
 T = TypeVar("T")
 
 
 async def run_blocking(fn: Callable[..., T], *args: object) -> T:
-    """Run `fn(*args)` on its own daemon thread and await its result.
-
-    Not the loop's shared executor: a call stuck in the kernel (a dead disk) would hold
-    a pool worker forever and, a few of them later, stall every other check. A thread
-    of its own costs ~0.1 ms; at the deadline the caller is cancelled and the thread is
-    abandoned, still listed in `busy_threads` until it returns.
-    """
+    """Run `fn(*args)` on one of the check's worker threads and await its result. At the
+    deadline the caller is cancelled and the call is abandoned: its thread stays busy,
+    and the check stuck, until it returns."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
-    tracker = busy_threads.get()
 
     def settle(ok: bool, value: object) -> None:
         if not future.done():  # cancelled at the deadline: nobody is waiting
@@ -216,22 +283,11 @@ async def run_blocking(fn: Callable[..., T], *args: object) -> T:
             else:
                 future.set_exception(value)  # type: ignore[arg-type]
 
-    def work() -> None:
-        try:
-            outcome = (True, fn(*args))
-        except BaseException as exc:  # handed to the awaiting coroutine
-            outcome = (False, exc)
-        finally:
-            if tracker is not None:
-                tracker.discard(threading.current_thread())
+    def done(ok: bool, value: object) -> None:
         with contextlib.suppress(RuntimeError):  # the loop closed while this was stuck
-            loop.call_soon_threadsafe(settle, *outcome)
+            loop.call_soon_threadsafe(settle, ok, value)
 
-    thread = threading.Thread(target=work, name=f"probe:{getattr(fn, '__name__', 'call')}",
-                              daemon=True)
-    if tracker is not None:
-        tracker.add(thread)
-    thread.start()
+    (current_workers.get() or Workers(idle_seconds=0)).submit(fn, args, done)
     return await future
 
 

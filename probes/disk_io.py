@@ -69,6 +69,9 @@ class Counters(NamedTuple):
     weighted_ms: int
 
 
+IN_PROGRESS = Counters._fields.index("in_progress")
+
+
 def parse_diskstats(text: str) -> dict[str, Counters]:
     """Parse /proc/diskstats; lines that do not have the 14+ fields are skipped."""
     devices = {}
@@ -110,24 +113,20 @@ class Rates(NamedTuple):
 
 def rates(prev: Counters, cur: Counters, seconds: float) -> Rates | None:
     """Per-second figures between two readings of one device; None after a reset."""
-    deltas = {}
-    for field in Counters._fields:
-        if field == "in_progress":
-            continue
-        delta = counter_delta(getattr(prev, field), getattr(cur, field))
-        if delta is None:
-            return None
-        deltas[field] = delta
-    d = deltas
+    deltas = [counter_delta(p, c) for p, c in zip(prev, cur, strict=True)]
+    deltas[IN_PROGRESS] = cur.in_progress  # a gauge, not a counter
+    if None in deltas:
+        return None
+    d = Counters._make(deltas)
     return Rates(
-        read_await=d["read_ms"] / d["reads"] / 1000 if d["reads"] else 0.0,
-        write_await=d["write_ms"] / d["writes"] / 1000 if d["writes"] else 0.0,
-        read_ops=d["reads"] / seconds,
-        write_ops=d["writes"] / seconds,
-        read_bytes=d["read_sectors"] * SECTOR_BYTES / seconds,
-        write_bytes=d["write_sectors"] * SECTOR_BYTES / seconds,
-        busy=min(1.0, d["io_ms"] / 1000 / seconds),
-        queue=d["weighted_ms"] / 1000 / seconds,
+        read_await=d.read_ms / d.reads / 1000 if d.reads else 0.0,
+        write_await=d.write_ms / d.writes / 1000 if d.writes else 0.0,
+        read_ops=d.reads / seconds,
+        write_ops=d.writes / seconds,
+        read_bytes=d.read_sectors * SECTOR_BYTES / seconds,
+        write_bytes=d.write_sectors * SECTOR_BYTES / seconds,
+        busy=min(1.0, d.io_ms / 1000 / seconds),
+        queue=d.weighted_ms / 1000 / seconds,
         in_progress=cur.in_progress,
     )
 

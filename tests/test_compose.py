@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import yaml
@@ -70,9 +71,14 @@ def test_the_image_installs_insmon_with_the_readme_step() -> None:
     assert "make run    # installs insmon into .venv" in readme
     [install] = re.findall(r"^RUN make (\S+)$", dockerfile, re.M)
     assert install == ".venv/.runtime"  # what `make run` builds before `insmon run`
+    copied = set()
     for source in re.findall(r"^COPY (.+) \S+$", dockerfile, re.M):
         for path in source.split():
             assert (ROOT / path).exists(), path
+            copied.add(path.rstrip("/"))
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"]
+    assert {package.split(".")[0] for package in packages} <= copied  # the image has them all
 
 
 def test_prometheus_keeps_190_days_and_loads_the_project_rules(tmp_path: Path) -> None:
