@@ -1,10 +1,14 @@
 """What the storage probes cost per run, beside node_exporter's diskstats + mdadm scrape.
 
 Both read the same files: this machine's /proc/diskstats and an mdstat of six arrays (the
-`levels` fixture), copied into one procfs folder. insmon: a disk_io run and a raid (md)
-run through the runner into the store, which renders the check's series as the run lands,
-then a scrape's joining of those bytes; node_exporter: one scrape of its diskstats and
-mdadm collectors over HTTP on loopback. CPU is the process's own (user + system).
+`levels` fixture), copied into one procfs folder on a tmpfs (/dev/shm), in memory like
+the real /proc, so insmon reads them the way it reads /proc (on its event loop). insmon:
+a disk_io run and a raid (md) run through the runner into the store, which renders the
+check's series as the run lands, then a scrape's joining of those bytes; node_exporter:
+one scrape of its diskstats and mdadm collectors over HTTP on loopback. CPU is the
+process's own (user + system). Both pause the same 12 ms between runs (disk_io needs
+it): a run after a pause costs several times one in a tight loop (cold caches), so both
+are measured the same way.
 
 Usage: make bench   (or .venv/bin/python bench/storage_overhead.py [RUNS])
 """
@@ -84,6 +88,7 @@ def node_exporter_scrapes(procfs: Path, runs: int) -> tuple[list[float], float]:
         cpu0 = cpu_seconds(proc.pid)
         with requests.Session() as session:
             for _ in range(runs):
+                time.sleep(WINDOW * 1.2)  # the same pause as between insmon's runs
                 t0 = time.perf_counter()
                 body = session.get(url, timeout=5).text
                 walls.append(time.perf_counter() - t0)
@@ -96,7 +101,7 @@ def node_exporter_scrapes(procfs: Path, runs: int) -> tuple[list[float], float]:
 
 def main() -> None:
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 300
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as tmp:
         procfs = Path(tmp) / "proc"
         procfs.mkdir()
         shutil.copy("/proc/diskstats", procfs / "diskstats")

@@ -122,11 +122,12 @@ async def run_check(check: Check, store: ResultStore) -> RunRecord | None:
 def undeclared(result: ProbeResult, metrics: Mapping[str, MetricSpec]) -> str | None:
     """Why a result cannot be exported, or None: every series must be declared, with
     exactly the declared label names (a probe bug must not produce a broken scrape)."""
+    label_sets = {name: frozenset(spec.labels) for name, spec in metrics.items()}
     for sample in result.samples:
         spec = metrics.get(sample.metric)
         if spec is None:
             return f"probe returned undeclared metric {sample.metric}"
-        if set(sample.labels) != set(spec.labels):
+        if sample.labels.keys() != label_sets[sample.metric]:
             return (f"probe returned {sample.metric} with labels {sorted(sample.labels)}, "
                     f"declared {sorted(spec.labels)}")
     return None

@@ -44,7 +44,8 @@ class _State:
 
 
 def series_key(sample: Sample) -> SeriesKey:
-    return sample.metric, tuple(sorted(sample.labels.items()))
+    labels = sample.labels
+    return sample.metric, tuple(sorted(labels.items()) if len(labels) > 1 else labels.items())
 
 
 class ResultStore:

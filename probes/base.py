@@ -22,11 +22,12 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import timedelta, timezone
 from importlib.metadata import PackageNotFoundError, version
-from typing import Annotated, Generic, Literal, Protocol, TypeVar, get_args
+from types import MappingProxyType
+from typing import Annotated, Generic, Literal, NamedTuple, Protocol, TypeVar, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -124,11 +125,10 @@ class MetricSpec:
     buckets: tuple[float, ...] = ()
 
 
-@dataclass(frozen=True)
-class Sample:
+class Sample(NamedTuple):  # a tuple: a probe makes many of them on every run
     metric: str
     value: float
-    labels: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = MappingProxyType({})
 
 
 # How a run ended: `ok` and `failed` come from the probe, `timeout` and `error` from the
@@ -300,13 +300,14 @@ class Baseline(Generic[T]):
         self._reading: T | None = None
         self._at = 0.0
 
-    async def pair(self, read: Callable[[], T], window: float) -> tuple[T, T, float]:
+    async def pair(self, read: Callable[[], Awaitable[T]], window: float
+                   ) -> tuple[T, T, float]:
         """(previous reading, new reading, seconds between them)."""
         if self._reading is None or time.monotonic() - self._at < window:
-            self._reading, self._at = await run_blocking(read), time.monotonic()
+            self._reading, self._at = await read(), time.monotonic()
             await asyncio.sleep(window)
         prev, prev_at = self._reading, self._at
-        cur = await run_blocking(read)
+        cur = await read()
         self._reading, self._at = cur, time.monotonic()
         return prev, cur, self._at - prev_at
 

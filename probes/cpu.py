@@ -99,7 +99,8 @@ class Probe:
 
     async def run(self) -> ProbeResult:
         window = min(SHORT_WINDOW_SECONDS, self.cfg.timeout / 2)
-        prev, cur, _ = await self._baseline.pair(partial(read_times, self.cfg.per_core), window)
+        prev, cur, _ = await self._baseline.pair(
+            partial(run_blocking, read_times, self.cfg.per_core), window)
         load = await run_blocking(psutil.getloadavg)
         logical = os.cpu_count() or len(cur.cores) or 1
         ratios = mode_ratios(prev.overall, cur.overall)

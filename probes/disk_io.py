@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal, NamedTuple
 
 from probes.base import Baseline, CheckBase, Kind, MetricSpec, ProbeResult, Sample
+from probes.lib.kernel_files import KernelReads, read_capped
 
 SECTOR_BYTES = 512  # /proc/diskstats counts 512-byte sectors whatever the device's size
 SHORT_WINDOW_SECONDS = 0.5
@@ -135,10 +136,13 @@ class Probe:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self._baseline: Baseline[dict[str, Counters]] = Baseline()
+        self._reads = KernelReads(cfg.root / "proc")
 
-    def _read(self) -> dict[str, Counters]:
-        text = (self.cfg.root / "proc" / "diskstats").read_text()
-        return {name: c for name, c in parse_diskstats(text).items()
+    async def _read(self) -> dict[str, Counters]:
+        return await self._reads.run(self._parse, self.cfg.root / "proc" / "diskstats")
+
+    def _parse(self, path: Path) -> dict[str, Counters]:
+        return {name: c for name, c in parse_diskstats(read_capped(path)).items()
                 if self.cfg.devices.fullmatch(name) and not self.cfg.exclude.fullmatch(name)}
 
     async def run(self) -> ProbeResult:

@@ -24,10 +24,10 @@ from probes.base import (
     ProbeResult,
     Sample,
     one_hot,
-    run_blocking,
     run_command,
 )
 from probes.lib import raid_md, raid_storcli
+from probes.lib.kernel_files import KernelReads, read_capped
 from probes.lib.raid_model import ARRAY_STATES, DISK_STATES, Array, FormatError
 from probes.lib.snmp_client import NUMERIC_OID, SnmpError, SnmpSession, SnmpTarget
 
@@ -141,11 +141,14 @@ class Probe:
         self.cfg = cfg
         source = cfg.source
         self._snmp = SnmpSession(source) if isinstance(source, SnmpSource) else None
+        self._md = KernelReads(source.root / "proc", source.root / "sys") \
+            if isinstance(source, MdSource) else None
 
     async def run(self) -> ProbeResult:
         source = self.cfg.source
         if isinstance(source, MdSource):
-            arrays = await run_blocking(read_md, source.root)
+            assert self._md is not None
+            arrays = await self._md.run(read_md, source.root)
         elif isinstance(source, StorcliSource):
             arrays = await read_storcli(source.command)
         else:
@@ -156,7 +159,7 @@ class Probe:
 
 def read_md(root: Path) -> list[Array]:
     try:
-        text = (root / "proc" / "mdstat").read_text()
+        text = read_capped(root / "proc" / "mdstat")
     except FileNotFoundError:
         raise FormatError(f"no {root / 'proc' / 'mdstat'}: the md driver is not "
                           "loaded") from None
