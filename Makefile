@@ -11,14 +11,21 @@ TEST_TOOLS := promtool:prometheus amtool:prometheus-alertmanager snmpd:snmpd chr
 BENCH_TOOLS := prometheus-node-exporter:prometheus-node-exporter fping:fping
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench figures clean
 
 run: $(VENV)/.runtime
 	$(VENV)/bin/insmon run $(ARGS)
 
 test: $(VENV)/.test lint
 	@$(call install-missing,$(TEST_TOOLS))
+	@$(MAKE) --no-print-directory figures
 	$(VENV)/bin/pytest
+
+# The quick benchmarks, beside node_exporter in the same run: what a scrape and a storage
+# probe run cost. They print figures and assert nothing (speed is not a test).
+figures: $(VENV)/.test
+	$(VENV)/bin/python bench/scrape.py 10
+	$(VENV)/bin/python bench/storage_overhead.py 300
 
 bench: $(VENV)/.test
 	@$(call install-missing,$(BENCH_TOOLS))
