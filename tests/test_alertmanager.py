@@ -82,6 +82,34 @@ def test_a_maintenance_window_holds_back_the_expected_not_the_rest(stack) -> Non
     assert "server_ops" in recorder.teams("RaidArrayFailed")  # unexpected: it pages
 
 
+def test_a_cause_never_hides_an_independent_fault_on_the_same_host_or_site(stack) -> None:
+    """Inhibition only for what the cause explains: a failed md0 does not hide a degraded
+    md1 or the cache volume's IO on the same server; the collapsed chain does not hide a
+    degraded spare array; the path down does not hide the CPU of the same site."""
+    manager, recorder = stack
+    manager.post(
+        alert("RaidArrayFailed", "I", "server_ops", "h7", also="vendor", instance="db1",
+              array="md0"),
+        alert("RaidArrayDegraded", "II", "server_ops", "h7", also="vendor", instance="db1",
+              array="md1"),
+        alert("StorageLatencyCritical", "II", "server_ops", "h7", also="vendor",
+              instance="db1", device="sdb"),
+        alert("SettlementChainCollapsed", "I", "network", "h8",
+              also="insurance_agency,server_ops,vendor"),
+        alert("RaidArrayDegraded", "II", "server_ops", "h8", also="vendor", instance="db2",
+              array="spare"),
+        alert("SettlementPathDown", "I", "network", "h9", also="insurance_agency"),
+        alert("CpuSaturated", "II", "server_ops", "h9", instance="db3"))
+    time.sleep(SETTLE)
+    degraded = [p for p in recorder.received("firing") if "RaidArrayDegraded" in p.alertnames]
+    arrays = {a["labels"]["array"] for p in degraded for a in p.body["alerts"]}
+    assert arrays == {"md1", "spare"}  # neither hidden by its host's or site's Level I
+    assert "server_ops" in recorder.teams("StorageLatencyCritical")
+    assert recorder.teams("CpuSaturated") == {"server_ops"}
+    held = {a["labels"]["alertname"] for a in manager.alerts() if a["status"]["inhibitedBy"]}
+    assert held == set()
+
+
 def test_maintenance_says_why_it_failed() -> None:
     result = subprocess.run(
         [INSMON, "maintenance", "--alertmanager", "http://127.0.0.1:9", "--site", "h1",
