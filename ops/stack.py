@@ -82,9 +82,12 @@ class Insmon(Server):
 
 
 class Alertmanager(Server):
-    """alert_rules/alertmanager.yml with every webhook pointed at `webhook_url`/<team>."""
+    """alert_rules/alertmanager.yml with every webhook pointed at `webhook_url`/<team>.
+    With `cluster_port`, one of an HA pair gossiping with `peers` (host:port): the pair
+    shares silences and its notification log, so each page goes out once."""
 
-    def __init__(self, workdir: Path, webhook_url: str) -> None:
+    def __init__(self, workdir: Path, webhook_url: str, cluster_port: int | None = None,
+                 peers: tuple[str, ...] = ()) -> None:
         config = yaml.safe_load((RULES / "alertmanager.yml").read_text())
         for receiver in config["receivers"]:
             for hook in receiver.get("webhook_configs", []):
@@ -94,10 +97,13 @@ class Alertmanager(Server):
         self.config_file = workdir / "alertmanager.yml"
         self.config_file.write_text(yaml.safe_dump(config, sort_keys=False))
         self.port = free_port()
+        cluster = [f"--cluster.listen-address=127.0.0.1:{cluster_port}",
+                   "--cluster.peer-timeout=3s", *(f"--cluster.peer={p}" for p in peers)
+                   ] if cluster_port else ["--cluster.listen-address="]
         super().__init__(workdir, "alertmanager", [
             "prometheus-alertmanager", f"--config.file={self.config_file}",
             f"--storage.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}",
-            "--cluster.listen-address=", "--log.level=warn"],
+            *cluster, "--log.level=warn"],
             f"http://127.0.0.1:{self.port}", "/-/ready")
 
     def post(self, *alerts: dict) -> None:
@@ -106,6 +112,10 @@ class Alertmanager(Server):
                                          headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=10):
             pass
+
+    def status(self) -> dict:
+        with urllib.request.urlopen(f"{self.url}/api/v2/status", timeout=10) as response:
+            return json.load(response)
 
     def alerts(self) -> list[dict]:
         """The alerts it holds that have not resolved (inhibited and silenced ones too)."""

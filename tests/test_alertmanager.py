@@ -12,7 +12,7 @@ import pytest
 
 from ops.recorder import Recorder
 from ops.stack import Alertmanager
-from tests.conftest import INSMON, wait_for
+from tests.conftest import INSMON, free_port, wait_for
 
 SETTLE = 7  # seconds: longer than any group_wait of grades I and II (0 s, 5 s)
 
@@ -108,6 +108,42 @@ def test_a_cause_never_hides_an_independent_fault_on_the_same_host_or_site(stack
     assert recorder.teams("CpuSaturated") == {"server_ops"}
     held = {a["labels"]["alertname"] for a in manager.alerts() if a["status"]["inhibitedBy"]}
     assert held == set()
+
+
+def test_the_clustered_pair_pages_once_and_keeps_paging_when_one_dies(tmp_path: Path) -> None:
+    """The HA pair as Prometheus uses it: every alert is sent to both. Each team gets each
+    page once; after one of them is killed (-9), the other still pages, once."""
+    recorder = Recorder()
+    ports = free_port(), free_port()
+    pair = [Alertmanager(tmp_path / "am-1", recorder.url, ports[0], (f"127.0.0.1:{ports[1]}",)),
+            Alertmanager(tmp_path / "am-2", recorder.url, ports[1], (f"127.0.0.1:{ports[0]}",))]
+    try:
+        wait_for(lambda: all(len(m.status()["cluster"]["peers"]) == 2 and
+                             m.status()["cluster"]["status"] == "ready" for m in pair),
+                 60, "the pair to form its cluster")
+        first = alert("SettlementPathDown", "I", "network", "h10", also="insurance_agency")
+        for manager in pair:
+            manager.post(first)
+        teams = {"network", "insurance_agency", "leadership", "settlement_center"}
+        wait_for(lambda: recorder.teams("SettlementPathDown") == teams, 20, "the pages")
+        time.sleep(8)  # past the second's wait (peer position x peer timeout): no double
+        pages = [p.team for p in recorder.received("firing")]
+        assert sorted(pages) == sorted(teams)
+
+        pair[0].proc.kill()
+        pair[0].proc.wait(timeout=10)
+        second = alert("RaidArrayFailed", "I", "server_ops", "h10", also="vendor",
+                       instance="db1", array="md0")
+        pair[1].post(second)  # Prometheus' send to the dead one fails; this one takes it
+        teams = {"server_ops", "vendor", "leadership", "settlement_center"}
+        wait_for(lambda: recorder.teams("RaidArrayFailed") == teams, 30, "the survivor's pages")
+        time.sleep(SETTLE)
+        raid = [p.team for p in recorder.received("firing") if "RaidArrayFailed" in p.alertnames]
+        assert sorted(raid) == sorted(teams)
+    finally:
+        for manager in pair:
+            manager.stop()
+        recorder.close()
 
 
 def test_maintenance_says_why_it_failed() -> None:

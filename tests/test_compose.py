@@ -12,6 +12,7 @@ import subprocess
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.conftest import ROOT
@@ -32,14 +33,15 @@ def binds(service: str) -> dict[str, str]:
 
 
 def test_the_stack_has_its_services_with_health_checks_and_named_volumes() -> None:
-    assert set(SERVICES) == {"insmon", "prometheus", "alertmanager", "grafana"}
+    assert set(SERVICES) == {"insmon", "prometheus", "alertmanager-1", "alertmanager-2",
+                             "grafana"}
     for name, service in SERVICES.items():
         assert service["healthcheck"]["test"][0] == "CMD", name
         assert service["restart"] == "unless-stopped", name
     named = {v.split(":")[0] for s in SERVICES.values() for v in s.get("volumes", [])
              if not v.startswith(("./", "$"))}
     assert named == set(COMPOSE["volumes"]) == {
-        "prometheus-data", "alertmanager-data", "grafana-data"}
+        "prometheus-data", "alertmanager-1-data", "alertmanager-2-data", "grafana-data"}
 
 
 def test_every_mounted_file_exists() -> None:
@@ -97,9 +99,21 @@ def test_prometheus_keeps_190_days_and_loads_the_project_rules(tmp_path: Path) -
     assert "SUCCESS: 2 rule files found" in result.stdout
 
 
-def test_alertmanager_config_as_mounted(tmp_path: Path) -> None:
+def test_the_alertmanagers_are_a_clustered_pair_prometheus_sends_to() -> None:
+    first, second = SERVICES["alertmanager-1"], SERVICES["alertmanager-2"]
+    assert "--cluster.peer=alertmanager-2:9094" in first["command"]
+    assert "--cluster.peer=alertmanager-1:9094" in second["command"]
+    assert binds("alertmanager-1") == binds("alertmanager-2")  # one routing for both
+    prometheus = yaml.safe_load((ROOT / "alert_rules/prometheus.yml").read_text())
+    [targets] = [c["targets"] for a in prometheus["alerting"]["alertmanagers"]
+                 for c in a["static_configs"]]
+    assert targets == ["alertmanager-1:9093", "alertmanager-2:9093"]
+
+
+@pytest.mark.parametrize("service", ["alertmanager-1", "alertmanager-2"])
+def test_alertmanager_config_as_mounted(tmp_path: Path, service: str) -> None:
     etc = tmp_path / "etc" / "alertmanager"
-    for target, source in binds("alertmanager").items():
+    for target, source in binds(service).items():
         destination = etc / Path(target).relative_to("/etc/alertmanager")
         destination.parent.mkdir(parents=True, exist_ok=True)
         if (ROOT / source).is_dir():
