@@ -110,6 +110,25 @@ def test_a_cause_never_hides_an_independent_fault_on_the_same_host_or_site(stack
     assert held == set()
 
 
+def test_a_raised_grade_holds_back_its_base_grade_of_the_same_check_only(stack) -> None:
+    """In peak hours an alert fires at its raised grade and at its base grade beneath:
+    only the raised one pages; the same alert of another check pages at its own grade."""
+    manager, recorder = stack
+    manager.post(
+        alert("FrontEndHttpFailing", "I", "insurance_agency", "h11", also="network",
+              check="fe-http"),
+        alert("FrontEndHttpFailing", "II", "insurance_agency", "h11", also="network",
+              check="fe-http"),
+        alert("FrontEndHttpFailing", "II", "insurance_agency", "h11", also="network",
+              check="fe-2"))
+    time.sleep(SETTLE)
+    held = [a["labels"] for a in manager.alerts() if a["status"]["inhibitedBy"]]
+    assert [(a["check"], a["grade"]) for a in held] == [("fe-http", "II")]
+    paged = {(a["labels"]["check"], a["labels"]["grade"]) for p in recorder.received("firing")
+             for a in p.body["alerts"]}
+    assert paged == {("fe-http", "I"), ("fe-2", "II")}
+
+
 def test_the_clustered_pair_pages_once_and_keeps_paging_when_one_dies(tmp_path: Path) -> None:
     """The HA pair as Prometheus uses it: every alert is sent to both. Each team gets each
     page once; after one of them is killed (-9), the other still pages, once."""
