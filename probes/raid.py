@@ -111,6 +111,9 @@ class Config(CheckBase):
     kind: Literal["raid"]
     source: Annotated[Union[MdSource, StorcliSource, SnmpSource],  # noqa: UP007
                       Field(discriminator="type")]
+    # The arrays this host must have, by name: one that vanishes (a controller that no
+    # longer reports it, an md array stopped) fails the check instead of reading healthy.
+    expected: list[str] = Field(default_factory=list, max_length=64)
 
 
 IDS = ("array", "source")
@@ -133,6 +136,9 @@ METRICS = (
     MetricSpec("insmon_raid_sync_remaining_seconds", "gauge",
                "Estimated time until the sync under way finishes, where the source tells it.",
                IDS, "seconds"),
+    MetricSpec("insmon_raid_array_present", "gauge",
+               "For each array the check expects (its `expected` names): 1 if the source "
+               "reports it, 0 if it has vanished.", IDS),
 )
 
 
@@ -154,7 +160,7 @@ class Probe:
         else:
             assert self._snmp is not None
             arrays = await read_snmp(self._snmp, source.map, self.cfg.timeout)
-        return result(arrays, source.type)
+        return result(arrays, source.type, self.cfg.expected)
 
 
 def read_md(root: Path) -> list[Array]:
@@ -213,8 +219,13 @@ def _mapped(column: StateColumn, value: object, default: str) -> str:
     return column.states.get(value, default)
 
 
-def result(arrays: list[Array], source: str) -> ProbeResult:
+def result(arrays: list[Array], source: str, expected: list[str] | None = None
+           ) -> ProbeResult:
     samples: list[Sample] = []
+    names = {array.name for array in arrays}
+    missing = [name for name in expected or () if name not in names]
+    samples += [Sample("insmon_raid_array_present", float(name in names),
+                       {"array": name, "source": source}) for name in expected or ()]
     for array in arrays:
         ids = {"array": array.name, "source": source}
         if array.state is not None:
@@ -235,11 +246,14 @@ def result(arrays: list[Array], source: str) -> ProbeResult:
                 samples.append(Sample("insmon_raid_sync_remaining_seconds", sync.remaining,
                                       ids))
     unhealthy = [a for a in arrays if not a.healthy]
+    gone = "; ".join(f"expected array {name} is missing" for name in missing)
     if not arrays:
-        return ProbeResult("ok", (), "no arrays")
+        return ProbeResult("failed", tuple(samples), gone) if gone else \
+            ProbeResult("ok", (), "no arrays")
     described = ", ".join(_describe(a) for a in (unhealthy or arrays))
-    if unhealthy:
-        return ProbeResult("failed", tuple(samples), described)
+    if unhealthy or missing:
+        return ProbeResult("failed", tuple(samples),
+                           "; ".join(filter(None, (gone, described if unhealthy else ""))))
     return ProbeResult("ok", tuple(samples), described)
 
 

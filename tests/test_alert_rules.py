@@ -107,6 +107,7 @@ def test_the_watchdog_reaches_only_its_dead_mans_switch() -> None:
     watchdog = next(r for r in alerts() if r["alert"] == "Watchdog")
     assert watchdog["expr"] == "vector(1)" and "for" not in watchdog
     assert routes(alertname="Watchdog", site="h1", **watchdog["labels"]) == {"watchdog"}
+    assert routes(alertname="Watchdog", drill="true", **watchdog["labels"]) == {"nobody"}
     config = yaml.safe_load((RULES / "alertmanager.yml").read_text())
     [route] = [r for r in config["route"]["routes"] if r.get("receiver") == "watchdog"]
     assert route["repeat_interval"] == "1m"  # the switch hears it every minute

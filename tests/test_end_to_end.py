@@ -4,7 +4,8 @@ insmon and evaluating the project's rules, Alertmanager routing to a webhook per
 Both lines of the private network are cut: the Level I page must reach the network team,
 the insurance agency, leadership and the settlement center (every Level I reaches those
 two), name the site, and reach no other team; after the lines are restored, a resolved
-notification arrives. The time from the cut to each page is printed (pytest -s).
+notification arrives. The time from the cut to each page is printed (pytest -s). And
+when insmon itself dies during that Level I, nobody is told "resolved".
 """
 
 from __future__ import annotations
@@ -17,37 +18,46 @@ import pytest
 
 from ops.lab import Lab
 from ops.recorder import Recorder
-from ops.stack import alert_chain
+from ops.stack import Chain, alert_chain
 from tests.conftest import free_port, wait_for
 
 SITE = "lab-hospital"
 
 
 @pytest.fixture
-def chain(tmp_path: Path) -> Iterator[tuple[Lab, Recorder]]:
+def chain(tmp_path: Path) -> Iterator[tuple[Lab, Recorder, Chain]]:
     lab, recorder = Lab(), Recorder()
     try:
         lab.start_front_end(8080)
         port = free_port()
-        with alert_chain(tmp_path, lab.insmon_config(port), port, SITE, recorder.url):
-            yield lab, recorder
+        with alert_chain(tmp_path, lab.insmon_config(port), port, SITE, recorder.url) as stack:
+            yield lab, recorder, stack
     finally:
         recorder.close()
         lab.close()
 
 
+def pages(recorder: Recorder, status: str | None = None) -> list:
+    """What reached a team: the Watchdog's minutely heartbeat to its switch is no page."""
+    return [p for p in recorder.received(status) if p.team != "watchdog"]
+
+
+LEVEL_ONE = {"network", "insurance_agency", "leadership", "settlement_center"}
+
+
 def test_cut_both_lines_pages_level_one_to_the_right_teams(chain) -> None:
-    lab, recorder = chain
+    lab, recorder, _ = chain
     time.sleep(3)  # a settled baseline: nothing pages while all is well
-    assert recorder.received() == []
+    assert pages(recorder) == []
+    assert recorder.teams("Watchdog") == {"watchdog"}  # the alert path's heartbeat
 
     cut_at = time.time()
     lab.cut("primary")
     lab.cut("backup")
-    expected = {"network", "insurance_agency", "leadership", "settlement_center"}
+    expected = LEVEL_ONE
     wait_for(lambda: recorder.teams("SettlementPathDown") >= expected, 60, "the Level I pages")
     time.sleep(3)
-    firing = recorder.received("firing")
+    firing = pages(recorder, "firing")
     assert {p.team for p in firing} == expected  # and no other team, no other alert
     for page in firing:
         assert page.body["commonLabels"]["site"] == SITE
@@ -64,3 +74,20 @@ def test_cut_both_lines_pages_level_one_to_the_right_teams(chain) -> None:
              "the resolved notifications")
     resolved = {p.team: round(p.received - restored_at, 1) for p in recorder.received("resolved")}
     print("restore to resolved notification, seconds:", resolved)
+
+
+def test_insmon_killed_during_a_level_one_tells_nobody_resolved(chain) -> None:
+    """The monitor dies (kill -9) while both lines are cut: the Level I stays open, and
+    server operations hear that the monitor is down."""
+    lab, recorder, stack = chain
+    lab.cut("primary")
+    lab.cut("backup")
+    wait_for(lambda: recorder.teams("SettlementPathDown") >= LEVEL_ONE, 60, "the Level I pages")
+    stack.insmon.proc.kill()
+    stack.insmon.proc.wait(timeout=10)
+    killed_at = time.time()
+    wait_for(lambda: recorder.teams("InsmonDown") == {"server_ops"}, 90, "InsmonDown's page")
+    time.sleep(max(0.0, killed_at + 100 - time.time()))  # well past the minute's hold
+    assert recorder.teams("SettlementPathDown", "resolved") == set()
+    assert [a["labels"]["alertname"] for a in stack.alertmanager.alerts()
+            if a["status"]["state"] == "active"].count("SettlementPathDown") == 1

@@ -28,6 +28,31 @@ async def test_missing_mdstat_is_a_failed_probe(tmp_path: Path) -> None:
     assert series == ""
 
 
+async def test_an_expected_array_that_vanishes_fails_the_check() -> None:
+    """The host must have md0, md1 and md9; mdstat lists md0 and md1 (md9 was stopped):
+    the check fails and says so, md0 and md1 are reported as they are."""
+    config = raid.Config(name="md", kind="raid", source={"type": "md",
+                         "root": FIXTURES / "raid" / "md" / "clean"},
+                         expected=["md0", "md1", "md9"])
+    status, series = await render(config, "insmon_raid_array_")
+    present = {line.split('array="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+               for line in series.splitlines() if line.startswith("insmon_raid_array_present")}
+    assert status == "# failed: expected array md9 is missing\n"
+    assert present == {"md0": 1.0, "md1": 1.0, "md9": 0.0}
+    assert 'insmon_raid_array_state{array="md1",' in series  # still reported as it is
+
+
+async def test_no_arrays_at_all_with_arrays_expected_fails(tmp_path: Path) -> None:
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc" / "mdstat").write_text(
+        "Personalities : [raid1]\nunused devices: <none>\n")
+    config = raid.Config(name="md", kind="raid", source={"type": "md", "root": tmp_path},
+                         expected=["md0"])
+    status, series = await render(config, "insmon_raid_array_present")
+    assert status == "# failed: expected array md0 is missing\n"
+    assert series == 'insmon_raid_array_present{array="md0",check="md",source="md"} 0.0\n'
+
+
 # ------------------------------------------------------------ differential: node_exporter
 
 # node_md_state's states for insmon's (node_exporter 1.5 knows no degraded, failed or
