@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import itertools
+import re
 import subprocess
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 import yaml
 
+from probes.base import SHANGHAI
 from tests.conftest import ROOT
 
 RULES = ROOT / "alert_rules"
@@ -131,3 +134,24 @@ def test_grade_four_pages_in_business_hours_only() -> None:
     assert interval["time_intervals"] == [{
         "weekdays": ["monday:friday"], "times": [{"start_time": "08:00", "end_time": "18:00"}],
         "location": "Asia/Shanghai"}]
+
+
+def render_template(text: str) -> str:
+    result = run("amtool", "template", "render", "--template.glob=templates/insmon.tmpl",
+                 f"--template.text={text}")
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_notifications_grade_unknown_as_unknown_and_tell_shanghai_time() -> None:
+    grades = render_template(
+        '{{ template "insmon.grade_zh" "I" }}|{{ template "insmon.grade_zh" "IV" }}|'
+        '{{ template "insmon.grade_zh" "" }}')
+    assert grades.strip() == "一级（特别重大）|四级（一般）|未分级（grade unknown）"
+    # amtool's example alerts started minutes ago: their time on the hospital's clock
+    text = render_template('{{ template "insmon.text" . }}')
+    times = re.findall(r"开始 since: (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) 北京时间", text)
+    assert times
+    for since in times:
+        shown = datetime.strptime(since, "%Y-%m-%d %H:%M:%S").replace(tzinfo=SHANGHAI)
+        assert abs((datetime.now(SHANGHAI) - shown).total_seconds()) < 3600
