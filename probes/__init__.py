@@ -17,8 +17,19 @@ if TYPE_CHECKING:
 def __getattr__(name: str) -> object:
     if name != "PROBES":
         raise AttributeError(f"module 'probes' has no attribute {name!r}")
-    from probes import cpu, disk_io, http, icmp, raid, snmp, storage_latency, tcp, vpn
+    from probes import (
+        calendar,
+        cpu,
+        disk_io,
+        http,
+        icmp,
+        raid,
+        snmp,
+        storage_latency,
+        tcp,
+        vpn,
+    )
 
-    kinds = (cpu, disk_io, storage_latency, raid, icmp, vpn, tcp, http, snmp)
+    kinds = (cpu, disk_io, storage_latency, raid, icmp, vpn, tcp, http, snmp, calendar)
     globals()["PROBES"] = registry = {module.KIND.name: module.KIND for module in kinds}
     return registry

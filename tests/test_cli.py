@@ -29,9 +29,10 @@ def test_version() -> None:
 def test_validate_accepts_the_example() -> None:
     result = insmon("validate", str(ROOT / "examples" / "hospital.yaml"))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith(f"{ROOT / 'examples' / 'hospital.yaml'}: ok, 11 checks: "
-                                    "settlement-server-cpu (cpu), insurance-private-network "
-                                    "(vpn), private-line-ping (icmp), front-end-http (http)")
+    assert result.stdout.startswith(f"{ROOT / 'examples' / 'hospital.yaml'}: ok, 12 checks: "
+                                    "working-calendar (calendar), settlement-server-cpu (cpu), "
+                                    "insurance-private-network (vpn), private-line-ping (icmp), "
+                                    "front-end-http (http)")
 
 
 def test_validate_prints_every_error_of_every_file() -> None:
