@@ -470,7 +470,7 @@ def _drill(scenario: Scenario, env: DrillLab, chain: Chain, checks: int,
     env.heal()
     log(f"healed at {shanghai(healed_at)}; waiting for every alert to resolve")
     try:
-        wait_for(lambda: healthy(prometheus, checks) and not manager.alerts(), 240,
+        wait_for(lambda: healthy(prometheus, checks) and not manager.faults(), 240,
                  "every alert to resolve")
         clean = True
     except TimeoutError:
