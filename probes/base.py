@@ -218,12 +218,11 @@ class Workers:
         with self._lock:
             worker = self._idle.pop() if self._idle else None
             self._busy += 1
-        if worker is None:
-            worker = _Worker(self)
-            worker.jobs.put((fn, args, done))  # before it starts: it never waits for work
+        new = worker is None
+        worker = worker or _Worker(self)
+        worker.jobs.put((fn, args, done))  # before a new one starts: it never waits idle
+        if new:
             worker.start()
-        else:
-            worker.jobs.put((fn, args, done))
 
     def _finished(self, worker: _Worker) -> None:
         with self._lock:
