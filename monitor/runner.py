@@ -37,7 +37,7 @@ log = logging.getLogger("insmon.runner")
 @dataclass(eq=False)
 class Check:
     """A configured check: its config, its probe (with any state it keeps between runs),
-    the series it declares, and the threads its abandoned runs left behind."""
+    the series it declares, and the worker threads its blocking calls run on."""
 
     cfg: CheckBase
     probe: Probe
