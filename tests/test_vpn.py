@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -144,3 +145,31 @@ async def test_wireguard_handshake_age(lab: Lab, tmp_path: Path,
                         'link="private-line",role="primary"}')
     assert 42 <= age < 50
     assert "4g-backup" not in series  # `wg` does not know that interface: no series
+
+
+async def test_a_lab_left_by_a_killed_owner_is_removed_by_the_next_lab() -> None:
+    """kill -9 leaves the namespace, the links and their routes to the front-end behind;
+    the next lab must still build (in CI this machine may have run an interrupted suite)."""
+    owner = subprocess.Popen(
+        [sys.executable, "-c", "import time; from ops.lab import Lab\n"
+         "lab = Lab(); lab.start_front_end(8080); print(lab.ns, flush=True); time.sleep(60)"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+    try:
+        stale = owner.stdout.readline().strip()
+    finally:
+        owner.kill()
+        owner.wait()
+    assert stale in subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                   text=True).stdout
+    lab = Lab()
+    try:
+        assert stale not in subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                           text=True).stdout
+        assert f"ip{owner.pid}p" not in os.listdir("/sys/class/net")
+        lab.start_front_end(8080)  # the stale front-end no longer holds the port
+        _, series = await render(vpn_check(lab), "insmon_")
+        assert path(series) == (1, "primary")
+    finally:
+        lab.close()
+    assert "198.18" not in subprocess.run(["ip", "route"], capture_output=True,
+                                          text=True).stdout  # the stale guard went too

@@ -10,11 +10,14 @@
 
 Addresses are from 198.18.0.0/15 (RFC 2544, benchmarking; never routed). While the lab
 exists an `unreachable 198.18.0.0/15` route on this host keeps any packet for a torn-down
-lab address from leaving the machine. Everything is removed on close.
+lab address from leaving the machine. Everything is removed on close; a lab whose owner
+was killed before it could close (kill -9, a lost session) is removed by the next one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import signal
 import subprocess
@@ -28,6 +31,8 @@ HERE = Path(__file__).resolve().parent
 GUARD = "198.18.0.0/15"
 FRONT_END = "198.18.100.1"
 IMPAIRED = "198.18.50.0/24"
+PREFIX = "insmon-agency-"
+LOCKS = Path("/run/insmon-lab")  # <namespace>.lock, held by the lab's owner while it lives
 
 
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -37,13 +42,19 @@ def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 class Lab:
     def __init__(self) -> None:
-        n = os.getpid() % 10000
-        self.ns = f"insmon-agency-{n}"
+        n = os.getpid()
+        self.ns = f"{PREFIX}{n}"
         self.primary, self.backup = f"ip{n}p", f"ip{n}b"  # this host's ends
         self.primary_far, self.backup_far = f"ip{n}pa", f"ip{n}ba"  # the agency's ends
         self.servers: dict[str, subprocess.Popen] = {}
         self._guarded = False
+        others = sweep_stale_labs()
+        LOCKS.mkdir(parents=True, exist_ok=True)
+        self._lock = open(LOCKS / f"{self.ns}.lock", "w")  # noqa: SIM115 (held till close)
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
         try:
+            if not others:  # a guard left by a killed lab is ours to remove now
+                self._guarded = GUARD in ip("route", "show", "type", "unreachable").stdout
             self._build()
         except BaseException:
             self.close()
@@ -176,3 +187,39 @@ checks:
             ip("link", "del", here, check=False)
         if self._guarded:
             ip("route", "del", "unreachable", GUARD, check=False)
+        (LOCKS / f"{self.ns}.lock").unlink(missing_ok=True)
+        self._lock.close()
+
+
+def sweep_stale_labs() -> int:
+    """Remove every lab whose owner is gone: its routes to the front-end would clash with a
+    new lab's. The owner holds a lock on the lab's file while it lives, so a reused pid
+    cannot pass for it. Returns how many labs are still alive."""
+    alive = 0
+    for line in ip("netns", "list").stdout.splitlines():
+        ns = line.split(" ", 1)[0]
+        if not ns.startswith(PREFIX):
+            continue
+        if _owner_alive(ns):
+            alive += 1
+            continue
+        for pid in ip("netns", "pids", ns, check=False).stdout.split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+        ip("netns", "del", ns, check=False)
+        n = ns[len(PREFIX):]
+        for here in (f"ip{n}p", f"ip{n}b"):
+            ip("link", "del", here, check=False)
+        (LOCKS / f"{ns}.lock").unlink(missing_ok=True)
+    return alive
+
+
+def _owner_alive(ns: str) -> bool:
+    try:
+        with open(LOCKS / f"{ns}.lock") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except FileNotFoundError:
+        return False
+    except BlockingIOError:
+        return True
+    return False
