@@ -1,4 +1,4 @@
-"""The `insmon` command: run, once, validate, maintenance, drill, review.
+"""The `insmon` command: run, once, validate, maintenance, drill, review, pager.
 
 Each subcommand is one builder (its arguments) and one handler (its work). A handler
 imports its machinery when it runs, so `insmon --version` or `insmon review` never loads
@@ -28,10 +28,14 @@ def main(argv: list[str] | None = None) -> int:
                         choices=["debug", "info", "warning", "error"],
                         help="default: info for run, error for once, warning otherwise")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for build in (_run, _once, _validate, _maintenance, _drill, _review):
+    for build in (_run, _once, _validate, _maintenance, _drill, _review, _pager):
         build(commands)
 
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "pager":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "pager":  # `insmon pager -h`: the pager's own options
+        args.args = extra + args.args
     default_level = {"run": "info", "once": "error"}.get(args.command, "warning")
     logging.basicConfig(level=(args.log_level or default_level).upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -219,6 +223,19 @@ def _do_drill(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------ review
+
+def _pager(commands: argparse._SubParsersAction) -> None:
+    sub = commands.add_parser("pager", add_help=False,  # its -h is the pager's own
+                              help="the on-call pager: run, validate, who, ack (-h for more)")
+    sub.set_defaults(handler=_do_pager)
+    sub.add_argument("args", nargs=argparse.REMAINDER)
+
+
+def _do_pager(args: argparse.Namespace) -> int:
+    from pager.cli import main as pager_main
+
+    return pager_main(args.args)
+
 
 def _review(commands: argparse._SubParsersAction) -> None:
     sub = _command(commands, "review", _do_review,

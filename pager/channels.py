@@ -1,0 +1,189 @@
+"""How a message reaches people: the robots' documented request formats and signatures,
+SMTP, gammu-smsd for SMS, a templated HTTP gateway, a plain webhook.
+
+`send` raises Failed (retry, then the person's next channel) or RateLimited (the robot
+said too fast: the message waits and goes out with the next batch).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import smtplib
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from email.message import EmailMessage
+from string import Template
+
+from pager import config as cfg
+from pager.messages import Message, fit
+
+# The robots' documented "too fast" answers
+RATE_LIMITED = {"wecom": {45009}, "dingtalk": {130101}, "feishu": {9499, 11232}}
+
+
+class Failed(Exception):
+    pass
+
+
+class RateLimited(Failed):
+    pass
+
+
+def send(channel: cfg.Channel, people: list[cfg.Person], message: Message) -> None:
+    """One message to these people over one channel (a robot: one post @ all of them)."""
+    {"wecom": _wecom, "dingtalk": _dingtalk, "feishu": _feishu, "email": _email,
+     "sms": _sms, "http": _http, "webhook": _webhook}[channel.type](channel, people, message)
+
+
+def reachable(channel: cfg.Channel, person: cfg.Person) -> bool:
+    """Whether the channel has an address for the person."""
+    if channel.type == "email":
+        return person.email is not None
+    if channel.type in ("sms", "http"):
+        return person.mobile is not None
+    return True
+
+
+# ------------------------------------------------------------------ robots
+
+def _wecom(channel: cfg.WeCom, people: list[cfg.Person], message: Message) -> None:
+    """企业微信群机器人: markdown, `<@userid>` for who has a WeCom id; the others are
+    @-ed by mobile in a text message right after (markdown cannot @ by mobile)."""
+    mentions = " ".join(f"<@{p.wecom}>" for p in people if p.wecom)
+    content = f"**{message.title}**\n{message.text}" + (f"\n{mentions}" if mentions else "")
+    _robot(channel, channel.url, {"msgtype": "markdown", "markdown": {"content": content}})
+    mobiles = [p.mobile for p in people if not p.wecom and p.mobile]
+    if mobiles:
+        _robot(channel, channel.url, {"msgtype": "text", "text": {
+            "content": message.title, "mentioned_mobile_list": mobiles}})
+
+
+def _dingtalk(channel: cfg.DingTalk, people: list[cfg.Person], message: Message) -> None:
+    """钉钉自定义机器人: markdown; with 加签, timestamp and sign on the URL
+    (sign = base64(HMAC-SHA256(secret, f"{timestamp}\\n{secret}")))."""
+    url = channel.url
+    if channel.secret:
+        stamp = str(int(time.time() * 1000))
+        digest = hmac.new(channel.secret.encode(), f"{stamp}\n{channel.secret}".encode(),
+                          hashlib.sha256).digest()
+        url += ("&" if "?" in url else "?") + urllib.parse.urlencode(
+            {"timestamp": stamp, "sign": base64.b64encode(digest).decode()})
+    mobiles = [p.mobile for p in people if p.mobile and not p.dingtalk]
+    ids = [p.dingtalk for p in people if p.dingtalk]
+    at = " ".join(f"@{m}" for m in (*mobiles, *ids))
+    _robot(channel, url, {
+        "msgtype": "markdown",
+        "markdown": {"title": message.title,
+                     "text": f"### {message.title}\n\n" + message.text.replace("\n", "\n\n")
+                     + (f"\n\n{at}" if at else "")},
+        "at": {"atMobiles": mobiles, "atUserIds": ids, "isAtAll": False}})
+
+
+def _feishu(channel: cfg.Feishu, people: list[cfg.Person], message: Message) -> None:
+    """飞书自定义机器人: text; with 签名校验, timestamp and sign in the body
+    (sign = base64(HMAC-SHA256(key=f"{timestamp}\\n{secret}", message=b"")))."""
+    body: dict = {}
+    if channel.secret:
+        stamp = str(int(time.time()))
+        digest = hmac.new(f"{stamp}\n{channel.secret}".encode(), b"", hashlib.sha256).digest()
+        body = {"timestamp": stamp, "sign": base64.b64encode(digest).decode()}
+    at = "".join(f'<at user_id="{p.feishu}">{p.name}</at>' for p in people if p.feishu)
+    body |= {"msg_type": "text", "content": {"text": f"{message.title}\n{message.text}{at}"}}
+    _robot(channel, channel.url, body)
+
+
+def _robot(channel: cfg.Channel, url: str, body: dict) -> None:
+    answer = _post(url, json.dumps(body, ensure_ascii=False).encode(), channel.timeout)
+    try:
+        reply = json.loads(answer or b"{}")
+    except ValueError:
+        raise Failed(f"answered with no JSON: {answer[:200]!r}") from None
+    code = reply.get("errcode", reply.get("code", reply.get("StatusCode", 0)))
+    if code in RATE_LIMITED[channel.type]:
+        raise RateLimited(f"rate limited: {code} {reply.get('errmsg') or reply.get('msg')}")
+    if code != 0:
+        raise Failed(f"refused: {code} {reply.get('errmsg') or reply.get('msg')}")
+
+
+# ------------------------------------------------------------------ the others
+
+def _email(channel: cfg.Email, people: list[cfg.Person], message: Message) -> None:
+    mail = EmailMessage()
+    mail["Subject"] = message.title
+    mail["From"] = channel.sender
+    mail["To"] = ", ".join(p.email for p in people if p.email)
+    mail.set_content(message.text)
+    try:
+        with smtplib.SMTP(channel.host, channel.port, timeout=channel.timeout) as smtp:
+            if channel.starttls:
+                smtp.starttls(context=ssl.create_default_context(
+                    cafile=str(channel.ca_file) if channel.ca_file else None))
+            if channel.username and channel.password_file:
+                smtp.login(channel.username, channel.password_file.read_text().strip())
+            smtp.send_message(mail)
+    except (OSError, smtplib.SMTPException) as exc:
+        raise Failed(f"SMTP {channel.host}:{channel.port}: {exc}") from None
+
+
+def _sms(channel: cfg.Sms, people: list[cfg.Person], message: Message) -> None:
+    """Handed to gammu-smsd's outbox with gammu-smsd-inject (its documented way in); the
+    daemon owns the modem and sends it, retrying on its own."""
+    text = fit(message.short, channel.max_chars)
+    for person in people:
+        try:
+            done = subprocess.run(
+                ["gammu-smsd-inject", "-c", str(channel.gammu_config), "TEXT", person.mobile,
+                 "-unicode", "-len", str(len(text) * 2), "-text", text],
+                capture_output=True, text=True, timeout=channel.timeout,
+                stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise Failed(f"gammu-smsd-inject: {exc}") from None
+        if done.returncode != 0:
+            raise Failed(f"gammu-smsd-inject exited {done.returncode}: "
+                         f"{(done.stderr or done.stdout).strip()[-300:]}")
+
+
+def _http(channel: cfg.HttpGateway, people: list[cfg.Person], message: Message) -> None:
+    text = fit(message.short, channel.max_chars) if channel.max_chars else message.text
+    for person in people:
+        values = {"mobile": person.mobile or "", "name": person.name, "text": text,
+                  "text_json": json.dumps(text, ensure_ascii=False)}
+        url = Template(channel.url).safe_substitute(
+            {k: urllib.parse.quote(v) for k, v in values.items()})
+        headers = {k: Template(v).safe_substitute(values) for k, v in channel.headers.items()}
+        body = (Template(channel.body).safe_substitute(values).encode()
+                if channel.method != "GET" else None)
+        _post(url, body, channel.timeout, channel.method, headers)
+
+
+def _webhook(channel: cfg.Webhook, people: list[cfg.Person], message: Message) -> None:
+    body = {"title": message.title, "text": message.text,
+            "people": [{"name": p.name, "mobile": p.mobile, "email": p.email}
+                       for p in people]}
+    _post(channel.url, json.dumps(body, ensure_ascii=False).encode(), channel.timeout)
+
+
+def _post(url: str, body: bytes | None, timeout: float, method: str = "POST",
+          headers: dict[str, str] | None = None) -> bytes:
+    request = urllib.request.Request(
+        url, data=body, method=method,
+        headers={"Content-Type": "application/json; charset=utf-8", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.read(1 << 20)
+    except urllib.error.HTTPError as exc:
+        raise Failed(f"HTTP {exc.code} from {_host(url)}") from None
+    except (OSError, ValueError) as exc:  # refused, timed out, bad URL
+        raise Failed(f"{_host(url)}: {getattr(exc, 'reason', None) or exc}") from None
+
+
+def _host(url: str) -> str:
+    """The host only: robot URLs carry their access token in the query."""
+    return urllib.parse.urlsplit(url).netloc or url[:40]

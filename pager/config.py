@@ -1,0 +1,255 @@
+"""The pager's config file (examples/pager.yaml): channels, people, teams and their rota,
+escalation by grade, the watchdog and the reporting deadlines.
+
+Errors are reported like insmon's own config: file, line, key path, what is wrong.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from monitor.config import ConfigError, parse, read, split_listen
+from probes.base import Duration
+
+GRADES = ("I", "II", "III", "IV")
+GRADE_ZH = {"I": "一级", "II": "二级", "III": "三级", "IV": "四级"}
+# Alertmanager's receivers that are not teams (alert_rules/alertmanager.yml)
+WATCHDOG, DRILL, UNROUTED = "watchdog", "drill", "unrouted"
+ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ------------------------------------------------------------------ channels
+
+class _Channel(_Model):
+    # Robots' documented limits: 20 messages a minute per robot (WeCom, DingTalk), 100 a
+    # minute and 5 a second (Feishu). Over the limit, messages wait and go out together.
+    per_minute: int = Field(default=20, ge=1)
+    timeout: Duration = 10.0
+    retries: int = Field(default=3, ge=1, le=10)  # tries before the person's next channel
+
+
+class WeCom(_Channel):
+    """企业微信群机器人: markdown, @ by the person's WeCom id or mobile."""
+    type: Literal["wecom"]
+    url: str
+
+
+class DingTalk(_Channel):
+    """钉钉群机器人: markdown, signed with the robot's secret (加签), @ by mobile."""
+    type: Literal["dingtalk"]
+    url: str
+    secret: str | None = None
+
+
+class Feishu(_Channel):
+    """飞书群机器人: text, signed with the robot's secret (签名校验)."""
+    type: Literal["feishu"]
+    url: str
+    secret: str | None = None
+    per_minute: int = Field(default=100, ge=1)
+
+
+class Email(_Channel):
+    type: Literal["email"]
+    host: str
+    port: int = 587
+    starttls: bool = True
+    ca_file: Path | None = None  # the mail server's CA, when it is the hospital's own
+    username: str | None = None
+    password_file: Path | None = None
+    sender: str
+    per_minute: int = Field(default=600, ge=1)
+
+
+class Sms(_Channel):
+    """SMS through the site's GSM modem, handed to gammu-smsd (works with no internet)."""
+    type: Literal["sms"]
+    gammu_config: Path = Path("/etc/gammu-smsdrc")
+    max_chars: int = Field(default=134, ge=20)  # two concatenated UCS-2 parts (2 x 67)
+    per_minute: int = Field(default=30, ge=1)
+
+
+class HttpGateway(_Channel):
+    """A site's SMS or voice-call gateway: a templated request. In `body`, `url` and
+    header values, $mobile, $name, $text and $text_json (the text as a JSON string) are
+    replaced."""
+    type: Literal["http"]
+    url: str
+    method: Literal["POST", "PUT", "GET"] = "POST"
+    headers: dict[str, str] = {}
+    body: str = '{"mobile": "$mobile", "text": $text_json}'
+    max_chars: int | None = None  # a voice or SMS gateway's length limit
+    per_minute: int = Field(default=600, ge=1)
+
+
+class Webhook(_Channel):
+    """A plain JSON POST of the page (incident, person, text) for a site's own tools."""
+    type: Literal["webhook"]
+    url: str
+    per_minute: int = Field(default=600, ge=1)
+
+
+Channel = Annotated[Union[WeCom, DingTalk, Feishu, Email, Sms, HttpGateway, Webhook],  # noqa: UP007
+                    Field(discriminator="type")]
+ROBOTS = ("wecom", "dingtalk", "feishu")  # group chats: one message @ every person in it
+
+
+# ------------------------------------------------------------------ people and teams
+
+class Person(_Model):
+    name: str
+    mobile: str | None = Field(default=None, pattern=r"^\+?[0-9]{5,20}$")
+    email: str | None = None
+    wecom: str | None = None      # WeCom user id, for @ in the group
+    dingtalk: str | None = None   # DingTalk user id (mobile is used when absent)
+    feishu: str | None = None     # Feishu open_id, for @ in the group
+    channels: list[str] = Field(min_length=1)  # in order: the next when one fails
+
+
+class Override(_Model):
+    """A swapped shift: `person` is on call from `start` to `end` (Beijing time)."""
+    start: dt.datetime
+    end: dt.datetime
+    person: str
+
+
+class Rotation(_Model):
+    """People take turns: each is on call for a day or a week, handing over at `handover`
+    (Beijing time), counting from `since` with order[0]."""
+    every: Literal["day", "week"] = "day"
+    handover: dt.time = dt.time(8, 30)
+    since: dt.date
+    order: list[str] = Field(min_length=1)
+
+
+class Team(_Model):
+    name: str                            # 网络组, 服务器运维组, ...
+    rotation: Rotation | None = None
+    shifts_file: Path | None = None      # a spreadsheet of shifts (CSV or XLSX), see rota.py
+    overrides: list[Override] = []
+    backup: str | None = None
+    lead: str
+
+
+# ------------------------------------------------------------------ policies
+
+Target = Literal["oncall", "backup", "lead"]
+
+
+class Step(_Model):
+    """`after` the page while nobody acknowledged: page `notify` (the paged teams' on-call,
+    backup or lead; or a team's on-call by its id) on these channel types first."""
+    after: Duration
+    notify: list[str] = Field(min_length=1)
+    channels: list[str] = []  # channel types tried first, e.g. [sms, http]
+
+
+DEFAULT_ESCALATION = {
+    "I": [Step(after=300, notify=["backup", "lead"], channels=["sms"]),
+          Step(after=600, notify=["leadership"], channels=["http", "sms"])],
+    "II": [Step(after=600, notify=["backup"])],
+    "III": [],
+    "IV": [],
+}
+
+
+class Watchdog(_Model):
+    timeout: Duration = 180.0  # no Watchdog notification for this long: page
+    notify: list[str] = ["network", "server_ops"]
+    channels: list[str] = ["sms"]  # tried first: the alert path may be what is down
+
+
+class Reports(_Model):
+    """The plans: a written report within 1 h of a Level I/II event, 2 h otherwise."""
+    major: Duration = 3600.0
+    other: Duration = 7200.0
+    remind_before: Duration = 900.0
+
+
+class Drill(_Model):
+    """`insmon drill` pages (label drill="true"): marked 【演练】, to these people only."""
+    people: list[str] = []
+
+
+class PagerConfig(_Model):
+    listen: str = "0.0.0.0:9095"
+    public_url: str = "http://127.0.0.1:9095"  # how phones reach the ack pages
+    database: Path = Path("/var/lib/insmon-pager/pager.db")
+    runbook_url: str | None = None   # base of the runbooks' links (runbooks/X.md)
+    max_body: int = 1 << 20
+    channels: dict[str, Channel]
+    people: dict[str, Person]
+    teams: dict[str, Team]
+    fallback_team: str = "server_ops"  # an unknown team's pages go here, logged
+    escalation: dict[Literal["I", "II", "III", "IV"], list[Step]] = DEFAULT_ESCALATION
+    watchdog: Watchdog = Watchdog()
+    reports: Reports = Reports()
+    drill: Drill = Drill()
+    settlement_stopped: list[str] = ["SettlementChainCollapsed", "SettlementPathDown",
+                                     "FrontEndUnreachable"]
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        split_listen(value)
+        return value
+
+    @field_validator("channels", "people", "teams")
+    @classmethod
+    def _ids(cls, value: dict) -> dict:
+        import re
+        for key in value:
+            if not re.match(ID, key):
+                raise ValueError(f"{key!r}: ids hold letters, digits and _ . - only")
+        return value
+
+    @model_validator(mode="after")
+    def _references(self) -> PagerConfig:
+        problems = []
+        for pid, person in self.people.items():
+            problems += [f"people.{pid}.channels: unknown channel {c!r}"
+                         for c in person.channels if c not in self.channels]
+        for tid, team in self.teams.items():
+            names = [team.lead, team.backup, *(o.person for o in team.overrides),
+                     *(team.rotation.order if team.rotation else [])]
+            problems += [f"teams.{tid}: unknown person {p!r}"
+                         for p in names if p is not None and p not in self.people]
+            if team.rotation is None and team.shifts_file is None:
+                problems.append(f"teams.{tid}: needs a rotation or a shifts_file")
+        if self.fallback_team not in self.teams:
+            problems.append(f"fallback_team: unknown team {self.fallback_team!r}")
+        for grade, steps in self.escalation.items():
+            for i, step in enumerate(steps):
+                problems += [f"escalation.{grade}[{i}].notify: {t!r} is neither "
+                             f"oncall/backup/lead nor a team"
+                             for t in step.notify if t not in (*Target.__args__, *self.teams)]
+        problems += [f"watchdog.notify: unknown team {t!r}"
+                     for t in self.watchdog.notify if t not in self.teams]
+        problems += [f"drill.people: unknown person {p!r}"
+                     for p in self.drill.people if p not in self.people]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+def load(path: str | Path) -> PagerConfig:
+    """Read and validate the pager's config; relative paths in it are from its folder."""
+    config = parse(read(path), str(path), PagerConfig)
+    base = Path(path).resolve().parent
+    for team in config.teams.values():
+        if team.shifts_file is not None and not team.shifts_file.is_absolute():
+            team.shifts_file = base / team.shifts_file
+    if not config.database.is_absolute():
+        config.database = base / config.database
+    return config
+
+
+__all__ = ["ConfigError", "PagerConfig", "load"]

@@ -1,0 +1,129 @@
+"""What a person reads: Chinese first, the alert's English name alongside.
+
+Each message has a full text (robots, e-mail, webhooks) and a short one that fits an SMS
+(`max_chars`, two concatenated parts by default): grade, what, since when, how to ack.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+from dataclasses import dataclass
+
+from pager.config import GRADE_ZH, PagerConfig
+from pager.rota import SHANGHAI
+
+KIND_ZH = {"page": "", "escalation": "【升级】", "resolved": "【已恢复】", "ack": "【已确认】",
+           "reminder": "【报告提醒】"}
+
+
+@dataclass(frozen=True)
+class Message:
+    title: str
+    text: str
+    short: str
+
+
+def clock(at: float, seconds: bool = True) -> str:
+    moment = dt.datetime.fromtimestamp(at, SHANGHAI)
+    return moment.strftime("%H:%M:%S" if seconds else "%H:%M")
+
+
+def when(at: float) -> str:
+    return dt.datetime.fromtimestamp(at, SHANGHAI).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} 分钟" if seconds >= 60 else f"{seconds:.0f} 秒"
+
+
+def compose(config: PagerConfig, incident: sqlite3.Row, kind: str, step: int,
+            paged: list[sqlite3.Row], tokens: dict[str, str | None], now: float) -> Message:
+    """The message of `kind` for the people in `tokens` (person -> their ack token)."""
+    grade = f"【{GRADE_ZH.get(incident['grade'], '未分级')}】"
+    drill = "【演练】" if incident["drill"] else ""
+    head = f"{drill}{KIND_ZH[kind]}{grade}{incident['summary']}"
+    title = f"{drill}{KIND_ZH[kind]}{grade}{incident['alertname']} @ {incident['site']}"
+    base = f"{config.public_url.rstrip('/')}/ack/"
+    links = {p: base + t for p, t in tokens.items() if t}
+    link = next(iter(links.values()), "")
+    stopped = incident["alertname"] in config.settlement_stopped
+    people = "、".join(f"{config.people[p['person']].name}（{p['team']}）" for p in paged
+                      if p["person"] in config.people) or "无"
+    runbook = incident["runbook"]
+    if runbook and config.runbook_url:
+        runbook = f"{config.runbook_url.rstrip('/')}/{runbook.removeprefix('runbooks/')}"
+    acker = config.people.get(incident["acked_by"] or "")
+    acker_name = acker.name if acker else incident["acked_by"]
+    lines = [head]
+    if drill:
+        lines.append("演练，不是真实故障 / drill, not a real incident")
+    if kind == "resolved":
+        lines.append(f"恢复于 {when(incident['resolved'])}，持续 "
+                     f"{minutes(incident['resolved'] - incident['started'])}")
+    elif kind == "ack":
+        lines.append(f"{acker_name} 已确认 {clock(incident['acked'])}，升级已停止 / acknowledged")
+    elif kind == "reminder":
+        deadline = incident["opened"] + (config.reports.major if incident["grade"] in ("I", "II")
+                                         else config.reports.other)
+        lines.append(f"书面事件报告须于 {when(deadline)} 前提交（insmon review --report 起草）")
+    else:
+        if kind == "escalation":
+            lines.append(f"已 {minutes(now - incident['opened'])} 无人确认，升级通知 "
+                         f"(step {step})")
+        lines += [
+            f"开始 since: {when(incident['started'])}"
+            f"（已持续 {minutes(now - incident['started'])}）",
+            f"医保结算: {'已中断 settlement STOPPED' if stopped else '未中断'}",
+            f"级别 grade: {incident['grade']}  站点 site: {incident['site']}  "
+            f"告警 alert: {incident['alertname']}",
+        ]
+        if incident["description"]:
+            lines.append(incident["description"])
+        lines.append(f"已通知 paged: {people}")
+        if runbook:
+            lines.append(f"处置手册 runbook: {runbook}")
+        if incident["acked"]:
+            lines.append(f"已由 {acker_name} 确认 {clock(incident['acked'])}")
+        elif links:
+            if len(links) == 1:
+                lines.append(f"确认 acknowledge: {link}")
+            else:
+                lines += [f"{config.people[p].name} 确认: {url}" for p, url in links.items()]
+            lines.append(f"或短信回复 1 / ACK {incident['id']}，或 insmon pager ack "
+                         f"{incident['id']}")
+    text = "\n".join(lines)
+    return Message(title, text, _short(incident, kind, head, stopped, link, acker_name, now))
+
+
+def _short(incident: sqlite3.Row, kind: str, head: str, stopped: bool, link: str,
+           acker: str | None, now: float) -> str:
+    """The SMS, whole and then cut to its length by the channel (the head goes first)."""
+    tail = {"page": f"{clock(incident['started'], False)}起",
+            "escalation": f"{clock(incident['started'], False)}起，无人确认",
+            "resolved": f"{clock(incident['resolved'] or now, False)}恢复",
+            "ack": f"{acker} 已确认 {clock(incident['acked'] or now)}",
+            "reminder": "请按时提交事件报告"}[kind]
+    if stopped and kind in ("page", "escalation"):
+        tail = "结算已中断 " + tail
+    if kind in ("page", "escalation") and not incident["acked"]:
+        tail += f"。回复1确认(ACK {incident['id']}) {link}"
+    return f"{tail}|{head}"
+
+
+def fit(short: str, limit: int) -> str:
+    """Head first, cut to fit, then the tail (what to do) whole."""
+    tail, head = short.split("|", 1)
+    room = limit - len(tail) - 1
+    if room < len(head):
+        head = head[:max(room - 1, 0)] + "…"
+    return f"{head} {tail}"[:limit]
+
+
+def webhook_body(incident: sqlite3.Row, kind: str, person: str, message: Message) -> bytes:
+    return json.dumps({"incident": incident["id"], "kind": kind, "grade": incident["grade"],
+                       "alertname": incident["alertname"], "site": incident["site"],
+                       "drill": bool(incident["drill"]), "person": person,
+                       "title": message.title, "text": message.text},
+                      ensure_ascii=False).encode()

@@ -1,0 +1,226 @@
+"""The pager's HTTP side: Alertmanager's webhooks in, the acknowledgement pages for
+phones, the incident API for `insmon review`, and its own /metrics.
+
+    POST /<receiver>        Alertmanager webhook (receiver = team, watchdog, drill, unrouted)
+    GET  /ack/<token>       the incident, in Chinese, with one button; POST acknowledges
+    GET  /api/incidents     incidents with who was paged, deliveries and events (JSON)
+    GET  /metrics, /healthz
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import re
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+
+from pager.config import GRADE_ZH
+from pager.engine import BadNotification, Engine
+from pager.messages import when
+
+log = logging.getLogger("insmon.pager.http")
+RECEIVER = re.compile(r"^/([A-Za-z0-9_.-]{1,64})$")
+ACK = re.compile(r"^/ack/([A-Za-z0-9_-]{10,64})$")
+ACK_BUCKETS = (30, 60, 120, 300, 600, 900, 1800, 3600)
+
+
+class StoreCollector:
+    """Gauges and the time-to-acknowledge histogram, read from the store at each scrape:
+    right across restarts, and acks made by `insmon pager ack` in another process."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def collect(self):  # prometheus_client's collector protocol
+        store = self.engine.store
+        open_ = GaugeMetricFamily("insmon_pager_open_incidents", "Incidents not resolved, "
+                                  "by grade and whether somebody acknowledged",
+                                  labels=["grade", "acknowledged"])
+        for row in store.query("SELECT grade, acked IS NOT NULL AS acked, count(*) AS n FROM "
+                               "incidents WHERE resolved IS NULL AND drill = 0 "
+                               "GROUP BY grade, acked IS NOT NULL"):
+            open_.add_metric([row["grade"], "true" if row["acked"] else "false"], row["n"])
+        yield open_
+        pending = GaugeMetricFamily("insmon_pager_pending_deliveries",
+                                    "Messages waiting to be sent (retry, rate limit, new)")
+        pending.add_metric([], store.query("SELECT count(*) AS n FROM deliveries WHERE "
+                                           "status = 'pending'")[0]["n"])
+        yield pending
+        failed = GaugeMetricFamily("insmon_pager_failed_deliveries",
+                                   "Messages that failed on every channel of the person")
+        failed.add_metric([], store.query("SELECT count(*) AS n FROM deliveries WHERE "
+                                          "status = 'failed'")[0]["n"])
+        yield failed
+        seen = GaugeMetricFamily("insmon_pager_watchdog_last_seen_timestamp_seconds",
+                                 "When the Watchdog alert last arrived through Alertmanager")
+        seen.add_metric([], float(store.get("watchdog_seen") or 0))
+        yield seen
+        gaps = GaugeMetricFamily("insmon_pager_rota_gaps", "Pages that found nobody on call "
+                                 "since the pager started (the team lead was paged)",
+                                 labels=["team"])
+        for team, n in self.engine.gaps.items():
+            gaps.add_metric([team], n)
+        yield gaps
+        yield self._ack_histogram()
+
+    def _ack_histogram(self) -> HistogramMetricFamily:
+        family = HistogramMetricFamily(
+            "insmon_pager_ack_seconds", "From the first page to the acknowledgement, by "
+            "grade and owning team", labels=["grade", "team"])
+        groups: dict[tuple[str, str], list[float]] = {}
+        for row in self.engine.store.query(
+                "SELECT grade, owners, acked - opened AS took FROM incidents "
+                "WHERE acked IS NOT NULL AND drill = 0"):
+            team = (json.loads(row["owners"]) or [""])[0]
+            groups.setdefault((row["grade"], team), []).append(row["took"])
+        for (grade, team), values in sorted(groups.items()):
+            buckets = [(str(b), sum(v <= b for v in values)) for b in ACK_BUCKETS]
+            buckets.append(("+Inf", len(values)))
+            family.add_metric([grade, team], buckets, sum(values))
+        return family
+
+
+class PagerServer:
+    def __init__(self, engine: Engine, host: str, port: int, wake, registry: CollectorRegistry,
+                 max_body: int) -> None:
+        self.engine = engine
+        registry.register(StoreCollector(engine))
+        intake = Counter("insmon_pager_notifications", "Alertmanager notifications by "
+                         "result (accepted, duplicate, invalid)", ["result"], registry=registry)
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                path = urllib.parse.urlsplit(self.path).path
+                if (match := ACK.match(path)):
+                    return self._ack(match.group(1), post=True)
+                match = RECEIVER.match(path)
+                if not match:
+                    return self._reply(404, "text/plain", b"no such receiver\n")
+                length = int(self.headers.get("Content-Length") or -1)
+                if length < 0:
+                    return self._reply(411, "text/plain", b"Content-Length required\n")
+                if length > max_body:
+                    intake.labels("invalid").inc()
+                    log.warning("notification of %d bytes refused (limit %d)", length, max_body)
+                    self.close_connection = True
+                    return self._reply(413, "text/plain", b"too large\n")
+                body = self.rfile.read(length)
+                try:
+                    result = engine.intake(match.group(1), body)
+                except BadNotification as exc:
+                    intake.labels("invalid").inc()
+                    log.warning("notification for %s refused: %s", match.group(1), exc)
+                    return self._reply(400, "text/plain", f"{exc}\n".encode())
+                intake.labels(result.status).inc()
+                wake.set()
+                self._reply(200, "application/json", json.dumps(
+                    {"status": result.status, "incident": result.incident}).encode())
+
+            def do_GET(self) -> None:
+                url = urllib.parse.urlsplit(self.path)
+                if (match := ACK.match(url.path)):
+                    return self._ack(match.group(1), post=False)
+                if url.path == "/metrics":
+                    return self._reply(200, "text/plain; version=0.0.4",
+                                       generate_latest(registry))
+                if url.path == "/healthz":
+                    return self._reply(200, "text/plain", b"ok\n")
+                if url.path == "/api/incidents":
+                    query = urllib.parse.parse_qs(url.query)
+                    since = float(query.get("since", ["0"])[0])
+                    until = float(query.get("until", [str(time.time() + 1)])[0])
+                    return self._reply(200, "application/json", json.dumps(
+                        server.incidents(since, until), ensure_ascii=False).encode())
+                self._reply(404, "text/plain", b"not found\n")
+
+            def _ack(self, token: str, post: bool) -> None:
+                rows = engine.store.query("SELECT incident, person FROM pages WHERE token = ?",
+                                          (token,))
+                if not rows:
+                    log.warning("acknowledgement with an unknown token from %s refused",
+                                self.client_address[0])
+                    return self._reply(404, "text/html; charset=utf-8", _page(
+                        "链接无效", "<p>此确认链接无效或已失效。This link is not valid.</p>"))
+                if post:
+                    engine.ack_token(token)
+                    wake.set()
+                incident = engine.incident(rows[0]["incident"])
+                self._reply(200, "text/html; charset=utf-8", _incident_page(
+                    incident, engine.config.people, token))
+
+            def _reply(self, code: int, kind: str, body: bytes) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, fmt: str, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+
+    def incidents(self, since: float, until: float) -> list[dict]:
+        """Incidents open in [since, until], each with its pages, deliveries and events."""
+        store = self.engine.store
+        found = []
+        for incident in store.query("SELECT * FROM incidents WHERE opened <= ? AND "
+                                    "(resolved IS NULL OR resolved >= ?) ORDER BY opened",
+                                    (until, since)):
+            item = dict(incident)
+            item["owners"], item["teams"] = json.loads(item["owners"]), json.loads(item["teams"])
+            item["pages"] = [{"person": p["person"], "team": p["team"], "role": p["role"],
+                              "paged": p["paged"]} for p in store.query(
+                "SELECT * FROM pages WHERE incident = ? ORDER BY id", (incident["id"],))]
+            item["deliveries"] = [
+                {"person": d["person"], "kind": d["kind"], "step": d["step"],
+                 "channel": json.loads(d["route"])[d["hop"]], "status": d["status"],
+                 "created": d["created"], "sent": d["sent"], "error": d["error"]}
+                for d in store.query("SELECT * FROM deliveries WHERE incident = ? ORDER BY id",
+                                     (incident["id"],))]
+            item["events"] = [{k: e[k] for k in ("at", "what", "person", "channel", "detail")}
+                              for e in store.query("SELECT * FROM events WHERE incident = ? "
+                                                   "ORDER BY id", (incident["id"],))]
+            found.append(item)
+        return found
+
+
+def _page(title: str, body: str) -> bytes:
+    return f"""<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html.escape(title)}</title><style>
+body{{font-family:sans-serif;margin:1em;font-size:18px;line-height:1.5}}
+button{{font-size:24px;width:100%;padding:.8em;background:#c00;color:#fff;border:0;
+border-radius:.3em}} .ok{{color:#070;font-weight:bold}} .muted{{color:#666}}
+</style></head><body>{body}</body></html>""".encode()
+
+
+def _incident_page(incident, people: dict, token: str) -> bytes:
+    grade = GRADE_ZH.get(incident["grade"], "未分级")
+    rows = [f"<h2>【{grade}】{html.escape(incident['summary'])}</h2>",
+            f"<p class=muted>{html.escape(incident['alertname'])} · "
+            f"{html.escape(incident['site'])} · 事件 {incident['id']}"
+            f"{' · 【演练】' if incident['drill'] else ''}</p>",
+            f"<p>开始：{when(incident['started'])}</p>"]
+    if incident["resolved"]:
+        rows.append(f"<p class=ok>已恢复 {when(incident['resolved'])}</p>")
+    if incident["acked"]:
+        who = people.get(incident["acked_by"])
+        rows.append(f"<p class=ok>{html.escape(who.name if who else incident['acked_by'])} "
+                    f"已确认 {when(incident['acked'])}</p>")
+    else:
+        rows.append(f"<form method=post action=\"/ack/{token}\"><button>确认收到 · "
+                    "Acknowledge</button></form>"
+                    "<p class=muted>确认后停止升级通知（告警本身不会消除）。</p>")
+    return _page(f"【{grade}】{incident['alertname']}", "\n".join(rows))

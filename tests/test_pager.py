@@ -1,0 +1,434 @@
+"""insmon pager as a process, against real Alertmanager, real gammu-smsd (dummy phone),
+a real SMTP server and local robots that check the documented formats and signatures.
+
+The people: 张三 (network on call, WeCom then SMS), 李四 (network backup, DingTalk then
+e-mail), 王五 (network lead, Feishu then SMS), 钱副院长 (leadership, SMS), 结算中心
+(settlement center, SMS), 赵六 (server_ops on call, SMS)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import openpyxl
+import pytest
+import yaml
+
+from ops.stack import Alertmanager, free_port, wait_for
+from tests.conftest import INSMON
+from tests.pager_rig import MailServer, PagerProcess, Phone
+from tests.robots import DingTalkRobot, FeishuRobot, WeComRobot
+
+pytestmark = pytest.mark.timeout(180)
+MOBILE = {"zhang": "13800000001", "li": "13800000002", "wang": "13800000003",
+          "vp": "13800000009", "desk": "13800000010", "zhao": "13800000004"}
+
+
+class Rig:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.wecom = WeComRobot()
+        self.dingtalk = DingTalkRobot(secret="SECd1n9")
+        self.feishu = FeishuRobot(secret="f3i5hu")
+        self.mail = MailServer(tmp)
+        self.phone: Phone | None = None
+        self.pager: PagerProcess | None = None
+        self.port = free_port()
+
+    def config(self, **changes: object) -> dict:
+        fast = {"timeout": "2s", "retries": 2}
+        config = {
+            "listen": f"127.0.0.1:{self.port}",
+            "public_url": f"http://127.0.0.1:{self.port}",
+            "database": str(self.tmp / "pager.db"),
+            "channels": {
+                "wecom": {"type": "wecom", "url": self.wecom.url, **fast},
+                "dingtalk": {"type": "dingtalk", "url": self.dingtalk.url,
+                             "secret": "SECd1n9", **fast},
+                "feishu": {"type": "feishu", "url": self.feishu.url, "secret": "f3i5hu",
+                           **fast},
+                "mail": {"type": "email", "host": "127.0.0.1", "port": self.mail.port,
+                         "ca_file": str(self.mail.ca_file), "sender": "insmon@hospital.test",
+                         **fast},
+                "sms": {"type": "sms", "gammu_config": str(self.tmp / "gammu" / "smsdrc"),
+                        **fast},
+            },
+            "people": {
+                "zhang": {"name": "张三", "mobile": MOBILE["zhang"], "wecom": "zhangsan",
+                          "channels": ["wecom", "sms"]},
+                "li": {"name": "李四", "mobile": MOBILE["li"], "email": "li@hospital.test",
+                       "channels": ["dingtalk", "mail", "sms"]},
+                "wang": {"name": "王五", "mobile": MOBILE["wang"], "feishu": "ou_wang",
+                         "channels": ["feishu", "sms"]},
+                "vp": {"name": "钱副院长", "mobile": MOBILE["vp"], "channels": ["sms"]},
+                "desk": {"name": "结算中心值班台", "mobile": MOBILE["desk"], "channels": ["sms"]},
+                "zhao": {"name": "赵六", "mobile": MOBILE["zhao"], "channels": ["sms"]},
+            },
+            "teams": {
+                "network": {"name": "网络排查组", "rotation": {"since": "2026-01-01",
+                                                          "order": ["zhang"]},
+                            "backup": "li", "lead": "wang"},
+                "server_ops": {"name": "服务器运维组", "rotation": {"since": "2026-01-01",
+                                                              "order": ["zhao"]},
+                               "lead": "wang"},
+                "leadership": {"name": "分管副院长", "rotation": {"since": "2026-01-01",
+                                                             "order": ["vp"]}, "lead": "vp"},
+                "settlement_center": {"name": "医保结算中心", "rotation": {
+                    "since": "2026-01-01", "order": ["desk"]}, "lead": "desk"},
+            },
+            "escalation": {"I": [{"after": "4s", "notify": ["backup", "lead"],
+                                  "channels": ["sms"]},
+                                 {"after": "8s", "notify": ["leadership"]}],
+                           "II": [{"after": "4s", "notify": ["backup"]}]},
+            "watchdog": {"timeout": "1h"},
+            "drill": {"people": ["wang"]},
+        }
+        for key, value in changes.items():
+            config[key] = value
+        return config
+
+    def start(self, config: dict | None = None, phone: bool = False) -> PagerProcess:
+        path = self.tmp / "pager.yaml"
+        path.write_text(yaml.safe_dump(config or self.config(), allow_unicode=True))
+        if phone and self.phone is None:
+            self.phone = Phone(self.tmp / "gammu", f"{INSMON} pager sms-received -c {path}")
+        self.pager = PagerProcess(path)
+        return self.pager
+
+    def close(self) -> None:
+        for part in (self.pager, self.phone):
+            if part is not None:
+                part.stop() if part is self.pager else part.close()
+        for part in (self.wecom, self.dingtalk, self.feishu, self.mail):
+            part.close()
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    rig = Rig(tmp_path)
+    try:
+        yield rig
+    finally:
+        rig.close()
+
+
+def notification(status: str = "firing", alertname: str = "SettlementPathDown",
+                 grade: str = "I", team: str = "network", also: str = "",
+                 fingerprint: str = "f1", **labels: str) -> dict:
+    """Alertmanager's webhook payload (version 4), as it posts it."""
+    alert_labels = {"alertname": alertname, "grade": grade, "team": team, "site": "一院",
+                    **({"also": also} if also else {}), **labels}
+    group = {k: alert_labels[k] for k in ("site", "alertname", "grade")}
+    return {
+        "version": "4", "groupKey": f"{{}}:{group}", "truncatedAlerts": 0, "status": status,
+        "receiver": team, "groupLabels": group, "commonLabels": alert_labels,
+        "commonAnnotations": {"summary_zh": "一院：医保专网主线路与备用通道均中断，无法实时结算",
+                              "runbook": f"runbooks/{alertname}.md"},
+        "externalURL": "http://alertmanager:9093",
+        "alerts": [{"status": status, "labels": alert_labels, "annotations": {},
+                    "startsAt": "2026-11-23T00:31:05Z",
+                    "endsAt": "2026-11-23T00:40:00Z" if status == "resolved"
+                    else "0001-01-01T00:00:00Z",
+                    "generatorURL": "", "fingerprint": fingerprint}]}
+
+
+def ack_link(text: str) -> str:
+    return next(word for word in text.split() if "/ack/" in word)
+
+
+# ------------------------------------------------------------------ the chain
+
+def test_a_level_one_through_alertmanager_reaches_every_team_and_one_ack_stops_it(
+        rig: Rig, tmp_path: Path) -> None:
+    pager = rig.start(phone=True)
+    alertmanager = Alertmanager(tmp_path / "am", pager.url)
+    try:
+        alertmanager.post({"labels": {"alertname": "SettlementPathDown", "grade": "I",
+                                      "team": "network", "also": "insurance_agency",
+                                      "site": "一院"},
+                           "annotations": {"summary_zh": "一院：医保专网主线路与备用通道均中断",
+                                           "runbook": "runbooks/SettlementPathDown.md"}})
+        # network's on-call on the WeCom robot, @-ed; leadership and the settlement
+        # center by SMS through the modem
+        page = wait_for(lambda: rig.wecom.texts(), 20, "the page on the WeCom robot")[0]
+        assert "【一级】" in page and "医保专网主线路与备用通道均中断" in page
+        assert "<@zhangsan>" in page and "医保结算: 已中断" in page
+        assert "runbooks/SettlementPathDown.md" in page
+        wait_for(lambda: rig.phone.to(MOBILE["vp"]) and rig.phone.to(MOBILE["desk"]), 20,
+                 "the SMS to leadership and the settlement center")
+        sms = rig.phone.to(MOBILE["vp"])[0]
+        assert sms.startswith("【演练】") is False and "【一级】" in sms and "回复1确认" in sms
+        # insurance_agency is no team of this pager: its page went to the fallback
+        wait_for(lambda: rig.phone.to(MOBILE["zhao"]), 20, "the fallback team's page")
+        incident = pager.incidents()[0]
+        assert {p["team"] for p in incident["pages"]} == {
+            "network", "leadership", "settlement_center", "server_ops"}
+        assert any(e["what"] == "unknown-team" for e in incident["events"])
+
+        # 张三 taps the link: the escalation (backup at 4 s) never happens, and everyone
+        # paged hears who acknowledged
+        status, _ = pager.post(ack_link(page).removeprefix(pager.url), b"")
+        assert status == 200
+        wait_for(lambda: any("张三 已确认" in t for t in rig.phone.to(MOBILE["vp"])), 20,
+                 "the acknowledgement told to leadership")
+        time.sleep(5)
+        assert not pager.rows("SELECT * FROM deliveries WHERE kind = 'escalation'")
+        assert rig.phone.to(MOBILE["li"]) == [] and rig.dingtalk.texts() == []
+
+        # the alert resolves: everyone paged is told
+        alertmanager.post({"labels": {"alertname": "SettlementPathDown", "grade": "I",
+                                      "team": "network", "also": "insurance_agency",
+                                      "site": "一院"},
+                           "endsAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        wait_for(lambda: any("【已恢复】" in t for t in rig.wecom.texts()), 30,
+                 "the resolved notice on the robot")
+        wait_for(lambda: any("已恢复" in t for t in rig.phone.to(MOBILE["desk"])), 20,
+                 "the resolved notice by SMS")
+        metrics = pager.get("/metrics").decode()
+        assert 'insmon_pager_deliveries_total{channel="wecom",result="sent",team="network"}' \
+            in metrics
+        assert 'insmon_pager_ack_seconds_count{grade="I",team="network"} 1.0' in metrics
+    finally:
+        alertmanager.stop()
+
+
+def test_unacknowledged_it_escalates_on_time_and_an_sms_reply_stops_the_next_step(
+        rig: Rig) -> None:
+    pager = rig.start(phone=True)
+    assert pager.post("/network", notification())[0] == 200
+    opened = time.time()
+    wait_for(lambda: rig.wecom.texts(), 10, "the first page")
+    # step 1 at 4 s: the backup and the lead, SMS first (their usual channels are robots)
+    wait_for(lambda: rig.phone.to(MOBILE["li"]) and rig.phone.to(MOBILE["wang"]), 20,
+             "the escalation to backup and lead by SMS")
+    escalated = pager.rows("SELECT created FROM deliveries WHERE kind = 'escalation'")
+    assert 4 <= min(r["created"] for r in escalated) - opened < 6
+    assert "【升级】" in rig.phone.to(MOBILE["li"])[0]
+    assert rig.dingtalk.texts() == []  # SMS was preferred for the step
+    # 李四 answers the SMS with "1": acknowledged, step 2 (leadership at 8 s) never comes
+    rig.phone.reply("+86" + MOBILE["li"], "1")
+    wait_for(lambda: pager.incidents()[0]["acked_by"] == "li", 20, "the SMS reply to ack")
+    assert any(e["what"] == "acknowledged" and e["channel"] == "sms"
+               for e in pager.incidents()[0]["events"])
+    time.sleep(max(0, opened + 10 - time.time()))
+    assert not pager.rows("SELECT * FROM deliveries WHERE kind = 'escalation' AND step = 2")
+    assert rig.phone.to(MOBILE["vp"]) == []
+
+
+# ------------------------------------------------------------------ nothing lost, nothing twice
+
+def test_the_same_notification_twice_pages_once(rig: Rig) -> None:
+    pager = rig.start()
+    body = json.dumps(notification()).encode()
+    assert json.loads(pager.post("/network", body)[1])["status"] == "accepted"
+    assert json.loads(pager.post("/network", body)[1])["status"] == "duplicate"
+    wait_for(lambda: rig.wecom.texts(), 10, "the page")
+    time.sleep(1.5)
+    assert len(rig.wecom.texts()) == 1
+
+
+def test_kill_9_before_delivery_and_during_escalation_loses_nothing_and_doubles_nothing(
+        rig: Rig) -> None:
+    rig.wecom.mode = "hang"  # the robot takes the request and never answers
+    pager = rig.start(rig.config(escalation={"I": [{"after": "6s", "notify": ["backup"]}]}))
+    assert pager.post("/network", notification())[0] == 200
+    time.sleep(1)
+    pager.kill9()  # accepted, not yet delivered
+    rig.wecom.mode = "ok"
+    pager.start()
+    wait_for(lambda: rig.wecom.texts(), 15, "the page after the restart")
+    time.sleep(1)
+    pager.kill9()  # while the escalation timer runs
+    time.sleep(2)
+    pager.start()
+    wait_for(lambda: rig.dingtalk.texts(), 15, "the escalation after the restart")
+    time.sleep(2)
+    assert len(rig.wecom.texts()) == 1 and len(rig.dingtalk.texts()) == 1
+    assert "【升级】" in rig.dingtalk.texts()[0] and "@13800000002" in rig.dingtalk.texts()[0]
+
+
+# ------------------------------------------------------------------ channels
+
+def test_a_failing_channel_is_retried_then_the_next_channel_takes_the_page(rig: Rig) -> None:
+    rig.dingtalk.mode = "500"
+    pager = rig.start(rig.config(escalation={"I": [{"after": "1s", "notify": ["backup"]}]}))
+    pager.post("/network", notification())
+    # 李四's DingTalk answers 500 twice (its retries): the page goes by e-mail (STARTTLS)
+    mail = wait_for(lambda: rig.mail.to("li@hospital.test"), 20, "the e-mail")[0]
+    assert "【升级】【一级】" in mail and "/ack/" in mail
+    events = [e["what"] for e in pager.incidents()[0]["events"] if e["person"] == "li"]
+    assert events == ["delivery-retry", "delivery-failover", "delivered"]
+    metrics = pager.get("/metrics").decode()
+    assert 'channel="dingtalk",result="failover"' in metrics
+
+
+def test_a_hanging_channel_times_out_and_fails_over(rig: Rig) -> None:
+    rig.wecom.mode = "hang"
+    pager = rig.start(phone=True)
+    pager.post("/network", notification(grade="II", alertname="PrimaryLineDown"))
+    sms = wait_for(lambda: rig.phone.to(MOBILE["zhang"]), 30, "the SMS after the timeouts")
+    assert "【二级】" in sms[0]
+
+
+def test_more_pages_than_the_robot_allows_go_out_together_and_drills_only_to_the_drill_rota(
+        rig: Rig) -> None:
+    config = rig.config()
+    config["channels"]["wecom"]["per_minute"] = 2
+    pager = rig.start(config)
+    for i in range(5):  # five incidents at once for 张三's WeCom robot
+        pager.post("/network", notification(alertname=f"Fault{i}", fingerprint=f"f{i}"))
+    wait_for(lambda: all(any(f"Fault{i}" in t for t in rig.wecom.texts()) for i in range(5)),
+             15, "every fault on the robot")
+    assert len(rig.wecom.texts()) <= 2  # within the minute's limit: batched, none dropped
+    # a drill goes to the drill rota only (王五, on a signed Feishu robot), marked 【演练】
+    pager.post("/drill", notification(alertname="Drilled", drill="true"))
+    drill = wait_for(lambda: rig.feishu.texts(), 15, "the drill page")[0]
+    assert drill.startswith("【演练】") and rig.feishu.refused == []
+    time.sleep(1)
+    assert not any("Drilled" in t for t in rig.wecom.texts())
+
+
+def test_the_robot_saying_too_fast_makes_the_page_wait_not_fail(rig: Rig) -> None:
+    rig.wecom.per_minute = 1
+    pager = rig.start()
+    pager.post("/network", notification(alertname="First", fingerprint="a"))
+    wait_for(lambda: rig.wecom.texts(), 10, "the first page")
+    pager.post("/network", notification(alertname="Second", fingerprint="b"))
+    wait_for(lambda: rig.wecom.refused, 10, "the robot's 45009")
+    assert rig.wecom.refused[0][0] == 45009
+    row = pager.rows("SELECT d.* FROM deliveries d JOIN incidents i ON i.id = d.incident "
+                     "WHERE i.alertname = 'Second'")[0]
+    assert row["status"] == "pending" and row["hop"] == 0  # waits for the robot, same channel
+    assert 'result="rate_limited"' in pager.get("/metrics").decode()
+
+
+# ------------------------------------------------------------------ bad input
+
+def test_bad_notifications_are_refused_and_store_nothing(rig: Rig) -> None:
+    pager = rig.start(rig.config(max_body=4096))
+    assert pager.post("/network", b"{not json")[0] == 400
+    assert pager.post("/network", {"status": "firing", "alerts": "no"})[0] == 400
+    assert pager.post("/network", {"status": "firing", "alerts": [{"labels": 1}]})[0] == 400
+    big = notification()
+    big["commonAnnotations"]["description"] = "x" * 5000
+    assert pager.post("/network", big)[0] == 413
+    assert pager.rows("SELECT * FROM notifications") == []
+    assert pager.rows("SELECT * FROM incidents") == []
+    assert pager.post("/ack/AAAAAAAAAAAAAAAAAAAAAAAA", b"")[0] == 404  # a guessed token
+    assert "unknown token" in pager.logged()
+    assert 'insmon_pager_notifications_total{result="invalid"} 4.0' in pager.get(
+        "/metrics").decode()
+
+
+def test_a_gap_in_the_rota_pages_the_team_lead_and_is_logged(rig: Rig) -> None:
+    config = rig.config()
+    config["teams"]["network"]["rotation"]["since"] = "2099-01-01"
+    pager = rig.start(config)
+    pager.post("/network", notification())
+    page = wait_for(lambda: rig.feishu.texts(), 10, "the lead's page")[0]
+    assert '<at user_id="ou_wang">王五</at>' in page
+    assert "nobody is on call for network" in pager.logged()
+    assert 'insmon_pager_rota_gaps{team="network"} 1.0' in pager.get("/metrics").decode()
+
+
+# ------------------------------------------------------------------ watchdog
+
+def test_when_the_watchdog_stops_the_pager_pages_network_and_server_ops_by_sms(
+        rig: Rig) -> None:
+    pager = rig.start(rig.config(watchdog={"timeout": "3s"}), phone=True)
+    watchdog = notification(alertname="Watchdog", grade="", team="")
+    assert pager.post("/watchdog", watchdog)[0] == 200
+    assert pager.rows("SELECT * FROM incidents") == []
+    sms = wait_for(lambda: rig.phone.to(MOBILE["zhang"]) and rig.phone.to(MOBILE["zhao"]),
+                   20, "the watchdog page to network and server_ops")
+    assert "监控告警通道中断" in rig.phone.to(MOBILE["zhang"])[0]
+    assert rig.wecom.texts() == []  # SMS first: the alert path itself may be down
+    assert sms
+    watchdog["alerts"][0]["startsAt"] = "2026-11-23T01:00:00Z"  # the next minute's
+    pager.post("/watchdog", watchdog)
+    wait_for(lambda: any("已恢复" in t for t in rig.phone.to(MOBILE["zhao"])), 20,
+             "the all-clear")
+
+
+# ------------------------------------------------------------------ rota and config
+
+def test_who_is_on_call_follows_handover_overrides_and_the_spreadsheet(
+        rig: Rig, tmp_path: Path) -> None:
+    import subprocess
+
+    config = rig.config()
+    config["teams"]["network"]["rotation"] = {"every": "day", "handover": "08:30",
+                                              "since": "2026-11-01", "order": ["zhang", "li"]}
+    config["teams"]["network"]["overrides"] = [
+        {"start": "2026-11-10 08:30", "end": "2026-11-11 08:30", "person": "wang"}]
+    book = openpyxl.Workbook()
+    book.active.title = "十一月"
+    book.active.append(["开始", "结束", "值班人"])
+    book.active.append(["2026-11-23 08:00", "2026-11-23 20:00", "赵六"])
+    book.active.append(["2026-11-23 20:00", "2026-11-24 08:00", "desk"])
+    book.save(tmp_path / "rota.xlsx")
+    config["teams"]["server_ops"] = {"name": "服务器运维组", "lead": "wang",
+                                     "shifts_file": str(tmp_path / "rota.xlsx")}
+    path = tmp_path / "who.yaml"
+    path.write_text(yaml.safe_dump(config, allow_unicode=True))
+
+    def who(team: str, at: str) -> str:
+        out = subprocess.run([INSMON, "pager", "who", "-c", str(path), "--team", team,
+                              "--at", at], capture_output=True, text=True, check=True).stdout
+        return out.splitlines()[1]
+
+    assert "张三" in who("network", "2026-11-01 08:30")  # the first turn begins
+    assert "张三" in who("network", "2026-11-02 08:29")  # ... and ends at the handover
+    assert "李四" in who("network", "2026-11-02 08:30")
+    assert "王五" in who("network", "2026-11-10 12:00")  # a swapped shift
+    assert "赵六" in who("server_ops", "2026-11-23 19:59")
+    assert "结算中心值班台" in who("server_ops", "2026-11-23 20:00")
+    assert "无人值班" in who("server_ops", "2026-11-24 09:00")  # a gap: the lead is paged
+
+    # a broken spreadsheet: the file, the sheet and the row
+    book.active.append(["tomorrow", "2026-11-25 08:00", "赵六"])
+    book.save(tmp_path / "rota.xlsx")
+    done = subprocess.run([INSMON, "pager", "validate", str(path)], capture_output=True,
+                          text=True)
+    assert done.returncode == 2
+    assert "rota.xlsx, sheet '十一月', row 4: 'tomorrow' is not a time" in done.stderr
+    (tmp_path / "rota.xlsx").write_bytes(b"PK\x03\x04 not a workbook")
+    done = subprocess.run([INSMON, "pager", "validate", str(path)], capture_output=True,
+                          text=True)
+    assert done.returncode == 2 and "not a readable XLSX workbook" in done.stderr
+
+
+def test_a_bad_config_names_the_file_the_line_and_the_key(tmp_path: Path) -> None:
+    import subprocess
+
+    path = tmp_path / "pager.yaml"
+    text = (Path(__file__).parent.parent / "examples" / "pager.yaml").read_text()
+    path.write_text(text.replace("channels: [it-wecom, sms, mail]}",
+                                 "channels: [it-wecom, pigeon]}", 1))
+    done = subprocess.run([INSMON, "pager", "validate", str(path)], capture_output=True,
+                          text=True)
+    assert done.returncode == 2
+    assert f"{path}:" in done.stderr and "people.zhangsan.channels: unknown channel 'pigeon'" \
+        in done.stderr
+    ok = subprocess.run([INSMON, "pager", "validate", "examples/pager.yaml"],
+                        capture_output=True, text=True,
+                        cwd=Path(__file__).parent.parent)
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_ack_from_the_command_line(rig: Rig) -> None:
+    import subprocess
+
+    pager = rig.start()
+    incident = json.loads(pager.post("/network", notification())[1])["incident"]
+    wait_for(lambda: rig.wecom.texts(), 10, "the page")
+    done = subprocess.run([INSMON, "pager", "ack", str(incident), "--by", "wang", "-c",
+                           str(pager.config_file)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    wait_for(lambda: any("王五 已确认" in t for t in rig.wecom.texts()), 10,
+             "the acknowledgement on the robot")
+    again = subprocess.run([INSMON, "pager", "ack", str(incident), "--by", "li", "-c",
+                            str(pager.config_file)], capture_output=True, text=True)
+    assert again.returncode == 1 and "acknowledged already by wang" in again.stderr
