@@ -191,7 +191,7 @@ class MailServer:
         server = self
 
         class Handler:
-            async def handle_DATA(self, smtp, session, envelope) -> str:  # noqa: ANN001
+            async def handle_DATA(self, smtp, session, envelope) -> str:
                 server.messages.append((list(envelope.rcpt_tos),
                                         envelope.content.decode("utf-8", "replace")))
                 return "250 OK"

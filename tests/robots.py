@@ -22,6 +22,7 @@ import threading
 import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 
 class Robot:
@@ -97,7 +98,7 @@ class Robot:
         self._server.server_close()
 
     # per robot
-    ok: dict = {}
+    ok: ClassVar[dict] = {}
     too_fast: tuple[int, str] = (0, "")
 
     def check(self, query: dict, payload: dict) -> tuple[int, str] | None:
@@ -112,7 +113,7 @@ class Robot:
 
 class WeComRobot(Robot):
     kind = "wecom"
-    ok = {"errcode": 0, "errmsg": "ok"}
+    ok: ClassVar[dict] = {"errcode": 0, "errmsg": "ok"}
     too_fast = (45009, "api freq out of limit")
     KEY = "6a7b8c9d-0000-4000-8000-000000000001"
 
@@ -147,7 +148,7 @@ class WeComRobot(Robot):
 
 class DingTalkRobot(Robot):
     kind = "dingtalk"
-    ok = {"errcode": 0, "errmsg": "ok"}
+    ok: ClassVar[dict] = {"errcode": 0, "errmsg": "ok"}
     too_fast = (130101, "send too fast, exceed 20 times per minute")
     TOKEN = "d1n9"
 
@@ -180,7 +181,7 @@ class DingTalkRobot(Robot):
 
 class FeishuRobot(Robot):
     kind = "feishu"
-    ok = {"code": 0, "msg": "success", "data": {}}
+    ok: ClassVar[dict] = {"code": 0, "msg": "success", "data": {}}
     too_fast = (11232, "frequency limited")
 
     @property
