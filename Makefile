@@ -7,7 +7,8 @@ ARGS ?=
 # The real tools the tests drive, and the peers the benchmarks compare with,
 # as command:Debian package.
 TEST_TOOLS := promtool:prometheus amtool:prometheus-alertmanager snmpd:snmpd chromium:chromium \
-	prometheus-node-exporter:prometheus-node-exporter curl:curl victoria-metrics:victoria-metrics
+	prometheus-node-exporter:prometheus-node-exporter curl:curl victoria-metrics:victoria-metrics \
+	gammu-smsd:gammu-smsd
 BENCH_TOOLS := prometheus-node-exporter:prometheus-node-exporter fping:fping
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

@@ -22,9 +22,10 @@ ALLOWED = {
     "monitor": {"monitor", "probes", "exporters"},
     "ops": {"ops", "monitor", "probes", "exporters", "alert_rules"},
     "alert_rules": set(),
+    "pager": {"pager", "monitor", "probes"},
 }
 OURS = {*ALLOWED, "tests", "grafana", "bench"}
-LAZY_OPS = ROOT / "monitor" / "cli.py"  # starts the ops commands, importing them on use
+LAZY_OPS = ROOT / "monitor" / "cli.py"  # starts ops and the pager, importing them on use
 
 
 def imports(path: Path, ours: bool = True) -> set[str]:
@@ -42,7 +43,7 @@ def imports(path: Path, ours: bool = True) -> set[str]:
 def test_imports_run_one_way(package: str) -> None:
     wrong = []
     for path in sorted((ROOT / package).rglob("*.py")):
-        allowed = ALLOWED[package] | ({"ops"} if path == LAZY_OPS else set())
+        allowed = ALLOWED[package] | ({"ops", "pager"} if path == LAZY_OPS else set())
         wrong += [f"{path.relative_to(ROOT)} imports {name}"
                   for name in sorted(imports(path) - allowed)]
     assert not wrong
@@ -68,7 +69,7 @@ def test_the_docs_name_every_kind_and_package() -> None:
         assert f"`{package}/`" in docs, package
 
 
-PATH = re.compile(r"(?<![\w/.-])((?:monitor|probes|exporters|ops|alert_rules|grafana|tests|"
+PATH = re.compile(r"(?<![\w/.-])((?:monitor|probes|exporters|ops|pager|alert_rules|grafana|tests|"
                   r"bench|examples|docs|\.ci)/[\w./<>-]*)")
 
 

@@ -90,7 +90,12 @@ def test_the_installed_commands_run_outside_the_checkout(installed: Path) -> Non
     valid = run(installed, "insmon", "validate", str(example))
     assert valid.returncode == 0 and ": ok, " in valid.stdout, valid.stderr
 
-    for command in ("drill", "review", "run", "maintenance"):
+    pager = installed.parent / "elsewhere" / "pager.yaml"
+    pager.write_text((ROOT / "examples" / "pager.yaml").read_text())
+    valid = run(installed, "insmon", "pager", "validate", str(pager))
+    assert valid.returncode == 0 and ": OK (" in valid.stdout, valid.stderr
+
+    for command in ("drill", "review", "run", "maintenance", "pager"):
         helped = run(installed, "insmon", command, "--help")
         assert helped.returncode == 0 and "usage: insmon " + command in helped.stdout, (
             helped.stderr)
