@@ -34,14 +34,15 @@ def binds(service: str) -> dict[str, str]:
 
 def test_the_stack_has_its_services_with_health_checks_and_named_volumes() -> None:
     assert set(SERVICES) == {"insmon", "prometheus", "alertmanager-1", "alertmanager-2",
-                             "grafana"}
+                             "insmon-pager", "grafana"}
     for name, service in SERVICES.items():
         assert service["healthcheck"]["test"][0] == "CMD", name
         assert service["restart"] == "unless-stopped", name
     named = {v.split(":")[0] for s in SERVICES.values() for v in s.get("volumes", [])
              if not v.startswith(("./", "$"))}
     assert named == set(COMPOSE["volumes"]) == {
-        "prometheus-data", "alertmanager-1-data", "alertmanager-2-data", "grafana-data"}
+        "prometheus-data", "alertmanager-1-data", "alertmanager-2-data", "grafana-data",
+        "pager-data"}
 
 
 def test_every_mounted_file_exists() -> None:
@@ -125,6 +126,27 @@ def test_alertmanager_config_as_mounted(tmp_path: Path, service: str) -> None:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert " - 1 templates\n  SUCCESS" in result.stdout  # templates/*.tmpl found, parsed
+
+
+def test_every_receiver_is_the_pager_service_of_the_stack() -> None:
+    """The shipped receivers reach a service that exists: the pager, at the port and store
+    its config names."""
+    pager = SERVICES["insmon-pager"]
+    assert pager["command"][:2] == ["pager", "run"]
+    assert "9095:9095" in pager["ports"]
+    config = yaml.safe_load((ROOT / binds("insmon-pager")["/etc/insmon/pager.yaml"]).read_text())
+    assert config["listen"].endswith(":9095")
+    assert any(v.startswith("pager-data:" + str(Path(config["database"]).parent))
+               for v in pager["volumes"])
+    routing = yaml.safe_load((ROOT / "alert_rules/alertmanager.yml").read_text())
+    urls = [hook["url"] for receiver in routing["receivers"]
+            for hook in receiver.get("webhook_configs", [])]
+    assert urls and all(url.startswith("http://insmon-pager:9095/") for url in urls)
+    teams = {url.rsplit("/", 1)[1] for url in urls} - {"watchdog", "drill", "unrouted"}
+    assert teams == set(config["teams"])  # every team routed to has a rota in the example
+    prometheus = yaml.safe_load((ROOT / "alert_rules/prometheus.yml").read_text())
+    [job] = [j for j in prometheus["scrape_configs"] if j["job_name"] == "insmon-pager"]
+    assert job["static_configs"][0]["targets"] == ["insmon-pager:9095"]
 
 
 def test_grafana_is_provisioned_with_the_dashboards() -> None:
