@@ -186,6 +186,9 @@ def _drill(commands: argparse._SubParsersAction) -> None:
     sub.add_argument("--list", action="store_true", help="list the scenarios and exit")
     sub.add_argument("--out", type=Path, metavar="DIR",
                      help="where the report goes (default: ./drill-SCENARIO-TIME)")
+    sub.add_argument("--pager", metavar="URL",
+                     help="also send the drill's pages to this insmon pager, which pages its "
+                          "drill rota (【演练】); the report says who acknowledged when")
 
 
 def _do_drill(args: argparse.Namespace) -> int:
@@ -208,7 +211,8 @@ def _do_drill(args: argparse.Namespace) -> int:
     out = args.out or Path(f"drill-{scenario.name}-{started}")
     print(f"drill {scenario.name}: {scenario.title} ({scenario.title_zh})", flush=True)
     try:
-        report = drill.run(scenario, out, log=lambda line: print(f"  {line}", flush=True))
+        report = drill.run(scenario, out, log=lambda line: print(f"  {line}", flush=True),
+                           pager=args.pager)
     except KeyboardInterrupt:
         print("drill interrupted: every fault was undone and the lab removed",
               file=sys.stderr)
@@ -222,7 +226,7 @@ def _do_drill(args: argparse.Namespace) -> int:
     return 0 if report.passed else 1
 
 
-# ------------------------------------------------------------------ review
+# ------------------------------------------------------------------ pager
 
 def _pager(commands: argparse._SubParsersAction) -> None:
     sub = commands.add_parser("pager", add_help=False,  # its -h is the pager's own
@@ -237,6 +241,8 @@ def _do_pager(args: argparse.Namespace) -> int:
     return pager_main(args.args)
 
 
+# ------------------------------------------------------------------ review
+
 def _review(commands: argparse._SubParsersAction) -> None:
     sub = _command(commands, "review", _do_review,
                    "write a post-incident report (timeline, charts) from Prometheus")
@@ -247,7 +253,10 @@ def _review(commands: argparse._SubParsersAction) -> None:
     sub.add_argument("--to", dest="end", required=True, metavar="TIME", help="end")
     sub.add_argument("--site", help="the site label (needed when Prometheus has several)")
     sub.add_argument("--out", type=Path, required=True, metavar="DIR",
-                     help="where review.md, review.html and the charts go")
+                     help="where review.md, review.html, the charts and report.md (the "
+                          "事件报告 draft) go")
+    sub.add_argument("--pager", metavar="URL",
+                     help="insmon pager's URL: add who was told, when, and who acknowledged")
 
 
 def _do_review(args: argparse.Namespace) -> int:
@@ -256,7 +265,7 @@ def _do_review(args: argparse.Namespace) -> int:
 
     try:
         start, end = parse_time(args.start), parse_time(args.end)
-        written = review.write(args.prometheus, start, end, args.site, args.out)
+        written = review.write(args.prometheus, start, end, args.site, args.out, args.pager)
     except (ValueError, review.HistoryError) as exc:
         print(f"insmon review: {exc}", file=sys.stderr)
         return 1

@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -304,6 +305,8 @@ class Report:
     rows: list[Row]
     team_paged_after: dict[str, float]   # per team: seconds from the fault to its page
     checks: list[tuple[str, bool]]
+    # with --pager: who of the drill rota was paged, when, and when they acknowledged
+    pager: list[PagerRow] = field(default_factory=list)
     passed: bool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -318,9 +321,49 @@ class Report:
         by_time = sorted(self.team_paged_after.items(), key=lambda kv: (kv[1], kv[0]))
         lines += [f"- {team}: {seconds:.1f} s" for team, seconds in by_time] or [
             "- nobody was paged"]
+        if self.pager:
+            lines += ["", "Through insmon pager (【演练】, the drill rota):", "",
+                      "| alert | person | delivered after | channel | acknowledged after |",
+                      "|---|---|---|---|---|"]
+            lines += [f"| {r.alert} | {r.person} | {_after(r.delivered_after)} | {r.channel} "
+                      f"| {_after(r.acked_after, 'not acknowledged')} |" for r in self.pager]
         lines += ["", "Checks:", ""]
         lines += [f"- [{'x' if ok else ' '}] {what}" for what, ok in self.checks]
         return "\n".join(lines) + "\n"
+
+
+@dataclass
+class PagerRow:
+    alert: str
+    person: str
+    delivered_after: float | None   # seconds from the fault
+    channel: str
+    acked_after: float | None       # seconds from the fault; None: nobody acknowledged
+
+
+def _after(seconds: float | None, none: str = "-") -> str:
+    return none if seconds is None else f"{seconds:.1f} s"
+
+
+def pager_rows(pager: str, fault_at: float) -> list[PagerRow]:
+    """The drill's incidents in the pager: each person paged, delivery and acknowledgement
+    times from the fault."""
+    url = f"{pager}/api/incidents?since={fault_at - 1}"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        incidents = json.load(response)
+    rows = []
+    for incident in incidents:
+        if not incident["drill"]:
+            continue
+        for page in incident["pages"]:
+            sent = [d for d in incident["deliveries"] if d["person"] == page["person"]
+                    and d["kind"] == "page"]
+            rows.append(PagerRow(
+                incident["alertname"], page["name"],
+                sent[0]["sent"] - fault_at if sent and sent[0]["sent"] else None,
+                sent[0]["channel"] if sent else "-",
+                incident["acked"] - fault_at if incident["acked"] else None))
+    return rows
 
 
 def verdict(ok: bool) -> str:
@@ -401,11 +444,12 @@ def shanghai(t: float) -> str:
 # ---------------------------------------------------------------------- the run
 
 def run(scenario: Scenario, out: Path, log: Callable[[str], None] = print,
-        recorder: Recorder | None = None) -> Report:
+        recorder: Recorder | None = None, pager: str | None = None) -> Report:
     """The whole drill; everything it made is gone when it returns or raises (Ctrl-C
     included). Writes out/report.json and out/report.md; keeps out/work/ (the drill's
     Prometheus data, logs) for a review. `recorder`: the receivers every Alertmanager
-    receiver points at (default: the drill's own)."""
+    receiver points at (default: the drill's own). `pager`: an insmon pager's URL that
+    also gets the drill's pages, for its drill rota (marked 【演练】)."""
     missing = [tool for tool in ("prometheus", "prometheus-alertmanager", "amtool")
                if shutil.which(tool) is None]
     if missing:
@@ -425,9 +469,11 @@ def run(scenario: Scenario, out: Path, log: Callable[[str], None] = print,
         port = free_port()
         config = env.config(port)
         with alert_chain(work, config, port, SITE, recorder.url, interval=None,
-                         external_labels={"drill": "true"}) as chain:
+                         external_labels={"drill": "true"}, pager=pager) as chain:
             report = _drill(scenario, env, chain, len(yaml.safe_load(config)["checks"]),
                             recorder, log)
+        if pager:
+            report.pager = pager_rows(pager, report.fault_unix)
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not stop the cleanup
         try:

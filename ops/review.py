@@ -5,13 +5,19 @@ are inside it) with the timeline (first anomaly and recovery per component, each
 fire and resolve with grade and teams, every change of the highest firing grade, the
 backup channel taking over and handing back), time to detect and to recover per
 component, the peak values, and charts of the key series with the alert periods shaded.
-Times are Asia/Shanghai.
+With `--pager`, who insmon pager told, on which channel, when it was delivered and
+acknowledged, and escalations, from the pager's API. report.md is the draft of the
+written incident report the plans require (事件报告: time, grade, impact, cause so far,
+measures taken, who was told when), to be completed by people. Times are Asia/Shanghai.
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import json
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -52,6 +58,22 @@ class ComponentSummary:
 
 
 @dataclass
+class Told:
+    """One person told of one incident by insmon pager."""
+    alert: str
+    grade: str
+    drill: bool
+    person: str
+    team: str
+    kind: str        # page, escalation
+    channel: str
+    decided: float
+    delivered: float | None  # None: failed on every channel, or still pending
+    acked_by: str | None
+    acked: float | None
+
+
+@dataclass
 class Chart:
     title: str
     file: Path
@@ -68,6 +90,7 @@ class Review:
     periods: list[AlertPeriod]
     parts: list[Component]  # with the series read, for the charts
     charts: list[Chart] = field(default_factory=list)
+    told: list[Told] = field(default_factory=list)  # from insmon pager
 
     @property
     def worst_grade(self) -> str:
@@ -115,7 +138,45 @@ def find_site(api: PrometheusAPI, start: float, end: float, site: str | None) ->
     return site
 
 
-def collect(api: PrometheusAPI, start: float, end: float, site: str | None) -> Review:
+def pager_records(url: str, start: float, end: float) -> tuple[list[Told], list[Event]]:
+    """Who the pager told, and the timeline's events: deliveries, acknowledgements,
+    escalations, failures."""
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/api/incidents?since={start}&until="
+                                    f"{end}", timeout=30) as response:
+            incidents = json.load(response)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise HistoryError(f"cannot read insmon pager at {url}: "
+                           f"{getattr(exc, 'reason', None) or exc}") from None
+    told, events = [], []
+    for incident in incidents:
+        label = f"{'【演练】' if incident['drill'] else ''}{incident['alertname']}"
+        for d in incident["deliveries"]:
+            if d["kind"] not in ("page", "escalation"):
+                continue
+            team = next((p["team_name"] for p in incident["pages"]
+                         if p["person"] == d["person"]), "")
+            told.append(Told(label, incident["grade"], bool(incident["drill"]), d["name"],
+                             team, d["kind"], d["channel"], d["created"], d["sent"],
+                             incident["acked_by_name"], incident["acked"]))
+            if d["sent"]:
+                events.append(Event(d["sent"], f"PAGE {d['name']} ({team}) told of {label} "
+                                    f"by {d['channel']}"
+                                    f"{' (escalation)' if d['kind'] == 'escalation' else ''}"))
+            elif d["status"] == "failed":
+                events.append(Event(d["created"], f"PAGE to {d['name']} ({team}) of {label} "
+                                    f"FAILED on every channel: {d['error']}"))
+        for e in incident["events"]:
+            if e["what"] == "acknowledged":
+                events.append(Event(e["at"], f"ACK {e['name']} acknowledged {label} "
+                                    f"(via {e['channel']})"))
+            elif e["what"] == "escalated":
+                events.append(Event(e["at"], f"ESCALATION of {label}: {e['detail']}"))
+    return told, events
+
+
+def collect(api: PrometheusAPI, start: float, end: float, site: str | None,
+            pager: str | None = None) -> Review:
     site = find_site(api, start, end, site)
     periods = alert_periods(api, start, end, site)
     events: list[Event] = []
@@ -145,7 +206,12 @@ def collect(api: PrometheusAPI, start: float, end: float, site: str | None) -> R
         if p.end is not None:
             events.append(Event(p.end, f"ALERT {p.name} resolved (grade {p.grade})", p.grade))
     events += grade_changes(periods)
-    return Review(site, start, end, sorted(events), summaries, peaks(parts), periods, parts)
+    told: list[Told] = []
+    if pager:
+        told, told_events = pager_records(pager, start, end)
+        events += told_events
+    return Review(site, start, end, sorted(events), summaries, peaks(parts), periods, parts,
+                  told=told)
 
 
 def grade_changes(periods: list[AlertPeriod]) -> list[Event]:
@@ -297,6 +363,9 @@ def sections(review: Review) -> list[tuple[str, list[str], list[list[str]]]]:
     alerts = [[p.name, p.grade, alert_teams(p), when(p.start),
                when(p.end) if p.end else "still firing",
                duration((p.end or review.end) - p.start)] for p in review.periods]
+    told = [[t.alert, t.grade, t.person, t.team, t.kind, t.channel, when(t.decided),
+             when(t.delivered) if t.delivered else "NOT DELIVERED",
+             f"{t.acked_by} {when(t.acked)}" if t.acked else "-"] for t in review.told]
     return [
         ("Components: time to detect and to recover",
          ["component", "组件", "first anomaly", "first alert", "time to detect", "recovered",
@@ -305,7 +374,62 @@ def sections(review: Review) -> list[tuple[str, list[str], list[list[str]]]]:
          [[what, value, when(at)] for what, value, at in review.peaks]),
         ("Alerts", ["alert", "grade", "teams", "fired", "resolved", "lasted"], alerts),
         ("Timeline", ["time", "event"], [[when(e.at), e.what] for e in review.events]),
+        *([("Who was told (insmon pager)", ["alert", "grade", "person", "team", "as",
+                                            "channel", "decided", "delivered",
+                                            "acknowledged"], told)] if review.told else []),
     ]
+
+
+GRADE_ZH = {"I": "一级（特别重大）", "II": "二级（重大）", "III": "三级（较大）",
+            "IV": "四级（一般）"}
+STOPPED = ("SettlementChainCollapsed", "SettlementPathDown", "FrontEndUnreachable")
+
+
+def incident_report(review: Review) -> str:
+    """事件报告 draft: what the records say, with the blanks people must fill marked."""
+    first = min((s.first_anomaly for s in review.summaries), default=None)
+    recovered = [s.recovered for s in review.summaries]
+    back = None if not recovered or None in recovered else max(recovered)
+    alerted = min((p.start for p in review.periods), default=None)
+    grade = review.worst_grade
+    hours = 1 if grade in ("I", "II") else 2
+    lines = [f"# 事件报告（草稿）：{review.site}", "",
+             "由 insmon review 根据监控记录生成；标注【待补充】处须由负责人填写后按时上报。", "",
+             f"- 事件时间：{when(first, True)} 至 "
+             f"{when(back, True) if back else '尚未恢复'}（北京时间）",
+             f"- 事件级别：{GRADE_ZH.get(grade, '未分级')}",
+             f"- 报告时限：{hours} 小时内，即 "
+             f"{when(alerted + hours * 3600, True) if alerted else '-'} 前（自首次告警起）",
+             "", "## 影响范围", ""]
+    stopped = [p for p in review.periods if p.name in STOPPED]
+    if stopped:
+        start = min(p.start for p in stopped)
+        end = None if any(p.end is None for p in stopped) else max(p.end for p in stopped)
+        lines.append(f"- 医保实时结算中断：{when(start)} 至 {when(end) if end else '报告时仍中断'}"
+                     f"（{duration((end or review.end) - start)}），窗口提示“医保数据连接超时”")
+    else:
+        lines.append("- 医保实时结算未中断")
+    lines += [f"- {s.name_zh}（{s.name}）：{when(s.first_anomaly)} 异常，"
+              f"{when(s.recovered) + ' 恢复' if s.recovered else '未恢复'}"
+              for s in review.summaries]
+    lines += ["- 【待补充】受影响的窗口、患者人数、分流情况", "", "## 原因（初步）", ""]
+    lines += [f"- {when(s.first_anomaly)} {s.name_zh} 首先出现异常" for s in
+              sorted(review.summaries, key=lambda s: s.first_anomaly)[:3]]
+    lines += ["- 【待补充】根本原因（运维服务商分析）", "", "## 已采取措施", ""]
+    lines += [f"- {when(e.at)} {e.what}" for e in review.events
+              if e.what.startswith(("ACK ", "ESCALATION ", "the backup", "settlement back"))]
+    lines += ["- 【待补充】处置过程、恢复手段", "", "## 通知情况", ""]
+    if review.told:
+        lines += ["| 时间 | 人员 | 小组 | 通道 | 告警 | 确认 |", "|---|---|---|---|---|---|"]
+        lines += [f"| {when(t.delivered) if t.delivered else '未送达'} | {t.person} | {t.team} "
+                  f"| {t.channel} | {t.alert} | "
+                  f"{(t.acked_by or '') + ' ' + when(t.acked) if t.acked else '-'} |"
+                  for t in sorted(review.told, key=lambda t: t.decided)]
+    else:
+        lines += [f"- {when(p.start)} {p.name}（{p.grade} 级）通知：{alert_teams(p)}"
+                  for p in review.periods]
+        lines.append("- （未读取 insmon pager 记录：加 --pager 可列出具体人员与送达时间）")
+    return "\n".join(lines) + "\n"
 
 
 def alert_teams(period: AlertPeriod) -> str:
@@ -370,14 +494,16 @@ def html_page(review: Review) -> str:
             + "\n".join(body) + "\n</body></html>\n")
 
 
-def write(url: str, start: datetime, end: datetime, site: str | None, out: Path) -> list[Path]:
+def write(url: str, start: datetime, end: datetime, site: str | None, out: Path,
+          pager: str | None = None) -> list[Path]:
     if end <= start:
         raise HistoryError(f"the window ends ({end.isoformat()}) before it starts "
                            f"({start.isoformat()})")
-    review = collect(PrometheusAPI(url), start.timestamp(), end.timestamp(), site)
+    review = collect(PrometheusAPI(url), start.timestamp(), end.timestamp(), site, pager)
     out.mkdir(parents=True, exist_ok=True)
     review.charts = draw(review, out)
-    md, page = out / "review.md", out / "review.html"
+    md, page, report = out / "review.md", out / "review.html", out / "report.md"
     md.write_text(markdown(review))
     page.write_text(html_page(review))
-    return [md, page, *(c.file for c in review.charts)]
+    report.write_text(incident_report(review))
+    return [md, page, report, *(c.file for c in review.charts)]

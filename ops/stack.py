@@ -87,11 +87,14 @@ class Alertmanager(Server):
     shares silences and its notification log, so each page goes out once."""
 
     def __init__(self, workdir: Path, webhook_url: str, cluster_port: int | None = None,
-                 peers: tuple[str, ...] = ()) -> None:
+                 peers: tuple[str, ...] = (), pager: str | None = None) -> None:
         config = yaml.safe_load((RULES / "alertmanager.yml").read_text())
         for receiver in config["receivers"]:
             for hook in receiver.get("webhook_configs", []):
                 hook["url"] = f"{webhook_url}/{receiver['name']}"
+            if pager and receiver["name"] == "drill":  # a drill paging the drill rota
+                receiver["webhook_configs"].append({"url": f"{pager}/drill",
+                                                    "send_resolved": True})
         workdir.mkdir(parents=True, exist_ok=True)
         shutil.copytree(RULES / "templates", workdir / "templates", dirs_exist_ok=True)
         self.config_file = workdir / "alertmanager.yml"
@@ -185,15 +188,16 @@ class Chain(NamedTuple):
 
 @contextmanager
 def alert_chain(workdir: Path, insmon_config: str, port: int, site: str, webhook_url: str,
-                interval: str | None = "1s", external_labels: dict | None = None
-                ) -> Iterator[Chain]:
-    """insmon (listening on `port`), Alertmanager paging `webhook_url`, and Prometheus
-    scraping the one and alerting the other (see `alerting_config`), until the settlement
-    path shows up; all stopped on the way out."""
+                interval: str | None = "1s", external_labels: dict | None = None,
+                pager: str | None = None) -> Iterator[Chain]:
+    """insmon (listening on `port`), Alertmanager paging `webhook_url` (and a drill's
+    pages also to the insmon pager at `pager`), and Prometheus scraping the one and
+    alerting the other (see `alerting_config`), until the settlement path shows up; all
+    stopped on the way out."""
     started: list = []
     try:
         started.append(Insmon(workdir / "insmon", insmon_config))
-        manager = Alertmanager(workdir / "alertmanager", webhook_url)
+        manager = Alertmanager(workdir / "alertmanager", webhook_url, pager=pager)
         started.append(manager)
         prometheus = Prometheus(workdir / "prometheus", alerting_config(
             workdir / "prometheus", [f"127.0.0.1:{port}"], site, manager.url, interval,

@@ -99,7 +99,7 @@ def compose(config: PagerConfig, incident: sqlite3.Row, kind: str, step: int,
 
 def _short(incident: sqlite3.Row, kind: str, head: str, stopped: bool, link: str,
            acker: str | None, now: float) -> str:
-    """The SMS, whole and then cut to its length by the channel (the head goes first)."""
+    """The SMS as head|tail|link, fitted to a channel's length by `fit`."""
     tail = {"page": f"{clock(incident['started'], False)}起",
             "escalation": f"{clock(incident['started'], False)}起，无人确认",
             "resolved": f"{clock(incident['resolved'] or now, False)}恢复",
@@ -108,13 +108,18 @@ def _short(incident: sqlite3.Row, kind: str, head: str, stopped: bool, link: str
     if stopped and kind in ("page", "escalation"):
         tail = "结算已中断 " + tail
     if kind in ("page", "escalation") and not incident["acked"]:
-        tail += f"。回复1确认(ACK {incident['id']}) {link}"
-    return f"{tail}|{head}"
+        tail += f"。回复1确认(ACK {incident['id']})"
+        return f"{head}|{tail}|{link}"
+    return f"{head}|{tail}|"
 
 
 def fit(short: str, limit: int) -> str:
-    """Head first, cut to fit, then the tail (what to do) whole."""
-    tail, head = short.split("|", 1)
+    """What it is and what to do, within `limit` characters: the link goes first when
+    there is no room (a reply acknowledges too), then the head is cut."""
+    head, tail, link = short.split("|", 2)
+    whole = f"{head} {tail} {link}".strip()
+    if len(whole) <= limit:
+        return whole
     room = limit - len(tail) - 1
     if room < len(head):
         head = head[:max(room - 1, 0)] + "…"

@@ -174,22 +174,30 @@ class PagerServer:
     def incidents(self, since: float, until: float) -> list[dict]:
         """Incidents open in [since, until], each with its pages, deliveries and events."""
         store = self.engine.store
+        people, teams = self.engine.config.people, self.engine.config.teams
+        name = lambda pid: people[pid].name if pid in people else pid  # noqa: E731
         found = []
         for incident in store.query("SELECT * FROM incidents WHERE opened <= ? AND "
                                     "(resolved IS NULL OR resolved >= ?) ORDER BY opened",
                                     (until, since)):
             item = dict(incident)
             item["owners"], item["teams"] = json.loads(item["owners"]), json.loads(item["teams"])
-            item["pages"] = [{"person": p["person"], "team": p["team"], "role": p["role"],
+            item["acked_by_name"] = name(incident["acked_by"]) if incident["acked_by"] else None
+            item["pages"] = [{"person": p["person"], "name": name(p["person"]),
+                              "team": p["team"], "team_name": teams[p["team"]].name
+                              if p["team"] in teams else p["team"], "role": p["role"],
                               "paged": p["paged"]} for p in store.query(
                 "SELECT * FROM pages WHERE incident = ? ORDER BY id", (incident["id"],))]
             item["deliveries"] = [
-                {"person": d["person"], "kind": d["kind"], "step": d["step"],
+                {"person": d["person"], "name": name(d["person"]), "kind": d["kind"],
+                 "step": d["step"],
                  "channel": json.loads(d["route"])[d["hop"]], "status": d["status"],
                  "created": d["created"], "sent": d["sent"], "error": d["error"]}
                 for d in store.query("SELECT * FROM deliveries WHERE incident = ? ORDER BY id",
                                      (incident["id"],))]
-            item["events"] = [{k: e[k] for k in ("at", "what", "person", "channel", "detail")}
+            item["events"] = [{"at": e["at"], "what": e["what"], "person": e["person"],
+                               "name": name(e["person"]) if e["person"] else None,
+                               "channel": e["channel"], "detail": e["detail"]}
                               for e in store.query("SELECT * FROM events WHERE incident = ? "
                                                    "ORDER BY id", (incident["id"],))]
             found.append(item)

@@ -107,16 +107,19 @@ def assert_expected(case: Path, rendered: str) -> None:
 
 @pytest.fixture(scope="session")
 def reference_drill(tmp_path_factory: pytest.TempPathFactory):
-    """The reference incident drilled once for the session, with the test's own receivers:
-    (report, its output folder with the Prometheus data, the receivers)."""
+    """The reference incident drilled once for the session, with the test's own receivers
+    and an insmon pager for the drill rota: (report, its output folder with the Prometheus
+    data, the receivers, the pager)."""
     from ops import drill
     from ops.recorder import Recorder
+    from tests.pager_rig import drill_pager
 
     recorder = Recorder()
     out = tmp_path_factory.mktemp("drill-reference")
     try:
-        report = drill.run(drill.SCENARIOS["reference"], out, log=lambda line: None,
-                           recorder=recorder)
-        yield report, out, recorder
+        with drill_pager(tmp_path_factory.mktemp("drill-pager")) as (pager, _):
+            report = drill.run(drill.SCENARIOS["reference"], out, log=lambda line: None,
+                               recorder=recorder, pager=pager.url)
+            yield report, out, recorder, pager
     finally:
         recorder.close()

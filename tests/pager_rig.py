@@ -11,6 +11,8 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -19,6 +21,7 @@ from aiosmtpd.controller import Controller
 from ops.stack import free_port, wait_for
 from tests.certs import Authority
 from tests.conftest import INSMON
+from tests.robots import WeComRobot
 
 
 class PagerProcess:
@@ -214,3 +217,27 @@ class MailServer:
 
     def close(self) -> None:
         self.controller.stop()
+
+
+@contextmanager
+def drill_pager(directory: Path) -> Iterator[tuple[PagerProcess, WeComRobot]]:
+    """A pager whose drill rota is one person (演练值班员) on a local WeCom robot."""
+    robot = WeComRobot()
+    port = free_port()
+    config = {
+        "listen": f"127.0.0.1:{port}", "public_url": f"http://127.0.0.1:{port}",
+        "database": str(directory / "pager.db"),
+        "channels": {"wecom": {"type": "wecom", "url": robot.url}},
+        "people": {"duty": {"name": "演练值班员", "wecom": "duty", "channels": ["wecom"]}},
+        "teams": {"server_ops": {"name": "服务器运维组", "lead": "duty",
+                                 "rotation": {"since": "2026-01-01", "order": ["duty"]}}},
+        "drill": {"people": ["duty"]},
+    }
+    path = directory / "pager.yaml"
+    path.write_text(yaml.safe_dump(config, allow_unicode=True))
+    pager = PagerProcess(path)
+    try:
+        yield pager, robot
+    finally:
+        pager.stop()
+        robot.close()

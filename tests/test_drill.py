@@ -67,7 +67,7 @@ def assert_lab_gone(out: Path) -> None:
 
 
 def test_reference_incident(reference_drill) -> None:
-    report, out, recorder = reference_drill
+    report, out, recorder, _ = reference_drill
     assert_matches_receivers(report, recorder, drill.SCENARIOS["reference"])
     # one Level I for both causes; the causes' own alerts at most on the way
     assert {r.alert for r in report.rows} <= {"SettlementChainCollapsed",
@@ -78,6 +78,19 @@ def test_reference_incident(reference_drill) -> None:
     assert written["passed"] is True
     assert written["team_paged_after"] == report.team_paged_after
     assert "| SettlementChainCollapsed | I | I |" in (out / "report.md").read_text()
+
+
+def test_a_drill_through_the_pager_pages_only_the_drill_rota(reference_drill) -> None:
+    report, out, _, pager = reference_drill
+    [chain] = [row for row in report.pager if row.alert == "SettlementChainCollapsed"]
+    assert chain.person == "演练值班员" and chain.channel == "wecom"
+    # the pager's robot message is the drill's page, as fast as the team receivers' own
+    assert chain.delivered_after <= report.team_paged_after["network"] + 2
+    assert chain.acked_after is None  # nobody acknowledged during the test's drill
+    assert {row.person for row in report.pager} == {"演练值班员"}
+    assert "Through insmon pager (【演练】, the drill rota)" in (out / "report.md").read_text()
+    incidents = pager.incidents()
+    assert incidents and all(i["drill"] for i in incidents)
     print("\nreference drill, fault to page per team, seconds:", report.team_paged_after)
     assert_lab_gone(out)
 

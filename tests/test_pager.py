@@ -16,6 +16,7 @@ import openpyxl
 import pytest
 import yaml
 
+from ops.recorder import Recorder
 from ops.stack import Alertmanager, free_port, wait_for
 from tests.conftest import INSMON
 from tests.pager_rig import MailServer, PagerProcess, Phone
@@ -302,6 +303,39 @@ def test_the_robot_saying_too_fast_makes_the_page_wait_not_fail(rig: Rig) -> Non
                      "WHERE i.alertname = 'Second'")[0]
     assert row["status"] == "pending" and row["hop"] == 0  # waits for the robot, same channel
     assert 'result="rate_limited"' in pager.get("/metrics").decode()
+
+
+def test_the_http_gateway_and_the_webhook_and_the_report_reminder(rig: Rig) -> None:
+    """A voice gateway that is down fails over to the site's webhook; a working one gets
+    its templated request, cut to its length; before the written report is due, the
+    on-call is reminded."""
+    sink = Recorder()
+    try:
+        config = rig.config(reports={"major": "8s", "remind_before": "5s"})
+        config["channels"] |= {
+            "dead-voice": {"type": "http", "url": "http://127.0.0.1:9/call", "retries": 1},
+            "voice": {"type": "http", "url": f"{sink.url}/voice?to=$mobile",
+                      "body": '{"phone": "$mobile", "tts": $text_json}', "max_chars": 60},
+            "hook": {"type": "webhook", "url": f"{sink.url}/hook"}}
+        config["people"]["zhang"]["channels"] = ["dead-voice", "hook"]
+        config["people"]["vp"]["channels"] = ["voice"]
+        pager = rig.start(config)
+        pager.post("/network", notification())
+        pager.post("/leadership", notification())
+        hook = wait_for(lambda: [p.body for p in sink.received() if p.team == "hook"], 15,
+                        "the webhook after the dead gateway")[0]
+        assert hook["title"].startswith("【一级】SettlementPathDown") and \
+            hook["people"] == [{"name": "张三", "mobile": MOBILE["zhang"], "email": None}]
+        voice = wait_for(lambda: [p.body for p in sink.received()
+                                  if p.team.startswith("voice")], 15, "the voice call")[0]
+        assert voice["phone"] == MOBILE["vp"] and len(voice["tts"]) <= 60
+        assert voice["tts"].startswith("【一级】") and "回复1确认" in voice["tts"]
+        reminder = wait_for(lambda: [p.body["text"] for p in sink.received()
+                                     if p.team == "hook" and "报告" in p.body["title"]], 15,
+                            "the report reminder")[0]
+        assert "书面事件报告须于" in reminder
+    finally:
+        sink.close()
 
 
 # ------------------------------------------------------------------ bad input

@@ -33,10 +33,10 @@ HOLD = 60  # keep_firing_for of the Level I alerts
 
 @pytest.fixture(scope="module")
 def history(reference_drill) -> Iterator[tuple]:
-    report, out, pager = reference_drill
+    report, out, recorder, pager = reference_drill
     prometheus = Prometheus(out / "work" / "prometheus", {"global": {"scrape_interval": "1m"}})
     try:
-        yield report, prometheus, pager
+        yield report, prometheus, recorder, pager
     finally:
         prometheus.stop()
 
@@ -46,7 +46,7 @@ def iso(t: float) -> str:
 
 
 def test_timeline_order_and_times(history) -> None:
-    report, prometheus, pager = history
+    report, prometheus, pager, _ = history
     fault, healed = report.fault_unix, report.healed_unix
     # the alerts resolve a minute after recovery (held against flapping): look past that
     review = collect(PrometheusAPI(prometheus.url), fault - 30, healed + HOLD + 30, None)
@@ -92,7 +92,7 @@ def test_timeline_order_and_times(history) -> None:
 
 
 def test_report_files_and_html_in_chromium(history, tmp_path: Path) -> None:
-    report, prometheus, _ = history
+    report, prometheus, _, _ = history
     out = tmp_path / "review"
     result = subprocess.run(
         [INSMON, "review", "--prometheus", prometheus.url, "--from",
@@ -124,8 +124,43 @@ def test_report_files_and_html_in_chromium(history, tmp_path: Path) -> None:
     assert blue > 300 and red_shade > 3000, (blue, red_shade)
 
 
+def test_with_the_pager_it_says_who_was_told_and_drafts_the_incident_report(
+        history, tmp_path: Path) -> None:
+    report, prometheus, _, pager = history
+    out = tmp_path / "review"
+    result = subprocess.run(
+        [INSMON, "review", "--prometheus", prometheus.url, "--from",
+         iso(report.fault_unix - 30), "--to", iso(report.healed_unix + HOLD + 30),
+         "--out", str(out), "--pager", pager.url], capture_output=True, text=True,
+        timeout=120)
+    assert result.returncode == 0, result.stderr
+    md = (out / "review.md").read_text()
+    assert "## Who was told (insmon pager)" in md
+    timeline = md[md.index("## Timeline"):md.index("## Who was told")]
+    fired = timeline.index("ALERT SettlementChainCollapsed fires")
+    told = timeline.index("PAGE 演练值班员 (服务器运维组) told of 【演练】SettlementChainCollapsed "
+                          "by wecom")
+    assert fired < told < timeline.index("settlement path (结算通道): recovered")
+
+    draft = (out / "report.md").read_text()
+    assert draft.startswith("# 事件报告（草稿）：drill-lab")
+    assert "- 事件级别：一级（特别重大）" in draft
+    assert "- 报告时限：1 小时内" in draft
+    assert "- 医保实时结算中断：" in draft
+    assert "| 演练值班员 | 服务器运维组 | wecom | 【演练】SettlementChainCollapsed |" in draft
+    assert "【待补充】根本原因" in draft
+
+    down = subprocess.run(
+        [INSMON, "review", "--prometheus", prometheus.url, "--from",
+         iso(report.fault_unix - 30), "--to", iso(report.healed_unix + 30),
+         "--out", str(out), "--pager", "http://127.0.0.1:9"], capture_output=True,
+        text=True, timeout=120)
+    assert down.returncode == 1 and "cannot read insmon pager at http://127.0.0.1:9" in \
+        down.stderr
+
+
 def test_a_window_without_data_says_so(history, tmp_path: Path) -> None:
-    report, prometheus, _ = history
+    report, prometheus, _, _ = history
     result = subprocess.run(
         [INSMON, "review", "--prometheus", prometheus.url, "--from",
          iso(report.fault_unix - 7200), "--to", iso(report.fault_unix - 3600), "--out",
