@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from exporters.webconfig import WebConfig
 from probes import PROBES
+from probes.base import MAX_DURATION
 
 DEFAULT_LISTEN = "0.0.0.0:9829"
 # Keys whose values are secrets: an error about them never repeats the value.
@@ -129,6 +130,9 @@ def parse(text: str, source: str, model: type[M] = Config) -> M:  # type: ignore
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.load(text, Loader=_StrictLoader)
+    except RecursionError:
+        raise ConfigError(source, (f"{source}: the YAML nests too deeply to be a config",)
+                          ) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
@@ -172,6 +176,10 @@ class _StrictLoader(yaml.SafeLoader):
         seen: set[object] = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, str | int | float | bool | None):
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"keys must be plain words or numbers, got a "
+                    f"{type(key).__name__}", key_node.start_mark)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"key {key!r} is given twice in one mapping",
@@ -211,6 +219,11 @@ def _message(err: dict, data: dict, model: type[BaseModel]) -> str:
     if kind == "union_tag_not_found":
         return f"required key 'kind' is missing (one of: {', '.join(PROBES)})"
     message = err["msg"].removeprefix("Value error, ")
+    if kind == "less_than_equal" and ctx.get("le") == MAX_DURATION:
+        message = "must be at most a day (24h)"
+    if kind == "finite_number" or (isinstance(err.get("input"), float)
+                                   and err["input"] != err["input"]):  # NaN
+        message = "must be a finite number"
     if kind == "string_pattern_mismatch" and err["loc"][-1] == "name":
         message = ("must start with a letter or digit and hold only letters, digits and "
                    "_ . : - (at most 64 characters)")

@@ -174,8 +174,9 @@ class Engine:
 
     def _resolve(self, db: sqlite3.Connection, incident: sqlite3.Row, now: float) -> None:
         db.execute("UPDATE incidents SET resolved = ? WHERE id = ?", (now, incident["id"]))
-        db.execute("UPDATE timers SET done = 1 WHERE incident = ? AND done = 0",
-                   (incident["id"],))
+        # no escalation once it is over; the written report is still due
+        db.execute("UPDATE timers SET done = 1 WHERE incident = ? AND kind = 'escalation' "
+                   "AND done = 0", (incident["id"],))
         self._event(db, incident["id"], now, "resolved")
         for page in db.execute("SELECT person FROM pages WHERE incident = ?",
                                (incident["id"],)).fetchall():

@@ -68,7 +68,10 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+# At most a day: a longer interval is a typo, and an infinite one would never run.
+MAX_DURATION = 86400.0
+Duration = Annotated[float, BeforeValidator(parse_duration),
+                     Field(gt=0, le=MAX_DURATION, allow_inf_nan=False)]
 
 # ---------------------------------------------------------------- config
 

@@ -232,6 +232,7 @@ def drill_pager(directory: Path) -> Iterator[tuple[PagerProcess, WeComRobot]]:
         "teams": {"server_ops": {"name": "服务器运维组", "lead": "duty",
                                  "rotation": {"since": "2026-01-01", "order": ["duty"]}}},
         "drill": {"people": ["duty"]},
+        "watchdog": {"timeout": "1h", "notify": ["server_ops"]},
     }
     path = directory / "pager.yaml"
     path.write_text(yaml.safe_dump(config, allow_unicode=True))

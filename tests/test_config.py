@@ -92,3 +92,16 @@ def test_listen(text: str, expected: tuple[str, int]) -> None:
 def test_bad_listen(text: str) -> None:
     with pytest.raises(ValueError, match="expected"):
         split_listen(text)
+
+
+def test_deep_nesting_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.conftest import INSMON
+
+    path = tmp_path / "deep.yaml"
+    path.write_text("checks: " + "[" * 5000 + "]" * 5000 + "\n")
+    done = subprocess.run([INSMON, "validate", str(path)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 1
+    assert done.stderr == f"{path}: the YAML nests too deeply to be a config\n"
