@@ -9,6 +9,7 @@ reason: dns, refused, timeout, unreachable, tls, status, body, other.
 
 from __future__ import annotations
 
+import base64
 import http.client
 import re
 import socket
@@ -16,7 +17,7 @@ import ssl
 import time
 from pathlib import Path
 from typing import Literal, NamedTuple
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, field_validator
 
@@ -55,8 +56,34 @@ class Config(CheckBase):
     def _http_url(cls, url: str) -> str:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"expected an http:// or https:// URL with a host, got {url!r}")
+            raise ValueError(f"expected an http:// or https:// URL with a host, got "
+                             f"{redacted(url)!r}")
         return url
+
+    @field_validator("headers")
+    @classmethod
+    def _one_line(cls, headers: dict[str, str]) -> dict[str, str]:
+        """A line break in a header would inject another header (and http.client's error
+        about it repeats the value): refused here, without echoing it."""
+        for name, value in headers.items():
+            if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+                raise ValueError("a header name holds only letters, digits and - _ . etc.")
+            if any(c in value for c in "\r\n\0"):
+                raise ValueError(f"the value of header {name} holds a line break or NUL")
+        return headers
+
+    @property
+    def shown_url(self) -> str:
+        """The URL as it may be shown: a password in it is starred."""
+        return redacted(self.url)
+
+
+def redacted(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
 
 
 METRICS = (
@@ -108,9 +135,12 @@ def fetch(cfg: Config) -> Outcome:
         conn.sock = sock
         t = time.perf_counter()
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        credentials = ({"Authorization": "Basic " + base64.b64encode(
+            f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()).decode()}
+            if parts.username else {})
         conn.request(cfg.method, path, headers={
             "User-Agent": f"insmon/{VERSION}", "Accept": "*/*", "Connection": "close",
-            **cfg.headers})
+            **credentials, **cfg.headers})
         response = conn.getresponse()
         phases["processing"] = time.perf_counter() - t
         status = response.status
@@ -132,11 +162,11 @@ def fetch(cfg: Config) -> Outcome:
         if sock is not None:
             sock.close()
     if status not in cfg.valid_status:
-        return Outcome(phases, status, expiry, "status", f"status {status} from {cfg.url}")
+        return Outcome(phases, status, expiry, "status", f"status {status} from {cfg.shown_url}")
     if cfg.body_regex is not None and not cfg.body_regex.search(
             body.decode(errors="replace")):
         return Outcome(phases, status, expiry, "body",
-                       f"body of {cfg.url} does not match {cfg.body_regex.pattern!r}")
+                       f"body of {cfg.shown_url} does not match {cfg.body_regex.pattern!r}")
     return Outcome(phases, status, expiry, None, "")
 
 

@@ -14,9 +14,9 @@ from ops.stack import Insmon
 from tests.conftest import INSMON, free_port, wait_for
 from tests.snmp_agent import free_udp_port
 
-COMMUNITY, AUTH_KEY, PRIV_KEY, TOKEN = ("community-7d1c", "auth-key-52e9", "priv-key-0b4a",
-                                        "token-93f0")
-SECRETS = (COMMUNITY, AUTH_KEY, PRIV_KEY, TOKEN)
+COMMUNITY, AUTH_KEY, PRIV_KEY, TOKEN, PASSWORD = (
+    "community-7d1c", "auth-key-52e9", "priv-key-0b4a", "token-93f0", "password-5e1d")
+SECRETS = (COMMUNITY, AUTH_KEY, PRIV_KEY, TOKEN, PASSWORD)
 
 
 def config(tmp_path: Path, port: int) -> str:
@@ -46,6 +46,9 @@ checks:
     kind: http
     url: http://127.0.0.1:{free_port()}/health
     headers: {{Authorization: "Bearer {TOKEN}"}}
+  - name: portal
+    kind: http
+    url: http://insmon:{PASSWORD}@127.0.0.1:{free_port()}/health
 """
 
 
@@ -91,4 +94,19 @@ def test_config_errors_do_not_repeat_secrets(auth: str) -> None:
             f"  auth: {auth}\n")
     with pytest.raises(ConfigError) as info:
         parse(text, "site.yaml")
+    assert_clean(str(info.value), "a config error")
+
+
+@pytest.mark.parametrize(("check", "error"), [
+    (f'url: http://127.0.0.1/\n  headers: {{Authorization: "Bearer {TOKEN}\\r\\nX-Injected: 1"}}',
+     "the value of header Authorization holds a line break or NUL"),
+    (f"url: ftp://insmon:{PASSWORD}@127.0.0.1/",
+     "expected an http:// or https:// URL with a host, got 'ftp://insmon:***@127.0.0.1/'"),
+])
+def test_a_header_with_a_line_break_or_a_bad_url_is_refused_without_its_secret(
+        check: str, error: str) -> None:
+    text = f"checks:\n- name: web\n  kind: http\n  {check}\n"
+    with pytest.raises(ConfigError) as info:
+        parse(text, "site.yaml")
+    assert error in str(info.value)
     assert_clean(str(info.value), "a config error")
