@@ -9,7 +9,8 @@ ARGS ?=
 TEST_TOOLS := promtool:prometheus amtool:prometheus-alertmanager snmpd:snmpd chromium:chromium \
 	prometheus-node-exporter:prometheus-node-exporter curl:curl victoria-metrics:victoria-metrics \
 	gammu-smsd:gammu-smsd
-BENCH_TOOLS := prometheus-node-exporter:prometheus-node-exporter fping:fping
+BENCH_TOOLS := prometheus-node-exporter:prometheus-node-exporter fping:fping \
+	gammu-smsd:gammu-smsd prometheus:prometheus prometheus-alertmanager:prometheus-alertmanager
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test lint bench figures clean
@@ -34,6 +35,7 @@ bench: $(VENV)/.test
 	$(VENV)/bin/python bench/storage_overhead.py
 	$(VENV)/bin/python bench/icmp_fanout.py
 	$(VENV)/bin/python bench/fault_to_page.py
+	$(VENV)/bin/python bench/fault_to_person.py
 	$(VENV)/bin/python bench/scrape.py
 
 lint: $(VENV)/.test

@@ -96,7 +96,7 @@ def main() -> None:
                              180, "the incident to resolve")
                     time.sleep(5)
             incidents = [i for i in pager.incidents() if i["alertname"] == "SettlementPathDown"]
-            doubled = len(pages()) != len(incidents) or len(sms()) != len(incidents)
+            counts = len(incidents), len(pages()), len(sms())
         finally:
             pager.stop()
             phone.close()
@@ -108,8 +108,9 @@ def main() -> None:
           f"{max(to_robot):.1f} s, all: {', '.join(f'{d:.1f}' for d in to_robot)}")
     print(f"  to the phone (SMS): median {statistics.median(to_sms):.1f} s, worst "
           f"{max(to_sms):.1f} s, all: {', '.join(f'{d:.1f}' for d in to_sms)}")
-    print(f"  {len(incidents)} incidents, {len(pages())} robot pages, {len(sms())} SMS: "
-          f"{'LOST OR DOUBLED' if doubled else 'each person paged once per incident'}")
+    once = counts[0] == counts[1] == counts[2]
+    print(f"  {counts[0]} incidents, {counts[1]} robot pages, {counts[2]} SMS to leadership: "
+          f"{'each person paged once per incident' if once else 'LOST OR DOUBLED'}")
 
 
 if __name__ == "__main__":

@@ -159,6 +159,8 @@ def _maintenance(commands: argparse._SubParsersAction) -> None:
     sub.add_argument("--to", dest="end", required=True, metavar="TIME", help="end")
     sub.add_argument("--comment", required=True,
                      help="what is announced, e.g. the cutover notice number")
+    sub.add_argument("--force", action="store_true",
+                     help="allow a window longer than 14 days")
 
 
 def _do_maintenance(args: argparse.Namespace) -> int:
@@ -166,7 +168,8 @@ def _do_maintenance(args: argparse.Namespace) -> int:
 
     try:
         start, end = maintenance.parse_time(args.start), maintenance.parse_time(args.end)
-        silence = maintenance.declare(args.alertmanager, args.site, start, end, args.comment)
+        silence = maintenance.declare(args.alertmanager, args.site, start, end, args.comment,
+                                      force=args.force)
     except (maintenance.MaintenanceError, ValueError) as exc:
         print(f"insmon maintenance: {exc}", file=sys.stderr)
         return 1

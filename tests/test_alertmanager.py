@@ -175,6 +175,37 @@ def test_maintenance_says_why_it_failed() -> None:
                                     "http://127.0.0.1:9")
 
 
+@pytest.mark.parametrize(("args", "error"), [
+    (["--site", "h1", "--from", "2026-12-01T20:00", "--to", "2036-12-01T20:00"],
+     "the window is 3653.0 days long, over 14 days: check the dates, or pass --force"),
+    (["--site", " ", "--from", "2026-12-01T20:00", "--to", "2026-12-02T06:00"],
+     "--site is empty"),
+    (["--site", "h1", "--from", "0001-01-01T00:00", "--to", "0001-01-02T00:00"],
+     "the window ended already"),
+])
+def test_maintenance_refuses_a_window_that_is_a_typo(args: list[str], error: str) -> None:
+    result = subprocess.run([INSMON, "maintenance", "--alertmanager", "http://127.0.0.1:9",
+                             *args, "--comment", "cutover"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"insmon maintenance: {error}"), result.stderr
+
+
+def test_maintenance_checks_what_alertmanager_answered() -> None:
+    from ops.recorder import Recorder
+
+    lying = Recorder()  # answers 200 with an empty body: no silence id
+    try:
+        result = subprocess.run(
+            [INSMON, "maintenance", "--alertmanager", lying.url, "--site", "h1", "--from",
+             "2026-12-01T20:00", "--to", "2026-12-02T06:00", "--comment", "cutover"],
+            capture_output=True, text=True, timeout=30)
+    finally:
+        lying.close()
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "answered with no JSON" in result.stderr
+
+
 def alert(name: str, grade: str, team: str, site: str, also: str = "", **labels: str) -> dict:
     """An alert as Prometheus sends it, for posting straight to Alertmanager."""
     return {"labels": {"alertname": name, "grade": grade, "team": team, "site": site,
