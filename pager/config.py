@@ -213,6 +213,10 @@ class PagerConfig(_Model):
 
     @model_validator(mode="after")
     def _references(self) -> PagerConfig:
+        if "escalation" not in self.model_fields_set:  # the plans' defaults, for the teams
+            self.escalation = {grade: [s for s in steps if all(  # this pager has
+                t in (*Target.__args__, *self.teams) for t in s.notify)]
+                for grade, steps in DEFAULT_ESCALATION.items()}
         problems = []
         for pid, person in self.people.items():
             problems += [f"people.{pid}.channels: unknown channel {c!r}"

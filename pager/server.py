@@ -28,6 +28,7 @@ log = logging.getLogger("insmon.pager.http")
 RECEIVER = re.compile(r"^/([A-Za-z0-9_.-]{1,64})$")
 ACK = re.compile(r"^/ack/([A-Za-z0-9_-]{10,64})$")
 ACK_BUCKETS = (30, 60, 120, 300, 600, 900, 1800, 3600)
+TEAM_NAMES = {"drill": "演练名单"}  # who is paged that is no team: the drill rota
 
 
 class StoreCollector:
@@ -185,7 +186,8 @@ class PagerServer:
             item["acked_by_name"] = name(incident["acked_by"]) if incident["acked_by"] else None
             item["pages"] = [{"person": p["person"], "name": name(p["person"]),
                               "team": p["team"], "team_name": teams[p["team"]].name
-                              if p["team"] in teams else p["team"], "role": p["role"],
+                              if p["team"] in teams else TEAM_NAMES.get(p["team"], p["team"]),
+                              "role": p["role"],
                               "paged": p["paged"]} for p in store.query(
                 "SELECT * FROM pages WHERE incident = ? ORDER BY id", (incident["id"],))]
             item["deliveries"] = [

@@ -138,7 +138,7 @@ def test_with_the_pager_it_says_who_was_told_and_drafts_the_incident_report(
     assert "## Who was told (insmon pager)" in md
     timeline = md[md.index("## Timeline"):md.index("## Who was told")]
     fired = timeline.index("ALERT SettlementChainCollapsed fires")
-    told = timeline.index("PAGE 演练值班员 (服务器运维组) told of 【演练】SettlementChainCollapsed "
+    told = timeline.index("PAGE 演练值班员 (演练名单) told of 【演练】SettlementChainCollapsed "
                           "by wecom")
     assert fired < told < timeline.index("settlement path (结算通道): recovered")
 
@@ -147,7 +147,7 @@ def test_with_the_pager_it_says_who_was_told_and_drafts_the_incident_report(
     assert "- 事件级别：一级（特别重大）" in draft
     assert "- 报告时限：1 小时内" in draft
     assert "- 医保实时结算中断：" in draft
-    assert "| 演练值班员 | 服务器运维组 | wecom | 【演练】SettlementChainCollapsed |" in draft
+    assert "| 演练值班员 | 演练名单 | wecom | 【演练】SettlementChainCollapsed |" in draft
     assert "【待补充】根本原因" in draft
 
     down = subprocess.run(
