@@ -50,8 +50,13 @@ def make_app(snapshot: Callable[[], Snapshot], alive: Callable[[], bool],
 
     def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
-        if auth is not None and path != "/healthz" and not auth.allows(
-                environ.get("HTTP_AUTHORIZATION"), environ.get("REMOTE_ADDR", "?")):
+        verdict = "ok" if auth is None or path == "/healthz" else auth.check(
+            environ.get("HTTP_AUTHORIZATION"), environ.get("REMOTE_ADDR", "?"))
+        if verdict == "throttled":
+            start_response("429 Too Many Requests", [
+                ("Content-Type", "text/plain; charset=utf-8"), ("Retry-After", "60")])
+            return [b"too many failed attempts; try again in a minute\n"]
+        if verdict == "denied":
             start_response("401 Unauthorized", [("Content-Type", "text/plain; charset=utf-8"),
                                                 ("WWW-Authenticate", 'Basic realm="insmon"')])
             return [b"unauthorized\n"]

@@ -11,8 +11,11 @@ config written for node_exporter works unchanged:
       prometheus: $2b$12$...   # bcrypt hash, e.g. `htpasswd -nBC 12 "" | tr -d ':\\n'`
 
 /healthz stays open (liveness probes carry no credentials); everything else needs auth
-when users are configured. Failed attempts are logged with the user name, never the
-password.
+when users are configured. An unknown user costs the same bcrypt check as a known one (no
+telling which users exist by timing); after FAILURES failed attempts in a minute from one
+client or for one user, further attempts are refused at once (429) until the minute is
+over, so a brute force cannot burn the CPU. Failures are logged once a minute per client,
+with the user name, never the password.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ import hmac
 import logging
 import ssl
 import threading
+import time
+from collections import defaultdict, deque
 from pathlib import Path
 from typing import Literal
 
@@ -65,6 +70,11 @@ class WebConfig(BaseModel):
         for user, hashed in users.items():
             if not hashed.startswith(("$2a$", "$2b$", "$2y$")):
                 raise ValueError(f"the password of {user!r} must be a bcrypt hash ($2b$...)")
+            try:
+                bcrypt.checkpw(b"", hashed.encode())
+            except ValueError:
+                raise ValueError(f"the password of {user!r} is not a valid bcrypt hash "
+                                 "(e.g. htpasswd -nBC 12 \"\" | tr -d ':\\n')") from None
         return users
 
 
@@ -72,11 +82,19 @@ def tls_context(tls: TlsServerConfig) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = (ssl.TLSVersion.TLSv1_3 if tls.min_version == "TLS13"
                                else ssl.TLSVersion.TLSv1_2)
+    for name, path in (("cert_file", tls.cert_file), ("key_file", tls.key_file),
+                       ("client_ca_file", tls.client_ca_file)):
+        if path is not None and not path.is_file():
+            raise OSError(f"tls_server_config.{name}: no such file {path}")
     context.load_cert_chain(tls.cert_file, tls.key_file)
     context.verify_mode = CLIENT_AUTH[tls.client_auth_type]
     if tls.client_ca_file:
         context.load_verify_locations(tls.client_ca_file)
     return context
+
+
+FAILURES = 5      # failed attempts a minute, per client and per user, before a 429
+WINDOW = 60.0
 
 
 class BasicAuth:
@@ -88,22 +106,50 @@ class BasicAuth:
         self._users = {u: h.encode() for u, h in users.items()}
         self._good: set[bytes] = set()
         self._lock = threading.Lock()
+        # what an unknown user is checked against: the same cost as the real hashes
+        cost = max((int(h.split(b"$")[2]) for h in self._users.values()), default=10)
+        self._dummy = bcrypt.hashpw(b"not a password", bcrypt.gensalt(rounds=cost))
+        self._failed: dict[str, deque[float]] = defaultdict(deque)  # client or user
+        self._logged: dict[str, float] = {}  # client -> when its failure was last logged
 
-    def allows(self, header: str | None, client: str) -> bool:
+    def check(self, header: str | None, client: str) -> str:
+        """"ok", "denied" (401) or "throttled" (429: too many failures this minute)."""
         user, password = _credentials(header)
         if user is None:
-            return False
-        hashed = self._users.get(user)
+            return "denied"
         key = hashlib.sha256(f"{user}\0{password}".encode()).digest()
         with self._lock:
             if any(hmac.compare_digest(key, good) for good in self._good):
-                return True
-        if hashed is not None and bcrypt.checkpw(password.encode(), hashed):
+                return "ok"
+            if self._throttled(f"client {client}") or self._throttled(f"user {user}"):
+                return "throttled"
+        hashed = self._users.get(user)
+        matches = bcrypt.checkpw(password.encode(), hashed or self._dummy)
+        if hashed is not None and matches:
             with self._lock:
                 self._good.add(key)
-            return True
-        log.warning("rejected basic auth for user %r from %s", user, client)
-        return False
+            return "ok"
+        now = time.monotonic()
+        with self._lock:
+            for who in (f"client {client}", f"user {user}"):
+                self._failed[who].append(now)
+            if now - self._logged.get(client, -WINDOW) >= WINDOW:
+                self._logged[client] = now
+                log.warning("rejected basic auth for user %r from %s (%d failure(s) from it "
+                            "in the last minute; logged once a minute)", user, client,
+                            len(self._failed[f"client {client}"]))
+        return "denied"
+
+    def allows(self, header: str | None, client: str) -> bool:
+        return self.check(header, client) == "ok"
+
+    def _throttled(self, who: str) -> bool:
+        failed = self._failed.get(who)
+        if not failed:
+            return False
+        while failed and failed[0] < time.monotonic() - WINDOW:
+            failed.popleft()
+        return len(failed) >= FAILURES
 
 
 def _credentials(header: str | None) -> tuple[str | None, str]:

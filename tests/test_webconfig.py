@@ -116,3 +116,49 @@ def test_a_bad_web_config_is_named(tmp_path: Path) -> None:
         f"{web}:2: basic_auth_users: the password of 'prometheus' must be a bcrypt hash "
         "($2b$...)",
         f"{web}:4: tls_server_config.key_file: required key is missing")
+
+
+def test_a_malformed_hash_or_a_missing_file_is_named_at_start(tmp_path: Path) -> None:
+    from exporters.webconfig import TlsServerConfig, tls_context
+
+    web = tmp_path / "web.yml"
+    web.write_text("basic_auth_users:\n  prometheus: $2b$12$not-a-real-hash\n")
+    with pytest.raises(ConfigError) as info:
+        load_web_config(web)
+    assert "the password of 'prometheus' is not a valid bcrypt hash" in str(info.value)
+    with pytest.raises(OSError, match=r"^tls_server_config.cert_file: no such file /nope.crt$"):
+        tls_context(TlsServerConfig(cert_file="/nope.crt", key_file="/nope.key"))
+
+
+def test_a_brute_force_is_throttled_and_an_unknown_user_costs_a_real_check() -> None:
+    import base64
+    import time
+
+    from exporters.http import make_app
+    from exporters.webconfig import FAILURES, BasicAuth
+
+    auth = BasicAuth({"prometheus": bcrypt.hashpw(PASSWORD.encode(),
+                                                  bcrypt.gensalt(12)).decode()})
+    app = make_app(lambda: None, lambda: True, auth)
+
+    def get(user: str, password: str, client: str) -> tuple[str, float]:
+        codes = []
+        header = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        start = time.perf_counter()
+        app({"PATH_INFO": "/nope", "HTTP_AUTHORIZATION": header, "REMOTE_ADDR": client},
+            lambda status, headers: codes.append(status))
+        return codes[0].split()[0], time.perf_counter() - start
+
+    assert get("prometheus", PASSWORD, "10.0.0.9")[0] == "404"  # Prometheus, verified once
+    known, known_took = get("prometheus", "wrong", "10.0.0.1")
+    unknown, unknown_took = get("nobody-here", "wrong", "10.0.0.2")
+    assert known == unknown == "401"
+    assert unknown_took > known_took / 3  # a bcrypt check too: no user enumeration by time
+    for _ in range(FAILURES - 1):
+        assert get("prometheus", "wrong", "10.0.0.1")[0] == "401"
+    throttled, took = get("prometheus", "wrong", "10.0.0.1")
+    assert throttled == "429" and took < known_took / 10  # no bcrypt spent on it
+    assert get("prometheus", "other", "10.0.0.4")[0] == "429"  # the user waits a minute
+    # ... but the Prometheus already verified is not locked out by the attacker
+    assert get("prometheus", PASSWORD, "10.0.0.9")[0] == "404"
+    assert get("nobody-here", "wrong", "10.0.0.3")[0] == "401"  # others: as ever
