@@ -10,10 +10,12 @@ reason: dns, refused, timeout, unreachable, tls, status, body, other.
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import re
 import socket
 import ssl
+import threading
 import time
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -122,13 +124,21 @@ def fetch(cfg: Config) -> Outcome:
     phases: dict[str, float] = {}
     status = expiry = None
     sock: socket.socket | None = None
+    # The deadline covers the whole answer: a server trickling a byte a second resets
+    # every read's timeout, so at the deadline the socket is shut under the reader.
+    cut = threading.Event()
+    timer: threading.Timer | None = None
     try:
         t0 = time.perf_counter()
         sock = _connect(host, port, cfg, deadline)
+        current = [sock]  # the socket to shut: the TLS one once it wraps this
+        timer = threading.Timer(_left(deadline), _cut, (current, cut))
+        timer.daemon = True
+        timer.start()
         phases["connect"] = time.perf_counter() - t0
         if parts.scheme == "https":
             t = time.perf_counter()
-            sock = _tls_context(cfg).wrap_socket(sock, server_hostname=host)
+            sock = current[0] = _tls_context(cfg).wrap_socket(sock, server_hostname=host)
             phases["tls"] = time.perf_counter() - t
             expiry = _expiry(sock.getpeercert(binary_form=True))
         conn = http.client.HTTPConnection(host, port, timeout=_left(deadline))
@@ -145,10 +155,19 @@ def fetch(cfg: Config) -> Outcome:
         phases["processing"] = time.perf_counter() - t
         status = response.status
         t = time.perf_counter()
-        body = response.read(cfg.max_body_bytes) if cfg.method == "GET" else b""
+        body = _body(response, cfg.max_body_bytes) if cfg.method == "GET" else b""
         phases["transfer"] = time.perf_counter() - t
+        if cut.is_set():
+            raise TimeoutError
+    except _ShortBody as short:
+        if cut.is_set():  # it was us who ended the body, at the deadline
+            return Outcome(phases, status, expiry, "timeout", f"no complete answer from "
+                           f"{host}:{port} within {cfg.timeout:g}s")
+        return Outcome(phases, status, expiry, "body",
+                       f"the body of {cfg.shown_url} ended after {short.args[0]} of the "
+                       f"{short.args[1]} bytes its Content-Length promised")
     except OSError as exc:
-        why = reason(exc)
+        why = "timeout" if cut.is_set() else reason(exc)
         return Outcome(phases, status, expiry, why, {
             "dns": f"cannot resolve {host}: {exc.strerror}",
             "refused": f"{host}:{port} refused the connection",
@@ -156,9 +175,14 @@ def fetch(cfg: Config) -> Outcome:
             "tls": f"TLS with {host}:{port} failed: {getattr(exc, 'reason', None) or exc}",
         }.get(why, f"cannot reach {host}:{port}: {exc.strerror or exc}"))
     except http.client.HTTPException as exc:
+        if cut.is_set():
+            return Outcome(phases, status, expiry, "timeout", f"no complete answer from "
+                           f"{host}:{port} within {cfg.timeout:g}s")
         return Outcome(phases, status, expiry, "other",
                        f"bad HTTP answer from {host}:{port}: {type(exc).__name__} {exc}")
     finally:
+        if timer is not None:
+            timer.cancel()
         if sock is not None:
             sock.close()
     if status not in cfg.valid_status:
@@ -168,6 +192,30 @@ def fetch(cfg: Config) -> Outcome:
         return Outcome(phases, status, expiry, "body",
                        f"body of {cfg.shown_url} does not match {cfg.body_regex.pattern!r}")
     return Outcome(phases, status, expiry, None, "")
+
+
+class _ShortBody(Exception):
+    """The server closed before the Content-Length it promised: (got, promised)."""
+
+
+def _body(response: http.client.HTTPResponse, limit: int) -> bytes:
+    """Up to `limit` bytes of the body; _ShortBody when the answer lied about its length."""
+    chunks, size = [], 0
+    while size < limit:
+        chunk = response.read1(min(1 << 16, limit - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size < limit and response.length:  # stopped early, with bytes still promised
+        raise _ShortBody(size, size + response.length)
+    return b"".join(chunks)
+
+
+def _cut(current: list[socket.socket], cut: threading.Event) -> None:
+    cut.set()
+    with contextlib.suppress(OSError):  # closed already
+        current[0].shutdown(socket.SHUT_RDWR)
 
 
 def _left(deadline: float) -> float:

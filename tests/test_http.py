@@ -3,6 +3,7 @@ status, body, a slow answer, HTTPS trust and certificate expiry."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
@@ -103,6 +104,70 @@ async def test_https_certificate_expiry_and_trust(front_end: Callable[..., str],
                              "CERTIFICATE_VERIFY_FAILED")
     assert value(series, 'insmon_http_failures_total{check="front-end-http",'
                          'reason="tls"}') == 1
+
+
+class Liar:
+    """A loopback HTTP server that misbehaves: "trickle" sends its headers, then a byte a
+    second for a minute; "short" promises 1000 bytes, sends 10 and closes."""
+
+    def __init__(self, mode: str) -> None:
+        import threading
+
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}/health"
+        self.mode = mode
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        import time
+
+        with contextlib.suppress(OSError):
+            conn, _ = self.server.accept()
+            with conn:
+                conn.recv(4096)
+                length = 1000 if self.mode == "short" else 60
+                conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n\r\n".encode())
+                if self.mode == "short":
+                    conn.sendall(b"x" * 10)
+                    return
+                for _ in range(60):
+                    conn.sendall(b"x")
+                    time.sleep(1)
+
+    def close(self) -> None:
+        self.server.close()
+
+
+async def test_a_trickling_answer_ends_at_the_deadline_and_a_short_one_fails() -> None:
+    import time
+
+    trickle = Liar("trickle")
+    try:
+        started = time.monotonic()
+        status, series = await render(http_check(trickle.url), "insmon_http_")
+        assert time.monotonic() - started < 3  # timeout 2 s, for the whole answer
+        assert status.startswith("# failed: no complete answer from 127.0.0.1:")
+        assert value(series, 'insmon_http_failures_total{check="front-end-http",'
+                             'reason="timeout"}') == 1
+        time.sleep(0.2)
+        readers = [t for t, frame in sys._current_frames().items()
+                   if any(f.f_code is http.fetch.__code__ for f in _stack(frame))]
+        assert readers == []  # no thread left reading the trickle
+    finally:
+        trickle.close()
+    short = Liar("short")
+    try:
+        status, series = await render(http_check(short.url), "insmon_http_")
+        assert status == (f"# failed: the body of {short.url} ended after 10 of the 1000 "
+                          "bytes its Content-Length promised\n")
+    finally:
+        short.close()
+
+
+def _stack(frame):
+    while frame is not None:
+        yield frame
+        frame = frame.f_back
 
 
 def test_configs_reject_bad_addresses() -> None:
