@@ -78,7 +78,7 @@ def parse_diskstats(text: str) -> dict[str, Counters]:
     devices = {}
     for line in text.splitlines():
         fields = line.split()
-        if len(fields) < 14 or not all(f.isdigit() for f in fields[3:14]):
+        if len(fields) < 14 or not all(f.isascii() and f.isdigit() for f in fields[3:14]):
             continue
         f = [int(x) for x in fields[3:14]]
         devices[fields[2]] = Counters(reads=f[0], read_sectors=f[2], read_ms=f[3],

@@ -48,7 +48,20 @@ def controllers(text: str, command: str) -> list[tuple[int, Any]]:
     return out
 
 
+# What a JSON answer of the wrong shape raises when read as storcli's: a value of another
+# type, a list where a mapping belongs, a number too big. All of it is a format error.
+SHAPE_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError)
+
+
 def parse(vall: str, pds: str, rebuild: str | None = None) -> list[Array]:
+    try:
+        return _parse(vall, pds, rebuild)
+    except SHAPE_ERRORS as exc:
+        raise FormatError(f"storcli answered JSON of an unexpected shape: "
+                          f"{type(exc).__name__}: {str(exc)[:80]}") from None
+
+
+def _parse(vall: str, pds: str, rebuild: str | None) -> list[Array]:
     drives = _physical_drives(pds)
     progress = _rebuild_progress(rebuild) if rebuild else {}
     arrays = []
@@ -61,7 +74,7 @@ def parse(vall: str, pds: str, rebuild: str | None = None) -> list[Array]:
             try:
                 dg, number = (int(x) for x in str(vd["DG/VD"]).split("/"))
                 raw_state, level = vd["State"], str(vd["TYPE"]).lower()
-            except (KeyError, ValueError) as exc:
+            except SHAPE_ERRORS as exc:
                 raise FormatError(f"controller {ctl}: cannot read virtual drive {vd!r:.80}: "
                                   f"{exc}") from None
             members = [d for d in drives.get(ctl, []) if d["dg"] in (dg, None)]
@@ -96,7 +109,7 @@ def _physical_drives(text: str) -> dict[int, list[dict[str, Any]]]:
                     "state": str(row["State"]).strip(),
                     "dg": None if dg in ("-", "", None) else int(dg),
                 })
-            except (KeyError, ValueError) as exc:
+            except SHAPE_ERRORS as exc:
                 raise FormatError(f"controller {ctl}: cannot read drive {row!r:.80}: "
                                   f"{exc}") from None
     return drives
