@@ -272,6 +272,10 @@ def _do_review(args: argparse.Namespace) -> int:
     except (ValueError, review.HistoryError) as exc:
         print(f"insmon review: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # --out not writable
+        print(f"insmon review: cannot write the report to {args.out}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return 1
     print("\n".join(str(path) for path in written))
     return 0
 

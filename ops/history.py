@@ -45,13 +45,23 @@ class PrometheusAPI:
         except (OSError, ValueError) as exc:
             reason = getattr(exc, "reason", exc)
             raise HistoryError(f"cannot reach Prometheus at {self.url}: {reason}") from exc
+        if not isinstance(body, dict):
+            raise HistoryError(f"{self.url} answered {type(body).__name__} JSON, not "
+                               "Prometheus' API: is it Prometheus?")
         if body.get("status") != "success":
             raise HistoryError(f"Prometheus at {self.url}: {body.get('error', body)}")
-        return body["data"]
+        return body.get("data")
 
     def query(self, expr: str, at: float) -> list[dict]:
-        """An instant query at time `at`: the API's result list."""
-        return self._get("/api/v1/query", {"query": expr, "time": f"{at:.3f}"})["result"]
+        """An instant query at time `at`: the API's result list, each item with a
+        `metric` mapping (checked: a wrong answer is a HistoryError, not a crash)."""
+        data = self._get("/api/v1/query", {"query": expr, "time": f"{at:.3f}"})
+        result = data.get("result") if isinstance(data, dict) else None
+        if not isinstance(result, list) or not all(
+                isinstance(item, dict) and isinstance(item.get("metric"), dict)
+                for item in result):
+            raise self._shape(f"no list of results with metrics for {expr[:60]!r}")
+        return result
 
     def samples(self, selector: str, start: float, end: float) -> list[Series]:
         """Every raw sample of `selector` in [start, end]: a range selector evaluated at
@@ -59,10 +69,18 @@ class PrometheusAPI:
         seconds = max(1, int(end - start + 0.999))
         found = []
         for item in self.query(f"{selector}[{seconds}s]", end):
-            points = [(float(t), float(v)) for t, v in item["values"] if float(t) >= start]
+            try:
+                points = [(float(t), float(v)) for t, v in item["values"]
+                          if float(t) >= start]
+            except (KeyError, TypeError, ValueError):
+                raise self._shape(f"no [time, value] samples for {selector[:60]!r}") from None
             if points:
                 found.append(Series(item["metric"], points))
         return found
+
+    def _shape(self, what: str) -> HistoryError:
+        return HistoryError(f"Prometheus at {self.url} answered in an unexpected shape: "
+                            f"{what}")
 
 
 def selector(name: str, site: str | None, **matchers: str) -> str:

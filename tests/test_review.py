@@ -194,6 +194,56 @@ def test_unreachable_prometheus_and_bad_times(tmp_path: Path) -> None:
     assert result.returncode == 1 and "before it starts" in result.stderr
 
 
+@pytest.mark.parametrize(("answer", "error"), [
+    ([1, 2], "answered list JSON, not Prometheus' API"),
+    ({"status": "success", "data": {"result": "x"}},
+     "answered in an unexpected shape: no list of results with metrics"),
+    ({"status": "success", "data": {"resultType": "matrix",
+                                    "result": [{"metric": {"site": "h1"}}]}},
+     "answered in an unexpected shape: no [time, value] samples"),
+])
+def test_a_prometheus_answering_nonsense_is_one_line(tmp_path: Path, answer: object,
+                                                     error: str) -> None:
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Liar(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps(answer).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, fmt: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Liar)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        result = subprocess.run(
+            [INSMON, "review", "--prometheus", f"http://127.0.0.1:{server.server_port}",
+             "--from", "2026-11-23T08:30", "--to", "2026-11-23T10:00", "--site", "h1",
+             "--out", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert error in result.stderr, result.stderr
+
+
+def test_an_unwritable_out_is_one_line(history) -> None:
+    report, prometheus, _, _ = history
+    result = subprocess.run(
+        [INSMON, "review", "--prometheus", prometheus.url, "--from",
+         iso(report.fault_unix - 30), "--to", iso(report.healed_unix + 30),
+         "--out", "/proc/insmon-review"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("insmon review: cannot write the report to "
+                                    "/proc/insmon-review")
+
+
 # ---------------------------------------------------------------------- a backfilled cut
 
 STEP = 2  # seconds between the recorded samples, as insmon's scrape and rule evaluation
