@@ -108,6 +108,11 @@ async def run_check(check: Check, store: ResultStore) -> RunRecord | None:
             log.exception("check %s: probe raised", check.name)
     except ProbeFailure as exc:
         status, detail = "failed", str(exc)
+    except asyncio.CancelledError:
+        # insmon is stopping: the run is abandoned, with a line, not a traceback (a
+        # blocking call left on its worker thread does not hold up the exit)
+        log.info("check %s: run abandoned, insmon is stopping", check.name)
+        return None
     except Exception as exc:
         status, detail = "error", f"{type(exc).__name__}: {exc}"
         log.exception("check %s: probe raised", check.name)

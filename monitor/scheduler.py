@@ -12,7 +12,11 @@ import random
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
-from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
+from apscheduler.events import (
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_SUBMITTED,
+    JobSubmissionEvent,
+)
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from monitor.runner import Check, run_check
@@ -28,6 +32,8 @@ class CheckScheduler:
         self.checks: dict[str, Check] = {}
         self._jobs = AsyncIOScheduler(timezone=UTC)
         self._jobs.add_listener(self._on_overlap, EVENT_JOB_MAX_INSTANCES)
+        self._jobs.add_listener(self._on_submit, EVENT_JOB_SUBMITTED)
+        self._last_due: dict[str, datetime] = {}  # check -> when its last run was due
 
     def start(self) -> None:
         """Start running jobs; call from within the running event loop."""
@@ -40,8 +46,9 @@ class CheckScheduler:
         fresh = {check.name: check for check in checks}
         self.store.configure(fresh.values(), source, sha256)
         for name, old in self.checks.items():
-            if fresh.get(name) is not old:
+            if fresh.get(name) is not old and self._jobs.get_job(name) is not None:
                 self._jobs.remove_job(name)
+                self._last_due.pop(name, None)
         for name, check in fresh.items():
             if self.checks.get(name) is not check:
                 self._add(check)
@@ -57,6 +64,23 @@ class CheckScheduler:
             max_instances=1, coalesce=True, misfire_grace_time=max(1, int(interval)))
         log.debug("scheduled %s (%s) every %s, timeout %s", check.name, check.kind,
                   format_duration(interval), format_duration(check.cfg.timeout))
+
+    def _on_submit(self, event: JobSubmissionEvent) -> None:
+        """Runs that never happened (the process was stopped, the loop stalled): coalescing
+        runs the check once, so they are counted as skipped and said."""
+        check = self.checks.get(event.job_id)
+        due = event.scheduled_run_times[-1]
+        last = self._last_due.get(event.job_id)
+        self._last_due[event.job_id] = due
+        if check is None or last is None:
+            return
+        missed = round((due - last).total_seconds() / check.cfg.interval) - 1
+        if missed > 0:
+            log.warning("%s: %d run(s) missed since %s (the process was stopped or its loop "
+                        "stalled); counted as skipped", check.name, missed,
+                        last.isoformat(timespec="seconds"))
+            for _ in range(missed):
+                self.store.record_skip(check)
 
     def _on_overlap(self, event: JobSubmissionEvent) -> None:
         # Only a probe that ignores cancellation can still be running when it is due

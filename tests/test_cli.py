@@ -183,3 +183,67 @@ def test_run_reports_a_busy_port() -> None:
         assert f"cannot listen on 127.0.0.1:{first.port}: Address already in use" in result.stderr
     finally:
         first.stop()
+
+
+def test_a_reload_through_every_kind_of_bad_file_and_back_keeps_every_check_running(
+        running: tuple[Running, Path]) -> None:
+    monitor, config = running
+    wait_for(lambda: ok_runs(monitor, "core-cpu") >= 1, 15, "core-cpu to run")
+    good = config.read_text() + "- {name: second-cpu, kind: cpu, interval: 500ms}\n"
+    config.write_text(good)
+    monitor.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: ok_runs(monitor, "second-cpu") >= 1, 15, "the second check to run")
+    bad_files = [
+        good + "- {name: forever, kind: cpu, interval: .inf}\n",
+        good + '- {name: forever, kind: cpu, interval: "99999999h"}\n',
+        good + "- {name: forever, kind: cpu, interval: 99999999999999999999999}\n",
+        good + "- {? [1, 2] : x}\n",
+        good + "- {name: tagged, kind: cpu, interval: !!python/name:os.system 1}\n",
+        "checks: " + "[" * 3000 + "]" * 3000 + "\n",
+    ]
+    for bad in bad_files:
+        config.write_text(bad)
+        monitor.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: monitor.value("insmon_config_last_reload_successful") == 0, 10,
+                 "the reload to be rejected")
+        config.write_text(good)
+        monitor.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: monitor.value("insmon_config_last_reload_successful") == 1, 10,
+                 "the good file to load again")
+        for check in ("core-cpu", "second-cpu"):
+            before = ok_runs(monitor, check)
+            wait_for(lambda c=check, n=before: ok_runs(monitor, c) > n, 10, f"{check} to run")
+    code, err = monitor.stop()
+    assert code == 0 and "Traceback" not in err
+
+
+def test_runs_missed_while_stopped_are_counted_and_a_stop_mid_run_is_clean(
+        tmp_path: Path) -> None:
+    import socket
+    import time
+
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts, never answers
+    config = tmp_path / "site.yaml"
+    config.write_text(
+        "checks:\n- {name: core-cpu, kind: cpu, interval: 500ms}\n"
+        f"- {{name: slow-web, kind: http, url: 'http://127.0.0.1:{silent.getsockname()[1]}/',"
+        " interval: 10s, timeout: 8s}\n")
+    monitor = Running("-c", str(config))
+    try:
+        wait_for(lambda: ok_runs(monitor, "core-cpu") >= 2, 15, "core-cpu to run")
+        monitor.proc.send_signal(signal.SIGSTOP)
+        time.sleep(3)
+        monitor.proc.send_signal(signal.SIGCONT)
+        wait_for(lambda: (monitor.value("insmon_probe_runs_skipped_total", check="core-cpu",
+                                        kind="cpu") or 0) >= 4, 10,
+                 "the runs missed while stopped to be counted")
+        time.sleep(1)  # slow-web is in the middle of its 8 s run now
+        started = time.monotonic()
+        code, err = monitor.stop()
+        assert time.monotonic() - started < 2
+    finally:
+        silent.close()
+    assert code == 0
+    assert "run(s) missed since" in err and "counted as skipped" in err
+    assert "check slow-web: run abandoned, insmon is stopping" in err
+    assert "Traceback" not in err and "CancelledError" not in err
