@@ -41,7 +41,7 @@ CORE_METRICS = (
                (*HEALTH, "status")),
     MetricSpec("insmon_probe_runs_skipped_total", "counter",
                "Runs not started because the previous run was still stuck in blocking "
-               "work.", HEALTH),
+               "work, or missed while insmon was stopped or its loop stalled.", HEALTH),
     MetricSpec("insmon_build_info", "gauge",
                "Always 1; the labels say which insmon and Python are running.",
                ("version", "python_version")),
