@@ -128,6 +128,15 @@ def parse(text: str, source: str, model: type[M] = Config) -> M:  # type: ignore
     """Validate YAML text against `model` (the insmon config, or another file's schema
     such as the web config), with every error located in the file."""
     try:
+        # A tag (!!int, !!binary, !!python/...) turns a value into something else, and
+        # its failure would repeat the value (a secret) in a traceback: none in a config.
+        tag = next((t for t in yaml.scan(text, Loader=yaml.SafeLoader)
+                    if isinstance(t, yaml.TagToken)), None)
+        if tag is not None:
+            mark = tag.start_mark
+            raise ConfigError(source, (f"{source}:{mark.line + 1}:{mark.column + 1}: YAML "
+                                       "tags such as !!int are not allowed in a config: "
+                                       "write the plain value",))
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.load(text, Loader=_StrictLoader)
     except RecursionError:

@@ -88,6 +88,8 @@ def test_no_secret_in_once_validate_metrics_status_page_or_log(tmp_path: Path,
     f"{{community: {COMMUNITY}}}",  # a plain string where {value: ...} belongs
     f"{{community: {{value: [{COMMUNITY}]}}}}",
     f"{{version: '3', user: u, auth_key: {AUTH_KEY}, priv_key: {{value: x}}}}",
+    f"{{community: {{value: !!int {COMMUNITY}}}}}",  # a tag whose failure would repeat it
+    f"{{community: {{value: !!binary {COMMUNITY}}}}}",
 ])
 def test_config_errors_do_not_repeat_secrets(auth: str) -> None:
     text = (f"checks:\n- name: sw\n  kind: snmp\n  address: 127.0.0.1\n  interfaces: [1]\n"
