@@ -34,6 +34,7 @@ class CheckScheduler:
         self._jobs.add_listener(self._on_overlap, EVENT_JOB_MAX_INSTANCES)
         self._jobs.add_listener(self._on_submit, EVENT_JOB_SUBMITTED)
         self._last_due: dict[str, datetime] = {}  # check -> when its last run was due
+        self._added: dict[str, datetime] = {}  # check -> when its job was (re)made
 
     def start(self) -> None:
         """Start running jobs; call from within the running event loop."""
@@ -58,12 +59,21 @@ class CheckScheduler:
         interval = check.cfg.interval
         # Spread first runs and later runs a little, so checks do not fire in lockstep.
         first = datetime.now(UTC) + timedelta(seconds=random.uniform(0, min(1.0, interval / 10)))
+        self._added[check.name] = datetime.now(UTC)
         self._jobs.add_job(
             run_check, "interval", args=(check, self.store), id=check.name, name=check.name,
             seconds=interval, jitter=min(1.0, interval / 20), next_run_time=first,
             max_instances=1, coalesce=True, misfire_grace_time=max(1, int(interval)))
         log.debug("scheduled %s (%s) every %s, timeout %s", check.name, check.kind,
                   format_duration(interval), format_duration(check.cfg.timeout))
+
+    def late(self, slack: float = 10.0) -> list[str]:
+        """Checks whose runs stopped coming: none submitted for two intervals and `slack`
+        seconds (a loop or a scheduler that no longer keeps time)."""
+        now = datetime.now(UTC)
+        return [name for name, check in self.checks.items()
+                if (now - self._last_due.get(name, self._added.get(name, now))
+                    ).total_seconds() > 2 * check.cfg.interval + slack]
 
     def _on_submit(self, event: JobSubmissionEvent) -> None:
         """Runs that never happened (the process was stopped, the loop stalled): coalescing

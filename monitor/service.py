@@ -110,7 +110,11 @@ class Service:
             await asyncio.sleep(HEARTBEAT_SECONDS)
 
     def _alive(self) -> bool:
-        return time.monotonic() - self._beat < HEARTBEAT_STALE_SECONDS
+        """The loop ticks and every check's runs keep coming (skipped ones count: the
+        scheduler decided). A probe stuck on a dead disk does not fail it; a stalled loop
+        or scheduler does."""
+        return (time.monotonic() - self._beat < HEARTBEAT_STALE_SECONDS
+                and not self._scheduler.late())
 
 
 def _audit(result: str, source: str, sha256: str, extra: str) -> None:

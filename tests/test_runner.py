@@ -13,7 +13,7 @@ from typing import Literal
 
 import pytest
 
-from monitor.runner import Check, run_check
+from monitor.runner import Check, build_checks, run_check
 from monitor.scheduler import CheckScheduler
 from monitor.store import ResultStore
 from probes.base import CheckBase, MetricSpec, ProbeResult, Sample, run_blocking
@@ -166,3 +166,20 @@ async def test_reconfigure_keeps_history_of_unchanged_checks(kind_changes: bool)
     view = store.snapshot().checks[0]
     assert view.runs["ok"] == (0 if kind_changes else 1)
     assert view.interval == (15 if kind_changes else 30)
+
+
+def test_healthz_fails_when_a_checks_runs_stop_coming() -> None:
+    """The scheduler knows when each check's last run was due: a check with none for two
+    intervals (and 10 s) is late, and /healthz says so (monitor/service.py)."""
+    from datetime import timedelta
+
+    from probes import cpu
+
+    scheduler = CheckScheduler(ResultStore())
+    scheduler.apply(build_checks([cpu.Config(name="core-cpu", kind="cpu", interval=1)]),
+                    "test")
+    assert scheduler.late() == []
+    scheduler._added["core-cpu"] -= timedelta(seconds=11)  # no run submitted for 11 s
+    assert scheduler.late() == []  # 2 x 1 s + 10 s not over yet
+    scheduler._added["core-cpu"] -= timedelta(seconds=2)
+    assert scheduler.late() == ["core-cpu"]
