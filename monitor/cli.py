@@ -17,6 +17,7 @@ from pathlib import Path
 from monitor import __version__
 
 Handler = Callable[[argparse.Namespace], int]
+LISTED = 30  # checks named by `insmon validate`; a site with thousands gets a count
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,8 +141,9 @@ def _do_validate(args: argparse.Namespace) -> int:
             failed = True
             continue
         checks = loaded.config.checks
-        print(f"{path}: ok, {plural(len(checks), 'check')}: "
-              + ", ".join(f"{c.name} ({c.kind})" for c in checks))
+        listed = ", ".join(f"{c.name} ({c.kind})" for c in checks[:LISTED])
+        more = f" and {len(checks) - LISTED} more" if len(checks) > LISTED else ""
+        print(f"{path}: ok, {plural(len(checks), 'check')}: {listed}{more}")
     return 1 if failed else 0
 
 

@@ -247,3 +247,13 @@ def test_runs_missed_while_stopped_are_counted_and_a_stop_mid_run_is_clean(
     assert "run(s) missed since" in err and "counted as skipped" in err
     assert "check slow-web: run abandoned, insmon is stopping" in err
     assert "Traceback" not in err and "CancelledError" not in err
+
+
+def test_validate_of_ten_thousand_checks_says_how_many_in_one_short_line(
+        tmp_path: Path) -> None:
+    config = tmp_path / "many.yaml"
+    config.write_text("checks:\n" + "".join(f"  - {{name: c{i}, kind: cpu}}\n"
+                                            for i in range(10_000)))
+    result = insmon("validate", str(config))
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout) < 1000 and result.stdout.endswith(" and 9970 more\n")
