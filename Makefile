@@ -8,7 +8,7 @@ ARGS ?=
 # as command:Debian package.
 TEST_TOOLS := promtool:prometheus amtool:prometheus-alertmanager snmpd:snmpd chromium:chromium \
 	prometheus-node-exporter:prometheus-node-exporter curl:curl victoria-metrics:victoria-metrics \
-	gammu-smsd:gammu-smsd
+	gammu-smsd:gammu-smsd fusermount:fuse
 BENCH_TOOLS := prometheus-node-exporter:prometheus-node-exporter fping:fping \
 	gammu-smsd:gammu-smsd prometheus:prometheus prometheus-alertmanager:prometheus-alertmanager
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

@@ -14,6 +14,7 @@ import pytest
 from monitor.runner import build_checks, run_check
 from monitor.scheduler import CheckScheduler
 from monitor.store import ResultStore
+from ops.lab import FaultyVolume
 from probes import cpu, storage_latency
 from tests.conftest import render
 
@@ -75,6 +76,42 @@ async def test_full_volume(tmpfs: Path) -> None:
     assert status == f"# failed: No space left on device (ENOSPC) on {tmpfs}\n"
     assert 'insmon_storage_errors_total{check="cache",reason="ENOSPC"} 1.0' in series
     assert sorted(p.name for p in tmpfs.iterdir()) == ["filler"]
+
+
+@pytest.fixture
+def faulty(tmp_path: Path) -> Iterator[FaultyVolume]:
+    volume = FaultyVolume(tmp_path / "fuse")
+    yield volume
+    volume.close()
+
+
+@root_only
+async def test_a_volume_whose_fsync_takes_2_5_s_is_measured_as_such(
+        faulty: FaultyVolume) -> None:
+    """What the reference incident's array did before it failed: writes that take
+    seconds. Real ones, through FUSE (ops/lab/faultfs.py)."""
+    faulty.faults(delay=2.5, ops=["fsync"])
+    status, series = await render(check(faulty.path, interval=10, timeout=5),
+                                  "insmon_storage_")
+    assert status.startswith(f"# ok: 4096 B on {faulty.path}")
+    fsync = float(next(line.split()[-1] for line in series.splitlines() if line.startswith(
+        'insmon_storage_last_latency_seconds{check="cache",phase="fsync"}')))
+    assert 2.5 <= fsync < 4
+    assert ('insmon_storage_latency_seconds_bucket{check="cache",le="5.0",phase="fsync"} 1.0'
+            in series)
+    assert ('insmon_storage_latency_seconds_bucket{check="cache",le="2.0",phase="fsync"} 0.0'
+            in series)
+
+
+@root_only
+async def test_a_volume_failing_fsync_with_eio_fails_the_check(faulty: FaultyVolume) -> None:
+    faulty.faults(error="EIO", ops=["fsync"])
+    status, series = await render(check(faulty.path), "insmon_storage_")
+    assert status == f"# failed: Input/output error (EIO) on {faulty.path}\n"
+    assert 'insmon_storage_errors_total{check="cache",reason="EIO"} 1.0' in series
+    faulty.faults()  # healed: the next run is ok again
+    status, _ = await render(check(faulty.path), "insmon_storage_")
+    assert status.startswith("# ok: ")
 
 
 @root_only

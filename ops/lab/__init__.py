@@ -223,3 +223,43 @@ def _owner_alive(ns: str) -> bool:
     except BlockingIOError:
         return True
     return False
+
+
+class FaultyVolume:
+    """A FUSE volume (ops/lab/faultfs.py) over a folder in `workdir`, slow or failing on
+    demand: `faults(delay=2.5, ops=["fsync"])`, `faults(error="EIO")`, `faults()` heals.
+    Needs root (or fusermount) and the fuse package."""
+
+    def __init__(self, workdir: Path) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.backing, self.path = workdir / "backing", workdir / "volume"
+        self.control = workdir / "faults.json"
+        self.backing.mkdir(exist_ok=True)
+        self.path.mkdir(exist_ok=True)
+        self.control.write_text("{}")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / "faultfs.py"), str(self.backing), str(self.path),
+             str(self.control)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for(lambda: self.proc.poll() is None and os.path.ismount(self.path), 15,
+                     "the FUSE volume to mount")
+        except TimeoutError:
+            self.close()
+            raise RuntimeError(f"faultfs did not mount: {self.proc.stderr.read()[-500:]}"
+                               ) from None
+
+    def faults(self, **faults: object) -> None:
+        import json
+
+        self.control.write_text(json.dumps(faults))
+
+    def close(self) -> None:
+        self.faults()  # nothing stays stuck in a delay while unmounting
+        subprocess.run(["fusermount", "-u", "-z", str(self.path)], capture_output=True,
+                       timeout=15)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
