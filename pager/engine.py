@@ -26,7 +26,6 @@ from pager.rota import Rota
 from pager.store import Store
 
 log = logging.getLogger("insmon.pager")
-ROBOTS = ("wecom", "dingtalk", "feishu")
 WATCHDOG_KEY = "watchdog"
 
 

@@ -29,7 +29,6 @@ class Robot:
     """One robot endpoint. `mode`: "ok", "500" (the server fails) or "hang" (answers
     nothing for a minute)."""
 
-    kind = ""
 
     def __init__(self, secret: str = "", per_minute: int = 20) -> None:
         self.secret, self.per_minute = secret, per_minute
@@ -112,7 +111,6 @@ class Robot:
 
 
 class WeComRobot(Robot):
-    kind = "wecom"
     ok: ClassVar[dict] = {"errcode": 0, "errmsg": "ok"}
     too_fast = (45009, "api freq out of limit")
     KEY = "6a7b8c9d-0000-4000-8000-000000000001"
@@ -147,7 +145,6 @@ class WeComRobot(Robot):
 
 
 class DingTalkRobot(Robot):
-    kind = "dingtalk"
     ok: ClassVar[dict] = {"errcode": 0, "errmsg": "ok"}
     too_fast = (130101, "send too fast, exceed 20 times per minute")
     TOKEN = "d1n9"
@@ -180,7 +177,6 @@ class DingTalkRobot(Robot):
 
 
 class FeishuRobot(Robot):
-    kind = "feishu"
     ok: ClassVar[dict] = {"code": 0, "msg": "success", "data": {}}
     too_fast = (11232, "frequency limited")
 
