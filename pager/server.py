@@ -106,7 +106,8 @@ class PagerServer:
                 match = RECEIVER.match(path)
                 if not match:
                     return self._reply(404, "text/plain", b"no such receiver\n")
-                length = int(self.headers.get("Content-Length") or -1)
+                length = self.headers.get("Content-Length", "")
+                length = int(length) if length.isdigit() else -1
                 if length < 0:
                     return self._reply(411, "text/plain", b"Content-Length required\n")
                 if length > max_body:
@@ -137,8 +138,12 @@ class PagerServer:
                     return self._reply(200, "text/plain", b"ok\n")
                 if url.path == "/api/incidents":
                     query = urllib.parse.parse_qs(url.query)
-                    since = float(query.get("since", ["0"])[0])
-                    until = float(query.get("until", [str(time.time() + 1)])[0])
+                    try:
+                        since = float(query.get("since", ["0"])[0])
+                        until = float(query.get("until", [str(time.time() + 1)])[0])
+                    except ValueError:
+                        return self._reply(400, "text/plain", b"since and until are Unix "
+                                           b"times in seconds\n")
                     return self._reply(200, "application/json", json.dumps(
                         server.incidents(since, until), ensure_ascii=False).encode())
                 self._reply(404, "text/plain", b"not found\n")
