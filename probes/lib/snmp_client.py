@@ -7,14 +7,13 @@ environment variable (`*_env`); they never appear in logs, details or metrics.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from probes.base import ProbeFailure
 from probes.lib.net import host_port
+from probes.lib.secret import Secret
 
 NUMERIC_OID = r"^\.?\d+(\.\d+)+$"
 SNMP_PORT = 161
@@ -22,35 +21,6 @@ SNMP_PORT = 161
 
 class SnmpError(ProbeFailure):
     """A failed SNMP exchange; the message is safe to show (no secrets)."""
-
-
-class Secret(BaseModel):
-    """A secret given one way: inline `value`, a `file` holding it, or an `env` variable."""
-
-    model_config = ConfigDict(extra="forbid")
-    value: SecretStr | None = None
-    file: Path | None = None
-    env: str | None = None
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> Secret:
-        if sum(x is not None for x in (self.value, self.file, self.env)) != 1:
-            raise ValueError("give exactly one of value, file, env")
-        return self
-
-    def reveal(self, what: str) -> str:
-        if self.value is not None:
-            return self.value.get_secret_value()
-        if self.file is not None:
-            try:
-                return self.file.read_text().strip()
-            except OSError as exc:
-                raise SnmpError(f"cannot read the {what} file {self.file}: "
-                                f"{exc.strerror or exc}") from None
-        value = os.environ.get(self.env or "")
-        if value is None:
-            raise SnmpError(f"the {what} environment variable {self.env} is not set")
-        return value
 
 
 class SnmpAuth(BaseModel):
