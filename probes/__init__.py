@@ -24,12 +24,14 @@ def __getattr__(name: str) -> object:
         http,
         icmp,
         raid,
+        settlement,
         snmp,
         storage_latency,
         tcp,
         vpn,
     )
 
-    kinds = (cpu, disk_io, storage_latency, raid, icmp, vpn, tcp, http, snmp, calendar)
+    kinds = (cpu, disk_io, storage_latency, raid, icmp, vpn, settlement, tcp, http, snmp,
+             calendar)
     globals()["PROBES"] = registry = {module.KIND.name: module.KIND for module in kinds}
     return registry

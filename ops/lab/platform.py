@@ -42,7 +42,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         try:
-            fault = json.loads(open(self.control).read() or "{}").get("fault")
+            with open(self.control) as control:
+                fault = json.loads(control.read() or "{}").get("fault")
         except (OSError, ValueError):
             fault = None
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
