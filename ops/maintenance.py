@@ -17,7 +17,8 @@ from monitor import SHANGHAI, parse_time  # noqa: F401 (the CLI reads times with
 
 # What a cutover of the agency's platform stops: the front-end and the settlement path
 # (the agency may also take its tunnel end down), and the symptoms that follow.
-EXPECTED = ("SettlementPathDown|PrimaryLineDown|FrontEndUnreachable|FrontEndHttpFailing|"
+EXPECTED = ("SettlementPathDown|SettlementImpossible|PrimaryLineDown|FrontEndUnreachable|"
+            "FrontEndHttpFailing|"
             "FrontEndCertificateExpiring|TunnelFlapping|PrivateNetworkLatencyHigh|"
             "PrivateNetworkPacketLoss")
 
