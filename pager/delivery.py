@@ -93,8 +93,8 @@ class Worker:
                 if now - min(r["due"] for job in jobs for r in job) < GATHER:
                     continue
                 jobs = [[row for job in jobs for row in job]]
-            elif len(jobs) > free:
-                jobs = [*jobs[:free - 1], [row for job in jobs[free - 1:] for row in job]]
+            else:  # one message each, keeping the last one of the minute for the rest
+                jobs = jobs[:free - 1]
             for job in jobs:
                 with self._lock:
                     self._busy |= {r["id"] for r in job}
