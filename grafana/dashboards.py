@@ -230,9 +230,18 @@ def network() -> Dashboard:
             target(f"rate(insmon_snmp_interface_discards_total{{{SITE_CHECK}}}"
                    "[$__rate_interval])", "{{site}} {{interface}} {{direction}} discards",
                    "B")], at(12, 23, 12, 8), "pps"),
+        # the platform's own answer: can a bill settle, through which line
+        timeline("Transactions settle, per link 结算交易（每条通道）", [target(
+            f"insmon_settlement_transaction_ok{{{SITE_CHECK}}}", "{{site}} {{link}}")],
+            at(0, 31, 16, 6), UP_DOWN, [Threshold(RED, 0, 0.0), Threshold(GREEN, 1, 1.0)]),
+        series("Transaction time 交易耗时 (p95)", [target(
+            "histogram_quantile(0.95, sum by (site, link, le) (rate("
+            f"insmon_settlement_transaction_seconds_bucket{{{SITE_CHECK}}}[$__rate_interval])))",
+            "{{site}} {{link}}")], at(16, 31, 8, 6), "s"),
     ]
     return dashboard("insmon-network", "insmon · private network 医保专网", panels,
-                     variables("vpn|icmp|snmp"), refresh="30s", time=Time("now-6h", "now"))
+                     variables("vpn|icmp|snmp|settlement"), refresh="30s",
+                     time=Time("now-6h", "now"))
 
 
 # ---------------------------------------------------------------------- storage

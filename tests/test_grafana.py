@@ -134,7 +134,7 @@ def healthy_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheu
   - {{name: settlement-md-raid, kind: raid, interval: 2s,
       source: {{type: md, root: {FIXTURES / 'raid/md/clean'}}}}}
   - {{name: settlement-server-cpu, kind: cpu, interval: 1s}}
-"""
+""" + lab.settlement_check(lab.start_platform(work / "platform.json"))
         started.append(Insmon(work / "insmon", config))
         prometheus = Prometheus(work / "prometheus", alerting_config(
             work / "prometheus", [f"127.0.0.1:{port}"], SITE, "127.0.0.1:9"))

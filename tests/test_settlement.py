@@ -8,12 +8,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from ops.lab import FRONT_END, HERE, Lab
+from ops.lab import HERE, Lab
 from probes import settlement
 from tests.conftest import free_port, render, value, wait_for
 
@@ -21,14 +21,15 @@ PAAS_TOKEN = "paas-token-8c1e"
 
 
 class Platform:
-    def __init__(self, address: str, control: Path, in_ns: Callable | None = None,
+    """The lab's platform gateway on loopback."""
+
+    def __init__(self, address: str, control: Path,
                  paas: tuple[str, str] | None = None) -> None:
-        self.port = free_port() if in_ns is None else 8090
+        self.port = free_port()
         self.control = control
         control.write_text("{}")
-        argv = [sys.executable, str(HERE / "platform.py"), address, str(self.port),
-                str(control), *(paas or ())]
-        self.proc = subprocess.Popen(in_ns(*argv) if in_ns else argv,
+        self.proc = subprocess.Popen([sys.executable, str(HERE / "platform.py"), address,
+                                      str(self.port), str(control), *(paas or ())],
                                      stdin=subprocess.DEVNULL)
         self.url = f"http://{address}:{self.port}/fsi/api/fsi/signIn"
         self.log = Path(str(control) + ".log")
@@ -140,29 +141,29 @@ async def test_repeated_platform_errors_open_the_circuit(platform: Platform) -> 
 async def test_through_the_lab_lines_only_the_backup_settles(tmp_path: Path) -> None:
     """The platform answers errors to the primary line's address only: the check says
     which line can settle, and a bill still can."""
+    import yaml
+
     lab = Lab()
     try:
-        server = Platform(FRONT_END, tmp_path / "control.json", lab.in_ns)
-        try:
-            server.fault("primary_broken")
-            links = [{"name": "private-line", "role": "primary", "interface": lab.primary},
-                     {"name": "4g-backup", "role": "backup", "interface": lab.backup}]
-            cfg = config(server.url, links=links)
-            cfg.paas = None
-            status, series = await render(cfg, "insmon_settlement_")
-            assert status.startswith("# failed: 9001 settles: private-line (primary) "
-                                     "infcode -1: 系统繁忙")
-            assert "4g-backup (backup) infcode 0" in status
-            assert value(series, 'insmon_settlement_possible{check="settle"}') == 1
-            assert failures(series, "platform_error", "private-line") == 1
-            clients = {m["client"] for m in server.received()}
-            assert clients == {"198.18.1.1", "198.18.2.1"}  # one through each line
-            lab.cut("backup")
-            status, series = await render(cfg, "insmon_settlement_")
-            assert value(series, 'insmon_settlement_possible{check="settle"}') == 0
-            assert value(series, 'insmon_settlement_transaction_ok{check="settle",'
-                                 'link="4g-backup"}') == 0
-        finally:
-            server.close()
+        control = tmp_path / "control.json"
+        url = lab.start_platform(control)
+        control.write_text(json.dumps({"fault": "primary_broken"}))
+        [item] = yaml.safe_load(lab.settlement_check(url))
+        cfg = settlement.Config(**item)
+        status, series = await render(cfg, "insmon_settlement_")
+        assert status.startswith("# failed: 9001 settles: private-line (primary) "
+                                 "infcode -1: 系统繁忙")
+        assert "4g-backup (backup) infcode 0" in status
+        assert value(series, 'insmon_settlement_possible{check="settle"}') == 1
+        assert failures(series, "platform_error", "private-line") == 1
+        clients = {json.loads(line)["client"] for line in
+                   Path(str(control) + ".log").read_text().splitlines()}
+        assert clients == {"198.18.1.1", "198.18.2.1"}  # one through each line
+        lab.cut("backup")
+        status, series = await render(cfg, "insmon_settlement_")
+        assert value(series, 'insmon_settlement_possible{check="settle"}') == 0
+        assert value(series, 'insmon_settlement_transaction_ok{check="settle",'
+                             'link="4g-backup"}') == 0
+        assert failures(series, "timeout", "4g-backup") == 1  # no carrier: nothing answers
     finally:
         lab.close()

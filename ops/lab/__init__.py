@@ -127,6 +127,28 @@ checks:
                                               text=True, start_new_session=True)
         wait_for(lambda: self._listening(port), 15, f"{name} to listen on {port}")
 
+    def start_platform(self, control: Path, port: int = 8090) -> str:
+        """The insurance platform's gateway (ops/lab/platform.py) on the front-end's
+        address, its faults switched through the JSON file `control`: its URL."""
+        control.write_text("{}")
+        self.servers["platform"] = subprocess.Popen(
+            self.in_ns(sys.executable, str(HERE / "platform.py"), FRONT_END, str(port),
+                       str(control)),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, start_new_session=True)
+        wait_for(lambda: self._listening(port), 15, "the platform gateway to listen")
+        return f"http://{FRONT_END}:{port}/fsi/api/fsi/signIn"
+
+    def settlement_check(self, url: str, interval: str = "10s") -> str:
+        """A settlement check (YAML, one list item) through this lab's two lines."""
+        return f"""\
+  - {{name: settle, kind: settlement, interval: {interval}, timeout: 3s, url: "{url}",
+      fixmedins_code: H32010200001, fixmedins_name: 实验医院, mdtrtarea_admvs: "320102",
+      opter: "001", opter_name: 收费员,
+      links: [{{name: private-line, role: primary, interface: {self.primary}}},
+              {{name: 4g-backup, role: backup, interface: {self.backup}}}]}}
+"""
+
     def _listening(self, port: int) -> bool:
         out = subprocess.run(self.in_ns("ss", "-ltnH"), capture_output=True, text=True,
                              timeout=10).stdout
