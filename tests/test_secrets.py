@@ -14,9 +14,10 @@ from ops.stack import Insmon
 from tests.conftest import INSMON, free_port, wait_for
 from tests.snmp_agent import free_udp_port
 
-COMMUNITY, AUTH_KEY, PRIV_KEY, TOKEN, PASSWORD = (
-    "community-7d1c", "auth-key-52e9", "priv-key-0b4a", "token-93f0", "password-5e1d")
-SECRETS = (COMMUNITY, AUTH_KEY, PRIV_KEY, TOKEN, PASSWORD)
+COMMUNITY, AUTH_KEY, PRIV_KEY, TOKEN, PASSWORD, PAAS = (
+    "community-7d1c", "auth-key-52e9", "priv-key-0b4a", "token-93f0", "password-5e1d",
+    "paas-token-61aa")
+SECRETS = (COMMUNITY, AUTH_KEY, PRIV_KEY, TOKEN, PASSWORD, PAAS)
 
 
 def config(tmp_path: Path, port: int) -> str:
@@ -49,6 +50,16 @@ checks:
   - name: portal
     kind: http
     url: http://insmon:{PASSWORD}@127.0.0.1:{free_port()}/health
+  - name: settle
+    kind: settlement
+    interval: 10s
+    url: http://127.0.0.1:{free_port()}/fsi/api/fsi/signIn
+    fixmedins_code: H32010200001
+    fixmedins_name: 一院
+    mdtrtarea_admvs: "320102"
+    opter: "001"
+    opter_name: 收费员
+    paas: {{id: paas-1, token: {{value: {PAAS}}}}}
 """
 
 
