@@ -191,6 +191,8 @@ def components() -> list[Component]:
                   lambda v: v == 0, ("private_network", "settlement_chain")),
         Component("front-end", "医保前置机", "insmon_vpn_front_end_up", {},
                   lambda v: v == 0, ("front_end",)),
+        Component("platform transactions", "医保平台交易", "insmon_settlement_possible", {},
+                  lambda v: v == 0, ("settlement_platform",)),
         Component("private network ping", "专网 ping", "insmon_ping_loss_ratio", {},
                   lambda v: v > 0.05, ("private_network",)),
         Component("storage IO", "存储读写", "insmon_probe_success",

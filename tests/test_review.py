@@ -253,7 +253,9 @@ LABELS = 'site="h1",instance="h1:9829",job="insmon",check="private-network"'
 def openmetrics(start: int) -> str:
     """Ten minutes of a hospital's history from `start`: the private line is cut at +60 s
     and back at +300 s, the backup carrying settlement meanwhile; PrimaryLineDown (II)
-    fires at +76 s and resolves at +300 s; latency (III) fires from +30 s to +400 s."""
+    fires at +76 s and resolves at +300 s; latency (III) fires from +30 s to +400 s. The
+    platform fails every transaction from +120 s to +200 s (the settlement check, every
+    10 s); SettlementImpossible (II) fires at +180 s and resolves at +260 s."""
     def family(name: str, series: dict[str, object]) -> list[str]:
         lines = [f"# TYPE {name} gauge"]
         for labels, value in series.items():
@@ -276,7 +278,13 @@ def openmetrics(start: int) -> str:
     lines += family("insmon_settlement_active_role", {
         f'{LABELS},role="primary"': lambda o: 0 if cut(o) else 1,
         f'{LABELS},role="backup"': lambda o: 1 if cut(o) else 0})
+    settle = 'site="h1",instance="h1:9829",job="insmon",check="settle"'
+    lines += family("insmon_settlement_possible", {
+        settle: lambda o: (0 if 120 <= o < 200 else 1) if o % 10 == 0 else None})
     lines += family("ALERTS", {
+        'site="h1",alertstate="firing",alertname="SettlementImpossible",grade="II",'
+        'team="insurance_agency",also="network",service="settlement_platform"':
+        lambda o: 1 if 180 <= o < 260 else None,
         alert.format("PrimaryLineDown", "II"): lambda o: 1 if 76 <= o < 300 else None,
         alert.format("PrivateNetworkLatencyHigh", "III"): lambda o: 1 if 30 <= o < 400
         else None})
@@ -310,6 +318,10 @@ def test_backfilled_line_cut_times_to_the_second(backfilled) -> None:
         (60, "the backup channel takes over settlement"),
         (76, "ALERT PrimaryLineDown fires: grade II, for network, insurance_agency"),
         (76, "highest firing grade is now II"),
+        (120, "platform transactions (医保平台交易): fault begins"),
+        (180, "ALERT SettlementImpossible fires: grade II, for insurance_agency, network"),
+        (200, "platform transactions (医保平台交易): recovered"),
+        (260, "ALERT SettlementImpossible resolved (grade II)"),
         (300, "private line (医保专网主线路): recovered"),
         (300, "settlement back on the primary line"),
         (300, "ALERT PrimaryLineDown resolved (grade II)"),
@@ -317,7 +329,9 @@ def test_backfilled_line_cut_times_to_the_second(backfilled) -> None:
         (400, "ALERT PrivateNetworkLatencyHigh resolved (grade III)"),
         (400, "no alert firing: incident over"),
     ]
-    [line] = review.summaries  # the latency alert, before the cut, does not count
+    line, platform = review.summaries  # the latency alert, before the cut, does not count
     assert (line.name, line.first_anomaly - t0, line.detected - t0, line.recovered - t0
             ) == ("private line", 60, 76, 300)  # detected 16 s after, recovered in 4 min
+    assert (platform.name, platform.first_anomaly - t0, platform.detected - t0,
+            platform.recovered - t0) == ("platform transactions", 120, 180, 200)
     assert review.worst_grade == "II"
