@@ -109,6 +109,29 @@ def test_scenario(name: str, tmp_path: Path) -> None:
     assert_lab_gone(tmp_path)
 
 
+def test_the_platform_rejecting_every_transaction_pages_the_agency_first(
+        tmp_path: Path) -> None:
+    """Every tunnel pings and the front-end's port accepts; only the platform's answer
+    says a bill cannot settle. Level I in peak hours (with leadership and the settlement
+    center), II otherwise; the insurance agency's page, not network's alone."""
+    recorder = Recorder()
+    try:
+        report = drill.run(drill.SCENARIOS["platform-rejects"], tmp_path,
+                           log=lambda line: None, recorder=recorder)
+        [row] = report.rows
+        assert (row.alert, row.verdict) == ("SettlementImpossible", "PASS")
+        teams = {"insurance_agency", "network"} | (
+            {"leadership", "settlement_center"} if row.grade == "I" else set())
+        assert set(row.teams) == teams
+        [page] = [p for p in recorder.received("firing")
+                  if "SettlementImpossible" in p.alertnames]
+        assert page.body["commonLabels"]["team"] == "insurance_agency"
+        assert all(ok for _, ok in report.checks), report.checks  # the path never went down
+    finally:
+        recorder.close()
+    assert_lab_gone(tmp_path)
+
+
 def test_ctrl_c_leaves_no_fault_behind(tmp_path: Path) -> None:
     out = tmp_path / "interrupted"
     proc = subprocess.Popen([INSMON, "drill", "reference", "--out", str(out)],
