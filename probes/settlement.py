@@ -90,6 +90,7 @@ class Config(CheckBase):
     mac: str = "00:00:00:00:00:00"
     ip: str = "127.0.0.1"
     paas: Paas | None = None
+    sign_out: bool = False  # after a successful 9001 sign-in, sign out again (9002)
     breaker_after: int = Field(default=3, ge=1, le=100)
 
     @field_validator("url")
@@ -231,7 +232,26 @@ async def _paused(left: float) -> Outcome:
 
 def transact(cfg: Config, link: Link, message: dict, deadline: float) -> Outcome:
     """One transaction through one link, blocking (on a thread of its own); never
-    raises. The deadline covers the whole answer."""
+    raises. With `sign_out`, a successful sign-in is followed by its sign-out (9002),
+    whose failure is told in the detail but fails nothing."""
+    outcome, answer = _exchange(cfg, link, message, deadline)
+    if outcome.reason is None and cfg.sign_out and cfg.infno == "9001":
+        output = answer.get("output")
+        signed = output.get("signinoutb") if isinstance(output, dict) else None
+        sign_no = str(signed.get("sign_no", "")) if isinstance(signed, dict) else ""
+        out = {**message, "infno": "9002", "msgid": message["msgid"][:-4] + "9999",
+               "sign_no": sign_no, "input": {"signOut": {"sign_no": sign_no,
+                                                          "opter_no": cfg.opter}}}
+        signed_out, _ = _exchange(cfg, link, out, deadline)
+        if signed_out.reason is not None:
+            return outcome._replace(detail=f"{outcome.detail}; sign-out failed: "
+                                    f"{signed_out.detail}")
+    return outcome
+
+
+def _exchange(cfg: Config, link: Link, message: dict, deadline: float
+              ) -> tuple[Outcome, dict]:
+    """One message and its answer: (the outcome, the answer's JSON when it had some)."""
     parts = urlsplit(cfg.url)
     host, port = parts.hostname or "", parts.port or 80
     body = json.dumps(message, ensure_ascii=False).encode()
@@ -245,10 +265,7 @@ def transact(cfg: Config, link: Link, message: dict, deadline: float) -> Outcome
     started = time.perf_counter()
     sock = None
     try:
-        sock = socket.create_connection((host, port), timeout=_left(deadline),
-                                        source_address=None) if not (
-            link.interface or link.source) else _bound(host, port, link, deadline)
-        sock.settimeout(_left(deadline))
+        sock = _connected(host, port, link, deadline)
         conn = http.client.HTTPConnection(host, port, timeout=_left(deadline))
         conn.sock = sock
         conn.request("POST", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
@@ -262,10 +279,10 @@ def transact(cfg: Config, link: Link, message: dict, deadline: float) -> Outcome
         return Outcome(why, None, None, None, {
             "refused": f"{host}:{port} refused the connection",
             "timeout": f"no answer from {host}:{port} within {cfg.timeout:g}s",
-        }.get(why, f"cannot reach {host}:{port}: {exc.strerror or exc}"))
+        }.get(why, f"cannot reach {host}:{port}: {exc.strerror or exc}")), {}
     except http.client.HTTPException as exc:
         return Outcome("bad_answer", None, None, None,
-                       f"not an HTTP answer from {host}:{port}: {type(exc).__name__}")
+                       f"not an HTTP answer from {host}:{port}: {type(exc).__name__}"), {}
     finally:
         if sock is not None:
             sock.close()
@@ -273,17 +290,28 @@ def transact(cfg: Config, link: Link, message: dict, deadline: float) -> Outcome
     status = response.status
     if status in (401, 403):
         return Outcome("gateway_rejected", status, None, seconds,
-                       f"the gateway refused the message: HTTP {status} {_said(raw)}")
+                       f"the gateway refused the message: HTTP {status} {_said(raw)}"), {}
     try:
         answer = json.loads(raw)
         infcode = int(answer["infcode"])
     except (ValueError, KeyError, TypeError):
         return Outcome("bad_answer", status, None, seconds,
-                       f"HTTP {status} without the platform's JSON: {raw[:60]!r}")
+                       f"HTTP {status} without the platform's JSON: {raw[:60]!r}"), {}
     if status != 200 or infcode != 0:
         return Outcome("platform_error", status, infcode, seconds,
-                       f"infcode {infcode}: {str(answer.get('err_msg') or '')[:120]}")
-    return Outcome(None, status, infcode, seconds, f"infcode 0 in {seconds * 1000:.0f} ms")
+                       f"infcode {infcode}: {str(answer.get('err_msg') or '')[:120]}"), answer
+    return Outcome(None, status, infcode, seconds,
+                   f"infcode 0 in {seconds * 1000:.0f} ms"), answer
+
+
+def _connected(host: str, port: int, link: Link, deadline: float) -> socket.socket:
+    """A connection to the front-end through the link (its interface or source)."""
+    if not (link.interface or link.source):
+        sock = socket.create_connection((host, port), timeout=_left(deadline))
+    else:
+        sock = _bound(host, port, link, deadline)
+    sock.settimeout(_left(deadline))
+    return sock
 
 
 def _bound(host: str, port: int, link: Link, deadline: float) -> socket.socket:

@@ -167,3 +167,12 @@ async def test_through_the_lab_lines_only_the_backup_settles(tmp_path: Path) -> 
         assert failures(series, "timeout", "4g-backup") == 1  # no carrier: nothing answers
     finally:
         lab.close()
+
+
+async def test_a_sign_in_is_signed_out_again_when_the_site_wants_it(
+        platform: Platform) -> None:
+    status, _ = await render(config(platform.url, sign_out=True), "insmon_settlement_")
+    assert status.startswith("# ok: 9001 settles")
+    sign_in, sign_out = platform.received()
+    assert (sign_in["infno"], sign_out["infno"]) == ("9001", "9002")
+    assert sign_in["msgid"] != sign_out["msgid"]
