@@ -36,6 +36,7 @@ bench: $(VENV)/.test
 	$(VENV)/bin/python bench/icmp_fanout.py
 	$(VENV)/bin/python bench/fault_to_page.py
 	$(VENV)/bin/python bench/fault_to_person.py
+	$(VENV)/bin/python bench/settlement_cost.py
 	$(VENV)/bin/python bench/scrape.py
 
 lint: $(VENV)/.test
