@@ -159,7 +159,17 @@ async def test_through_the_lab_lines_only_the_backup_settles(tmp_path: Path) -> 
         clients = {json.loads(line)["client"] for line in
                    Path(str(control) + ".log").read_text().splitlines()}
         assert clients == {"198.18.1.1", "198.18.2.1"}  # one through each line
-        lab.cut("backup")
+        # each fault of the platform, through both real lines
+        for fault, reason in (("platform_error", "platform_error"),
+                              ("gateway_reject", "gateway_rejected"),
+                              ("not_json", "bad_answer"), ("stall", "timeout")):
+            control.write_text(json.dumps({"fault": fault}))
+            status, series = await render(cfg, "insmon_settlement_")
+            assert status.startswith("# failed: 9001 CANNOT settle: "), status
+            for link in ("private-line", "4g-backup"):
+                assert failures(series, reason, link) == 1, (fault, link)
+        control.write_text(json.dumps({"fault": "primary_broken"}))
+        lab.cut("backup")  # the one line that settled goes dark
         status, series = await render(cfg, "insmon_settlement_")
         assert value(series, 'insmon_settlement_possible{check="settle"}') == 0
         assert value(series, 'insmon_settlement_transaction_ok{check="settle",'
