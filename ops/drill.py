@@ -37,7 +37,7 @@ import yaml
 
 from monitor import SHANGHAI
 from ops.history import PrometheusAPI, alert_periods
-from ops.lab import FRONT_END, Lab
+from ops.lab import FRONT_END, FaultyVolume, Lab
 from ops.recorder import Recorder
 from ops.stack import Chain, Prometheus, alert_chain, free_port, wait_for
 
@@ -103,9 +103,10 @@ def mdstat(state: str, progress: float = 0.0) -> str:
 class DrillLab:
     """The chain the drill breaks, and heals."""
 
-    def __init__(self, workdir: Path, platform: bool = False) -> None:
+    def __init__(self, workdir: Path, platform: bool = False, volume: bool = False) -> None:
         self.workdir = workdir
         self.platform: Path | None = None  # the platform gateway's fault switch
+        self.volume: FaultyVolume | None = None  # a FUSE volume slow on demand
         self.cache = workdir / "settlement-cache"
         self.raid_root = workdir / "raid"
         self.lab: Lab | None = None
@@ -120,6 +121,8 @@ class DrillLab:
                 workdir.mkdir(parents=True, exist_ok=True)
                 self.platform = workdir / "platform.json"
                 self.platform_url = self.lab.start_platform(self.platform)
+            if volume:
+                self.volume = FaultyVolume(workdir / "fuse")
             self.cache.mkdir(parents=True, exist_ok=True)
             _run("mount", "-t", "tmpfs", "-o", "size=8m,mode=0700", "insmon-drill",
                  str(self.cache))
@@ -137,6 +140,9 @@ class DrillLab:
                                raid_root=self.raid_root)
         if self.platform is not None:
             config += self.lab.settlement_check(self.platform_url)
+        if self.volume is not None:
+            config += (f"  - {{name: settlement-volume-io, kind: storage_latency, interval: 5s, "
+                       f"timeout: 4s, path: {self.volume.path}}}\n")
         return config
 
     # the faults, each with its remedy
@@ -169,6 +175,11 @@ class DrillLab:
         assert self.platform is not None
         self.platform.write_text('{"fault": "platform_error"}')
 
+    def slow_storage(self) -> None:
+        """Every fsync on the settlement volume takes 2.5 s, as a failing array's do."""
+        assert self.volume is not None
+        self.volume.faults(delay=2.5, ops=["fsync"])
+
     def burn_cpu(self) -> None:
         """Every logical CPU busy, at the lowest priority so real work still runs."""
         code = ("import os, time\nos.nice(19)\nend = time.monotonic() + "
@@ -195,6 +206,8 @@ class DrillLab:
             self.set_raid("clean")
         if self.platform is not None:
             self.platform.write_text("{}")
+        if self.volume is not None:
+            self.volume.faults()
 
     def close(self) -> None:
         try:
@@ -203,6 +216,9 @@ class DrillLab:
             if self.mounted:
                 _run("umount", "--lazy", str(self.cache), check=False)
                 self.mounted = False
+            if self.volume is not None:
+                self.volume.close()
+                self.volume = None
             if self.lab is not None:
                 self.lab.close()
                 self.lab = None
@@ -252,6 +268,7 @@ class Scenario:
     # history checks after the drill: (what, PromQL over the drill's $window)
     observe: tuple[tuple[str, str], ...] = ()
     platform: bool = False  # the lab's platform gateway and a settlement check
+    volume: bool = False    # a FUSE volume (ops/lab/faultfs.py) and a storage check on it
 
 
 LEVEL_ONE = ("leadership", "settlement_center")  # every Level I reaches them too
@@ -303,6 +320,11 @@ SCENARIOS = {s.name: s for s in (
         observe=(("the settlement path stayed up",
                   f'min_over_time(insmon_settlement_path_up{{site="{SITE}"}}[$window])'
                   " == 1"),)),
+    Scenario(
+        "storage-slow", "Writing the settlement volume takes 2.5 s (a failing array)",
+        "结算存储写入缓慢（每次同步 2.5 秒）", DrillLab.slow_storage,
+        (Expected("StorageWriteSlow", "II", ("server_ops", "vendor")),),
+        deadline=120, volume=True),
     Scenario(
         "cpu-saturation", "The settlement server's CPU is saturated",
         "结算服务器 CPU 饱和", DrillLab.burn_cpu,
@@ -497,7 +519,7 @@ def run(scenario: Scenario, out: Path, log: Callable[[str], None] = print,
     env: DrillLab | None = None
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        env = DrillLab(work / "lab", platform=scenario.platform)
+        env = DrillLab(work / "lab", platform=scenario.platform, volume=scenario.volume)
         port = free_port()
         config = env.config(port)
         with alert_chain(work, config, port, SITE, recorder.url, interval=None,

@@ -95,7 +95,8 @@ def test_a_drill_through_the_pager_pages_only_the_drill_rota(reference_drill) ->
     assert_lab_gone(out)
 
 
-@pytest.mark.parametrize("name", ["line-cut", "raid-rebuild", "cpu-saturation"])
+@pytest.mark.parametrize("name", ["line-cut", "raid-rebuild", "storage-slow",
+                                  "cpu-saturation"])
 def test_scenario(name: str, tmp_path: Path) -> None:
     scenario = drill.SCENARIOS[name]
     recorder = Recorder()
