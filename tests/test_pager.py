@@ -466,3 +466,25 @@ def test_ack_from_the_command_line(rig: Rig) -> None:
     again = subprocess.run([INSMON, "pager", "ack", str(incident), "--by", "li", "-c",
                             str(pager.config_file)], capture_output=True, text=True)
     assert again.returncode == 1 and "acknowledged already by wang" in again.stderr
+
+
+def test_a_page_right_after_the_handover_goes_to_the_next_on_call(rig: Rig) -> None:
+    import datetime as dt
+
+    beijing = dt.timezone(dt.timedelta(hours=8))
+    now = dt.datetime.now(beijing)
+    if (now + dt.timedelta(seconds=4)).date() != now.date():  # no handover across midnight
+        time.sleep(6)
+        now = dt.datetime.now(beijing)
+    handover = now + dt.timedelta(seconds=4)
+    config = rig.config()
+    config["teams"]["network"]["rotation"] = {
+        "every": "day", "handover": handover.strftime("%H:%M:%S"),
+        "since": (now - dt.timedelta(days=1)).date().isoformat(), "order": ["zhang", "li"]}
+    pager = rig.start(config)
+    pager.post("/network", notification(alertname="Before", fingerprint="a"))
+    wait_for(lambda: any("Before" in t for t in rig.wecom.texts()), 10, "张三's page")
+    time.sleep(max(0.0, (handover - dt.datetime.now(handover.tzinfo)).total_seconds()) + 0.2)
+    pager.post("/network", notification(alertname="After", fingerprint="b"))
+    wait_for(lambda: any("After" in t for t in rig.dingtalk.texts()), 10, "李四's page")
+    assert not any("After" in t for t in rig.wecom.texts())  # 张三 is off duty now
