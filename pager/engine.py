@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pager import channels
-from pager.config import DRILL, UNROUTED, WATCHDOG, PagerConfig
+from pager.config import DRILL, GRADE_ZH, GRADES, UNROUTED, WATCHDOG, PagerConfig
 from pager.rota import Rota
 from pager.store import Store
 
@@ -109,13 +109,29 @@ class Engine:
         notes = {**payload.get("commonAnnotations", {}), **first.get("annotations", {})}
         owners = [t for t in [labels.get("team", ""), *labels.get("also", "").split(",")] if t]
         started = min((_time(a.get("startsAt")) or now) for a in payload["alerts"])
+        summary = notes.get("summary_zh") or notes.get("summary") or labels.get("alertname", "?")
+        grade = labels.get("grade", "")
+        # The same fault at a higher grade (peak hours began, or it got worse): the lower
+        # incident is over without a "resolved" (the fault is not), and this one says so.
+        lower = [i for i in db.execute(
+            "SELECT * FROM incidents WHERE resolved IS NULL AND site = ? AND alertname = ? "
+            "AND drill = ? AND key != ?", (labels.get("site", ""), labels.get("alertname", "?"),
+                                           int(drill), key)).fetchall()
+            if i["grade"] in GRADES and grade in GRADES
+            and GRADES.index(i["grade"]) > GRADES.index(grade)]
+        for old in lower:
+            db.execute("UPDATE incidents SET resolved = ? WHERE id = ?", (now, old["id"]))
+            db.execute("UPDATE timers SET done = 1 WHERE incident = ?", (old["id"],))  # the
+            self._event(db, old["id"], now, "superseded",  # new one reminds of the report
+                        detail=f"raised to grade {grade}")
+        if lower:
+            summary = f"【升级为{GRADE_ZH[grade]}】{summary}"
         cursor = db.execute(
             "INSERT INTO incidents (key, grade, alertname, site, drill, owners, teams, "
             "summary, description, runbook, started, opened) "
             "VALUES (?, ?, ?, ?, ?, ?, '[]', ?, ?, ?, ?, ?)",
             (key, labels.get("grade", ""), labels.get("alertname", "?"),
-             labels.get("site", ""), int(drill), json.dumps(owners),
-             notes.get("summary_zh") or notes.get("summary") or labels.get("alertname", "?"),
+             labels.get("site", ""), int(drill), json.dumps(owners), summary,
              notes.get("description", ""), notes.get("runbook", ""), started, now))
         incident_id = cursor.lastrowid
         self._event(db, incident_id, now, "opened",

@@ -488,3 +488,17 @@ def test_a_page_right_after_the_handover_goes_to_the_next_on_call(rig: Rig) -> N
     pager.post("/network", notification(alertname="After", fingerprint="b"))
     wait_for(lambda: any("After" in t for t in rig.dingtalk.texts()), 10, "李四's page")
     assert not any("After" in t for t in rig.wecom.texts())  # 张三 is off duty now
+
+
+def test_the_same_fault_raised_to_level_one_says_so_and_replaces_the_lower_incident(
+        rig: Rig) -> None:
+    pager = rig.start()
+    pager.post("/network", notification(grade="II", fingerprint="ii"))
+    wait_for(lambda: any("【二级】" in t for t in rig.wecom.texts()), 10, "the Level II page")
+    pager.post("/network", notification(grade="I", fingerprint="i"))
+    raised = wait_for(lambda: [t for t in rig.wecom.texts() if "【升级为一级】" in t], 10,
+                      "the raised page")[0]
+    assert "【一级】" in raised
+    [lower] = [i for i in pager.incidents() if i["grade"] == "II"]
+    assert lower["resolved"] and lower["events"][-1]["what"] == "superseded"
+    assert not any("已恢复" in t for t in rig.wecom.texts())  # the fault is not over
