@@ -121,9 +121,9 @@ class Engine:
             and GRADES.index(i["grade"]) > GRADES.index(grade)]
         for old in lower:
             db.execute("UPDATE incidents SET resolved = ? WHERE id = ?", (now, old["id"]))
-            db.execute("UPDATE timers SET done = 1 WHERE incident = ?", (old["id"],))  # the
-            self._event(db, old["id"], now, "superseded",  # new one reminds of the report
-                        detail=f"raised to grade {grade}")
+            # its escalation and report reminder are the new incident's now
+            db.execute("UPDATE timers SET done = 1 WHERE incident = ?", (old["id"],))
+            self._event(db, old["id"], now, "superseded", detail=f"raised to grade {grade}")
         if lower:
             summary = f"【升级为{GRADE_ZH[grade]}】{summary}"
         cursor = db.execute(
