@@ -30,7 +30,7 @@ def main() -> None:
         control = Path(tmp) / "control.json"
         control.write_text("{}")
         port = free_port()
-        server = subprocess.Popen([sys.executable, str(HERE / "platform.py"), "127.0.0.1",
+        server = subprocess.Popen([sys.executable, str(HERE / "gateway.py"), "127.0.0.1",
                                    str(port), str(control)], stdin=subprocess.DEVNULL)
         try:
             url = f"http://127.0.0.1:{port}/fsi/api/fsi/signIn"

@@ -125,3 +125,12 @@ def test_every_declared_series_was_emitted_by_some_test(request: pytest.FixtureR
         pytest.skip("needs the whole suite: it checks what the other tests emitted")
     never = {m.name for kind in PROBES.values() for m in kind.metrics} - EMITTED
     assert not never, f"declared but never emitted by any test: {sorted(never)}"
+
+
+def test_no_program_in_the_lab_shadows_a_standard_module() -> None:
+    """The lab's programs run as scripts: their folder comes first on sys.path, so a file
+    named like a standard module (platform.py) breaks every import of it there."""
+    import sys
+
+    names = {p.stem for p in (ROOT / "ops" / "lab").glob("*.py")}
+    assert not names & sys.stdlib_module_names

@@ -1,4 +1,4 @@
-"""The settlement check against the lab's platform gateway (ops/lab/platform.py), which
+"""The settlement check against the lab's platform gateway (ops/lab/gateway.py), which
 checks each message as the platform does and answers with the faults the test switches
 on: on loopback for the answers, and through the namespace lab's two real lines for the
 per-link verdict (root)."""
@@ -28,7 +28,7 @@ class Platform:
         self.port = free_port()
         self.control = control
         control.write_text("{}")
-        self.proc = subprocess.Popen([sys.executable, str(HERE / "platform.py"), address,
+        self.proc = subprocess.Popen([sys.executable, str(HERE / "gateway.py"), address,
                                       str(self.port), str(control), *(paas or ())],
                                      stdin=subprocess.DEVNULL)
         self.url = f"http://{address}:{self.port}/fsi/api/fsi/signIn"

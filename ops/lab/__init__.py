@@ -128,11 +128,11 @@ checks:
         wait_for(lambda: self._listening(port), 15, f"{name} to listen on {port}")
 
     def start_platform(self, control: Path, port: int = 8090) -> str:
-        """The insurance platform's gateway (ops/lab/platform.py) on the front-end's
+        """The insurance platform's gateway (ops/lab/gateway.py) on the front-end's
         address, its faults switched through the JSON file `control`: its URL."""
         control.write_text("{}")
         self.servers["platform"] = subprocess.Popen(
-            self.in_ns(sys.executable, str(HERE / "platform.py"), FRONT_END, str(port),
+            self.in_ns(sys.executable, str(HERE / "gateway.py"), FRONT_END, str(port),
                        str(control)),
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True, start_new_session=True)

@@ -2,7 +2,7 @@
 """The insurance platform's gateway in the test lab: answers the national medical-security
 platform's JSON messages as the real one does, with faults the tests switch on.
 
-    platform.py ADDRESS PORT CONTROL [PAAS_ID PAAS_TOKEN]
+    gateway.py ADDRESS PORT CONTROL [PAAS_ID PAAS_TOKEN]
 
 POST /fsi/api/fsi/<anything>: the message must have the common fields, a 30-character
 msgid (institution code, yyyyMMddHHmmss, 4-digit sequence) of this institution, an
