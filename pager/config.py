@@ -7,6 +7,7 @@ Errors are reported like insmon's own config: file, line, key path, what is wron
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
@@ -205,7 +206,6 @@ class PagerConfig(_Model):
     @field_validator("channels", "people", "teams")
     @classmethod
     def _ids(cls, value: dict) -> dict:
-        import re
         for key in value:
             if not re.match(ID, key):
                 raise ValueError(f"{key!r}: ids hold letters, digits and _ . - only")
