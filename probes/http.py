@@ -33,7 +33,7 @@ from probes.base import (
     one_hot,
     run_blocking,
 )
-from probes.lib.net import NET_REASONS, bind, reason
+from probes.lib.net import NET_REASONS, connect_within, left, reason
 
 REASONS = (*NET_REASONS, "status", "body")
 PHASES = ("connect", "tls", "processing", "transfer")
@@ -130,9 +130,9 @@ def fetch(cfg: Config) -> Outcome:
     timer: threading.Timer | None = None
     try:
         t0 = time.perf_counter()
-        sock = _connect(host, port, cfg, deadline)
+        sock = connect_within(host, port, cfg.source, cfg.interface, deadline)
         current = [sock]  # the socket to shut: the TLS one once it wraps this
-        timer = threading.Timer(_left(deadline), _cut, (current, cut))
+        timer = threading.Timer(left(deadline), _cut, (current, cut))
         timer.daemon = True
         timer.start()
         phases["connect"] = time.perf_counter() - t0
@@ -141,7 +141,7 @@ def fetch(cfg: Config) -> Outcome:
             sock = current[0] = _tls_context(cfg).wrap_socket(sock, server_hostname=host)
             phases["tls"] = time.perf_counter() - t
             expiry = _expiry(sock.getpeercert(binary_form=True))
-        conn = http.client.HTTPConnection(host, port, timeout=_left(deadline))
+        conn = http.client.HTTPConnection(host, port, timeout=left(deadline))
         conn.sock = sock
         t = time.perf_counter()
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -216,27 +216,6 @@ def _cut(current: list[socket.socket], cut: threading.Event) -> None:
     cut.set()
     with contextlib.suppress(OSError):  # closed already
         current[0].shutdown(socket.SHUT_RDWR)
-
-
-def _left(deadline: float) -> float:
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise TimeoutError
-    return left
-
-
-def _connect(host: str, port: int, cfg: Config, deadline: float) -> socket.socket:
-    family, kind, proto, _, address = socket.getaddrinfo(host, port,
-                                                         type=socket.SOCK_STREAM)[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.settimeout(_left(deadline))
-        bind(sock, cfg.source, cfg.interface)
-        sock.connect(address)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 def _tls_context(cfg: Config) -> ssl.SSLContext:

@@ -43,7 +43,7 @@ from probes.base import (
     one_hot,
     run_blocking,
 )
-from probes.lib.net import NET_REASONS, bind, reason
+from probes.lib.net import NET_REASONS, connect_within, left, reason
 from probes.lib.secret import Secret
 
 PLATFORM_REASONS = ("gateway_rejected", "platform_error", "bad_answer", "circuit_open")
@@ -225,9 +225,9 @@ class Probe:
         }
 
 
-async def _paused(left: float) -> Outcome:
+async def _paused(seconds: float) -> Outcome:
     return Outcome("circuit_open", None, None, None,
-                   f"paused after repeated platform errors, {left:.0f} s more")
+                   f"paused after repeated platform errors, {seconds:.0f} s more")
 
 
 def transact(cfg: Config, link: Link, message: dict, deadline: float) -> Outcome:
@@ -266,7 +266,7 @@ def _exchange(cfg: Config, link: Link, message: dict, deadline: float
     sock = None
     try:
         sock = _connected(host, port, link, deadline)
-        conn = http.client.HTTPConnection(host, port, timeout=_left(deadline))
+        conn = http.client.HTTPConnection(host, port, timeout=left(deadline))
         conn.sock = sock
         conn.request("POST", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
                      body=body, headers=headers)
@@ -306,25 +306,8 @@ def _exchange(cfg: Config, link: Link, message: dict, deadline: float
 
 def _connected(host: str, port: int, link: Link, deadline: float) -> socket.socket:
     """A connection to the front-end through the link (its interface or source)."""
-    if not (link.interface or link.source):
-        sock = socket.create_connection((host, port), timeout=_left(deadline))
-    else:
-        sock = _bound(host, port, link, deadline)
-    sock.settimeout(_left(deadline))
-    return sock
-
-
-def _bound(host: str, port: int, link: Link, deadline: float) -> socket.socket:
-    family, kind, proto, _, address = socket.getaddrinfo(host, port,
-                                                         type=socket.SOCK_STREAM)[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.settimeout(_left(deadline))
-        bind(sock, link.source, link.interface)
-        sock.connect(address)
-    except BaseException:
-        sock.close()
-        raise
+    sock = connect_within(host, port, link.source, link.interface, deadline)
+    sock.settimeout(left(deadline))
     return sock
 
 
@@ -335,13 +318,6 @@ def _said(raw: bytes) -> str:
         return ""
     return str(answer.get("message") or answer.get("err_msg") or "")[:120] \
         if isinstance(answer, dict) else ""
-
-
-def _left(deadline: float) -> float:
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise TimeoutError
-    return left
 
 
 KIND = Kind(Config, METRICS, Probe)

@@ -62,6 +62,31 @@ def bind(sock: socket.socket, source: str | None, interface: str | None) -> None
         sock.bind((source, 0))
 
 
+def left(deadline: float) -> float:
+    """Seconds until `deadline` (time.monotonic()); TimeoutError once it has passed."""
+    seconds = deadline - time.monotonic()
+    if seconds <= 0:
+        raise TimeoutError
+    return seconds
+
+
+def connect_within(host: str, port: int, source: str | None, interface: str | None,
+                   deadline: float) -> socket.socket:
+    """A blocking TCP connection from `source` and/or out of `interface`, by `deadline`
+    (for the checks that speak HTTP on a thread of their own)."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port,
+                                                         type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.settimeout(left(deadline))
+        bind(sock, source, interface)
+        sock.connect(address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 class ConnectFailure(ProbeFailure):
     """A failed connect; `reason` is one of CONNECT_REASONS."""
 
