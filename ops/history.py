@@ -13,6 +13,8 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from alert_rules import NOT_FAULTS
+
 GRADES = ("I", "II", "III", "IV")  # the national scale, most severe first
 
 
@@ -121,11 +123,14 @@ class AlertPeriod:
 def alert_periods(api: PrometheusAPI, start: float, end: float,
                   site: str | None = None) -> list[AlertPeriod]:
     """When each alert fired in the window, from the ALERTS series Prometheus writes at
-    every rule evaluation while an alert fires."""
+    every rule evaluation while an alert fires (not the heartbeat nor the calendar's hours,
+    which fire without a fault)."""
     periods = []
     for series in api.samples(selector("ALERTS", site, alertstate="firing"), start, end):
         labels = {k: v for k, v in series.labels.items()
                   if k not in ("__name__", "alertstate")}
+        if labels.get("alertname") in NOT_FAULTS:
+            continue
         step = spacing(series.points)
         for first, last in runs(series.points, lambda v: True, step):
             resolved = last + step if end - last > 2 * step else None

@@ -129,6 +129,28 @@ def test_a_raised_grade_holds_back_its_base_grade_of_the_same_check_only(stack) 
     assert paged == {("fe-http", "I"), ("fe-2", "II")}
 
 
+def test_outside_business_hours_holds_back_grade_four_only_until_it_resolves(stack) -> None:
+    """The calendar's "outside business hours" pages nobody and holds back grade IV; grade
+    III pages at once; when business hours begin, the grade IV alert is no longer held."""
+    manager, recorder = stack
+    hours = {"labels": {"alertname": "OutsideBusinessHours", "team": "server_ops",
+                        "service": "monitor", "site": "h12"},
+             "startsAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    manager.post(hours,
+                 alert("FrontEndCertificateExpiring", "IV", "insurance_agency", "h12",
+                       check="fe-http"),
+                 alert("TerminalDown", "III", "network", "h13", target="win-3"))
+    time.sleep(SETTLE)
+    held = {a["labels"]["alertname"] for a in manager.alerts() if a["status"]["inhibitedBy"]}
+    assert held == {"FrontEndCertificateExpiring"}
+    wait_for(lambda: recorder.teams("TerminalDown") == {"network"}, 20,  # group_wait 10 s
+             "grade III's page, which goes out at all hours")
+    assert recorder.teams("OutsideBusinessHours") == set()  # pages nobody
+    manager.post({**hours, "endsAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    wait_for(lambda: not any(a["status"]["inhibitedBy"] for a in manager.alerts()), 10,
+             "business hours to release the grade IV alert")
+
+
 def test_the_clustered_pair_pages_once_and_keeps_paging_when_one_dies(tmp_path: Path) -> None:
     """The HA pair as Prometheus uses it: every alert is sent to both. Each team gets each
     page once; after one of them is killed (-9), the other still pages, once."""
