@@ -120,10 +120,16 @@ def test_a_raised_grade_holds_back_its_base_grade_of_the_same_check_only(stack) 
         alert("FrontEndHttpFailing", "II", "insurance_agency", "h11", also="network",
               check="fe-http"),
         alert("FrontEndHttpFailing", "II", "insurance_agency", "h11", also="network",
-              check="fe-2"))
+              check="fe-2"),
+        # a certificate's tiers: within 7 days it is III, and still IV beneath
+        alert("FrontEndCertificateExpiring", "III", "insurance_agency", "h11", also="vendor",
+              check="fe-http"),
+        alert("FrontEndCertificateExpiring", "IV", "insurance_agency", "h11", also="vendor",
+              check="fe-http"))
     time.sleep(SETTLE)
     held = [a["labels"] for a in manager.alerts() if a["status"]["inhibitedBy"]]
-    assert [(a["check"], a["grade"]) for a in held] == [("fe-http", "II")]
+    assert sorted((a["alertname"], a["check"], a["grade"]) for a in held) == [
+        ("FrontEndCertificateExpiring", "fe-http", "IV"), ("FrontEndHttpFailing", "fe-http", "II")]
     paged = {(a["labels"]["check"], a["labels"]["grade"]) for p in recorder.received("firing")
              for a in p.body["alerts"]}
     assert paged == {("fe-http", "I"), ("fe-2", "II")}
