@@ -7,7 +7,9 @@ reference incident the array collapsed and the cache could not be read or writte
 The IO runs on a thread of its own (run_blocking): a hung volume leaves that thread stuck
 in the kernel, the run times out, later runs are skipped while it stays stuck, and every
 other check keeps its schedule. The probe writes one small file of fixed size, named after
-the check, and removes it in the same run: it never grows the disk.
+the check, and removes it in the same run: it never grows the disk. It also reads the
+volume's size and free space (statvfs), even when the write fails: a full cache volume
+is the likeliest reason it does, and a filling one should page before it is full.
 """
 
 from __future__ import annotations
@@ -53,6 +55,12 @@ METRICS = (
     MetricSpec("insmon_storage_last_latency_seconds", "gauge",
                "Time each phase of the last successful active probe took.", LABELS,
                "seconds"),
+    MetricSpec("insmon_storage_free_bytes", "gauge",
+               "Space left on the volume for unprivileged writers (statvfs f_bavail), at the "
+               "last run.", unit="bytes"),
+    MetricSpec("insmon_storage_size_bytes", "gauge",
+               "Size of the volume's file system (statvfs f_blocks), at the last run.",
+               unit="bytes"),
     MetricSpec("insmon_storage_errors_total", "counter",
                "Active probes that failed, by reason: the errno name (ENOSPC, EROFS, EIO, "
                "EACCES, ENOENT, EINVAL), verify (read back differs) or other.",
@@ -64,6 +72,23 @@ class Outcome(NamedTuple):
     phases: dict[str, float]  # seconds per phase, for the phases that completed
     error: str | None  # a reason from REASONS
     detail: str
+    space: tuple[int, int] | None = None  # (free, size) bytes, when statvfs answered
+
+
+def space(path: Path) -> tuple[int, int] | None:
+    """(bytes free for unprivileged writers, file system size) of the volume at `path`."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None  # a missing or broken volume: the write's error says why
+    return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+
+
+def probe_volume(path: Path, size: int, direct: bool) -> Outcome:
+    """The timed write and read-back, then the volume's free space (a full volume fails
+    the write and still reports it)."""
+    outcome = measure(path, size, direct)
+    return outcome._replace(space=space(path.parent))
 
 
 def probe_file(cfg: Config) -> Path:
@@ -132,8 +157,11 @@ class Probe:
 
     async def run(self) -> ProbeResult:
         cfg = self.cfg
-        outcome = await run_blocking(measure, probe_file(cfg), cfg.size, cfg.direct)
+        outcome = await run_blocking(probe_volume, probe_file(cfg), cfg.size, cfg.direct)
         samples = one_hot("insmon_storage_errors_total", "reason", REASONS, outcome.error)
+        if outcome.space is not None:
+            samples += [Sample("insmon_storage_free_bytes", outcome.space[0]),
+                        Sample("insmon_storage_size_bytes", outcome.space[1])]
         for phase, seconds in outcome.phases.items():
             samples.append(Sample("insmon_storage_latency_seconds", seconds, {"phase": phase}))
         if outcome.error is not None:

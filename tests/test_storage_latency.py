@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,6 +48,11 @@ async def test_ext4_directory(tmp_path: Path, direct: bool) -> None:
                 in series)
     assert 'insmon_storage_errors_total{check="cache",reason="EIO"} 0.0' in series
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]  # cleaned up
+    st = os.statvfs(tmp_path)
+    value = {m[1]: float(m[2]) for m in re.finditer(
+        r'insmon_storage_(free|size)_bytes\{check="cache"\} (\S+)', series)}
+    assert abs(value["free"] - st.f_bavail * st.f_frsize) < 64 << 20  # others write meanwhile
+    assert value["size"] == st.f_blocks * st.f_frsize
 
 
 async def test_tmpfs_directory() -> None:
@@ -76,6 +82,9 @@ async def test_full_volume(tmpfs: Path) -> None:
     assert status == f"# failed: No space left on device (ENOSPC) on {tmpfs}\n"
     assert 'insmon_storage_errors_total{check="cache",reason="ENOSPC"} 1.0' in series
     assert sorted(p.name for p in tmpfs.iterdir()) == ["filler"]
+    # why it failed is on the wall too: nothing left of the 64 KiB volume
+    assert 'insmon_storage_free_bytes{check="cache"} 0.0' in series
+    assert 'insmon_storage_size_bytes{check="cache"} 65536.0' in series
 
 
 @pytest.fixture
