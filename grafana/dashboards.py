@@ -270,8 +270,11 @@ def storage() -> Dashboard:
         series("RAID rebuild/resync progress 重建进度 (100 % when none runs)", [target(
             f"insmon_raid_sync_progress_ratio{{{SITE_CHECK}}} or max by (site, instance, "
             f"check, array) (insmon_raid_array_info{{{SITE_CHECK}}}) * 0 + 1",
-            "{{site}} {{array}}")], at(0, 23, 24, 7), "percentunit", valueMin=0,
+            "{{site}} {{array}}")], at(0, 23, 12, 7), "percentunit", valueMin=0,
             valueMax=1),
+        series("Cache volume free 缓存卷剩余空间", [target(
+            f"insmon_storage_free_bytes{{{SITE_CHECK}}} / insmon_storage_size_bytes",
+            "{{site}} {{check}}")], at(12, 23, 12, 7), "percentunit", valueMin=0, valueMax=1),
     ]
     return dashboard("insmon-storage", "insmon · storage and RAID 存储与阵列", panels,
                      variables("disk_io|storage_latency|raid"), refresh="30s",
