@@ -2,19 +2,20 @@
 path, and page nobody.
 
 The drill builds the chain on this machine: the namespace lab (ops/lab: private line,
-4G backup, settlement front-end), a tmpfs volume as the settlement cache, an md array
-(an mdstat file the drill writes) and this host's CPU. It runs `insmon run` on it,
-Prometheus with the project's rules and shipped timings, and Alertmanager with the
-project's routing. Prometheus labels every alert drill="true" (an external label), so
-Alertmanager takes each alert down its grade's route and delivers it to the drill
-receiver, never to a team; every receiver of this Alertmanager points at the drill's own
-recorder, so a page that reached a team's receiver would be seen and fail the drill.
+4G backup, settlement front-end), a tmpfs or FUSE volume (ops/lab/faultfs.py) as the
+settlement cache, an md array (an mdstat file the drill writes) and this host's CPU. It
+runs `insmon run` on it, Prometheus with the project's rules and shipped timings, and
+Alertmanager with the project's routing. Prometheus labels every alert drill="true" (an
+external label), so Alertmanager takes each alert down its grade's route and delivers it
+to the drill receiver, never to a team; every receiver of this Alertmanager points at the
+drill's own recorder, so a page that reached a team's receiver would be seen and fail
+the drill.
 
 Then it makes the fault for real, waits for the pages, heals everything and waits until
 no alert fires. The report says, per alert: expected grade and teams against what
 arrived (the teams are those Alertmanager's routing tree gives the alert without its
 drill label, from `amtool config routes test`), time to fire and time to page.
-Needs root (network namespaces, a tmpfs mount) and prometheus, prometheus-alertmanager
+Needs root (network namespaces, a tmpfs or FUSE mount) and prometheus, prometheus-alertmanager
 and amtool on PATH.
 """
 
@@ -121,12 +122,14 @@ class DrillLab:
                 workdir.mkdir(parents=True, exist_ok=True)
                 self.platform = workdir / "platform.json"
                 self.platform_url = self.lab.start_platform(self.platform)
-            if volume:
+            if volume:  # the cache on a FUSE volume: real slow and failing IO
                 self.volume = FaultyVolume(workdir / "fuse")
-            self.cache.mkdir(parents=True, exist_ok=True)
-            _run("mount", "-t", "tmpfs", "-o", "size=8m,mode=0700", "insmon-drill",
-                 str(self.cache))
-            self.mounted = True
+                self.cache = self.volume.path
+            else:
+                self.cache.mkdir(parents=True, exist_ok=True)
+                _run("mount", "-t", "tmpfs", "-o", "size=8m,mode=0700", "insmon-drill",
+                     str(self.cache))
+                self.mounted = True
             (self.raid_root / "proc").mkdir(parents=True, exist_ok=True)
             self.set_raid("clean")
         except BaseException:
@@ -140,9 +143,6 @@ class DrillLab:
                                raid_root=self.raid_root)
         if self.platform is not None:
             config += self.lab.settlement_check(self.platform_url)
-        if self.volume is not None:
-            config += (f"  - {{name: settlement-volume-io, kind: storage_latency, interval: 5s, "
-                       f"timeout: 4s, path: {self.volume.path}}}\n")
         return config
 
     # the faults, each with its remedy
@@ -152,9 +152,15 @@ class DrillLab:
         self.cut_links.add(link)
 
     def fail_storage(self) -> None:
-        """The cache volume stops taking writes (EROFS), as a collapsed array does."""
+        """The cache volume fails, as a collapsing array does: on the FUSE volume every
+        write takes 2.5 s (the plans' "IO latency above 2000 ms") and every fsync fails
+        with EIO; on the tmpfs it stops taking writes (EROFS)."""
         self.storage_failed = True
-        _remount(self.cache, "ro")
+        if self.volume is not None:
+            self.volume.faults(rules=[{"delay": 2.5, "ops": ["write"]},
+                                      {"error": "EIO", "ops": ["fsync"]}])
+        else:
+            _remount(self.cache, "ro")
 
     def set_raid(self, state: str, progress: float = 0.0) -> None:
         target = self.raid_root / "proc" / "mdstat"
@@ -292,7 +298,11 @@ SCENARIOS = {s.name: s for s in (
         (Expected("SettlementChainCollapsed", "I",
                   ("network", "insurance_agency", "server_ops", "vendor", *LEVEL_ONE)),),
         tolerated=("SettlementPathDown", "RaidArrayFailed", "StorageIOFailing"),
-        deadline=60),
+        deadline=60, volume=True,
+        observe=(("IO latency above 2000 ms was measured (writes slower than 2 s)",
+                  f'max_over_time(insmon_storage_latency_seconds_count{{site="{SITE}",'
+                  f'phase="write"}}[$window]) - max_over_time(insmon_storage_latency_seconds_'
+                  f'bucket{{site="{SITE}",phase="write",le="2.0"}}[$window]) > 0'),)),
     Scenario(
         "line-cut", "The private line is cut; the 4G backup takes over",
         "医保专网主线路中断，4G 备用通道接管", _line_cut,

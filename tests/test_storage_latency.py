@@ -124,6 +124,20 @@ async def test_a_volume_failing_fsync_with_eio_fails_the_check(faulty: FaultyVol
 
 
 @root_only
+async def test_a_collapsing_volume_is_slow_then_fails(faulty: FaultyVolume) -> None:
+    """The reference drill's cache volume: writes take 2.5 s, and then fsync fails. The
+    slow write is measured (IO latency above 2000 ms) although the run fails."""
+    faulty.faults(rules=[{"delay": 2.5, "ops": ["write"]}, {"error": "EIO", "ops": ["fsync"]}])
+    status, series = await render(check(faulty.path, interval=10, timeout=5),
+                                  "insmon_storage_")
+    assert status == f"# failed: Input/output error (EIO) on {faulty.path}\n"
+    assert ('insmon_storage_latency_seconds_bucket{check="cache",le="2.0",phase="write"} 0.0'
+            in series)
+    assert ('insmon_storage_latency_seconds_bucket{check="cache",le="5.0",phase="write"} 1.0'
+            in series)
+
+
+@root_only
 async def test_read_only_volume(tmpfs: Path) -> None:
     subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
     status, series = await render(check(tmpfs), "insmon_storage_")

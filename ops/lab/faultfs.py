@@ -8,6 +8,8 @@ a real EIO on fsync, as a failing array gives them, for the storage probes and t
 CONTROL is a JSON file, read again whenever it changes:
     {"delay": 2.5, "ops": ["fsync"]}    each fsync sleeps 2.5 s, then does its work
     {"error": "EIO", "ops": ["fsync", "write"]}   they fail with EIO
+    {"rules": [{"delay": 2.5, "ops": ["write"]}, {"error": "EIO", "ops": ["fsync"]}]}
+                                         several at once: slow writes, failing fsyncs
     {}                                   healthy
 Runs in the foreground until unmounted (`fusermount -u MOUNTPOINT`) or SIGTERM.
 """
@@ -41,13 +43,13 @@ class FaultFS(Operations):
                 self._stamp, self._faults = stamp, json.loads(self.control.read_text() or "{}")
         except (OSError, ValueError):
             self._faults = {}
-        faults = self._faults
-        if op not in faults.get("ops", ("write", "fsync")):
-            return
-        if faults.get("delay"):
-            time.sleep(min(float(faults["delay"]), 60.0))
-        if faults.get("error"):
-            raise FuseOSError(getattr(errno, faults["error"], errno.EIO))
+        for rule in self._faults.get("rules", [self._faults]):
+            if op not in rule.get("ops", ("write", "fsync")):
+                continue
+            if rule.get("delay"):
+                time.sleep(min(float(rule["delay"]), 60.0))
+            if rule.get("error"):
+                raise FuseOSError(getattr(errno, rule["error"], errno.EIO))
 
     # ------------------------------------------------------------------ passthrough
 
