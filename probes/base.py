@@ -70,6 +70,9 @@ def plural(count: int, noun: str) -> str:
 
 # At most a day: a longer interval is a typo, and an infinite one would never run.
 MAX_DURATION = 86400.0
+# A device tool's output: far above storcli's JSON for a full controller (about 1 MiB),
+# far below what would hurt insmon.
+MAX_COMMAND_OUTPUT = 16 << 20
 Duration = Annotated[float, BeforeValidator(parse_duration),
                      Field(gt=0, le=MAX_DURATION, allow_inf_nan=False)]
 
@@ -314,24 +317,44 @@ class Baseline(Generic[T]):
         return prev, cur, self._at - prev_at
 
 
-async def run_command(argv: list[str]) -> str:
-    """Run a device tool (storcli, wg) and return its output. A missing tool or a non-zero
-    exit is a ProbeFailure with why; a run abandoned at its deadline kills the tool."""
+async def run_command(argv: list[str], limit: int = MAX_COMMAND_OUTPUT) -> str:
+    """Run a device tool (storcli, wg) and return its output. A missing tool, a non-zero
+    exit or more than `limit` bytes of output is a ProbeFailure with why; a run
+    abandoned at its deadline, or cut at the limit, kills the tool."""
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, env={**os.environ, "LC_ALL": "C"})
     except OSError as exc:
         raise ProbeFailure(f"cannot run {argv[0]}: {exc.strerror or exc}") from None
+    command = " ".join([os.path.basename(argv[0]), *argv[1:]])
+    errors = asyncio.ensure_future(_read_capped(proc.stderr, limit))
     try:
-        out, err = await proc.communicate()
-    except asyncio.CancelledError:
+        out = await _read_capped(proc.stdout, limit)
+        if len(out) > limit:
+            raise ProbeFailure(f"`{command}` wrote more than {limit >> 20} MiB: refused")
+        err = await errors
+        await proc.wait()
+    except BaseException:  # cancelled at the deadline, or refused: the tool goes too
+        errors.cancel()
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
         raise
     if proc.returncode != 0:
-        command = " ".join([os.path.basename(argv[0]), *argv[1:]])
         why = (err or out).decode(errors="replace").strip().splitlines()
         raise ProbeFailure(f"`{command}` exited with {proc.returncode}"
                            + (f": {why[-1][:120]}" if why else ""))
     return out.decode(errors="replace")
+
+
+async def _read_capped(stream: asyncio.StreamReader | None, limit: int) -> bytes:
+    """What `stream` gives until its end, or the first `limit` + 1 bytes of it."""
+    chunks: list[bytes] = []
+    size = 0
+    while stream is not None and size <= limit:
+        chunk = await stream.read(min(1 << 16, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)

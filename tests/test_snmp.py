@@ -11,6 +11,7 @@ import pytest
 from ops.lab import Lab
 from probes import snmp
 from probes.lib import pinger
+from probes.lib.snmp_client import SnmpError, SnmpSession
 from tests.conftest import render, value
 from tests.snmp_agent import COMMUNITY, V3_AUTH, V3_PRIV, V3_USER, SnmpAgent
 
@@ -81,5 +82,20 @@ async def test_snmp_no_such_interface_and_wrong_community(tmp_path: Path) -> Non
             "community": {"value": "guessed"}}), "insmon_snmp_")
         assert status == ("# failed: no response (agent down, unreachable, or wrong "
                           "community/credentials)\n")
+    finally:
+        agent.stop()
+
+
+async def test_a_walk_longer_than_its_bound_is_refused(tmp_path: Path) -> None:
+    """An agent that answers without end (broken or hostile) is cut at the walk's bound
+    with a reason, not read into memory. The bound here is 3 values of the system group."""
+    agent = SnmpAgent(tmp_path)
+    try:
+        session = SnmpSession(switch_check(agent.address, ["lo"]))
+        system = await session.walk("1.3.6.1.2.1.1", 2)
+        assert len(system) > 3  # what snmpd has: sysDescr, sysObjectID, sysUpTime, ...
+        with pytest.raises(SnmpError, match=r"answered more than 3 values under "
+                                            r"1\.3\.6\.1\.2\.1\.1: refused"):
+            await session.walk("1.3.6.1.2.1.1", 2, max_rows=3)
     finally:
         agent.stop()

@@ -58,6 +58,10 @@ class SnmpTarget(BaseModel):
 
 
 Oid = str  # numeric, "1.3.6.1..."
+# A walk's bounds: far above the interface table of the largest switch (a few thousand
+# rows), far below what would hurt insmon.
+MAX_ROWS = 20_000
+MAX_WALK_BYTES = 8 << 20
 
 
 class SnmpSession:
@@ -113,13 +117,17 @@ class SnmpSession:
         except Exception as exc:  # resolution failures come as several pysnmp types
             raise SnmpError(f"cannot reach {self.target.address}: {exc}") from None
 
-    async def walk(self, oid: Oid, timeout: float) -> dict[Oid, object]:
+    async def walk(self, oid: Oid, timeout: float, max_rows: int = MAX_ROWS
+                   ) -> dict[Oid, object]:
         """Every value under `oid`, keyed by the full numeric OID; values as Python
-        int, str or bytes. Raises SnmpError with a reason on timeout or an error."""
+        int, str or bytes. Raises SnmpError with a reason on timeout or an error, and
+        when the agent answers more than `max_rows` values or MAX_WALK_BYTES of them (a
+        broken or hostile agent must not fill insmon's memory)."""
         hl = self._hl
         auth = self._auth()  # a missing secret fails before anything is sent
         transport = await self._transport(timeout)
         values: dict[Oid, object] = {}
+        size = 0
         async for indication, status, index, binds in hl.walk_cmd(
                 self._engine, auth, transport, hl.ContextData(),
                 hl.ObjectType(hl.ObjectIdentity(oid.lstrip("."))),
@@ -129,7 +137,14 @@ class SnmpSession:
             if status:
                 raise SnmpError(f"agent error {status.prettyPrint()} at index {index}")
             for name, value in binds:
-                values[str(name)] = _python(value)
+                values[str(name)] = plain = _python(value)
+                size += len(plain) if isinstance(plain, str | bytes) else 8
+            if len(values) > max_rows:
+                raise SnmpError(f"{self.target.address} answered more than {max_rows} "
+                                f"values under {oid}: refused")
+            if size > MAX_WALK_BYTES:
+                raise SnmpError(f"{self.target.address} answered more than "
+                                f"{MAX_WALK_BYTES >> 20} MiB under {oid}: refused")
         return values
 
 
