@@ -1,6 +1,7 @@
 # The two commands of the quick start:
 #   make run   install insmon in .venv and run it on the embedded default config
-#   make test  install everything the tests need (Debian packages, .venv) and run them
+#   make test  install everything the tests need (Debian packages, .venv) and run them,
+#              four at a time (pytest-xdist: most tests wait on real timers, not the CPU)
 PYTHON ?= python3
 VENV ?= .venv
 ARGS ?=
@@ -21,7 +22,7 @@ run: $(VENV)/.runtime
 test: $(VENV)/.test lint
 	@$(call install-missing,$(TEST_TOOLS))
 	@$(MAKE) --no-print-directory figures
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n 4 --dist loadgroup
 
 # The quick benchmarks, beside node_exporter in the same run: what a scrape and a storage
 # probe run cost. They print figures and assert nothing (speed is not a test).

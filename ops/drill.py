@@ -38,7 +38,7 @@ import yaml
 
 from monitor import SHANGHAI
 from ops.history import PrometheusAPI, alert_periods
-from ops.lab import FRONT_END, FaultyVolume, Lab
+from ops.lab import FaultyVolume, Lab
 from ops.recorder import Recorder
 from ops.stack import Chain, Prometheus, alert_chain, free_port, wait_for
 
@@ -61,8 +61,8 @@ checks:
     packet_timeout: 600ms
     front_end: {front_end}:8080
     links:
-      - {{name: private-line, role: primary, interface: {primary}, gateway: 198.18.1.2}}
-      - {{name: 4g-backup, role: backup, interface: {backup}, gateway: 198.18.2.2}}
+      - {{name: private-line, role: primary, interface: {primary}, gateway: {primary_gw}}}
+      - {{name: 4g-backup, role: backup, interface: {backup}, gateway: {backup_gw}}}
   - name: settlement-cache-io
     kind: storage_latency
     interval: 5s
@@ -116,7 +116,7 @@ class DrillLab:
         self.storage_failed = False
         self.mounted = False
         try:
-            self.lab = Lab()
+            self.lab = Lab(slot=None)  # addresses of its own: drills run side by side
             self.lab.start_front_end(8080)
             if platform:
                 workdir.mkdir(parents=True, exist_ok=True)
@@ -138,7 +138,9 @@ class DrillLab:
 
     def config(self, port: int) -> str:
         assert self.lab is not None
-        config = CONFIG.format(port=port, front_end=FRONT_END, primary=self.lab.primary,
+        config = CONFIG.format(port=port, front_end=self.lab.front_end,
+                               primary_gw=self.lab.primary_gateway,
+                               backup_gw=self.lab.backup_gateway, primary=self.lab.primary,
                                backup=self.lab.backup, cache=self.cache,
                                raid_root=self.raid_root)
         if self.platform is not None:
@@ -188,7 +190,8 @@ class DrillLab:
 
     def burn_cpu(self) -> None:
         """Every logical CPU busy, at the lowest priority so real work still runs."""
-        code = ("import os, time\nos.nice(19)\nend = time.monotonic() + "
+        code = (f"# insmon drill's CPU burner for {self.workdir}\n"  # found by its folder
+                "import os, time\nos.nice(19)\nend = time.monotonic() + "
                 f"{CPU_BURN_LIMIT}\nwhile time.monotonic() < end:\n    pass\n")
         for _ in range(os.cpu_count() or 1):
             self.burners.append(subprocess.Popen([sys.executable, "-c", code],

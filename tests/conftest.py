@@ -23,8 +23,10 @@ INSMON = str(Path(sys.executable).parent / "insmon")  # the installed console sc
 
 
 # Every series name a probe emitted in this session's in-process runs (the store sees
-# them all), for the check that every declared series comes out of some test.
+# them all), for the check that every declared series comes out of some test. With
+# pytest-xdist each worker hands its names to the controller, which checks the union.
 EMITTED: set[str] = set()
+FROM_WORKERS: set[str] = set()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -41,17 +43,85 @@ def _note_emitted() -> Iterator[None]:
         yield
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests marked `after_all` run last. Tests marked `root` build namespaces, links and
-    mounts: without root they are skipped with that reason (CI runs as root, so there
-    they always run)."""
-    items.sort(key=lambda item: "after_all" in item.keywords)
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: object, error: object) -> None:
+    FROM_WORKERS.update(getattr(node, "workeroutput", {}).get("emitted", ()))
+
+
+@pytest.hookimpl(tryfirst=True)  # a worker's output is sent in xdist's own sessionfinish
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """After the whole suite: every series a kind declares came out of a real run in
+    some test (the health series come from the exporter and are checked on a live
+    scrape). A series never emitted fails the run."""
+    if hasattr(session.config, "workerinput"):  # an xdist worker: the controller checks
+        session.config.workeroutput["emitted"] = sorted(EMITTED)
+        return
+    whole = _WHOLE_SUITE if _WHOLE_SUITE is not None else _every_file(
+        {Path(str(item.path)).name for item in session.items})
+    if not whole or exitstatus != 0:
+        return
+    from probes import PROBES
+
+    never = {m.name for kind in PROBES.values() for m in kind.metrics} - EMITTED - FROM_WORKERS
+    if never:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        reporter.write_line(f"FAILED: declared but never emitted by any test: {sorted(never)}",
+                            red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+_WHOLE_SUITE: bool | None = None  # with xdist: every test file collected by the workers
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: object, ids: list[str]) -> None:
+    global _WHOLE_SUITE
+    _WHOLE_SUITE = _every_file({i.split("::", 1)[0].rsplit("/", 1)[-1] for i in ids})
+
+
+def _every_file(names: set[str]) -> bool:
+    return names == {p.name for p in Path(__file__).parent.glob("test_*.py")}
+
+
+# The long tests first, so that with pytest-xdist (make test: four at a time) they start
+# at once and the short ones fill in around them.
+LONG_FIRST = ("test_drill.py", "test_review.py", "test_end_to_end.py", "test_alert_rules.py",
+              "test_regional.py", "test_alertmanager.py", "test_pager.py")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Long tests first. Tests that share a fixture wider than a test (the reference
+    drill, a module's lab or wheel) run on one xdist worker, so it is made once. Tests
+    marked `root` build namespaces, links and mounts: without root they are skipped with
+    that reason (CI runs as root, so there they always run)."""
+    def rank(item: pytest.Item) -> int:
+        name = Path(str(item.path)).name
+        return LONG_FIRST.index(name) if name in LONG_FIRST else len(LONG_FIRST)
+
+    items.sort(key=rank)
+    for item in items:
+        if group := _shared_fixture_group(item):
+            item.add_marker(pytest.mark.xdist_group(group))
     if os.geteuid() == 0:
         return
     skip = pytest.mark.skip(reason="needs root: builds namespaces, links or mounts")
     for item in items:
         if "root" in item.keywords:
             item.add_marker(skip)
+
+
+def _shared_fixture_group(item: pytest.Item) -> str | None:
+    """The widest fixture the test shares with others: a session one by name, a module
+    one by its module."""
+    scopes = {}
+    for name, defs in item._fixtureinfo.name2fixturedefs.items():
+        if defs and defs[-1].scope in ("session", "module") and not name.startswith("_"):
+            scopes[name] = defs[-1].scope
+    for name, scope in scopes.items():
+        if scope == "session":
+            return name
+    return Path(str(item.path)).name if scopes else None
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ SITE = "lab-hospital"
 
 @pytest.fixture
 def chain(tmp_path: Path) -> Iterator[tuple[Lab, Recorder, Chain]]:
-    lab, recorder = Lab(), Recorder()
+    lab, recorder = Lab(slot=None), Recorder()  # addresses of its own: runs beside others
     try:
         lab.start_front_end(8080)
         port = free_port()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ops.lab import FRONT_END, Lab
+from ops.lab import FRONT_END, Lab, sweep_stale_labs
 from probes import vpn
 from tests.conftest import INSMON, render, value
 
@@ -171,5 +171,7 @@ async def test_a_lab_left_by_a_killed_owner_is_removed_by_the_next_lab() -> None
         assert path(series) == (1, "primary")
     finally:
         lab.close()
-    assert "198.18" not in subprocess.run(["ip", "route"], capture_output=True,
-                                          text=True).stdout  # the stale guard went too
+    routes = subprocess.run(["ip", "route"], capture_output=True, text=True).stdout
+    assert f"ip{owner.pid}p" not in routes and f"ip{lab.ns.rsplit('-', 1)[1]}p" not in routes
+    if not sweep_stale_labs():  # no lab of a test beside this one: the guard went too
+        assert "198.18" not in routes

@@ -8,10 +8,14 @@
                                                     198.18.50.0/24 impaired targets
                                                                  (TUN, ops/lab/impair.py)
 
-Addresses are from 198.18.0.0/15 (RFC 2544, benchmarking; never routed). While the lab
-exists an `unreachable 198.18.0.0/15` route on this host keeps any packet for a torn-down
-lab address from leaving the machine. Everything is removed on close; a lab whose owner
-was killed before it could close (kill -9, a lost session) is removed by the next one.
+Addresses are from 198.18.0.0/15 (RFC 2544, benchmarking; never routed). Those above are
+slot 0's, which the tests that name addresses use, one lab at a time (a lock file waits
+for the slot). `Lab(slot=None)` takes a free slot of its own, with addresses of its own
+in 198.19.0.0/16 (its `front_end`, `primary_gateway`, ... attributes), so that several
+labs (drills, the end-to-end tests) run side by side. While a lab exists an
+`unreachable 198.18.0.0/15` route on this host keeps any packet for a torn-down lab
+address from leaving the machine. Everything is removed on close; a lab whose owner was
+killed before it could close (kill -9, a lost session) is removed by the next one.
 """
 
 from __future__ import annotations
@@ -24,15 +28,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import IO
 
 from ops.stack import wait_for
 
 HERE = Path(__file__).resolve().parent
 GUARD = "198.18.0.0/15"
-FRONT_END = "198.18.100.1"
+FRONT_END = "198.18.100.1"  # slot 0's
 IMPAIRED = "198.18.50.0/24"
 PREFIX = "insmon-agency-"
-LOCKS = Path("/run/insmon-lab")  # <namespace>.lock, held by the lab's owner while it lives
+LOCKS = Path("/run/insmon-lab")  # <namespace>.lock and slot-<k>.lock, held while it lives
+SLOTS = 64  # slot k > 0: 198.19.4k.0/30 primary, 198.19.4k+1.0/30 backup, 198.19.4k+2.1
 
 
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -41,34 +47,62 @@ def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 
 class Lab:
-    def __init__(self) -> None:
+    def __init__(self, slot: int | None = 0) -> None:
         n = os.getpid()
         self.ns = f"{PREFIX}{n}"
         self.primary, self.backup = f"ip{n}p", f"ip{n}b"  # this host's ends
         self.primary_far, self.backup_far = f"ip{n}pa", f"ip{n}ba"  # the agency's ends
         self.servers: dict[str, subprocess.Popen] = {}
-        self._guarded = False
-        others = sweep_stale_labs()
+        self._slot_lock: IO[str] | None = None
+        sweep_stale_labs()
         LOCKS.mkdir(parents=True, exist_ok=True)
         self._lock = open(LOCKS / f"{self.ns}.lock", "w")  # noqa: SIM115 (held till close)
         fcntl.flock(self._lock, fcntl.LOCK_EX)
         try:
-            if not others:  # a guard left by a killed lab is ours to remove now
-                self._guarded = GUARD in ip("route", "show", "type", "unreachable").stdout
+            self.slot = self._take_slot(slot)
+            if self.slot == 0:
+                self.primary_net, self.backup_net = "198.18.1", "198.18.2"
+                self.front_end = FRONT_END
+            else:
+                self.primary_net = f"198.19.{4 * self.slot}"
+                self.backup_net = f"198.19.{4 * self.slot + 1}"
+                self.front_end = f"198.19.{4 * self.slot + 2}.1"
+            self.primary_address, self.primary_gateway = (f"{self.primary_net}.1",
+                                                          f"{self.primary_net}.2")
+            self.backup_address, self.backup_gateway = (f"{self.backup_net}.1",
+                                                        f"{self.backup_net}.2")
             self._build()
         except BaseException:
             self.close()
             raise
 
+    def _take_slot(self, slot: int | None) -> int:
+        """Slot 0 waits (up to 5 minutes) until no other lab holds it; None takes any
+        free one of the others."""
+        wanted = [slot] if slot is not None else list(range(1, SLOTS))
+        deadline = time.monotonic() + 300
+        while True:
+            for k in wanted:
+                lock = open(LOCKS / f"slot-{k}.lock", "w")  # noqa: SIM115 (held till close)
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    lock.close()
+                    continue
+                self._slot_lock = lock
+                return k
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no free lab slot of {wanted[:3]}... in 5 minutes")
+            time.sleep(0.2)
+
     def _build(self) -> None:
         if GUARD not in ip("route", "show", "type", "unreachable").stdout:
-            ip("route", "add", "unreachable", GUARD)
-            self._guarded = True
+            ip("route", "add", "unreachable", GUARD, check=False)  # another lab may race
         ip("netns", "add", self.ns)
         self.ns_ip("link", "set", "lo", "up")
-        self.ns_ip("addr", "add", f"{FRONT_END}/32", "dev", "lo")
-        for here, far, subnet in ((self.primary, self.primary_far, "198.18.1"),
-                                  (self.backup, self.backup_far, "198.18.2")):
+        self.ns_ip("addr", "add", f"{self.front_end}/32", "dev", "lo")
+        for here, far, subnet in ((self.primary, self.primary_far, self.primary_net),
+                                  (self.backup, self.backup_far, self.backup_net)):
             ip("link", "add", here, "type", "veth", "peer", "name", far)
             ip("link", "set", far, "netns", self.ns)
             ip("addr", "add", f"{subnet}.1/30", "dev", here)
@@ -78,10 +112,10 @@ class Lab:
             self.ns_ip("addr", "add", f"{subnet}.2/30", "dev", far)
             self.ns_ip("link", "set", far, "up")
         # the front-end is reachable over either line; primary preferred
-        ip("route", "add", f"{FRONT_END}/32", "via", "198.18.1.2", "dev", self.primary,
-           "metric", "10")
-        ip("route", "add", f"{FRONT_END}/32", "via", "198.18.2.2", "dev", self.backup,
-           "metric", "20")
+        ip("route", "add", f"{self.front_end}/32", "via", self.primary_gateway, "dev",
+           self.primary, "metric", "10")
+        ip("route", "add", f"{self.front_end}/32", "via", self.backup_gateway, "dev",
+           self.backup, "metric", "20")
         for here in (self.primary, self.backup):
             self._wait_carrier(here, True)
 
@@ -106,20 +140,22 @@ checks:
     kind: vpn
     interval: 1s
     timeout: 900ms
-    front_end: {FRONT_END}:8080
+    front_end: {self.front_end}:8080
     ping_count: 2
     packet_interval: 50ms
     packet_timeout: 300ms
     links:
-      - {{name: private-line, role: primary, interface: {self.primary}, gateway: 198.18.1.2}}
-      - {{name: 4g-backup, role: backup, interface: {self.backup}, gateway: 198.18.2.2}}
+      - {{name: private-line, role: primary, interface: {self.primary},
+          gateway: {self.primary_gateway}}}
+      - {{name: 4g-backup, role: backup, interface: {self.backup},
+          gateway: {self.backup_gateway}}}
 """
 
     # ------------------------------------------------------------------ services
 
     def start_front_end(self, port: int = 8080, tls: tuple[Path, Path] | None = None,
                         name: str = "front-end") -> None:
-        argv = [sys.executable, str(HERE / "frontend.py"), FRONT_END, str(port)]
+        argv = [sys.executable, str(HERE / "frontend.py"), self.front_end, str(port)]
         if tls:
             argv += [str(tls[0]), str(tls[1])]
         self.servers[name] = subprocess.Popen(self.in_ns(*argv), stdin=subprocess.DEVNULL,
@@ -132,12 +168,12 @@ checks:
         address, its faults switched through the JSON file `control`: its URL."""
         control.write_text("{}")
         self.servers["platform"] = subprocess.Popen(
-            self.in_ns(sys.executable, str(HERE / "gateway.py"), FRONT_END, str(port),
+            self.in_ns(sys.executable, str(HERE / "gateway.py"), self.front_end, str(port),
                        str(control)),
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True, start_new_session=True)
         wait_for(lambda: self._listening(port), 15, "the platform gateway to listen")
-        return f"http://{FRONT_END}:{port}/fsi/api/fsi/signIn"
+        return f"http://{self.front_end}:{port}/fsi/api/fsi/signIn"
 
     def settlement_check(self, url: str, interval: str = "10s") -> str:
         """A settlement check (YAML, one list item) through this lab's two lines."""
@@ -152,7 +188,7 @@ checks:
     def _listening(self, port: int) -> bool:
         out = subprocess.run(self.in_ns("ss", "-ltnH"), capture_output=True, text=True,
                              timeout=10).stdout
-        return f"{FRONT_END}:{port} " in out
+        return f"{self.front_end}:{port} " in out
 
     def stop(self, name: str) -> None:
         proc = self.servers.pop(name)
@@ -172,7 +208,8 @@ checks:
         self.ns_ip("route", "add", IMPAIRED, "dev", tun)
         subprocess.run(self.in_ns("sysctl", "-qw", "net.ipv4.ip_forward=1"), check=True,
                        timeout=10)
-        ip("route", "add", IMPAIRED, "via", "198.18.1.2", "dev", self.primary)
+        assert self.slot == 0, "the impaired targets are slot 0's"
+        ip("route", "add", IMPAIRED, "via", self.primary_gateway, "dev", self.primary)
         self.servers["impair"] = subprocess.Popen(
             self.in_ns(sys.executable, str(HERE / "impair.py"), tun, str(delay), str(loss),
                        str(seed)),
@@ -207,10 +244,12 @@ checks:
         ip("netns", "del", self.ns, check=False)
         for here in (self.primary, self.backup):
             ip("link", "del", here, check=False)
-        if self._guarded:
-            ip("route", "del", "unreachable", GUARD, check=False)
         (LOCKS / f"{self.ns}.lock").unlink(missing_ok=True)
         self._lock.close()
+        if self._slot_lock is not None:
+            self._slot_lock.close()
+        if not sweep_stale_labs():  # the last lab out removes the guard
+            ip("route", "del", "unreachable", GUARD, check=False)
 
 
 def sweep_stale_labs() -> int:
