@@ -38,6 +38,7 @@ bench: $(VENV)/.test
 	$(VENV)/bin/python bench/fault_to_page.py
 	$(VENV)/bin/python bench/fault_to_person.py
 	$(VENV)/bin/python bench/settlement_cost.py
+	$(VENV)/bin/python bench/hostile_input.py
 	$(VENV)/bin/python bench/scrape.py
 
 lint: $(VENV)/.test

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -118,21 +119,28 @@ class BasicAuth:
         if user is None:
             return "denied"
         key = hashlib.sha256(f"{user}\0{password}".encode()).digest()
+        who = (f"client {client}", f"user {user}")
         with self._lock:
             if any(hmac.compare_digest(key, good) for good in self._good):
                 return "ok"
-            if self._throttled(f"client {client}") or self._throttled(f"user {user}"):
+            if any(self._throttled(w) for w in who):
                 return "throttled"
+            # counted as a failure before the check, so that attempts arriving together
+            # cannot all pass the threshold and all cost a bcrypt check
+            attempt = time.monotonic()
+            for w in who:
+                self._failed[w].append(attempt)
         hashed = self._users.get(user)
         matches = bcrypt.checkpw(password.encode(), hashed or self._dummy)
         if hashed is not None and matches:
             with self._lock:
                 self._good.add(key)
+                for w in who:
+                    with contextlib.suppress(ValueError):
+                        self._failed[w].remove(attempt)
             return "ok"
         now = time.monotonic()
         with self._lock:
-            for who in (f"client {client}", f"user {user}"):
-                self._failed[who].append(now)
             if now - self._logged.get(client, -WINDOW) >= WINDOW:
                 self._logged[client] = now
                 log.warning("rejected basic auth for user %r from %s (%d failure(s) from it "

@@ -68,11 +68,11 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
-# At most a day: a longer interval is a typo, and an infinite one would never run.
-MAX_DURATION = 86400.0
 # A device tool's output: far above storcli's JSON for a full controller (about 1 MiB),
 # far below what would hurt insmon.
 MAX_COMMAND_OUTPUT = 16 << 20
+# At most a day: a longer interval is a typo, and an infinite one would never run.
+MAX_DURATION = 86400.0
 Duration = Annotated[float, BeforeValidator(parse_duration),
                      Field(gt=0, le=MAX_DURATION, allow_inf_nan=False)]
 

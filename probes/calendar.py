@@ -26,12 +26,22 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from probes.base import SHANGHAI, CheckBase, Kind, MetricSpec, ProbeFailure, ProbeResult, Sample
+from probes.base import (
+    MIN_INTERVAL,
+    SHANGHAI,
+    CheckBase,
+    Duration,
+    Kind,
+    MetricSpec,
+    ProbeFailure,
+    ProbeResult,
+    Sample,
+)
 
 
 class Config(CheckBase):
     kind: Literal["calendar"]
-    interval: float = Field(default=60.0, ge=0.1)  # the day changes slowly
+    interval: Duration = Field(default=60.0, ge=MIN_INTERVAL)  # the day changes slowly
     file: Path | None = None  # the site's own dates, over the package's
 
 

@@ -65,3 +65,10 @@ async def test_a_sites_own_dates_extend_and_override(monkeypatch: pytest.MonkeyP
     dates.write_text("holidays: [not-a-date]\nknown_until: 2027-12-31\n")
     status, _ = await render(config, "insmon_calendar_")
     assert status.startswith(f"# failed: calendar file {dates}: holidays.0: ")
+
+
+def test_its_interval_is_a_duration_like_every_other_kind() -> None:
+    check = calendar.Config(name="cal", kind="calendar", interval="90s")
+    assert check.interval == 90
+    with pytest.raises(ValueError, match="less than or equal to 86400"):
+        calendar.Config(name="cal", kind="calendar", interval="25h")

@@ -162,3 +162,34 @@ def test_a_brute_force_is_throttled_and_an_unknown_user_costs_a_real_check() -> 
     # ... but the Prometheus already verified is not locked out by the attacker
     assert get("prometheus", PASSWORD, "10.0.0.9")[0] == "404"
     assert get("nobody-here", "wrong", "10.0.0.3")[0] == "401"  # others: as ever
+
+
+def test_attempts_arriving_together_cost_no_more_bcrypt_checks_than_the_threshold(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """20 clients guessing at once for a user that exists: only the threshold's worth of
+    attempts in the minute reach bcrypt (each counted before its check), the rest are
+    429 without one."""
+    import base64
+    import threading
+
+    from exporters import webconfig
+
+    auth = webconfig.BasicAuth({"prometheus": bcrypt.hashpw(PASSWORD.encode(),
+                                                            bcrypt.gensalt(10)).decode()})
+    checks, real = [], bcrypt.checkpw
+    monkeypatch.setattr(webconfig.bcrypt, "checkpw",
+                        lambda *args: checks.append(1) or real(*args))
+    start, results = threading.Barrier(20), []
+
+    def guess(n: int) -> None:
+        header = "Basic " + base64.b64encode(f"prometheus:guess-{n}".encode()).decode()
+        start.wait(timeout=10)
+        results.append(auth.check(header, f"10.0.1.{n}"))
+
+    threads = [threading.Thread(target=guess, args=(n,)) for n in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(set(results)) == ["denied", "throttled"] and len(results) == 20
+    assert len(checks) == results.count("denied") == webconfig.FAILURES
