@@ -10,12 +10,10 @@ reason: dns, refused, timeout, unreachable, tls, status, body, other.
 from __future__ import annotations
 
 import base64
-import contextlib
 import http.client
 import re
 import socket
 import ssl
-import threading
 import time
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -33,7 +31,7 @@ from probes.base import (
     one_hot,
     run_blocking,
 )
-from probes.lib.net import NET_REASONS, connect_within, left, reason
+from probes.lib.net import NET_REASONS, Cutter, connect_within, left, reason
 
 REASONS = (*NET_REASONS, "status", "body")
 PHASES = ("connect", "tls", "processing", "transfer")
@@ -126,19 +124,15 @@ def fetch(cfg: Config) -> Outcome:
     sock: socket.socket | None = None
     # The deadline covers the whole answer: a server trickling a byte a second resets
     # every read's timeout, so at the deadline the socket is shut under the reader.
-    cut = threading.Event()
-    timer: threading.Timer | None = None
+    cutter: Cutter | None = None
     try:
         t0 = time.perf_counter()
         sock = connect_within(host, port, cfg.source, cfg.interface, deadline)
-        current = [sock]  # the socket to shut: the TLS one once it wraps this
-        timer = threading.Timer(left(deadline), _cut, (current, cut))
-        timer.daemon = True
-        timer.start()
+        cutter = Cutter(sock, deadline)
         phases["connect"] = time.perf_counter() - t0
         if parts.scheme == "https":
             t = time.perf_counter()
-            sock = current[0] = _tls_context(cfg).wrap_socket(sock, server_hostname=host)
+            sock = cutter.socket = _tls_context(cfg).wrap_socket(sock, server_hostname=host)
             phases["tls"] = time.perf_counter() - t
             expiry = _expiry(sock.getpeercert(binary_form=True))
         conn = http.client.HTTPConnection(host, port, timeout=left(deadline))
@@ -157,17 +151,17 @@ def fetch(cfg: Config) -> Outcome:
         t = time.perf_counter()
         body = _body(response, cfg.max_body_bytes) if cfg.method == "GET" else b""
         phases["transfer"] = time.perf_counter() - t
-        if cut.is_set():
+        if cutter.cut.is_set():
             raise TimeoutError
     except _ShortBody as short:
-        if cut.is_set():  # it was us who ended the body, at the deadline
+        if cutter is not None and cutter.cut.is_set():  # we ended the body, at the deadline
             return Outcome(phases, status, expiry, "timeout", f"no complete answer from "
                            f"{host}:{port} within {cfg.timeout:g}s")
         return Outcome(phases, status, expiry, "body",
                        f"the body of {cfg.shown_url} ended after {short.args[0]} of the "
                        f"{short.args[1]} bytes its Content-Length promised")
     except OSError as exc:
-        why = "timeout" if cut.is_set() else reason(exc)
+        why = "timeout" if cutter is not None and cutter.cut.is_set() else reason(exc)
         return Outcome(phases, status, expiry, why, {
             "dns": f"cannot resolve {host}: {exc.strerror}",
             "refused": f"{host}:{port} refused the connection",
@@ -175,14 +169,14 @@ def fetch(cfg: Config) -> Outcome:
             "tls": f"TLS with {host}:{port} failed: {getattr(exc, 'reason', None) or exc}",
         }.get(why, f"cannot reach {host}:{port}: {exc.strerror or exc}"))
     except http.client.HTTPException as exc:
-        if cut.is_set():
+        if cutter is not None and cutter.cut.is_set():
             return Outcome(phases, status, expiry, "timeout", f"no complete answer from "
                            f"{host}:{port} within {cfg.timeout:g}s")
         return Outcome(phases, status, expiry, "other",
                        f"bad HTTP answer from {host}:{port}: {type(exc).__name__} {exc}")
     finally:
-        if timer is not None:
-            timer.cancel()
+        if cutter is not None:
+            cutter.cancel()
         if sock is not None:
             sock.close()
     if status not in cfg.valid_status:
@@ -210,12 +204,6 @@ def _body(response: http.client.HTTPResponse, limit: int) -> bytes:
     if size < limit and response.length:  # stopped early, with bytes still promised
         raise _ShortBody(size, size + response.length)
     return b"".join(chunks)
-
-
-def _cut(current: list[socket.socket], cut: threading.Event) -> None:
-    cut.set()
-    with contextlib.suppress(OSError):  # closed already
-        current[0].shutdown(socket.SHUT_RDWR)
 
 
 def _tls_context(cfg: Config) -> ssl.SSLContext:

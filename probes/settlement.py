@@ -43,7 +43,7 @@ from probes.base import (
     one_hot,
     run_blocking,
 )
-from probes.lib.net import NET_REASONS, connect_within, left, reason
+from probes.lib.net import NET_REASONS, Cutter, connect_within, left, reason
 from probes.lib.secret import Secret
 
 PLATFORM_REASONS = ("gateway_rejected", "platform_error", "bad_answer", "circuit_open")
@@ -263,27 +263,33 @@ def _exchange(cfg: Config, link: Link, message: dict, deadline: float
                     "x-tif-nonce": nonce, "x-tif-signature": hashlib.sha256(
                         f"{stamp}{token}{nonce}{stamp}".encode()).hexdigest()}
     started = time.perf_counter()
-    sock = None
+    sock = cutter = None
     try:
         sock = _connected(host, port, link, deadline)
+        cutter = Cutter(sock, deadline)  # a trickled answer ends at the deadline too
         conn = http.client.HTTPConnection(host, port, timeout=left(deadline))
         conn.sock = sock
         conn.request("POST", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
                      body=body, headers=headers)
         response = conn.getresponse()
         raw = response.read(1 << 20)
-        if time.monotonic() > deadline:
+        if cutter.cut.is_set() or time.monotonic() > deadline:
             raise TimeoutError
     except OSError as exc:
-        why = reason(exc)
+        why = "timeout" if cutter is not None and cutter.cut.is_set() else reason(exc)
         return Outcome(why, None, None, None, {
             "refused": f"{host}:{port} refused the connection",
             "timeout": f"no answer from {host}:{port} within {cfg.timeout:g}s",
         }.get(why, f"cannot reach {host}:{port}: {exc.strerror or exc}")), {}
     except http.client.HTTPException as exc:
+        if cutter is not None and cutter.cut.is_set():  # cut mid-answer at the deadline
+            return Outcome("timeout", None, None, None,
+                           f"no answer from {host}:{port} within {cfg.timeout:g}s"), {}
         return Outcome("bad_answer", None, None, None,
                        f"not an HTTP answer from {host}:{port}: {type(exc).__name__}"), {}
     finally:
+        if cutter is not None:
+            cutter.cancel()
         if sock is not None:
             sock.close()
     seconds = time.perf_counter() - started

@@ -92,6 +92,8 @@ async def test_a_sign_in_settles_and_the_message_is_the_platforms(platform: Plat
     ("gateway_reject", "gateway_rejected", "the gateway refused the message: HTTP 403"),
     ("not_json", "bad_answer", "HTTP 200 without the platform's JSON"),
     ("stall", "timeout", "no answer from 127.0.0.1:"),
+    # every byte within its read's timeout, the whole answer not within the check's
+    ("trickle", "timeout", "no answer from 127.0.0.1:"),
 ])
 async def test_each_fault_is_named(platform: Platform, fault: str, reason: str,
                                    detail: str) -> None:

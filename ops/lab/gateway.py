@@ -14,6 +14,8 @@ CONTROL is a JSON file read on every request: {"fault": F} with F one of
     platform_error   infcode -1, err_msg 系统繁忙，请稍后再试
     gateway_reject   HTTP 403 as if the signature were wrong
     stall            answers after 5 s
+    trickle          a 200 whose JSON body comes a byte every 0.3 s (each read's timeout
+                     is met, the answer never completes in time)
     not_json         a 200 with an HTML error page
     primary_broken   platform_error for the primary line's address (198.18.1.1) only
 Every request is appended to CONTROL + ".log" (client address, infno, msgid). Exits by
@@ -64,6 +66,16 @@ class Handler(BaseHTTPRequestHandler):
             return self._json(200, {"infcode": -1, "err_msg": problem})
         if fault == "stall":
             time.sleep(5)
+        if fault == "trickle":
+            body = b'{"infcode": 0, "err_msg": null, "output": {}}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            for byte in body:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(0.3)
+            return
         if fault == "not_json":
             body = b"<html><body>502 Bad Gateway</body></html>"
             self.send_response(200)

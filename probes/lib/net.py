@@ -4,10 +4,12 @@ reason, and the state of a local interface."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import re
 import socket
 import ssl
+import threading
 import time
 from pathlib import Path
 
@@ -143,3 +145,24 @@ def interface_state(name: str, sys_class_net: Path = Path("/sys/class/net")) -> 
     except OSError:  # the kernel refuses to read it while the device is down
         return "down"
     return "up" if carrier == "1" else "no-carrier"
+
+
+class Cutter:
+    """Shuts `socket` at `deadline` under whoever reads it: a peer trickling a byte at a
+    time meets every read's timeout, so only this ends a whole answer on time. Set
+    `socket` to the TLS socket once it wraps the plain one; `cut` says it happened."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self.socket = sock
+        self.cut = threading.Event()
+        self._timer = threading.Timer(left(deadline), self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self) -> None:
+        self.cut.set()
+        with contextlib.suppress(OSError):  # closed already
+            self.socket.shutdown(socket.SHUT_RDWR)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
