@@ -73,8 +73,10 @@ RAID_STATES = [{"type": "value", "options": {
     "3": {"text": "failed 故障", "color": RED, "index": 3}}}]
 
 
-# What is firing, but the Watchdog (always firing: the alert path's heartbeat).
-FAULTS = f'ALERTS{{alertstate="firing",alertname!="Watchdog",{SITE}}}'
+# What is firing, but the alerts that are no fault (alert_rules.NOT_FAULTS): the
+# Watchdog (the alert path's heartbeat) and OutsideBusinessHours (the calendar's hours).
+FAULTS = (f'ALERTS{{alertstate="firing",alertname!~"Watchdog|OutsideBusinessHours",'
+          f'{SITE}}}')
 
 def target(expr: str, legend: str = "", ref: str = "A", fmt: str = "time_series") -> Target:
     return Target(expr=expr, legendFormat=legend, refId=ref, format=fmt, datasource=DS)

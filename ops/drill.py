@@ -304,8 +304,9 @@ SCENARIOS = {s.name: s for s in (
         deadline=60, volume=True,
         observe=(("IO latency above 2000 ms was measured (writes slower than 2 s)",
                   f'max_over_time(insmon_storage_latency_seconds_count{{site="{SITE}",'
-                  f'phase="write"}}[$window]) - max_over_time(insmon_storage_latency_seconds_'
-                  f'bucket{{site="{SITE}",phase="write",le="2.0"}}[$window]) > 0'),)),
+                  f'phase="write"}}[$window]) - ignoring (le) max_over_time('
+                  f'insmon_storage_latency_seconds_bucket{{site="{SITE}",phase="write",'
+                  f'le="2.0"}}[$window]) > 0'),)),
     Scenario(
         "line-cut", "The private line is cut; the 4G backup takes over",
         "医保专网主线路中断，4G 备用通道接管", _line_cut,

@@ -52,7 +52,7 @@ def assert_matches_receivers(report: drill.Report, recorder: Recorder,
         for team in expected.teams:
             assert report.team_paged_after[team] <= row.paged_after + 0.05  # rounded
     assert all(ok for _, ok in report.checks), report.checks
-    assert report.passed
+    assert report.passed, [(r.alert, r.grade, r.verdict) for r in report.rows]
 
 
 def assert_lab_gone(out: Path, pid: int) -> None:

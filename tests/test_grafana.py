@@ -66,6 +66,15 @@ def test_committed_json_is_generated_from_the_code() -> None:
         assert committed[name] == text, f"{name} is stale: run python grafana/dashboards.py"
 
 
+def test_the_wall_counts_faults_not_the_alerts_that_fire_without_one() -> None:
+    """The heartbeat and the calendar's hours fire on a healthy site: the wall's "what is
+    firing" leaves out every one of them."""
+    from alert_rules import NOT_FAULTS
+
+    faults = generator().FAULTS
+    assert all(name in faults for name in NOT_FAULTS) and "alertname!~" in faults
+
+
 def test_dashboards_have_what_grafana_needs() -> None:
     boards = dashboards()
     assert set(boards) == {"wall.json", "network.json", "storage.json", "incident.json"}

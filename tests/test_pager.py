@@ -500,5 +500,6 @@ def test_the_same_fault_raised_to_level_one_says_so_and_replaces_the_lower_incid
                       "the raised page")[0]
     assert "【一级】" in raised
     [lower] = [i for i in pager.incidents() if i["grade"] == "II"]
-    assert lower["resolved"] and lower["events"][-1]["what"] == "superseded"
+    # closed as superseded (its page's own delivery may be recorded after that)
+    assert lower["resolved"] and "superseded" in {e["what"] for e in lower["events"]}
     assert not any("已恢复" in t for t in rig.wecom.texts())  # the fault is not over
