@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporters.prometheus import exposition
 from monitor.runner import build_checks, run_check
 from monitor.store import ResultStore
-from ops.lab import Lab
+from ops.lab import LOCKS, Lab
 from ops.stack import free_port, wait_for  # noqa: F401 (the tests' helpers)
 from probes.base import CheckBase
 
@@ -124,6 +126,17 @@ def _shared_fixture_group(item: pytest.Item) -> str | None:
     return Path(str(item.path)).name if scopes else None
 
 
+@contextmanager
+def host_cpu(exclusive: bool) -> Iterator[None]:
+    """Drills watch this host's CPU, and the CPU-saturation drill burns all of it: that
+    one holds the host alone (exclusive), the others share it, so that tests side by
+    side never see each other's fault."""
+    LOCKS.mkdir(parents=True, exist_ok=True)
+    with open(LOCKS / "host-cpu.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+
+
 @pytest.fixture
 def lab() -> Iterator[Lab]:
     """The namespace lab with its front-end listening on 8080 (root only)."""
@@ -188,8 +201,9 @@ def reference_drill(tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("drill-reference")
     try:
         with drill_pager(tmp_path_factory.mktemp("drill-pager")) as (pager, _):
-            report = drill.run(drill.SCENARIOS["reference"], out, log=lambda line: None,
-                               recorder=recorder, pager=pager.url)
+            with host_cpu(exclusive=False):
+                report = drill.run(drill.SCENARIOS["reference"], out, log=lambda line: None,
+                                   recorder=recorder, pager=pager.url)
             yield report, out, recorder, pager
     finally:
         recorder.close()
