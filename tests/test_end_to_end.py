@@ -22,6 +22,9 @@ from ops.stack import Chain, alert_chain
 from tests.conftest import free_port, host_cpu, wait_for
 
 SITE = "lab-hospital"
+# a test may first wait for the CPU-saturation drill to end (up to 7 minutes), and one
+# watches 100 s past a kill after its Level I's page
+pytestmark = pytest.mark.timeout(600)
 
 
 @pytest.fixture
@@ -77,7 +80,6 @@ def test_cut_both_lines_pages_level_one_to_the_right_teams(chain) -> None:
     print("restore to resolved notification, seconds:", resolved)
 
 
-@pytest.mark.timeout(240)  # it watches 100 s past the kill, after the Level I's page
 def test_insmon_killed_during_a_level_one_tells_nobody_resolved(chain) -> None:
     """The monitor dies (kill -9) while both lines are cut: the Level I stays open, and
     server operations hear that the monitor is down."""
