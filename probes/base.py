@@ -331,11 +331,15 @@ async def run_command(argv: list[str], limit: int = MAX_COMMAND_OUTPUT) -> str:
     errors = asyncio.ensure_future(_read_capped(proc.stderr, limit))
     try:
         out = await _read_capped(proc.stdout, limit)
-        if len(out) > limit:
+        if len(out) > limit:  # refused: the tool goes, and its pipes close with it
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            await errors
             raise ProbeFailure(f"`{command}` wrote more than {limit >> 20} MiB: refused")
         err = await errors
         await proc.wait()
-    except BaseException:  # cancelled at the deadline, or refused: the tool goes too
+    except asyncio.CancelledError:  # abandoned at the deadline: the tool goes too
         errors.cancel()
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
