@@ -91,20 +91,22 @@ LONG_FIRST = ("test_end_to_end.py", "test_drill.py", "test_review.py", "test_ale
               "test_regional.py", "test_alertmanager.py", "test_pager.py")
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """Tests that share a fixture wider than a test (the reference drill, a module's lab
+    or wheel) run on one xdist worker, so it is made once (marked as collected: pytest-
+    xdist reads the marks in its own pytest_collection_modifyitems)."""
+    if group := _shared_fixture_group(item):
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Long tests first. Tests that share a fixture wider than a test (the reference
-    drill, a module's lab or wheel) run on one xdist worker, so it is made once. Tests
-    marked `root` build namespaces, links and mounts: without root they are skipped with
-    that reason (CI runs as root, so there they always run)."""
+    """Long tests first. Tests marked `root` build namespaces, links and mounts: without
+    root they are skipped with that reason (CI runs as root, so there they always run)."""
     def rank(item: pytest.Item) -> int:
         name = Path(str(item.path)).name
         return LONG_FIRST.index(name) if name in LONG_FIRST else len(LONG_FIRST)
 
     items.sort(key=rank)
-    for item in items:
-        if group := _shared_fixture_group(item):
-            item.add_marker(pytest.mark.xdist_group(group))
     if os.geteuid() == 0:
         return
     skip = pytest.mark.skip(reason="needs root: builds namespaces, links or mounts")
@@ -114,11 +116,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def _shared_fixture_group(item: pytest.Item) -> str | None:
-    """The widest fixture the test shares with others: a session one by name, a module
-    one by its module."""
+    """The widest fixture of the suite's own (not a plugin's) the test shares with
+    others: a session one by name, a module one by its module."""
     scopes = {}
     for name, defs in item._fixtureinfo.name2fixturedefs.items():
-        if defs and defs[-1].scope in ("session", "module") and not name.startswith("_"):
+        if (defs and defs[-1].scope in ("session", "module") and defs[-1].baseid
+                and not name.startswith("_")):
             scopes[name] = defs[-1].scope
     for name, scope in scopes.items():
         if scope == "session":
