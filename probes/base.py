@@ -331,11 +331,15 @@ async def run_command(argv: list[str], limit: int = MAX_COMMAND_OUTPUT) -> str:
     errors = asyncio.ensure_future(_read_capped(proc.stderr, limit))
     try:
         out = await _read_capped(proc.stdout, limit)
-        if len(out) > limit:  # refused: the tool goes, and its pipes close with it
+        if len(out) > limit:  # refused: the tool goes
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
-            await proc.wait()
+            # what it wrote before it died, up to its end (a pipe's worth: the writer is
+            # gone): the transport closes, and wait() returns, only at the pipe's end
+            while await proc.stdout.read(1 << 16):
+                pass
             await errors
+            await proc.wait()
             raise ProbeFailure(f"`{command}` wrote more than {limit >> 20} MiB: refused")
         err = await errors
         await proc.wait()
