@@ -67,10 +67,9 @@ class Lab:
                 self.primary_net = f"198.19.{4 * self.slot}"
                 self.backup_net = f"198.19.{4 * self.slot + 1}"
                 self.front_end = f"198.19.{4 * self.slot + 2}.1"
-            self.primary_address, self.primary_gateway = (f"{self.primary_net}.1",
-                                                          f"{self.primary_net}.2")
-            self.backup_address, self.backup_gateway = (f"{self.backup_net}.1",
-                                                        f"{self.backup_net}.2")
+            # this host's ends are .1 of each /30, the agency's gateways .2
+            self.primary_gateway = f"{self.primary_net}.2"
+            self.backup_gateway = f"{self.backup_net}.2"
             self._build()
         except BaseException:
             self.close()
