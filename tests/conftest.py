@@ -85,6 +85,10 @@ def _every_file(names: set[str]) -> bool:
     return names == {p.name for p in Path(__file__).parent.glob("test_*.py")}
 
 
+# The tests that read or change net.ipv4.ping_group_range, a setting of the whole host,
+# take turns (make test runs four tests at a time).
+PING_GROUP_RANGE = pytest.mark.xdist_group("ping_group_range")
+
 # The long tests first, so that with pytest-xdist (make test: four at a time) they start
 # at once and the short ones fill in around them.
 LONG_FIRST = ("test_end_to_end.py", "test_drill.py", "test_review.py", "test_alert_rules.py",

@@ -12,7 +12,7 @@ import pytest
 
 from ops.lab import Lab
 from probes import icmp
-from tests.conftest import render, value
+from tests.conftest import PING_GROUP_RANGE, render, value
 
 
 async def test_ping_loopback_v4_and_v6() -> None:
@@ -60,6 +60,7 @@ async def test_measured_latency_and_loss_match_the_impairment(lab: Lab) -> None:
 
 
 @pytest.mark.root
+@PING_GROUP_RANGE
 def test_without_icmp_permission_the_error_says_what_to_do(tmp_path: Path) -> None:
     """As an unprivileged user (no CAP_NET_RAW) with ping_group_range excluding it."""
     script = ("import asyncio\nfrom probes.lib import pinger\n"
@@ -74,6 +75,7 @@ def test_without_icmp_permission_the_error_says_what_to_do(tmp_path: Path) -> No
     assert "net.ipv4.ping_group_range covering its group 65534" in result.stdout
 
 
+@PING_GROUP_RANGE
 @pytest.mark.root
 def test_unprivileged_icmp_through_ping_group_range() -> None:
     """The same user pings once ping_group_range includes its group (datagram sockets)."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ops.lab import Lab
-from tests.conftest import INSMON, ROOT
+from tests.conftest import INSMON, PING_GROUP_RANGE, ROOT
 
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
@@ -54,6 +54,7 @@ def test_nobody_with_cap_net_raw_pings_the_agency(lab: Lab, shared: Path) -> Non
     assert whoami.stdout.strip() == "65534"
 
 
+@PING_GROUP_RANGE  # it needs the host's ping_group_range to exclude nobody, as it is
 def test_nobody_without_it_gets_a_failed_check_that_says_why(lab: Lab,
                                                              shared: Path) -> None:
     config = readable_config(shared, "checks:\n- {name: line, kind: icmp, "
