@@ -32,26 +32,32 @@ async def test_missing_tool_is_a_failed_probe() -> None:
     assert series == ""
 
 
-async def test_a_hung_tool_times_out_and_is_killed(tmp_path: Path) -> None:
-    marker = f"insmon-test-hung-storcli-{tmp_path.name}"
+def fake_storcli(tmp_path: Path, command: str) -> tuple[Path, str]:
+    """A storcli64 that runs `command` under a name of its own: (its path, that name, for
+    pgrep to find the process afterwards)."""
+    marker = f"insmon-test-storcli-{tmp_path.name}"
     tool = tmp_path / "storcli64"
-    tool.write_text(f"#!/bin/bash\nexec -a {marker} sleep 30\n")
+    tool.write_text(f"#!/bin/bash\nexec -a {marker} {command}\n")
     tool.chmod(0o755)
+    return tool, marker
+
+
+def running(marker: str) -> str:
+    return subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout
+
+
+async def test_a_hung_tool_times_out_and_is_killed(tmp_path: Path) -> None:
+    tool, marker = fake_storcli(tmp_path, "sleep 30")
     status, _ = await render(storcli_check(tool, timeout=0.5), "insmon_raid_")
     assert status == "# timeout: no result within the timeout of 500ms\n"
-    alive = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True)
-    assert alive.stdout == "", "the hung storcli was left running"
+    assert running(marker) == "", "the hung storcli was left running"
 
 
 async def test_a_tool_that_writes_without_end_is_cut_and_killed(tmp_path: Path) -> None:
     """A broken storcli that never stops writing: refused at the output bound, well
     before the run's deadline, and killed; insmon does not read it all into memory."""
-    marker = f"insmon-test-endless-storcli-{tmp_path.name}"
-    tool = tmp_path / "storcli64"
-    tool.write_text(f"#!/bin/bash\nexec -a {marker} yes '{{\"Controllers\": []}}'\n")
-    tool.chmod(0o755)
+    tool, marker = fake_storcli(tmp_path, "yes '{\"Controllers\": []}'")
     status, series = await render(storcli_check(tool, timeout=9), "insmon_raid_")
     assert status == "# failed: `storcli64 /call/vall show J` wrote more than 16 MiB: refused\n"
     assert series == ""
-    alive = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True)
-    assert alive.stdout == "", "the endless storcli was left running"
+    assert running(marker) == "", "the endless storcli was left running"
