@@ -5,6 +5,7 @@ and the benchmarks."""
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 import socket
 import subprocess
@@ -88,15 +89,24 @@ class Alertmanager(Server):
     shares silences and its notification log, so each page goes out once."""
 
     def __init__(self, workdir: Path, webhook_url: str, cluster_port: int | None = None,
-                 peers: tuple[str, ...] = (), pager: str | None = None) -> None:
+                 peers: tuple[str, ...] = (), pager: str | None = None,
+                 token_file: Path | None = None) -> None:
         config = yaml.safe_load((RULES / "alertmanager.yml").read_text())
+        workdir.mkdir(parents=True, exist_ok=True)
+        # the pager's token, as the shipped config sends it: the given pager's, or one
+        # of its own
+        self.token_file = token_file or workdir / "pager-token"
+        if token_file is None:
+            self.token_file.write_text(secrets.token_hex(24))
         for receiver in config["receivers"]:
             for hook in receiver.get("webhook_configs", []):
                 hook["url"] = f"{webhook_url}/{receiver['name']}"
+                if "http_config" in hook:
+                    hook["http_config"] = {"authorization": {
+                        "credentials_file": str(self.token_file)}}
             if pager and receiver["name"] == "drill":  # a drill paging the drill rota
                 receiver["webhook_configs"].append({"url": f"{pager}/drill",
                                                     "send_resolved": True})
-        workdir.mkdir(parents=True, exist_ok=True)
         shutil.copytree(RULES / "templates", workdir / "templates", dirs_exist_ok=True)
         self.config_file = workdir / "alertmanager.yml"
         self.config_file.write_text(yaml.safe_dump(config, sort_keys=False))

@@ -26,6 +26,10 @@ from pager.messages import Message, fit
 
 # The robots' documented "too fast" answers
 RATE_LIMITED = {"wecom": {45009}, "dingtalk": {130101}, "feishu": {9499, 11232}}
+# The robots' documented size limits, in UTF-8 bytes: WeCom's markdown content 4,096
+# (its text 2,048: errcode 40058 over either), DingTalk's and Feishu's request 20 KB
+# (kept under with room for the JSON around the text).
+MAX_BYTES = {"wecom": 4096, "dingtalk": 18000, "feishu": 18000}
 
 
 class Failed(Exception):
@@ -42,6 +46,28 @@ def send(channel: cfg.Channel, people: list[cfg.Person], message: Message) -> No
      "sms": _sms, "http": _http, "webhook": _webhook}[channel.type](channel, people, message)
 
 
+def fits(channel: cfg.Channel, people: list[cfg.Person], message: Message) -> bool:
+    """Whether a robot takes the message in one post (other channels take any size)."""
+    if channel.type not in MAX_BYTES:
+        return True
+    return len(_robot_text(channel, people, message).encode()) <= MAX_BYTES[channel.type]
+
+
+def _robot_text(channel: cfg.Channel, people: list[cfg.Person], message: Message) -> str:
+    """The text a robot posts, mentions included: what its size limit counts."""
+    if channel.type == "wecom":
+        mentions = " ".join(f"<@{p.wecom}>" for p in people if p.wecom)
+        return f"**{message.title}**\n{message.text}" + (f"\n{mentions}" if mentions else "")
+    if channel.type == "dingtalk":
+        at = " ".join(f"@{m}" for m in (*(p.mobile for p in people if p.mobile and
+                                           not p.dingtalk),
+                                         *(p.dingtalk for p in people if p.dingtalk)))
+        return (f"### {message.title}\n\n" + message.text.replace("\n", "\n\n")
+                + (f"\n\n{at}" if at else ""))
+    at = "".join(f'<at user_id="{p.feishu}">{p.name}</at>' for p in people if p.feishu)
+    return f"{message.title}\n{message.text}{at}"
+
+
 def reachable(channel: cfg.Channel, person: cfg.Person) -> bool:
     """Whether the channel has an address for the person."""
     if channel.type == "email":
@@ -56,13 +82,13 @@ def reachable(channel: cfg.Channel, person: cfg.Person) -> bool:
 def _wecom(channel: cfg.WeCom, people: list[cfg.Person], message: Message) -> None:
     """企业微信群机器人: markdown, `<@userid>` for who has a WeCom id; the others are
     @-ed by mobile in a text message right after (markdown cannot @ by mobile)."""
-    mentions = " ".join(f"<@{p.wecom}>" for p in people if p.wecom)
-    content = f"**{message.title}**\n{message.text}" + (f"\n{mentions}" if mentions else "")
-    _robot(channel, channel.url, {"msgtype": "markdown", "markdown": {"content": content}})
+    _robot(channel, channel.url, {"msgtype": "markdown", "markdown": {
+        "content": _robot_text(channel, people, message)}})
     mobiles = [p.mobile for p in people if not p.wecom and p.mobile]
-    if mobiles:
+    if mobiles:  # the text message's limit is 2,048 bytes: the title, cut to fit
         _robot(channel, channel.url, {"msgtype": "text", "text": {
-            "content": message.title, "mentioned_mobile_list": mobiles}})
+            "content": message.title.encode()[:1800].decode(errors="ignore"),
+            "mentioned_mobile_list": mobiles}})
 
 
 def _dingtalk(channel: cfg.DingTalk, people: list[cfg.Person], message: Message) -> None:
@@ -77,12 +103,9 @@ def _dingtalk(channel: cfg.DingTalk, people: list[cfg.Person], message: Message)
             {"timestamp": stamp, "sign": base64.b64encode(digest).decode()})
     mobiles = [p.mobile for p in people if p.mobile and not p.dingtalk]
     ids = [p.dingtalk for p in people if p.dingtalk]
-    at = " ".join(f"@{m}" for m in (*mobiles, *ids))
     _robot(channel, url, {
         "msgtype": "markdown",
-        "markdown": {"title": message.title,
-                     "text": f"### {message.title}\n\n" + message.text.replace("\n", "\n\n")
-                     + (f"\n\n{at}" if at else "")},
+        "markdown": {"title": message.title, "text": _robot_text(channel, people, message)},
         "at": {"atMobiles": mobiles, "atUserIds": ids, "isAtAll": False}})
 
 
@@ -94,8 +117,7 @@ def _feishu(channel: cfg.Feishu, people: list[cfg.Person], message: Message) -> 
         stamp = str(int(time.time()))
         digest = hmac.new(f"{stamp}\n{channel.secret}".encode(), b"", hashlib.sha256).digest()
         body = {"timestamp": stamp, "sign": base64.b64encode(digest).decode()}
-    at = "".join(f'<at user_id="{p.feishu}">{p.name}</at>' for p in people if p.feishu)
-    body |= {"msg_type": "text", "content": {"text": f"{message.title}\n{message.text}{at}"}}
+    body |= {"msg_type": "text", "content": {"text": _robot_text(channel, people, message)}}
     _robot(channel, channel.url, body)
 
 

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import configparser
 import datetime as dt
 import logging
 import os
+import re
 import signal
+import sqlite3
 import sys
 import threading
 from pathlib import Path
 
-from pager.config import ConfigError, PagerConfig, load
-from pager.rota import SHANGHAI, Rota, RotaError
+from pager.config import DRILL, UNROUTED, WATCHDOG, ConfigError, PagerConfig, load
+from pager.rota import SHANGHAI, Rota, check
 
 log = logging.getLogger("insmon.pager")
 
@@ -33,31 +36,54 @@ def main(argv: list[str]) -> int:
     ack = commands.add_parser("ack", help="acknowledge an incident: stops its escalation")
     ack.add_argument("incident", type=int)
     ack.add_argument("--by", required=True, help="the person's id in the config")
-    commands.add_parser("sms-received", help="gammu-smsd's RunOnReceive: reads the SMS_* "
-                        "variables and acknowledges what the reply names")
-    for sub in (run, who, ack, commands.choices["sms-received"]):
+    sms = commands.add_parser("sms-received", help="gammu-smsd's RunOnReceive: reads the "
+                              "SMS_* variables (or the inbox files gammu-smsd appends) and "
+                              "acknowledges what the reply names")
+    sms.add_argument("files", nargs="*", help="the inbox files gammu-smsd appends")
+    for sub in (run, who, ack, sms):
         sub.add_argument("-c", "--config", type=Path, required=True)
     args = parser.parse_args(argv)
     path = args.file if args.command == "validate" else args.config
     try:
         config = load(path)
-        rota = Rota(config)
-    except (ConfigError, RotaError) as exc:
+    except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
+    # only these read the shifts files: a broken one never stops an ack or a run; they
+    # print its error themselves (the log is for the running pager)
+    rota = Rota(config, quiet=True) if args.command in ("validate", "who") else None
     return {"run": _run, "validate": _validate, "who": _who, "ack": _ack,
             "sms-received": _sms_received}[args.command](args, config, rota)
 
 
 def _validate(args: argparse.Namespace, config: PagerConfig, rota: Rota) -> int:
+    errors = rota.errors
+    for error in errors.values():
+        print(error, file=sys.stderr)
+    if errors:
+        return 2
     print(f"{args.file}: OK ({len(config.teams)} teams, {len(config.people)} people, "
           f"{len(config.channels)} channels)")
-    now = dt.datetime.now(SHANGHAI)
-    for team in config.teams:
-        if rota.on_call(team, now) is None:
-            print(f"warning: nobody is on call for {team} now: its lead would be paged",
-                  file=sys.stderr)
+    for warning in check(config, rota, dt.datetime.now(SHANGHAI)) + _unrouted(config):
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
+
+
+def _unrouted(config: PagerConfig) -> list[str]:
+    """The teams the shipped Alertmanager routing pages that this config lacks."""
+    from importlib.resources import files  # the routing as package data, wheel or checkout
+
+    import yaml
+
+    try:
+        routing = yaml.safe_load(files("alert_rules").joinpath("alertmanager.yml").read_text())
+    except (OSError, ImportError):
+        return []
+    teams = {hook["url"].rstrip("/").rsplit("/", 1)[-1] for receiver in routing["receivers"]
+             for hook in receiver.get("webhook_configs", [])}
+    return [f"alertmanager.yml routes to team {team!r}, which this config lacks: its pages "
+            f"go to fallback_team ({config.fallback_team})"
+            for team in sorted(teams - set(config.teams) - {WATCHDOG, DRILL, UNROUTED})]
 
 
 def _who(args: argparse.Namespace, config: PagerConfig, rota: Rota) -> int:
@@ -78,6 +104,8 @@ def _who(args: argparse.Namespace, config: PagerConfig, rota: Rota) -> int:
     print(f"  值班 on call: {name(person) if person else '无人值班 (nobody): the lead is paged'}")
     print(f"  备班 backup:  {name(team.backup)}")
     print(f"  组长 lead:    {name(team.lead)}")
+    if error := rota.error(args.team):
+        print(f"  值班表有误 shifts file broken, its last good shifts are used: {error}")
     return 0
 
 
@@ -86,6 +114,22 @@ def _engine(config: PagerConfig):  # -> Engine
     from pager.store import Store
 
     return Engine(config, Store(config.database))
+
+
+def _token(config: PagerConfig) -> str | None:
+    """The intake token, or None when the config says the pager is open; ValueError
+    saying what is wrong with the file."""
+    path = config.auth.token_file
+    if path is None:
+        return None
+    try:
+        token = path.read_text().strip()
+    except OSError as exc:
+        raise ValueError(f"auth.token_file: cannot read {path}: {exc.strerror}") from None
+    if len(token) < 16:
+        raise ValueError(f"auth.token_file: {path} holds {len(token)} characters; a token "
+                         "needs 16 or more (openssl rand -hex 24)")
+    return token
 
 
 def _ack(args: argparse.Namespace, config: PagerConfig, rota: Rota) -> int:
@@ -97,6 +141,10 @@ def _ack(args: argparse.Namespace, config: PagerConfig, rota: Rota) -> int:
     if incident is None:
         print(f"no incident {args.incident}", file=sys.stderr)
         return 1
+    if not engine.may_ack(args.incident, args.by):
+        print(f"{args.by} was not paged for incident {args.incident} and is in none of its "
+              "teams", file=sys.stderr)
+        return 1
     if not engine.ack(args.incident, args.by, "cli"):
         print(f"incident {args.incident} was acknowledged already by {incident['acked_by']}",
               file=sys.stderr)
@@ -105,16 +153,58 @@ def _ack(args: argparse.Namespace, config: PagerConfig, rota: Rota) -> int:
     return 0
 
 
-def _sms_received(args: argparse.Namespace, config: PagerConfig, rota: Rota) -> int:
-    """gammu-smsd runs this for each received SMS with SMS_1_NUMBER, SMS_1_TEXT, ..."""
-    engine = _engine(config)
-    count = int(os.environ.get("SMS_MESSAGES", "1") or 1)
-    number = os.environ.get("SMS_1_NUMBER", "")
-    text = "".join(os.environ.get(f"SMS_{i}_TEXT", "") for i in range(1, count + 1))
-    incident = engine.sms_reply(number, text)
-    if incident is not None:
-        print(f"incident {incident} acknowledged by SMS from {number}")
+def _sms_received(args: argparse.Namespace, config: PagerConfig, rota: None) -> int:
+    """gammu-smsd's RunOnReceive, once per received message (its parts together): the
+    message in SMS_MESSAGES, SMS_1_NUMBER, SMS_1_TEXT, ..., and the names of its inbox
+    files appended to the command line (read when the variables are absent)."""
+    if "SMS_MESSAGES" in os.environ:
+        count = int(os.environ["SMS_MESSAGES"] or 1)
+        number = os.environ.get("SMS_1_NUMBER", "")
+        text = os.environ.get("DECODED_1_TEXT") or "".join(
+            os.environ.get(f"SMS_{i}_TEXT", "") for i in range(1, count + 1))
+    else:
+        try:
+            number, text = _inbox(config, args.files)
+        except (OSError, ValueError) as exc:
+            log.error("sms-received: %s", exc)
+            return 2
+    incident = _engine(config).sms_reply(number, text)
+    if incident is None:  # the engine logged why; gammu-smsd's log shows the failure
+        log.error("SMS from %s acknowledged nothing: %r", number, text)
+        return 1
+    print(f"incident {incident} acknowledged by SMS from {number}")
     return 0
+
+
+INBOX_NAME = re.compile(r"IN\d{8}_\d{6}_\d{2}_(.+)_\d{2}\.txt")  # gammu-smsd-files(7)
+
+
+def _inbox(config: PagerConfig, names: list[str]) -> tuple[str, str]:
+    """(sender, text) of one message's inbox files, named as gammu-smsd's files backend
+    names them, in the inboxpath of the SMS channel's gammu config (or as given)."""
+    if not names:
+        raise ValueError("no SMS_* variables and no inbox file: is this gammu-smsd's "
+                         "RunOnReceive?")
+    inboxes = []
+    for channel in config.channels.values():
+        if channel.type == "sms":
+            smsdrc = configparser.ConfigParser(interpolation=None, strict=False)
+            smsdrc.read(channel.gammu_config)
+            inboxes.append(Path(smsdrc.get("smsd", "inboxpath", fallback=".")))
+    number, text = "", ""
+    for name in sorted(names):  # the parts in order: _00, _01, ...
+        match = INBOX_NAME.fullmatch(Path(name).name)
+        if match is None:
+            raise ValueError(f"{name}: not a text inbox file such as "
+                             f"IN20261127_101500_00_+8613800000001_00.txt")
+        path = next((p for p in (Path(name), *(i / name for i in inboxes)) if p.is_file()),
+                    None)
+        if path is None:
+            raise ValueError(f"{name}: no such file here nor in {', '.join(map(str, inboxes))}")
+        data = path.read_bytes()  # InboxFormat unicode is UTF-16 with a BOM, else UTF-8
+        text += data.decode("utf-16" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8")
+        number = match.group(1)
+    return number, text
 
 
 def _run(args: argparse.Namespace, config: PagerConfig, rota: Rota) -> int:
@@ -129,10 +219,22 @@ def _run(args: argparse.Namespace, config: PagerConfig, rota: Rota) -> int:
     except ValueError as exc:
         print(f"--listen: {exc}", file=sys.stderr)
         return 2
-    engine = _engine(config)
+    try:
+        token = _token(config)
+        engine = _engine(config)
+        problem = engine.store.check()
+    except (ValueError, sqlite3.Error, OSError) as exc:
+        print(f"{args.config}: {exc}", file=sys.stderr)
+        return 2
+    if problem:
+        print(f"{args.config}: database: {problem}", file=sys.stderr)
+        return 2
+    if token is None:
+        log.warning("auth.open: anyone who reaches %s:%d can page and resolve", host, port)
     registry = CollectorRegistry()
     worker = Worker(engine, Metrics(registry))
-    server = PagerServer(engine, host, port, worker.wake, registry, config.max_body)
+    server = PagerServer(engine, host, port, worker.wake, registry, config.max_body, token,
+                         lambda: worker.errors)
     stopping = threading.Event()
 
     def stop(signum: int, frame: object) -> None:

@@ -180,12 +180,24 @@ class Drill(_Model):
     people: list[str] = []
 
 
+class Auth(_Model):
+    """Who may post notifications and read the incident API: Alertmanager's
+    `http_config` sends the token as `Authorization: Bearer` (credentials_file) or as a
+    basic-auth password (password_file). Closed by default: a pager with no token refuses
+    to start unless `open: true` says, knowingly, that anyone on the network may page."""
+    token_file: Path | None = None
+    open: bool = False
+
+
 class PagerConfig(_Model):
     listen: str = "0.0.0.0:9095"
+    auth: Auth = Auth()
     public_url: str = "http://127.0.0.1:9095"  # how phones reach the ack pages
     database: Path = Path("/var/lib/insmon-pager/pager.db")
     runbook_url: str | None = None   # base of the runbooks' links (runbooks/X.md)
-    max_body: int = 1 << 20
+    max_body: int = Field(default=64 << 20, ge=1)  # a group of 5,000 alerts is 2.2 MB
+    # Alertmanager's repeat (repeat_interval) of an unacknowledged incident pages again
+    repeat_unacknowledged: bool = True
     channels: dict[str, Channel]
     people: dict[str, Person]
     teams: dict[str, Team]
@@ -239,9 +251,20 @@ class PagerConfig(_Model):
                      for t in self.watchdog.notify if t not in self.teams]
         problems += [f"drill.people: unknown person {p!r}"
                      for p in self.drill.people if p not in self.people]
+        if self.auth.token_file is None and not self.auth.open:
+            problems.append("auth.token_file: needed (the token Alertmanager sends); "
+                            "`auth: {open: true}` lets anyone on the network page")
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def members(self, team_id: str) -> set[str]:
+        """Everyone who may stand for the team: rotation, overrides, backup, lead (the
+        shifts file's people are checked by the rota)."""
+        team = self.teams[team_id]
+        return {team.lead, *([team.backup] if team.backup else []),
+                *(o.person for o in team.overrides),
+                *(team.rotation.order if team.rotation else [])}
 
 
 def load(path: str | Path) -> PagerConfig:
@@ -253,6 +276,8 @@ def load(path: str | Path) -> PagerConfig:
             team.shifts_file = base / team.shifts_file
     if not config.database.is_absolute():
         config.database = base / config.database
+    if config.auth.token_file is not None and not config.auth.token_file.is_absolute():
+        config.auth.token_file = base / config.auth.token_file
     return config
 
 

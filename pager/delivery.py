@@ -1,9 +1,15 @@
-"""The delivery worker: sends the outbox, keeps each robot under its rate limit, retries
-with backoff and fails over to the person's next channel.
+"""The delivery worker: sends the outbox, keeps each channel under its rate limit,
+retries with backoff and fails over to the person's next channel.
+
+What goes out together: a group robot's chat is one recipient (the group), so the due
+messages for one robot go in as few posts as the robot's size limit allows. SMS, mail,
+gateways and webhooks reach one person: each message is that person's alone, with their
+own acknowledge link.
 
 A row is marked sent in the transaction right after its channel accepted it, so a pager
 killed before that moment sends it again on restart (at least once: an accepted page is
-never lost); one killed after never does.
+never lost); one killed after never does. When that mark cannot be written (a full
+disk), the worker remembers it and writes it later: it never sends the row again.
 """
 
 from __future__ import annotations
@@ -11,21 +17,27 @@ from __future__ import annotations
 import collections
 import json
 import logging
-import sqlite3
 import threading
-import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from pager import channels
 from pager.config import ROBOTS
 from pager.engine import Engine
-from pager.messages import Message, compose
+from pager.messages import Message, compose, join, pack
 
 log = logging.getLogger("insmon.pager.delivery")
 BACKOFF = (2.0, 5.0, 15.0, 30.0)  # after the 1st, 2nd, ... failed try
-GATHER = 2.0  # the minute's last message to a robot waits this long for others to join it
+# A message that waited this long for its channel's minute goes to the person's next
+# channel: a robot's limit never holds back a Level I that SMS could carry.
+QUEUE_LIMIT = 30.0
+GATHER = 2.0  # the minute's last post to a channel waits this long for others to join it
+# When every channel of the person failed, the whole route is tried again after AGAIN
+# seconds (a modem back from a reboot, a robot back online), for up to GIVE_UP seconds.
+AGAIN, GIVE_UP = 60.0, 3600.0
 
 
 class Metrics:
@@ -40,18 +52,30 @@ class Metrics:
             buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900))
 
 
+@dataclass
+class Job:
+    channel: str
+    rows: list[dict]
+    messages: list[Message]  # posted in order; the rows are sent when all are
+
+
 class Worker:
-    def __init__(self, engine: Engine, metrics: Metrics, threads: int = 8) -> None:
-        self.engine, self.metrics = engine, metrics
+    def __init__(self, engine: Engine, metrics: Metrics, threads: int = 8,
+                 send: Callable = channels.send, inline: bool = False) -> None:
+        """`inline`: send in the caller's thread (the simulation's controlled clock)."""
+        self.engine, self.metrics, self.send = engine, metrics, send
         self.config, self.store = engine.config, engine.store
         self.wake = threading.Event()
         self._stop = threading.Event()
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="pager-send")
+        self._pool = None if inline else ThreadPoolExecutor(threads,
+                                                            thread_name_prefix="pager-send")
         self._busy: set[int] = set()  # delivery ids being sent
+        self._unrecorded: dict[int, tuple[float, str]] = {}  # sent, mark not yet written
         self._lock = threading.Lock()
         self._sent: dict[str, collections.deque[float]] = collections.defaultdict(
             collections.deque)  # channel -> send times in the last minute
         self._thread = threading.Thread(target=self._loop, name="pager-worker", daemon=True)
+        self.errors = 0
 
     def start(self) -> None:
         self._thread.start()
@@ -60,46 +84,119 @@ class Worker:
         self._stop.set()
         self.wake.set()
         self._thread.join(10)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._pool:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            try:
-                self.engine.tick()
-                self._dispatch()
-            except Exception:  # the worker must outlive any one bad row
-                log.exception("delivery round failed")
+            self.round()
             self.wake.wait(0.5)
             self.wake.clear()
 
+    def round(self) -> None:
+        """Timers, then the outbox: neither failing stops the other or the loop."""
+        for step in (self.engine.tick, self._record, self._dispatch):
+            try:
+                step()
+            except Exception:  # the worker must outlive any one bad row or a full disk
+                self.errors += 1
+                log.exception("pager round: %s failed", step.__name__)
+
+    # ------------------------------------------------------------------ planning
+
     def _dispatch(self) -> None:
-        now = time.time()
-        rows = self.store.query("SELECT * FROM deliveries WHERE status = 'pending' AND due <= ?"
-                                " ORDER BY id", (now,))
-        batches: dict[str, dict[tuple, list[sqlite3.Row]]] = collections.defaultdict(dict)
+        now = self.engine.clock.now()
         with self._lock:
-            rows = [r for r in rows if r["id"] not in self._busy]
+            skip = self._busy | set(self._unrecorded)
+        rows = [dict(r) for r in self.store.query(
+            "SELECT * FROM deliveries WHERE status = 'pending' AND due <= ? ORDER BY id",
+            (now,)) if r["id"] not in skip]
+        by_channel: dict[str, list[dict]] = collections.defaultdict(list)
         for row in rows:
-            channel = json.loads(row["route"])[row["hop"]]
-            robot = self.config.channels[channel].type in ROBOTS
-            key = (row["incident"], row["kind"], row["step"]) if robot else (row["id"],)
-            batches[channel].setdefault(key, []).append(row)
-        for channel, groups in batches.items():
+            channel = self._channel(row)
+            if channel is not None:
+                by_channel[channel].append(row)
+        for channel, due in by_channel.items():
             free = self._free(channel, now)
-            if free <= 0:
-                continue  # over the robot's limit: they wait, nothing is dropped
-            jobs = list(groups.values())
-            if free == 1:  # the minute's last message: it carries everything due
-                if now - min(r["due"] for job in jobs for r in job) < GATHER:
-                    continue
-                jobs = [[row for job in jobs for row in job]]
-            else:  # one message each, keeping the last one of the minute for the rest
-                jobs = jobs[:free - 1]
-            for job in jobs:
+            if free == 1 and now - min(r["due"] for r in due) < GATHER:
+                continue  # the minute's last post waits a moment for others to join it
+            jobs = self._jobs(channel, due)
+            for job in jobs[:max(free, 0)]:
                 with self._lock:
-                    self._busy |= {r["id"] for r in job}
-                self._sent[channel].append(now)
-                self._pool.submit(self._send, channel, job)
+                    self._busy |= {r["id"] for r in job.rows}
+                self._sent[channel].extend([now] * len(job.messages))
+                if self._pool is None:
+                    self._send(job)
+                else:
+                    self._pool.submit(self._send, job)
+            for job in jobs[max(free, 0):]:  # over the channel's minute: they wait
+                for row in job.rows:  # or take the next channel, where there is one
+                    if now - row["due"] > QUEUE_LIMIT and \
+                            row["hop"] + 1 < len(json.loads(row["route"])):
+                        self._fail(channel, [row], "waited over a minute's limit",
+                                   failover=True)
+
+    def _channel(self, row: dict) -> str | None:
+        """The channel the row goes out on now. The config may have changed since it was
+        planned: a channel gone or no longer reaching the person is skipped; a person
+        gone hands the page to their team's on-call (None: nothing to send here)."""
+        route = json.loads(row["route"])
+        hop = row["hop"]
+        person = self.config.people.get(row["person"])
+        if person is None:
+            self._set_aside(row, "the person is no longer in the config")
+            self.engine.repage(row["incident"], row["person"], row["kind"], row["step"])
+            return None
+        while hop < len(route) and not (
+                route[hop] in self.config.channels
+                and route[hop] in person.channels
+                and channels.reachable(self.config.channels[route[hop]], person)):
+            hop += 1
+        if hop >= len(route):
+            route, hop = self.engine.route(row["person"]), 0
+            if not route:
+                self._set_aside(row, "no channel of the config reaches the person")
+                return None
+        if (route, hop) != (json.loads(row["route"]), row["hop"]):
+            with self.store.transaction() as db:
+                db.execute("UPDATE deliveries SET route = ?, hop = ? WHERE id = ?",
+                           (json.dumps(route), hop, row["id"]))
+            row["route"], row["hop"] = json.dumps(route), hop
+        return route[hop]
+
+    def _jobs(self, channel_id: str, rows: list[dict]) -> list[Job]:
+        """A person's channel: one message per row. A robot: every row in as few posts
+        as its size limit allows, each part naming only its own people's links."""
+        channel = self.config.channels[channel_id]
+        groups: dict[tuple, list[dict]] = {}
+        for row in rows:
+            key = ((row["incident"], row["kind"], row["step"]) if channel.type in ROBOTS
+                   else (row["id"],))
+            groups.setdefault(key, []).append(row)
+        parts: list[tuple[Message, list[dict]]] = []
+        for group in groups.values():
+            try:
+                parts.append((self._message(group), group))
+            except Exception as exc:  # one bad message never blocks the channel
+                log.exception("cannot compose the message of deliveries %s",
+                              [r["id"] for r in group])
+                for row in group:
+                    self._set_aside(row, f"cannot compose the message: {exc}")
+        if channel.type not in ROBOTS:
+            return [Job(channel_id, rows, [message]) for message, rows in parts]
+        people = [self.config.people[r["person"]] for _, group in parts for r in group]
+        posts = pack([m for m, _ in parts], lambda m: channels.fits(channel, people, m))
+        jobs: list[tuple[set[int], list[Message]]] = []
+        for post in posts:
+            indices = {i for i, _ in post}
+            message = join([m for _, m in post])
+            if jobs and indices & jobs[-1][0]:  # the rest of a part cut in pieces
+                jobs[-1][0].update(indices)
+                jobs[-1][1].append(message)
+            else:
+                jobs.append((indices, [message]))
+        return [Job(channel_id, [r for i in sorted(indices) for r in parts[i][1]], messages)
+                for indices, messages in jobs]
 
     def _free(self, channel: str, now: float) -> int:
         sent = self._sent[channel]
@@ -107,87 +204,121 @@ class Worker:
             sent.popleft()
         return self.config.channels[channel].per_minute - len(sent)
 
-    def _send(self, channel_id: str, rows: list[sqlite3.Row]) -> None:
+    def _message(self, rows: list[dict]) -> Message:
+        incident = self.engine.incident(rows[0]["incident"])
+        paged = self.store.query("SELECT * FROM pages WHERE incident = ? ORDER BY id",
+                                 (incident["id"],))
+        tokens = {p["person"]: p["token"] for p in paged}
+        return compose(self.config, incident, rows[0]["kind"], rows[0]["step"], paged,
+                       {r["person"]: tokens.get(r["person"]) for r in rows},
+                       self.engine.wall())
+
+    # ------------------------------------------------------------------ sending
+
+    def _send(self, job: Job) -> None:
         try:
-            channel = self.config.channels[channel_id]
-            people = [self.config.people[r["person"]] for r in rows]
-            message = self._message(rows)
+            channel = self.config.channels[job.channel]
+            people = [self.config.people[r["person"]] for r in job.rows]
             try:
-                channels.send(channel, people, message)
+                for message in job.messages:
+                    self.send(channel, people, message)
             except channels.RateLimited as exc:
-                self._retry(channel_id, rows, str(exc), rate_limited=True)
+                self._fail(job.channel, job.rows, str(exc), rate_limited=True)
             except channels.Failed as exc:
-                self._retry(channel_id, rows, str(exc))
+                self._fail(job.channel, job.rows, str(exc))
             except Exception as exc:  # a bug in a channel must not lose the page
-                log.exception("channel %s crashed", channel_id)
-                self._retry(channel_id, rows, f"crashed: {exc}")
+                log.exception("channel %s crashed", job.channel)
+                self._fail(job.channel, job.rows, f"crashed: {exc}")
             else:
-                self._done(channel_id, rows)
+                self._done(job.channel, job.rows)
+        except Exception:
+            self.errors += 1
+            log.exception("recording a delivery on %s failed", job.channel)
         finally:
             with self._lock:
-                self._busy -= {r["id"] for r in rows}
+                self._busy -= {r["id"] for r in job.rows}
             self.wake.set()
 
-    def _message(self, rows: list[sqlite3.Row]) -> Message:
-        parts = []
-        for incident_id in dict.fromkeys(r["incident"] for r in rows):
-            incident = self.engine.incident(incident_id)
-            mine = [r for r in rows if r["incident"] == incident_id]
-            paged = self.store.query("SELECT * FROM pages WHERE incident = ? ORDER BY id",
-                                     (incident_id,))
-            tokens = {p["person"]: p["token"] for p in paged}
-            for kind, step in dict.fromkeys((r["kind"], r["step"]) for r in mine):
-                people = [r["person"] for r in mine if (r["kind"], r["step"]) == (kind, step)]
-                parts.append(compose(self.config, incident, kind, step, paged,
-                                     {p: tokens.get(p) for p in people}, time.time()))
-        if len(parts) == 1:
-            return parts[0]
-        return Message(f"{len(parts)} 条通知: " + parts[0].title,
-                       "\n\n----\n\n".join(p.text for p in parts),
-                       parts[0].short)
-
-    def _done(self, channel: str, rows: list[sqlite3.Row]) -> None:
-        now = time.time()
-        with self.store.transaction() as db:
-            for row in rows:
-                db.execute("UPDATE deliveries SET status = 'sent', sent = ?, error = NULL "
-                           "WHERE id = ?", (now, row["id"]))
-                db.execute("INSERT INTO events (incident, at, what, person, channel, detail) "
-                           "VALUES (?, ?, 'delivered', ?, ?, ?)",
-                           (row["incident"], now, row["person"], channel, row["kind"]))
+    def _done(self, channel: str, rows: list[dict]) -> None:
+        wall = self.engine.wall()
+        with self._lock:
+            self._unrecorded |= {r["id"]: (wall, channel) for r in rows}
         for row in rows:
             self.metrics.deliveries.labels(self._team(row), channel, "sent").inc()
-            self.metrics.latency.labels(channel).observe(now - row["created"])
+            self.metrics.latency.labels(channel).observe(max(0.0, wall - row["created"]))
+        self._record()
 
-    def _retry(self, channel: str, rows: list[sqlite3.Row], error: str,
-               rate_limited: bool = False) -> None:
-        now = time.time()
+    def _record(self) -> None:
+        """Writes the sent marks not yet written (the disk was full, say)."""
+        with self._lock:
+            marks = dict(self._unrecorded)
+        if not marks:
+            return
+        with self.store.transaction() as db:
+            for row_id, (at, channel) in marks.items():
+                db.execute("UPDATE deliveries SET status = 'sent', sent = ?, error = NULL "
+                           "WHERE id = ?", (at, row_id))
+                row = db.execute("SELECT incident, person, kind FROM deliveries WHERE id = ?",
+                                 (row_id,)).fetchone()
+                db.execute("INSERT INTO events (incident, at, what, person, channel, detail) "
+                           "VALUES (?, ?, 'delivered', ?, ?, ?)",
+                           (row["incident"], at, row["person"], channel, row["kind"]))
+        with self._lock:
+            for row_id in marks:
+                self._unrecorded.pop(row_id, None)
+
+    def _fail(self, channel: str, rows: list[dict], error: str, rate_limited: bool = False,
+              failover: bool = False) -> None:
+        now, wall = self.engine.clock.now(), self.engine.wall()
         config = self.config.channels[channel]
         with self.store.transaction() as db:
             for row in rows:
                 route, attempts = json.loads(row["route"]), row["attempts"] + 1
-                if rate_limited:
-                    result, update = "rate_limited", ("pending", row["hop"], row["attempts"],
-                                                      now + 10)
-                elif attempts < config.retries:
-                    result, update = "retry", ("pending", row["hop"], attempts,
-                                               now + BACKOFF[min(attempts, len(BACKOFF)) - 1])
-                elif row["hop"] + 1 < len(route):
-                    result, update = "failover", ("pending", row["hop"] + 1, 0, now)
+                if failover or attempts >= config.retries:
+                    if row["hop"] + 1 < len(route):
+                        result, update = "failover", ("pending", row["hop"] + 1, 0, now)
+                    elif now - (row["born"] or now) < GIVE_UP and self._still_wanted(db, row):
+                        result, update = "failed", ("pending", 0, 0, now + AGAIN)
+                        log.error("page %d to %s failed on every channel, again in %.0f s: "
+                                  "%s", row["id"], row["person"], AGAIN, error)
+                    else:
+                        result, update = "failed", ("failed", row["hop"], attempts, now)
+                        log.error("page %d to %s failed on every channel: %s", row["id"],
+                                  row["person"], error)
                 else:
-                    result, update = "failed", ("failed", row["hop"], attempts, now)
-                    log.error("page %d to %s failed on every channel: %s", row["id"],
-                              row["person"], error)
+                    result = "rate_limited" if rate_limited else "retry"
+                    pause = 10.0 if rate_limited else BACKOFF[min(attempts, len(BACKOFF)) - 1]
+                    update = ("pending", row["hop"], attempts, now + pause)
                 db.execute("UPDATE deliveries SET status = ?, hop = ?, attempts = ?, due = ?, "
                            "error = ? WHERE id = ?", (*update, error, row["id"]))
                 db.execute("INSERT INTO events (incident, at, what, person, channel, detail) "
                            "VALUES (?, ?, ?, ?, ?, ?)",
-                           (row["incident"], now, f"delivery-{result}", row["person"],
+                           (row["incident"], wall, f"delivery-{result}", row["person"],
                             channel, error))
                 self.metrics.deliveries.labels(self._team(row), channel, result).inc()
         log.warning("%s: %s (%d message(s))", channel, error, len(rows))
 
-    def _team(self, row: sqlite3.Row) -> str:
+    @staticmethod
+    def _still_wanted(db, row: dict) -> bool:
+        """A page is news until its incident is acknowledged or over; the rest always."""
+        if row["kind"] not in ("page", "escalation", "repeat"):
+            return True
+        incident = db.execute("SELECT resolved, acked FROM incidents WHERE id = ?",
+                              (row["incident"],)).fetchone()
+        return incident is not None and incident["resolved"] is None and incident["acked"] is None
+
+    def _set_aside(self, row: dict, error: str) -> None:
+        """A row that can never be sent as it is: failed, with why, logged and counted."""
+        log.error("delivery %d to %s set aside: %s", row["id"], row["person"], error)
+        with self.store.transaction() as db:
+            db.execute("UPDATE deliveries SET status = 'failed', error = ? WHERE id = ?",
+                       (error, row["id"]))
+            db.execute("INSERT INTO events (incident, at, what, person, detail) "
+                       "VALUES (?, ?, 'delivery-failed', ?, ?)",
+                       (row["incident"], self.engine.wall(), row["person"], error))
+        self.metrics.deliveries.labels(self._team(row), "", "failed").inc()
+
+    def _team(self, row: dict) -> str:
         rows = self.store.query("SELECT team FROM pages WHERE incident = ? AND person = ?",
                                 (row["incident"], row["person"]))
         return rows[0]["team"] if rows else ""

@@ -5,6 +5,11 @@ the store, written in one transaction per decision; the delivery worker sends th
 An incident is Alertmanager's group (site, alertname, grade, and drill or not): every
 team's notification of the group joins the one incident, so one acknowledgement stops
 the escalation for everyone and everyone paged hears of it.
+
+Timers (escalation, reminders, retries, the watchdog) run on the pager's clock
+(`Clock.now`), dates a person reads on the wall clock. An incident keeps the escalation
+it opened with: a config changed and restarted never rewrites a running incident's steps,
+and a team, person or channel that is gone falls back, it never stops the loop.
 """
 
 from __future__ import annotations
@@ -16,17 +21,20 @@ import logging
 import re
 import secrets
 import sqlite3
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from pager import channels
+from pager.clock import Clock
 from pager.config import DRILL, GRADE_ZH, GRADES, UNROUTED, WATCHDOG, PagerConfig
 from pager.rota import Rota
-from pager.store import Store
+from pager.store import Store, StoreError
 
 log = logging.getLogger("insmon.pager")
 WATCHDOG_KEY = "watchdog"
+# The same notification again within this many seconds is Alertmanager retrying a send
+# (or the HA pair's second copy): it refreshes, it pages nobody again. Later, it is a
+# repeat (repeat_interval): news that the alert still fires.
+RETRY_WINDOW = 60.0
 
 
 class BadNotification(ValueError):
@@ -40,39 +48,53 @@ class Intake:
 
 
 class Engine:
-    def __init__(self, config: PagerConfig, store: Store,
-                 clock: Callable[[], float] = time.time) -> None:
-        self.config, self.store, self.clock = config, store, clock
-        self.rota = Rota(config)
+    def __init__(self, config: PagerConfig, store: Store, clock: Clock | None = None,
+                 rota: Rota | None = None) -> None:
+        self.config, self.store = config, store
+        self.clock = clock or Clock(store.get("clock"))
+        self.rota = rota or Rota(config)
         self.gaps: dict[str, int] = {}  # team -> pages that found nobody on call
-        started = clock()
+        self.errors = 0  # decisions set aside because they failed
         # a pager that was down did not hear the Watchdog: count from now, not from then
-        self.watchdog_since = max(float(store.get("watchdog_seen") or 0), started)
+        self.watchdog_since = self.clock.now()
+
+    def wall(self) -> float:
+        return self.clock.wall()
 
     # ------------------------------------------------------------------ intake
 
     def intake(self, receiver: str, body: bytes) -> Intake:
-        """A webhook from Alertmanager, stored (and decided) before the caller answers."""
+        """A webhook from Alertmanager, stored (and decided) before the caller answers.
+        StoreError when it cannot be stored: the caller answers 5xx, Alertmanager retries."""
         payload = _payload(body)
-        now = self.clock()
+        now, wall = self.clock.now(), self.wall()
         key = hashlib.sha256(json.dumps(
-            [receiver, payload.get("groupKey"), payload["status"],
-             sorted((a.get("fingerprint") or json.dumps(a["labels"], sort_keys=True),
-                     a.get("status"), a.get("startsAt"), a.get("endsAt"))
-                    for a in payload["alerts"])]).encode()).hexdigest()
-        with self.store.transaction() as db:
-            try:
-                db.execute("INSERT INTO notifications (key, team, received, body) "
-                           "VALUES (?, ?, ?, ?)", (key, receiver, now, body.decode()))
-            except sqlite3.IntegrityError:
-                return Intake("duplicate", None)  # Alertmanager's retry: paged already
-            if receiver == WATCHDOG:
-                self._watchdog_seen(db, now)
-                return Intake("accepted", None)
-            return Intake("accepted", self._notification(db, receiver, payload, now))
+            [payload["status"], sorted(
+                (a.get("fingerprint") or json.dumps(a["labels"], sort_keys=True),
+                 a.get("status"), a.get("startsAt"), a.get("endsAt"))
+                for a in payload["alerts"])]).encode()).hexdigest()
+        group = str(payload.get("groupKey") or key)
+        try:
+            with self.store.transaction() as db:
+                db.execute("INSERT INTO received (receiver, key, at, body) VALUES (?, ?, ?, ?)",
+                           (receiver, key, wall, body.decode()))
+                last = db.execute("SELECT key, seen FROM streams WHERE receiver = ? AND "
+                                  "group_key = ?", (receiver, group)).fetchone()
+                db.execute("INSERT OR REPLACE INTO streams (receiver, group_key, key, seen) "
+                           "VALUES (?, ?, ?, ?)", (receiver, group, key, now))
+                if receiver == WATCHDOG:  # every copy, repeat or retry, is a heartbeat
+                    self._watchdog_seen(db, now)
+                    return Intake("accepted", None)
+                same = last is not None and last["key"] == key
+                if same and now - last["seen"] < RETRY_WINDOW:
+                    return Intake("duplicate", None)
+                return Intake("repeat" if same else "accepted",
+                              self._notification(db, receiver, payload, now, repeat=same))
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.store.path}: {exc}") from exc
 
     def _notification(self, db: sqlite3.Connection, receiver: str, payload: dict,
-                      now: float) -> int | None:
+                      now: float, repeat: bool) -> int | None:
         labels = {**payload.get("commonLabels", {}), **payload.get("groupLabels", {})}
         first = payload["alerts"][0]
         labels = {**first["labels"], **labels}
@@ -83,18 +105,24 @@ class Engine:
         incident = db.execute("SELECT * FROM incidents WHERE key = ? AND resolved IS NULL",
                               (key,)).fetchone()
         if payload["status"] == "resolved":
-            if incident is not None:
+            if incident is not None and not repeat:
                 self._resolve(db, incident, now)
             return incident["id"] if incident else None
         if incident is None:
             incident = self._open(db, key, labels, first, payload, drill, now)
+            repeat = False
+        elif repeat and db.execute("SELECT 1 FROM pages WHERE incident = ? AND team = ?",
+                                   (incident["id"], receiver)).fetchone():
+            if incident["acked"] is None and self.config.repeat_unacknowledged:
+                self._repeat(db, incident, receiver, now)
+            return incident["id"]
         if drill:
             for person in self.config.drill.people:
                 self._page(db, incident, person, DRILL, "drill", "page", 0, now)
             return incident["id"]
         team = receiver
         if team not in self.config.teams:
-            self._event(db, incident["id"], now, "unknown-team", detail=(
+            self._event(db, incident["id"], self.wall(), "unknown-team", detail=(
                 f"receiver {receiver!r} is no team of the pager: paged "
                 f"{self.config.fallback_team} instead"))
             if receiver != UNROUTED:
@@ -108,7 +136,8 @@ class Engine:
               payload: dict, drill: bool, now: float) -> sqlite3.Row:
         notes = {**payload.get("commonAnnotations", {}), **first.get("annotations", {})}
         owners = [t for t in [labels.get("team", ""), *labels.get("also", "").split(",")] if t]
-        started = min((_time(a.get("startsAt")) or now) for a in payload["alerts"])
+        wall = self.wall()
+        started = min((_time(a.get("startsAt")) or wall) for a in payload["alerts"])
         summary = notes.get("summary_zh") or notes.get("summary") or labels.get("alertname", "?")
         grade = labels.get("grade", "")
         # The same fault at a higher grade (peak hours began, or it got worse): the lower
@@ -120,26 +149,28 @@ class Engine:
             if i["grade"] in GRADES and grade in GRADES
             and GRADES.index(i["grade"]) > GRADES.index(grade)]
         for old in lower:
-            db.execute("UPDATE incidents SET resolved = ? WHERE id = ?", (now, old["id"]))
+            db.execute("UPDATE incidents SET resolved = ? WHERE id = ?", (wall, old["id"]))
             # its escalation and report reminder are the new incident's now
             db.execute("UPDATE timers SET done = 1 WHERE incident = ?", (old["id"],))
-            self._event(db, old["id"], now, "superseded", detail=f"raised to grade {grade}")
+            self._event(db, old["id"], wall, "superseded", detail=f"raised to grade {grade}")
         if lower:
             summary = f"【升级为{GRADE_ZH[grade]}】{summary}"
+        steps = [] if drill else [s.model_dump() for s in self.config.escalation.get(grade, [])]
         cursor = db.execute(
             "INSERT INTO incidents (key, grade, alertname, site, drill, owners, teams, "
-            "summary, description, runbook, started, opened) "
-            "VALUES (?, ?, ?, ?, ?, ?, '[]', ?, ?, ?, ?, ?)",
-            (key, labels.get("grade", ""), labels.get("alertname", "?"),
+            "summary, description, runbook, started, opened, escalation) "
+            "VALUES (?, ?, ?, ?, ?, ?, '[]', ?, ?, ?, ?, ?, ?)",
+            (key, grade, labels.get("alertname", "?"),
              labels.get("site", ""), int(drill), json.dumps(owners), summary,
-             notes.get("description", ""), notes.get("runbook", ""), started, now))
+             notes.get("description", ""), notes.get("runbook", ""), started, wall,
+             json.dumps(steps)))
         incident_id = cursor.lastrowid
-        self._event(db, incident_id, now, "opened",
+        self._event(db, incident_id, wall, "opened",
                     detail=f"{labels.get('grade', '?')} {labels.get('alertname')}")
         if not drill:
-            for step, policy in enumerate(self.config.escalation.get(labels.get("grade"), [])):
+            for step, policy in enumerate(steps):
                 db.execute("INSERT INTO timers (incident, kind, step, due) VALUES (?, ?, ?, ?)",
-                           (incident_id, "escalation", step + 1, now + policy.after))
+                           (incident_id, "escalation", step + 1, now + policy["after"]))
             deadline = (self.config.reports.major if labels.get("grade") in ("I", "II")
                         else self.config.reports.other)
             db.execute("INSERT INTO timers (incident, kind, step, due) VALUES (?, ?, 0, ?)",
@@ -150,13 +181,15 @@ class Engine:
     def _page_team(self, db: sqlite3.Connection, incident: sqlite3.Row, team: str,
                    kind: str, step: int, now: float, role: str = "oncall",
                    prefer: tuple[str, ...] = ()) -> None:
-        person = self.rota.role(team, role, dt.datetime.fromtimestamp(now, dt.UTC))
-        if person is None:
+        if team not in self.config.teams:  # gone from the config since the incident opened
+            team = self.config.fallback_team
+        person = self.rota.role(team, role, dt.datetime.fromtimestamp(self.wall(), dt.UTC))
+        if person is None or person not in self.config.people:
             lead = self.config.teams[team].lead
             self.gaps[team] = self.gaps.get(team, 0) + 1
             log.error("nobody is on call for %s (%s): paging the team lead %s", team, role,
                       lead)
-            self._event(db, incident["id"], now, "rota-gap", lead, detail=(
+            self._event(db, incident["id"], self.wall(), "rota-gap", lead, detail=(
                 f"nobody on call for {team} ({role}): paged the lead"))
             person, role = lead, "lead"
         self._page(db, incident, person, team, role, kind, step, now, prefer)
@@ -165,8 +198,9 @@ class Engine:
               role: str, kind: str, step: int, now: float, prefer: tuple[str, ...] = ()) -> None:
         db.execute("INSERT OR IGNORE INTO pages (incident, person, team, role, token, paged) "
                    "VALUES (?, ?, ?, ?, ?, ?)",
-                   (incident["id"], person, team, role, secrets.token_urlsafe(18), now))
-        teams = json.loads(incident["teams"])
+                   (incident["id"], person, team, role, secrets.token_urlsafe(18), self.wall()))
+        teams = json.loads(db.execute("SELECT teams FROM incidents WHERE id = ?",
+                                      (incident["id"],)).fetchone()["teams"])
         if team not in teams:
             db.execute("UPDATE incidents SET teams = ? WHERE id = ?",
                        (json.dumps([*teams, team]), incident["id"]))
@@ -175,48 +209,100 @@ class Engine:
     def _deliver(self, db: sqlite3.Connection, incident: int, person: str, kind: str,
                  step: int, now: float, prefer: tuple[str, ...] = ()) -> None:
         """An outbox row: the person's channels in order, `prefer`'s types first."""
-        who = self.config.people[person]
-        usable = [c for c in who.channels if channels.reachable(self.config.channels[c], who)]
-        first = [c for c in usable if self.config.channels[c].type in prefer]
-        route = first + [c for c in usable if c not in first]
+        route = self.route(person, prefer)
         if not route:
             log.error("%s has no channel that can reach them", person)
-            self._event(db, incident, now, "unreachable", person)
+            self._event(db, incident, self.wall(), "unreachable", person)
             return
         db.execute("INSERT OR IGNORE INTO deliveries (incident, person, kind, step, route, "
-                   "hop, status, attempts, due, created) VALUES (?, ?, ?, ?, ?, 0, 'pending', "
-                   "0, ?, ?)", (incident, person, kind, step, json.dumps(route), now, now))
+                   "hop, status, attempts, due, created, born) VALUES (?, ?, ?, ?, ?, 0, "
+                   "'pending', 0, ?, ?, ?)", (incident, person, kind, step, json.dumps(route),
+                                              now, self.wall(), now))
+
+    def route(self, person: str, prefer: tuple[str, ...] = ()) -> list[str]:
+        """The person's channels that can reach them, `prefer`'s types first; [] for a
+        person the config does not know (any more)."""
+        who = self.config.people.get(person)
+        if who is None:
+            return []
+        usable = [c for c in who.channels if channels.reachable(self.config.channels[c], who)]
+        first = [c for c in usable if self.config.channels[c].type in prefer]
+        return first + [c for c in usable if c not in first]
+
+    def repage(self, incident_id: int, person: str, kind: str, step: int) -> None:
+        """A page whose person left the config: their team's on-call now takes it."""
+        with self.store.transaction() as db:
+            incident = db.execute("SELECT * FROM incidents WHERE id = ?",
+                                  (incident_id,)).fetchone()
+            page = db.execute("SELECT team, role FROM pages WHERE incident = ? AND "
+                              "person = ?", (incident_id, person)).fetchone()
+            if incident is None or page is None or kind not in ("page", "escalation",
+                                                                "repeat"):
+                return
+            team = page["team"] if page["team"] in self.config.teams \
+                else self.config.fallback_team
+            self._event(db, incident_id, self.wall(), "rerouted", person,
+                        detail=f"{person} is no longer in the config: paging {team}")
+            role = page["role"] if page["role"] in ("oncall", "backup", "lead") else "oncall"
+            self._page_team(db, incident, team, kind, step, self.clock.now(), role=role)
+
+    def _repeat(self, db: sqlite3.Connection, incident: sqlite3.Row, receiver: str,
+                now: float) -> None:
+        """Alertmanager says again that an unacknowledged incident fires: its receiver's
+        people hear it again (a new step, so nothing is folded away)."""
+        repeats = incident["repeats"] + 1
+        db.execute("UPDATE incidents SET repeats = ? WHERE id = ?", (repeats, incident["id"]))
+        if incident["drill"]:
+            return
+        self._event(db, incident["id"], self.wall(), "repeated", detail=f"from {receiver}")
+        for page in db.execute("SELECT person FROM pages WHERE incident = ? AND team = ?",
+                               (incident["id"], receiver)).fetchall():
+            waiting = db.execute("SELECT 1 FROM deliveries WHERE incident = ? AND person = ? "
+                                 "AND status = 'pending'", (incident["id"], page["person"]))
+            if waiting.fetchone() is None:  # a page still queued says it already
+                self._deliver(db, incident["id"], page["person"], "repeat", repeats, now)
 
     def _resolve(self, db: sqlite3.Connection, incident: sqlite3.Row, now: float) -> None:
-        db.execute("UPDATE incidents SET resolved = ? WHERE id = ?", (now, incident["id"]))
+        db.execute("UPDATE incidents SET resolved = ? WHERE id = ?", (self.wall(),
+                                                                       incident["id"]))
         # no escalation once it is over; the written report is still due
         db.execute("UPDATE timers SET done = 1 WHERE incident = ? AND kind = 'escalation' "
                    "AND done = 0", (incident["id"],))
-        self._event(db, incident["id"], now, "resolved")
+        self._event(db, incident["id"], self.wall(), "resolved")
         for page in db.execute("SELECT person FROM pages WHERE incident = ?",
                                (incident["id"],)).fetchall():
             self._deliver(db, incident["id"], page["person"], "resolved", 0, now)
 
     # ------------------------------------------------------------------ acknowledgement
 
+    def may_ack(self, incident_id: int, person: str) -> bool:
+        """Who may acknowledge: a person paged for the incident, or a member (on call,
+        backup, lead, in the rotation or an override) of a team it paged."""
+        if self.store.query("SELECT 1 FROM pages WHERE incident = ? AND person = ?",
+                            (incident_id, person)):
+            return True
+        rows = self.store.query("SELECT teams FROM incidents WHERE id = ?", (incident_id,))
+        teams = json.loads(rows[0]["teams"]) if rows else []
+        return any(person in self.config.members(t) for t in teams if t in self.config.teams)
+
     def ack(self, incident_id: int, person: str, via: str) -> bool:
         """Stops the escalation (not the alert) and tells everyone paged. False: no such
         open incident, or acknowledged already."""
-        now = self.clock()
+        wall = self.wall()
         with self.store.transaction() as db:
             incident = db.execute("SELECT * FROM incidents WHERE id = ?",
                                   (incident_id,)).fetchone()
             if incident is None or incident["acked"] is not None:
                 return False
             db.execute("UPDATE incidents SET acked = ?, acked_by = ? WHERE id = ?",
-                       (now, person, incident_id))
+                       (wall, person, incident_id))
             db.execute("UPDATE timers SET done = 1 WHERE incident = ? AND kind = 'escalation' "
                        "AND done = 0", (incident_id,))
-            self._event(db, incident_id, now, "acknowledged", person, via)
+            self._event(db, incident_id, wall, "acknowledged", person, via)
             for page in db.execute("SELECT person FROM pages WHERE incident = ?",
                                    (incident_id,)).fetchall():
                 if page["person"] != person:
-                    self._deliver(db, incident_id, page["person"], "ack", 0, now)
+                    self._deliver(db, incident_id, page["person"], "ack", 0, self.clock.now())
         return True
 
     def ack_token(self, token: str, via: str = "link") -> sqlite3.Row | None:
@@ -230,11 +316,12 @@ class Engine:
 
     def sms_reply(self, number: str, text: str) -> int | None:
         """A reply to a page: `1` acknowledges the newest open incident paged to that
-        number, `ACK 4821` incident 4821. Returns the incident acknowledged."""
+        number, `ACK 4821` incident 4821 if it was paged to that number. Returns the
+        incident acknowledged."""
         digits = re.sub(r"\D", "", number)
         person = next((pid for pid, p in self.config.people.items()
-                       if p.mobile and re.sub(r"\D", "", p.mobile)[-11:] == digits[-11:]),
-                      None)
+                       if p.mobile and len(digits) >= 5
+                       and re.sub(r"\D", "", p.mobile)[-11:] == digits[-11:]), None)
         match = re.fullmatch(r"\s*(?:1|(?:ack|确认)\s*(\d+))\s*", text, re.IGNORECASE)
         if person is None or match is None:
             log.warning("SMS from %s not understood as an acknowledgement: %r", number, text)
@@ -256,35 +343,58 @@ class Engine:
     # ------------------------------------------------------------------ time
 
     def tick(self) -> None:
-        """Due escalations and reminders; the watchdog's silence."""
-        now = self.clock()
+        """Due escalations and reminders, each in a transaction of its own (one that
+        fails is set aside, logged and counted: it never holds back the others); the
+        watchdog's silence."""
+        now = self.clock.now()
+        due = self.store.query("SELECT id FROM timers WHERE done = 0 AND due <= ? "
+                               "ORDER BY due", (now,))
+        for timer_id in (row["id"] for row in due):
+            try:
+                with self.store.transaction() as db:
+                    timer = db.execute("SELECT * FROM timers WHERE id = ? AND done = 0",
+                                       (timer_id,)).fetchone()
+                    if timer is None:
+                        continue
+                    db.execute("UPDATE timers SET done = 1 WHERE id = ?", (timer_id,))
+                    incident = db.execute("SELECT * FROM incidents WHERE id = ?",
+                                          (timer["incident"],)).fetchone()
+                    if timer["kind"] == "escalation":
+                        self._escalate(db, incident, timer["step"], now)
+                    else:
+                        self._remind(db, incident, now)
+            except sqlite3.Error:
+                raise  # the store itself: nothing was decided, the next round tries again
+            except Exception as exc:
+                self.errors += 1
+                log.exception("timer %d failed: set aside", timer_id)
+                with self.store.transaction() as db:
+                    db.execute("UPDATE timers SET done = 2, error = ? WHERE id = ?",
+                               (f"{type(exc).__name__}: {exc}", timer_id))
         with self.store.transaction() as db:
-            for timer in db.execute("SELECT * FROM timers WHERE done = 0 AND due <= ?",
-                                    (now,)).fetchall():
-                incident = db.execute("SELECT * FROM incidents WHERE id = ?",
-                                      (timer["incident"],)).fetchone()
-                db.execute("UPDATE timers SET done = 1 WHERE id = ?", (timer["id"],))
-                if timer["kind"] == "escalation":
-                    self._escalate(db, incident, timer["step"], now)
-                else:
-                    self._remind(db, incident, now)
             self._watch(db, now)
+            if self.clock.due_for_save():
+                self.store.put(db, "clock", self.clock.saved())
 
     def _escalate(self, db: sqlite3.Connection, incident: sqlite3.Row, step: int,
                   now: float) -> None:
-        policy = self.config.escalation[incident["grade"]][step - 1]
-        self._event(db, incident["id"], now, "escalated", detail=f"step {step}: "
-                    f"{', '.join(policy.notify)} unacknowledged after {policy.after:.0f}s")
+        steps = json.loads(incident["escalation"])
+        if step > len(steps):
+            return
+        policy = steps[step - 1]
+        self._event(db, incident["id"], self.wall(), "escalated", detail=f"step {step}: "
+                    f"{', '.join(policy['notify'])} unacknowledged after "
+                    f"{policy['after']:.0f}s")
         owners = [t if t in self.config.teams else self.config.fallback_team
                   for t in json.loads(incident["owners"])] or [self.config.fallback_team]
-        for target in policy.notify:
-            if target in self.config.teams:
+        for target in policy["notify"]:
+            if target not in ("oncall", "backup", "lead"):  # a team by its id
                 self._page_team(db, incident, target, "escalation", step, now,
-                                prefer=tuple(policy.channels))
+                                prefer=tuple(policy["channels"]))
                 continue
             for team in dict.fromkeys(owners):
                 self._page_team(db, incident, team, "escalation", step, now, role=target,
-                                prefer=tuple(policy.channels))
+                                prefer=tuple(policy["channels"]))
 
     def _remind(self, db: sqlite3.Connection, incident: sqlite3.Row, now: float) -> None:
         """The written report is due soon: remind whoever acknowledged, else the owners'
@@ -293,15 +403,13 @@ class Engine:
             self._deliver(db, incident["id"], incident["acked_by"], "reminder", 0, now)
         else:
             for team in json.loads(incident["owners"]) or [self.config.fallback_team]:
-                self._page_team(db, incident, team if team in self.config.teams
-                                else self.config.fallback_team, "reminder", 0, now)
-        self._event(db, incident["id"], now, "report-reminder")
+                self._page_team(db, incident, team, "reminder", 0, now)
+        self._event(db, incident["id"], self.wall(), "report-reminder")
 
     # ------------------------------------------------------------------ watchdog
 
     def _watchdog_seen(self, db: sqlite3.Connection, now: float) -> None:
-        db.execute("INSERT OR REPLACE INTO state (key, value) VALUES ('watchdog_seen', ?)",
-                   (str(now),))
+        self.store.put(db, "watchdog_seen", str(self.wall()))
         self.watchdog_since = now
         silent = db.execute("SELECT * FROM incidents WHERE key = ? AND resolved IS NULL",
                             (WATCHDOG_KEY,)).fetchone()
@@ -317,20 +425,20 @@ class Engine:
         if db.execute("SELECT 1 FROM incidents WHERE key = ? AND resolved IS NULL",
                       (WATCHDOG_KEY,)).fetchone():
             return
-        owners = json.dumps(watchdog.notify)
+        wall = self.wall()
+        silent_for = now - self.watchdog_since
         cursor = db.execute(
             "INSERT INTO incidents (key, grade, alertname, site, drill, owners, teams, "
             "summary, description, runbook, started, opened) VALUES (?, 'I', "
             "'MonitoringPathDown', '', 0, ?, '[]', ?, ?, 'runbooks/Watchdog.md', ?, ?)",
-            (WATCHDOG_KEY, owners, "监控告警通道中断：告警可能无法送达",
-             f"The Watchdog alert has not arrived for {now - self.watchdog_since:.0f} s: "
+            (WATCHDOG_KEY, json.dumps(watchdog.notify), "监控告警通道中断：告警可能无法送达",
+             f"The Watchdog alert has not arrived for {silent_for:.0f} s: "
              "Prometheus, Alertmanager or the path to the pager is down, so no alert can "
-             "page anyone. Check them now.", self.watchdog_since, now))
+             "page anyone. Check them now.", wall - silent_for, wall))
         incident = db.execute("SELECT * FROM incidents WHERE id = ?",
                               (cursor.lastrowid,)).fetchone()
-        self._event(db, incident["id"], now, "opened", detail="watchdog silent")
-        log.error("no Watchdog for %.0f s: paging %s", now - self.watchdog_since,
-                  ", ".join(watchdog.notify))
+        self._event(db, incident["id"], wall, "opened", detail="watchdog silent")
+        log.error("no Watchdog for %.0f s: paging %s", silent_for, ", ".join(watchdog.notify))
         for team in watchdog.notify:
             self._page_team(db, incident, team, "page", 0, now,
                             prefer=tuple(watchdog.channels))

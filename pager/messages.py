@@ -9,13 +9,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pager.config import GRADE_ZH, PagerConfig
 from pager.rota import SHANGHAI
 
-KIND_ZH = {"page": "", "escalation": "【升级】", "resolved": "【已恢复】", "ack": "【已确认】",
-           "reminder": "【报告提醒】"}
+KIND_ZH = {"page": "", "escalation": "【升级】", "repeat": "【仍在告警】", "resolved": "【已恢复】",
+           "ack": "【已确认】", "reminder": "【报告提醒】"}
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,13 @@ class Message:
     title: str
     text: str
     short: str
+    # what it tells whom, as (incident, kind, step, person): whose it may be, and
+    # whether it went out (the pager's log, and the invariants' simulation)
+    news: frozenset[tuple[int, str, int, str]] = frozenset()
+
+    @property
+    def incidents(self) -> frozenset[int]:
+        return frozenset(news[0] for news in self.news)
 
 
 def clock(at: float, seconds: bool = True) -> str:
@@ -35,6 +43,7 @@ def when(at: float) -> str:
 
 
 def minutes(seconds: float) -> str:
+    seconds = max(seconds, 0.0)  # the wall clock may have stepped back
     return f"{seconds / 60:.0f} 分钟" if seconds >= 60 else f"{seconds:.0f} 秒"
 
 
@@ -69,9 +78,9 @@ def compose(config: PagerConfig, incident: sqlite3.Row, kind: str, step: int,
                                          else config.reports.other)
         lines.append(f"书面事件报告须于 {when(deadline)} 前提交（insmon review --report 起草）")
     else:
-        if kind == "escalation":
-            lines.append(f"已 {minutes(now - incident['opened'])} 无人确认，升级通知 "
-                         f"(step {step})")
+        if kind in ("escalation", "repeat"):
+            lines.append(f"已 {minutes(now - incident['opened'])} 无人确认"
+                         + (f"，升级通知 (step {step})" if kind == "escalation" else ""))
         lines += [
             f"开始 since: {when(incident['started'])}"
             f"（已持续 {minutes(now - incident['started'])}）",
@@ -94,7 +103,8 @@ def compose(config: PagerConfig, incident: sqlite3.Row, kind: str, step: int,
             lines.append(f"或短信回复 1 / ACK {incident['id']}，或 insmon pager ack "
                          f"{incident['id']}")
     text = "\n".join(lines)
-    return Message(title, text, _short(incident, kind, head, stopped, link, acker_name, now))
+    return Message(title, text, _short(incident, kind, head, stopped, link, acker_name, now),
+                   frozenset((incident["id"], kind, step, person) for person in tokens))
 
 
 def _short(incident: sqlite3.Row, kind: str, head: str, stopped: bool, link: str,
@@ -102,15 +112,64 @@ def _short(incident: sqlite3.Row, kind: str, head: str, stopped: bool, link: str
     """The SMS as head|tail|link, fitted to a channel's length by `fit`."""
     tail = {"page": f"{clock(incident['started'], False)}起",
             "escalation": f"{clock(incident['started'], False)}起，无人确认",
+            "repeat": f"{clock(incident['started'], False)}起，仍在告警",
             "resolved": f"{clock(incident['resolved'] or now, False)}恢复",
             "ack": f"{acker} 已确认 {clock(incident['acked'] or now)}",
             "reminder": "请按时提交事件报告"}[kind]
-    if stopped and kind in ("page", "escalation"):
+    if stopped and kind in ("page", "escalation", "repeat"):
         tail = "结算已中断 " + tail
-    if kind in ("page", "escalation") and not incident["acked"]:
+    if kind in ("page", "escalation", "repeat") and not incident["acked"]:
         tail += f"。回复1确认(ACK {incident['id']})"
         return f"{head}|{tail}|{link}"
     return f"{head}|{tail}|"
+
+
+def pack(parts: list[Message], fits: Callable[[Message], bool]
+         ) -> list[list[tuple[int, Message]]]:
+    """The parts in as few posts as `fits` allows, in order, each post its parts with
+    their index in `parts`; a part too large alone is cut at line ends (a line too long,
+    at characters) into posts that each fit: all of it is sent, nothing is dropped."""
+    posts: list[list[tuple[int, Message]]] = []
+    for i, part in enumerate(parts):
+        if posts and fits(join([m for _, m in posts[-1]] + [part])):
+            posts[-1].append((i, part))
+        elif fits(part):
+            posts.append([(i, part)])
+        else:
+            posts += [[(i, piece)] for piece in _pieces(part, fits)]
+    return posts
+
+
+def join(parts: list[Message]) -> Message:
+    if len(parts) == 1:
+        return parts[0]
+    return Message(f"{len(parts)} 条通知: " + parts[0].title,
+                   "\n\n----\n\n".join(p.text for p in parts), parts[0].short,
+                   frozenset().union(*(p.news for p in parts)))
+
+
+def _pieces(part: Message, fits: Callable[[Message], bool]) -> list[Message]:
+    title = f"{part.title} (续)"
+    lines = [piece for line in part.text.split("\n") for piece in
+             _cut(line, lambda text: fits(Message(title, text, part.short)))]
+    pieces, current = [], ""
+    for line in lines:
+        joined = f"{current}\n{line}" if current else line
+        if current and not fits(Message(title, joined, part.short)):
+            pieces.append(current)
+            joined = line
+        current = joined
+    pieces.append(current)
+    return [Message(part.title if i == 0 else title, text, part.short, part.news)
+            for i, text in enumerate(pieces)]
+
+
+def _cut(line: str, fits: Callable[[str], bool]) -> list[str]:
+    """A line in pieces that each fit (halving: a robot's limit is kilobytes)."""
+    if fits(line) or len(line) <= 1:
+        return [line]
+    half = len(line) // 2
+    return _cut(line[:half], fits) + _cut(line[half:], fits)
 
 
 def fit(short: str, limit: int) -> str:

@@ -8,12 +8,23 @@ per row; the columns, in Chinese or English:
     开始 / start    2026-11-23 08:30    (Beijing time)
     结束 / end      2026-11-24 08:30
     值班人 / person  zhangsan            (a person's id in the config, or their name)
+
+The file is read when first needed and again when it changed (looked at once a second at
+most): an edited rota takes effect without a restart. A broken edit keeps the last good
+shifts, logged and kept in `Rota.errors` until the file is fixed.
 """
 
 from __future__ import annotations
 
+import bisect
 import csv
 import datetime as dt
+import functools
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,17 +32,22 @@ from pager.config import PagerConfig, Team
 
 SHANGHAI = dt.timezone(dt.timedelta(hours=8), "Asia/Shanghai")
 COLUMNS = {"start": ("开始", "start"), "end": ("结束", "end"), "person": ("值班人", "person")}
+MAX_BYTES = 10 << 20  # years of shifts are a few MB: more is a wrong file, not a rota
+CHECK_EVERY = 1.0     # seconds between looks at a file's (mtime, size, inode)
+AHEAD = dt.timedelta(days=14)  # how far `validate` looks for gaps
+log = logging.getLogger("insmon.pager.rota")
 
 
 class RotaError(Exception):
     """A shifts file that cannot be used, with the file, sheet and row."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Shift:
     start: dt.datetime
     end: dt.datetime
     person: str
+    row: int = 0
 
 
 def beijing(moment: dt.datetime) -> dt.datetime:
@@ -39,11 +55,56 @@ def beijing(moment: dt.datetime) -> dt.datetime:
     return moment.replace(tzinfo=SHANGHAI) if moment.tzinfo is None else moment
 
 
+class Shifts:
+    """One file's shifts sorted by start, for bisect; `reach[i]` is the latest end of
+    shifts[:i + 1], so a lookup walks back only over shifts that may still cover it."""
+
+    def __init__(self, shifts: list[Shift]) -> None:
+        self.all = sorted(shifts, key=lambda s: s.start)
+        self.starts = [s.start for s in self.all]
+        self.reach, latest = [], None
+        for shift in self.all:
+            latest = shift.end if latest is None else max(latest, shift.end)
+            self.reach.append(latest)
+
+    def at(self, moment: dt.datetime) -> str | None:
+        i = bisect.bisect_right(self.starts, moment)
+        while i > 0 and self.reach[i - 1] > moment:  # overlaps: the latest start wins
+            i -= 1
+            if self.all[i].end > moment:
+                return self.all[i].person
+        return None
+
+
+class _File:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.stamp: tuple[int, int, int] | None = None  # of the last read
+        self.checked = float("-inf")
+        self.shifts = Shifts([])  # the last good ones
+        self.error: str | None = None
+
+
 class Rota:
-    def __init__(self, config: PagerConfig) -> None:
-        self.config = config
-        self.shifts = {tid: read_shifts(team.shifts_file, config)
-                       for tid, team in config.teams.items() if team.shifts_file}
+    def __init__(self, config: PagerConfig, clock: Callable[[], float] = time.monotonic,
+                 quiet: bool = False) -> None:
+        self.config, self.clock = config, clock
+        self.quiet = quiet  # the caller prints `errors` itself
+        # read on first use: `sms-received` and `ack` never need them
+        self.files = {tid: _File(team.shifts_file)
+                      for tid, team in config.teams.items() if team.shifts_file}
+        self._lock = threading.Lock()
+
+    @property
+    def errors(self) -> dict[str, str]:
+        """team -> why its shifts file is not used (its last good shifts are)."""
+        return {tid: error for tid in self.files if (error := self.error(tid))}
+
+    def error(self, team_id: str) -> str | None:
+        return self._current(team_id).error if team_id in self.files else None
+
+    def shifts(self, team_id: str) -> Shifts:
+        return self._current(team_id).shifts if team_id in self.files else Shifts([])
 
     def on_call(self, team_id: str, at: dt.datetime) -> str | None:
         """The person on call for the team at `at`, or None for a gap in the rota."""
@@ -52,15 +113,40 @@ class Rota:
         for override in team.overrides:
             if beijing(override.start) <= at < beijing(override.end):
                 return override.person
-        for shift in self.shifts.get(team_id, ()):
-            if shift.start <= at < shift.end:
-                return shift.person
-        return _rotation(team, at)
+        return self.shifts(team_id).at(at) or _rotation(team, at)
 
     def role(self, team_id: str, role: str, at: dt.datetime) -> str | None:
         team = self.config.teams[team_id]
         return {"oncall": lambda: self.on_call(team_id, at), "backup": lambda: team.backup,
                 "lead": lambda: team.lead}[role]()
+
+    def _current(self, team_id: str) -> _File:
+        """The team's file, read again when its (mtime, size, inode) changed."""
+        file = self.files[team_id]
+        with self._lock:
+            now = self.clock()
+            if now - file.checked < CHECK_EVERY:
+                return file
+            file.checked = now
+            try:
+                stat = file.path.stat()
+                stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+                if stamp != file.stamp:
+                    file.stamp = stamp  # a broken file is not read again until it changes
+                    file.shifts = Shifts(read_shifts(file.path, self.config))
+                    file.error = None
+                    log.info("%s: %d shifts of %s", file.path, len(file.shifts.all), team_id)
+            except RotaError as exc:
+                error = str(exc)
+            except OSError as exc:  # gone: read it again whenever it is back
+                file.stamp, error = None, f"{file.path}: cannot read: {exc.strerror or exc}"
+            else:
+                return file
+            if error != file.error and not self.quiet:  # once per change, not a second
+                log.error("%s: team %s keeps its last good shifts (%d)", error, team_id,
+                          len(file.shifts.all))
+            file.error = error
+            return file
 
 
 def _rotation(team: Team, at: dt.datetime) -> str | None:
@@ -78,16 +164,24 @@ def _rotation(team: Team, at: dt.datetime) -> str | None:
 def read_shifts(path: Path, config: PagerConfig) -> list[Shift]:
     """The shifts of a CSV or XLSX file; RotaError names the file, sheet and row."""
     try:
-        if path.suffix.lower() in (".xlsx", ".xlsm"):
-            sheet, rows = _xlsx_rows(path)
-        else:
-            sheet, rows = None, _csv_rows(path)
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise RotaError(f"{path}: {size / (1 << 20):.1f} MB, over the limit of "
+                            f"{MAX_BYTES >> 20} MB for a shifts file")
+        with _sheet(path) as (sheet, rows):
+            return _shifts(f"{path}" + (f", sheet {sheet!r}" if sheet else ""), rows, config)
     except OSError as exc:
         raise RotaError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    where = f"{path}" + (f", sheet {sheet!r}" if sheet else "")
-    if not rows:
+    except UnicodeDecodeError:
+        raise RotaError(f"{path}: not UTF-8 text (in Excel: save as 'CSV UTF-8')") from None
+    except csv.Error as exc:
+        raise RotaError(f"{path}: not a CSV file ({exc})") from None
+
+
+def _shifts(where: str, rows: Iterator[Sequence[object]], config: PagerConfig) -> list[Shift]:
+    header = [str(cell or "").strip().lower() for cell in next(rows, [])]
+    if not header:
         raise RotaError(f"{where}: no header row ({', '.join(c[0] for c in COLUMNS.values())})")
-    header = [str(cell or "").strip().lower() for cell in rows[0]]
     index = {}
     for key, names in COLUMNS.items():
         found = [i for i, name in enumerate(header) if name in names]
@@ -95,10 +189,12 @@ def read_shifts(path: Path, config: PagerConfig) -> list[Shift]:
             raise RotaError(f"{where}, row 1: no column {names[0]} / {names[1]} "
                             f"(columns: {', '.join(header)})")
         index[key] = found[0]
-    by_name = {p.name: pid for pid, p in config.people.items()}
+    by_name: dict[str, list[str]] = {}
+    for pid, p in config.people.items():
+        by_name.setdefault(p.name, []).append(pid)
     shifts = []
-    for number, row in enumerate(rows[1:], start=2):
-        if not any(str(cell or "").strip() for cell in row):
+    for number, row in enumerate(rows, start=2):  # streamed: one row at a time
+        if not "".join(map(str, filter(None, row))).strip():  # a blank row
             continue
         cells = {key: row[i] if i < len(row) else None for key, i in index.items()}
         try:
@@ -108,19 +204,28 @@ def read_shifts(path: Path, config: PagerConfig) -> list[Shift]:
         if end <= start:
             raise RotaError(f"{where}, row {number}: the shift ends before it starts")
         person = str(cells["person"] or "").strip()
-        person = person if person in config.people else by_name.get(person, "")
-        if not person:
-            raise RotaError(f"{where}, row {number}: unknown person "
-                            f"{str(cells['person'] or '')!r} (a person's id or name)")
-        shifts.append(Shift(start, end, person))
+        ids = [person] if person in config.people else by_name.get(person, [])
+        if len(ids) > 1:
+            raise RotaError(f"{where}, row {number}: {person!r} is the name of "
+                            f"{' and '.join(ids)}: write the person's id")
+        if not ids:
+            raise RotaError(f"{where}, row {number}: unknown person {person!r} "
+                            f"(a person's id or name)")
+        shifts.append(Shift(start, end, ids[0], number))
     return shifts
 
 
+@functools.lru_cache(maxsize=1024)  # one shift's end is the next one's start
 def _time(cell: object) -> dt.datetime:
     if isinstance(cell, dt.datetime):
         return beijing(cell)
     text = str(cell or "").strip()
-    for form in ("%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S", "%Y/%m/%d %H:%M", "%Y-%m-%dT%H:%M"):
+    if ":" in text:  # the fast path (a time, not a date alone)
+        try:
+            return beijing(dt.datetime.fromisoformat(text))
+        except ValueError:
+            pass
+    for form in ("%Y/%m/%d %H:%M", "%Y/%m/%d %H:%M:%S"):
         try:
             return beijing(dt.datetime.strptime(text, form))
         except ValueError:
@@ -128,12 +233,13 @@ def _time(cell: object) -> dt.datetime:
     raise ValueError(f"{text!r} is not a time such as 2026-11-23 08:30")
 
 
-def _csv_rows(path: Path) -> list[list[str]]:
-    with path.open(encoding="utf-8-sig", newline="") as file:  # Excel writes a BOM
-        return list(csv.reader(file))
-
-
-def _xlsx_rows(path: Path) -> tuple[str, list[list[object]]]:
+@contextmanager
+def _sheet(path: Path) -> Iterator[tuple[str | None, Iterator[Sequence[object]]]]:
+    """(sheet name, rows read one at a time) of a CSV or the first sheet of an XLSX."""
+    if path.suffix.lower() not in (".xlsx", ".xlsm"):
+        with path.open(encoding="utf-8-sig", newline="") as file:  # Excel writes a BOM
+            yield None, csv.reader(file)
+        return
     import zipfile
 
     from openpyxl import load_workbook
@@ -144,6 +250,68 @@ def _xlsx_rows(path: Path) -> tuple[str, list[list[object]]]:
         raise RotaError(f"{path}: not a readable XLSX workbook ({exc})") from None
     try:
         sheet = book.worksheets[0]
-        return sheet.title, [list(row) for row in sheet.iter_rows(values_only=True)]
+        yield sheet.title, sheet.iter_rows(values_only=True)
     finally:
         book.close()
+
+
+# ------------------------------------------------------------------ validation
+
+def check(config: PagerConfig, rota: Rota, now: dt.datetime) -> list[str]:
+    """Warnings for `insmon pager validate`: people sharing a name, overlapping shifts,
+    and gaps (nobody on call) from now to 14 days ahead or the end of a shifts file."""
+    warnings = []
+    by_name: dict[str, list[str]] = {}
+    for pid, person in config.people.items():
+        by_name.setdefault(person.name, []).append(pid)
+    warnings += [f"people {' and '.join(ids)} share the name {name!r}: a shifts file "
+                 f"must name them by id" for name, ids in by_name.items() if len(ids) > 1]
+    now = now.astimezone(SHANGHAI)
+    for tid, team in config.teams.items():
+        known = rota.shifts(tid)
+        shifts = known.all
+        warnings += _first(5, [f"{team.shifts_file}: rows {a.row} and {b.row} overlap "
+                               f"({_fmt(b.start)} to {_fmt(min(a.end, b.end))}): the later "
+                               f"start, {b.person}, is on call" for a, b in _overlaps(shifts)])
+        until = max([now + AHEAD, *known.reach[-1:]])
+        warnings += _first(5, [f"team {tid}: nobody on call from {_fmt(a)} to {_fmt(b)}: "
+                               f"its lead {team.lead} would be paged"
+                               for a, b in _gaps(team, shifts, now, until)])
+    return warnings
+
+
+def _first(count: int, lines: list[str]) -> list[str]:
+    """A few, and how many more: a broken file of thousands of rows stays readable."""
+    return lines[:count] + ([f"... and {len(lines) - count} more like it"]
+                            if len(lines) > count else [])
+
+
+def _overlaps(shifts: list[Shift]) -> Iterator[tuple[Shift, Shift]]:
+    """Each shift that starts before an earlier-starting one ended, with that one."""
+    longest: Shift | None = None
+    for shift in shifts:
+        if longest is not None and shift.start < longest.end:
+            yield longest, shift
+        if longest is None or shift.end > longest.end:
+            longest = shift
+
+
+def _gaps(team: Team, shifts: list[Shift], since: dt.datetime,
+          until: dt.datetime) -> list[tuple[dt.datetime, dt.datetime]]:
+    covered = [(s.start, s.end) for s in shifts]
+    covered += [(beijing(o.start), beijing(o.end)) for o in team.overrides]
+    if team.rotation is not None:  # every turn has somebody: covered from its start on
+        covered.append((dt.datetime.combine(team.rotation.since, team.rotation.handover,
+                                            SHANGHAI), dt.datetime.max.replace(tzinfo=SHANGHAI)))
+    gaps, cursor = [], since
+    for start, end in sorted(covered):
+        if start > cursor and cursor < until:
+            gaps.append((cursor, min(start, until)))
+        cursor = max(cursor, end)
+    if cursor < until:
+        gaps.append((cursor, until))
+    return gaps
+
+
+def _fmt(moment: dt.datetime) -> str:
+    return f"{moment.astimezone(SHANGHAI):%Y-%m-%d %H:%M}"

@@ -5,10 +5,16 @@ phones, the incident API for `insmon review`, and its own /metrics.
     GET  /ack/<token>       the incident, in Chinese, with one button; POST acknowledges
     GET  /api/incidents     incidents with who was paged, deliveries and events (JSON)
     GET  /metrics, /healthz
+
+Webhooks and the API want the token (Bearer, or a basic-auth password): nobody else on
+the hospital network opens, resolves or reads incidents. An ack link's token is the
+person's own: it acknowledges that person's page, nothing else.
 """
 
 from __future__ import annotations
 
+import base64
+import hmac
 import html
 import json
 import logging
@@ -18,11 +24,16 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 
 from pager.config import GRADE_ZH
 from pager.engine import BadNotification, Engine
 from pager.messages import when
+from pager.store import StoreError
 
 log = logging.getLogger("insmon.pager.http")
 RECEIVER = re.compile(r"^/([A-Za-z0-9_.-]{1,64})$")
@@ -35,8 +46,8 @@ class StoreCollector:
     """Gauges and the time-to-acknowledge histogram, read from the store at each scrape:
     right across restarts, and acks made by `insmon pager ack` in another process."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, engine: Engine, worker_errors=lambda: 0) -> None:
+        self.engine, self.worker_errors = engine, worker_errors
 
     def collect(self):  # prometheus_client's collector protocol
         store = self.engine.store
@@ -58,6 +69,10 @@ class StoreCollector:
         failed.add_metric([], store.query("SELECT count(*) AS n FROM deliveries WHERE "
                                           "status = 'failed'")[0]["n"])
         yield failed
+        errors = CounterMetricFamily("insmon_pager_errors", "Decisions and delivery rounds "
+                                     "that failed and were set aside or retried (see the log)")
+        errors.add_metric([], self.engine.errors + self.worker_errors())
+        yield errors
         seen = GaugeMetricFamily("insmon_pager_watchdog_last_seen_timestamp_seconds",
                                  "When the Watchdog alert last arrived through Alertmanager")
         seen.add_metric([], float(store.get("watchdog_seen") or 0))
@@ -89,15 +104,18 @@ class StoreCollector:
 
 class PagerServer:
     def __init__(self, engine: Engine, host: str, port: int, wake, registry: CollectorRegistry,
-                 max_body: int) -> None:
+                 max_body: int, token: str | None, worker_errors=lambda: 0) -> None:
+        """`token`: what webhooks and the API must present; None: open (auth.open)."""
         self.engine = engine
-        registry.register(StoreCollector(engine))
+        registry.register(StoreCollector(engine, worker_errors))
         intake = Counter("insmon_pager_notifications", "Alertmanager notifications by "
-                         "result (accepted, duplicate, invalid)", ["result"], registry=registry)
+                         "result (accepted, repeat, duplicate, invalid, unauthorized, "
+                         "unstored)", ["result"], registry=registry)
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            timeout = 30  # a client that stops sending mid-request is dropped
 
             def do_POST(self) -> None:
                 path = urllib.parse.urlsplit(self.path).path
@@ -106,6 +124,9 @@ class PagerServer:
                 match = RECEIVER.match(path)
                 if not match:
                     return self._reply(404, "text/plain", b"no such receiver\n")
+                if not self._authorized():
+                    intake.labels("unauthorized").inc()
+                    return None
                 length = self.headers.get("Content-Length", "")
                 length = int(length) if length.isdigit() else -1
                 if length < 0:
@@ -117,11 +138,18 @@ class PagerServer:
                     return self._reply(413, "text/plain", b"too large\n")
                 body = self.rfile.read(length)
                 try:
+                    lost = engine.store.lost()
+                    if lost:
+                        raise StoreError(lost)
                     result = engine.intake(match.group(1), body)
                 except BadNotification as exc:
                     intake.labels("invalid").inc()
                     log.warning("notification for %s refused: %s", match.group(1), exc)
                     return self._reply(400, "text/plain", f"{exc}\n".encode())
+                except StoreError as exc:  # not stored: Alertmanager must send it again
+                    intake.labels("unstored").inc()
+                    log.error("notification for %s NOT stored: %s", match.group(1), exc)
+                    return self._reply(503, "text/plain", b"cannot store the notification\n")
                 intake.labels(result.status).inc()
                 wake.set()
                 self._reply(200, "application/json", json.dumps(
@@ -135,8 +163,13 @@ class PagerServer:
                     return self._reply(200, "text/plain; version=0.0.4",
                                        generate_latest(registry))
                 if url.path == "/healthz":
+                    problem = engine.store.check()
+                    if problem:
+                        return self._reply(503, "text/plain", f"{problem}\n".encode())
                     return self._reply(200, "text/plain", b"ok\n")
                 if url.path == "/api/incidents":
+                    if not self._authorized():
+                        return None
                     query = urllib.parse.parse_qs(url.query)
                     try:
                         since = float(query.get("since", ["0"])[0])
@@ -162,6 +195,31 @@ class PagerServer:
                 incident = engine.incident(rows[0]["incident"])
                 self._reply(200, "text/html; charset=utf-8", _incident_page(
                     incident, engine.config.people, token))
+
+            def _authorized(self) -> bool:
+                """The token as Bearer or as a basic-auth password; else 401, logged."""
+                if token is None:
+                    return True
+                given = self.headers.get("Authorization", "")
+                scheme, _, value = given.partition(" ")
+                if scheme.lower() == "basic":
+                    try:
+                        value = base64.b64decode(value, validate=True).decode().partition(
+                            ":")[2]
+                    except ValueError:
+                        value = ""
+                elif scheme.lower() != "bearer":
+                    value = ""
+                if value and hmac.compare_digest(value.encode(), token.encode()):
+                    return True
+                log.warning("%s %s from %s refused: %s", self.command, self.path.split("?")[0],
+                            self.client_address[0], "wrong token" if value else "no token")
+                self.close_connection = True
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Bearer realm="insmon pager"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return False
 
             def _reply(self, code: int, kind: str, body: bytes) -> None:
                 self.send_response(code)

@@ -9,6 +9,7 @@ twice (a page is marked sent in the same moment the channel accepts it).
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -46,6 +47,34 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
+# Each a step from the version before it (PRAGMA user_version), run once, in order.
+MIGRATIONS = (
+    # 2: every notification kept (Alertmanager's repeats are news, not duplicates), the
+    # last one of each group to tell a retry from a repeat; the escalation an incident
+    # opened with (a config change never rewrites a running incident's); timers that
+    # failed are set aside with their error; a delivery's age on the pager's own clock.
+    """
+    CREATE TABLE received (
+        id INTEGER PRIMARY KEY, receiver TEXT NOT NULL, key TEXT NOT NULL,
+        at REAL NOT NULL, body TEXT NOT NULL);
+    INSERT INTO received (receiver, key, at, body)
+        SELECT team, key, received, body FROM notifications;
+    DROP TABLE notifications;
+    CREATE TABLE streams (
+        receiver TEXT NOT NULL, group_key TEXT NOT NULL, key TEXT NOT NULL,
+        seen REAL NOT NULL, PRIMARY KEY (receiver, group_key));
+    ALTER TABLE incidents ADD COLUMN escalation TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE incidents ADD COLUMN repeats INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE timers ADD COLUMN error TEXT;
+    ALTER TABLE deliveries ADD COLUMN born REAL;
+    """,
+)
+VERSION = 1 + len(MIGRATIONS)
+
+
+class StoreError(Exception):
+    """The store cannot be written (full disk, read-only, deleted): nothing is accepted."""
+
 
 class Store:
     """One connection, one lock: the pager's threads take turns (its writes are small)."""
@@ -60,7 +89,20 @@ class Store:
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")  # a 200 means on disk
+            self._migrate()
+        self._inode = os.stat(path).st_ino
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > VERSION:
+            raise StoreError(f"{self.path}: written by a newer insmon pager (schema "
+                             f"{version}, this one knows {VERSION}): not touched")
+        if version == 0:
             self._db.executescript(SCHEMA)
+            version = 1
+        for step in range(version, VERSION):
+            self._db.executescript(f"BEGIN IMMEDIATE; {MIGRATIONS[step - 1]}; "
+                                   f"PRAGMA user_version = {step + 1}; COMMIT;")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -81,6 +123,33 @@ class Store:
     def get(self, key: str) -> str | None:
         rows = self.query("SELECT value FROM state WHERE key = ?", (key,))
         return rows[0]["value"] if rows else None
+
+    def check(self) -> str | None:
+        """Why the store cannot take a page now (None: it can): a write that reaches the
+        file, and the file still the one opened (deleted or replaced, every write would
+        go into the void)."""
+        try:
+            lost = self.lost()
+            if lost:
+                return lost
+            with self.transaction() as db:
+                db.execute("INSERT OR REPLACE INTO state (key, value) VALUES ('alive', "
+                           "strftime('%s', 'now'))")
+        except (sqlite3.Error, OSError) as exc:
+            return f"{self.path} cannot be written: {exc}"
+        return None
+
+    def lost(self) -> str | None:
+        """Why the file opened is no longer the store (deleted, replaced), or None."""
+        try:
+            if os.stat(self.path).st_ino == self._inode:
+                return None
+        except FileNotFoundError:
+            return f"{self.path} was deleted: restart the pager"
+        return f"{self.path} was replaced: restart the pager"
+
+    def put(self, db: sqlite3.Connection, key: str, value: str) -> None:
+        db.execute("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", (key, value))
 
     def close(self) -> None:
         with self._lock:

@@ -29,6 +29,9 @@ class PagerProcess:
         self.config_file = config_file
         config = yaml.safe_load(config_file.read_text())
         self.url = f"http://{config['listen']}"
+        token_file = (config.get("auth") or {}).get("token_file")
+        self.auth = {"Authorization": f"Bearer {Path(token_file).read_text().strip()}"
+                     } if token_file else {}
         self.database = Path(config["database"])
         self.log = config_file.parent / "pager.log"
         self.proc: subprocess.Popen | None = None
@@ -44,7 +47,8 @@ class PagerProcess:
 
     def get(self, path: str) -> bytes | None:
         try:
-            with urllib.request.urlopen(self.url + path, timeout=5) as response:
+            request = urllib.request.Request(self.url + path, headers=self.auth)
+            with urllib.request.urlopen(request, timeout=5) as response:
                 return response.read()
         except OSError:
             return None
@@ -52,7 +56,8 @@ class PagerProcess:
     def post(self, path: str, body: bytes | dict) -> tuple[int, bytes]:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
         request = urllib.request.Request(self.url + path, data=data, method="POST",
-                                         headers={"Content-Type": "application/json"})
+                                         headers={"Content-Type": "application/json",
+                                                  **self.auth})
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
                 return response.status, response.read()
@@ -89,9 +94,11 @@ class PagerProcess:
 
 
 class Phone:
-    """gammu-smsd on gammu's dummy phone driver, in `directory`."""
+    """gammu-smsd on gammu's dummy phone driver, in `directory`. RunOnReceive is a wrapper
+    that logs what `on_receive` prints, or with wrap=False `on_receive` itself, as a site
+    writes it (gammu-smsd appends the inbox files' names)."""
 
-    def __init__(self, directory: Path, on_receive: str) -> None:
+    def __init__(self, directory: Path, on_receive: str, wrap: bool = True) -> None:
         self.dir = directory
         self.phone = directory / "phone"
         for sub in ("inbox", "outbox", "sent", "error", *(f"phone/sms/{i}" for i in range(1, 6))):
@@ -123,7 +130,7 @@ checkbattery = 0
 checksignal = 0
 checknetwork = 0
 hardresetfrequency = 0
-RunOnReceive = {script}
+RunOnReceive = {script if wrap else on_receive}
 """)
         self.proc = subprocess.Popen(["gammu-smsd", "-c", str(self.config)],
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -233,6 +240,7 @@ def drill_pager(directory: Path) -> Iterator[tuple[PagerProcess, WeComRobot]]:
                                  "rotation": {"since": "2026-01-01", "order": ["duty"]}}},
         "drill": {"people": ["duty"]},
         "watchdog": {"timeout": "1h", "notify": ["server_ops"]},
+        "auth": {"open": True},  # a lab pager on loopback
     }
     path = directory / "pager.yaml"
     path.write_text(yaml.safe_dump(config, allow_unicode=True))

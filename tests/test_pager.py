@@ -7,6 +7,7 @@ e-mail), 王五 (network lead, Feishu then SMS), 钱副院长 (leadership, SMS),
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Iterator
@@ -37,6 +38,8 @@ class Rig:
         self.phone: Phone | None = None
         self.pager: PagerProcess | None = None
         self.port = free_port()
+        self.token_file = tmp / "pager-token"
+        self.token_file.write_text("a8f5f167f44f4964e6c998dee827110c")
 
     def config(self, **changes: object) -> dict:
         fast = {"timeout": "2s", "retries": 2}
@@ -87,6 +90,7 @@ class Rig:
                            "II": [{"after": "4s", "notify": ["backup"]}]},
             "watchdog": {"timeout": "1h"},
             "drill": {"people": ["wang"]},
+            "auth": {"token_file": str(self.token_file)},
         }
         for key, value in changes.items():
             config[key] = value
@@ -146,7 +150,7 @@ def ack_link(text: str) -> str:
 def test_a_level_one_through_alertmanager_reaches_every_team_and_one_ack_stops_it(
         rig: Rig, tmp_path: Path) -> None:
     pager = rig.start(phone=True)
-    alertmanager = Alertmanager(tmp_path / "am", pager.url)
+    alertmanager = Alertmanager(tmp_path / "am", pager.url, token_file=rig.token_file)
     try:
         alertmanager.post({"labels": {"alertname": "SettlementPathDown", "grade": "I",
                                       "team": "network", "also": "insurance_agency",
@@ -350,7 +354,7 @@ def test_bad_notifications_are_refused_and_store_nothing(rig: Rig) -> None:
     big = notification()
     big["commonAnnotations"]["description"] = "x" * 5000
     assert pager.post("/network", big)[0] == 413
-    assert pager.rows("SELECT * FROM notifications") == []
+    assert pager.rows("SELECT * FROM received") == []
     assert pager.rows("SELECT * FROM incidents") == []
     assert pager.post("/ack/AAAAAAAAAAAAAAAAAAAAAAAA", b"")[0] == 404  # a guessed token
     assert "unknown token" in pager.logged()
@@ -505,3 +509,43 @@ def test_the_same_fault_raised_to_level_one_says_so_and_replaces_the_lower_incid
     # closed as superseded (its page's own delivery may be recorded after that)
     assert lower["resolved"] and "superseded" in {e["what"] for e in lower["events"]}
     assert not any("已恢复" in t for t in rig.wecom.texts())  # the fault is not over
+
+
+def test_only_the_token_opens_resolves_or_reads_and_a_lost_store_fails_health(
+        rig: Rig) -> None:
+    """A stranger on the hospital network can neither page, resolve nor read incidents;
+    a pager whose database was deleted says so on /healthz and refuses pages (503:
+    Alertmanager sends them again) rather than taking them into the void."""
+    import urllib.error
+    import urllib.request
+
+    pager = rig.start()
+
+    def post(path: str, body: dict, auth: dict) -> int:
+        request = urllib.request.Request(pager.url + path, data=json.dumps(body).encode(),
+                                         method="POST", headers=auth)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    forged = notification(alertname="Forged")
+    assert post("/network", forged, {}) == 401
+    assert post("/network", forged, {"Authorization": "Bearer not-the-token-at-all"}) == 401
+    assert post("/network", forged, {"Authorization": "Basic "
+                + base64.b64encode(b"am:wrong").decode()}) == 401
+    assert pager.rows("SELECT * FROM incidents") == []
+    stranger = urllib.request.Request(pager.url + "/api/incidents")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(stranger, timeout=10)
+    assert refused.value.code == 401
+    # Alertmanager's basic auth with the token as password is taken
+    token = rig.token_file.read_text()
+    assert post("/network", notification(), {"Authorization": "Basic " + base64.b64encode(
+        f"alertmanager:{token}".encode()).decode()}) == 200
+    assert "refused: no token" in pager.logged() and "wrong token" in pager.logged()
+    assert pager.get("/healthz") == b"ok\n"
+    pager.database.unlink()
+    assert pager.get("/healthz") is None  # 503
+    assert pager.post("/network", notification(alertname="Later"))[0] == 503

@@ -1,0 +1,428 @@
+"""The pager's invariants, checked on thousands of seeded random histories.
+
+The engine and the delivery worker run in this process on a clock the test controls,
+on a real SQLite store, fed what Alertmanager really sends (groups, retries, repeats,
+resolves, large groups, the Watchdog every minute), with channels that fail, hang up,
+say "too fast" or refuse a message too large, restarts on other valid configs, a store
+that cannot be written, wall-clock steps, and acknowledgements from the right and the
+wrong people. After every history each invariant is asserted; a failing seed is printed:
+replay it with PAGER_SEED=<seed> pytest tests/test_pager_simulation.py.
+
+The invariants (issue 21):
+1. every firing notification accepted for a team reaches that team's on-call (or the
+   lead on a gap) on some channel within BOUND, unless acknowledged or resolved first;
+2. nobody receives an incident they were not paged for, nor another person's ack link
+   (a robot's group is one recipient);
+3. a person gets each page once per channel and step;
+4. the watchdog never pages while heartbeats arrive, and pages within its timeout plus a
+   minute after the last one;
+5. only people paged for an incident, or members of its teams, may acknowledge it;
+6. a notification that cannot be stored is refused (Alertmanager sends it again);
+7. a restart on another valid config never stops delivery, and a running incident keeps
+   the escalation it opened with;
+8. escalation steps come at their time on the pager's clock, whatever the wall clock does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import itertools
+import json
+import os
+import random
+import re
+import sqlite3
+import tempfile
+from collections import defaultdict
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from pager import channels
+from pager.clock import Clock
+from pager.config import PagerConfig
+from pager.delivery import Metrics, Worker
+from pager.engine import Engine
+from pager.store import Store, StoreError
+
+RUNS = int(os.environ.get("PAGER_RUNS", "2000"))  # histories in all, 40 steps each
+BOUND = 60.0 + 60.0  # seconds: the invariant's 60 s plus a channel's minute
+WATCHDOG_TIMEOUT = 180.0
+TEAMS = ("network", "server_ops", "leadership")
+ALERTS = ("PrimaryLineDown", "SettlementPathDown", "RaidArrayDegraded", "CpuHigh")
+
+
+def config(variant: int) -> PagerConfig:
+    """Valid configs a site moves between: a person leaves, a channel is renamed, an
+    escalation step goes."""
+    robot = "wecom" if variant != 2 else "wecom-it"
+    people = {
+        "zhang": {"name": "张三", "mobile": "13800000001", "wecom": "zhang",
+                  "channels": [robot, "sms"]},
+        "li": {"name": "李四", "mobile": "13800000002", "email": "li@h.test",
+               "channels": [robot, "mail", "sms"]},
+        "wang": {"name": "王五", "mobile": "13800000003", "channels": ["sms"]},
+        "zhao": {"name": "赵六", "mobile": "13800000004", "channels": [robot, "sms"]},
+        "vp": {"name": "钱副院长", "mobile": "13800000009", "channels": ["sms"]},
+    }
+    network_order = ["zhang", "li"]
+    if variant == 1:  # 李四 left the hospital
+        del people["li"]
+        network_order = ["zhang"]
+    steps = [{"after": 30, "notify": ["backup", "lead"], "channels": ["sms"]},
+             {"after": 90, "notify": ["leadership"]}]
+    if variant == 3:
+        steps = steps[:1]
+    return PagerConfig.model_validate({
+        "auth": {"open": True},
+        "channels": {robot: {"type": "wecom", "url": "http://127.0.0.1:9/x", "retries": 2},
+                     "sms": {"type": "sms", "per_minute": 30, "retries": 3},
+                     "mail": {"type": "email", "host": "127.0.0.1", "sender": "p@h.test"}},
+        "people": people,
+        "teams": {
+            "network": {"name": "网络组", "rotation": {"since": "2026-01-01",
+                                                    "order": network_order},
+                        "backup": "zhao" if variant == 1 else "li", "lead": "wang"},
+            "server_ops": {"name": "运维组", "rotation": {"since": "2026-01-01", "every": "week",
+                                                       "order": ["zhao", "wang"]},
+                           "lead": "wang"},
+            "leadership": {"name": "领导", "rotation": {"since": "2026-01-01", "order": ["vp"]},
+                           "lead": "vp"},
+        },
+        "escalation": {"I": steps, "II": steps[:1]},
+        "watchdog": {"timeout": WATCHDOG_TIMEOUT, "notify": ["network"], "channels": ["sms"]},
+    })
+
+
+@dataclass
+class Sent:
+    at: float  # the pager's clock (the test's monotonic time)
+    channel: str
+    type: str
+    people: tuple[str, ...]
+    incidents: frozenset[int]
+    news: frozenset[tuple[int, str, int, str]]
+    text: str
+    first_piece: bool
+
+
+@dataclass
+class Network:
+    """The channels' far ends: each type ok, failing, too fast, or crashing for a while;
+    robots refuse what is over their size, as the real ones do."""
+    rng: random.Random
+    now: float = 0.0
+    faults: dict[str, tuple[str, float]] = field(default_factory=dict)  # type -> (mode, until)
+    sent: list[Sent] = field(default_factory=list)
+    ids: dict[str, str] = field(default_factory=dict)  # mobile/wecom id -> person id
+
+    def send(self, channel, people, message) -> None:
+        mode, until = self.faults.get(channel.type, ("ok", 0.0))
+        if mode != "ok" and self.now < until:
+            if mode == "fail":
+                raise channels.Failed("simulated failure")
+            if mode == "slow":
+                raise channels.RateLimited("rate limited: simulated 45009")
+            raise RuntimeError("simulated crash in a channel")
+        if not channels.fits(channel, people, message):
+            raise channels.Failed("refused: 40058 message too large")
+        self.sent.append(Sent(self.now, channel.name if hasattr(channel, "name") else "",
+                              channel.type, tuple(self.ids[p.mobile] for p in people),
+                              message.incidents, message.news, message.text,
+                              not message.title.endswith("(续)")))
+
+
+class BrokenDisk(Exception):
+    pass
+
+
+class Sim:
+    """One random history."""
+
+    def __init__(self, seed: int, directory: Path) -> None:
+        self.rng = random.Random(seed)
+        self.mono, self.wall = 1000.0, 1_790_000_000.0  # 2026-09
+        self.path = directory / f"pager-{seed}.db"
+        self.variant = 0
+        self.boot = "boot-1"  # a reboot changes it
+        self.net = Network(self.rng)
+        self.disk_full_until = -1.0
+        self.store: Store | None = None
+        self.accepted: list[tuple[float, str, int]] = []  # (at, team, incident)
+        self.expected: list[tuple[float, str, str, int]] = []  # at, team, person, incident
+        self.heartbeats: list[float] = []
+        self.opened_at: dict[int, float] = {}
+        self.snapshot: dict[int, int] = {}  # incident -> escalation steps at open
+        self.refused_acks = 0
+        self.escalated: list[tuple[int, int, float]] = []  # (incident, step, when)
+        self.last_event = 0
+        self.outages: list[tuple[str, float, float]] = []  # (channel type, from, until)
+        self.restarts: list[float] = []
+        self.queue: list[tuple[str, bytes]] = []  # Alertmanager's unsent notifications
+        self.groups: dict[str, tuple[str, bytes]] = {}  # what was last sent per group
+        self.start()
+
+    # ---------------------------------------------------------------- the pager
+
+    def start(self) -> None:
+        if self.store is not None:
+            self.store.close()
+        self.config = config(self.variant)
+        self.net.ids = {p.mobile: pid for pid, p in self.config.people.items()}
+        self.store = Store(self.path)
+        self._patch_store()
+        clock = Clock(self.store.get("clock"), wall=lambda: self.wall,
+                      monotonic=lambda: self.mono, boot=self.boot)
+        self.engine = Engine(self.config, self.store, clock)
+        self.worker = Worker(self.engine, Metrics(CollectorRegistry()), send=self.net.send,
+                             inline=True)
+
+    def _patch_store(self) -> None:
+        """A disk that fills up: every write fails while it is full."""
+        store, sim = self.store, self
+        real = store.transaction
+
+        @contextmanager
+        def transaction():
+            if sim.mono < sim.disk_full_until:
+                raise sqlite3.OperationalError("database or disk is full")
+            with real() as db:
+                yield db
+
+        store.transaction = transaction
+
+    def round(self) -> None:
+        self.net.now = self.mono
+        self.worker.round()
+        for event in self.store.query("SELECT incident, detail FROM events WHERE id > ? AND "
+                                      "what = 'escalated' ORDER BY id", (self.last_event,)):
+            self.escalated.append((event["incident"], int(event["detail"].split()[1][:-1]),
+                                   self.mono))
+        self.last_event = self.store.query("SELECT coalesce(max(id), 0) AS n FROM events")[0]["n"]
+
+    # ---------------------------------------------------------------- Alertmanager
+
+    def notification(self, team: str, status: str = "firing", alerts: int = 1,
+                     alertname: str | None = None, grade: str | None = None) -> None:
+        alertname = alertname or self.rng.choice(ALERTS)
+        grade = grade or self.rng.choice(("I", "II", "III"))
+        labels = {"alertname": alertname, "grade": grade, "site": "h1", "team": team}
+        body = {"version": "4", "status": status, "receiver": team,
+                "groupKey": f'{{}}:{{alertname="{alertname}", grade="{grade}"}}',
+                "groupLabels": {"alertname": alertname, "grade": grade},
+                "commonLabels": labels, "commonAnnotations": {"summary_zh": alertname},
+                "alerts": [{"status": status, "labels": {**labels, "instance": f"i{i}"},
+                            "annotations": {"description": "x" * self.rng.choice((10, 300))},
+                            "startsAt": "2026-09-01T00:00:00Z",
+                            "fingerprint": f"{alertname}{grade}{i}"} for i in range(alerts)]}
+        self.send(team, json.dumps(body).encode())
+
+    def send(self, receiver: str, body: bytes) -> None:
+        """Alertmanager posts; what is refused (5xx) it keeps and sends again."""
+        try:
+            result = self.engine.intake(receiver, body)
+        except StoreError:
+            self.queue.append((receiver, body))
+            return
+        payload = json.loads(body)
+        self.groups[payload["groupKey"] + receiver] = (receiver, body)
+        if receiver == "watchdog":
+            self.heartbeats.append(self.mono)
+            return
+        if result.incident is None or payload["status"] != "firing":
+            return
+        incident = self.engine.incident(result.incident)
+        if incident["resolved"] or incident["acked"] or incident["drill"]:
+            return
+        self.opened_at.setdefault(result.incident, self.mono)
+        self.snapshot.setdefault(result.incident, len(json.loads(incident["escalation"])))
+        if result.status in ("accepted", "repeat"):
+            team = receiver if receiver in self.config.teams else "server_ops"
+            on_call = self.engine.rota.role(team, "oncall", dt.datetime.fromtimestamp(
+                self.wall, dt.UTC)) or self.config.teams[team].lead
+            self.expected.append((self.mono, team, on_call, result.incident))
+
+    # ---------------------------------------------------------------- a history
+
+    def run(self, steps: int) -> None:
+        rng = self.rng
+        next_heartbeat = self.mono
+        watchdog_alive = True
+        for _ in range(steps):
+            # time passes, in the small steps of a busy minute or a quiet gap
+            for _ in range(rng.choice((1, 1, 3, 10))):
+                tick = rng.choice((0.5, 1.0, 2.0, 5.0))
+                self.mono += tick
+                self.wall += tick
+                self.round()
+                if watchdog_alive and self.mono >= next_heartbeat:
+                    self.send("watchdog", b'{"status": "firing", "groupKey": "{}/{}:{}", '
+                              b'"alerts": [{"labels": {"alertname": "Watchdog"}, '
+                              b'"startsAt": "2026-09-01T00:00:00Z", "fingerprint": "w"}]}')
+                    next_heartbeat = self.mono + 60.0
+                for receiver, body in self.queue[:]:
+                    self.queue.remove((receiver, body))
+                    self.send(receiver, body)
+            if rng.random() < 0.03:  # an NTP step, or a wrong date set by hand
+                self.wall += rng.choice((-3600.0, 3600.0, -86400.0))
+            action = rng.random()
+            if action < 0.35:
+                self.notification(rng.choice(TEAMS))
+            elif action < 0.40:
+                self.notification(rng.choice(TEAMS), alerts=rng.choice((50, 400)))
+            elif action < 0.50 and self.groups:  # Alertmanager's retry or repeat
+                self.send(*rng.choice(list(self.groups.values())))
+            elif action < 0.60 and self.groups:  # the group resolves
+                receiver, body = rng.choice(list(self.groups.values()))
+                payload = json.loads(body)
+                payload["status"] = "resolved"
+                for alert in payload["alerts"]:
+                    alert["status"] = "resolved"
+                self.send(receiver, json.dumps(payload).encode())
+            elif action < 0.70:
+                self.ack()
+            elif action < 0.76:
+                kind, until = rng.choice(("wecom", "sms", "email")), self.mono + rng.choice(
+                    (5, 20, 40))
+                self.net.faults[kind] = (rng.choice(("fail", "slow", "crash")), until)
+                self.outages.append((kind, self.mono, until))
+            elif action < 0.79:
+                self.variant = rng.choice((0, 1, 2, 3))
+                self.restarts.append(self.mono)
+                self.start()
+            elif action < 0.81:
+                self.disk_full_until = self.mono + rng.choice((3, 15))
+            elif action < 0.83:
+                watchdog_alive = not watchdog_alive
+                if watchdog_alive:
+                    next_heartbeat = self.mono
+            elif action < 0.86:  # a storm: many groups at once
+                for _ in range(rng.choice((10, 40))):
+                    self.notification(rng.choice(TEAMS), alertname=f"Storm{rng.randrange(99)}",
+                                      grade="III")
+        # quiet end: everything due has the time to go out (faults end, disk frees)
+        self.net.faults.clear()
+        self.disk_full_until = -1.0
+        for _ in range(int(BOUND + 120) // 5):
+            self.mono += 5.0
+            self.wall += 5.0
+            self.round()
+            for receiver, body in self.queue[:]:
+                self.queue.remove((receiver, body))
+                self.send(receiver, body)
+
+    def ack(self) -> None:
+        rows = self.store.query("SELECT id FROM incidents WHERE resolved IS NULL")
+        if not rows:
+            return
+        incident = self.rng.choice(rows)["id"]
+        person = self.rng.choice(list(self.config.people))
+        # 5. only a person paged for it, or one of its teams' people, may acknowledge
+        paged = {r["person"] for r in self.store.query(
+            "SELECT person FROM pages WHERE incident = ?", (incident,))}
+        teams = json.loads(self.engine.incident(incident)["teams"])
+        team_people = {p for t in teams if t in self.config.teams for p in (
+            self.config.teams[t].lead, self.config.teams[t].backup,
+            *self.config.teams[t].rotation.order)}
+        assert self.engine.may_ack(incident, person) == (person in paged | team_people), (
+            f"{person} acknowledging incident {incident} of {teams}, paged {paged}")
+        if person in paged | team_people:
+            with contextlib.suppress(sqlite3.OperationalError):  # a full disk: try again
+                self.engine.ack(incident, person, "sim")
+        else:
+            self.refused_acks += 1
+
+    # ---------------------------------------------------------------- the invariants
+
+    def check(self) -> None:
+        db = self.store
+        incidents = {r["id"]: r for r in db.query("SELECT * FROM incidents")}
+        paged = defaultdict(set)
+        for row in db.query("SELECT incident, person FROM pages"):
+            paged[row["incident"]].add(row["person"])
+        tokens = {r["token"]: r["person"] for r in db.query("SELECT token, person FROM pages")}
+        events = db.query("SELECT * FROM events")
+        # 1. every accepted firing page reached its person within BOUND, unless it was
+        # acknowledged or resolved first
+        types = {c: ch.type for c, ch in self.config.channels.items()}
+        for at, team, on_call, incident in self.expected:
+            row = incidents[incident]
+            # the team's person for it: the on-call, or who took over from them
+            people = {on_call} | {r["person"] for r in db.query(
+                "SELECT person FROM pages WHERE incident = ? AND team = ?", (incident, team))}
+            # "on some working channel": the clock starts when one of theirs works
+            mine = {types[c] for p in people if p in self.config.people
+                    for c in self.config.people[p].channels}
+            for kind, start, until in sorted(self.outages, key=lambda o: o[1]):
+                if kind in mine and start <= at + BOUND and until > at:
+                    at = max(at, until)
+            got = [s for s in self.net.sent if people & set(s.people)
+                   and incident in s.incidents]
+            first = min(got, key=lambda s: s.at) if got else None
+            # the bound, plus the time a channel's per-minute limit made it queue
+            queued = first and sum(at <= s.at <= first.at for s in self.net.sent
+                                   if s.type == first.type)
+            if first and first.at - at <= BOUND + 60 * queued / 30:  # paged, or since
+                continue
+            ended = [e["at"] for e in events if e["incident"] == incident
+                     and e["what"] in ("acknowledged", "resolved", "superseded")]
+            assert ended or row["resolved"] is not None or row["acked"] is not None, (
+                f"incident {incident} accepted at {at} never reached {team}: {people} "
+                f"(first send {first})")
+        # 2. nobody gets another's incident or ack link
+        for sent in self.net.sent:
+            for incident in sent.incidents:
+                if sent.type != "wecom":
+                    assert set(sent.people) <= paged[incident], (
+                        f"{sent.people} got incident {incident} paged to {paged[incident]}")
+            for token in re.findall(r"/ack/([A-Za-z0-9_-]+)", sent.text):
+                assert tokens[token] in sent.people, (
+                    f"{tokens[token]}'s ack link went to {sent.people} on {sent.type}")
+        # 3. once per person, incident, kind, step and channel
+        # (a crash, which is what a restart here is, may repeat one: sent, not yet marked)
+        times: dict[tuple, list[float]] = defaultdict(list)
+        for sent in self.net.sent:
+            if sent.first_piece:
+                for news in sent.news:
+                    assert news[3] in sent.people, f"{news} posted without its person"
+                    times[(sent.type, news)].append(sent.at)
+        doubled = [key for key, at in times.items() if len(at) > 1 and not (
+            len(at) == 2 and any(at[0] < r <= at[1] for r in self.restarts))]
+        assert not doubled, f"sent more than once: {doubled[:3]}"
+        # 4. the watchdog: never while heartbeats came in time, always after a silence
+        watch = [r for r in incidents.values() if r["alertname"] == "MonitoringPathDown"]
+        beats = sorted(self.heartbeats)
+        if not watch:
+            gaps = [b - a for a, b in itertools.pairwise(beats)]
+            assert all(g < WATCHDOG_TIMEOUT + 60 for g in gaps), "a silence was never paged"
+        # 7 and 8: escalation steps as the incident opened with, at their time
+        for incident, step, at in self.escalated:
+            assert step <= self.snapshot[incident], "a step the incident did not open with"
+            after = json.loads(incidents[incident]["escalation"])[step - 1]["after"]
+            late = at - (self.opened_at[incident] + after)
+            # a round at most every 5 s; timers wait while the disk is full (15 s at most)
+            assert -0.01 <= late <= 5 + 15, f"incident {incident} step {step} {late:+.1f} s"
+        assert not db.query("SELECT * FROM timers WHERE done = 2"), "a timer was set aside"
+
+
+@pytest.mark.parametrize("share", range(4))  # four shares, side by side on xdist
+def test_invariants_hold_on_random_histories(share: int) -> None:
+    seeds = ([int(os.environ["PAGER_SEED"])] if "PAGER_SEED" in os.environ
+             else range(share, RUNS, 4))
+    base = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
+    with tempfile.TemporaryDirectory(dir=base) as directory:
+        for seed in seeds:
+            sim = Sim(seed, Path(directory))
+            try:
+                sim.run(steps=40)
+                sim.check()
+            except Exception as exc:
+                pytest.fail(f"seed {seed}: {exc!r} (replay: PAGER_SEED={seed} pytest "
+                            f"tests/test_pager_simulation.py)")
+            finally:
+                sim.store.close()
+                sim.path.unlink(missing_ok=True)
