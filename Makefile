@@ -2,6 +2,8 @@
 #   make run   install insmon in .venv and run it on the embedded default config
 #   make test  install everything the tests need (Debian packages, .venv) and run them,
 #              four at a time (pytest-xdist: most tests wait on real timers, not the CPU)
+# and, to show that no test depends on how busy the machine is:
+#   make test-under-load  make test beside one CPU burner per core
 PYTHON ?= python3
 VENV ?= .venv
 ARGS ?=
@@ -14,7 +16,7 @@ BENCH_TOOLS := prometheus-node-exporter:prometheus-node-exporter fping:fping \
 	gammu-smsd:gammu-smsd prometheus:prometheus prometheus-alertmanager:prometheus-alertmanager
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint bench figures clean
+.PHONY: run test test-under-load lint bench figures clean
 
 run: $(VENV)/.runtime
 	$(VENV)/bin/insmon run $(ARGS)
@@ -23,6 +25,21 @@ test: $(VENV)/.test lint
 	@$(call install-missing,$(TEST_TOOLS))
 	@$(MAKE) --no-print-directory figures
 	$(VENV)/bin/pytest -n 4 --dist loadgroup
+
+# The whole suite on a busy machine: one busy loop per core at normal priority beside
+# `make test`. The burners end with the suite, pass or fail (Ctrl-C too), and by
+# themselves after BURN_MINUTES at the most; the suite's exit status is kept.
+BURN_MINUTES ?= 90
+test-under-load:
+	@pids=""; \
+	for i in $$(seq "$$(nproc)"); do \
+		timeout $$(($(BURN_MINUTES) * 60)) $(PYTHON) -c 'while True: pass' & pids="$$pids $$!"; \
+	done; \
+	trap 'kill $$pids 2>/dev/null' EXIT; \
+	trap 'exit 130' INT TERM; \
+	echo "$$(nproc) CPU burners running (pids$$pids)"; \
+	status=0; $(MAKE) --no-print-directory test || status=$$?; \
+	exit $$status
 
 # The quick benchmarks, beside node_exporter in the same run: what a scrape and a storage
 # probe run cost. They print figures and assert nothing (speed is not a test).

@@ -3,13 +3,14 @@ path, and page nobody.
 
 The drill builds the chain on this machine: the namespace lab (ops/lab: private line,
 4G backup, settlement front-end), a tmpfs or FUSE volume (ops/lab/faultfs.py) as the
-settlement cache, an md array (an mdstat file the drill writes) and this host's CPU. It
-runs `insmon run` on it, Prometheus with the project's rules and shipped timings, and
-Alertmanager with the project's routing. Prometheus labels every alert drill="true" (an
-external label), so Alertmanager takes each alert down its grade's route and delivers it
-to the drill receiver, never to a team; every receiver of this Alertmanager points at the
-drill's own recorder, so a page that reached a team's receiver would be seen and fail
-the drill.
+settlement cache, an md array (an mdstat file the drill writes) and the settlement
+server's CPU: a calm simulated one (ops/lab/cpu.py), or this host's own in the CPU
+saturation drill. It runs `insmon run` on it, Prometheus with the project's rules and
+shipped timings, and Alertmanager with the project's routing. Prometheus labels every
+alert drill="true" (an external label), so Alertmanager takes each alert down its
+grade's route and delivers it to the drill receiver, never to a team; every receiver of
+this Alertmanager points at the drill's own recorder, so a page that reached a team's
+receiver would be seen and fail the drill.
 
 Then it makes the fault for real, waits for the pages, heals everything and waits until
 no alert fires. The report says, per alert: expected grade and teams against what
@@ -39,6 +40,7 @@ import yaml
 from monitor import SHANGHAI
 from ops.history import PrometheusAPI, alert_periods
 from ops.lab import FaultyVolume, Lab
+from ops.lab.cpu import CALM, SimulatedCpu
 from ops.recorder import Recorder
 from ops.stack import Chain, Prometheus, alert_chain, free_port, wait_for
 
@@ -75,6 +77,7 @@ checks:
   - name: settlement-server-cpu
     kind: cpu
     interval: 5s
+    root: {cpu_root}
 """
 
 
@@ -104,13 +107,16 @@ def mdstat(state: str, progress: float = 0.0) -> str:
 class DrillLab:
     """The chain the drill breaks, and heals."""
 
-    def __init__(self, workdir: Path, platform: bool = False, volume: bool = False) -> None:
+    def __init__(self, workdir: Path, platform: bool = False, volume: bool = False,
+                 host_cpu: bool = False) -> None:
         self.workdir = workdir
         self.platform: Path | None = None  # the platform gateway's fault switch
         self.volume: FaultyVolume | None = None  # a FUSE volume slow on demand
         self.cache = workdir / "settlement-cache"
         self.raid_root = workdir / "raid"
         self.lab: Lab | None = None
+        # the settlement server's CPU: this host's (host_cpu), else a calm simulated one
+        self.cpu: SimulatedCpu | None = None
         self.burners: list[subprocess.Popen] = []
         self.cut_links: set[str] = set()
         self.storage_failed = False
@@ -132,6 +138,8 @@ class DrillLab:
                 self.mounted = True
             (self.raid_root / "proc").mkdir(parents=True, exist_ok=True)
             self.set_raid("clean")
+            if not host_cpu:
+                self.cpu = SimulatedCpu(workdir / "cpu")
         except BaseException:
             self.close()
             raise
@@ -142,7 +150,8 @@ class DrillLab:
                                primary_gw=self.lab.primary_gateway,
                                backup_gw=self.lab.backup_gateway, primary=self.lab.primary,
                                backup=self.lab.backup, cache=self.cache,
-                               raid_root=self.raid_root)
+                               raid_root=self.raid_root,
+                               cpu_root=self.cpu.root if self.cpu else Path("/"))
         if self.platform is not None:
             config += self.lab.settlement_check(self.platform_url)
         return config
@@ -189,7 +198,9 @@ class DrillLab:
         self.volume.faults(delay=2.5, ops=["fsync"])
 
     def burn_cpu(self) -> None:
-        """Every logical CPU busy, at the lowest priority so real work still runs."""
+        """Every logical CPU of this host busy, at the lowest priority so real work still
+        runs (the lab's CPU is this host's: DrillLab(host_cpu=True))."""
+        assert self.cpu is None, "the CPU burned is this host's: DrillLab(host_cpu=True)"
         code = (f"# insmon drill's CPU burner for {self.workdir}\n"  # found by its folder
                 "import os, time\nos.nice(19)\nend = time.monotonic() + "
                 f"{CPU_BURN_LIMIT}\nwhile time.monotonic() < end:\n    pass\n")
@@ -204,6 +215,8 @@ class DrillLab:
             proc.kill()
             proc.wait()
         self.burners.clear()
+        if self.cpu is not None:
+            self.cpu.busy = CALM
         if self.lab is not None:
             for link in sorted(self.cut_links):
                 self.lab.restore(link)
@@ -231,6 +244,9 @@ class DrillLab:
             if self.lab is not None:
                 self.lab.close()
                 self.lab = None
+            if self.cpu is not None:
+                self.cpu.close()
+                self.cpu = None
 
 
 def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -278,6 +294,12 @@ class Scenario:
     observe: tuple[tuple[str, str], ...] = ()
     platform: bool = False  # the lab's platform gateway and a settlement check
     volume: bool = False    # a FUSE volume (ops/lab/faultfs.py) and a storage check on it
+    # The cpu check reads this host's /proc (and the fault burns this host's CPUs) rather
+    # than the lab's calm simulated CPU (ops/lab/cpu.py). Only for the CPU saturation
+    # drill: it rehearses the probe on a real kernel's counters and the whole alert path
+    # on a saturated machine. The others must not depend on how busy the host is: a
+    # host busy with other work would page CpuSaturated in them.
+    host_cpu: bool = False
 
 
 LEVEL_ONE = ("leadership", "settlement_center")  # every Level I reaches them too
@@ -343,7 +365,7 @@ SCENARIOS = {s.name: s for s in (
         "cpu-saturation", "The settlement server's CPU is saturated",
         "结算服务器 CPU 饱和", DrillLab.burn_cpu,
         (Expected("CpuSaturated", "II", ("server_ops",)),),
-        deadline=300),
+        deadline=300, host_cpu=True),
 )}
 
 
@@ -533,7 +555,8 @@ def run(scenario: Scenario, out: Path, log: Callable[[str], None] = print,
     env: DrillLab | None = None
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        env = DrillLab(work / "lab", platform=scenario.platform, volume=scenario.volume)
+        env = DrillLab(work / "lab", platform=scenario.platform, volume=scenario.volume,
+                       host_cpu=scenario.host_cpu)
         port = free_port()
         config = env.config(port)
         with alert_chain(work, config, port, SITE, recorder.url, interval=None,

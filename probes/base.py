@@ -8,8 +8,8 @@ Probe)`:
     returning a `ProbeResult`. It may keep state between runs (CPU counters).
 
 Probes never import prometheus_client: they return plain samples, the exporter renders
-them. Blocking work (psutil, fsync, file reads) goes through `run_blocking`, so a stuck
-call can be abandoned at the deadline and the runner can tell the check is still stuck.
+them. Blocking work (fsync, files on disks) goes through `run_blocking`, so a stuck call
+can be abandoned at the deadline and the runner can tell the check is still stuck.
 """
 
 from __future__ import annotations

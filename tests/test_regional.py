@@ -9,12 +9,14 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 import yaml
 
 from ops.history import PrometheusAPI
+from ops.lab.cpu import SimulatedCpu
 from ops.recorder import Recorder
 from ops.stack import (
     RULES,
@@ -48,6 +50,7 @@ def query(center: Server, expr: str) -> list[dict]:
 def region(tmp_path: Path) -> Iterator[tuple[Server, Recorder]]:
     started: list = []
     recorder = Recorder()
+    cpus = ExitStack()  # each hospital's settlement server CPU, calm: only RAID pages
     try:
         center = victoria(tmp_path / "vm", "victoria-metrics",
                           f"-storageDataPath={tmp_path / 'vm' / 'data'}", "-retentionPeriod=1",
@@ -57,12 +60,13 @@ def region(tmp_path: Path) -> Iterator[tuple[Server, Recorder]]:
         remote["remote_write"][0]["url"] = f"{center.url}/api/v1/write"
         for site, raid in SITES.items():
             port = free_port()
+            cpu = cpus.enter_context(SimulatedCpu(tmp_path / site / "settlement-server"))
             started.append(Insmon(tmp_path / site, f"""\
 listen: "127.0.0.1:{port}"
 checks:
   - {{name: settlement-md-raid, kind: raid, interval: 1s,
       source: {{type: md, root: {FIXTURES / 'raid/md' / raid}}}}}
-  - {{name: settlement-server-cpu, kind: cpu, interval: 1s}}
+  - {{name: settlement-server-cpu, kind: cpu, interval: 1s, root: {cpu.root}}}
 """))
             config = alerting_config(tmp_path / site / "prometheus", [f"127.0.0.1:{port}"],
                                      site, "127.0.0.1:9", external_labels={"site": site})
@@ -84,6 +88,7 @@ checks:
         yield center, recorder
     finally:
         stop_all(started)
+        cpus.close()
         recorder.close()
 
 
