@@ -29,7 +29,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
@@ -38,7 +37,7 @@ from pathlib import Path
 import yaml
 
 from monitor import SHANGHAI
-from ops.history import PrometheusAPI, alert_periods
+from ops.history import PrometheusAPI, alert_periods, pager_incidents
 from ops.lab import FaultyVolume, Lab
 from ops.lab.cpu import CALM, SimulatedCpu
 from ops.recorder import Recorder
@@ -438,9 +437,7 @@ def _after(seconds: float | None, none: str = "-") -> str:
 def pager_rows(pager: str, fault_at: float) -> list[PagerRow]:
     """The drill's incidents in the pager: each person paged, delivery and acknowledgement
     times from the fault."""
-    url = f"{pager}/api/incidents?since={fault_at - 1}"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        incidents = json.load(response)
+    incidents = pager_incidents(pager, f"since={fault_at - 1}", 10)
     rows = []
     for incident in incidents:
         if not incident["drill"]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import statistics
 import urllib.error
 import urllib.parse
@@ -211,3 +212,17 @@ def components() -> list[Component]:
         Component("settlement server CPU", "结算服务器 CPU", "insmon_cpu_usage_ratio", {},
                   lambda v: v > 0.95, ("settlement_server",)),
     ]
+
+
+def pager_incidents(url: str, query: str, timeout: float) -> list[dict]:
+    """insmon pager's /api/incidents?<query>, with the token of INSMON_PAGER_TOKEN_FILE
+    when set (a pager with auth.token_file answers nobody else)."""
+    headers = {}
+    token_file = os.environ.get("INSMON_PAGER_TOKEN_FILE")
+    if token_file:
+        with open(token_file) as file:
+            headers["Authorization"] = f"Bearer {file.read().strip()}"
+    request = urllib.request.Request(f"{url.rstrip('/')}/api/incidents?{query}",
+                                     headers=headers)
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.load(response)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from ops.history import (
     Series,
     alert_periods,
     components,
+    pager_incidents,
     runs,
     selector,
     spacing,
@@ -142,9 +142,7 @@ def pager_records(url: str, start: float, end: float) -> tuple[list[Told], list[
     """Who the pager told, and the timeline's events: deliveries, acknowledgements,
     escalations, failures."""
     try:
-        with urllib.request.urlopen(f"{url.rstrip('/')}/api/incidents?since={start}&until="
-                                    f"{end}", timeout=30) as response:
-            incidents = json.load(response)
+        incidents = pager_incidents(url, f"since={start}&until={end}", 30)
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise HistoryError(f"cannot read insmon pager at {url}: "
                            f"{getattr(exc, 'reason', None) or exc}") from None

@@ -213,6 +213,7 @@ def _run(args: argparse.Namespace, config: PagerConfig, rota: Rota) -> int:
     from monitor.config import split_listen
     from pager.delivery import Metrics, Worker
     from pager.server import PagerServer
+    from pager.store import StoreError
 
     try:
         host, port = split_listen(args.listen or config.listen)
@@ -223,7 +224,7 @@ def _run(args: argparse.Namespace, config: PagerConfig, rota: Rota) -> int:
         token = _token(config)
         engine = _engine(config)
         problem = engine.store.check()
-    except (ValueError, sqlite3.Error, OSError) as exc:
+    except (ValueError, StoreError, sqlite3.Error, OSError) as exc:
         print(f"{args.config}: {exc}", file=sys.stderr)
         return 2
     if problem:

@@ -34,7 +34,10 @@ BACKOFF = (2.0, 5.0, 15.0, 30.0)  # after the 1st, 2nd, ... failed try
 # A message that waited this long for its channel's minute goes to the person's next
 # channel: a robot's limit never holds back a Level I that SMS could carry.
 QUEUE_LIMIT = 30.0
-GATHER = 2.0  # the minute's last post to a channel waits this long for others to join it
+# A robot's minute is 20 posts: in a storm, spent on posts that are full. Once a robot
+# had a sixth of a minute's posts in the last 10 s, a post with room left waits for
+# others to join it, up to the robot's average spacing (3 s at 20 a minute); full posts
+# go at once.
 # When every channel of the person failed, the whole route is tried again after AGAIN
 # seconds (a modem back from a reboot, a robot back online), for up to GIVE_UP seconds.
 AGAIN, GIVE_UP = 60.0, 3600.0
@@ -118,9 +121,11 @@ class Worker:
                 by_channel[channel].append(row)
         for channel, due in by_channel.items():
             free = self._free(channel, now)
-            if free == 1 and now - min(r["due"] for r in due) < GATHER:
-                continue  # the minute's last post waits a moment for others to join it
             jobs = self._jobs(channel, due)
+            config = self.config.channels[channel]
+            if config.type in ROBOTS and jobs and self._busy_robot(channel, now) and \
+                    now - min(r["due"] for r in jobs[-1].rows) < 60 / config.per_minute:
+                jobs.pop()  # in a storm, a post not yet full waits for others to join it
             for job in jobs[:max(free, 0)]:
                 with self._lock:
                     self._busy |= {r["id"] for r in job.rows}
@@ -197,6 +202,10 @@ class Worker:
                 jobs.append((indices, [message]))
         return [Job(channel_id, [r for i in sorted(indices) for r in parts[i][1]], messages)
                 for indices, messages in jobs]
+
+    def _busy_robot(self, channel: str, now: float) -> bool:
+        per_minute = self.config.channels[channel].per_minute
+        return sum(t > now - 10 for t in self._sent[channel]) >= max(1, per_minute // 6)
 
     def _free(self, channel: str, now: float) -> int:
         sent = self._sent[channel]

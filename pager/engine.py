@@ -371,9 +371,11 @@ class Engine:
                 with self.store.transaction() as db:
                     db.execute("UPDATE timers SET done = 2, error = ? WHERE id = ?",
                                (f"{type(exc).__name__}: {exc}", timer_id))
-        with self.store.transaction() as db:
-            self._watch(db, now)
-            if self.clock.due_for_save():
+        if now - self.watchdog_since >= self.config.watchdog.timeout:
+            with self.store.transaction() as db:
+                self._watch(db, now)
+        if self.clock.due_for_save():
+            with self.store.transaction() as db:
                 self.store.put(db, "clock", self.clock.saved())
 
     def _escalate(self, db: sqlite3.Connection, incident: sqlite3.Row, step: int,

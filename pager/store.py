@@ -80,17 +80,19 @@ class Store:
     """One connection, one lock: the pager's threads take turns (its writes are small)."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = sqlite3.connect(path, timeout=30, check_same_thread=False,
-                                   isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._lock = threading.RLock()
-        with self._lock:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, timeout=30, check_same_thread=False,
+                                       isolation_level=None)
+            self._db.row_factory = sqlite3.Row
+            self._lock = threading.RLock()
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")  # a 200 means on disk
             self._migrate()
-        self._inode = os.stat(path).st_ino
+            self._inode = os.stat(path).st_ino
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"database {path}: {exc}") from None
 
     def _migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]

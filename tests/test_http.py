@@ -145,7 +145,9 @@ async def test_a_trickling_answer_ends_at_the_deadline_and_a_short_one_fails() -
     try:
         started = time.monotonic()
         status, series = await render(http_check(trickle.url), "insmon_http_")
-        assert time.monotonic() - started < 3  # timeout 2 s, for the whole answer
+        # timeout 2 s, for the whole answer (the trickle would take 60 s); a busy host may
+        # take its time to get there
+        assert time.monotonic() - started < 10
         assert status.startswith("# failed: no complete answer from 127.0.0.1:")
         assert value(series, 'insmon_http_failures_total{check="front-end-http",'
                              'reason="timeout"}') == 1

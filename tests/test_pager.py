@@ -8,8 +8,11 @@ e-mail), 王五 (network lead, Feishu then SMS), 钱副院长 (leadership, SMS),
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -103,6 +106,11 @@ class Rig:
             self.phone = Phone(self.tmp / "gammu", f"{INSMON} pager sms-received -c {path}")
         self.pager = PagerProcess(path)
         return self.pager
+
+    def close_pager(self) -> None:
+        if self.pager is not None:
+            self.pager.stop()
+            self.pager = None
 
     def close(self) -> None:
         for part in (self.pager, self.phone):
@@ -291,7 +299,8 @@ def test_more_pages_than_the_robot_allows_go_out_together_and_drills_only_to_the
     assert len(rig.wecom.texts()) <= 2  # within the minute's limit: batched, none dropped
     # a drill goes to the drill rota only (王五, on a signed Feishu robot), marked 【演练】
     pager.post("/drill", notification(alertname="Drilled", drill="true"))
-    drill = wait_for(lambda: rig.feishu.texts(), 15, "the drill page")[0]
+    drill = wait_for(lambda: [t for t in rig.feishu.texts() if "Drilled" in t], 15,
+                     "the drill page")[0]
     assert drill.startswith("【演练】") and rig.feishu.refused == []
     time.sleep(1)
     assert not any("Drilled" in t for t in rig.wecom.texts())
@@ -308,7 +317,8 @@ def test_the_robot_saying_too_fast_makes_the_page_wait_not_fail(rig: Rig) -> Non
     row = pager.rows("SELECT d.* FROM deliveries d JOIN incidents i ON i.id = d.incident "
                      "WHERE i.alertname = 'Second'")[0]
     assert row["status"] == "pending" and row["hop"] == 0  # waits for the robot, same channel
-    assert 'result="rate_limited"' in pager.get("/metrics").decode()
+    wait_for(lambda: 'result="rate_limited"' in pager.get("/metrics").decode(), 10,
+             "the wait counted")
 
 
 def test_the_http_gateway_and_the_webhook_and_the_report_reminder(rig: Rig) -> None:
@@ -549,3 +559,127 @@ def test_only_the_token_opens_resolves_or_reads_and_a_lost_store_fails_health(
     pager.database.unlink()
     assert pager.get("/healthz") is None  # 503
     assert pager.post("/network", notification(alertname="Later"))[0] == 503
+
+
+# ------------------------------------------------------------------ issue 21's failures
+
+def test_alertmanagers_watchdog_repeats_keep_the_switch_quiet_and_its_silence_pages(
+        rig: Rig, tmp_path: Path) -> None:
+    """A real Alertmanager repeats the Watchdog with an identical body; each repeat is a
+    heartbeat (they were once taken as duplicates: a false 监控告警通道中断)."""
+    pager = rig.start(rig.config(watchdog={"timeout": "12s"}), phone=True)
+    alertmanager = Alertmanager(tmp_path / "am", pager.url, token_file=rig.token_file)
+    try:
+        config = yaml.safe_load(alertmanager.config_file.read_text())
+        [route] = [r for r in config["route"]["routes"] if "Watchdog" in str(r["matchers"])]
+        route.update(group_interval="3s", repeat_interval="3s")  # the minute, shortened
+        alertmanager.config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+        urllib.request.urlopen(urllib.request.Request(
+            f"{alertmanager.url}/-/reload", method="POST"), timeout=10).close()
+        ends = time.time() + 40
+        alertmanager.post({"labels": {"alertname": "Watchdog"}, "endsAt": time.strftime(
+            "%Y-%m-%dT%H:%M:%SZ", time.gmtime(ends))})
+        wait_for(lambda: len(pager.rows("SELECT * FROM received WHERE receiver = "
+                                        "'watchdog'")) >= 6, 60, "six Watchdog repeats")
+        bodies = {r["key"] for r in pager.rows("SELECT key FROM received")}
+        assert len(bodies) == 1  # identical repeats, as Alertmanager sends them
+        # over three timeouts of identical repeats: never paged
+        assert not any(i["alertname"] == "MonitoringPathDown" for i in pager.incidents())
+        # the heartbeat stops (the alert ends): paged within the timeout and a minute
+        wait_for(lambda: time.time() > ends, 60, "the Watchdog's end")
+        silent = wait_for(lambda: [i for i in pager.incidents()
+                                   if i["alertname"] == "MonitoringPathDown"], 12 + 60,
+                          "the watchdog's page")
+        assert silent[0]["opened"] - ends <= 12 + 60
+        wait_for(lambda: rig.phone.to(MOBILE["zhang"]), 30, "the SMS of the silence")
+    finally:
+        alertmanager.stop()
+
+
+def test_a_firing_repeat_after_a_resolve_pages_again(rig: Rig) -> None:
+    """A "resolved" that came too early (out of order, or before the fault really ended):
+    the firing repeat that follows opens the incident again and pages, it is not dropped."""
+    pager = rig.start()
+    assert pager.post("/network", notification())[0] == 200
+    wait_for(lambda: rig.wecom.texts(), 20, "the page")
+    assert pager.post("/network", notification(status="resolved"))[0] == 200
+    wait_for(lambda: any("已恢复" in t for t in rig.wecom.texts()), 20, "the all-clear")
+    assert pager.post("/network", notification())[0] == 200  # Alertmanager's repeat
+    wait_for(lambda: len([i for i in pager.incidents() if i["resolved"] is None]) == 1, 10,
+             "the incident open again")
+    wait_for(lambda: sum("【一级】" in t and "已恢复" not in t for t in rig.wecom.texts()) == 2,
+             20, "the second page")
+
+
+def test_a_group_of_5000_alerts_is_taken_and_a_storm_is_shown_whole_within_robot_limits(
+        rig: Rig) -> None:
+    pager = rig.start()
+    big = notification(alertname="LinkFlapping", grade="III")
+    big["alerts"] = [{**big["alerts"][0], "labels": {**big["alerts"][0]["labels"],
+                                                    "instance": f"kiosk-{i:04d}"},
+                      "annotations": {"description": "自助结算机 医保专网异常 " * 8},
+                      "fingerprint": f"k{i}"} for i in range(5000)]
+    body = json.dumps(big, ensure_ascii=False).encode()
+    assert len(body) > 2_000_000
+    assert pager.post("/network", body)[0] == 200
+    # a storm: 60 groups in a few seconds for one person's WeCom robot (20 a minute),
+    # each page long enough that a minute's batch is over the robot's 4,096 bytes
+    for i in range(60):
+        storm = notification(alertname=f"Storm{i:02d}", grade="III", fingerprint=f"s{i}")
+        storm["commonAnnotations"]["description"] = "存储 IO 延迟升高 " * 20
+        pager.post("/network", storm)
+    wait_for(lambda: all(any(f"Storm{i:02d}" in t for t in rig.wecom.texts())
+                         for i in range(60)), 60, "every storm page on the robot")
+    assert rig.wecom.refused == []  # never over its size, never over its rate
+    assert len(rig.wecom.texts()) <= 20
+    for i in range(60):  # each page once
+        assert sum(t.count(f"alert: Storm{i:02d}\n") for t in rig.wecom.texts()) == 1
+
+
+def test_a_full_disk_refuses_pages_alertmanager_retries_and_nothing_is_sent_twice(
+        rig: Rig, tmp_path: Path) -> None:
+    """The store on a small filesystem that fills up: pages are refused with 503 (never
+    a dropped connection), /healthz fails; freed, what was accepted before went out once."""
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(volume)],
+                   check=True)
+    try:
+        pager = rig.start(rig.config(database=str(volume / "pager.db")))
+        assert pager.post("/network", notification(alertname="Before"))[0] == 200
+        wait_for(lambda: rig.wecom.texts(), 20, "the page before the disk filled")
+        filler = volume / "filler"
+        with open(filler, "wb") as file, contextlib.suppress(OSError):
+            while True:
+                file.write(b"\0" * (1 << 16))
+        answers = {pager.post("/network", notification(alertname=f"During{i}",
+                                                       fingerprint=f"d{i}"))[0]
+                   for i in range(20)}
+        assert answers <= {200, 503} and 503 in answers
+        assert pager.get("/healthz") is None
+        filler.unlink()
+        wait_for(lambda: pager.get("/healthz") == b"ok\n", 20, "healthy again")
+        assert pager.post("/network", notification(alertname="After", fingerprint="a"))[0] \
+            == 200
+        wait_for(lambda: any("After" in t for t in rig.wecom.texts()), 20, "the page after")
+        assert sum("Before @" in t for t in rig.wecom.texts()) == 1
+    finally:
+        rig.close_pager()
+        subprocess.run(["umount", "-l", str(volume)], check=False)
+
+
+def test_a_read_only_store_stops_the_start_with_the_reason(rig: Rig, tmp_path: Path) -> None:
+    volume = tmp_path / "ro"
+    volume.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(volume)],
+                   check=True)
+    try:
+        path = tmp_path / "pager.yaml"
+        path.write_text(yaml.safe_dump(rig.config(database=str(volume / "pager.db")),
+                                       allow_unicode=True))
+        done = subprocess.run([INSMON, "pager", "run", "-c", str(path)], capture_output=True,
+                              text=True, timeout=30, stdin=subprocess.DEVNULL)
+        assert done.returncode == 2
+        assert str(path) in done.stderr and "pager.db" in done.stderr
+    finally:
+        subprocess.run(["umount", "-l", str(volume)], check=False)

@@ -29,12 +29,14 @@ import contextlib
 import datetime as dt
 import itertools
 import json
+import logging
 import os
 import random
 import re
 import sqlite3
 import tempfile
 from collections import defaultdict
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,11 +200,11 @@ class Sim:
     def round(self) -> None:
         self.net.now = self.mono
         self.worker.round()
-        for event in self.store.query("SELECT incident, detail FROM events WHERE id > ? AND "
-                                      "what = 'escalated' ORDER BY id", (self.last_event,)):
+        for event in self.store.query("SELECT id, incident, detail FROM events WHERE id > ? "
+                                      "AND what = 'escalated' ORDER BY id", (self.last_event,)):
             self.escalated.append((event["incident"], int(event["detail"].split()[1][:-1]),
                                    self.mono))
-        self.last_event = self.store.query("SELECT coalesce(max(id), 0) AS n FROM events")[0]["n"]
+            self.last_event = event["id"]
 
     # ---------------------------------------------------------------- Alertmanager
 
@@ -273,7 +275,7 @@ class Sim:
             if action < 0.35:
                 self.notification(rng.choice(TEAMS))
             elif action < 0.40:
-                self.notification(rng.choice(TEAMS), alerts=rng.choice((50, 400)))
+                self.notification(rng.choice(TEAMS), alerts=rng.choice((20, 100)))
             elif action < 0.50 and self.groups:  # Alertmanager's retry or repeat
                 self.send(*rng.choice(list(self.groups.values())))
             elif action < 0.60 and self.groups:  # the group resolves
@@ -391,7 +393,7 @@ class Sim:
                     assert news[3] in sent.people, f"{news} posted without its person"
                     times[(sent.type, news)].append(sent.at)
         doubled = [key for key, at in times.items() if len(at) > 1 and not (
-            len(at) == 2 and any(at[0] < r <= at[1] for r in self.restarts))]
+            len(at) == 2 and any(at[0] <= r <= at[1] for r in self.restarts))]
         assert not doubled, f"sent more than once: {doubled[:3]}"
         # 4. the watchdog: never while heartbeats came in time, always after a silence
         watch = [r for r in incidents.values() if r["alertname"] == "MonitoringPathDown"]
@@ -409,8 +411,21 @@ class Sim:
         assert not db.query("SELECT * FROM timers WHERE done = 2"), "a timer was set aside"
 
 
+@pytest.fixture
+def quiet() -> Iterator[None]:
+    """The histories fail channels on purpose, thousands of times: not worth a log line."""
+    pager = logging.getLogger("insmon.pager")
+    level = pager.level
+    pager.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        pager.setLevel(level)
+
+
+@pytest.mark.timeout(900)  # about 75 ms of CPU a history: a busy two-core host is slow
 @pytest.mark.parametrize("share", range(4))  # four shares, side by side on xdist
-def test_invariants_hold_on_random_histories(share: int) -> None:
+def test_invariants_hold_on_random_histories(share: int, quiet: None) -> None:
     seeds = ([int(os.environ["PAGER_SEED"])] if "PAGER_SEED" in os.environ
              else range(share, RUNS, 4))
     base = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
