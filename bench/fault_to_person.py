@@ -13,6 +13,7 @@ Usage (root): make bench   or   .venv/bin/python bench/fault_to_person.py [CUTS]
 
 from __future__ import annotations
 
+import secrets
 import statistics
 import sys
 import tempfile
@@ -38,8 +39,10 @@ def pager_config(work: Path, robot: WeComRobot) -> dict:
     """examples/pager.yaml as shipped (escalation, watchdog), its channels pointed here."""
     config = yaml.safe_load((ROOT / "examples" / "pager.yaml").read_text())
     port = free_port()
+    (work / "pager-token").write_text(secrets.token_hex(24))
     config.update(listen=f"127.0.0.1:{port}", public_url=f"http://127.0.0.1:{port}",
-                  database=str(work / "pager.db"))
+                  database=str(work / "pager.db"),
+                  auth={"token_file": str(work / "pager-token")})
     config["channels"] = {"it-wecom": {"type": "wecom", "url": robot.url},
                           "sms": {"type": "sms", "gammu_config": str(work / "gammu/smsdrc")}}
     for person in config["people"].values():
@@ -71,7 +74,7 @@ def main() -> None:
             lab.start_front_end(8080)
             port = free_port()
             with alert_chain(work / "chain", vpn_check(lab, port), port, SITE, pager.url,
-                             interval=None):
+                             interval=None, token_file=work / "pager-token"):
                 time.sleep(10)
                 for i in range(cuts):
                     robot_n, sms_n = len(pages()), len(sms())

@@ -200,15 +200,17 @@ class Chain(NamedTuple):
 @contextmanager
 def alert_chain(workdir: Path, insmon_config: str, port: int, site: str, webhook_url: str,
                 interval: str | None = "1s", external_labels: dict | None = None,
-                pager: str | None = None) -> Iterator[Chain]:
-    """insmon (listening on `port`), Alertmanager paging `webhook_url` (and a drill's
-    pages also to the insmon pager at `pager`), and Prometheus scraping the one and
+                pager: str | None = None, token_file: Path | None = None) -> Iterator[Chain]:
+    """insmon (listening on `port`), Alertmanager paging `webhook_url` with the token of
+    `token_file` (and a drill's pages also to the insmon pager at `pager`), and
+    Prometheus scraping the one and
     alerting the other (see `alerting_config`), until the settlement path shows up; all
     stopped on the way out."""
     started: list = []
     try:
         started.append(Insmon(workdir / "insmon", insmon_config))
-        manager = Alertmanager(workdir / "alertmanager", webhook_url, pager=pager)
+        manager = Alertmanager(workdir / "alertmanager", webhook_url, pager=pager,
+                               token_file=token_file)
         started.append(manager)
         prometheus = Prometheus(workdir / "prometheus", alerting_config(
             workdir / "prometheus", [f"127.0.0.1:{port}"], site, manager.url, interval,

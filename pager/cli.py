@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import sqlite3
+import ssl
 import sys
 import threading
 from pathlib import Path
@@ -220,11 +221,14 @@ def _run(args: argparse.Namespace, config: PagerConfig, rota: Rota) -> int:
     except ValueError as exc:
         print(f"--listen: {exc}", file=sys.stderr)
         return 2
+    from exporters.webconfig import tls_context
+
     try:
         token = _token(config)
+        tls = tls_context(config.tls) if config.tls else None
         engine = _engine(config)
         problem = engine.store.check()
-    except (ValueError, StoreError, sqlite3.Error, OSError) as exc:
+    except (ValueError, StoreError, sqlite3.Error, OSError, ssl.SSLError) as exc:
         print(f"{args.config}: {exc}", file=sys.stderr)
         return 2
     if problem:
@@ -236,6 +240,9 @@ def _run(args: argparse.Namespace, config: PagerConfig, rota: Rota) -> int:
     worker = Worker(engine, Metrics(registry))
     server = PagerServer(engine, host, port, worker.wake, registry, config.max_body, token,
                          lambda: worker.errors)
+    if tls is not None:  # the handshake on the request's own thread, as the exporter's
+        server.httpd.socket = tls.wrap_socket(server.httpd.socket, server_side=True,
+                                              do_handshake_on_connect=False)
     stopping = threading.Event()
 
     def stop(signum: int, frame: object) -> None:

@@ -13,6 +13,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from exporters.webconfig import TlsServerConfig
 from monitor.config import ConfigError, parse, read, split_listen
 from probes.base import Duration
 
@@ -192,6 +193,9 @@ class Auth(_Model):
 class PagerConfig(_Model):
     listen: str = "0.0.0.0:9095"
     auth: Auth = Auth()
+    # HTTPS for the webhooks, the API and the ack pages (the exporter's tls_server_config:
+    # cert_file, key_file, optional client certificates); public_url then says https://
+    tls: TlsServerConfig | None = None
     public_url: str = "http://127.0.0.1:9095"  # how phones reach the ack pages
     database: Path = Path("/var/lib/insmon-pager/pager.db")
     runbook_url: str | None = None   # base of the runbooks' links (runbooks/X.md)
@@ -278,6 +282,11 @@ def load(path: str | Path) -> PagerConfig:
         config.database = base / config.database
     if config.auth.token_file is not None and not config.auth.token_file.is_absolute():
         config.auth.token_file = base / config.auth.token_file
+    if config.tls is not None:
+        for name in ("cert_file", "key_file", "client_ca_file"):
+            path = getattr(config.tls, name)
+            if path is not None and not path.is_absolute():
+                setattr(config.tls, name, base / path)
     return config
 
 

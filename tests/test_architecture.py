@@ -22,7 +22,7 @@ ALLOWED = {
     "monitor": {"monitor", "probes", "exporters"},
     "ops": {"ops", "monitor", "probes", "exporters", "alert_rules"},
     "alert_rules": set(),
-    "pager": {"pager", "monitor", "probes"},
+    "pager": {"pager", "monitor", "probes", "exporters"},
 }
 OURS = {*ALLOWED, "tests", "grafana", "bench"}
 LAZY_OPS = ROOT / "monitor" / "cli.py"  # starts ops and the pager, importing them on use

@@ -22,6 +22,7 @@ import yaml
 
 from ops.recorder import Recorder
 from ops.stack import Alertmanager, free_port, wait_for
+from tests.certs import Authority
 from tests.conftest import INSMON
 from tests.pager_rig import MailServer, PagerProcess, Phone
 from tests.robots import DingTalkRobot, FeishuRobot, WeComRobot
@@ -683,3 +684,40 @@ def test_a_read_only_store_stops_the_start_with_the_reason(rig: Rig, tmp_path: P
         assert str(path) in done.stderr and "pager.db" in done.stderr
     finally:
         subprocess.run(["umount", "-l", str(volume)], check=False)
+
+
+def test_the_pager_over_https_with_the_exporters_tls_config(rig: Rig, tmp_path: Path) -> None:
+    import ssl
+    import urllib.error
+
+    (tmp_path / "ca").mkdir()
+    authority = Authority(tmp_path / "ca")
+    cert, key = authority.issue("127.0.0.1", ip="127.0.0.1")
+    config = rig.config(tls={"cert_file": str(cert), "key_file": str(key)})
+    path = tmp_path / "pager.yaml"
+    path.write_text(yaml.safe_dump(config, allow_unicode=True))
+    proc = subprocess.Popen([INSMON, "pager", "run", "-c", str(path)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    context = ssl.create_default_context(cafile=str(authority.file))
+    url = f"https://127.0.0.1:{rig.port}"
+    try:
+        def healthy() -> bool:
+            try:
+                with urllib.request.urlopen(f"{url}/healthz", context=context, timeout=5):
+                    return True
+            except OSError:
+                return False
+
+        wait_for(healthy, 20, "the pager over HTTPS")
+        request = urllib.request.Request(
+            f"{url}/network", data=json.dumps(notification()).encode(), method="POST",
+            headers={"Authorization": f"Bearer {rig.token_file.read_text()}"})
+        with urllib.request.urlopen(request, context=context, timeout=10) as response:
+            assert response.status == 200
+        with pytest.raises((urllib.error.URLError, ConnectionError)):  # plain HTTP: no
+            urllib.request.urlopen(f"http://127.0.0.1:{rig.port}/healthz", timeout=5)
+        wait_for(lambda: rig.wecom.texts(), 20, "the page")
+    finally:
+        proc.terminate()
+        proc.wait(15)
