@@ -441,3 +441,76 @@ def test_invariants_hold_on_random_histories(share: int, quiet: None) -> None:
             finally:
                 sim.store.close()
                 sim.path.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------ examples beside it
+
+def _sim(tmp_path: Path) -> Sim:
+    sim = Sim(0, tmp_path)
+    sim.rng = random.Random(0)
+    return sim
+
+
+def _advance(sim: Sim, seconds: float, wall_step: float = 0.0) -> None:
+    sim.wall += wall_step
+    for _ in range(int(seconds)):
+        sim.mono += 1.0
+        sim.wall += 1.0
+        sim.round()
+
+
+def _escalations(sim: Sim, incident: int) -> list[str]:
+    return [e["detail"] for e in sim.store.query(
+        "SELECT detail FROM events WHERE incident = ? AND what = 'escalated' ORDER BY id",
+        (incident,))]
+
+
+def test_a_message_that_cannot_be_composed_is_set_aside_and_blocks_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, quiet: None) -> None:
+    from pager import delivery
+
+    real = delivery.compose
+
+    def compose(config, incident, *args):
+        if incident["alertname"] == "Broken":
+            raise ValueError("a template bug")
+        return real(config, incident, *args)
+
+    monkeypatch.setattr(delivery, "compose", compose)
+    sim = _sim(tmp_path)
+    sim.notification("network", alertname="Broken", grade="I")
+    sim.notification("network", alertname="SettlementPathDown", grade="I")
+    _advance(sim, 3)
+    [on_call] = {r["person"] for r in sim.store.query("SELECT person FROM pages")}
+    assert [s.incidents for s in sim.net.sent if on_call in s.people] == [frozenset({2})]
+    broken = sim.store.query("SELECT status, error FROM deliveries WHERE incident = 1")
+    assert [(r["status"], r["error"]) for r in broken] == [
+        ("failed", "cannot compose the message: a template bug")]
+    sim.store.close()
+
+
+def test_a_running_incident_keeps_its_escalation_across_a_restart_on_a_shorter_one(
+        tmp_path: Path, quiet: None) -> None:
+    sim = _sim(tmp_path)
+    sim.notification("network", alertname="SettlementPathDown", grade="I")
+    _advance(sim, 5)
+    sim.variant = 3  # the config now has one Level I step, not two
+    sim.start()
+    _advance(sim, 100)
+    assert [d.split(":")[0] for d in _escalations(sim, 1)] == ["step 1", "step 2"]
+    assert any("vp" in s.people for s in sim.net.sent)  # step 2: leadership
+    sim.notification("network", alertname="PrimaryLineDown", grade="I")  # opens under 3
+    _advance(sim, 100)
+    assert [d.split(":")[0] for d in _escalations(sim, 2)] == ["step 1"]
+    sim.store.close()
+
+
+def test_a_wall_clock_step_neither_hastens_nor_holds_back_an_escalation(
+        tmp_path: Path, quiet: None) -> None:
+    sim = _sim(tmp_path)
+    sim.notification("network", alertname="SettlementPathDown", grade="I")
+    _advance(sim, 10, wall_step=+86400.0)  # NTP puts the clock a day ahead
+    assert _escalations(sim, 1) == []  # step 1 is 30 s after the page, not a day early
+    _advance(sim, 25, wall_step=-86400.0)  # and back
+    assert len(_escalations(sim, 1)) == 1  # 35 s after the page: on time, not a day late
+    sim.store.close()
