@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import smtplib
 import ssl
 import subprocess
@@ -24,6 +25,7 @@ from string import Template
 from pager import config as cfg
 from pager.messages import Message, fit
 
+log = logging.getLogger("insmon.pager.channels")
 # The robots' documented "too fast" answers
 RATE_LIMITED = {"wecom": {45009}, "dingtalk": {130101}, "feishu": {9499, 11232}}
 # The robots' documented size limits, in UTF-8 bytes: WeCom's markdown content 4,096
@@ -68,6 +70,14 @@ def _robot_text(channel: cfg.Channel, people: list[cfg.Person], message: Message
     return f"{message.title}\n{message.text}{at}"
 
 
+def posts(channel: cfg.Channel, people: list[cfg.Person]) -> int:
+    """Requests one message makes to the channel, as its rate limit counts them: WeCom
+    @-s people with no WeCom id by mobile in a second, text post."""
+    if channel.type == "wecom" and any(p.mobile and not p.wecom for p in people):
+        return 2
+    return 1
+
+
 def reachable(channel: cfg.Channel, person: cfg.Person) -> bool:
     """Whether the channel has an address for the person."""
     if channel.type == "email":
@@ -86,9 +96,12 @@ def _wecom(channel: cfg.WeCom, people: list[cfg.Person], message: Message) -> No
         "content": _robot_text(channel, people, message)}})
     mobiles = [p.mobile for p in people if not p.wecom and p.mobile]
     if mobiles:  # the text message's limit is 2,048 bytes: the title, cut to fit
-        _robot(channel, channel.url, {"msgtype": "text", "text": {
-            "content": message.title.encode()[:1800].decode(errors="ignore"),
-            "mentioned_mobile_list": mobiles}})
+        try:
+            _robot(channel, channel.url, {"msgtype": "text", "text": {
+                "content": message.title.encode()[:1800].decode(errors="ignore"),
+                "mentioned_mobile_list": mobiles}})
+        except Failed as exc:  # the group has the page; only the @ by mobile is missing
+            log.warning("WeCom: the page went, its @ by mobile did not: %s", exc)
 
 
 def _dingtalk(channel: cfg.DingTalk, people: list[cfg.Person], message: Message) -> None:

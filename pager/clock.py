@@ -34,8 +34,10 @@ class Clock:
         self.wall, self._monotonic = wall, monotonic
         self._boot = boot or boot_id()
         start, since = wall(), monotonic()
+        self.stopped: float | None = None  # the pager's time when it last stopped
         if saved:
             then, then_wall, then_mono, then_boot = saved.split()
+            self.stopped = float(then)
             if then_boot == self._boot:  # the same boot: the boot clock knows how long
                 start = float(then) + max(0.0, since - float(then_mono))
             else:  # rebooted: down for as long as the wall clock says, never less than 0

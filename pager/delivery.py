@@ -129,7 +129,9 @@ class Worker:
             for job in jobs[:max(free, 0)]:
                 with self._lock:
                     self._busy |= {r["id"] for r in job.rows}
-                self._sent[channel].extend([now] * len(job.messages))
+                people = [self.config.people[r["person"]] for r in job.rows]
+                posts = channels.posts(self.config.channels[channel], people)
+                self._sent[channel].extend([now] * (posts * len(job.messages)))
                 if self._pool is None:
                     self._send(job)
                 else:
@@ -149,8 +151,8 @@ class Worker:
         hop = row["hop"]
         person = self.config.people.get(row["person"])
         if person is None:
-            self._set_aside(row, "the person is no longer in the config")
-            self.engine.repage(row["incident"], row["person"], row["kind"], row["step"])
+            log.error("delivery %d: %s is no longer in the config", row["id"], row["person"])
+            self.engine.reroute(row, "the person is no longer in the config")
             return None
         while hop < len(route) and not (
                 route[hop] in self.config.channels
@@ -228,16 +230,24 @@ class Worker:
         try:
             channel = self.config.channels[job.channel]
             people = [self.config.people[r["person"]] for r in job.rows]
+            went = 0
             try:
                 for message in job.messages:
                     self.send(channel, people, message)
-            except channels.RateLimited as exc:
-                self._fail(job.channel, job.rows, str(exc), rate_limited=True)
-            except channels.Failed as exc:
-                self._fail(job.channel, job.rows, str(exc))
-            except Exception as exc:  # a bug in a channel must not lose the page
-                log.exception("channel %s crashed", job.channel)
-                self._fail(job.channel, job.rows, f"crashed: {exc}")
+                    went += 1
+            except Exception as exc:
+                if isinstance(exc, channels.Failed):
+                    error = str(exc)
+                else:  # a bug in a channel must not lose the page
+                    log.exception("channel %s crashed", job.channel)
+                    error = f"crashed: {exc}"
+                if went:  # the group has the page; sending it all again would double it
+                    log.error("%s: the page went, %d of its %d posts did not: %s",
+                              job.channel, len(job.messages) - went, len(job.messages), error)
+                    self._done(job.channel, job.rows)
+                else:
+                    self._fail(job.channel, job.rows, error,
+                               rate_limited=isinstance(exc, channels.RateLimited))
             else:
                 self._done(job.channel, job.rows)
         except Exception:

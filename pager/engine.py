@@ -55,8 +55,15 @@ class Engine:
         self.rota = rota or Rota(config)
         self.gaps: dict[str, int] = {}  # team -> pages that found nobody on call
         self.errors = 0  # decisions set aside because they failed
-        # a pager that was down did not hear the Watchdog: count from now, not from then
-        self.watchdog_since = self.clock.now()
+        # The countdown goes on across a restart, less the time the pager was down and
+        # could not hear the Watchdog (a pager restarting every minute must not keep it
+        # from ever ending, nor page for what it missed while down).
+        now, heard = self.clock.now(), store.get("watchdog_heard")
+        down = now - self.clock.stopped if self.clock.stopped is not None else 0.0
+        self.watchdog_since = float(heard) + max(0.0, down) if heard else now
+        if not heard:  # never heard yet: the first start counts, not each restart
+            with store.transaction() as db:
+                store.put(db, "watchdog_heard", repr(now))
 
     def wall(self) -> float:
         return self.clock.wall()
@@ -88,10 +95,31 @@ class Engine:
                 same = last is not None and last["key"] == key
                 if same and now - last["seen"] < RETRY_WINDOW:
                     return Intake("duplicate", None)
+                if self._stale(db, payload, now):
+                    log.info("a late copy of a firing notification for %s after its "
+                             "resolve: nothing opened", receiver)
+                    return Intake("stale", None)
                 return Intake("repeat" if same else "accepted",
                               self._notification(db, receiver, payload, now, repeat=same))
         except sqlite3.Error as exc:
             raise StoreError(f"{self.store.path}: {exc}") from exc
+
+    @staticmethod
+    def _stale(db: sqlite3.Connection, payload: dict, now: float) -> bool:
+        """A resolve remembers its alerts (fingerprint and start) for RETRY_WINDOW: a
+        firing of exactly those alerts within it is a late copy (the HA peer's, a retry)
+        of what came before the resolve. Later, the same alerts firing again (Prometheus
+        back after resolve_timeout) are news, and open the incident again."""
+        marks = [_mark(a) for a in payload["alerts"]]
+        if payload["status"] == "resolved":
+            db.execute("DELETE FROM ended WHERE at < ?", (now - RETRY_WINDOW,))
+            db.executemany("INSERT OR REPLACE INTO ended (mark, at) VALUES (?, ?)",
+                           [(m, now) for m in marks])
+            return False
+        found = db.execute(f"SELECT count(*) FROM ended WHERE at >= ? AND mark IN "
+                           f"({','.join('?' * len(marks))})",
+                           (now - RETRY_WINDOW, *marks)).fetchone()[0]
+        return found == len(set(marks))
 
     def _notification(self, db: sqlite3.Connection, receiver: str, payload: dict,
                       now: float, repeat: bool) -> int | None:
@@ -112,9 +140,9 @@ class Engine:
             incident = self._open(db, key, labels, first, payload, drill, now)
             repeat = False
         elif repeat and db.execute("SELECT 1 FROM pages WHERE incident = ? AND team = ?",
-                                   (incident["id"], receiver)).fetchone():
+                                   (incident["id"], self._team(receiver))).fetchone():
             if incident["acked"] is None and self.config.repeat_unacknowledged:
-                self._repeat(db, incident, receiver, now)
+                self._repeat(db, incident, self._team(receiver), now)
             return incident["id"]
         if drill:
             for person in self.config.drill.people:
@@ -229,24 +257,38 @@ class Engine:
         first = [c for c in usable if self.config.channels[c].type in prefer]
         return first + [c for c in usable if c not in first]
 
-    def repage(self, incident_id: int, person: str, kind: str, step: int) -> None:
-        """A page whose person left the config: their team's on-call now takes it."""
+    def reroute(self, row: dict, why: str) -> None:
+        """A page whose person left the config, in one transaction: set aside, and their
+        team's on-call now takes it (on the step's channels first); a drill page goes to
+        nobody else but the drill rota."""
         with self.store.transaction() as db:
+            db.execute("UPDATE deliveries SET status = 'failed', error = ? WHERE id = ?",
+                       (why, row["id"]))
+            self._event(db, row["incident"], self.wall(), "delivery-failed", row["person"],
+                        detail=why)
             incident = db.execute("SELECT * FROM incidents WHERE id = ?",
-                                  (incident_id,)).fetchone()
+                                  (row["incident"],)).fetchone()
             page = db.execute("SELECT team, role FROM pages WHERE incident = ? AND "
-                              "person = ?", (incident_id, person)).fetchone()
-            if incident is None or page is None or kind not in ("page", "escalation",
-                                                                "repeat"):
+                              "person = ?", (row["incident"], row["person"])).fetchone()
+            if incident is None or page is None or incident["drill"] or row["kind"] not in (
+                    "page", "escalation", "repeat"):
                 return
             team = page["team"] if page["team"] in self.config.teams \
                 else self.config.fallback_team
-            self._event(db, incident_id, self.wall(), "rerouted", person,
-                        detail=f"{person} is no longer in the config: paging {team}")
+            self._event(db, row["incident"], self.wall(), "rerouted", row["person"],
+                        detail=f"{row['person']} is no longer in the config: paging {team}")
             role = page["role"] if page["role"] in ("oncall", "backup", "lead") else "oncall"
-            self._page_team(db, incident, team, kind, step, self.clock.now(), role=role)
+            steps = json.loads(incident["escalation"])
+            prefer = tuple(steps[row["step"] - 1]["channels"]) if row["kind"] == "escalation" \
+                and 0 < row["step"] <= len(steps) else ()
+            self._page_team(db, incident, team, row["kind"], row["step"], self.clock.now(),
+                            role=role, prefer=prefer)
 
-    def _repeat(self, db: sqlite3.Connection, incident: sqlite3.Row, receiver: str,
+    def _team(self, receiver: str) -> str:
+        """The team a receiver's pages go to: itself, or the fallback for one unknown."""
+        return receiver if receiver in self.config.teams else self.config.fallback_team
+
+    def _repeat(self, db: sqlite3.Connection, incident: sqlite3.Row, team: str,
                 now: float) -> None:
         """Alertmanager says again that an unacknowledged incident fires: its receiver's
         people hear it again (a new step, so nothing is folded away)."""
@@ -254,9 +296,9 @@ class Engine:
         db.execute("UPDATE incidents SET repeats = ? WHERE id = ?", (repeats, incident["id"]))
         if incident["drill"]:
             return
-        self._event(db, incident["id"], self.wall(), "repeated", detail=f"from {receiver}")
+        self._event(db, incident["id"], self.wall(), "repeated", detail=f"for {team}")
         for page in db.execute("SELECT person FROM pages WHERE incident = ? AND team = ?",
-                               (incident["id"], receiver)).fetchall():
+                               (incident["id"], team)).fetchall():
             waiting = db.execute("SELECT 1 FROM deliveries WHERE incident = ? AND person = ? "
                                  "AND status = 'pending'", (incident["id"], page["person"]))
             if waiting.fetchone() is None:  # a page still queued says it already
@@ -411,7 +453,8 @@ class Engine:
     # ------------------------------------------------------------------ watchdog
 
     def _watchdog_seen(self, db: sqlite3.Connection, now: float) -> None:
-        self.store.put(db, "watchdog_seen", str(self.wall()))
+        self.store.put(db, "watchdog_seen", str(self.wall()))  # for people: a date
+        self.store.put(db, "watchdog_heard", repr(now))  # for the countdown: its clock
         self.watchdog_since = now
         silent = db.execute("SELECT * FROM incidents WHERE key = ? AND resolved IS NULL",
                             (WATCHDOG_KEY,)).fetchone()
@@ -476,6 +519,12 @@ def _payload(body: bytes) -> dict:
         if not isinstance(payload.get(field, {}), dict):
             raise BadNotification(f"{field} must be an object")
     return payload
+
+
+def _mark(alert: dict) -> str:
+    """One alert's identity in one episode: its fingerprint (or labels) and its start."""
+    who = alert.get("fingerprint") or json.dumps(alert["labels"], sort_keys=True)
+    return hashlib.sha256(f"{who}|{alert.get('startsAt')}".encode()).hexdigest()
 
 
 def _time(text: str | None) -> float | None:

@@ -52,7 +52,8 @@ MIGRATIONS = (
     # 2: every notification kept (Alertmanager's repeats are news, not duplicates), the
     # last one of each group to tell a retry from a repeat; the escalation an incident
     # opened with (a config change never rewrites a running incident's); timers that
-    # failed are set aside with their error; a delivery's age on the pager's own clock.
+    # failed are set aside with their error; a delivery's age on the pager's own clock;
+    # the alerts of a resolve, to know a late copy of what came before it.
     """
     CREATE TABLE received (
         id INTEGER PRIMARY KEY, receiver TEXT NOT NULL, key TEXT NOT NULL,
@@ -67,6 +68,7 @@ MIGRATIONS = (
     ALTER TABLE incidents ADD COLUMN repeats INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE timers ADD COLUMN error TEXT;
     ALTER TABLE deliveries ADD COLUMN born REAL;
+    CREATE TABLE ended (mark TEXT PRIMARY KEY, at REAL NOT NULL);
     """,
 )
 VERSION = 1 + len(MIGRATIONS)

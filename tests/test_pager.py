@@ -721,3 +721,20 @@ def test_the_pager_over_https_with_the_exporters_tls_config(rig: Rig, tmp_path: 
     finally:
         proc.terminate()
         proc.wait(15)
+
+
+def test_wecoms_at_by_mobile_counts_against_the_robots_minute(rig: Rig) -> None:
+    """张三 with no WeCom id is @-ed by mobile in a second post: 20 posts a minute are 10
+    pages, and a storm must still never hear "too fast" (45009) nor fail over for it."""
+    config = rig.config()
+    del config["people"]["zhang"]["wecom"]
+    config["people"]["zhang"]["channels"] = ["wecom"]
+    pager = rig.start(config)
+    for i in range(25):
+        pager.post("/network", notification(alertname=f"Storm{i:02d}", grade="III",
+                                            fingerprint=f"s{i}"))
+        time.sleep(0.2)
+    wait_for(lambda: all(any(f"alert: Storm{i:02d}\n" in t for t in rig.wecom.texts())
+                         for i in range(25)), 60, "every page on the robot")
+    assert rig.wecom.refused == []
+    assert 'result="rate_limited"' not in pager.get("/metrics").decode()
