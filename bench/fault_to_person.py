@@ -33,6 +33,7 @@ from tests.pager_rig import PagerProcess, Phone  # noqa: E402
 from tests.robots import WeComRobot  # noqa: E402
 
 VP = "13800000009"
+KINDS = ("【已恢复】", "【已确认】", "【升级】", "【仍在告警】", "【报告提醒】")  # not the page
 
 
 def pager_config(work: Path, robot: WeComRobot) -> dict:
@@ -64,8 +65,10 @@ def main() -> None:
         pager = PagerProcess(path)
 
         def pages() -> list[str]:
-            return [t for t in robot.texts() if "SettlementPathDown" in t
-                    and t.startswith("**【一级】")]
+            """The Level I pages on the robot, also inside a post carrying several."""
+            parts = [p for t in robot.texts() for p in t.split("\n\n----\n\n")]
+            return [p for p in parts if "告警 alert: SettlementPathDown" in p
+                    and "【一级】" in p and not any(k in p for k in KINDS)]
 
         def sms() -> list[str]:
             return [t for t in phone.to(VP) if t.startswith("【一级】")]
