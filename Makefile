@@ -29,7 +29,7 @@ test: $(VENV)/.test lint
 # The whole suite on a busy machine: one busy loop per core at normal priority beside
 # `make test`. The burners end with the suite, pass or fail (Ctrl-C too), and by
 # themselves after BURN_MINUTES at the most; the suite's exit status is kept.
-BURN_MINUTES ?= 90
+BURN_MINUTES ?= 60
 test-under-load:
 	@pids=""; \
 	for i in $$(seq "$$(nproc)"); do \

@@ -17,9 +17,12 @@ from pathlib import Path
 
 import psutil
 import pytest
+import yaml
 
 from ops import drill
 from ops.recorder import Recorder
+from ops.stack import RULES
+from probes import cpu
 from tests.conftest import INSMON, host_cpu, wait_for
 
 pytestmark = pytest.mark.timeout(600)
@@ -179,10 +182,39 @@ def test_needs_root_and_says_so(tmp_path: Path) -> None:
     assert "needs root" in result.stderr
 
 
+def cpu_high() -> float:
+    """The threshold of CpuHigh, the lowest CPU alert (instance:...:avg2m > 0.85)."""
+    rules = yaml.safe_load((RULES / "alerts.yml").read_text())
+    [expr] = [r["expr"] for group in rules["groups"] for r in group["rules"]
+              if r.get("alert") == "CpuHigh"]
+    return float(expr.rsplit(">", 1)[1])
+
+
+def host_usage(seconds: float = 5.0) -> float:
+    """This host's CPU usage over the next `seconds`, from its /proc/stat."""
+    before = cpu.read_times(Path("/proc"), per_core=False)
+    time.sleep(seconds)
+    ratios = cpu.mode_ratios(before.overall, cpu.read_times(Path("/proc"), False).overall)
+    return cpu.busy(ratios) if ratios else 0.0
+
 
 def test_cpu_saturation(tmp_path: Path) -> None:
     """The last drill here, the one on this host's own CPU: it holds the host's CPU alone
     (the end-to-end tests wait, or are done by then; the other drills and tests read a
-    simulated CPU, so its burners cannot page them)."""
+    simulated CPU, so its burners cannot page them).
+
+    It needs this host calm before its fault and once it heals. On a host kept busy by
+    other work (make test-under-load) the CPU alerts fire without the drill, which can
+    show neither: a failure then is skipped, saying so, if the host is still that busy
+    after the drill's own burners are gone."""
     assert [s.name for s in drill.SCENARIOS.values() if s.host_cpu] == ["cpu-saturation"]
-    drill_scenario("cpu-saturation", tmp_path)
+    try:
+        drill_scenario("cpu-saturation", tmp_path)
+    except (AssertionError, TimeoutError) as exc:
+        usage = host_usage()
+        if usage < cpu_high():
+            raise
+        assert_lab_gone(tmp_path, os.getpid())
+        why = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        pytest.skip(f"this host is busy with other work ({usage:.0%} of its CPU without the "
+                    f"drill's burners): the CPU saturation drill cannot run here ({why})")

@@ -164,7 +164,7 @@ def _healthy_site(work: Path, cpu: SimulatedCpu) -> Iterator[Prometheus]:
         lab.close()
 
 
-@pytest.mark.timeout(300)  # the site starts first (a lab, snmpd, insmon, Prometheus)
+@pytest.mark.timeout(600)  # the site first: slot 0 (up to 5 minutes), snmpd, insmon, Prometheus
 def test_every_panel_returns_data_on_a_healthy_site(healthy_site: Prometheus) -> None:
     exprs = [(where, concrete(expr)) for board in dashboards().values()
              for where, expr in queries(board) if "annotation" not in where]
