@@ -116,10 +116,14 @@ class Engine:
             db.executemany("INSERT OR REPLACE INTO ended (mark, at) VALUES (?, ?)",
                            [(m, now) for m in marks])
             return False
-        found = db.execute(f"SELECT count(*) FROM ended WHERE at >= ? AND mark IN "
-                           f"({','.join('?' * len(marks))})",
-                           (now - RETRY_WINDOW, *marks)).fetchone()[0]
-        return found == len(set(marks))
+        unique = sorted(set(marks))
+        found = 0
+        for i in range(0, len(unique), 500):  # SQLite's bound on parameters in a statement
+            chunk = unique[i:i + 500]
+            found += db.execute(f"SELECT count(*) FROM ended WHERE at >= ? AND mark IN "
+                                f"({','.join('?' * len(chunk))})",
+                                (now - RETRY_WINDOW, *chunk)).fetchone()[0]
+        return found == len(unique)
 
     def _notification(self, db: sqlite3.Connection, receiver: str, payload: dict,
                       now: float, repeat: bool) -> int | None:
