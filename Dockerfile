@@ -23,7 +23,7 @@ RUN make .venv/.runtime
 # the compose file keeps that one capability in the container's bounding set.
 RUN setcap cap_net_raw+ep "$(readlink -f .venv/bin/python)" \
     && useradd --system --no-create-home --shell /usr/sbin/nologin insmon \
-    && install -d -o insmon /var/lib/insmon-pager
+    && install -d -o insmon /var/lib/insmon /var/lib/insmon-pager
 USER insmon
 
 EXPOSE 9829 9095

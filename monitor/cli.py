@@ -1,4 +1,5 @@
-"""The `insmon` command: run, once, validate, maintenance, drill, review, pager.
+"""The `insmon` command: run, once, validate, maintenance, drill, review, pager,
+settlement try.
 
 Each subcommand is one builder (its arguments) and one handler (its work). A handler
 imports its machinery when it runs, so `insmon --version` or `insmon review` never loads
@@ -29,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
                         choices=["debug", "info", "warning", "error"],
                         help="default: info for run, error for once, warning otherwise")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for build in (_run, _once, _validate, _maintenance, _drill, _review, _pager):
+    for build in (_run, _once, _validate, _maintenance, _drill, _review, _pager, _settlement):
         build(commands)
 
     args, extra = parser.parse_known_args(argv)
@@ -284,3 +285,54 @@ def _do_review(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# ------------------------------------------------------------------ settlement try
+
+def _settlement(commands: argparse._SubParsersAction) -> None:
+    sub = commands.add_parser("settlement", help="the settlement check's own commands")
+    actions = sub.add_subparsers(dest="action", required=True, metavar="ACTION")
+    try_ = actions.add_parser(
+        "try", help="one run of a settlement check through each link, printing every "
+        "request and answer with the secrets starred (with the agency's engineer, before "
+        "the check is enabled); exit 1 if a link fails")
+    try_.set_defaults(handler=_do_settlement_try)
+    _config_option(try_)
+    try_.add_argument("--check", help="the settlement check's name (default: the only one)")
+
+
+def _do_settlement_try(args: argparse.Namespace) -> int:
+    import time
+
+    from probes import settlement
+    from probes.lib import fsi
+    from probes.lib.secret import SecretError
+
+    loaded = _load(args.config)
+    if loaded is None:
+        return 1
+    found = [c for c in loaded.config.checks if c.kind == "settlement"
+             and args.check in (None, c.name)]
+    if len(found) != 1:
+        names = [c.name for c in loaded.config.checks if c.kind == "settlement"]
+        print(f"{loaded.source}: " + (f"no settlement check {args.check!r}" if args.check
+              else "no settlement check" if not names else "several settlement checks")
+              + (f"; give --check, one of: {', '.join(names)}" if names else ""),
+              file=sys.stderr)
+        return 1
+    cfg = found[0]
+    try:
+        secrets = (cfg.gateway.secret.reveal("gateway secret"),) if cfg.gateway.secret else ()
+    except SecretError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    probe = settlement.Probe(cfg)
+    failed = 0
+    for link in cfg.links:
+        print(f"== {cfg.name}: link {link.name} ({link.role}), {cfg.gateway.dialect} dialect")
+        result = probe.transact(link, time.monotonic() + cfg.timeout,
+                                lambda wire: print(fsi.shown(wire, secrets)))
+        print(f"== {link.name}: {'OK' if result.answer.reason is None else 'FAILED'}: "
+              f"{result.answer.detail}\n")
+        failed += result.answer.reason is not None
+    return 1 if failed else 0

@@ -12,13 +12,14 @@ import os
 import signal
 import ssl
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from exporters.http import HttpServer, make_app
 from exporters.webconfig import BasicAuth, WebConfig, tls_context
 from monitor import __version__
 from monitor.config import EMBEDDED, ConfigError, Loaded, load, split_listen
-from monitor.runner import build_checks
+from monitor.runner import Check, build_checks
 from monitor.scheduler import CheckScheduler
 from monitor.store import ResultStore
 from probes.base import plural
@@ -79,6 +80,7 @@ class Service:
             log.info("stopping")
             heartbeat.cancel()
             self._scheduler.shutdown()
+            await close_probes(self._scheduler.checks.values())
             server.close()
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
@@ -115,6 +117,19 @@ class Service:
         or scheduler does."""
         return (time.monotonic() - self._beat < HEARTBEAT_STALE_SECONDS
                 and not self._scheduler.late())
+
+
+async def close_probes(checks: Iterable[Check]) -> None:
+    """What a probe does when insmon stops (the settlement check's sign-out), each within
+    its check's timeout; a failure is logged and stops nothing."""
+    closing = [(check, close()) for check in checks
+               if (close := getattr(check.probe, "close", None)) is not None]
+    results = await asyncio.gather(*(asyncio.wait_for(job, check.cfg.timeout + 1)
+                                     for check, job in closing), return_exceptions=True)
+    for (check, _), result in zip(closing, results, strict=True):
+        if isinstance(result, BaseException):
+            log.warning("check %s: closing failed: %s", check.name,
+                        type(result).__name__ if isinstance(result, TimeoutError) else result)
 
 
 def _audit(result: str, source: str, sha256: str, extra: str) -> None:

@@ -41,8 +41,8 @@ def test_the_stack_has_its_services_with_health_checks_and_named_volumes() -> No
     named = {v.split(":")[0] for s in SERVICES.values() for v in s.get("volumes", [])
              if not v.startswith(("./", "$"))}
     assert named == set(COMPOSE["volumes"]) == {
-        "prometheus-data", "alertmanager-1-data", "alertmanager-2-data", "grafana-data",
-        "pager-data"}
+        "insmon-state", "prometheus-data", "alertmanager-1-data", "alertmanager-2-data",
+        "grafana-data", "pager-data"}
 
 
 def test_every_mounted_file_exists() -> None:

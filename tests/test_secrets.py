@@ -59,7 +59,8 @@ checks:
     mdtrtarea_admvs: "320102"
     opter: "001"
     opter_name: 收费员
-    paas: {{id: paas-1, token: {{value: {PAAS}}}}}
+    gateway: {{dialect: x-tif, key: paas-1, secret: {{value: {PAAS}}}}}
+    state_file: {tmp_path / "sessions.json"}
 """
 
 

@@ -1,54 +1,72 @@
 """The settlement check against the lab's platform gateway (ops/lab/gateway.py), which
-checks each message as the platform does and answers with the faults the test switches
-on: on loopback for the answers, and through the namespace lab's two real lines for the
-per-link verdict (root)."""
+checks each message, signature and URL as the platform and the provincial gateways do
+and answers with the faults the test switches on: on loopback for the answers and the
+dialects, and through the namespace lab's two real lines for the per-link verdict (root)."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from monitor.runner import build_checks, run_check
+from monitor.store import ResultStore
 from ops.lab import HERE, Lab
 from probes import settlement
-from tests.conftest import free_port, render, value, wait_for
+from probes.lib import fsi
+from tests.certs import Authority
+from tests.conftest import INSMON, free_port, render, value, wait_for
 
-PAAS_TOKEN = "paas-token-8c1e"
+SECRET = "gateway-secret-8c1e"
+KEY = "hospital-key-1"
+LOOPBACK_LINKS = [{"name": "line-a", "role": "primary", "source": "127.0.0.2"},
+                  {"name": "line-b", "role": "backup", "source": "127.0.0.3"}]
 
 
 class Platform:
-    """The lab's platform gateway on loopback."""
+    """The lab's platform gateway on loopback, set up through its control file."""
 
-    def __init__(self, address: str, control: Path,
-                 paas: tuple[str, str] | None = None) -> None:
+    def __init__(self, control: Path, tls: tuple[Path, ...] = ()) -> None:
         self.port = free_port()
         self.control = control
+        self.setup: dict = {}
         control.write_text("{}")
-        self.proc = subprocess.Popen([sys.executable, str(HERE / "gateway.py"), address,
-                                      str(self.port), str(control), *(paas or ())],
+        self.proc = subprocess.Popen([sys.executable, str(HERE / "gateway.py"), "127.0.0.1",
+                                      str(self.port), str(control), *map(str, tls)],
                                      stdin=subprocess.DEVNULL)
-        self.url = f"http://{address}:{self.port}/fsi/api/fsi/signIn"
+        self.base = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        self.url = self.base + "/fsi/api/rsfComIfsService/callService"
         self.log = Path(str(control) + ".log")
-        wait_for(lambda: self.log.exists() or self._up(address), 15, "the platform to listen")
+        wait_for(self._up, 15, "the platform to listen")
 
-    def _up(self, address: str) -> bool:
+    def _up(self) -> bool:
         import socket
 
         try:
-            socket.create_connection((address, self.port), timeout=1).close()
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
             return True
         except OSError:
             return False
 
-    def fault(self, name: str | None) -> None:
-        self.control.write_text(json.dumps({"fault": name}))
+    def set(self, **setup: object) -> None:
+        self.setup |= setup
+        self.control.write_text(json.dumps(self.setup))
 
     def received(self) -> list[dict]:
+        if not self.log.exists():
+            return []
         return [json.loads(line) for line in self.log.read_text().splitlines()]
+
+    def infnos(self) -> list[str]:
+        return [r["infno"] for r in self.received()]
 
     def close(self) -> None:
         self.proc.terminate()
@@ -57,18 +75,21 @@ class Platform:
 
 @pytest.fixture
 def platform(tmp_path: Path) -> Iterator[Platform]:
-    server = Platform("127.0.0.1", tmp_path / "control.json",
-                      paas=("paas-hospital-1", PAAS_TOKEN))
+    server = Platform(tmp_path / "control.json")
     yield server
     server.close()
 
 
-def config(url: str, token: str = PAAS_TOKEN, **extra: object) -> settlement.Config:
-    return settlement.Config(
-        name="settle", kind="settlement", url=url, interval=10, timeout=3,
-        fixmedins_code="H32010200001", fixmedins_name="某某市第一人民医院",
-        mdtrtarea_admvs="320102", opter="001", opter_name="收费员",
-        paas={"id": "paas-hospital-1", "token": {"value": token}}, **extra)
+def config(url: str, state: Path, **extra: object) -> settlement.Config:
+    return settlement.Config(**{
+        "name": "settle", "kind": "settlement", "url": url, "interval": 10, "timeout": 3,
+        "fixmedins_code": "H32010200001", "fixmedins_name": "某某市第一人民医院",
+        "mdtrtarea_admvs": "320102", "opter": "001", "opter_name": "收费员",
+        "state_file": state / "sessions.json", **extra})
+
+
+def signed(dialect: str, secret: str = SECRET, key: str = KEY) -> dict:
+    return {"dialect": dialect, "key": key, "secret": {"value": secret}}
 
 
 def failures(series: str, reason: str, link: str = "default") -> float:
@@ -76,68 +97,417 @@ def failures(series: str, reason: str, link: str = "default") -> float:
                          f'reason="{reason}"}}')
 
 
-async def test_a_sign_in_settles_and_the_message_is_the_platforms(platform: Platform) -> None:
-    status, series = await render(config(platform.url), "insmon_settlement_")
-    assert status.startswith("# ok: 9001 settles: default (primary) infcode 0 in ")
-    assert value(series, 'insmon_settlement_possible{check="settle"}') == 1
-    assert value(series, 'insmon_settlement_infcode{check="settle",link="default"}') == 0
-    assert value(series, 'insmon_settlement_http_status{check="settle",link="default"}') == 200
-    [sent] = platform.received()
-    assert sent["infno"] == "9001" and len(sent["msgid"]) == 30
-    assert sent["msgid"].startswith("H32010200001")
+# ------------------------------------------------------------------ the day's session
 
+async def test_the_first_run_signs_in_and_later_runs_reuse_the_sign_no(
+        platform: Platform, tmp_path: Path) -> None:
+    status, series = await render(config(platform.url, tmp_path), "insmon_settlement_")
+    assert status.startswith("# ok: 1901 settles: default (primary) infcode 0 in ")
+    assert status.rstrip().endswith(", signed in")
+    assert value(series, 'insmon_settlement_possible{check="settle"}') == 1
+    assert value(series, 'insmon_settlement_sign_ins_total{check="settle",link="default"}') == 1
+    # a new probe on the same state file: insmon restarted, the same day
+    status, series = await render(config(platform.url, tmp_path), "insmon_settlement_")
+    assert status.startswith("# ok: 1901 settles") and "signed in" not in status
+    sign_in, first, second = platform.received()
+    assert [sign_in["infno"], first["infno"], second["infno"]] == ["9001", "1901", "1901"]
+    assert first["sign_no"] == second["sign_no"] != ""
+    assert len({r["msgid"] for r in platform.received()}) == 3
+    assert all(len(r["msgid"]) == 30 and r["msgid"].startswith("H32010200001")
+               for r in platform.received())
+
+
+async def test_a_damaged_state_file_costs_one_sign_in(platform: Platform,
+                                                      tmp_path: Path) -> None:
+    (tmp_path / "sessions.json").write_text('{"links": {"default": [1, 2')  # torn write
+    status, _ = await render(config(platform.url, tmp_path), "insmon_settlement_")
+    assert status.startswith("# ok: 1901 settles") and status.rstrip().endswith(", signed in")
+    assert (tmp_path / "sessions.json").stat().st_mode & 0o077 == 0  # insmon's only
+    status, _ = await render(config(platform.url, tmp_path), "insmon_settlement_")
+    assert platform.infnos() == ["9001", "1901", "1901"]
+
+
+async def test_a_refused_session_is_signed_in_again_within_the_run(
+        platform: Platform, tmp_path: Path) -> None:
+    await render(config(platform.url, tmp_path), "insmon_settlement_")
+    platform.set(epoch=2)  # the platform forgot every sign-in
+    status, series = await render(config(platform.url, tmp_path), "insmon_settlement_")
+    assert status.startswith("# ok: 1901 settles"), status
+    assert "signed in again (the platform had refused the sign-in)" in status
+    assert value(series, 'insmon_settlement_sign_ins_total{check="settle",link="default"}') == 1
+    assert platform.infnos() == ["9001", "1901", "1901", "9001", "1901"]
+    refused = platform.received()[2]
+    assert refused["refused"] is None  # the platform, not the gateway, refused it
+    # and the new sign_no is the one kept
+    assert json.loads((tmp_path / "sessions.json").read_text())["links"]["default"][
+        "sign_no"] == platform.received()[4]["sign_no"]
+
+
+async def test_a_new_day_in_beijing_signs_in_before_the_query(
+        platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    await render(config(platform.url, tmp_path), "insmon_settlement_")
+    tomorrow = settlement.beijing_now() + timedelta(days=1)
+    monkeypatch.setattr(settlement, "beijing_now", lambda: tomorrow)
+    platform.set(today=f"{tomorrow:%Y-%m-%d}")
+    status, _ = await render(config(platform.url, tmp_path), "insmon_settlement_")
+    assert status.startswith("# ok: 1901 settles") and status.rstrip().endswith(", signed in")
+    assert platform.infnos() == ["9001", "1901", "9001", "1901"]  # no refusal needed first
+    yesterday, today = platform.received()[1]["sign_no"], platform.received()[3]["sign_no"]
+    assert yesterday != today
+
+
+async def test_another_operator_signs_in_for_itself(platform: Platform,
+                                                    tmp_path: Path) -> None:
+    await render(config(platform.url, tmp_path), "insmon_settlement_")
+    await render(config(platform.url, tmp_path, opter="002"), "insmon_settlement_")
+    assert platform.infnos() == ["9001", "1901", "9001", "1901"]
+    assert [r["opter"] for r in platform.received()] == ["001", "001", "002", "002"]
+
+
+async def test_sign_out_when_insmon_stops_ends_the_session(platform: Platform,
+                                                          tmp_path: Path) -> None:
+    cfg = config(platform.base + "/hsa/hgs/{infno}", tmp_path, sign_out=True)
+    platform.set(style="infno")
+    [check] = build_checks([cfg])
+    store = ResultStore()
+    store.configure([check], "test")
+    record = await run_check(check, store)
+    assert record is not None and record.status == "ok", record
+    await check.probe.close()
+    sign_in, query, sign_out = platform.received()
+    assert (sign_out["infno"], sign_out["path"]) == ("9002", "/hsa/hgs/9002")
+    assert sign_in["sign_no"] == "" and sign_out["sign_no"] == query["sign_no"] != ""
+    assert sign_out["refused"] is None
+    assert json.loads((tmp_path / "sessions.json").read_text())["links"] == {}
+    assert len({r["msgid"] for r in platform.received()}) == 3
+
+
+async def test_msgids_are_unique_across_links_and_runs(platform: Platform,
+                                                       tmp_path: Path) -> None:
+    cfg = config(platform.url, tmp_path, links=LOOPBACK_LINKS, sign_out=True)
+    [check] = build_checks([cfg])
+    store = ResultStore()
+    store.configure([check], "test")
+    for _ in range(3):
+        await run_check(check, store)
+    await check.probe.close()
+    received = platform.received()
+    assert len(received) == 2 * (1 + 3 + 1)
+    assert {r["client"] for r in received} == {"127.0.0.2", "127.0.0.3"}
+    assert len({r["msgid"] for r in received}) == len(received)
+
+
+async def test_a_sign_in_the_state_file_cannot_keep_still_settles(
+        platform: Platform, tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    cfg = config(platform.url, tmp_path, state_file=blocker / "sessions.json")
+    [check] = build_checks([cfg])
+    store = ResultStore()
+    store.configure([check], "test")
+    for _ in range(2):
+        record = await run_check(check, store)
+        assert record is not None and record.status == "ok"
+    assert platform.infnos() == ["9001", "1901", "1901"]  # kept in memory meanwhile
+
+
+# ------------------------------------------------------------------ dialects and URLs
+
+@pytest.mark.parametrize("dialect", ["none", "x-tif", "csb", "x-ca"])
+async def test_each_dialect_settles_and_a_wrong_secret_is_refused_in_its_words(
+        platform: Platform, tmp_path: Path, dialect: str) -> None:
+    gateway = signed(dialect) if dialect != "none" else {}
+    platform.set(**({"dialect": dialect, "key": KEY, "secret": SECRET} if gateway else {}))
+    status, _ = await render(config(platform.url, tmp_path, gateway=gateway),
+                             "insmon_settlement_")
+    assert status.startswith("# ok: 1901 settles"), status
+    if dialect == "none":
+        return
+    words = {"x-tif": "HTTP 403 网关签名校验失败", "csb": "HTTP 200 签名不一致!",
+             "x-ca": "HTTP 400 Invalid Signature"}[dialect]
+    (tmp_path / "sessions.json").unlink()
+    status, series = await render(
+        config(platform.url, tmp_path, gateway=signed(dialect, secret="stolen-secret-00")),
+        "insmon_settlement_")
+    assert status.startswith("# failed: 1901 CANNOT settle: default (primary) sign-in "
+                             f"(9001): the gateway refused the message: {words}"), status
+    assert failures(series, "gateway_rejected") == 1
+    assert "stolen-secret-00" not in status + series
+
+
+@pytest.mark.parametrize(("client", "words"), [
+    ({}, "缺少服务网关的请求头!"),
+    (signed("csb", key="someone-else"), "非法用户!"),
+    (signed("csb", secret="wrong"), "签名不一致!"),
+])
+async def test_a_csb_gateway_refusal_is_read_whatever_the_http_status(
+        platform: Platform, tmp_path: Path, client: dict, words: str) -> None:
+    platform.set(dialect="csb", key=KEY, secret=SECRET)
+    status, series = await render(config(platform.url, tmp_path, gateway=client),
+                                  "insmon_settlement_")
+    assert f"the gateway refused the message: HTTP 200 {words}" in status
+    assert failures(series, "gateway_rejected") == 1
+
+
+def test_a_csb_timestamp_off_by_an_hour_is_refused(platform: Platform) -> None:
+    platform.set(dialect="csb", key=KEY, secret=SECRET)
+    gateway = fsi.Gateway(**signed("csb"))
+    headers = fsi.signature_headers(gateway, "9001", b"{}", now=time.time() - 3600)
+    answer = fsi.exchange(platform.url, headers, b"{}", time.monotonic() + 5)
+    assert (answer.reason, answer.message) == ("gateway_rejected", "签名时间戳超时!")
+
+
+def test_each_dialects_signature_as_the_gateways_compute_it() -> None:
+    """Fixed inputs, signatures computed by hand from the dialects' definitions."""
+    import base64
+    import hashlib
+    import hmac
+
+    body = b'{"infno":"1901"}'
+    tif = fsi.signature_headers(fsi.Gateway(**signed("x-tif")), "1901", body,
+                                now=1764230400.5, nonce="n1")
+    assert tif["x-tif-timestamp"] == "1764230400"
+    assert tif["x-tif-signature"] == hashlib.sha256(
+        f"1764230400{SECRET}n11764230400".encode()).hexdigest()
+    csb = fsi.signature_headers(fsi.Gateway(**signed("csb")), "1901", body,
+                                now=1764230400.5, nonce="n1")
+    assert csb["_api_name"] == "hsa-fsi-1901" and csb["_api_timestamp"] == "1764230400500"
+    text = (f"_api_access_key={KEY}&_api_name=hsa-fsi-1901&_api_nonce=n1&"
+            "_api_timestamp=1764230400500&_api_version=1.0.0")
+    assert csb["_api_signature"] == base64.b64encode(
+        hmac.new(SECRET.encode(), text.encode(), "sha1").digest()).decode()
+    xca = fsi.signature_headers(fsi.Gateway(**signed("x-ca")), "1901", body,
+                                now=1764230400.5)
+    assert xca["x-ca-signature"] == "1764230400500:" + hmac.new(
+        SECRET.encode(), b"1764230400500\n" + body, "sm3").hexdigest()
+
+
+def test_sm3_from_openssl_and_from_gmssl_agree() -> None:
+    """SM3's standard test vector ("abc"), and HMAC-SM3 from both sources for short and
+    long keys: a host without OpenSSL's SM3 signs x-ca messages alike."""
+    import hashlib
+
+    assert hashlib.new("sm3", b"abc").hexdigest() == (
+        "66c7f0f462eeedd9d1f2d46bdc10e4e24167c4875cf2f7a2297da02b8f4ba8e0")
+    for key in (b"k", SECRET.encode(), bytes(range(100))):
+        for message in (b"", b"1764230400500\n{}", "结算".encode() * 50):
+            assert fsi._sm3_gmssl(key, message) == fsi._sm3_openssl(key, message)
+
+
+@pytest.mark.parametrize(("style", "url", "extra", "paths"), [
+    ("body", "/fsi/api/rsfComIfsService/callService", {},
+     ["/fsi/api/rsfComIfsService/callService"] * 2),
+    ("infno", "/hsa/hgs/{infno}", {}, ["/hsa/hgs/9001", "/hsa/hgs/1901"]),
+    ("csb", "/CSB/hsa-fsi-{infno}", {"gateway": signed("csb")},
+     ["/CSB/hsa-fsi-9001", "/CSB/hsa-fsi-1901"]),
+    ("services", "/unused", {"paths": {
+        "9001": "/signInSignOutService/signIn", "9002": "/signInSignOutService/signOut",
+        "1901": "/catalogqueryservice/queryDataDic"}},
+     ["/signInSignOutService/signIn", "/catalogqueryservice/queryDataDic"]),
+])
+async def test_each_url_style_reaches_each_transactions_service(
+        platform: Platform, tmp_path: Path, style: str, url: str, extra: dict,
+        paths: list[str]) -> None:
+    platform.set(style=style, **({"dialect": "csb", "key": KEY, "secret": SECRET}
+                                 if style == "csb" else {}))
+    cfg = config(platform.base + url, tmp_path, sign_out=True, **extra)
+    [check] = build_checks([cfg])
+    store = ResultStore()
+    store.configure([check], "test")
+    record = await run_check(check, store)
+    assert record is not None and record.status == "ok", record
+    await check.probe.close()
+    assert [r["path"] for r in platform.received()][:2] == paths
+    sign_out = platform.received()[2]
+    assert sign_out["infno"] == "9002" and sign_out["refused"] is None, sign_out
+
+
+async def test_a_transaction_sent_to_another_services_url_is_no_success(
+        platform: Platform, tmp_path: Path) -> None:
+    platform.set(style="services")
+    status, series = await render(config(platform.base + "/signInSignOutService/signIn",
+                                         tmp_path), "insmon_settlement_")
+    assert "1901 CANNOT settle" in status
+    assert "the gateway refused the message: HTTP 404 no service at" in status
+    assert failures(series, "gateway_rejected") == 1
+
+
+# ------------------------------------------------------------------ HTTPS
+
+async def test_https_with_the_agencys_ca_and_a_client_certificate(tmp_path: Path) -> None:
+    ca = Authority(tmp_path)
+    cert, key = ca.issue("gateway", ip="127.0.0.1")
+    client_cert, client_key = ca.issue("hospital", client=True)
+    server = Platform(tmp_path / "control.json", (cert, key, ca.file))
+    try:
+        tls = {"ca_file": ca.file, "cert_file": client_cert, "key_file": client_key}
+        status, _ = await render(config(server.url, tmp_path, tls=tls), "insmon_settlement_")
+        assert status.startswith("# ok: 1901 settles"), status
+        # without the agency's CA the gateway's certificate is not trusted
+        status, series = await render(config(server.url, tmp_path), "insmon_settlement_")
+        assert "TLS with 127.0.0.1:" in status and failures(series, "tls") == 1
+        # without the client certificate the gateway ends the handshake
+        status, series = await render(config(server.url, tmp_path, tls={"ca_file": ca.file}),
+                                      "insmon_settlement_")
+        assert "CANNOT settle" in status
+        assert failures(series, "tls") + failures(series, "other") == 1, status
+    finally:
+        server.close()
+
+
+# ------------------------------------------------------------------ faults
 
 @pytest.mark.parametrize(("fault", "reason", "detail"), [
-    ("platform_error", "platform_error", "infcode -1: 系统繁忙，请稍后再试"),
-    ("gateway_reject", "gateway_rejected", "the gateway refused the message: HTTP 403"),
-    ("not_json", "bad_answer", "HTTP 200 without the platform's JSON"),
-    ("stall", "timeout", "no answer from 127.0.0.1:"),
+    ("platform_error", "platform_error", "sign-in (9001): infcode -1: 系统繁忙，请稍后再试"),
+    ("gateway_reject", "gateway_rejected",
+     "sign-in (9001): the gateway refused the message: HTTP 403"),
+    ("not_json", "bad_answer", "sign-in (9001): HTTP 200 without the platform's JSON"),
+    ("stall", "timeout", "sign-in (9001): no answer from 127.0.0.1:"),
     # every byte within its read's timeout, the whole answer not within the check's
-    ("trickle", "timeout", "no answer from 127.0.0.1:"),
+    ("trickle", "timeout", "sign-in (9001): no answer from 127.0.0.1:"),
 ])
-async def test_each_fault_is_named(platform: Platform, fault: str, reason: str,
-                                   detail: str) -> None:
-    platform.fault(fault)
-    status, series = await render(config(platform.url), "insmon_settlement_")
-    assert status.startswith("# failed: 9001 CANNOT settle: default (primary) " + detail)
+async def test_each_fault_is_named(platform: Platform, tmp_path: Path, fault: str,
+                                   reason: str, detail: str) -> None:
+    platform.set(fault=fault)
+    status, series = await render(config(platform.url, tmp_path), "insmon_settlement_")
+    assert status.startswith("# failed: 1901 CANNOT settle: default (primary) " + detail)
     assert value(series, 'insmon_settlement_possible{check="settle"}') == 0
     assert failures(series, reason) == 1
 
 
-async def test_a_wrong_paas_token_is_the_gateway_rejecting_it_and_never_shown(
-        platform: Platform) -> None:
-    status, series = await render(config(platform.url, token="stolen-token-0000"),
-                                  "insmon_settlement_")
-    assert "gateway refused the message: HTTP 403 网关签名校验失败" in status
-    assert failures(series, "gateway_rejected") == 1
-    assert "stolen-token-0000" not in status + series
-
-
-async def test_a_closed_port_is_refused() -> None:
-    status, series = await render(config(f"http://127.0.0.1:{free_port()}/fsi"),
+async def test_a_closed_port_is_refused(tmp_path: Path) -> None:
+    status, series = await render(config(f"http://127.0.0.1:{free_port()}/fsi", tmp_path),
                                   "insmon_settlement_")
     assert "refused the connection" in status and failures(series, "refused") == 1
 
 
-async def test_repeated_platform_errors_open_the_circuit(platform: Platform) -> None:
-    from monitor.runner import build_checks, run_check
-    from monitor.store import ResultStore
+async def test_repeated_platform_errors_open_the_circuit(platform: Platform,
+                                                         tmp_path: Path) -> None:
+    from exporters.prometheus import exposition
 
-    platform.fault("platform_error")
+    platform.set(fault="platform_error")
     store = ResultStore()
-    [check] = build_checks([config(platform.url, breaker_after=2)])
+    [check] = build_checks([config(platform.url, tmp_path, breaker_after=2)])
     store.configure([check], "test")
     for _ in range(4):
         await run_check(check, store)
     assert len(platform.received()) == 2  # the agency's system is left alone after two
     record = await run_check(check, store)
-    assert "paused after repeated platform errors" in record.detail
-    from exporters.prometheus import exposition
-
+    assert record is not None and "paused after repeated platform errors" in record.detail
     series = exposition(store.snapshot()).decode()
     assert failures(series, "circuit_open") == 3
     assert value(series, 'insmon_settlement_circuit_open{check="settle",link="default"}') == 1
 
+
+def test_a_sign_in_as_each_runs_transaction_is_refused(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="the sign-in is the check's own"):
+        config("http://127.0.0.1:1/fsi", tmp_path, infno="9001")
+    with pytest.raises(ValidationError, match="infno 5301 needs its `input`"):
+        config("http://127.0.0.1:1/fsi", tmp_path, infno="5301")
+    with pytest.raises(ValidationError, match="the csb dialect needs key and secret"):
+        config("http://127.0.0.1:1/fsi", tmp_path, gateway={"dialect": "csb"})
+
+
+# ------------------------------------------------------------------ real processes
+
+def test_one_sign_in_per_link_per_day_across_a_kill_of_insmon(platform: Platform,
+                                                              tmp_path: Path) -> None:
+    """insmon runs the check through two links, is killed (-9) and started again: each
+    link signed in once, and the new process's queries carry the same sign_no."""
+    import yaml
+
+    check = {"name": "settle", "kind": "settlement", "url": platform.url,
+             "interval": "10s", "timeout": "3s", "fixmedins_code": "H32010200001",
+             "fixmedins_name": "实验医院", "mdtrtarea_admvs": "320102", "opter": "001",
+             "opter_name": "收费员", "state_file": str(tmp_path / "sessions.json"),
+             "links": LOOPBACK_LINKS}
+    config_file = tmp_path / "insmon.yaml"
+    config_file.write_text(yaml.safe_dump({"listen": f"127.0.0.1:{free_port()}",
+                                           "checks": [check]}, allow_unicode=True))
+
+    def queries() -> int:
+        return platform.infnos().count("1901")
+
+    for expected in (2, 4):  # a run through both links, in each process
+        proc = subprocess.Popen([INSMON, "run", "-c", str(config_file)],
+                                stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for(lambda n=expected: queries() >= n, 60, f"{expected} queries")
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    sign_ins = [r["client"] for r in platform.received() if r["infno"] == "9001"]
+    assert sorted(sign_ins) == ["127.0.0.2", "127.0.0.3"]
+    for client in ("127.0.0.2", "127.0.0.3"):
+        numbers = {r["sign_no"] for r in platform.received()
+                   if r["client"] == client and r["infno"] == "1901"}
+        assert len(numbers) == 1 and numbers != {""}
+
+
+def test_insmon_stopped_signs_out_each_link_when_the_site_wants_it(
+        platform: Platform, tmp_path: Path) -> None:
+    import yaml
+
+    check = {"name": "settle", "kind": "settlement", "url": platform.url,
+             "interval": "10s", "timeout": "3s", "fixmedins_code": "H32010200001",
+             "fixmedins_name": "实验医院", "mdtrtarea_admvs": "320102", "opter": "001",
+             "opter_name": "收费员", "state_file": str(tmp_path / "sessions.json"),
+             "links": LOOPBACK_LINKS, "sign_out": True}
+    config_file = tmp_path / "insmon.yaml"
+    config_file.write_text(yaml.safe_dump({"listen": f"127.0.0.1:{free_port()}",
+                                           "checks": [check]}, allow_unicode=True))
+    proc = subprocess.Popen([INSMON, "run", "-c", str(config_file)],
+                            stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: platform.infnos().count("1901") >= 2, 60, "a query per link")
+        proc.terminate()
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    sign_outs = {r["client"]: r for r in platform.received() if r["infno"] == "9002"}
+    assert set(sign_outs) == {"127.0.0.2", "127.0.0.3"}
+    for client, sign_out in sign_outs.items():
+        query = next(r for r in platform.received()
+                     if r["client"] == client and r["infno"] == "1901")
+        assert sign_out["sign_no"] == query["sign_no"] and sign_out["refused"] is None
+    assert json.loads((tmp_path / "sessions.json").read_text())["links"] == {}
+
+
+def test_settlement_try_shows_each_exchange_with_the_secrets_starred(
+        platform: Platform, tmp_path: Path) -> None:
+    import yaml
+
+    platform.set(dialect="x-tif", key=KEY, secret=SECRET)
+    (tmp_path / "secret").write_text(SECRET)
+    check = {"name": "settle", "kind": "settlement", "url": platform.url,
+             "fixmedins_code": "H32010200001", "fixmedins_name": "实验医院",
+             "mdtrtarea_admvs": "320102", "opter": "001", "opter_name": "收费员",
+             "state_file": str(tmp_path / "sessions.json"), "links": LOOPBACK_LINKS,
+             "gateway": {"dialect": "x-tif", "key": KEY,
+                         "secret": {"file": str(tmp_path / "secret")}}}
+    config_file = tmp_path / "insmon.yaml"
+    config_file.write_text(yaml.safe_dump({"checks": [check]}, allow_unicode=True))
+    done = subprocess.run([INSMON, "settlement", "try", "-c", str(config_file)],
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert SECRET not in out and "x-tif-signature: ****" in out
+    assert out.count("> POST " + platform.url) == 4  # a sign-in and a query per link
+    assert out.count("< HTTP 200") == 4 and '"infno": "1901"' in out
+    assert "== line-a: OK: infcode 0" in out and "== line-b: OK: infcode 0" in out
+    assert '"inf_refmsgid"' in out
+    platform.set(secret="another")  # the gateway no longer takes the hospital's signature
+    done = subprocess.run([INSMON, "settlement", "try", "-c", str(config_file)],
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode == 1
+    assert "== line-a: FAILED: the gateway refused the message: HTTP 403" in done.stdout
+
+
+# ------------------------------------------------------------------ through the lab's lines
 
 @pytest.mark.root
 async def test_through_the_lab_lines_only_the_backup_settles(tmp_path: Path) -> None:
@@ -153,21 +523,21 @@ async def test_through_the_lab_lines_only_the_backup_settles(tmp_path: Path) -> 
         [item] = yaml.safe_load(lab.settlement_check(url))
         cfg = settlement.Config(**item)
         status, series = await render(cfg, "insmon_settlement_")
-        assert status.startswith("# failed: 9001 settles: private-line (primary) "
-                                 "infcode -1: 系统繁忙")
+        assert status.startswith("# failed: 1901 settles: private-line (primary) "
+                                 "sign-in (9001): infcode -1: 系统繁忙"), status
         assert "4g-backup (backup) infcode 0" in status
         assert value(series, 'insmon_settlement_possible{check="settle"}') == 1
         assert failures(series, "platform_error", "private-line") == 1
         clients = {json.loads(line)["client"] for line in
                    Path(str(control) + ".log").read_text().splitlines()}
-        assert clients == {"198.18.1.1", "198.18.2.1"}  # one through each line
+        assert clients == {"198.18.1.1", "198.18.2.1"}  # through each line
         # each fault of the platform, through both real lines
         for fault, reason in (("platform_error", "platform_error"),
                               ("gateway_reject", "gateway_rejected"),
                               ("not_json", "bad_answer"), ("stall", "timeout")):
             control.write_text(json.dumps({"fault": fault}))
             status, series = await render(cfg, "insmon_settlement_")
-            assert status.startswith("# failed: 9001 CANNOT settle: "), status
+            assert status.startswith("# failed: 1901 CANNOT settle: "), status
             for link in ("private-line", "4g-backup"):
                 assert failures(series, reason, link) == 1, (fault, link)
         control.write_text(json.dumps({"fault": "primary_broken"}))
@@ -179,12 +549,3 @@ async def test_through_the_lab_lines_only_the_backup_settles(tmp_path: Path) -> 
         assert failures(series, "timeout", "4g-backup") == 1  # no carrier: nothing answers
     finally:
         lab.close()
-
-
-async def test_a_sign_in_is_signed_out_again_when_the_site_wants_it(
-        platform: Platform) -> None:
-    status, _ = await render(config(platform.url, sign_out=True), "insmon_settlement_")
-    assert status.startswith("# ok: 9001 settles")
-    sign_in, sign_out = platform.received()
-    assert (sign_in["infno"], sign_out["infno"]) == ("9001", "9002")
-    assert sign_in["msgid"] != sign_out["msgid"]

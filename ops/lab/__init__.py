@@ -53,6 +53,7 @@ class Lab:
         self.primary, self.backup = f"ip{n}p", f"ip{n}b"  # this host's ends
         self.primary_far, self.backup_far = f"ip{n}pa", f"ip{n}ba"  # the agency's ends
         self.servers: dict[str, subprocess.Popen] = {}
+        self.sessions: Path | None = None  # the settlement check's sign-ins (start_platform)
         self._slot_lock: IO[str] | None = None
         sweep_stale_labs()
         LOCKS.mkdir(parents=True, exist_ok=True)
@@ -172,14 +173,16 @@ checks:
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True, start_new_session=True)
         wait_for(lambda: self._listening(port), 15, "the platform gateway to listen")
-        return f"http://{self.front_end}:{port}/fsi/api/fsi/signIn"
+        self.sessions = control.with_name(control.name + ".sessions.json")
+        return f"http://{self.front_end}:{port}/fsi/api/rsfComIfsService/callService"
 
     def settlement_check(self, url: str, interval: str = "10s") -> str:
-        """A settlement check (YAML, one list item) through this lab's two lines."""
+        """A settlement check (YAML, one list item) through this lab's two lines, its
+        sign-ins kept beside the platform's control file."""
         return f"""\
   - {{name: settle, kind: settlement, interval: {interval}, timeout: 3s, url: "{url}",
       fixmedins_code: H32010200001, fixmedins_name: 实验医院, mdtrtarea_admvs: "320102",
-      opter: "001", opter_name: 收费员,
+      opter: "001", opter_name: 收费员, state_file: "{self.sessions}",
       links: [{{name: private-line, role: primary, interface: {self.primary}}},
               {{name: 4g-backup, role: backup, interface: {self.backup}}}]}}
 """
