@@ -11,8 +11,6 @@ state cannot be read; the series say which array and how.
 
 from __future__ import annotations
 
-import dataclasses
-import re
 from collections import Counter
 from pathlib import Path
 from typing import Annotated, Literal, Union
@@ -172,35 +170,7 @@ def read_md(root: Path) -> list[Array]:
         raise FormatError(f"no {root / 'proc' / 'mdstat'}: the md driver is not "
                           "loaded") from None
     sysfs = root / "sys" / "block"
-    containers = set(_CONTAINER.findall(text))
-    return [_judged_by_members(array)
-            for array in raid_md.parse(text, sysfs if sysfs.is_dir() else None)
-            if array.name not in containers]
-
-
-# An external-metadata container (Intel IMSM/VROC, DDF: `super external:imsm`) only holds
-# the disks, always "inactive"; its volumes are the arrays. A volume names its container:
-# `super external:/md127/0`, or `-md127/0` while mdadm blocks it from mdmon (a reshape).
-_CONTAINER = re.compile(r"^(md\S*)\s*:.*\n[ \t]+.*\bsuper external:(?![/-])", re.MULTILINE)
-_SYNCING = ("resyncing", "recovering", "checking", "reshaping")
-
-
-def _judged_by_members(array: Array) -> Array:
-    """Redundancy is judged by the members the array has against those it should have,
-    whatever sync runs: a reshape, resync or check with a member missing is degraded.
-    (An array that has lost more than its level survives is already failed.)"""
-    if array.state not in _SYNCING:
-        return array
-    if array.disks["missing"]:
-        # recovering is the rebuild of the missing member: degraded, and paged as such
-        state = "recovering" if array.state == "recovering" else "degraded"
-    elif array.state == "recovering":
-        # a recovery with every member in sync is a copy onto a replacement disk
-        # (mdadm --replace): redundancy intact, maintenance like a resync
-        state = "resyncing"
-    else:
-        state = array.state
-    return dataclasses.replace(array, state=state)
+    return raid_md.parse(text, sysfs if sysfs.is_dir() else None)
 
 
 async def read_storcli(command: str) -> list[Array]:

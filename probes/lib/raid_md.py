@@ -25,6 +25,10 @@ _PENDING = re.compile(r"(resync|recovery|check|repair|reshape)\s*=\s*(DELAYED|PE
 _LEVELS = ("linear", "multipath", "faulty")
 _ACTIVITY = {"resync": "resyncing", "recovery": "recovering", "check": "checking",
              "repair": "checking", "reshape": "reshaping"}
+# An external-metadata container (Intel IMSM/VROC, DDF: `super external:imsm`) only holds
+# the disks, always "inactive"; its volumes are the arrays. A volume names its container:
+# `super external:/md127/0`, or `-md127/0` while mdadm blocks it from mdmon (a reshape).
+_CONTAINER = re.compile(r"\bsuper external:(?![/-])")
 # sysfs array_state values that mean the array is in use with writes pending or possible.
 _SYSFS_ACTIVE = ("active", "active-idle", "write-pending")
 
@@ -50,7 +54,8 @@ def parse(text: str, sysfs: Path | None = None) -> list[Array]:
             i += 1
         if not body:
             raise FormatError(f"array on line {i} has no status line (truncated?)")
-        arrays.append(_array(line, body, sysfs))
+        if not _CONTAINER.search(body[0]):
+            arrays.append(_array(line, body, sysfs))
     return arrays
 
 
@@ -99,6 +104,15 @@ def _array(header: str, body: list[str], sysfs: Path | None) -> Array:
         state = "inactive"
     elif _lost(level, required, disks["missing"], pattern, body[0]):
         state = "failed"
+    elif action and disks["missing"]:
+        # redundancy is judged by the members the array has, whatever sync runs: a
+        # reshape, resync or check with a member missing is degraded (a recovery is the
+        # rebuild of that member, and paged as degraded too)
+        state = "recovering" if action == "recovery" else "degraded"
+    elif action == "recovery":
+        # every member in sync: a copy onto a replacement disk (mdadm --replace),
+        # redundancy intact, maintenance like a resync
+        state = "resyncing"
     elif action:
         state = _ACTIVITY[action]
     elif disks["missing"]:
