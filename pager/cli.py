@@ -29,6 +29,8 @@ def main(argv: list[str]) -> int:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser("run", help="serve until stopped")
     run.add_argument("--listen", help="host:port, overriding the config")
+    run.add_argument("--role", choices=["active", "standby"],
+                     help="this pager's role in the config's pair (needed with `pair`)")
     validate = commands.add_parser("validate", help="check a config and its rota files")
     validate.add_argument("file", type=Path)
     who = commands.add_parser("who", help="who is on call (值班人)")
@@ -110,11 +112,12 @@ def _who(args: argparse.Namespace, config: PagerConfig, rota: Rota) -> int:
     return 0
 
 
-def _engine(config: PagerConfig):  # -> Engine
+def _engine(config: PagerConfig, role: str | None = None,
+            secret: str | None = None):  # -> Engine
     from pager.engine import Engine
     from pager.store import Store
 
-    return Engine(config, Store(config.database))
+    return Engine(config, Store(config.database), role=role, secret=secret)
 
 
 def _token(config: PagerConfig) -> str | None:
@@ -213,6 +216,7 @@ def _run(args: argparse.Namespace, config: PagerConfig, rota: Rota) -> int:
 
     from monitor.config import split_listen
     from pager.delivery import Metrics, Worker
+    from pager.pair import PairCollector, Peer, http_ask
     from pager.server import PagerServer
     from pager.store import StoreError
 
@@ -223,10 +227,15 @@ def _run(args: argparse.Namespace, config: PagerConfig, rota: Rota) -> int:
         return 2
     from exporters.webconfig import tls_context
 
+    if (config.pair is None) != (args.role is None):
+        print(f"{args.config}: " + ("--role active or --role standby: the config has a "
+              "pair" if args.role is None else "--role needs a `pair` in the config"),
+              file=sys.stderr)
+        return 2
     try:
         token = _token(config)
         tls = tls_context(config.tls) if config.tls else None
-        engine = _engine(config)
+        engine = _engine(config, args.role, token if config.pair else None)
         problem = engine.store.check()
     except (ValueError, StoreError, sqlite3.Error, OSError, ssl.SSLError) as exc:
         print(f"{args.config}: {exc}", file=sys.stderr)
@@ -237,7 +246,13 @@ def _run(args: argparse.Namespace, config: PagerConfig, rota: Rota) -> int:
     if token is None:
         log.warning("auth.open: anyone who reaches %s:%d can page and resolve", host, port)
     registry = CollectorRegistry()
-    worker = Worker(engine, Metrics(registry))
+    peer = None
+    if config.pair is not None:
+        assert token is not None and args.role is not None  # checked above
+        other = config.pair.standby if args.role == "active" else config.pair.active
+        peer = Peer(engine, http_ask(other.url, token, config.pair.timeout))
+        registry.register(PairCollector(peer))
+    worker = Worker(engine, Metrics(registry), peer=peer)
     server = PagerServer(engine, host, port, worker.wake, registry, config.max_body, token,
                          lambda: worker.errors)
     if tls is not None:  # the handshake on the request's own thread, as the exporter's
@@ -252,8 +267,13 @@ def _run(args: argparse.Namespace, config: PagerConfig, rota: Rota) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     worker.start()
-    log.info("insmon pager on %s:%d, store %s", host, server.port, config.database)
+    if peer is not None:
+        peer.start()
+    log.info("insmon pager on %s:%d, store %s%s", host, server.port, config.database,
+             f", {args.role} of a pair" if args.role else "")
     server.httpd.serve_forever(poll_interval=0.5)
+    if peer is not None:
+        peer.stop()
     worker.stop()
     engine.store.close()
     return 0

@@ -190,6 +190,27 @@ class Auth(_Model):
     open: bool = False
 
 
+class Member(_Model):
+    """One pager of the pair: `url` is where the other pager reaches its API, `public_url`
+    where phones open its ack pages (default: url)."""
+    url: str
+    public_url: str | None = None
+
+
+class Pair(_Model):
+    """A hot-standby pair (双机热备): the same file on both hosts, each started with
+    `--role active` or `--role standby`. Both take every notification; the standby sends
+    a page only after `grace`, and only when the active says it did not (or does not
+    answer within `timeout`). `notify` hears PagerPeerDown when the other pager has not
+    answered for `down_after`."""
+    active: Member
+    standby: Member
+    grace: Duration = 15.0
+    timeout: Duration = 3.0
+    down_after: Duration = 120.0
+    notify: list[str] = ["server_ops"]
+
+
 class PagerConfig(_Model):
     listen: str = "0.0.0.0:9095"
     auth: Auth = Auth()
@@ -210,6 +231,7 @@ class PagerConfig(_Model):
     watchdog: Watchdog = Watchdog()
     reports: Reports = Reports()
     drill: Drill = Drill()
+    pair: Pair | None = None
     settlement_stopped: list[str] = ["SettlementChainCollapsed", "SettlementPathDown",
                                      "FrontEndUnreachable"]
 
@@ -253,6 +275,11 @@ class PagerConfig(_Model):
                              for t in step.notify if t not in (*Target.__args__, *self.teams)]
         problems += [f"watchdog.notify: unknown team {t!r}"
                      for t in self.watchdog.notify if t not in self.teams]
+        if self.pair is not None:
+            problems += [f"pair.notify: unknown team {t!r}"
+                         for t in self.pair.notify if t not in self.teams]
+            if self.auth.token_file is None:
+                problems.append("auth.token_file: a pair's pagers ask each other with it")
         problems += [f"drill.people: unknown person {p!r}"
                      for p in self.drill.people if p not in self.people]
         if self.auth.token_file is None and not self.auth.open:

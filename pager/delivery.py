@@ -28,6 +28,7 @@ from pager import channels
 from pager.config import ROBOTS
 from pager.engine import Engine
 from pager.messages import Message, compose, join, pack
+from pager.pair import Peer
 
 log = logging.getLogger("insmon.pager.delivery")
 BACKOFF = (2.0, 5.0, 15.0, 30.0)  # after the 1st, 2nd, ... failed try
@@ -64,9 +65,11 @@ class Job:
 
 class Worker:
     def __init__(self, engine: Engine, metrics: Metrics, threads: int = 8,
-                 send: Callable = channels.send, inline: bool = False) -> None:
-        """`inline`: send in the caller's thread (the simulation's controlled clock)."""
-        self.engine, self.metrics, self.send = engine, metrics, send
+                 send: Callable = channels.send, inline: bool = False,
+                 peer: Peer | None = None) -> None:
+        """`inline`: send in the caller's thread (the simulation's controlled clock);
+        `peer`: the other pager of a pair, asked before anything is sent."""
+        self.engine, self.metrics, self.send, self.peer = engine, metrics, send, peer
         self.config, self.store = engine.config, engine.store
         self.wake = threading.Event()
         self._stop = threading.Event()
@@ -114,6 +117,8 @@ class Worker:
         rows = [dict(r) for r in self.store.query(
             "SELECT * FROM deliveries WHERE status = 'pending' AND due <= ? ORDER BY id",
             (now,)) if r["id"] not in skip]
+        if self.peer is not None:
+            rows = self.peer.gate(rows)
         by_channel: dict[str, list[dict]] = collections.defaultdict(list)
         for row in rows:
             channel = self._channel(row)
@@ -222,7 +227,7 @@ class Worker:
         tokens = {p["person"]: p["token"] for p in paged}
         return compose(self.config, incident, rows[0]["kind"], rows[0]["step"], paged,
                        {r["person"]: tokens.get(r["person"]) for r in rows},
-                       self.engine.wall())
+                       self.engine.wall(), self.engine.ack_links())
 
     # ------------------------------------------------------------------ sending
 

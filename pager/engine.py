@@ -14,8 +14,10 @@ and a team, person or channel that is gone falls back, it never stops the loop.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
+import hmac
 import json
 import logging
 import re
@@ -31,6 +33,7 @@ from pager.store import Store, StoreError
 
 log = logging.getLogger("insmon.pager")
 WATCHDOG_KEY = "watchdog"
+PEER_KEY = "pager-peer-down"
 # The same notification again within this many seconds is Alertmanager retrying a send
 # (or the HA pair's second copy): it refreshes, it pages nobody again. Later, it is a
 # repeat (repeat_interval): news that the alert still fires.
@@ -49,8 +52,12 @@ class Intake:
 
 class Engine:
     def __init__(self, config: PagerConfig, store: Store, clock: Clock | None = None,
-                 rota: Rota | None = None) -> None:
+                 rota: Rota | None = None, role: str | None = None,
+                 secret: str | None = None) -> None:
+        """`role`: active or standby in a pair (pager/pair.py); `secret`: the pair's
+        shared token, from which both pagers derive the same ack token for a page."""
         self.config, self.store = config, store
+        self.role, self._secret = role, secret
         self.clock = clock or Clock(store.get("clock"))
         self.rota = rota or Rota(config)
         self.gaps: dict[str, int] = {}  # team -> pages that found nobody on call
@@ -230,7 +237,8 @@ class Engine:
               role: str, kind: str, step: int, now: float, prefer: tuple[str, ...] = ()) -> None:
         db.execute("INSERT OR IGNORE INTO pages (incident, person, team, role, token, paged) "
                    "VALUES (?, ?, ?, ?, ?, ?)",
-                   (incident["id"], person, team, role, secrets.token_urlsafe(18), self.wall()))
+                   (incident["id"], person, team, role, self._token(incident, person),
+                    self.wall()))
         teams = json.loads(db.execute("SELECT teams FROM incidents WHERE id = ?",
                                       (incident["id"],)).fetchone()["teams"])
         if team not in teams:
@@ -250,6 +258,24 @@ class Engine:
                    "hop, status, attempts, due, created, born) VALUES (?, ?, ?, ?, ?, 0, "
                    "'pending', 0, ?, ?, ?)", (incident, person, kind, step, json.dumps(route),
                                               now, self.wall(), now))
+
+    def _token(self, incident: sqlite3.Row, person: str) -> str:
+        """A page's ack token: random; in a pair the same on both pagers (from the shared
+        secret, the incident and the person), so a link works on either."""
+        if self._secret is None:
+            return secrets.token_urlsafe(18)
+        text = f"{incident['key']}|{incident['started']!r}|{person}"
+        return base64.urlsafe_b64encode(hmac.new(self._secret.encode(), text.encode(),
+                                                 "sha256").digest()[:18]).decode()
+
+    def ack_links(self) -> list[str]:
+        """Where phones acknowledge: this pager; in a pair also the other as a fallback."""
+        pair = self.config.pair
+        if pair is None or self.role is None:
+            return [self.config.public_url]
+        me, other = (pair.active, pair.standby) if self.role == "active" \
+            else (pair.standby, pair.active)
+        return [me.public_url or me.url, other.public_url or other.url]
 
     def route(self, person: str, prefer: tuple[str, ...] = ()) -> list[str]:
         """The person's channels that can reach them, `prefer`'s types first; [] for a
@@ -345,6 +371,10 @@ class Engine:
             db.execute("UPDATE timers SET done = 1 WHERE incident = ? AND kind = 'escalation' "
                        "AND done = 0", (incident_id,))
             self._event(db, incident_id, wall, "acknowledged", person, via)
+            if self.config.pair is not None and via != "peer":  # the other pager stops too
+                db.execute("INSERT INTO peer_acks (key, started, opened, person, via, at) "
+                           "VALUES (?, ?, ?, ?, ?, ?)", (incident["key"], incident["started"],
+                                                         incident["opened"], person, via, wall))
             for page in db.execute("SELECT person FROM pages WHERE incident = ?",
                                    (incident_id,)).fetchall():
                 if page["person"] != person:
@@ -491,6 +521,44 @@ class Engine:
         for team in watchdog.notify:
             self._page_team(db, incident, team, "page", 0, now,
                             prefer=tuple(watchdog.channels))
+
+    # ------------------------------------------------------------------ the pair's peer
+
+    def peer_silent(self, silent_for: float) -> None:
+        """The other pager of the pair has not answered for `silent_for` seconds: its host,
+        its process or the path between them is down, and nothing stands behind this one.
+        PagerPeerDown (grade III) to the pair's `notify` teams, once."""
+        pair = self.config.pair
+        assert pair is not None
+        with self.store.transaction() as db:
+            if db.execute("SELECT 1 FROM incidents WHERE key = ? AND resolved IS NULL",
+                          (PEER_KEY,)).fetchone():
+                return
+            wall = self.wall()
+            other = "standby" if self.role == "active" else "active"
+            cursor = db.execute(
+                "INSERT INTO incidents (key, grade, alertname, site, drill, owners, teams, "
+                "summary, description, runbook, started, opened) VALUES (?, 'III', "
+                "'PagerPeerDown', '', 0, ?, '[]', ?, ?, 'runbooks/PagerPeerDown.md', ?, ?)",
+                (PEER_KEY, json.dumps(pair.notify), f"值班通知备机（{other}）失联：告警通道无冗余",
+                 f"The {other} pager has not answered for {silent_for:.0f} s: its host, its "
+                 "process or the network between the two pagers is down. Pages still go "
+                 "out through this one, with nothing behind it. Bring the other back.",
+                 wall - silent_for, wall))
+            incident = db.execute("SELECT * FROM incidents WHERE id = ?",
+                                  (cursor.lastrowid,)).fetchone()
+            self._event(db, incident["id"], wall, "opened", detail=f"{other} pager silent")
+            log.error("the %s pager has not answered for %.0f s: paging %s", other,
+                      silent_for, ", ".join(pair.notify))
+            for team in pair.notify:
+                self._page_team(db, incident, team, "page", 0, self.clock.now())
+
+    def peer_heard(self) -> None:
+        with self.store.transaction() as db:
+            silent = db.execute("SELECT * FROM incidents WHERE key = ? AND resolved IS NULL",
+                                (PEER_KEY,)).fetchone()
+            if silent is not None:
+                self._resolve(db, silent, self.clock.now())
 
     # ------------------------------------------------------------------ reading
 

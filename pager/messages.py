@@ -48,14 +48,17 @@ def minutes(seconds: float) -> str:
 
 
 def compose(config: PagerConfig, incident: sqlite3.Row, kind: str, step: int,
-            paged: list[sqlite3.Row], tokens: dict[str, str | None], now: float) -> Message:
-    """The message of `kind` for the people in `tokens` (person -> their ack token)."""
+            paged: list[sqlite3.Row], tokens: dict[str, str | None], now: float,
+            ack_at: list[str] | None = None) -> Message:
+    """The message of `kind` for the people in `tokens` (person -> their ack token).
+    `ack_at`: the pagers whose ack pages the links open, this one first (a pair's other
+    pager is the fallback, in the messages that have room for it)."""
     grade = f"【{GRADE_ZH.get(incident['grade'], '未分级')}】"
     drill = "【演练】" if incident["drill"] else ""
     head = f"{drill}{KIND_ZH[kind]}{grade}{incident['summary']}"
     title = f"{drill}{KIND_ZH[kind]}{grade}{incident['alertname']} @ {incident['site']}"
-    base = f"{config.public_url.rstrip('/')}/ack/"
-    links = {p: base + t for p, t in tokens.items() if t}
+    bases = [f"{url.rstrip('/')}/ack/" for url in ack_at or [config.public_url]]
+    links = {p: bases[0] + t for p, t in tokens.items() if t}
     link = next(iter(links.values()), "")
     stopped = incident["alertname"] in config.settlement_stopped
     people = "、".join(f"{config.people[p['person']].name}（{p['team']}）" for p in paged
@@ -98,6 +101,8 @@ def compose(config: PagerConfig, incident: sqlite3.Row, kind: str, step: int,
         elif links:
             if len(links) == 1:
                 lines.append(f"确认 acknowledge: {link}")
+                lines += [f"备用 fallback: {base}{link.rsplit('/', 1)[1]}"
+                          for base in bases[1:]]
             else:
                 lines += [f"{config.people[p].name} 确认: {url}" for p, url in links.items()]
             lines.append(f"或短信回复 1 / ACK {incident['id']}，或 insmon pager ack "

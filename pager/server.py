@@ -4,6 +4,8 @@ phones, the incident API for `insmon review`, and its own /metrics.
     POST /<receiver>        Alertmanager webhook (receiver = team, watchdog, drill, unrouted)
     GET  /ack/<token>       the incident, in Chinese, with one button; POST acknowledges
     GET  /api/incidents     incidents with who was paged, deliveries and events (JSON)
+    GET  /api/peer/hello, /api/peer/incident?key=K&started=T, POST /api/peer/ack
+                            the other pager of a pair asking (pager/pair.py)
     GET  /metrics, /healthz
 
 Webhooks and the API want the token (Bearer, or a basic-auth password): nobody else on
@@ -19,6 +21,7 @@ import html
 import json
 import logging
 import re
+import sqlite3
 import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,6 +33,7 @@ from prometheus_client.core import (
     HistogramMetricFamily,
 )
 
+from pager import pair
 from pager.config import GRADE_ZH
 from pager.engine import BadNotification, Engine
 from pager.messages import when
@@ -121,6 +125,8 @@ class PagerServer:
                 path = urllib.parse.urlsplit(self.path).path
                 if (match := ACK.match(path)):
                     return self._ack(match.group(1), post=True)
+                if path == "/api/peer/ack":
+                    return self._peer_ack()
                 match = RECEIVER.match(path)
                 if not match:
                     return self._reply(404, "text/plain", b"no such receiver\n")
@@ -167,6 +173,18 @@ class PagerServer:
                     if problem:
                         return self._reply(503, "text/plain", f"{problem}\n".encode())
                     return self._reply(200, "text/plain", b"ok\n")
+                if url.path in ("/api/peer/hello", "/api/peer/incident"):
+                    if not self._authorized():
+                        return None
+                    query = urllib.parse.parse_qs(url.query)
+                    try:
+                        answer = {"role": engine.role} if url.path.endswith("hello") else \
+                            pair.describe(engine, query["key"][0], float(query["started"][0]),
+                                          float(query["opened"][0]))
+                    except (KeyError, ValueError):
+                        return self._reply(400, "text/plain",
+                                           b"key, started and opened wanted\n")
+                    return self._reply(200, "application/json", json.dumps(answer).encode())
                 if url.path == "/api/incidents":
                     if not self._authorized():
                         return None
@@ -180,6 +198,21 @@ class PagerServer:
                     return self._reply(200, "application/json", json.dumps(
                         server.incidents(since, until), ensure_ascii=False).encode())
                 self._reply(404, "text/plain", b"not found\n")
+
+            def _peer_ack(self) -> None:
+                if not self._authorized():
+                    return None
+                length = self.headers.get("Content-Length", "")
+                if not length.isdigit() or int(length) > 65536:
+                    return self._reply(400, "text/plain", b"a small JSON body wanted\n")
+                try:
+                    answer = pair.take_ack(engine, json.loads(self.rfile.read(int(length))))
+                except (KeyError, TypeError, ValueError):
+                    return self._reply(400, "text/plain", b"key, started, person wanted\n")
+                except (StoreError, sqlite3.Error):
+                    return self._reply(503, "text/plain", b"cannot store it\n")
+                wake.set()
+                return self._reply(200, "application/json", json.dumps(answer).encode())
 
             def _ack(self, token: str, post: bool) -> None:
                 rows = engine.store.query("SELECT incident, person FROM pages WHERE token = ?",

@@ -70,6 +70,16 @@ MIGRATIONS = (
     ALTER TABLE deliveries ADD COLUMN born REAL;
     CREATE TABLE ended (mark TEXT PRIMARY KEY, at REAL NOT NULL);
     """,
+    # 3: a hot-standby pair: how the peer took part in a delivery (status 'peer': the
+    # peer sent it; `peer`: why this pager sent it for the peer, and after a partition
+    # whether the peer sent it too), and the acknowledgements to pass on to the peer.
+    """
+    ALTER TABLE deliveries ADD COLUMN peer TEXT;
+    CREATE TABLE peer_acks (
+        id INTEGER PRIMARY KEY, key TEXT NOT NULL, started REAL NOT NULL,
+        opened REAL NOT NULL, person TEXT NOT NULL, via TEXT NOT NULL, at REAL NOT NULL,
+        done INTEGER NOT NULL DEFAULT 0);
+    """,
 )
 VERSION = 1 + len(MIGRATIONS)
 
