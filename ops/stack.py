@@ -84,13 +84,14 @@ class Insmon(Server):
 
 
 class Alertmanager(Server):
-    """alert_rules/alertmanager.yml with every webhook pointed at `webhook_url`/<team>.
+    """alert_rules/alertmanager.yml with every webhook pointed at `webhook_url`/<team>
+    (a tuple: the pair's pagers, each receiver's webhooks in order).
     With `cluster_port`, one of an HA pair gossiping with `peers` (host:port): the pair
     shares silences and its notification log, so each page goes out once."""
 
-    def __init__(self, workdir: Path, webhook_url: str, cluster_port: int | None = None,
-                 peers: tuple[str, ...] = (), pager: str | None = None,
-                 token_file: Path | None = None) -> None:
+    def __init__(self, workdir: Path, webhook_url: str | tuple[str, ...],
+                 cluster_port: int | None = None, peers: tuple[str, ...] = (),
+                 pager: str | None = None, token_file: Path | None = None) -> None:
         config = yaml.safe_load((RULES / "alertmanager.yml").read_text())
         workdir.mkdir(parents=True, exist_ok=True)
         # the pager's token, as the shipped config sends it: the given pager's, or one
@@ -98,12 +99,18 @@ class Alertmanager(Server):
         self.token_file = token_file or workdir / "pager-token"
         if token_file is None:
             self.token_file.write_text(secrets.token_hex(24))
+        # each receiver posts to both pagers of the pair: to the URLs given, in order (one
+        # URL: the active's only)
+        urls = (webhook_url,) if isinstance(webhook_url, str) else webhook_url
         for receiver in config["receivers"]:
-            for hook in receiver.get("webhook_configs", []):
-                hook["url"] = f"{webhook_url}/{receiver['name']}"
+            hooks = receiver.get("webhook_configs", [])[:len(urls)]
+            for hook, url in zip(hooks, urls, strict=False):
+                hook["url"] = f"{url}/{receiver['name']}"
                 if "http_config" in hook:
                     hook["http_config"] = {"authorization": {
                         "credentials_file": str(self.token_file)}}
+            if hooks:
+                receiver["webhook_configs"] = hooks
             if pager and receiver["name"] == "drill":  # a drill paging the drill rota
                 receiver["webhook_configs"].append({"url": f"{pager}/drill",
                                                     "send_resolved": True})

@@ -25,8 +25,11 @@ from tests.robots import WeComRobot
 
 
 class PagerProcess:
-    def __init__(self, config_file: Path) -> None:
-        self.config_file = config_file
+    def __init__(self, config_file: Path, role: str | None = None,
+                 netns: str | None = None) -> None:
+        """`role`: its role in the config's pair; `netns`: the network namespace it runs
+        in (the pair's tests cut the link between two)."""
+        self.config_file, self.role, self.netns = config_file, role, netns
         config = yaml.safe_load(config_file.read_text())
         self.url = f"http://{config['listen']}"
         token_file = (config.get("auth") or {}).get("token_file")
@@ -39,7 +42,9 @@ class PagerProcess:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [INSMON, "--log-level", "info", "pager", "run", "-c", str(self.config_file)],
+            [*(["ip", "netns", "exec", self.netns] if self.netns else []),
+             INSMON, "--log-level", "info", "pager", "run", "-c", str(self.config_file),
+             *(["--role", self.role] if self.role else [])],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=self.log.open("a"))
         wait_for(lambda: self.proc.poll() is None and self.get("/healthz"), 20,

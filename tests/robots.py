@@ -30,9 +30,12 @@ class Robot:
     nothing for a minute)."""
 
 
-    def __init__(self, secret: str = "", per_minute: int = 20) -> None:
-        self.secret, self.per_minute = secret, per_minute
+    def __init__(self, secret: str = "", per_minute: int = 20,
+                 host: str = "127.0.0.1") -> None:
+        """`host`: the address it listens on (a namespace's pager reaches the host's)."""
+        self.secret, self.per_minute, self.host = secret, per_minute, host
         self.accepted: list[dict] = []
+        self.accepted_at: list[float] = []  # when each came
         self.refused: list[tuple[int, str]] = []
         self.mode = "ok"
         self._times: list[float] = []
@@ -61,7 +64,7 @@ class Robot:
             def log_message(self, fmt: str, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer((host, 0), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
@@ -81,6 +84,7 @@ class Robot:
                 return self._refuse(*self.too_fast)
             self._times.append(now)
             self.accepted.append(payload)
+            self.accepted_at.append(now)
         return self.ok
 
     def _refuse(self, code: int, message: str) -> dict:
@@ -91,6 +95,12 @@ class Robot:
     def texts(self) -> list[str]:
         with self._lock:
             return [self.text(p) for p in self.accepted]
+
+    def posts(self) -> list[tuple[float, str]]:
+        """(when it came, text) of every post accepted."""
+        with self._lock:
+            return [(at, self.text(p)) for at, p in zip(self.accepted_at, self.accepted,
+                                                        strict=True)]
 
     def close(self) -> None:
         self._server.shutdown()
@@ -117,7 +127,7 @@ class WeComRobot(Robot):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/cgi-bin/webhook/send?key={self.KEY}"
+        return f"http://{self.host}:{self.port}/cgi-bin/webhook/send?key={self.KEY}"
 
     def check(self, query: dict, payload: dict) -> tuple[int, str] | None:
         if query.get("key") != self.KEY:
@@ -151,7 +161,7 @@ class DingTalkRobot(Robot):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/robot/send?access_token={self.TOKEN}"
+        return f"http://{self.host}:{self.port}/robot/send?access_token={self.TOKEN}"
 
     def check(self, query: dict, payload: dict) -> tuple[int, str] | None:
         if query.get("access_token") != self.TOKEN:
@@ -182,7 +192,7 @@ class FeishuRobot(Robot):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/open-apis/bot/v2/hook/0f0f"
+        return f"http://{self.host}:{self.port}/open-apis/bot/v2/hook/0f0f"
 
     def error(self, code: int, message: str) -> dict:
         return {"code": code, "msg": message, "data": {}}

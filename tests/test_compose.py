@@ -34,7 +34,7 @@ def binds(service: str) -> dict[str, str]:
 
 def test_the_stack_has_its_services_with_health_checks_and_named_volumes() -> None:
     assert set(SERVICES) == {"insmon", "prometheus", "alertmanager-1", "alertmanager-2",
-                             "insmon-pager", "grafana"}
+                             "insmon-pager", "insmon-pager-standby", "grafana"}
     for name, service in SERVICES.items():
         assert service["healthcheck"]["test"][0] == "CMD", name
         assert service["restart"] == "unless-stopped", name
@@ -42,7 +42,7 @@ def test_the_stack_has_its_services_with_health_checks_and_named_volumes() -> No
              if not v.startswith(("./", "$"))}
     assert named == set(COMPOSE["volumes"]) == {
         "insmon-state", "prometheus-data", "alertmanager-1-data", "alertmanager-2-data",
-        "grafana-data", "pager-data"}
+        "grafana-data", "pager-data", "pager-standby-data"}
 
 
 def test_every_mounted_file_exists() -> None:
@@ -128,25 +128,33 @@ def test_alertmanager_config_as_mounted(tmp_path: Path, service: str) -> None:
     assert " - 1 templates\n  SUCCESS" in result.stdout  # templates/*.tmpl found, parsed
 
 
-def test_every_receiver_is_the_pager_service_of_the_stack() -> None:
-    """The shipped receivers reach a service that exists: the pager, at the port and store
-    its config names."""
-    pager = SERVICES["insmon-pager"]
-    assert pager["command"][:2] == ["pager", "run"]
-    assert "9095:9095" in pager["ports"]
+def test_every_receiver_posts_to_both_pagers_of_the_stack() -> None:
+    """The shipped receivers reach services that exist: the pair's two pagers, each at the
+    port, role and store its config names, and every receiver posts to both."""
     config = yaml.safe_load((ROOT / binds("insmon-pager")["/etc/insmon/pager.yaml"]).read_text())
     assert config["listen"].endswith(":9095")
-    assert any(v.startswith("pager-data:" + str(Path(config["database"]).parent))
-               for v in pager["volumes"])
+    for service, role, volume in (("insmon-pager", "active", "pager-data"),
+                                  ("insmon-pager-standby", "standby", "pager-standby-data")):
+        pager = SERVICES[service]
+        assert pager["command"] == ["pager", "run", "-c", "/etc/insmon/pager.yaml",
+                                    "--role", role]
+        assert binds(service)["/etc/insmon/pager.yaml"] == binds("insmon-pager")[
+            "/etc/insmon/pager.yaml"]  # one config for both
+        assert config["pair"][role]["url"] == f"http://{service}:9095"
+        assert any(v.startswith(f"{volume}:" + str(Path(config["database"]).parent))
+                   for v in pager["volumes"])
     routing = yaml.safe_load((ROOT / "alert_rules/alertmanager.yml").read_text())
-    urls = [hook["url"] for receiver in routing["receivers"]
-            for hook in receiver.get("webhook_configs", [])]
-    assert urls and all(url.startswith("http://insmon-pager:9095/") for url in urls)
-    teams = {url.rsplit("/", 1)[1] for url in urls} - {"watchdog", "drill", "unrouted"}
+    for receiver in (r for r in routing["receivers"] if r.get("webhook_configs")):
+        urls = [hook["url"] for hook in receiver["webhook_configs"]]
+        assert urls == [f"http://insmon-pager:9095/{receiver['name']}",
+                        f"http://insmon-pager-standby:9095/{receiver['name']}"]
+    teams = {r["name"] for r in routing["receivers"] if r.get("webhook_configs")} - {
+        "watchdog", "drill", "unrouted"}
     assert teams == set(config["teams"])  # every team routed to has a rota in the example
     prometheus = yaml.safe_load((ROOT / "alert_rules/prometheus.yml").read_text())
     [job] = [j for j in prometheus["scrape_configs"] if j["job_name"] == "insmon-pager"]
-    assert job["static_configs"][0]["targets"] == ["insmon-pager:9095"]
+    assert job["static_configs"][0]["targets"] == ["insmon-pager:9095",
+                                                   "insmon-pager-standby:9095"]
 
 
 def test_grafana_is_provisioned_with_the_dashboards() -> None:

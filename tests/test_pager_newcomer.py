@@ -109,7 +109,9 @@ def test_the_systemd_unit_is_one_systemd_accepts(tmp_path: Path) -> None:
     database = yaml.safe_load((ROOT / "examples" / "pager.yaml").read_text())["database"]
     assert Path(database).parent == Path("/var/lib/insmon-pager")
     # the config RunOnReceive names, with insmon where the README installs it
-    assert unit["ExecStart"] == "/opt/insmon/.venv/bin/insmon pager run -c /etc/insmon/pager.yaml"
+    assert unit["ExecStart"] == ("/opt/insmon/.venv/bin/insmon pager run -c "
+                                 "/etc/insmon/pager.yaml --role ${INSMON_PAGER_ROLE}")
+    assert unit["Environment"] == "INSMON_PAGER_ROLE=active"  # standby: on the other host
     if shutil.which("systemd-analyze") is None:
         pytest.skip("no systemd-analyze")
     path = tmp_path / "insmon-pager.service"

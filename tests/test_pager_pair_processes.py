@@ -1,0 +1,321 @@
+"""The hot-standby pair with real processes: a real Alertmanager pair posting every page
+to two real `insmon pager` processes (each its own store), a local WeCom robot. The link
+between the two pagers is cut for real: each pager in a network namespace of its own, on
+one bridge with this host, the cut a neighbour entry that sends the other's packets
+nowhere (nothing answers, nothing is refused: as a pulled cable)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ops.stack import Alertmanager, free_port, stop_all, wait_for
+from tests.pager_rig import PagerProcess
+from tests.robots import WeComRobot
+
+GRACE = 8.0
+ESCALATE_AFTER = 25.0
+TOKEN = "5c0ffee5c0ffee5c0ffee5c0ffee5c0ffee5"
+pytestmark = pytest.mark.timeout(300)
+
+
+def pair_files(directory: Path, robot: WeComRobot, active: str, standby: str
+               ) -> dict[str, Path]:
+    """The same config on both pagers but for where each listens and keeps its store (on
+    one machine they share a disk): {role: config file}."""
+    (directory / "token").write_text(TOKEN)
+    people = {name: {"name": label, "wecom": name, "channels": ["wecom"]}
+              for name, label in (("duty", "值班员"), ("boss", "组长"), ("vp", "副院长"),
+                                  ("desk", "结算中心"))}
+    team = lambda person, lead="boss": {"name": person, "lead": lead,  # noqa: E731
+                                        "rotation": {"since": "2026-01-01",
+                                                     "order": [person]}}
+    config = {
+        "auth": {"token_file": str(directory / "token")},
+        "channels": {"wecom": {"type": "wecom", "url": robot.url, "per_minute": 200}},
+        "people": people,
+        "teams": {"network": {**team("duty"), "backup": "boss"},
+                  "server_ops": team("boss"), "leadership": team("vp", "vp"),
+                  "settlement_center": team("desk", "desk")},
+        "escalation": {"I": [{"after": ESCALATE_AFTER, "notify": ["backup"]}]},
+        "watchdog": {"timeout": "1h", "notify": ["server_ops"]},
+        "pair": {"active": {"url": f"http://{active}"}, "standby": {"url": f"http://{standby}"},
+                 "grace": GRACE, "timeout": 2, "down_after": 20, "notify": ["server_ops"]},
+    }
+    files = {}
+    for role, listen in (("active", active), ("standby", standby)):
+        files[role] = directory / role / "pager.yaml"
+        files[role].parent.mkdir()
+        files[role].write_text(yaml.safe_dump({
+            **config, "listen": listen, "public_url": f"http://{listen}",
+            "database": str(directory / role / "pager.db")}, allow_unicode=True))
+    return files
+
+
+class Pair:
+    def __init__(self, directory: Path, host: str = "127.0.0.1", active: str | None = None,
+                 standby: str | None = None, netns: dict[str, str] | None = None) -> None:
+        self.robot = WeComRobot(per_minute=200, host=host)
+        addresses = {"active": f"{active or host}:{free_port()}",
+                     "standby": f"{standby or host}:{free_port()}"}
+        files = pair_files(directory, self.robot, addresses["active"], addresses["standby"])
+        self.pagers = {role: PagerProcess(files[role], role, (netns or {}).get(role))
+                       for role in ("active", "standby")}
+        ports = (free_port(), free_port())
+        urls = (self.pagers["active"].url, self.pagers["standby"].url)
+        self.managers = [
+            Alertmanager(directory / f"am-{i}", urls, ports[i], (f"127.0.0.1:{ports[1 - i]}",),
+                         token_file=directory / "token") for i in (0, 1)]
+
+    @property
+    def active(self) -> PagerProcess:
+        return self.pagers["active"]
+
+    @property
+    def standby(self) -> PagerProcess:
+        return self.pagers["standby"]
+
+    def fire(self, alertname: str, grade: str = "I", summary: str | None = None) -> float:
+        """As Prometheus does: the alert to both Alertmanagers. The time it was sent."""
+        alert = {"labels": {"alertname": alertname, "grade": grade, "team": "network",
+                            "site": "h1"},
+                 "annotations": {"summary_zh": summary or f"【{alertname}】"}}
+        at = time.time()
+        for manager in self.managers:
+            manager.post(alert)
+        return at
+
+    def posts(self, mark: str) -> list[tuple[float, str]]:
+        """(when, text) of the robot posts that carry `mark`."""
+        return [(at, text) for at, text in self.robot.posts() if mark in text]
+
+    def deliveries(self, pager: PagerProcess, alertname: str) -> list[dict]:
+        return [dict(r) for r in pager.rows(
+            "SELECT d.person, d.kind, d.step, d.status, d.peer FROM deliveries d JOIN "
+            "incidents i ON i.id = d.incident WHERE i.alertname = ? ORDER BY d.id",
+            (alertname,))]
+
+    def metric(self, pager: PagerProcess, name: str) -> float | None:
+        text = (pager.get("/metrics") or b"").decode()
+        match = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", text, re.MULTILINE)
+        return float(match.group(1)) if match else None
+
+    def close(self) -> None:
+        stop_all([*self.pagers.values(), *self.managers])
+        self.robot.close()
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[Pair]:
+    pair = Pair(tmp_path)
+    try:
+        yield pair
+    finally:
+        pair.close()
+
+
+def settled_by_peer(pair: Pair, alertname: str) -> bool:
+    """The standby has decided every message of the incident: the active sent them."""
+    rows = pair.deliveries(pair.standby, alertname)
+    return bool(rows) and all(r["status"] == "peer" for r in rows)
+
+
+def test_both_healthy_each_person_is_paged_once_by_the_active(pair: Pair) -> None:
+    names = [f"Fault{i:02d}" for i in range(20)]
+    for name in names:
+        pair.fire(name, grade="III", summary=f"【故障-{name}-】")
+    for name in names:
+        wait_for(lambda n=name: settled_by_peer(pair, n), 90,
+                 f"the standby to leave {name} to the active")
+    for name in names:
+        assert len(pair.posts(f"故障-{name}-")) == 1, name
+        assert [(r["person"], r["status"]) for r in pair.deliveries(pair.active, name)] == [
+            ("duty", "sent")]
+    assert pair.metric(pair.standby, 'insmon_pager_role{role="standby"}') == 1
+    assert pair.metric(pair.active, 'insmon_pager_role{role="active"}') == 1
+    assert pair.metric(pair.standby, "insmon_pager_peer_up") == 1
+    assert pair.metric(pair.standby, "insmon_pager_peer_sent_total") == 20
+    assert pair.metric(pair.standby, "insmon_pager_peer_duplicates_total") == 0
+
+
+def test_the_active_killed_the_standby_pages_within_the_grace_period(pair: Pair) -> None:
+    pair.active.kill9()
+    fired = pair.fire("SettlementPathDown")
+    wait_for(lambda: pair.posts("【SettlementPathDown】"), GRACE + 60, "the standby's page")
+    [opened] = [r["opened"] for r in pair.standby.rows(
+        "SELECT opened FROM incidents WHERE alertname = 'SettlementPathDown'")]
+    at = pair.posts("【SettlementPathDown】")[0][0]
+    print(f"\nactive killed before the fault: the standby's page {at - opened:.1f} s after "
+          f"Alertmanager's ({at - fired:.1f} s after the alert; grace {GRACE:g} s)")
+    assert at - opened <= GRACE + 5
+    sent_for = pair.deliveries(pair.standby, "SettlementPathDown")
+    assert {(r["person"], r["status"], r["peer"]) for r in sent_for if r["kind"] == "page"} == {
+        (p, "sent", "unreachable") for p in ("duty", "vp", "desk")}
+
+
+def test_the_active_killed_during_an_escalation_the_next_step_comes_on_time(
+        pair: Pair) -> None:
+    pair.fire("SettlementPathDown")
+    wait_for(lambda: pair.posts("【SettlementPathDown】"), 60, "the active's page")
+    wait_for(lambda: settled_by_peer(pair, "SettlementPathDown"), 60,
+             "the standby to leave the page to the active")
+    pair.active.kill9()
+    # the backup (组长 boss) hears of it at the step's time: its due time, plus the grace
+    wait_for(lambda: [t for t in pair.posts("【SettlementPathDown】") if "boss" in t[1]],
+             ESCALATE_AFTER + GRACE + 30, "the escalation to the backup")
+    [(at, _)] = [t for t in pair.posts("【SettlementPathDown】") if "boss" in t[1]]
+    [opened] = [r["opened"] for r in pair.standby.rows(
+        "SELECT opened FROM incidents WHERE alertname = 'SettlementPathDown'")]
+    late = at - opened - ESCALATE_AFTER
+    print(f"\nactive killed mid-escalation: step 1 {late:+.1f} s from its time")
+    assert -1 <= late <= GRACE + 5
+
+
+@pytest.mark.root
+def test_the_link_between_the_pagers_cut_every_page_goes_out_then_one_active(
+        tmp_path: Path) -> None:
+    with two_hosts() as (host, (active, standby), cut):
+        pair = Pair(tmp_path, host, active, standby,
+                    {"active": cut.ns["active"], "standby": cut.ns["standby"]})
+        try:
+            wait_for(lambda: pair.metric(pair.standby, "insmon_pager_peer_up") == 1, 30,
+                     "the pagers to see each other")
+            cut.apart(True)
+            pair.fire("PrimaryLineDown", grade="II")
+            # apart, both send: at least once, never none
+            wait_for(lambda: len(pair.posts("【PrimaryLineDown】")) >= 2, GRACE + 40,
+                     "a page from each pager")
+            cut.apart(False)
+            wait_for(lambda: pair.metric(pair.standby, "insmon_pager_peer_up") == 1, 30,
+                     "the pagers to meet again")
+            wait_for(lambda: pair.metric(pair.standby,
+                                         "insmon_pager_peer_duplicates_total") == 1, 30,
+                     "the duplicate counted")
+            # together again: the standby waits for the active
+            pair.fire("RaidArrayDegraded", grade="II")
+            wait_for(lambda: settled_by_peer(pair, "RaidArrayDegraded"), GRACE + 40,
+                     "the standby to leave the new page to the active")
+            assert len(pair.posts("【RaidArrayDegraded】")) == 1
+        finally:
+            pair.close()
+
+
+def test_an_ack_on_the_standby_after_a_takeover_stops_the_escalation_on_both(
+        pair: Pair) -> None:
+    pair.active.kill9()
+    pair.fire("SettlementPathDown")
+    wait_for(lambda: pair.posts("【SettlementPathDown】"), GRACE + 30, "the standby's page")
+    [token] = [r["token"] for r in pair.standby.rows(
+        "SELECT token FROM pages WHERE person = 'duty'")]
+    status, _ = pair.standby.post(f"/ack/{token}", b"")
+    assert status == 200
+    pair.active.start()
+    # the active hears the page again from Alertmanager, and the ack from the standby
+    wait_for(lambda: pair.active.rows("SELECT acked_by FROM incidents WHERE acked IS NOT "
+                                      "NULL AND alertname = 'SettlementPathDown'"), 60,
+             "the ack on the active")
+    for pager in pair.pagers.values():
+        [incident] = pager.rows("SELECT id, acked_by FROM incidents WHERE alertname = "
+                                "'SettlementPathDown'")
+        assert incident["acked_by"] == "duty"
+        assert [r["done"] for r in pager.rows("SELECT done FROM timers WHERE incident = ? "
+                                              "AND kind = 'escalation'",
+                                              (incident["id"],))] == [1]
+        assert not [d for d in pair.deliveries(pager, "SettlementPathDown")
+                    if d["kind"] == "escalation"]
+    # the active sent nothing the standby had (its page waits, then is the peer's)
+    wait_for(lambda: all(d["status"] == "peer" for d in
+                         pair.deliveries(pair.active, "SettlementPathDown")
+                         if d["kind"] == "page"), 30, "the active to leave the page")
+    pages = [t for _, t in pair.posts("【SettlementPathDown】") if "duty" in t
+             and "/ack/" in t]  # a page, with its link (the ack's notice has none)
+    assert len(pages) == 1  # duty's page, from the standby alone
+
+
+def test_a_restarted_active_sends_nothing_the_standby_sent(pair: Pair) -> None:
+    pair.robot.mode = "500"  # the active's first try fails: its page stays pending
+    pair.fire("FrontEndUnreachable")
+    wait_for(lambda: any(r["status"] == "pending" and r["kind"] == "page" for r in
+                         pair.deliveries(pair.active, "FrontEndUnreachable")) and
+             pair.active.rows("SELECT 1 FROM events WHERE what = 'delivery-retry'"), 30,
+             "the active's failed try")
+    pair.active.kill9()
+    pair.robot.mode = "ok"
+    wait_for(lambda: pair.posts("【FrontEndUnreachable】"), GRACE + 30, "the standby's page")
+    pair.active.start()
+    wait_for(lambda: all(r["status"] == "peer" for r in pair.deliveries(
+        pair.active, "FrontEndUnreachable") if r["kind"] == "page"), 60,
+        "the restarted active to leave its pending page to the standby")
+    people = [p for p in ("duty", "vp", "desk")
+              if any(p in t for _, t in pair.posts("【FrontEndUnreachable】"))]
+    assert people == ["duty", "vp", "desk"]
+    for person in people:  # each once
+        assert sum(person in t for _, t in pair.posts("【FrontEndUnreachable】")) == 1, person
+
+
+# ------------------------------------------------------------------ two hosts
+
+class Cut:
+    """The link between the two pagers' namespaces: apart(True) sends each one's packets
+    for the other to a MAC address nobody has (silently lost), apart(False) heals it."""
+
+    def __init__(self, ns: dict[str, str], addresses: dict[str, str]) -> None:
+        self.ns, self.addresses = ns, addresses
+
+    def apart(self, cut: bool) -> None:
+        for me, other in (("active", "standby"), ("standby", "active")):
+            if cut:
+                _ip("-n", self.ns[me], "neigh", "replace", self.addresses[other], "lladdr",
+                    "02:00:00:00:00:01", "nud", "permanent", "dev", "eth0")
+            else:
+                _ip("-n", self.ns[me], "neigh", "del", self.addresses[other], "dev", "eth0")
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+
+
+@contextmanager
+def two_hosts() -> Iterator[tuple[str, tuple[str, str], Cut]]:
+    """This host and two namespaces on one bridge (in a namespace of its own): yields
+    this host's address, the two pagers' addresses, and the cut between them."""
+    n = os.getpid()
+    subnet = f"10.{213 + n % 3}.{n % 250}"
+    hub, ns = f"insmonhub{n}", {"active": f"insmonpa{n}", "standby": f"insmonpb{n}"}
+    addresses = {"host": f"{subnet}.1", "active": f"{subnet}.2", "standby": f"{subnet}.3"}
+    made: list[str] = []
+    try:
+        for name in (hub, *ns.values()):
+            _ip("netns", "add", name)
+            made.append(name)
+        _ip("-n", hub, "link", "add", "br0", "type", "bridge")
+        _ip("-n", hub, "link", "set", "br0", "up")
+        host_if = f"iph{n}"
+        _ip("link", "add", host_if, "type", "veth", "peer", "name", "uplink", "netns", hub)
+        _ip("addr", "add", f"{addresses['host']}/24", "dev", host_if)
+        _ip("link", "set", host_if, "up")
+        ends = {"host": "uplink"}
+        for role, name in ns.items():
+            _ip("-n", name, "link", "add", "eth0", "type", "veth", "peer", "name",
+                f"to-{role}", "netns", hub)
+            _ip("-n", name, "addr", "add", f"{addresses[role]}/24", "dev", "eth0")
+            _ip("-n", name, "link", "set", "eth0", "up")
+            _ip("-n", name, "link", "set", "lo", "up")
+            ends[role] = f"to-{role}"
+        for end in ends.values():
+            _ip("-n", hub, "link", "set", "dev", end, "master", "br0")
+            _ip("-n", hub, "link", "set", "dev", end, "up")
+        yield addresses["host"], (addresses["active"], addresses["standby"]), Cut(
+            ns, addresses)
+    finally:
+        subprocess.run(["ip", "link", "del", f"iph{n}"], capture_output=True, timeout=10)
+        for name in made:
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
