@@ -205,7 +205,8 @@ class Chain(NamedTuple):
 
 
 @contextmanager
-def alert_chain(workdir: Path, insmon_config: str, port: int, site: str, webhook_url: str,
+def alert_chain(workdir: Path, insmon_config: str, port: int, site: str,
+                webhook_url: str | tuple[str, ...],
                 interval: str | None = "1s", external_labels: dict | None = None,
                 pager: str | None = None, token_file: Path | None = None) -> Iterator[Chain]:
     """insmon (listening on `port`), Alertmanager paging `webhook_url` with the token of

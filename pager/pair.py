@@ -78,6 +78,7 @@ class Peer:
         self.last_seen = now  # from the start: a peer never heard pages after down_after
         self.seen_wall = 0.0
         self.reachable = True  # until a question goes unanswered
+        self._silent_since = now
         self._answers: dict[int, tuple[float, dict | None]] = {}
         self._next_beat = now
         self._stop = threading.Event()
@@ -128,6 +129,8 @@ class Peer:
         asked = self._answers.get(incident["id"])
         if asked is not None and now - asked[0] < ASK_EVERY:
             return asked[1]
+        if not self.reachable and now - self._silent_since < BEAT_EVERY:
+            return None  # silent a moment ago: not one more timeout per incident in a storm
         answer = self.ask(question(incident), None)
         self._answers[incident["id"]] = (now, answer)
         self._seen(answer is not None, now)
@@ -222,11 +225,12 @@ class Peer:
             if not self.reachable:
                 log.info("the other pager answers again")
             self.last_seen, self.seen_wall, self.reachable = now, self.engine.wall(), True
-        elif self.reachable:
-            log.warning("the other pager does not answer: %s",
-                        "sending for it after the grace period" if self.standby
-                        else "sending without asking it")
-            self.reachable = False
+        else:
+            if self.reachable:
+                log.warning("the other pager does not answer: %s",
+                            "sending for it after the grace period" if self.standby
+                            else "sending without asking it")
+            self.reachable, self._silent_since = False, now
 
 
 # ------------------------------------------------------------------ the peer's questions
