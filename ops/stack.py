@@ -203,6 +203,27 @@ class Chain(NamedTuple):
     alertmanager: Alertmanager
     prometheus: Prometheus
 
+    def explain(self) -> str:
+        """What each link of the chain holds now, for a test that waited in vain: the
+        scrape, the settlement path as Prometheus has it, the alerts firing, the
+        Alertmanager's alerts, and the tails of the three logs."""
+        lines = []
+        for expr in ("up", "insmon_settlement_path_up", "ALERTS{alertstate=\"firing\"}",
+                     "prometheus_notifications_errors_total"):
+            try:
+                found = [(r["metric"], r["value"][1]) for r in self.prometheus.query(expr)]
+            except Exception as exc:
+                found = [f"query failed: {exc}"]
+            lines.append(f"{expr}: {found}")
+        try:
+            lines.append(f"alertmanager: {[a['labels'] for a in self.alertmanager.alerts()]}")
+        except Exception as exc:
+            lines.append(f"alertmanager: {exc}")
+        for server in self:
+            tail = server.log_file.read_text(errors="replace").splitlines()[-5:]
+            lines.append(f"{server.log_file.name}: " + " | ".join(tail))
+        return "\n".join(lines)
+
 
 @contextmanager
 def alert_chain(workdir: Path, insmon_config: str, port: int, site: str,

@@ -51,7 +51,7 @@ LEVEL_ONE = {"network", "insurance_agency", "leadership", "settlement_center"}
 
 
 def test_cut_both_lines_pages_level_one_to_the_right_teams(chain) -> None:
-    lab, recorder, _ = chain
+    lab, recorder, stack = chain
     time.sleep(3)  # a settled baseline: nothing pages while all is well
     assert pages(recorder) == []
 
@@ -59,7 +59,12 @@ def test_cut_both_lines_pages_level_one_to_the_right_teams(chain) -> None:
     lab.cut("primary")
     lab.cut("backup")
     expected = LEVEL_ONE
-    wait_for(lambda: recorder.teams("SettlementPathDown") >= expected, 60, "the Level I pages")
+    try:
+        wait_for(lambda: recorder.teams("SettlementPathDown") >= expected, 60,
+                 "the Level I pages")
+    except TimeoutError as exc:  # what each link of the chain had, for the next reader
+        raise AssertionError(f"{exc}; pages: {[(p.team, p.alertnames) for p in pages(recorder)]}"
+                             f"\n{stack.explain()}") from None
     time.sleep(3)
     firing = pages(recorder, "firing")
     assert {p.team for p in firing} == expected  # and no other team, no other alert
