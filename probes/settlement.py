@@ -230,7 +230,8 @@ class Sessions:
             else:
                 self._links[link] = session
             text = json.dumps({"links": {k: v._asdict() for k, v in self._links.items()}})
-            temporary = self.path.with_name(self.path.name + ".tmp")
+            # of this process: `insmon settlement try` may write beside the running check
+            temporary = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 # a sign_no is a session's credential: readable by insmon only
