@@ -278,6 +278,9 @@ class PagerConfig(_Model):
         if self.pair is not None:
             problems += [f"pair.notify: unknown team {t!r}"
                          for t in self.pair.notify if t not in self.teams]
+            if self.pair.active.url.rstrip("/") == self.pair.standby.url.rstrip("/"):
+                problems.append("pair: the active and the standby have the same url (each "
+                                "would ask itself)")
             if self.auth.token_file is None:
                 problems.append("auth.token_file: a pair's pagers ask each other with it")
         problems += [f"drill.people: unknown person {p!r}"

@@ -264,9 +264,13 @@ class Engine:
         secret, the incident and the person), so a link works on either."""
         if self._secret is None:
             return secrets.token_urlsafe(18)
-        text = f"{incident['key']}|{incident['started']!r}|{person}"
-        return base64.urlsafe_b64encode(hmac.new(self._secret.encode(), text.encode(),
-                                                 "sha256").digest()[:18]).decode()
+        text = f"ack-link|{incident['key']}|{incident['started']!r}|{person}"
+        token = base64.urlsafe_b64encode(hmac.new(self._secret.encode(), text.encode(),
+                                                  "sha256").digest()[:18]).decode()
+        taken = self.store.query("SELECT 1 FROM pages WHERE token = ?", (token,))
+        # an incident of the same alerts again (the lower grade under a raised one): its
+        # own link, on this pager only
+        return secrets.token_urlsafe(18) if taken else token
 
     def ack_links(self) -> list[str]:
         """Where phones acknowledge: this pager; in a pair also the other as a fallback."""
@@ -553,7 +557,28 @@ class Engine:
             for team in pair.notify:
                 self._page_team(db, incident, team, "page", 0, self.clock.now())
 
+    def resolve(self, incident_id: int, why: str, superseded: bool = False) -> None:
+        """An incident the other pager of the pair saw end (this one missed the
+        notification, down or apart): over here too. Resolved, its people are told;
+        superseded by a higher grade, the fault goes on and nobody is told it is over."""
+        with self.store.transaction() as db:
+            incident = db.execute("SELECT * FROM incidents WHERE id = ? AND resolved IS NULL",
+                                  (incident_id,)).fetchone()
+            if incident is None:
+                return
+            self._event(db, incident_id, self.wall(), "peer", detail=why)
+            if superseded:
+                db.execute("UPDATE incidents SET resolved = ? WHERE id = ?",
+                           (self.wall(), incident_id))
+                db.execute("UPDATE timers SET done = 1 WHERE incident = ?", (incident_id,))
+                self._event(db, incident_id, self.wall(), "superseded", detail=why)
+            else:
+                self._resolve(db, incident, self.clock.now())
+
     def peer_heard(self) -> None:
+        if not self.store.query("SELECT 1 FROM incidents WHERE key = ? AND resolved IS NULL",
+                                (PEER_KEY,)):
+            return  # the usual answer: nothing to write
         with self.store.transaction() as db:
             silent = db.execute("SELECT * FROM incidents WHERE key = ? AND resolved IS NULL",
                                 (PEER_KEY,)).fetchone()

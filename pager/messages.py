@@ -105,15 +105,18 @@ def compose(config: PagerConfig, incident: sqlite3.Row, kind: str, step: int,
                           for base in bases[1:]]
             else:
                 lines += [f"{config.people[p].name} 确认: {url}" for p, url in links.items()]
-            lines.append(f"或短信回复 1 / ACK {incident['id']}，或 insmon pager ack "
+            # an incident's number is each pager's own: a pair's messages go without it
+            lines.append("或短信回复 1" if len(bases) > 1 else
+                         f"或短信回复 1 / ACK {incident['id']}，或 insmon pager ack "
                          f"{incident['id']}")
     text = "\n".join(lines)
-    return Message(title, text, _short(incident, kind, head, stopped, link, acker_name, now),
+    return Message(title, text, _short(incident, kind, head, stopped, link, acker_name, now,
+                                       numbered=len(bases) == 1),
                    frozenset((incident["id"], kind, step, person) for person in tokens))
 
 
 def _short(incident: sqlite3.Row, kind: str, head: str, stopped: bool, link: str,
-           acker: str | None, now: float) -> str:
+           acker: str | None, now: float, numbered: bool = True) -> str:
     """The SMS as head|tail|link, fitted to a channel's length by `fit`."""
     tail = {"page": f"{clock(incident['started'], False)}起",
             "escalation": f"{clock(incident['started'], False)}起，无人确认",
@@ -124,7 +127,7 @@ def _short(incident: sqlite3.Row, kind: str, head: str, stopped: bool, link: str
     if stopped and kind in ("page", "escalation", "repeat"):
         tail = "结算已中断 " + tail
     if kind in ("page", "escalation", "repeat") and not incident["acked"]:
-        tail += f"。回复1确认(ACK {incident['id']})"
+        tail += f"。回复1确认(ACK {incident['id']})" if numbered else "。回复1确认"
         return f"{head}|{tail}|{link}"
     return f"{head}|{tail}|"
 

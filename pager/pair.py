@@ -30,18 +30,20 @@ import threading
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from pager.engine import Engine
+from pager.engine import PEER_KEY, WATCHDOG_KEY, Engine
 
 log = logging.getLogger("insmon.pager.pair")
 PENDING_LIMIT = 60.0  # the active trying this long (rate limits, retries): the standby sends
 ASK_EVERY = 2.0  # an incident's answer is used this long before asking again
 BEAT_EVERY = 5.0  # the peer's liveness is asked this often
+RECONCILE_EVERY = 30.0  # open incidents the other pager saw end, looked for this often
 ACK_KEEP = 600.0  # an ack is passed on until the peer has the incident, this long at most
-MATCH_WINDOW = 300.0  # the same incident's start on both pagers (see _incident)
-SAME_OPEN = 60.0  # and its opening
+MATCH_WINDOW = 60.0  # a silence's start as each pager dates it (see _incident)
+SELF_DATED = (WATCHDOG_KEY, PEER_KEY)
 PAGES = ("page", "escalation", "repeat")
 
 Ask = Callable[[str, dict | None], dict | None]  # path, body (None: GET) -> answer or None
@@ -50,18 +52,27 @@ Ask = Callable[[str, dict | None], dict | None]  # path, body (None: GET) -> ans
 def http_ask(url: str, token: str, timeout: float) -> Ask:
     """Questions to the other pager's API with the pair's token; None when it does not
     answer within `timeout` (or answers nonsense)."""
+    # no proxy (a site's HTTP_PROXY is for the robots on the internet, not for the token),
+    # no redirect (it would carry the token elsewhere)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect)
+
     def ask(path: str, body: dict | None = None) -> dict | None:
         request = urllib.request.Request(
             url.rstrip("/") + path, data=None if body is None else json.dumps(body).encode(),
             headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
             method="GET" if body is None else "POST")
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
+            with opener.open(request, timeout=timeout) as response:
                 answer = json.load(response)
         except (OSError, ValueError, http.client.HTTPException):
             return None
         return answer if isinstance(answer, dict) else None
     return ask
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs) -> None:
+        return None
 
 
 class Peer:
@@ -78,63 +89,98 @@ class Peer:
         self.last_seen = now  # from the start: a peer never heard pages after down_after
         self.seen_wall = 0.0
         self.reachable = True  # until a question goes unanswered
+        self.conflict = False  # the other pager runs in the same role
         self._silent_since = now
         self._answers: dict[int, tuple[float, dict | None]] = {}
-        self._next_beat = now
+        self._next_beat = self._next_reconcile = now
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="pager-peer", daemon=True)
+        self._pool = ThreadPoolExecutor(8, thread_name_prefix="pager-ask")
 
     # ------------------------------------------------------------------ before sending
 
     def gate(self, rows: list[dict]) -> list[dict]:
         """Of the due deliveries, those this pager sends now; the peer's are marked so,
-        the rest wait for a later round."""
+        the rest wait for a later round. In doubt (a malformed answer, a store that
+        cannot be written), it sends."""
         now = self.engine.clock.now()
-        return [row for row in rows if self._verdict(row, now)]
+        asking = {row["incident"] for row in rows if self._asks(row, now)}
+        self._ask_about([i for i in asking if now - self._answers.get(i, (-1e18, None))[0]
+                         >= ASK_EVERY], now)
+        send = []
+        for row in rows:
+            try:
+                # not asked: decided before (sending for the peer), the standby within
+                # its grace (waits), the active while the standby is silent (sends)
+                ok = self._verdict(row, now) if self._asks(row, now) else \
+                    bool(row.get("peer")) or not self.standby
+            except Exception:
+                log.exception("delivery %d: the peer's answer could not be used: sending",
+                              row["id"])
+                ok = True
+            if ok:
+                send.append(row)
+        if len(self._answers) > 1000:  # the questions of a storm long past
+            self._answers = {k: v for k, v in self._answers.items() if now - v[0] < 60}
+        return send
+
+    def _ask_about(self, incident_ids: list[int], now: float) -> None:
+        """Each incident's question at once: a slow peer costs one timeout, not one per
+        incident of a storm; silent a moment ago, it is not asked again before the beat."""
+        if not incident_ids:
+            return
+        if not self.reachable and now - self._silent_since < BEAT_EVERY:
+            self._answers.update({i: (now, None) for i in incident_ids})
+            return
+        incidents = [i for i in map(self.engine.incident, incident_ids) if i is not None]
+        one = lambda incident: _valid(self.ask(question(incident), None))  # noqa: E731
+        answers = list(self._pool.map(one, incidents) if len(incidents) > 1
+                       else map(one, incidents))
+        self._answers.update({i["id"]: (now, a) for i, a in zip(incidents, answers,
+                                                                 strict=True)})
+        self._seen(any(a is not None for a in answers), now)
+
+    def _asks(self, row: dict, now: float) -> bool:
+        """Whether the peer is asked about this row now: not when decided before (sent
+        for the peer: a retry, a failover), not by the standby within its grace, not by
+        the active while the standby does not answer."""
+        if row.get("peer"):
+            return False
+        if self.standby:
+            return now >= (row["born"] or now) + self.pair.grace
+        return self.reachable or now - self._silent_since >= BEAT_EVERY
 
     def _verdict(self, row: dict, now: float) -> bool:
-        if row.get("peer"):  # decided before: sending for the peer, a retry or failover
-            return True
-        if self.standby and now < (row["born"] or now) + self.pair.grace:
-            return False
-        if not self.standby and not self.reachable:
-            return True  # the active does not wait for a peer that is not there
         incident = self.engine.incident(row["incident"])
+        answer = self._answers.get(row["incident"], (0.0, None))[1]
         if incident is None:
             return True
-        answer = self._answer(incident, now)
         if answer is None:  # no answer: the standby sends for the active
             if self.standby:
                 self._mark(row, "sent-for-peer", "unreachable", "the active does not answer")
             return True
-        if answer.get("acked") and incident["acked"] is None and row["kind"] in PAGES:
-            self.engine.ack(incident["id"], str(answer.get("acked_by") or "?"), "peer")
+        if row["kind"] in PAGES and answer["found"] and incident["resolved"] is None:
+            if answer["resolved"] is not None:  # it missed the end: over here too
+                self.engine.resolve(incident["id"], "ended on the other pager",
+                                    answer["superseded"])
+                self._mark(row, "sent-by-peer", None, "ended on the peer", status="peer")
+                return False
+            if answer["acked"] is not None:  # its ack reaches this pager by POST
+                self._mark(row, "sent-by-peer", None, "acknowledged on the peer",
+                           status="peer")
+                return False
         theirs = same_delivery(answer, row, now)
-        if any(d.get("status") == "sent" for d in theirs) or (
-                answer.get("acked") and row["kind"] in PAGES):
-            self._mark(row, "sent-by-peer", None, "sent or acknowledged on the peer",
-                       status="peer")
+        if any(d["status"] == "sent" for d in theirs):
+            self._mark(row, "sent-by-peer", None, "sent by the peer", status="peer")
             return False
         if not self.standby:
             return True
-        if any(d.get("status") == "pending" and float(d.get("age", 0)) < PENDING_LIMIT
-               for d in theirs):
+        if any(d["status"] == "pending" and d["age"] < PENDING_LIMIT for d in theirs):
             return False  # the active is on it: ask again in a while
         why = "failed" if theirs else "not-there"
         self._mark(row, "sent-for-peer", why, "the active has not sent it" if theirs
                    else "the active has no such page")
         return True
-
-    def _answer(self, incident, now: float) -> dict | None:
-        asked = self._answers.get(incident["id"])
-        if asked is not None and now - asked[0] < ASK_EVERY:
-            return asked[1]
-        if not self.reachable and now - self._silent_since < BEAT_EVERY:
-            return None  # silent a moment ago: not one more timeout per incident in a storm
-        answer = self.ask(question(incident), None)
-        self._answers[incident["id"]] = (now, answer)
-        self._seen(answer is not None, now)
-        return answer
 
     def _mark(self, row: dict, what: str, why: str | None, detail: str,
               status: str | None = None) -> None:
@@ -156,7 +202,9 @@ class Peer:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(10)
+        if self._thread.is_alive():
+            self._thread.join(10)
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _loop(self) -> None:
         while not self._stop.wait(1.0):
@@ -174,8 +222,12 @@ class Peer:
     def forward_acks(self) -> None:
         for ack in self.store.query("SELECT * FROM peer_acks WHERE done = 0 ORDER BY id "
                                     "LIMIT 50"):
-            taken = self.ask("/api/peer/ack", {k: ack[k] for k in (
-                "key", "started", "opened", "person", "via", "at")})
+            ended = self.store.query("SELECT resolved FROM incidents WHERE key = ? AND "
+                                     "started = ? AND opened = ?",
+                                     (ack["key"], ack["started"], ack["opened"]))
+            taken = self.ask("/api/peer/ack", {
+                **{k: ack[k] for k in ("key", "started", "opened", "person", "via", "at")},
+                "ended": ended[0]["resolved"] if ended else None})
             self._seen(taken is not None, self.engine.clock.now())
             if taken is None:
                 return  # kept: passed on once the peer answers
@@ -189,11 +241,36 @@ class Peer:
         if now < self._next_beat:
             return
         self._next_beat = now + BEAT_EVERY
-        self._seen(self.ask("/api/peer/hello", None) is not None, now)
+        hello = self.ask("/api/peer/hello", None)
+        self._seen(hello is not None, now)
+        if hello is not None and hello.get("role") == self.engine.role:
+            if not self.conflict:
+                log.error("the other pager runs as %s too: check --role on both hosts",
+                          self.engine.role)
+            self.conflict = True
+        elif hello is not None:
+            self.conflict = False
         if self.reachable:
             self.engine.peer_heard()
+            if now >= self._next_reconcile:
+                self._next_reconcile = now + RECONCILE_EVERY
+                self.reconcile_open()
         elif now - self.last_seen >= self.pair.down_after:
             self.engine.peer_silent(now - self.last_seen)
+
+    def reconcile_open(self) -> None:
+        """An incident open here that the other pager saw resolve (this one was down or
+        apart as the resolve came) is over here too: left open it would take the next
+        episode of the same alerts without paging anyone."""
+        for incident in self.store.query("SELECT * FROM incidents WHERE resolved IS NULL "
+                                         "AND key NOT IN (?, ?) ORDER BY id LIMIT 50",
+                                         SELF_DATED):
+            answer = _valid(self.ask(question(incident), None))
+            if answer is None:
+                return
+            if answer["found"] and answer["resolved"] is not None:
+                self.engine.resolve(incident["id"], "ended on the other pager",
+                                    answer["superseded"])
 
     def reconcile(self) -> None:
         """Pages sent for an unreachable peer: did it send them too (a duplicate)?"""
@@ -202,7 +279,7 @@ class Peer:
         for row in self.store.query("SELECT * FROM deliveries WHERE peer = 'unreachable' "
                                     "AND status = 'sent' ORDER BY id LIMIT 20"):
             incident = self.engine.incident(row["incident"])
-            answer = self.ask(question(incident), None)
+            answer = _valid(self.ask(question(incident), None))
             if answer is None:
                 return
             both = any(d.get("status") == "sent" for d in same_delivery(
@@ -236,9 +313,33 @@ class Peer:
 # ------------------------------------------------------------------ the peer's questions
 
 def question(incident) -> str:
+    ended = {} if incident["resolved"] is None else {"ended": repr(incident["resolved"])}
     return "/api/peer/incident?" + urllib.parse.urlencode(
-        {k: incident[k] if k == "key" else repr(incident[k])
-         for k in ("key", "started", "opened")})
+        {"key": incident["key"], "started": repr(incident["started"]),
+         "opened": repr(incident["opened"]), **ended})
+
+
+def _valid(answer: dict | None) -> dict | None:
+    """The peer's answer about an incident in the shape the verdicts read, or None (as
+    no answer) when it is not: an older or newer pager, or something else answering."""
+    if not isinstance(answer, dict) or not isinstance(answer.get("deliveries"), list):
+        return None
+    deliveries = []
+    for d in answer["deliveries"]:
+        if not isinstance(d, dict):
+            return None
+        try:
+            deliveries.append({"person": str(d["person"]), "kind": str(d["kind"]),
+                               "step": int(d["step"]), "status": str(d["status"]),
+                               "age": float(d["age"])})
+        except (KeyError, TypeError, ValueError):
+            return None
+    numbers = [answer.get(k) for k in ("acked", "resolved")]
+    if not all(n is None or isinstance(n, int | float) for n in numbers):
+        return None
+    return {"found": answer.get("found") is True, "acked": numbers[0],
+            "resolved": numbers[1], "superseded": answer.get("superseded") is True,
+            "deliveries": deliveries}
 
 
 def same_delivery(answer: dict, row: dict, now: float) -> list[dict]:
@@ -246,23 +347,26 @@ def same_delivery(answer: dict, row: dict, now: float) -> list[dict]:
     one born within a minute of this one, as the pagers count Alertmanager's repeats
     apart when one of them missed some)."""
     age = now - (row["born"] or now)
-    return [d for d in answer.get("deliveries", [])
-            if d.get("person") == row["person"] and d.get("kind") == row["kind"]
-            and (d.get("step") == row["step"] if row["kind"] != "repeat"
-                 else abs(float(d.get("age", 0)) - age) <= 60)]
+    return [d for d in answer["deliveries"]
+            if d["person"] == row["person"] and d["kind"] == row["kind"]
+            and (d["step"] == row["step"] if row["kind"] != "repeat"
+                 else abs(d["age"] - age) <= 60)]
 
 
-def describe(engine: Engine, key: str, started: float, opened: float) -> dict:
+def describe(engine: Engine, key: str, started: float, opened: float,
+             ended: float | None) -> dict:
     """What this pager knows of an incident the other pager asks about."""
-    incident = _incident(engine, key, started, opened)
+    incident = _incident(engine, key, started, opened, ended is None, ended)
     if incident is None:
         return {"found": False, "deliveries": []}
     now = engine.clock.now()
     deliveries = engine.store.query(
         "SELECT person, kind, step, status, born FROM deliveries WHERE incident = ?",
         (incident["id"],))
+    superseded = engine.store.query("SELECT 1 FROM events WHERE incident = ? AND what = "
+                                    "'superseded'", (incident["id"],))
     return {"found": True, "acked": incident["acked"], "acked_by": incident["acked_by"],
-            "resolved": incident["resolved"],
+            "resolved": incident["resolved"], "superseded": bool(superseded),
             "deliveries": [{"person": d["person"], "kind": d["kind"], "step": d["step"],
                             "status": d["status"], "age": now - (d["born"] or now)}
                            for d in deliveries]}
@@ -270,25 +374,36 @@ def describe(engine: Engine, key: str, started: float, opened: float) -> dict:
 
 def take_ack(engine: Engine, body: dict) -> dict:
     """The other pager's acknowledgement: this pager's incident stops escalating too."""
+    ended = body.get("ended")
     incident = _incident(engine, str(body["key"]), float(body["started"]),
-                         float(body["opened"]))
+                         float(body["opened"]), None,  # the episode opened closest
+                         None if ended is None else float(ended))
+    # who may acknowledge was the other pager's to check: it may have paged someone
+    # (an escalation step) this one has not yet
     if incident is not None:
         engine.ack(incident["id"], str(body["person"]), "peer")
     return {"taken": incident is not None}
 
 
-def _incident(engine: Engine, key: str, started: float, opened: float
+def _incident(engine: Engine, key: str, started: float, opened: float,
+              is_open: bool | None, ended: float | None = None
               ):  # -> sqlite3.Row | None
-    """This pager's incident that is the other's: the same key, the alerts' own start
-    (the same on both: Prometheus said it; the watchdog's and the peer's silences, which
-    each pager dates itself, a little apart), opened within a minute of the other's (the
-    Alertmanager pair posts to both at once): the closest start, then opening. None when
-    this pager did not open that one (it was down, or apart)."""
+    """This pager's incident that is the other's: the same key and the alerts' own start
+    (Prometheus said it: the same on both pagers, whatever their clocks); for the watchdog's
+    and the peer's silences, which each pager dates itself, the closest start within
+    MATCH_WINDOW. Not one that ended before the other's opened, nor one opened after the
+    other's `ended` (other episodes; with the hosts' clocks apart, a match missed is a
+    page sent twice, never one lost). Of
+    several (the same alerts again after a resolve), the one open or not as the other's
+    is, then the one opened closest. None: this pager never opened it."""
+    window = MATCH_WINDOW if key in SELF_DATED else 0.001
     rows = engine.store.query(
-        "SELECT * FROM incidents WHERE key = ? AND started BETWEEN ? AND ? AND opened "
-        "BETWEEN ? AND ? ORDER BY abs(started - ?), abs(opened - ?) LIMIT 1",
-        (key, started - MATCH_WINDOW, started + MATCH_WINDOW, opened - SAME_OPEN,
-         opened + SAME_OPEN, started, opened))
+        "SELECT * FROM incidents WHERE key = ? AND started BETWEEN ? AND ? AND (resolved "
+        "IS NULL OR resolved >= ?) AND opened <= ? ORDER BY (resolved IS NULL) != ?, "
+        "abs(started - ?), abs(opened - ?), id DESC LIMIT 1",
+        (key, started - window, started + window, opened,
+         float("inf") if ended is None else ended, -1 if is_open is None else int(is_open),
+         started, opened))
     return rows[0] if rows else None
 
 
@@ -308,6 +423,10 @@ class PairCollector:
         up = GaugeMetricFamily("insmon_pager_peer_up", "1 while the other pager answers")
         up.add_metric([], float(peer.reachable))
         yield up
+        conflict = GaugeMetricFamily("insmon_pager_peer_same_role", "1 when the other "
+                                     "pager runs in this one's role too (check --role)")
+        conflict.add_metric([], float(peer.conflict))
+        yield conflict
         seen = GaugeMetricFamily("insmon_pager_peer_last_seen_timestamp_seconds",
                                  "When the other pager last answered")
         seen.add_metric([], peer.seen_wall)

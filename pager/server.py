@@ -176,11 +176,16 @@ class PagerServer:
                 if url.path in ("/api/peer/hello", "/api/peer/incident"):
                     if not self._authorized():
                         return None
+                    problem = engine.store.check()
+                    if problem:  # a pager that cannot store a page is no peer to wait for
+                        return self._reply(503, "text/plain", f"{problem}\n".encode())
                     query = urllib.parse.parse_qs(url.query)
                     try:
                         answer = {"role": engine.role} if url.path.endswith("hello") else \
                             pair.describe(engine, query["key"][0], float(query["started"][0]),
-                                          float(query["opened"][0]))
+                                          float(query["opened"][0]),
+                                          float(query["ended"][0]) if "ended" in query
+                                          else None)
                     except (KeyError, ValueError):
                         return self._reply(400, "text/plain",
                                            b"key, started and opened wanted\n")

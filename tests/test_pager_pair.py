@@ -22,6 +22,7 @@ import itertools
 import json
 import os
 import random
+import sqlite3
 import tempfile
 from collections import defaultdict
 from pathlib import Path
@@ -34,7 +35,7 @@ from pager.clock import Clock
 from pager.config import PagerConfig
 from pager.delivery import Metrics, Worker
 from pager.engine import Engine
-from pager.pair import PENDING_LIMIT, Peer, describe, take_ack
+from pager.pair import PENDING_LIMIT, Peer, _incident, describe, take_ack
 from pager.store import Store, StoreError
 from tests.test_pager_simulation import BOUND, TEAMS, Network, config, quiet  # noqa: F401
 
@@ -77,20 +78,21 @@ class Node:
 
     def kill(self) -> None:
         self.alive = False
+        self.peer.stop()  # its threads (the thread of its loop never started here)
         self.store.close()
 
     def key(self, incident: int) -> str:
         """An incident's identity on both pagers: its key, the alerts' start and its
-        opening on the active (the standby's incident of the same key whose alerts
-        started within 5 minutes, opened within a minute, is that one), else its own.
-        Two incidents the pagers hold apart (one was down as it opened) may both page."""
+        opening on the active (the standby's incident of the same key and start, the one
+        opened closest; the watchdog's and the peer's silences, which each dates itself:
+        started within 5 minutes), else its own."""
         row = self.store.query("SELECT * FROM incidents WHERE id = ?", (incident,))[0]
         started, opened = row["started"], row["opened"]
         if self.role == "standby" and self.sim.nodes["active"].alive:
+            window = 60 if row["key"] in ("watchdog", "pager-peer-down") else 0.001
             near = self.sim.nodes["active"].store.query(
                 "SELECT started, opened FROM incidents WHERE key = ? AND abs(started - ?) "
-                "<= 300 AND abs(opened - ?) <= 60", (row["key"], row["started"],
-                                                     row["opened"]))
+                "<= ?", (row["key"], row["started"], window))
             same = min(near, key=lambda r: (abs(r["started"] - row["started"]),
                                             abs(r["opened"] - row["opened"])), default=None)
             if same is not None:
@@ -127,7 +129,8 @@ class PairSim:
             return take_ack(other.engine, body or {})
         query = parse_qs(url.query)
         return describe(other.engine, query["key"][0], float(query["started"][0]),
-                        float(query["opened"][0]))
+                        float(query["opened"][0]),
+                        float(query["ended"][0]) if "ended" in query else None)
 
     def send_from(self, node: Node, channel, people, message) -> None:
         before = len(self.net.sent)
@@ -313,14 +316,17 @@ class PairSim:
                 assert apart_during(first - GRACE - 70, second + 1) > 0, (
                     f"{news} sent at {first} and again at {second} while the pagers "
                     f"were together")
-        # 3. one acknowledgement
-        acked = {n.role: {keys[(n.role, i["id"])] for i in n.store.query(
-            "SELECT id FROM incidents WHERE acked IS NOT NULL")} for n in nodes}
-        opened = {n.role: {keys[(n.role, i["id"])] for i in n.store.query(
-            "SELECT id FROM incidents")} for n in nodes}
-        for role, other in (("active", "standby"), ("standby", "active")):
-            missing = (acked[role] & opened[other]) - acked[other]
-            assert not missing, f"acknowledged on the {role}, not on the {other}: {missing}"
+        # 3. one acknowledgement: the other pager's incident that is the same (as the
+        # pair matches them: the key, the alerts' start, not ended before it opened) is
+        # acknowledged too
+        for node in nodes:
+            other = self.nodes["standby" if node.role == "active" else "active"]
+            for row in node.store.query("SELECT * FROM incidents WHERE acked IS NOT NULL"):
+                same = _incident(other.engine, row["key"], row["started"], row["opened"],
+                                 None, row["resolved"])
+                assert same is None or same["acked"] is not None, (
+                    f"{keys[(node.role, row['id'])]} acknowledged on the {node.role}, not "
+                    f"on the {other.role}")
 
 
 @pytest.mark.timeout(900)
@@ -342,5 +348,81 @@ def test_pair_invariants_hold_on_random_histories(share: int) -> None:
             finally:
                 for node in sim.nodes.values():
                     if node.alive:
-                        node.store.close()
+                        node.kill()
                     node.path.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------ examples beside it
+
+def _pair(tmp_path: Path) -> PairSim:
+    sim = PairSim(0, tmp_path)
+    sim.rng = random.Random(0)
+    return sim
+
+
+def _advance(sim: PairSim, seconds: int) -> None:
+    for _ in range(seconds):
+        sim.tick(1.0)
+        sim._revive()
+
+
+def _to(sim: PairSim, person: str, alertname: str) -> list[str]:
+    return [s.text for s in sim.net.sent if person in s.people and alertname in s.text]
+
+
+@pytest.mark.usefixtures("quiet")
+@pytest.mark.parametrize("answer", [{"deliveries": None}, {"deliveries": ["x"]},
+                                    {"deliveries": [{"person": "vp", "age": None}]}, "x"])
+def test_a_malformed_answer_is_no_answer_the_standby_pages(tmp_path: Path, answer) -> None:
+    sim = _pair(tmp_path)
+    sim.nodes["active"].kill()
+    sim.nodes["active"].back_at = float("inf")
+    sim.nodes["standby"].peer.ask = lambda path, body: answer  # something else answers
+    sim.notification("leadership", alertname="SettlementPathDown", grade="I")
+    _advance(sim, int(GRACE) + 5)
+    assert _to(sim, "vp", "SettlementPathDown")
+
+
+@pytest.mark.usefixtures("quiet")
+def test_a_standby_whose_disk_is_full_still_pages_for_a_dead_active(tmp_path: Path) -> None:
+    sim = _pair(tmp_path)
+    sim.notification("leadership", alertname="SettlementPathDown", grade="I")
+    sim.nodes["active"].kill()
+    sim.nodes["active"].back_at = float("inf")
+    standby = sim.nodes["standby"]
+    real = standby.peer._mark
+
+    def full(*args, **kwargs):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    standby.peer._mark = full
+    _advance(sim, int(GRACE) + 5)
+    assert _to(sim, "vp", "SettlementPathDown")
+    standby.peer._mark = real
+
+
+@pytest.mark.usefixtures("quiet")
+def test_a_pager_that_missed_the_resolve_pages_the_next_episode(tmp_path: Path) -> None:
+    """The standby is down while the fault ends: once the two meet it closes the incident
+    too, and the same alerts firing again later page the on-call again."""
+    sim = _pair(tmp_path)
+    sim.notification("leadership", alertname="SettlementPathDown", grade="I")
+    receiver, body = sim.groups[next(k for k in sim.groups if "SettlementPathDown" in k)]
+    _advance(sim, 5)
+    standby = sim.nodes["standby"]
+    standby.kill()
+    resolved = json.loads(body)
+    resolved["status"] = "resolved"
+    for node in sim.nodes.values():  # Alertmanager's resolve reaches the active only
+        if node.alive:
+            node.engine.intake(receiver, json.dumps(resolved).encode())
+    standby.back_at = sim.mono + 1
+    _advance(sim, 40)  # back, and the two meet
+    assert not standby.store.query("SELECT 1 FROM incidents WHERE resolved IS NULL AND "
+                                   "alertname = 'SettlementPathDown'")
+    before = len(_to(sim, "vp", "SettlementPathDown"))
+    sim.nodes["active"].kill()  # the next day the active's host is gone
+    sim.nodes["active"].back_at = float("inf")
+    sim.notification("leadership", alertname="SettlementPathDown", grade="I")
+    _advance(sim, int(GRACE) + 5)
+    assert len(_to(sim, "vp", "SettlementPathDown")) > before
