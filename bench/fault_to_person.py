@@ -99,7 +99,11 @@ def main() -> None:
             if kill == "before":
                 time.sleep(3)
                 active.start()
-            wait_for(lambda: len(pages()) > robot_n, 120, "the robot's page")
+            try:
+                wait_for(lambda: len(pages()) > robot_n, 120, "the robot's page")
+            except TimeoutError:
+                print(explain(), file=sys.stderr)
+                raise
             robot_at = time.time() - cut_at
             if kill == "after":
                 active.kill9()
@@ -115,6 +119,10 @@ def main() -> None:
                 active.start()
             time.sleep(5)
             return robot_at, sms_at
+
+        def explain() -> str:
+            return "\n".join(f"{p.role}: " + " | ".join(p.logged().splitlines()[-8:])
+                              for p in (active, standby))
 
         try:
             lab.start_front_end(8080)
