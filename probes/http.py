@@ -31,7 +31,7 @@ from probes.base import (
     one_hot,
     run_blocking,
 )
-from probes.lib.net import NET_REASONS, Cutter, connect_within, left, reason
+from probes.lib.net import NET_REASONS, Cutter, connect_within, failure, left
 
 REASONS = (*NET_REASONS, "status", "body")
 PHASES = ("connect", "tls", "processing", "transfer")
@@ -161,13 +161,9 @@ def fetch(cfg: Config) -> Outcome:
                        f"the body of {cfg.shown_url} ended after {short.args[0]} of the "
                        f"{short.args[1]} bytes its Content-Length promised")
     except OSError as exc:
-        why = "timeout" if cutter is not None and cutter.cut.is_set() else reason(exc)
-        return Outcome(phases, status, expiry, why, {
-            "dns": f"cannot resolve {host}: {exc.strerror}",
-            "refused": f"{host}:{port} refused the connection",
-            "timeout": f"no complete answer from {host}:{port} within {cfg.timeout:g}s",
-            "tls": f"TLS with {host}:{port} failed: {getattr(exc, 'reason', None) or exc}",
-        }.get(why, f"cannot reach {host}:{port}: {exc.strerror or exc}"))
+        why, words = failure(exc, host, port, cutter is not None and cutter.cut.is_set(),
+                             f"no complete answer from {host}:{port} within {cfg.timeout:g}s")
+        return Outcome(phases, status, expiry, why, words)
     except http.client.HTTPException as exc:
         if cutter is not None and cutter.cut.is_set():
             return Outcome(phases, status, expiry, "timeout", f"no complete answer from "

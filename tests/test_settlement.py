@@ -92,6 +92,14 @@ def signed(dialect: str, secret: str = SECRET, key: str = KEY) -> dict:
     return {"dialect": dialect, "key": key, "secret": {"value": secret}}
 
 
+def checked(cfg: settlement.Config):  # -> (Check, ResultStore)
+    """The check as insmon runs it, and its store."""
+    [check] = build_checks([cfg])
+    store = ResultStore()
+    store.configure([check], "test")
+    return check, store
+
+
 def failures(series: str, reason: str, link: str = "default") -> float:
     return value(series, f'insmon_settlement_failures_total{{check="settle",link="{link}",'
                          f'reason="{reason}"}}')
@@ -168,9 +176,7 @@ async def test_sign_out_when_insmon_stops_ends_the_session(platform: Platform,
                                                           tmp_path: Path) -> None:
     cfg = config(platform.base + "/hsa/hgs/{infno}", tmp_path, sign_out=True)
     platform.set(style="infno")
-    [check] = build_checks([cfg])
-    store = ResultStore()
-    store.configure([check], "test")
+    check, store = checked(cfg)
     record = await run_check(check, store)
     assert record is not None and record.status == "ok", record
     await check.probe.close()
@@ -185,9 +191,7 @@ async def test_sign_out_when_insmon_stops_ends_the_session(platform: Platform,
 async def test_msgids_are_unique_across_links_and_runs(platform: Platform,
                                                        tmp_path: Path) -> None:
     cfg = config(platform.url, tmp_path, links=LOOPBACK_LINKS, sign_out=True)
-    [check] = build_checks([cfg])
-    store = ResultStore()
-    store.configure([check], "test")
+    check, store = checked(cfg)
     for _ in range(3):
         await run_check(check, store)
     await check.probe.close()
@@ -202,9 +206,7 @@ async def test_a_sign_in_the_state_file_cannot_keep_still_settles(
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
     cfg = config(platform.url, tmp_path, state_file=blocker / "sessions.json")
-    [check] = build_checks([cfg])
-    store = ResultStore()
-    store.configure([check], "test")
+    check, store = checked(cfg)
     for _ in range(2):
         record = await run_check(check, store)
         assert record is not None and record.status == "ok"
@@ -311,9 +313,7 @@ async def test_each_url_style_reaches_each_transactions_service(
     platform.set(style=style, **({"dialect": "csb", "key": KEY, "secret": SECRET}
                                  if style == "csb" else {}))
     cfg = config(platform.base + url, tmp_path, sign_out=True, **extra)
-    [check] = build_checks([cfg])
-    store = ResultStore()
-    store.configure([check], "test")
+    check, store = checked(cfg)
     record = await run_check(check, store)
     assert record is not None and record.status == "ok", record
     await check.probe.close()

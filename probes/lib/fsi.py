@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from probes.lib.net import Cutter, connect_within, left, reason
+from probes.lib.net import Cutter, connect_within, failure, left
 from probes.lib.secret import Secret
 
 DIALECTS = ("none", "x-tif", "csb", "x-ca")
@@ -270,12 +270,9 @@ def exchange(url: str, headers: Mapping[str, str], body: bytes, deadline: float,
         if cutter.cut.is_set() or time.monotonic() > deadline:
             raise TimeoutError
     except OSError as exc:
-        why = "timeout" if cutter is not None and cutter.cut.is_set() else reason(exc)
-        return Answer(why, None, None, None, {
-            "refused": f"{host}:{port} refused the connection",
-            "timeout": f"no answer from {host}:{port} {within}",
-            "tls": f"TLS with {host}:{port} failed: {getattr(exc, 'reason', None) or exc}",
-        }.get(why, f"cannot reach {host}:{port}: {exc.strerror or exc}"))
+        why, words = failure(exc, host, port, cutter is not None and cutter.cut.is_set(),
+                             f"no answer from {host}:{port} {within}")
+        return Answer(why, None, None, None, words)
     except http.client.HTTPException as exc:
         if cutter is not None and cutter.cut.is_set():  # cut mid-answer at the deadline
             return Answer("timeout", None, None, None, f"no answer from {host}:{port} {within}")

@@ -39,6 +39,18 @@ def reason(exc: BaseException) -> str:
     return "other"
 
 
+def failure(exc: OSError, host: str, port: int, cut: bool, timeout: str) -> tuple[str, str]:
+    """A failed exchange's reason (NET_REASONS) and its words; `cut`: the deadline ended
+    it (a trickled answer), `timeout` the words for that."""
+    why = "timeout" if cut else reason(exc)
+    return why, {
+        "dns": f"cannot resolve {host}: {exc.strerror}",
+        "refused": f"{host}:{port} refused the connection",
+        "timeout": timeout,
+        "tls": f"TLS with {host}:{port} failed: {getattr(exc, 'reason', None) or exc}",
+    }.get(why, f"cannot reach {host}:{port}: {exc.strerror or exc}")
+
+
 def host_port(address: str, default_port: int | None = None) -> tuple[str, int]:
     """host:port, [v6]:port, or host alone when there is a default port."""
     match = re.fullmatch(r"\[([0-9a-fA-F:.%\w]+)\](?::(\d+))?|([^:\[\]]+)(?::(\d+))?", address)
