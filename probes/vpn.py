@@ -137,7 +137,10 @@ class Probe:
         self.cfg = cfg
 
     async def run(self) -> ProbeResult:
-        states = await asyncio.gather(*(self._link(link) for link in self.cfg.links))
+        # the front-end's connect may take what is left of the run (a congested 4G
+        # backup, a busy host), not just one ping's timeout
+        deadline = time.monotonic() + self.cfg.timeout * 0.9
+        states = await asyncio.gather(*(self._link(link, deadline) for link in self.cfg.links))
         samples: list[Sample] = []
         for s in states:
             ids = {"link": s.link.name, "role": s.link.role}
@@ -171,7 +174,7 @@ class Probe:
         summary = f"settlement path via {active}; {described}"
         return ProbeResult("failed" if failing else "ok", tuple(samples), summary)
 
-    async def _link(self, link: Link) -> LinkState:
+    async def _link(self, link: Link, deadline: float) -> LinkState:
         cfg = self.cfg
         state = interface_state(link.interface)
         handshake = await _handshake_age(link.interface) if state != "missing" else None
@@ -192,8 +195,8 @@ class Probe:
         if cfg.front_end and not why:
             host, port = host_port(cfg.front_end)
             try:
-                sock, _ = await connect(host, port, cfg.packet_timeout,
-                                        interface=link.interface)
+                sock, _ = await connect(host, port, max(cfg.packet_timeout, round(
+                    deadline - time.monotonic(), 2)), interface=link.interface)
                 sock.close()
                 front_end = True
             except ConnectFailure as exc:

@@ -218,9 +218,10 @@ def test_an_ack_on_the_standby_after_a_takeover_stops_the_escalation_on_both(
     status, _ = pair.standby.post(f"/ack/{token}", b"")
     assert status == 200
     pair.active.start()
-    # the active hears the page again from Alertmanager, and the ack from the standby
+    # the active hears the page again from Alertmanager (which backs off from a receiver
+    # that refused it, up to a minute and more on a busy host), and the ack from the standby
     wait_for(lambda: pair.active.rows("SELECT acked_by FROM incidents WHERE acked IS NOT "
-                                      "NULL AND alertname = 'SettlementPathDown'"), 60,
+                                      "NULL AND alertname = 'SettlementPathDown'"), 180,
              "the ack on the active")
     for pager in pair.pagers.values():
         [incident] = pager.rows("SELECT id, acked_by FROM incidents WHERE alertname = "
