@@ -43,6 +43,9 @@ BEAT_EVERY = 5.0  # the peer's liveness is asked this often
 RECONCILE_EVERY = 30.0  # open incidents the other pager saw end, looked for this often
 ACK_KEEP = 600.0  # an ack is passed on until the peer has the incident, this long at most
 MATCH_WINDOW = 60.0  # a silence's start as each pager dates it (see _incident)
+# the alerts' start on both: Prometheus sets it; an alert posted without one is dated by
+# each Alertmanager of the pair as it arrives, a moment apart
+SAME_START = 1.0
 SELF_DATED = (WATCHDOG_KEY, PEER_KEY)
 PAGES = ("page", "escalation", "repeat")
 
@@ -389,14 +392,15 @@ def _incident(engine: Engine, key: str, started: float, opened: float,
               is_open: bool | None, ended: float | None = None
               ):  # -> sqlite3.Row | None
     """This pager's incident that is the other's: the same key and the alerts' own start
-    (Prometheus said it: the same on both pagers, whatever their clocks); for the watchdog's
+    (Prometheus said it: the same on both pagers, whatever their clocks; within a second,
+    for alerts whose start each Alertmanager set as they arrived); for the watchdog's
     and the peer's silences, which each pager dates itself, the closest start within
     MATCH_WINDOW. Not one that ended before the other's opened, nor one opened after the
     other's `ended` (other episodes; with the hosts' clocks apart, a match missed is a
     page sent twice, never one lost). Of
     several (the same alerts again after a resolve), the one open or not as the other's
     is, then the one opened closest. None: this pager never opened it."""
-    window = MATCH_WINDOW if key in SELF_DATED else 0.001
+    window = MATCH_WINDOW if key in SELF_DATED else SAME_START
     rows = engine.store.query(
         "SELECT * FROM incidents WHERE key = ? AND started BETWEEN ? AND ? AND (resolved "
         "IS NULL OR resolved >= ?) AND opened <= ? ORDER BY (resolved IS NULL) != ?, "

@@ -89,7 +89,7 @@ class Node:
         row = self.store.query("SELECT * FROM incidents WHERE id = ?", (incident,))[0]
         started, opened = row["started"], row["opened"]
         if self.role == "standby" and self.sim.nodes["active"].alive:
-            window = 60 if row["key"] in ("watchdog", "pager-peer-down") else 0.001
+            window = 60 if row["key"] in ("watchdog", "pager-peer-down") else 1.0
             near = self.sim.nodes["active"].store.query(
                 "SELECT started, opened FROM incidents WHERE key = ? AND abs(started - ?) "
                 "<= ?", (row["key"], row["started"], window))
