@@ -2,6 +2,8 @@
 #   make run   install insmon in .venv and run it on the embedded default config
 #   make test  install everything the tests need (Debian packages, .venv) and run them,
 #              four at a time (pytest-xdist: most tests wait on real timers, not the CPU)
+# and, for a hospital's air-gapped host:
+#   make bundle  dist/insmon-<version>-<arch>-offline.tar.gz for amd64 and arm64
 # and, to show that no test depends on how busy the machine is:
 #   make test-under-load  make test beside one CPU burner per core
 PYTHON ?= python3
@@ -11,12 +13,12 @@ ARGS ?=
 # as command:Debian package.
 TEST_TOOLS := promtool:prometheus amtool:prometheus-alertmanager snmpd:snmpd chromium:chromium \
 	prometheus-node-exporter:prometheus-node-exporter curl:curl victoria-metrics:victoria-metrics \
-	gammu-smsd:gammu-smsd fusermount:fuse
+	gammu-smsd:gammu-smsd fusermount:fuse debootstrap:debootstrap systemd-analyze:systemd
 BENCH_TOOLS := prometheus-node-exporter:prometheus-node-exporter fping:fping \
 	gammu-smsd:gammu-smsd prometheus:prometheus prometheus-alertmanager:prometheus-alertmanager
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test test-under-load lint bench figures clean
+.PHONY: run test test-under-load lint bench figures bundle clean
 
 run: $(VENV)/.runtime
 	$(VENV)/bin/insmon run $(ARGS)
@@ -58,6 +60,10 @@ bench: $(VENV)/.test
 	$(VENV)/bin/python bench/hostile_input.py
 	$(VENV)/bin/python bench/scrape.py
 
+# The offline install bundles (bundle/build.py: downloads kept in ~/.cache/insmon-bundle).
+bundle: $(VENV)/.test
+	$(VENV)/bin/python bundle/build.py --out dist $(ARGS)
+
 lint: $(VENV)/.test
 	$(VENV)/bin/ruff check .
 
@@ -86,4 +92,4 @@ fi
 endef
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info dist

@@ -1,4 +1,4 @@
-"""The `insmon` command: run, once, validate, maintenance, drill, review, pager,
+"""The `insmon` command: run, once, validate, maintenance, drill, review, pager, doctor,
 settlement try.
 
 Each subcommand is one builder (its arguments) and one handler (its work). A handler
@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
                         choices=["debug", "info", "warning", "error"],
                         help="default: info for run, error for once, warning otherwise")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for build in (_run, _once, _validate, _maintenance, _drill, _review, _pager, _settlement):
+    for build in (_run, _once, _validate, _maintenance, _drill, _review, _pager, _settlement,
+                  _doctor):
         build(commands)
 
     args, extra = parser.parse_known_args(argv)
@@ -230,6 +231,32 @@ def _do_drill(args: argparse.Namespace) -> int:
     print(report.markdown())
     print(f"report: {out / 'report.md'}, {out / 'report.json'}")
     return 0 if report.passed else 1
+
+
+# ------------------------------------------------------------------ doctor
+
+def _doctor(commands: argparse._SubParsersAction) -> None:
+    sub = _command(commands, "doctor", _do_doctor,
+                   "after an install: is everything installed, running and wired? "
+                   "exit 1 when something is not")
+    sub.add_argument("--etc", type=Path, default=Path("/etc/insmon"),
+                     help="the site's configs (default: %(default)s)")
+    sub.add_argument("--prometheus", default="http://127.0.0.1:9090",
+                     help="Prometheus URL (default: %(default)s)")
+    sub.add_argument("--alertmanager", default="http://127.0.0.1:9093",
+                     help="Alertmanager URL (default: %(default)s)")
+
+
+def _do_doctor(args: argparse.Namespace) -> int:
+    from monitor.doctor import examine
+    from pager.config import load
+
+    lines = examine(args.etc, args.prometheus, args.alertmanager, load)
+    for line in lines:
+        print(line)
+    failed = sum(line.status == "FAIL" for line in lines)
+    print(f"{failed} to mend" if failed else "all is well")
+    return 1 if failed else 0
 
 
 # ------------------------------------------------------------------ pager

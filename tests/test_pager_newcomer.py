@@ -26,7 +26,7 @@ SECTION = re.search(r"^## The pager.*?(?=^## )", (ROOT / "README.md").read_text(
                     re.S | re.M).group(0)
 FLAT = " ".join(SECTION.split())  # commands wrapped over lines, joined
 SMSDRC = (ROOT / "examples" / "gammu-smsdrc").read_text()
-UNIT = (ROOT / "examples" / "insmon-pager.service").read_text()
+UNIT = (ROOT / "bundle" / "systemd" / "insmon-pager.service").read_text()
 
 
 def commands() -> list[str]:

@@ -1,0 +1,261 @@
+#!/bin/sh
+# Installs insmon from this offline bundle on a Debian 12 (or Debian-family: Kylin, UOS)
+# host with no network: the Debian packages beside it (Python's venv, Prometheus,
+# Alertmanager, gammu-smsd), the `insmon` user, insmon in /opt/insmon/.venv from the
+# bundled wheels only, the site's configs in /etc/insmon where none exist, and the systemd
+# units of insmon, insmon-pager, insmon-prometheus and insmon-alertmanager, enabled.
+#
+#   ./install.sh              install (a second run changes nothing)
+#   ./install.sh --upgrade    replace the code with this bundle's; every config, the
+#                             pager's database (backed up, migrated at its start) and
+#                             the metric history are kept
+#   ./install.sh --uninstall [--purge]   remove the code and the units; configs and data
+#                             stay unless --purge
+# Then: /opt/insmon/.venv/bin/insmon doctor
+set -eu
+
+BUNDLE=$(cd "$(dirname "$0")" && pwd)
+PREFIX=/opt/insmon
+VENV=$PREFIX/.venv
+ETC=/etc/insmon
+UNITS=/usr/local/lib/systemd/system
+SERVICES="insmon insmon-pager insmon-prometheus insmon-alertmanager"
+# Debian's own services of the packages installed here: ours take their ports
+DEBIAN_SERVICES="prometheus prometheus-alertmanager"
+# pip takes the bundle's wheels and nothing else: no index, no config of the host's
+unset PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_FIND_LINKS PIP_REQUIRE_VIRTUALENV
+export PIP_CONFIG_FILE=/dev/null
+
+say() { printf 'install.sh: %s\n' "$*"; }
+die() { printf 'install.sh: %s\n' "$*" >&2; exit 1; }
+changed=0
+did() { say "$*"; changed=1; }
+
+mode=install purge=0
+for arg in "$@"; do
+    case $arg in
+        --upgrade) mode=upgrade ;;
+        --uninstall) mode=uninstall ;;
+        --purge) purge=1 ;;
+        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) die "unknown argument '$arg' (--upgrade, --uninstall [--purge], --help)" ;;
+    esac
+done
+[ "$purge" = 0 ] || [ "$mode" = uninstall ] || die "--purge goes with --uninstall"
+[ "$(id -u)" = 0 ] || die "run as root (it creates a user and installs services)"
+
+# shellcheck disable=SC1091
+. "$BUNDLE/BUNDLE"   # version=, arch=, debians=
+booted() { [ -d /run/systemd/system ]; }
+
+check_bundle() {
+    (cd "$BUNDLE" && sha256sum --check --quiet --strict SHA256SUMS) >&2 ||
+        die "the bundle does not match its manifest (SHA256SUMS, listed above): copy it again"
+    host=$(dpkg --print-architecture)
+    [ "$host" = "$arch" ] || die "this bundle is for $arch, this host is $host"
+}
+
+debian_packages() {
+    # the packages asked for by name; apt takes their dependencies from the bundle as
+    # needed, keeping whatever the host already has
+    missing=""
+    for p in $debians; do
+        dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q ' installed$' ||
+            missing="$missing $p"
+    done
+    [ -n "$missing" ] || return 0
+    apt=$(mktemp -d)
+    echo "deb [trusted=yes] file:$BUNDLE/debs ./" >"$apt/sources.list"
+    mkdir -p "$apt/lists/partial"
+    cat >"$apt/apt.conf" <<EOF
+Dir::Etc::SourceList "$apt/sources.list";
+Dir::Etc::SourceParts "/nonexistent";
+Dir::State::Lists "$apt/lists";
+APT::Install-Recommends "false";
+Acquire::Languages "none";
+EOF
+    # Debian's prometheus and alertmanager would start on our ports during the install
+    made_policy=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        made_policy=1
+    fi
+    status=0
+    APT_CONFIG="$apt/apt.conf" apt-get update -q >"$apt/log" 2>&1 &&
+        APT_CONFIG="$apt/apt.conf" DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -q $missing >>"$apt/log" 2>&1 || status=$?
+    [ "$made_policy" = 0 ] || rm -f /usr/sbin/policy-rc.d
+    if [ "$status" != 0 ]; then
+        cat "$apt/log" >&2
+        rm -rf "$apt"
+        die "apt could not install the bundle's Debian packages (above)"
+    fi
+    rm -rf "$apt"
+    did "installed the Debian packages:$missing"
+}
+
+user() {
+    getent group insmon >/dev/null || { groupadd --system insmon; did "created group insmon"; }
+    getent passwd insmon >/dev/null || {
+        useradd --system --gid insmon --home-dir /var/lib/insmon --no-create-home \
+            --shell /usr/sbin/nologin insmon
+        did "created user insmon"
+    }
+    # the pager hands SMS to gammu-smsd's outbox (group gammu's, from Debian's package)
+    if getent group gammu >/dev/null && ! id -nG insmon | tr ' ' '\n' | grep -qx gammu; then
+        usermod -a -G gammu insmon
+        did "added insmon to group gammu (the modem's outbox)"
+    fi
+}
+
+installed_version() {
+    [ -x "$VENV/bin/insmon" ] && "$VENV/bin/insmon" --version 2>/dev/null | sed 's/^insmon //'
+}
+
+code() {
+    current=$(installed_version || true)
+    stamp=$(sha256sum "$BUNDLE/SHA256SUMS" | cut -d' ' -f1)
+    if [ -n "$current" ] && [ "$(cat "$PREFIX/BUNDLE.sha256" 2>/dev/null)" = "$stamp" ]; then
+        return 0
+    fi
+    if [ -n "$current" ] && [ "$mode" != upgrade ]; then
+        die "insmon $current is installed: ./install.sh --upgrade to replace it with $version"
+    fi
+    # the new venv where the old one was (its scripts name their own path); the old one
+    # is kept aside until the new one is complete, and put back when it is not
+    rm -rf "$VENV.old" "$PREFIX/share.new"
+    [ ! -e "$VENV" ] || mv "$VENV" "$VENV.old"
+    if ! { python3 -m venv "$VENV" && "$VENV/bin/pip" install --quiet --no-index \
+            --find-links "$BUNDLE/wheels" --disable-pip-version-check "insmon==$version"; }
+    then
+        rm -rf "$VENV"
+        [ ! -e "$VENV.old" ] || mv "$VENV.old" "$VENV"
+        die "pip could not install insmon $version from the bundle (above); nothing changed"
+    fi
+    rm -rf "$VENV.old"
+    cp -R "$BUNDLE/share" "$PREFIX/share.new"
+    [ ! -e "$PREFIX/share" ] || mv "$PREFIX/share" "$PREFIX/share.old"
+    mv "$PREFIX/share.new" "$PREFIX/share"
+    rm -rf "$PREFIX/share.old"
+    echo "$stamp" >"$PREFIX/BUNDLE.sha256"
+    did "installed insmon $version in $VENV${current:+ (was $current)}"
+}
+
+# A file of the site's: put in place only where there is none (an upgrade keeps it).
+site_file() {  # source target mode group
+    [ -e "$2" ] && return 0
+    install -m "$3" -o root -g "$4" "$1" "$2"
+    did "wrote $2"
+}
+
+configs() {
+    # readable by Prometheus too (its config); the files with secrets are group insmon
+    [ -d "$ETC" ] || { install -d -m 0755 -o root -g root "$ETC"; did "created $ETC"; }
+    site_file "$BUNDLE/share/examples/hospital.yaml" "$ETC/hospital.yaml" 0640 insmon
+    site_file "$BUNDLE/share/examples/pager.yaml" "$ETC/pager.yaml" 0640 insmon
+    site_file "$BUNDLE/share/examples/web.yml" "$ETC/web.yml" 0640 insmon
+    site_file "$BUNDLE/site/prometheus.yml" "$ETC/prometheus.yml" 0644 root
+    site_file "$BUNDLE/site/alertmanager.yml" "$ETC/alertmanager.yml" 0644 root
+    if [ ! -e "$ETC/pager-token" ]; then
+        # Alertmanager (group insmon, its unit) sends it with every page; the pager
+        # takes pages only with it
+        (umask 027; od -An -N24 -tx1 /dev/urandom | tr -d ' \n' >"$ETC/pager-token")
+        chgrp insmon "$ETC/pager-token"
+        did "wrote $ETC/pager-token (a new random token)"
+    fi
+    for dir in /var/lib/insmon /var/lib/insmon-pager; do
+        [ -d "$dir" ] || { install -d -m 0750 -o insmon -g insmon "$dir"; did "created $dir"; }
+    done
+}
+
+units() {
+    install -d "$UNITS"
+    reload=0
+    for s in $SERVICES; do
+        if ! cmp -s "$BUNDLE/systemd/$s.service" "$UNITS/$s.service"; then
+            install -m 0644 "$BUNDLE/systemd/$s.service" "$UNITS/$s.service"
+            did "installed $UNITS/$s.service"
+            reload=1
+        fi
+    done
+    ! booted || [ "$reload" = 0 ] || systemctl daemon-reload
+    for s in $DEBIAN_SERVICES; do
+        if systemctl -q is-enabled "$s" 2>/dev/null; then
+            systemctl disable -q "$s"
+            did "disabled Debian's $s.service (insmon-${s#prometheus-} takes its port)"
+        fi
+        ! booted || ! systemctl -q is-active "$s" || systemctl stop "$s"
+    done
+    for s in $SERVICES; do
+        systemctl -q is-enabled "$s" 2>/dev/null || { systemctl enable -q "$s"; did "enabled $s"; }
+    done
+}
+
+start() {
+    booted || { say "systemd is not running here: the services start at the next boot"; return; }
+    for s in $SERVICES; do
+        if [ "$mode" = upgrade ] && [ "$changed" = 1 ]; then
+            systemctl restart "$s"
+        elif ! systemctl -q is-active "$s"; then
+            systemctl start "$s" && did "started $s"
+        fi
+    done
+}
+
+backup_pager_db() {
+    db=/var/lib/insmon-pager/pager.db
+    [ -e "$db" ] || return 0
+    [ -n "$(installed_version || true)" ] || return 0
+    [ "$(cat "$PREFIX/BUNDLE.sha256" 2>/dev/null)" != \
+      "$(sha256sum "$BUNDLE/SHA256SUMS" | cut -d' ' -f1)" ] || return 0
+    # the pager migrates its store when the new code starts; the copy is the way back
+    ! booted || systemctl stop insmon-pager
+    copy="$db.before-$version"
+    "$VENV/bin/python" -c 'import sqlite3, sys
+source, target = sqlite3.connect(sys.argv[1]), sqlite3.connect(sys.argv[2])
+source.backup(target)' "$db" "$copy"
+    chown insmon:insmon "$copy"
+    chmod 0640 "$copy"
+    did "backed up the pager's database to $copy"
+}
+
+uninstall() {
+    for s in $SERVICES; do
+        [ -e "$UNITS/$s.service" ] || continue
+        ! booted || systemctl stop "$s" 2>/dev/null || true
+        systemctl disable -q "$s" 2>/dev/null || true
+        rm -f "$UNITS/$s.service"
+        did "removed $s.service"
+    done
+    ! booted || systemctl daemon-reload
+    [ ! -e "$PREFIX" ] || { rm -rf "$PREFIX"; did "removed $PREFIX"; }
+    if [ "$purge" = 1 ]; then
+        for path in "$ETC" /var/lib/insmon /var/lib/insmon-pager /var/lib/insmon-prometheus \
+                    /var/lib/insmon-alertmanager; do
+            [ ! -e "$path" ] || { rm -rf "$path"; did "removed $path"; }
+        done
+        ! getent passwd insmon >/dev/null || { userdel insmon; did "removed user insmon"; }
+    else
+        say "kept $ETC and the data in /var/lib/insmon*: --uninstall --purge removes them"
+    fi
+    say "the Debian packages stay (apt remove prometheus prometheus-alertmanager gammu-smsd)"
+}
+
+if [ "$mode" = uninstall ]; then
+    uninstall
+    exit 0
+fi
+check_bundle
+debian_packages
+user
+[ "$mode" != upgrade ] || backup_pager_db
+code
+configs
+units
+start
+if [ "$changed" = 0 ]; then
+    say "insmon $version is installed as this bundle has it: nothing to change"
+else
+    say "done. Next: $VENV/bin/insmon doctor"
+fi
