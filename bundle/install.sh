@@ -43,6 +43,11 @@ for arg in "$@"; do
 done
 [ "$purge" = 0 ] || [ "$mode" = uninstall ] || die "--purge goes with --uninstall"
 [ "$(id -u)" = 0 ] || die "run as root (it creates a user and installs services)"
+command -v dpkg-query >/dev/null && command -v apt-get >/dev/null ||
+    die "this is not a Debian-family host (no dpkg, no apt): the bundle is for Debian 12"
+# one install.sh at a time
+exec 9>/run/insmon-install.lock
+flock -n 9 || die "another install.sh is running"
 
 # shellcheck disable=SC1091
 . "$BUNDLE/BUNDLE"   # version=, arch=, debians=
@@ -75,8 +80,10 @@ APT::Install-Recommends "false";
 Acquire::Languages "none";
 EOF
     # Debian's prometheus and alertmanager would start on our ports during the install
+    # (removed however this script ends: left behind, it stops every package's service)
     made_policy=0
     if [ ! -e /usr/sbin/policy-rc.d ]; then
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT INT TERM
         printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
         chmod 755 /usr/sbin/policy-rc.d
         made_policy=1
@@ -113,15 +120,27 @@ installed_version() {
     [ -x "$VENV/bin/insmon" ] && "$VENV/bin/insmon" --version 2>/dev/null | sed 's/^insmon //'
 }
 
-code() {
+# What is installed against this bundle: nothing to do, an install, or an upgrade (said
+# before anything changes).
+preflight() {
     current=$(installed_version || true)
     stamp=$(sha256sum "$BUNDLE/SHA256SUMS" | cut -d' ' -f1)
-    if [ -n "$current" ] && [ "$(cat "$PREFIX/BUNDLE.sha256" 2>/dev/null)" = "$stamp" ]; then
-        return 0
-    fi
-    if [ -n "$current" ] && [ "$mode" != upgrade ]; then
+    same=0
+    [ -z "$current" ] || [ "$(cat "$PREFIX/BUNDLE.sha256" 2>/dev/null)" != "$stamp" ] || same=1
+    [ "$same" = 1 ] || [ -z "$current" ] || [ "$mode" = upgrade ] ||
         die "insmon $current is installed: ./install.sh --upgrade to replace it with $version"
+    if [ "$same" = 0 ] && [ -n "$current" ] && dpkg --compare-versions "$version" lt "$current"
+    then
+        die "insmon $current is installed, newer than this bundle's $version: its pager" \
+            "database may be migrated past what $version reads; nothing changed"
     fi
+}
+
+code() {
+    [ "$same" = 0 ] || return 0
+    python3 -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' ||
+        die "the bundle's wheels are for Python 3.11 (Debian 12); this host's python3 is" \
+            "$(python3 -V 2>&1)"
     # the new venv where the old one was (its scripts name their own path); the old one
     # is kept aside until the new one is complete, and put back when it is not
     rm -rf "$VENV.old" "$PREFIX/share.new"
@@ -131,7 +150,7 @@ code() {
     then
         rm -rf "$VENV"
         [ ! -e "$VENV.old" ] || mv "$VENV.old" "$VENV"
-        die "pip could not install insmon $version from the bundle (above); nothing changed"
+        die "pip could not install insmon $version from the bundle (above); the code is as it was"
     fi
     rm -rf "$VENV.old"
     cp -R "$BUNDLE/share" "$PREFIX/share.new"
@@ -205,10 +224,7 @@ start() {
 
 backup_pager_db() {
     db=/var/lib/insmon-pager/pager.db
-    [ -e "$db" ] || return 0
-    [ -n "$(installed_version || true)" ] || return 0
-    [ "$(cat "$PREFIX/BUNDLE.sha256" 2>/dev/null)" != \
-      "$(sha256sum "$BUNDLE/SHA256SUMS" | cut -d' ' -f1)" ] || return 0
+    [ -e "$db" ] && [ -n "$current" ] && [ "$same" = 0 ] || return 0
     # the pager migrates its store when the new code starts; the copy is the way back
     ! booted || systemctl stop insmon-pager
     copy="$db.before-$version"
@@ -247,9 +263,10 @@ if [ "$mode" = uninstall ]; then
     exit 0
 fi
 check_bundle
+preflight
 debian_packages
 user
-[ "$mode" != upgrade ] || backup_pager_db
+backup_pager_db
 code
 configs
 units

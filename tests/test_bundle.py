@@ -290,8 +290,8 @@ def test_install_sh_on_a_fresh_debian12_host_with_no_network(
         assert line in doctor.stdout, doctor.stdout
     assert " rules in " in doctor.stdout
     host.stop("gammu-smsd")
-    for name in SERVICES:
-        host.stop(name)
+    for service in SERVICES:
+        host.stop(service)
 
     # --upgrade with a newer bundle keeps the configs, the incidents and the history
     newer = build(tree_copy(tmp_path / "src", NEWER), tmp_path / "dist", "amd64")
@@ -318,8 +318,13 @@ def test_install_sh_on_a_fresh_debian12_host_with_no_network(
     assert [r["value"][1] for r in history["data"]["result"]] == ["1"], history
     again = host.sh(f"/root/{newname}/install.sh --upgrade")
     assert "nothing to change" in again.stdout, again.stdout
-    for name in SERVICES:
-        host.stop(name)
+    # back to the older bundle: refused, the newer pager may have migrated its store
+    older = host.sh(f"/root/{name}/install.sh --upgrade")
+    assert older.returncode == 1 and f"newer than this bundle's {VERSION}" in older.stderr
+    assert host.sh("/opt/insmon/.venv/bin/insmon --version").stdout.strip() == \
+        f"insmon {NEWER}"
+    for service in SERVICES:
+        host.stop(service)
 
     removed = host.sh(f"/root/{newname}/install.sh --uninstall")
     assert removed.returncode == 0, removed.stdout + removed.stderr
