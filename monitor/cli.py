@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="default: info for run, error for once, warning otherwise")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for build in (_run, _once, _validate, _maintenance, _drill, _review, _pager, _settlement,
-                  _doctor):
+                  _audit, _doctor):
         build(commands)
 
     args, extra = parser.parse_known_args(argv)
@@ -76,6 +77,9 @@ def _run(commands: argparse._SubParsersAction) -> None:
     sub.add_argument("--listen", help="host:port to serve on, overriding the config")
     sub.add_argument("--web-config", type=Path, metavar="FILE",
                      help="TLS and basic auth for the endpoint (exporter-toolkit format)")
+    sub.add_argument("--audit", type=Path, metavar="DIR",
+                     help="the audit trail's folder (default: audit/ in $STATE_DIRECTORY "
+                          "under systemd, else none)")
 
 
 def _do_run(args: argparse.Namespace) -> int:
@@ -98,7 +102,27 @@ def _do_run(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             print(exc, file=sys.stderr)
             return 1
-    return asyncio.run(Service(loaded, args.config, args.listen, web).run())
+    trail = _trail(args.audit)
+    jobs = []
+    if (windows := loaded.config.maintenance) is not None:
+        if trail is None:
+            print("insmon run: the config's maintenance windows need an audit trail "
+                  "(--audit DIR, or systemd's StateDirectory)", file=sys.stderr)
+            return 1
+        jobs.append(("recurring maintenance windows", windows.every, lambda now:
+                     realise_windows(windows.file, windows.alertmanager, trail,
+                                     windows.ahead, windows.calendar, now)))
+    return asyncio.run(Service(loaded, args.config, args.listen, web, trail, jobs).run())
+
+
+def _trail(folder: Path | None):  # -> monitor.audit.Trail | None
+    """The audit trail: --audit, else audit/ in systemd's StateDirectory when there is
+    one (/var/lib/insmon), else none (a try-out on a desk)."""
+    from monitor.audit import Trail
+
+    if folder is None and os.environ.get("STATE_DIRECTORY"):
+        folder = Path(os.environ["STATE_DIRECTORY"].split(":")[0]) / "audit"
+    return Trail(folder) if folder is not None else None
 
 
 # ------------------------------------------------------------------ once
@@ -151,35 +175,168 @@ def _do_validate(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------ maintenance
 
+RECURRING = "/etc/insmon/maintenance.yaml"
+
+
 def _maintenance(commands: argparse._SubParsersAction) -> None:
     sub = _command(commands, "maintenance", _do_maintenance,
-                   "declare an announced outage window (a platform cutover): its expected "
-                   "alerts do not page, everything else still does")
+                   "announced outage windows (a platform cutover, the weekly maintenance): "
+                   "their expected alerts do not page, everything else still does; "
+                   "ACTION: declare (default), list, end ID, realise")
+    sub.add_argument("action", nargs="?", default="declare",
+                     choices=["declare", "list", "end", "realise"])
+    sub.add_argument("silence", nargs="?", metavar="ID", help="for end: the silence's id")
     sub.add_argument("--alertmanager", default="http://127.0.0.1:9093",
                      help="Alertmanager URL (default: %(default)s)")
-    sub.add_argument("--site", required=True, help="the site label of the hospital")
-    sub.add_argument("--from", dest="start", required=True, metavar="TIME",
-                     help="start, ISO 8601 (Asia/Shanghai if no offset)")
-    sub.add_argument("--to", dest="end", required=True, metavar="TIME", help="end")
-    sub.add_argument("--comment", required=True,
-                     help="what is announced, e.g. the cutover notice number")
-    sub.add_argument("--force", action="store_true",
-                     help="allow a window longer than 14 days")
+    sub.add_argument("--site", help="the site label of the hospital")
+    sub.add_argument("--from", dest="start", metavar="TIME",
+                     help="start, ISO 8601 (Asia/Shanghai if no offset); with --every HH:MM")
+    sub.add_argument("--to", dest="end", metavar="TIME", help="end; with --every HH:MM")
+    sub.add_argument("--comment", help="what is announced, e.g. the cutover notice number")
+    sub.add_argument("--reason", default="",
+                     help="why a window is longer than 14 days (refused without one)")
+    sub.add_argument("--every", metavar="DAYS",
+                     help="a recurring window, added to --file: every day, workday or "
+                          "offday (Chinese working calendar) or weekday")
+    sub.add_argument("--name", help="the recurring window's name (with --every)")
+    sub.add_argument("--file", type=Path, default=Path(RECURRING),
+                     help="the recurring windows (default: %(default)s)")
+    sub.add_argument("--calendar", type=Path, metavar="FILE",
+                     help="the site's own holiday dates (the calendar check's file)")
+    sub.add_argument("--ahead", default="24h",
+                     help="realise: silences made this far ahead (default: %(default)s)")
+    sub.add_argument("--audit", type=Path, metavar="DIR", default=Path(AUDIT),
+                     help="the audit trail windows are recorded in (default: %(default)s)")
 
 
 def _do_maintenance(args: argparse.Namespace) -> int:
+    from monitor.audit import AuditError, Trail
+    from monitor.config import ConfigError
     from ops import maintenance
 
+    trail = Trail(args.audit)
+    handler = {"declare": _declare, "list": _list_windows, "end": _end_window,
+               "realise": _realise}[args.action]
+    try:
+        return handler(args, trail)
+    except (maintenance.MaintenanceError, ConfigError, ValueError) as exc:
+        print(f"insmon maintenance: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, AuditError) as exc:
+        print(f"insmon maintenance: the audit trail {args.audit} cannot be written "
+              f"({exc}): the window is not on record", file=sys.stderr)
+        return 1
+
+
+def _declare(args: argparse.Namespace, trail) -> int:
+    from monitor.audit import who
+    from ops import maintenance
+
+    missing = [f"--{name}" for name, value in (("site", args.site), ("from", args.start),
+                                              ("to", args.end), ("comment", args.comment))
+               if not value]
+    if args.every and not args.name:
+        missing.append("--name")
+    if missing:
+        raise ValueError(f"{', '.join(missing)} wanted")
+    if args.every:
+        window = maintenance.Recurring.model_validate(
+            {"name": args.name, "site": args.site, "every": args.every, "from": args.start,
+             "to": args.end, "comment": args.comment, "declared_by": who()})
+        maintenance.add_recurring(args.file, window)
+        trail.append("maintenance-recurring", who(), "ok",
+                     {**window.model_dump(by_alias=True, mode="json"), "file": str(args.file)})
+        print(f"{args.file}: {window.name}, every {window.every} {window.start:%H:%M}-"
+              f"{window.end:%H:%M}: made into silences ahead by `insmon run` (its "
+              "maintenance section) or `insmon maintenance realise`")
+        return 0
+    asked = {"site": args.site, "from": args.start, "to": args.end, "comment": args.comment,
+             "reason": args.reason, "alertmanager": args.alertmanager}
     try:
         start, end = maintenance.parse_time(args.start), maintenance.parse_time(args.end)
         silence = maintenance.declare(args.alertmanager, args.site, start, end, args.comment,
-                                      force=args.force)
+                                      created_by=f"{who()} (insmon maintenance)",
+                                      reason=args.reason)
     except (maintenance.MaintenanceError, ValueError) as exc:
-        print(f"insmon maintenance: {exc}", file=sys.stderr)
-        return 1
-    print(f"silence {silence}: site {args.site}, {start.isoformat()} to {end.isoformat()}; "
-          f"held back: {maintenance.EXPECTED}")
+        trail.append("maintenance-declared", who(), "refused", {**asked, "why": str(exc)})
+        raise
+    trail.append("maintenance-declared", who(), "ok",
+                 {**asked, "from": start.isoformat(), "to": end.isoformat(),
+                  "silence": silence})
+    print(f"silence {silence}: site {args.site}, {start.isoformat()} to "
+          f"{end.isoformat()}; held back: {maintenance.EXPECTED}")
     return 0
+
+
+def _list_windows(args: argparse.Namespace, trail) -> int:
+    from ops import maintenance
+
+    for window in maintenance.load_recurring(args.file):
+        print(f"recurring {window.name}: site {window.site}, every {window.every} "
+              f"{window.start:%H:%M}-{window.end:%H:%M}, {window.comment} "
+              f"(declared by {window.declared_by})")
+    states = {}
+    try:
+        states = {s["id"]: s["status"]["state"] for s in
+                  maintenance.silences(args.alertmanager)}
+    except maintenance.MaintenanceError as exc:
+        print(f"(Alertmanager's state unknown: {exc})")
+    for record in trail.records():
+        detail = record.get("detail") or {}
+        if record["event"] in ("maintenance-declared", "maintenance-scheduled") and \
+                record["outcome"] == "ok":
+            state = states.get(detail.get("silence"), "gone from Alertmanager")
+            print(f"{detail.get('from')} to {detail.get('to')}  site {detail.get('site')}  "
+                  f"{state}  silence {detail.get('silence')}  by {record['who']}: "
+                  f"{detail.get('comment')}")
+        elif record["event"] == "maintenance-ended":
+            print(f"ended {record['at']}  silence {detail.get('silence')}  by {record['who']}")
+    return 0
+
+
+def _end_window(args: argparse.Namespace, trail) -> int:
+    from monitor.audit import who
+    from ops import maintenance
+
+    if not args.silence:
+        raise ValueError("end: which silence? (insmon maintenance list shows them)")
+    ended = maintenance.end_window(args.alertmanager, args.silence)
+    trail.append("maintenance-ended", who(), "ok",
+                 {"silence": args.silence, "comment": ended.get("comment"),
+                  "was": ended.get("endsAt")})
+    print(f"silence {args.silence} ended: {ended.get('comment')}")
+    return 0
+
+
+def _realise(args: argparse.Namespace, trail) -> int:
+    from datetime import datetime
+
+    from monitor import SHANGHAI
+    from probes.base import parse_duration
+
+    made = realise_windows(args.file, args.alertmanager, trail,
+                           parse_duration(args.ahead), args.calendar,
+                           datetime.now(SHANGHAI))
+    print(f"{len(made)} silence(s) made")
+    return 0
+
+
+def realise_windows(file: Path, alertmanager: str, trail, ahead: float,
+                    calendar: Path | None, now) -> list:
+    """One round of the recurring windows: silences made ahead, each recorded."""
+    from datetime import timedelta
+
+    from ops import maintenance
+    from probes.calendar import WorkingCalendar
+
+    def record(window, start, end, silence) -> None:
+        trail.append("maintenance-scheduled", window.declared_by, "ok",
+                     {"site": window.site, "from": start.isoformat(), "to": end.isoformat(),
+                      "comment": window.comment, "silence": silence, "window": window.name})
+
+    return maintenance.realise(alertmanager, maintenance.load_recurring(file), now,
+                               timedelta(seconds=ahead),
+                               WorkingCalendar(calendar).is_workday, record)
 
 
 # ------------------------------------------------------------------ drill
@@ -231,6 +388,73 @@ def _do_drill(args: argparse.Namespace) -> int:
     print(report.markdown())
     print(f"report: {out / 'report.md'}, {out / 'report.json'}")
     return 0 if report.passed else 1
+
+
+# ------------------------------------------------------------------ audit
+
+AUDIT = "/var/lib/insmon/audit"
+PAGER_AUDIT = "/var/lib/insmon-pager/audit"
+
+
+def _audit(commands: argparse._SubParsersAction) -> None:
+    sub = _command(commands, "audit", _do_audit,
+                   "the audit trail: list, export (--csv) or check (--verify) its records")
+    sub.add_argument("trails", nargs="*", type=Path, metavar="DIR",
+                     help=f"trail folders (default: {AUDIT} and {PAGER_AUDIT})")
+    sub.add_argument("--from", dest="start", metavar="TIME", help="from (Beijing time)")
+    sub.add_argument("--to", dest="end", metavar="TIME", help="until (Beijing time)")
+    sub.add_argument("--verify", action="store_true",
+                     help="check every chain; exit 1 on a changed or missing record")
+    sub.add_argument("--csv", type=Path, metavar="FILE", help="write the records as CSV")
+    sub.add_argument("--key-file", type=Path, metavar="FILE",
+                     help="the trail's HMAC key, when it was written with one")
+
+
+def _do_audit(args: argparse.Namespace) -> int:
+    from monitor import parse_time
+    from monitor.audit import Trail
+
+    try:
+        start = parse_time(args.start) if args.start else None
+        end = parse_time(args.end) if args.end else None
+        key = args.key_file.read_bytes().strip() if args.key_file else None
+    except (ValueError, OSError) as exc:
+        print(f"insmon audit: {exc}", file=sys.stderr)
+        return 2
+    folders = args.trails or [p for p in (Path(AUDIT), Path(PAGER_AUDIT)) if p.is_dir()]
+    if not folders:
+        print(f"insmon audit: no trail here ({AUDIT}, {PAGER_AUDIT})", file=sys.stderr)
+        return 2
+    failed = False
+    for folder in folders:
+        trail = Trail(folder, key)
+        if not folder.is_dir():
+            print(f"{folder}: no such trail", file=sys.stderr)
+            failed = True
+            continue
+        if args.verify:
+            faults = trail.verify()
+            for fault in faults:
+                print(f"{folder}/{fault}")
+            print(f"{folder}: " + (f"{len(faults)} fault(s)" if faults else
+                                   "every record is as written"))
+            failed |= bool(faults)
+        elif args.csv:
+            with args.csv.open("a" if folder != folders[0] else "w", newline="",
+                               encoding="utf-8-sig") as out:
+                count = trail.export_csv(out, start, end)
+            print(f"{folder}: {count} record(s) to {args.csv}")
+        else:
+            for r in trail.records(start, end):
+                print(f"{r['at']}  {r['who']:<16} {r['event']:<24} {r['outcome']:<9} "
+                      f"{r['detail'] if isinstance(r['detail'], str) else _short(r['detail'])}")
+    return 1 if failed else 0
+
+
+def _short(detail) -> str:
+    import json
+
+    return "" if detail is None else json.dumps(detail, ensure_ascii=False)[:160]
 
 
 # ------------------------------------------------------------------ doctor

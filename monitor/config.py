@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from exporters.webconfig import WebConfig
 from probes import PROBES
-from probes.base import MAX_DURATION
+from probes.base import MAX_DURATION, Duration
 
 DEFAULT_LISTEN = "0.0.0.0:9829"
 # Keys whose values are secrets: an error about them never repeats the value.
@@ -32,12 +32,24 @@ CheckConfig = Annotated[
 ]
 
 
+class Maintenance(BaseModel):
+    """The recurring maintenance windows `insmon run` makes into Alertmanager silences
+    ahead of time (ops/maintenance.py), each recorded in the audit trail."""
+    model_config = ConfigDict(extra="forbid")
+    file: Path = Path("/etc/insmon/maintenance.yaml")
+    alertmanager: str = "http://127.0.0.1:9093"
+    ahead: Duration = 86400.0       # silences exist this long before their window
+    every: Duration = 300.0         # how often the file is read and Alertmanager asked
+    calendar: Path | None = None    # the site's own holiday dates (the calendar check's)
+
+
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # Where /metrics, /healthz and the status page are served: host:port, [v6]:port.
     listen: str = DEFAULT_LISTEN
     checks: list[CheckConfig] = Field(min_length=1)
+    maintenance: Maintenance | None = None
 
     @field_validator("listen")
     @classmethod

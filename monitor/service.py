@@ -12,17 +12,19 @@ import os
 import signal
 import ssl
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from datetime import datetime
 from pathlib import Path
 
 from exporters.http import HttpServer, make_app
 from exporters.webconfig import BasicAuth, WebConfig, tls_context
 from monitor import __version__
+from monitor.audit import AuditError, Trail
 from monitor.config import EMBEDDED, ConfigError, Loaded, load, split_listen
 from monitor.runner import Check, build_checks
 from monitor.scheduler import CheckScheduler
 from monitor.store import ResultStore
-from probes.base import plural
+from probes.base import SHANGHAI, plural
 
 log = logging.getLogger("insmon")
 audit = logging.getLogger("insmon.audit")
@@ -33,8 +35,13 @@ HEARTBEAT_STALE_SECONDS = 10.0  # /healthz fails when the loop has not ticked fo
 
 class Service:
     def __init__(self, loaded: Loaded, path: Path | None, listen: str | None = None,
-                 web: WebConfig | None = None) -> None:
+                 web: WebConfig | None = None, trail: Trail | None = None,
+                 jobs: list[tuple[str, float, Callable[[datetime], object]]] = ()) -> None:
+        """`jobs`: (what, every seconds, fn(now)) run in a thread beside the checks (the
+        recurring maintenance windows); a failure is logged and tried again next time."""
         self._loaded = loaded
+        self.trail = trail
+        self._jobs = list(jobs)
         self._web = web or WebConfig()
         self._path = path
         self._listen = listen or loaded.config.listen
@@ -60,13 +67,14 @@ class Service:
         self._scheduler.apply(build_checks(self._loaded.config.checks), self._loaded.source,
                               self._loaded.sha256)
         _audit("loaded", self._loaded.source, self._loaded.sha256,
-               f"checks={len(self._scheduler.checks)}")
+               f"checks={len(self._scheduler.checks)}", self.trail, self._last_recorded())
 
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         heartbeat = asyncio.create_task(self._heartbeat())
+        jobs = [asyncio.create_task(self._job(*job)) for job in self._jobs]
         url_host = f"[{host}]" if ":" in host else host
         log.info("insmon %s started with the %s (%s); metrics at "
                  "%s://%s:%d/metrics, status page at /%s%s", __version__,
@@ -79,6 +87,8 @@ class Service:
         finally:
             log.info("stopping")
             heartbeat.cancel()
+            for job in jobs:
+                job.cancel()
             self._scheduler.shutdown()
             await close_probes(self._scheduler.checks.values())
             server.close()
@@ -95,16 +105,37 @@ class Service:
         except ConfigError as exc:
             self.store.reload_failed()
             log.error("config reload rejected, still running the previous config:\n%s", exc)
-            _audit("rejected", self._loaded.source, "", f"errors={len(exc.problems)}")
+            _audit("rejected", self._loaded.source, "", f"errors={len(exc.problems)}",
+                   self.trail, self._loaded.sha256)
             return
         if loaded.config.listen != self._loaded.config.listen:
             log.warning("listen address in the config changed to %s: it takes effect on "
                         "restart", loaded.config.listen)
         checks = build_checks(loaded.config.checks, self._scheduler.checks.values())
         self._scheduler.apply(checks, loaded.source, loaded.sha256)
-        self._loaded = loaded
+        before, self._loaded = self._loaded.sha256, loaded
         log.info("config reloaded: %s", plural(len(checks), "check"))
-        _audit("reloaded", loaded.source, loaded.sha256, f"checks={len(checks)}")
+        _audit("reloaded", loaded.source, loaded.sha256, f"checks={len(checks)}",
+               self.trail, before)
+
+    def _last_recorded(self) -> str | None:
+        """The config's digest the trail saw last (before this start)."""
+        last = None
+        if self.trail is not None:
+            for record in self.trail.records():
+                detail = record.get("detail")
+                if record["event"] == "config" and isinstance(detail, dict) and \
+                        detail.get("file") == self._loaded.source and detail.get("after"):
+                    last = detail["after"]
+        return last
+
+    async def _job(self, what: str, every: float, job: Callable[[datetime], object]) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(job, datetime.now(SHANGHAI))
+            except Exception as exc:  # a job's failure must not stop insmon
+                log.error("%s: %s", what, exc)
+            await asyncio.sleep(every)
 
     async def _heartbeat(self) -> None:
         while True:
@@ -132,11 +163,21 @@ async def close_probes(checks: Iterable[Check]) -> None:
                         type(result).__name__ if isinstance(result, TimeoutError) else result)
 
 
-def _audit(result: str, source: str, sha256: str, extra: str) -> None:
-    """One line per config load, for the audit trail (等保: who changed what, when):
-    the file, its SHA-256, the result, and the user the monitor runs as."""
+def _audit(result: str, source: str, sha256: str, extra: str,
+           trail: Trail | None = None, before: str | None = None) -> None:
+    """One line per config load (等保: who changed what, when): the file, its SHA-256,
+    the result, and the user the monitor runs as; with a trail, also a record there
+    with the digest before and after."""
     audit.info("config %s source=%s sha256=%s uid=%d %s", result, source, sha256 or "-",
                os.getuid(), extra)
+    if trail is None:
+        return
+    try:
+        trail.append("config", f"insmon (uid {os.getuid()})", result,
+                     {"file": source, "before": before, "after": sha256 or None,
+                      "what": extra})
+    except (OSError, AuditError) as exc:
+        log.error("the audit trail %s cannot be written: %s", trail.folder, exc)
 
 
 def _describe(source: str) -> str:

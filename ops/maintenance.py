@@ -9,9 +9,15 @@ hospital's own network) still pages.
 from __future__ import annotations
 
 import json
+import re
 import urllib.error
 import urllib.request
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
 
 from monitor import SHANGHAI, parse_time  # noqa: F401 (the CLI reads times with it)
 
@@ -33,7 +39,7 @@ class MaintenanceError(Exception):
 
 
 def declare(alertmanager: str, site: str, start: datetime, end: datetime, comment: str,
-            created_by: str = "insmon maintenance", force: bool = False) -> str:
+            created_by: str = "insmon maintenance", reason: str = "") -> str:
     """Create the silence; return its id."""
     if not site.strip():
         raise MaintenanceError("--site is empty: name the hospital's site label")
@@ -41,10 +47,10 @@ def declare(alertmanager: str, site: str, start: datetime, end: datetime, commen
         raise MaintenanceError("--comment is empty: say what is announced")
     if end <= start:
         raise MaintenanceError("the window ends before it starts")
-    if end - start > LONGEST and not force:
+    if end - start > LONGEST and not reason.strip():
         days = (end - start).total_seconds() / 86400
         raise MaintenanceError(f"the window is {days:.1f} days long, over {LONGEST.days} days: "
-                               "check the dates, or pass --force if it really is")
+                               "check the dates, or give --reason saying why it is")
     if end <= datetime.now(UTC):
         raise MaintenanceError(f"the window ended already ({end.isoformat()})")
     body = {
@@ -77,3 +83,149 @@ def declare(alertmanager: str, site: str, start: datetime, end: datetime, commen
         raise MaintenanceError(f"{alertmanager} answered without a silence id: "
                                "the silence may not exist; check its silences page")
     return silence
+
+
+# ------------------------------------------------------------------ recurring windows
+
+EVERY = ("day", "workday", "offday", "monday", "tuesday", "wednesday", "thursday", "friday",
+         "saturday", "sunday")
+TAG = re.compile(r"\[insmon recurring (\S+) (\S+)\]")
+
+
+class Recurring(BaseModel):
+    """A window that comes back (the platform's weekly maintenance, 周日 02:00-04:00): on
+    `every` day of that kind (workday and offday by the Chinese working calendar, make-up
+    working days and statutory holidays included), from `start` to `end` Beijing time
+    (the next day when `end` is earlier)."""
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    name: str = Field(pattern=r"^[\w.-]+$")
+    site: str = Field(min_length=1)
+    every: Literal[EVERY]  # type: ignore[valid-type]
+    start: time = Field(alias="from")
+    end: time = Field(alias="to")
+    comment: str = Field(min_length=1)
+    declared_by: str = Field(min_length=1)
+
+    def length(self) -> timedelta:
+        start, end = (datetime.combine(date.min, t) for t in (self.start, self.end))
+        return (end - start) % timedelta(days=1) or timedelta(days=1)
+
+
+class RecurringFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    windows: list[Recurring] = []
+
+
+def load_recurring(path: Path) -> list[Recurring]:
+    """The file's windows; ConfigError naming the file, the key and what is wrong."""
+    if not path.exists():
+        return []
+    from monitor.config import parse, read
+
+    text = read(path)
+    if yaml.safe_load(text) is None:  # comments only: none yet
+        return []
+    windows = parse(text, str(path), RecurringFile).windows
+    names = [w.name for w in windows]
+    if duplicate := next((n for n in names if names.count(n) > 1), None):
+        from monitor.config import ConfigError
+
+        raise ConfigError(str(path), (f"{path}: windows: the name {duplicate!r} is used "
+                                      "twice",))
+    return windows
+
+
+def add_recurring(path: Path, window: Recurring) -> None:
+    """Appended to the file as text, so the site's comments in it stay."""
+    existing = load_recurring(path)
+    if any(w.name == window.name for w in existing):
+        raise MaintenanceError(f"{path} has a window named {window.name!r} already")
+    entry = yaml.safe_dump([window.model_dump(by_alias=True, mode="json")],
+                           allow_unicode=True, sort_keys=False)
+    text = path.read_text("utf-8") if path.exists() else ""
+    if not existing and "windows:" not in text:
+        text += "windows:\n"
+    text += "".join(f"  {line}\n" for line in entry.splitlines())
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text, "utf-8")
+    partial.replace(path)
+    load_recurring(path)  # what was written reads back
+
+
+def occurrences(window: Recurring, start: datetime, end: datetime,
+                is_workday) -> list[tuple[datetime, datetime]]:
+    """The window's times that begin in [start, end), Beijing time."""
+    found = []
+    day = start.astimezone(SHANGHAI).date() - timedelta(days=1)
+    last = end.astimezone(SHANGHAI).date()
+    while day <= last:
+        begins = datetime.combine(day, window.start, SHANGHAI)
+        if start <= begins < end and _falls_on(window.every, day, is_workday):
+            found.append((begins, begins + window.length()))
+        day += timedelta(days=1)
+    return found
+
+
+def _falls_on(every: str, day: date, is_workday) -> bool:
+    if every == "day":
+        return True
+    if every in ("workday", "offday"):
+        return is_workday(day) == (every == "workday")
+    return day.weekday() == EVERY.index(every) - 3
+
+
+def realise(alertmanager: str, windows: list[Recurring], now: datetime, ahead: timedelta,
+            is_workday, record) -> list[tuple[Recurring, datetime, str]]:
+    """Silences for every occurrence beginning before now + ahead that Alertmanager does
+    not hold yet (a window under way is silenced too); `record(window, start, end,
+    silence)` for each made. What was made is found again by the tag in its comment, so a
+    restart or a second insmon never makes one twice."""
+    have = {(m[1], m[2]) for s in silences(alertmanager)
+            if s["status"]["state"] != "expired" and (m := TAG.search(s.get("comment", "")))}
+    made = []
+    for window in windows:
+        for start, end in occurrences(window, now - window.length(), now + ahead, is_workday):
+            if end <= now or (window.name, _stamp(start)) in have:
+                continue
+            silence = declare(alertmanager, window.site, max(start, now), end,
+                              f"{window.comment} [insmon recurring {window.name} "
+                              f"{_stamp(start)}]", created_by=window.declared_by)
+            record(window, start, end, silence)
+            made.append((window, start, silence))
+    return made
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.astimezone(SHANGHAI).strftime("%Y-%m-%dT%H:%M")
+
+
+def silences(alertmanager: str) -> list[dict]:
+    try:
+        with urllib.request.urlopen(alertmanager.rstrip("/") + "/api/v2/silences",
+                                    timeout=10) as response:
+            answer = json.load(response)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise MaintenanceError(f"cannot read Alertmanager's silences at {alertmanager}: "
+                               f"{getattr(exc, 'reason', exc)}") from None
+    if not isinstance(answer, list):
+        raise MaintenanceError(f"{alertmanager} answered no list of silences")
+    return answer
+
+
+def end_window(alertmanager: str, silence: str) -> dict:
+    """Expire the silence now; what it was."""
+    found = next((s for s in silences(alertmanager) if s.get("id") == silence), None)
+    if found is None:
+        raise MaintenanceError(f"Alertmanager at {alertmanager} has no silence {silence}")
+    request = urllib.request.Request(
+        f"{alertmanager.rstrip('/')}/api/v2/silence/{silence}", method="DELETE")
+    try:
+        with urllib.request.urlopen(request, timeout=10):
+            pass
+    except urllib.error.HTTPError as exc:
+        raise MaintenanceError(f"Alertmanager refused to end {silence}: {exc.code} "
+                               f"{exc.read().decode(errors='replace').strip()}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise MaintenanceError(f"cannot reach Alertmanager at {alertmanager}: "
+                               f"{getattr(exc, 'reason', exc)}") from None
+    return found

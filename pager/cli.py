@@ -15,6 +15,7 @@ import sys
 import threading
 from pathlib import Path
 
+from monitor.audit import AuditError
 from pager.config import DRILL, UNROUTED, WATCHDOG, ConfigError, PagerConfig, load
 from pager.rota import SHANGHAI, Rota, check
 
@@ -118,6 +119,18 @@ def _engine(config: PagerConfig, role: str | None = None,
     from pager.store import Store
 
     return Engine(config, Store(config.database), role=role, secret=secret)
+
+
+def _auditor(config: PagerConfig, engine, path: Path):  # -> pager.audit.Auditor
+    """The trail, written to once here (the config's digest) so that a folder the pager
+    cannot write stops it at start rather than later."""
+    from monitor.audit import Trail
+    from pager.audit import Auditor
+
+    key = config.audit.key_file.read_bytes().strip() if config.audit.key_file else None
+    auditor = Auditor(engine.store, Trail(config.audit.folder, key))
+    auditor.config(path)
+    return auditor
 
 
 def _token(config: PagerConfig) -> str | None:
@@ -252,6 +265,11 @@ def _run(args: argparse.Namespace, config: PagerConfig, rota: Rota) -> int:
         other = config.pair.standby if args.role == "active" else config.pair.active
         peer = Peer(engine, http_ask(other.url, token, config.pair.timeout))
         registry.register(PairCollector(peer))
+    try:
+        auditor = _auditor(config, engine, args.config)
+    except (OSError, AuditError) as exc:
+        print(f"{args.config}: audit trail: {exc}", file=sys.stderr)
+        return 2
     worker = Worker(engine, Metrics(registry), peer=peer)
     server = PagerServer(engine, host, port, worker.wake, registry, config.max_body, token,
                          lambda: worker.errors)
@@ -267,6 +285,7 @@ def _run(args: argparse.Namespace, config: PagerConfig, rota: Rota) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     worker.start()
+    auditor.start()
     if peer is not None:
         peer.start()
     log.info("insmon pager on %s:%d, store %s%s", host, server.port, config.database,
@@ -275,5 +294,6 @@ def _run(args: argparse.Namespace, config: PagerConfig, rota: Rota) -> int:
     if peer is not None:
         peer.stop()
     worker.stop()
+    auditor.stop()
     engine.store.close()
     return 0

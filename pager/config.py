@@ -211,6 +211,13 @@ class Pair(_Model):
     notify: list[str] = ["server_ops"]
 
 
+class Audit(_Model):
+    """The audit trail (monitor/audit.py): `folder` default: audit/ beside the database;
+    `key_file`: a secret that makes the chain an HMAC (only who holds it can rewrite)."""
+    folder: Path | None = None
+    key_file: Path | None = None
+
+
 class PagerConfig(_Model):
     listen: str = "0.0.0.0:9095"
     auth: Auth = Auth()
@@ -219,6 +226,7 @@ class PagerConfig(_Model):
     tls: TlsServerConfig | None = None
     public_url: str = "http://127.0.0.1:9095"  # how phones reach the ack pages
     database: Path = Path("/var/lib/insmon-pager/pager.db")
+    audit: Audit = Audit()
     runbook_url: str | None = None   # base of the runbooks' links (runbooks/X.md)
     max_body: int = Field(default=64 << 20, ge=1)  # a group of 5,000 alerts is 2.2 MB
     # Alertmanager's repeat (repeat_interval) of an unacknowledged incident pages again
@@ -310,6 +318,12 @@ def load(path: str | Path) -> PagerConfig:
             team.shifts_file = base / team.shifts_file
     if not config.database.is_absolute():
         config.database = base / config.database
+    if config.audit.folder is None:
+        config.audit.folder = config.database.parent / "audit"
+    for name in ("folder", "key_file"):
+        path = getattr(config.audit, name)
+        if path is not None and not path.is_absolute():
+            setattr(config.audit, name, base / path)
     if config.auth.token_file is not None and not config.auth.token_file.is_absolute():
         config.auth.token_file = base / config.auth.token_file
     if config.tls is not None:

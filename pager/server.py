@@ -22,6 +22,7 @@ import json
 import logging
 import re
 import sqlite3
+import threading
 import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,7 +34,7 @@ from prometheus_client.core import (
     HistogramMetricFamily,
 )
 
-from pager import pair
+from pager import audit, pair
 from pager.config import GRADE_ZH
 from pager.engine import BadNotification, Engine
 from pager.messages import when
@@ -106,11 +107,15 @@ class StoreCollector:
         return family
 
 
+REFUSED_EVERY = 60.0  # seconds: a client's refused requests recorded once a minute
+
 class PagerServer:
     def __init__(self, engine: Engine, host: str, port: int, wake, registry: CollectorRegistry,
                  max_body: int, token: str | None, worker_errors=lambda: 0) -> None:
         """`token`: what webhooks and the API must present; None: open (auth.open)."""
         self.engine = engine
+        self._refused_at: dict[str, float] = {}
+        self._refused_lock = threading.Lock()
         registry.register(StoreCollector(engine, worker_errors))
         intake = Counter("insmon_pager_notifications", "Alertmanager notifications by "
                          "result (accepted, repeat, duplicate, invalid, unauthorized, "
@@ -250,8 +255,11 @@ class PagerServer:
                     value = ""
                 if value and hmac.compare_digest(value.encode(), token.encode()):
                     return True
+                why = "wrong token" if value else "no token"
                 log.warning("%s %s from %s refused: %s", self.command, self.path.split("?")[0],
-                            self.client_address[0], "wrong token" if value else "no token")
+                            self.client_address[0], why)
+                server.refused(self.client_address[0], f"{self.command} "
+                               f"{self.path.split('?')[0]}: {why}")
                 self.close_connection = True
                 self.send_response(401)
                 self.send_header("WWW-Authenticate", 'Bearer realm="insmon pager"')
@@ -272,6 +280,21 @@ class PagerServer:
         self.httpd = ThreadingHTTPServer((host, port), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
+
+    def refused(self, client: str, why: str) -> None:
+        """A refused request, into the store's events (so the audit trail): one a minute
+        per client at the most, so a storm of them does not flood the store."""
+        now = time.monotonic()
+        with self._refused_lock:
+            if now - self._refused_at.get(client, -REFUSED_EVERY) < REFUSED_EVERY:
+                return
+            if len(self._refused_at) > 10000:  # a scan from many addresses: forget the old
+                self._refused_at.clear()
+            self._refused_at[client] = now
+        try:
+            audit.refused(self.engine.store, client, why)
+        except (sqlite3.Error, StoreError) as exc:
+            log.error("refused request from %s not recorded: %s", client, exc)
 
     def incidents(self, since: float, until: float) -> list[dict]:
         """Incidents open in [since, until], each with its pages, deliveries and events."""

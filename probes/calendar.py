@@ -86,6 +86,28 @@ def site_dates(path: Path) -> SiteDates:
         raise ProbeFailure(f"calendar file {path}: {where}: {first['msg']}") from None
 
 
+class WorkingCalendar:
+    """The package's dates with the site's file over them (read again on each use: a
+    small file the site edits when next year's schedule is published)."""
+
+    def __init__(self, file: Path | None = None) -> None:
+        self.file = file
+        self._package = package_dates()
+
+    def dates(self) -> tuple[set[datetime.date], set[datetime.date], datetime.date]:
+        holidays, workdays, known_until = self._package
+        if self.file is not None:
+            site = site_dates(self.file)
+            holidays = (holidays - set(site.workdays)) | set(site.holidays)
+            workdays = (workdays - set(site.holidays)) | set(site.workdays)
+            known_until = max(known_until, site.known_until)
+        return holidays, workdays, known_until
+
+    def is_workday(self, day: datetime.date) -> bool:
+        holidays, workdays, _ = self.dates()
+        return day in workdays or (day.weekday() < 5 and day not in holidays)
+
+
 def local_today() -> datetime.date:
     return datetime.datetime.now(SHANGHAI).date()
 
@@ -93,15 +115,11 @@ def local_today() -> datetime.date:
 class Probe:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        self._package = package_dates()
+        self.calendar = WorkingCalendar(cfg.file)
 
     async def run(self) -> ProbeResult:
-        holidays, workdays, known_until = self._package
-        if self.cfg.file is not None:
-            site = site_dates(self.cfg.file)  # small, on the config's disk, read each run
-            holidays = (holidays - set(site.workdays)) | set(site.holidays)
-            workdays = (workdays - set(site.holidays)) | set(site.workdays)
-            known_until = max(known_until, site.known_until)
+        # the file: small, on the config's disk, read each run
+        holidays, workdays, known_until = self.calendar.dates()
         today = local_today()
         holiday = today in holidays
         workday = today in workdays or (today.weekday() < 5 and not holiday)

@@ -73,10 +73,12 @@ def test_root_causes_hold_back_their_symptoms(stack) -> None:
     assert recorder.teams("CpuHigh") == set()
 
 
-def test_a_maintenance_window_holds_back_the_expected_not_the_rest(stack) -> None:
+def test_a_maintenance_window_holds_back_the_expected_not_the_rest(stack,
+                                                                   tmp_path: Path) -> None:
     manager, recorder = stack
     result = subprocess.run(
-        [INSMON, "maintenance", "--alertmanager", manager.url, "--site", "h5",
+        [INSMON, "maintenance", "--audit", str(tmp_path), "--alertmanager", manager.url,
+         "--site", "h5",
          "--from", time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() - 60)),
          "--to", time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() + 3600)),
          "--comment", "智慧医保 platform cutover, notice 2026-118"],
@@ -214,9 +216,10 @@ def test_the_clustered_pair_pages_once_and_keeps_paging_when_one_dies(tmp_path: 
         recorder.close()
 
 
-def test_maintenance_says_why_it_failed() -> None:
+def test_maintenance_says_why_it_failed(tmp_path: Path) -> None:
     result = subprocess.run(
-        [INSMON, "maintenance", "--alertmanager", "http://127.0.0.1:9", "--site", "h1",
+        [INSMON, "maintenance", "--audit", str(tmp_path), "--alertmanager",
+         "http://127.0.0.1:9", "--site", "h1",
          "--from", "2026-12-01T20:00", "--to", "2026-12-02T06:00", "--comment", "cutover"],
         capture_output=True, text=True, timeout=30)
     assert result.returncode == 1
@@ -226,27 +229,31 @@ def test_maintenance_says_why_it_failed() -> None:
 
 @pytest.mark.parametrize(("args", "error"), [
     (["--site", "h1", "--from", "2026-12-01T20:00", "--to", "2036-12-01T20:00"],
-     "the window is 3653.0 days long, over 14 days: check the dates, or pass --force"),
+     "the window is 3653.0 days long, over 14 days: check the dates, or give --reason "
+     "saying why it is"),
     (["--site", " ", "--from", "2026-12-01T20:00", "--to", "2026-12-02T06:00"],
      "--site is empty"),
     (["--site", "h1", "--from", "0001-01-01T00:00", "--to", "0001-01-02T00:00"],
      "the window ended already"),
 ])
-def test_maintenance_refuses_a_window_that_is_a_typo(args: list[str], error: str) -> None:
-    result = subprocess.run([INSMON, "maintenance", "--alertmanager", "http://127.0.0.1:9",
+def test_maintenance_refuses_a_window_that_is_a_typo(args: list[str], error: str,
+                                                     tmp_path: Path) -> None:
+    result = subprocess.run([INSMON, "maintenance", "--audit", str(tmp_path),
+                             "--alertmanager", "http://127.0.0.1:9",
                              *args, "--comment", "cutover"],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.startswith(f"insmon maintenance: {error}"), result.stderr
 
 
-def test_maintenance_checks_what_alertmanager_answered() -> None:
+def test_maintenance_checks_what_alertmanager_answered(tmp_path: Path) -> None:
     from ops.recorder import Recorder
 
     lying = Recorder()  # answers 200 with an empty body: no silence id
     try:
         result = subprocess.run(
-            [INSMON, "maintenance", "--alertmanager", lying.url, "--site", "h1", "--from",
+            [INSMON, "maintenance", "--audit", str(tmp_path), "--alertmanager", lying.url,
+             "--site", "h1", "--from",
              "2026-12-01T20:00", "--to", "2026-12-02T06:00", "--comment", "cutover"],
             capture_output=True, text=True, timeout=30)
     finally:

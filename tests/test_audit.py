@@ -1,0 +1,231 @@
+"""The audit trail: a changed, removed or truncated record is found; records are rotated
+after the retention and not before; several processes append one chain; the pager's
+pages, deliveries, acknowledgements and refused requests and `insmon maintenance`'s
+windows reach it."""
+
+from __future__ import annotations
+
+import csv
+import json
+import multiprocessing
+import subprocess
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from monitor.audit import Trail
+from ops.stack import wait_for
+from probes.base import SHANGHAI
+from tests.conftest import INSMON
+from tests.test_pager import Rig, notification
+
+NOW = datetime(2026, 11, 27, 10, 0, tzinfo=SHANGHAI)
+
+
+def filled(folder: Path, count: int = 30, start: datetime = NOW - timedelta(days=40),
+           key: bytes | None = None) -> Trail:
+    trail = Trail(folder, key)
+    for i in range(count):
+        trail.append("pager-delivered", f"person{i % 3}", "ok", {"n": i},
+                     at=start + timedelta(days=i))
+    return trail
+
+
+def lines_of(trail: Trail) -> list[tuple[Path, list[str]]]:
+    return [(p, p.read_text(encoding="utf-8").splitlines(keepends=True))
+            for p in trail.files()]
+
+
+def test_an_untouched_trail_verifies_across_months(tmp_path: Path) -> None:
+    trail = filled(tmp_path)
+    assert len(trail.files()) == 2  # October and November
+    assert trail.verify() == []
+    assert [r["seq"] for r in trail.records()] == list(range(1, 31))
+
+
+def test_a_changed_record_is_found_where_it_is(tmp_path: Path) -> None:
+    trail = filled(tmp_path)
+    path, lines = lines_of(trail)[0]
+    record = json.loads(lines[4])
+    record["who"] = "somebody-else"
+    lines[4] = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+    path.write_text("".join(lines), encoding="utf-8")
+    faults = [str(f) for f in trail.verify()]
+    assert faults == [f"{path.name}:5: record 5 was changed (its hash does not match it)"]
+
+
+def test_a_removed_record_is_found_and_so_is_a_removed_tail(tmp_path: Path) -> None:
+    trail = filled(tmp_path)
+    path, lines = lines_of(trail)[0]
+    path.write_text("".join(lines[:7] + lines[8:]), encoding="utf-8")
+    faults = [str(f) for f in trail.verify()]
+    assert f"{path.name}:8: the record before 9 is missing or was changed" in faults
+    assert f"{path.name}:8: records 8 to 8 are missing" in faults
+
+    tail = filled(tmp_path / "tail")
+    path, lines = lines_of(tail)[-1]
+    path.write_text("".join(lines[:-2]), encoding="utf-8")
+    assert [f.what for f in tail.verify()] == [
+        "the trail ends at record 28, HEAD says 30: its last records were removed or changed"]
+
+
+def test_a_rewritten_chain_is_found_when_the_trail_has_a_key(tmp_path: Path) -> None:
+    """Without the key, whoever edits a record cannot make its hash again."""
+    keyed = filled(tmp_path, key=b"the site's secret")
+    forger = Trail(tmp_path)  # recomputes every hash with plain SHA-256
+    path, lines = lines_of(keyed)[0]
+    prev = "0" * 64
+    rewritten = []
+    for line in lines:
+        record = json.loads(line)
+        record["prev"] = prev
+        record["hash"] = prev = forger._digest(record)
+        rewritten.append(json.dumps(record, separators=(",", ":")) + "\n")
+    path.write_text("".join(rewritten), encoding="utf-8")
+    assert len(keyed.verify()) >= len(lines)
+    assert filled(tmp_path / "other", key=b"k").verify() == []
+
+
+def test_records_are_rotated_after_the_retention_and_not_before(tmp_path: Path) -> None:
+    trail = Trail(tmp_path)
+    trail.append("maintenance-declared", "ops", "ok", at=NOW - timedelta(days=220))
+    trail.append("maintenance-declared", "ops", "ok", at=NOW - timedelta(days=189))
+    trail.append("maintenance-declared", "ops", "ok", at=NOW - timedelta(days=100))
+    old, kept, recent = (f"audit-{(NOW - timedelta(days=d)):%Y-%m}.jsonl"
+                         for d in (220, 189, 100))
+    trail.append("config", "insmon", "unchanged", at=NOW)
+    names = [p.name for p in trail.files()]
+    assert old not in names and kept in names and recent in names
+    rotated = [r for r in trail.records() if r["event"] == "rotated"]
+    assert [r["detail"]["file"] for r in rotated] == [old]
+    assert trail.verify() == []
+    # the oldest kept is 189 days old: kept until its 190th day is over
+    trail.append("config", "insmon", "unchanged", at=NOW + timedelta(hours=12))
+    assert kept in [p.name for p in trail.files()]
+    trail.append("config", "insmon", "unchanged", at=NOW + timedelta(days=1, hours=1))
+    assert kept not in [p.name for p in trail.files()]
+    assert trail.verify() == []
+
+
+def test_a_month_removed_without_rotation_is_found(tmp_path: Path) -> None:
+    trail = filled(tmp_path)
+    first = trail.files()[0]
+    removed = len(first.read_text().splitlines())
+    first.unlink()
+    assert [f.what for f in trail.verify()] == [
+        f"records before {removed + 1} are missing (no rotation of them is recorded)"]
+
+
+def _append_many(folder: str, name: str, count: int) -> None:
+    trail = Trail(folder)
+    for i in range(count):
+        trail.append("config", name, "ok", {"i": i})
+
+
+def test_processes_appending_together_make_one_unbroken_chain(tmp_path: Path) -> None:
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_append_many, args=(str(tmp_path), f"p{i}", 150))
+               for i in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+        assert worker.exitcode == 0
+    trail = Trail(tmp_path)
+    assert [r["seq"] for r in trail.records()] == list(range(1, 451))
+    assert trail.verify() == []
+
+
+def test_the_command_verifies_filters_and_exports_csv(tmp_path: Path) -> None:
+    trail = filled(tmp_path / "trail")
+    done = subprocess.run([INSMON, "audit", str(tmp_path / "trail"), "--verify"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "every record is as written" in done.stdout
+    out = tmp_path / "audit.csv"
+    since, until = (NOW - timedelta(days=40 - 10)), (NOW - timedelta(days=40 - 15))
+    done = subprocess.run([INSMON, "audit", str(tmp_path / "trail"), "--from",
+                           since.strftime("%Y-%m-%d %H:%M"), "--to",
+                           until.strftime("%Y-%m-%d %H:%M"), "--csv", str(out)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.reader(out.open(encoding="utf-8-sig")))
+    assert rows[0][:5] == ["序号 seq", "时间 time (Beijing)", "人员 who", "事件 event",
+                           "结果 outcome"]
+    assert [int(r[0]) for r in rows[1:]] == list(range(11, 16))
+    path, lines = lines_of(trail)[-1]
+    path.write_text("".join(lines[:3] + lines[4:]), encoding="utf-8")
+    done = subprocess.run([INSMON, "audit", str(tmp_path / "trail"), "--verify"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "missing" in done.stdout, done.stdout
+
+
+def test_a_refused_maintenance_window_is_on_record_with_who_and_why(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [INSMON, "maintenance", "--alertmanager", "http://127.0.0.1:9", "--site", "h1",
+         "--from", "2026-12-01 01:00", "--to", "2026-12-30 05:00", "--comment",
+         "平台切换", "--audit", str(tmp_path)], capture_output=True, text=True, timeout=60,
+        env={"PATH": "/usr/bin:/bin", "SUDO_USER": "zhangsan"})
+    assert done.returncode == 1 and "over 14 days" in done.stderr
+    [record] = Trail(tmp_path).records()
+    assert (record["event"], record["who"], record["outcome"]) == (
+        "maintenance-declared", "zhangsan", "refused")
+    assert record["detail"]["comment"] == "平台切换" and "14 days" in record["detail"]["why"]
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    rig = Rig(tmp_path)
+    try:
+        yield rig
+    finally:
+        rig.close()
+
+
+def test_the_pager_records_the_page_its_delivery_the_ack_and_refused_requests(
+        rig: Rig) -> None:
+    pager = rig.start()
+    trail = Trail(pager.database.parent / "audit")
+    incident = json.loads(pager.post("/network", notification())[1])["incident"]
+    wait_for(lambda: rig.wecom.texts(), 10, "the page")
+    done = subprocess.run([INSMON, "pager", "ack", str(incident), "--by", "wang", "-c",
+                           str(pager.config_file)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    stranger = {**pager.auth, "Authorization": "Bearer wrong"}
+    import urllib.error
+    import urllib.request
+    for _ in range(3):  # a storm of them is one record a minute
+        try:
+            urllib.request.urlopen(urllib.request.Request(
+                pager.url + "/network", data=b"{}", method="POST", headers=stranger),
+                timeout=10)
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 401
+
+    def recorded() -> dict[str, list[dict]]:
+        found: dict[str, list[dict]] = {}
+        for record in trail.records():
+            found.setdefault(record["event"], []).append(record)
+        return found
+
+    wait_for(lambda: {"pager-opened", "pager-delivered", "pager-acknowledged",
+                      "pager-refused"} <= set(recorded()), 30, "the trail's records")
+    events = recorded()
+    assert [r["outcome"] for r in events["config"]] == ["changed"]  # first seen
+    ack = events["pager-acknowledged"][0]
+    assert ack["who"] == "wang" and ack["detail"]["incident"] == incident
+    assert events["pager-delivered"][0]["detail"]["channel"]
+    assert len(events["pager-refused"]) == 1
+    assert "wrong token" in events["pager-refused"][0]["detail"]["detail"]
+    assert trail.verify() == []
+    # a restart on the same config: unchanged, and nothing copied twice
+    rig.pager.stop()
+    rig.pager.start()
+    wait_for(lambda: len(recorded()["config"]) == 2, 20, "the second start's record")
+    events = recorded()
+    assert events["config"][1]["outcome"] == "unchanged"
+    ids = [r["detail"]["event_id"] for r in trail.records() if r["event"].startswith("pager-")]
+    assert len(ids) == len(set(ids)) and ids == sorted(ids)
+    assert trail.verify() == []

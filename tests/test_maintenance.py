@@ -1,0 +1,169 @@
+"""Recurring maintenance windows: made into real Alertmanager silences ahead of time on
+the Chinese working calendar (a weekend, a statutory holiday, a make-up working day),
+each once however often insmon asks, each recorded in the audit trail; `list` shows
+them with who declared them and why, `end` ends one, and an invalid file is named."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from monitor.audit import Trail
+from monitor.cli import realise_windows
+from ops import maintenance
+from ops.recorder import Recorder
+from ops.stack import Alertmanager
+from probes.base import SHANGHAI
+from tests.conftest import INSMON
+
+
+def next_monday(after: date) -> date:
+    return after + timedelta(days=(7 - after.weekday()) % 7 or 7)
+
+
+@pytest.fixture
+def manager(tmp_path: Path) -> Iterator[Alertmanager]:
+    recorder = Recorder()
+    manager = Alertmanager(tmp_path / "am", recorder.url)
+    yield manager
+    manager.stop()
+    recorder.close()
+
+
+def insmon(*argv: str, user: str = "zhangsan") -> subprocess.CompletedProcess:
+    return subprocess.run([INSMON, "maintenance", *argv], capture_output=True, text=True,
+                          timeout=60, env={"PATH": "/usr/bin:/bin", "SUDO_USER": user})
+
+
+def ours(manager: Alertmanager) -> list[dict]:
+    return sorted((s for s in maintenance.silences(manager.url)
+                   if maintenance.TAG.search(s["comment"])), key=lambda s: s["startsAt"])
+
+
+def test_a_recurring_window_follows_the_working_calendar_once_each(
+        manager: Alertmanager, tmp_path: Path) -> None:
+    # two weeks from now: a Thursday made a statutory holiday and that week's Saturday a
+    # make-up working day, in the site's calendar file (as a site adds next year's dates)
+    monday = next_monday(datetime.now(SHANGHAI).date() + timedelta(days=14))
+    holiday, makeup = monday + timedelta(days=3), monday + timedelta(days=5)
+    calendar = tmp_path / "calendar.yaml"
+    calendar.write_text(f"holidays: [{holiday}]\nworkdays: [{makeup}]\n"
+                        f"known_until: {monday + timedelta(days=60)}\n")
+    file, audit = tmp_path / "maintenance.yaml", tmp_path / "audit"
+    file.write_text("# the platform's announced windows (省平台维护公告)\n")
+    common = ["--file", str(file), "--audit", str(audit), "--site", "h1"]
+    done = insmon("--every", "workday", "--name", "nightly-batch", "--from", "01:00",
+                  "--to", "01:30", "--comment", "结算批处理", *common)
+    assert done.returncode == 0, done.stderr
+    done = insmon("--every", "sunday", "--name", "platform-weekly", "--from", "23:00",
+                  "--to", "02:00", "--comment", "省平台每周例行维护", *common)
+    assert done.returncode == 0, done.stderr
+    assert file.read_text().startswith("# the platform's announced windows")
+
+    # insmon asks every 6 hours (a clock the test moves) from Sunday 00:00 across nine
+    # days, 12 hours ahead: windows beginning up to Tuesday 06:00 of the next week
+    trail = Trail(audit)
+    now = datetime.combine(monday - timedelta(days=1), datetime.min.time(), SHANGHAI)
+    for _ in range(9 * 4):
+        realise_windows(file, manager.url, trail, 12 * 3600.0, calendar, now)
+        now += timedelta(hours=6)
+
+    made = [(maintenance.TAG.search(s["comment"]).groups(), s["createdBy"])
+            for s in ours(manager)]
+    # not the holiday Thursday, the make-up Saturday yes, not Sunday
+    workdays = [monday + timedelta(days=d) for d in (0, 1, 2, 4, 5, 7, 8)]
+    expected = sorted([(("nightly-batch", f"{d}T01:00"), "zhangsan") for d in workdays]
+                      + [(("platform-weekly", f"{monday + timedelta(days=d)}T23:00"),
+                          "zhangsan") for d in (-1, 6)], key=lambda m: m[0][1])
+    assert made == expected
+    sunday = next(s for s in ours(manager) if "platform-weekly" in s["comment"]
+                  and str(monday + timedelta(days=6)) in s["comment"])
+    assert datetime.fromisoformat(sunday["endsAt"]) - datetime.fromisoformat(
+        sunday["startsAt"]) == timedelta(hours=3)  # 23:00 to 02:00 the next day
+    scheduled = [r for r in trail.records() if r["event"] == "maintenance-scheduled"]
+    assert len(scheduled) == len(expected)
+    assert {r["who"] for r in scheduled} == {"zhangsan"}
+    assert trail.verify() == []
+
+    listed = insmon("list", "--alertmanager", manager.url, *common[:4])
+    assert "recurring nightly-batch: site h1, every workday 01:00-01:30" in listed.stdout
+    assert listed.stdout.count("by zhangsan: 省平台每周例行维护") == 2, listed.stdout
+
+    first = ours(manager)[0]["id"]
+    ended = insmon("end", first, "--alertmanager", manager.url, "--audit", str(audit),
+                   user="lisi")
+    assert ended.returncode == 0, ended.stderr
+    assert next(s for s in maintenance.silences(manager.url)
+                if s["id"] == first)["status"]["state"] == "expired"
+    [end] = [r for r in trail.records() if r["event"] == "maintenance-ended"]
+    assert end["who"] == "lisi" and end["detail"]["silence"] == first
+
+
+def test_a_window_under_way_is_silenced_for_what_is_left(manager: Alertmanager,
+                                                         tmp_path: Path) -> None:
+    now = datetime.now(SHANGHAI).replace(microsecond=0)
+    start = (now - timedelta(minutes=30)).strftime("%H:%M")
+    stop = (now + timedelta(minutes=30)).strftime("%H:%M")
+    file = tmp_path / "maintenance.yaml"
+    maintenance.add_recurring(file, maintenance.Recurring.model_validate(
+        {"name": "now", "site": "h1", "every": "day", "from": start, "to": stop,
+         "comment": "under way", "declared_by": "ops"}))
+    trail = Trail(tmp_path / "audit")
+    assert len(realise_windows(file, manager.url, trail, 3600.0, None, now)) == 1
+    [silence] = ours(manager)
+    assert silence["status"]["state"] == "active"
+    assert realise_windows(file, manager.url, trail, 3600.0, None, now) == []
+
+
+def test_an_invalid_windows_file_is_named_with_its_key(tmp_path: Path) -> None:
+    file = tmp_path / "maintenance.yaml"
+    file.write_text("windows:\n  - {name: w, site: h1, every: sundays, from: '02:00', "
+                    "to: '04:00', comment: x, declared_by: y}\n")
+    done = insmon("list", "--file", str(file), "--audit", str(tmp_path / "audit"),
+                  "--alertmanager", "http://127.0.0.1:9")
+    assert done.returncode == 1
+    assert f"{file}:2" in done.stderr and "every" in done.stderr, done.stderr
+
+
+def test_a_window_over_the_maximum_needs_a_reason_on_record(tmp_path: Path) -> None:
+    done = insmon("--site", "h1", "--from", "2030-01-01 00:00", "--to", "2030-02-01 00:00",
+                  "--comment", "迁移", "--alertmanager", "http://127.0.0.1:9",
+                  "--audit", str(tmp_path))
+    assert done.returncode == 1 and "give --reason" in done.stderr
+    [refused] = Trail(tmp_path).records()
+    assert refused["outcome"] == "refused" and refused["who"] == "zhangsan"
+
+
+def test_insmon_run_makes_the_silences_ahead_by_itself(manager: Alertmanager,
+                                                       tmp_path: Path) -> None:
+    from ops.stack import free_port, wait_for
+
+    soon = (datetime.now(SHANGHAI) + timedelta(hours=2)).replace(second=0, microsecond=0)
+    file = tmp_path / "maintenance.yaml"
+    maintenance.add_recurring(file, maintenance.Recurring.model_validate(
+        {"name": "daily", "site": "h1", "every": "day", "from": f"{soon:%H:%M}",
+         "to": f"{soon + timedelta(minutes=20):%H:%M}", "comment": "每日备份",
+         "declared_by": "wangwu"}))
+    tag = f"daily {soon:%Y-%m-%dT%H:%M}"
+    config = tmp_path / "insmon.yaml"
+    config.write_text(f"listen: 127.0.0.1:{free_port()}\n"
+                      "checks:\n- {name: cpu, kind: cpu, interval: 5s}\n"
+                      f"maintenance: {{file: {file}, alertmanager: '{manager.url}', "
+                      "ahead: 24h, every: 1s}\n")
+    process = subprocess.Popen([INSMON, "run", "-c", str(config), "--audit",
+                                str(tmp_path / "audit")], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: any(tag in s["comment"] for s in ours(manager)), 30,
+                 "the silence of the window two hours ahead")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert len([s for s in ours(manager) if tag in s["comment"]]) == 1
+    records = [r for r in Trail(tmp_path / "audit").records()
+               if r["event"] == "maintenance-scheduled"]
+    assert records and records[0]["who"] == "wangwu"
