@@ -10,10 +10,11 @@ PYTHON ?= python3
 VENV ?= .venv
 ARGS ?=
 # The real tools the tests drive, and the peers the benchmarks compare with,
-# as command:Debian package.
+# as command:Debian package (or file:package: the monthly report's CJK font).
 TEST_TOOLS := promtool:prometheus amtool:prometheus-alertmanager snmpd:snmpd chromium:chromium \
 	prometheus-node-exporter:prometheus-node-exporter curl:curl victoria-metrics:victoria-metrics \
-	gammu-smsd:gammu-smsd fusermount:fuse debootstrap:debootstrap systemd-analyze:systemd
+	gammu-smsd:gammu-smsd fusermount:fuse debootstrap:debootstrap systemd-analyze:systemd \
+	/usr/share/fonts/truetype/wqy/wqy-microhei.ttc:fonts-wqy-microhei
 BENCH_TOOLS := prometheus-node-exporter:prometheus-node-exporter fping:fping \
 	gammu-smsd:gammu-smsd prometheus:prometheus prometheus-alertmanager:prometheus-alertmanager
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -82,7 +83,7 @@ $(VENV)/.test: pyproject.toml
 define install-missing
 missing=""; \
 for tool in $(1); do \
-	command -v $${tool%%:*} >/dev/null || missing="$$missing $${tool#*:}"; \
+	command -v $${tool%%:*} >/dev/null || [ -e "$${tool%%:*}" ] || missing="$$missing $${tool#*:}"; \
 done; \
 if [ -n "$$missing" ]; then \
 	echo "installing Debian packages:$$missing"; \

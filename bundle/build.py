@@ -38,10 +38,11 @@ MIRROR = "http://deb.debian.org/debian"
 SECURITY = "http://deb.debian.org/debian-security"
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 # What a site host needs beside insmon, from Debian 12: the venv insmon lives in, the
-# site's Prometheus and Alertmanager, the modem's daemon (SMS without the internet), and
-# kill (procps: the units' ExecReload; a minimal Debian has none).
+# site's Prometheus and Alertmanager, the modem's daemon (SMS without the internet), kill
+# (procps: the units' ExecReload; a minimal Debian has none), and a CJK font for the
+# monthly report's charts.
 DEBIANS = ["python3", "python3-venv", "prometheus", "prometheus-alertmanager", "gammu-smsd",
-           "procps"]
+           "procps", "fonts-wqy-microhei"]
 ARCHES = {"amd64": "x86_64", "arm64": "aarch64"}
 # Debian 12: CPython 3.11 on glibc 2.36; manylinux wheels up to 2_36 run there.
 PYTHON = "3.11"

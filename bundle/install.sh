@@ -13,21 +13,33 @@
 #                             stay unless --purge
 # Then: /opt/insmon/.venv/bin/insmon doctor
 set -eu
+umask 022  # what it installs is read by the services' users, whatever root's umask is
 
 BUNDLE=$(cd "$(dirname "$0")" && pwd)
 PREFIX=/opt/insmon
-VENV=$PREFIX/.venv
+VENV=$PREFIX/.venv          # a link to venv-<version>-<bundle>: swapped in whole
 ETC=/etc/insmon
 UNITS=/usr/local/lib/systemd/system
 SERVICES="insmon insmon-pager insmon-prometheus insmon-alertmanager"
-# Debian's own services of the packages installed here: ours take their ports
+# Debian's own services of the packages installed here: ours take their ports. Those
+# this script disabled are listed here, and enabled again by --uninstall.
 DEBIAN_SERVICES="prometheus prometheus-alertmanager"
+DISABLED=/var/lib/insmon-install/disabled-debian-services
+POLICY=/usr/sbin/policy-rc.d
+POLICY_MARK="# insmon install.sh: no service starts while it installs packages"
 # pip takes the bundle's wheels and nothing else: no index, no config of the host's
 unset PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_FIND_LINKS PIP_REQUIRE_VIRTUALENV
 export PIP_CONFIG_FILE=/dev/null
 
 say() { printf 'install.sh: %s\n' "$*"; }
-die() { printf 'install.sh: %s\n' "$*" >&2; exit 1; }
+stopped_pager=0
+die() {
+    printf 'install.sh: %s\n' "$*" >&2
+    if [ "$stopped_pager" = 1 ]; then  # whatever failed, the pager pages again
+        systemctl start insmon-pager || true
+    fi
+    exit 1
+}
 changed=0
 did() { say "$*"; changed=1; }
 
@@ -37,7 +49,7 @@ for arg in "$@"; do
         --upgrade) mode=upgrade ;;
         --uninstall) mode=uninstall ;;
         --purge) purge=1 ;;
-        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument '$arg' (--upgrade, --uninstall [--purge], --help)" ;;
     esac
 done
@@ -48,19 +60,35 @@ command -v dpkg-query >/dev/null && command -v apt-get >/dev/null ||
 # one install.sh at a time
 exec 9>/run/insmon-install.lock
 flock -n 9 || die "another install.sh is running"
-
-# shellcheck disable=SC1091
-. "$BUNDLE/BUNDLE"   # version=, arch=, debians=
 booted() { [ -d /run/systemd/system ]; }
 
+# Every file of the bundle is in the manifest with its digest, and nothing else is there.
 check_bundle() {
     (cd "$BUNDLE" && sha256sum --check --quiet --strict SHA256SUMS) >&2 ||
         die "the bundle does not match its manifest (SHA256SUMS, listed above): copy it again"
+    listed=$(mktemp)
+    sed 's/^[0-9a-f]*  //' "$BUNDLE/SHA256SUMS" | sort >"$listed"
+    extra=$(cd "$BUNDLE" && { find . ! -type d ! -type f -printf '%P (not a file)\n'
+        find . -type f ! -path ./SHA256SUMS -printf '%P\n' | sort | comm -23 - "$listed"; })
+    rm -f "$listed"
+    [ -z "$extra" ] || die "the bundle holds what its manifest does not list:" $extra
+    # shellcheck disable=SC1091
+    . "$BUNDLE/BUNDLE"   # version=, arch=, debians= (checked above)
     host=$(dpkg --print-architecture)
     [ "$host" = "$arch" ] || die "this bundle is for $arch, this host is $host"
 }
 
 debian_packages() {
+    # a leftover of an install.sh killed while apt ran: its own policy, and dpkg's state
+    if grep -qsF "$POLICY_MARK" "$POLICY"; then
+        rm -f "$POLICY"
+        did "removed $POLICY left by an interrupted install.sh"
+    fi
+    if [ -n "$(dpkg --audit 2>/dev/null)" ]; then
+        DEBIAN_FRONTEND=noninteractive dpkg --configure -a >&2 ||
+            die "dpkg was interrupted and cannot finish: dpkg --configure -a says why"
+        did "finished what an interrupted dpkg left (dpkg --configure -a)"
+    fi
     # the packages asked for by name; apt takes their dependencies from the bundle as
     # needed, keeping whatever the host already has
     missing=""
@@ -70,7 +98,8 @@ debian_packages() {
     done
     [ -n "$missing" ] || return 0
     apt=$(mktemp -d)
-    echo "deb [trusted=yes] file:$BUNDLE/debs ./" >"$apt/sources.list"
+    ln -s "$BUNDLE/debs" "$apt/debs"  # apt's source line cannot hold a space
+    echo "deb [trusted=yes] file:$apt/debs ./" >"$apt/sources.list"
     mkdir -p "$apt/lists/partial"
     cat >"$apt/apt.conf" <<EOF
 Dir::Etc::SourceList "$apt/sources.list";
@@ -79,20 +108,20 @@ Dir::State::Lists "$apt/lists";
 APT::Install-Recommends "false";
 Acquire::Languages "none";
 EOF
-    # Debian's prometheus and alertmanager would start on our ports during the install
-    # (removed however this script ends: left behind, it stops every package's service)
+    # Debian's prometheus and alertmanager would start on our ports during the install;
+    # the mark lets the next run remove it should this one be killed
     made_policy=0
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        trap 'rm -f /usr/sbin/policy-rc.d' EXIT INT TERM
-        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-        chmod 755 /usr/sbin/policy-rc.d
+    if [ ! -e "$POLICY" ]; then
+        trap 'rm -f "$POLICY"' EXIT INT TERM
+        printf '#!/bin/sh\n%s\nexit 101\n' "$POLICY_MARK" >"$POLICY"
+        chmod 755 "$POLICY"
         made_policy=1
     fi
     status=0
     APT_CONFIG="$apt/apt.conf" apt-get update -q >"$apt/log" 2>&1 &&
         APT_CONFIG="$apt/apt.conf" DEBIAN_FRONTEND=noninteractive \
             apt-get install -y -q $missing >>"$apt/log" 2>&1 || status=$?
-    [ "$made_policy" = 0 ] || rm -f /usr/sbin/policy-rc.d
+    [ "$made_policy" = 0 ] || rm -f "$POLICY"
     if [ "$status" != 0 ]; then
         cat "$apt/log" >&2
         rm -rf "$apt"
@@ -109,11 +138,19 @@ user() {
             --shell /usr/sbin/nologin insmon
         did "created user insmon"
     }
+    # the pager's token, and only it, is shared with Alertmanager (user prometheus)
+    getent group insmon-token >/dev/null || {
+        groupadd --system insmon-token; did "created group insmon-token"
+    }
+    member insmon insmon-token
     # the pager hands SMS to gammu-smsd's outbox (group gammu's, from Debian's package)
-    if getent group gammu >/dev/null && ! id -nG insmon | tr ' ' '\n' | grep -qx gammu; then
-        usermod -a -G gammu insmon
-        did "added insmon to group gammu (the modem's outbox)"
-    fi
+    ! getent group gammu >/dev/null || member insmon gammu
+}
+
+member() {  # user group
+    id -nG "$1" | tr ' ' '\n' | grep -qx "$2" && return 0
+    usermod -a -G "$2" "$1"
+    did "added $1 to group $2"
 }
 
 installed_version() {
@@ -136,24 +173,56 @@ preflight() {
     fi
 }
 
-code() {
+# The new code beside the old, complete before anything running is touched: a venv of
+# this bundle's own (its scripts name the path they were made at, so it is made where it
+# stays).
+prepare() {
     [ "$same" = 0 ] || return 0
     python3 -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' ||
         die "the bundle's wheels are for Python 3.11 (Debian 12); this host's python3 is" \
             "$(python3 -V 2>&1)"
-    # the new venv where the old one was (its scripts name their own path); the old one
-    # is kept aside until the new one is complete, and put back when it is not
-    rm -rf "$VENV.old" "$PREFIX/share.new"
-    [ ! -e "$VENV" ] || mv "$VENV" "$VENV.old"
-    if ! { python3 -m venv "$VENV" && "$VENV/bin/pip" install --quiet --no-index \
+    new="$PREFIX/venv-$version-$(echo "$stamp" | cut -c1-12)"
+    rm -rf "$new" "$PREFIX/share.new"
+    mkdir -p "$PREFIX"
+    if ! { python3 -m venv "$new" && "$new/bin/pip" install --quiet --no-index \
             --find-links "$BUNDLE/wheels" --disable-pip-version-check "insmon==$version"; }
     then
-        rm -rf "$VENV"
-        [ ! -e "$VENV.old" ] || mv "$VENV.old" "$VENV"
-        die "pip could not install insmon $version from the bundle (above); the code is as it was"
+        rm -rf "$new"
+        die "pip could not install insmon $version from the bundle (above); the code is as" \
+            "it was"
     fi
-    rm -rf "$VENV.old"
     cp -R "$BUNDLE/share" "$PREFIX/share.new"
+}
+
+backup_pager_db() {
+    db=/var/lib/insmon-pager/pager.db
+    [ -e "$db" ] && [ -n "$current" ] && [ "$same" = 0 ] || return 0
+    # the pager migrates its store when the new code starts; the copy is the way back
+    if booted && systemctl -q is-active insmon-pager; then
+        systemctl stop insmon-pager
+        stopped_pager=1
+    fi
+    copy="$db.before-$version"
+    "$VENV/bin/python" -c 'import sqlite3, sys
+source, target = sqlite3.connect(sys.argv[1]), sqlite3.connect(sys.argv[2])
+source.backup(target)' "$db" "$copy" || die "could not back up the pager's database"
+    chown insmon:insmon "$copy"
+    chmod 0640 "$copy"
+    did "backed up the pager's database to $copy"
+}
+
+# The new venv swapped in by renaming a link: a kill at any moment leaves one whole venv.
+swap() {
+    [ "$same" = 0 ] || return 0
+    if [ -d "$VENV" ] && [ ! -L "$VENV" ]; then  # a venv made in place (an older install.sh)
+        mv "$VENV" "$PREFIX/venv-inplace"
+        ln -s venv-inplace "$VENV"
+    fi
+    ln -sfn "$(basename "$new")" "$PREFIX/.venv.link"
+    mv -T "$PREFIX/.venv.link" "$VENV"
+    for old in "$PREFIX"/venv-*; do
+        [ "$old" = "$new" ] || rm -rf "$old"
+    done
     [ ! -e "$PREFIX/share" ] || mv "$PREFIX/share" "$PREFIX/share.old"
     mv "$PREFIX/share.new" "$PREFIX/share"
     rm -rf "$PREFIX/share.old"
@@ -177,11 +246,15 @@ configs() {
     site_file "$BUNDLE/site/prometheus.yml" "$ETC/prometheus.yml" 0644 root
     site_file "$BUNDLE/site/alertmanager.yml" "$ETC/alertmanager.yml" 0644 root
     if [ ! -e "$ETC/pager-token" ]; then
-        # Alertmanager (group insmon, its unit) sends it with every page; the pager
+        # Alertmanager (group insmon-token, its unit) sends it with every page; the pager
         # takes pages only with it
         (umask 027; od -An -N24 -tx1 /dev/urandom | tr -d ' \n' >"$ETC/pager-token")
-        chgrp insmon "$ETC/pager-token"
         did "wrote $ETC/pager-token (a new random token)"
+    fi
+    if [ "$(stat -c %G "$ETC/pager-token")" != insmon-token ]; then
+        chgrp insmon-token "$ETC/pager-token"
+        chmod 0640 "$ETC/pager-token"
+        did "gave $ETC/pager-token to group insmon-token"
     fi
     for dir in /var/lib/insmon /var/lib/insmon-pager; do
         [ -d "$dir" ] || { install -d -m 0750 -o insmon -g insmon "$dir"; did "created $dir"; }
@@ -202,7 +275,10 @@ units() {
     for s in $DEBIAN_SERVICES; do
         if systemctl -q is-enabled "$s" 2>/dev/null; then
             systemctl disable -q "$s"
-            did "disabled Debian's $s.service (insmon-${s#prometheus-} takes its port)"
+            mkdir -p "$(dirname "$DISABLED")"
+            grep -qsx "$s" "$DISABLED" || echo "$s" >>"$DISABLED"
+            did "disabled Debian's $s.service (insmon-${s#prometheus-} takes its port;" \
+                "--uninstall enables it again)"
         fi
         ! booted || ! systemctl -q is-active "$s" || systemctl stop "$s"
     done
@@ -220,20 +296,7 @@ start() {
             systemctl start "$s" && did "started $s"
         fi
     done
-}
-
-backup_pager_db() {
-    db=/var/lib/insmon-pager/pager.db
-    [ -e "$db" ] && [ -n "$current" ] && [ "$same" = 0 ] || return 0
-    # the pager migrates its store when the new code starts; the copy is the way back
-    ! booted || systemctl stop insmon-pager
-    copy="$db.before-$version"
-    "$VENV/bin/python" -c 'import sqlite3, sys
-source, target = sqlite3.connect(sys.argv[1]), sqlite3.connect(sys.argv[2])
-source.backup(target)' "$db" "$copy"
-    chown insmon:insmon "$copy"
-    chmod 0640 "$copy"
-    did "backed up the pager's database to $copy"
+    stopped_pager=0
 }
 
 uninstall() {
@@ -245,13 +308,28 @@ uninstall() {
         did "removed $s.service"
     done
     ! booted || systemctl daemon-reload
+    if [ "$purge" = 1 ] && getent passwd insmon >/dev/null &&
+            pgrep -u insmon >/dev/null 2>&1; then
+        die "processes of user insmon still run (pgrep -u insmon): stop them, then" \
+            "--uninstall --purge again; nothing of the data was removed"
+    fi
     [ ! -e "$PREFIX" ] || { rm -rf "$PREFIX"; did "removed $PREFIX"; }
+    if [ -e "$DISABLED" ]; then
+        while read -r s; do
+            systemctl enable -q "$s" 2>/dev/null && did "enabled Debian's $s.service again"
+            ! booted || systemctl start "$s" || true
+        done <"$DISABLED"
+        rm -f "$DISABLED"
+    fi
     if [ "$purge" = 1 ]; then
         for path in "$ETC" /var/lib/insmon /var/lib/insmon-pager /var/lib/insmon-prometheus \
-                    /var/lib/insmon-alertmanager; do
+                    /var/lib/insmon-alertmanager /var/lib/insmon-install; do
             [ ! -e "$path" ] || { rm -rf "$path"; did "removed $path"; }
         done
         ! getent passwd insmon >/dev/null || { userdel insmon; did "removed user insmon"; }
+        ! getent group insmon-token >/dev/null || {
+            groupdel insmon-token; did "removed group insmon-token"
+        }
     else
         say "kept $ETC and the data in /var/lib/insmon*: --uninstall --purge removes them"
     fi
@@ -266,8 +344,9 @@ check_bundle
 preflight
 debian_packages
 user
+prepare
 backup_pager_db
-code
+swap
 configs
 units
 start

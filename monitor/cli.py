@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="default: info for run, error for once, warning otherwise")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for build in (_run, _once, _validate, _maintenance, _drill, _review, _pager, _settlement,
-                  _audit, _doctor):
+                  _audit, _doctor, _report):
         build(commands)
 
     args, extra = parser.parse_known_args(argv)
@@ -353,6 +353,9 @@ def _drill(commands: argparse._SubParsersAction) -> None:
     sub.add_argument("--pager", metavar="URL",
                      help="also send the drill's pages to this insmon pager, which pages its "
                           "drill rota (【演练】); the report says who acknowledged when")
+    sub.add_argument("--audit", type=Path, metavar="DIR",
+                     help=f"the audit trail the drill and its verdict are recorded in "
+                          f"(default: {AUDIT} where it exists: the monthly report lists them)")
 
 
 def _do_drill(args: argparse.Namespace) -> int:
@@ -387,6 +390,17 @@ def _do_drill(args: argparse.Namespace) -> int:
     print()
     print(report.markdown())
     print(f"report: {out / 'report.md'}, {out / 'report.json'}")
+    trail = args.audit or (Path(AUDIT) if Path(AUDIT).is_dir() else None)
+    if trail is not None:
+        from monitor.audit import AuditError, Trail, who
+
+        try:
+            Trail(trail).append("drill", who(), "passed" if report.passed else "failed",
+                                {"scenario": scenario.name, "title": scenario.title_zh,
+                                 "report": str(out.resolve())})
+        except (OSError, AuditError) as exc:
+            print(f"insmon drill: not recorded in the audit trail {trail}: {exc}",
+                  file=sys.stderr)
     return 0 if report.passed else 1
 
 
@@ -462,7 +476,7 @@ def _short(detail) -> str:
 def _doctor(commands: argparse._SubParsersAction) -> None:
     sub = _command(commands, "doctor", _do_doctor,
                    "after an install: is everything installed, running and wired? "
-                   "exit 1 when something is not")
+                   "exit 1 when something is not, 2 when something cannot be told")
     sub.add_argument("--etc", type=Path, default=Path("/etc/insmon"),
                      help="the site's configs (default: %(default)s)")
     sub.add_argument("--prometheus", default="http://127.0.0.1:9090",
@@ -479,8 +493,13 @@ def _do_doctor(args: argparse.Namespace) -> int:
     for line in lines:
         print(line)
     failed = sum(line.status == "FAIL" for line in lines)
-    print(f"{failed} to mend" if failed else "all is well")
-    return 1 if failed else 0
+    unknown = sum(line.status == "?" for line in lines)
+    if failed:
+        print(f"{failed} to mend" + (f", {unknown} not known here" if unknown else ""))
+        return 1
+    print(f"nothing to mend, but {unknown} not known here (?)" if unknown else
+          "all is well")
+    return 2 if unknown else 0
 
 
 # ------------------------------------------------------------------ pager
@@ -499,6 +518,49 @@ def _do_pager(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------ review
+
+def _report(commands: argparse._SubParsersAction) -> None:
+    sub = _command(commands, "report", _do_report,
+                   "the monthly settlement availability report (月度医保结算可用性报告): HTML, "
+                   "XLSX and PDF, per site and over all sites")
+    sub.add_argument("--month", required=True, help="the month, e.g. 2026-11 (Beijing time)")
+    sub.add_argument("--prometheus", default="http://127.0.0.1:9090",
+                     help="Prometheus or VictoriaMetrics URL (default: %(default)s)")
+    sub.add_argument("--site", help="one site (default: every site in the history)")
+    sub.add_argument("--pager", metavar="URL",
+                     help="insmon pager's URL: its incidents, MTTA and MTTR (the token: "
+                          "INSMON_PAGER_TOKEN_FILE)")
+    sub.add_argument("--audit", type=Path, action="append", metavar="DIR",
+                     help=f"audit trails with the maintenance windows and drills (default: "
+                          f"{AUDIT} and {PAGER_AUDIT})")
+    sub.add_argument("--objective", type=float, default=99.9,
+                     help="the availability objective in percent (default: %(default)s)")
+    sub.add_argument("--out", type=Path, required=True, metavar="DIR")
+
+
+def _do_report(args: argparse.Namespace) -> int:
+    from monitor.audit import Trail
+    from ops import report
+
+    if not 0 < args.objective < 100:
+        print("insmon report: --objective is a percentage below 100", file=sys.stderr)
+        return 2
+    folders = args.audit or [p for p in (Path(AUDIT), Path(PAGER_AUDIT)) if p.is_dir()]
+    try:
+        figures = report.collect(args.prometheus, args.month, args.site, args.pager,
+                                 [Trail(f) for f in folders], args.objective / 100)
+        written = report.write(figures, args.out)
+    except report.ReportError as exc:
+        print(f"insmon report: {exc}", file=sys.stderr)
+        return 1
+    for f in figures:
+        print(f"{f.site} {f.month}: {report.percent(f.availability)} available, "
+              f"{f.minutes['lost']} min lost, {f.minutes['backup']} min on the backup, "
+              f"{f.minutes['maintenance']} min announced maintenance")
+    for path in written:
+        print(path)
+    return 0
+
 
 def _review(commands: argparse._SubParsersAction) -> None:
     sub = _command(commands, "review", _do_review,

@@ -106,55 +106,96 @@ def _prometheus(url: str) -> list[Line]:
     todo = "systemctl status insmon-prometheus; promtool check config /etc/insmon/prometheus.yml"
     try:
         rules = _get(f"{url}/api/v1/rules")["data"]["groups"]
-        targets = _get(f"{url}/api/v1/targets?state=active")["data"]["activeTargets"]
+        count = sum(len(g["rules"]) for g in rules)
+        # (job, health, address, last error) of each target
+        targets = [(t["labels"].get("job"), t["health"], t["scrapeUrl"], t.get("lastError"))
+                   for t in _get(f"{url}/api/v1/targets?state=active")["data"]
+                   ["activeTargets"]]
     except OSError as exc:
         return [Line("FAIL", f"Prometheus at {url}: {_reason(exc)}", todo)]
-    count = sum(len(g["rules"]) for g in rules)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return [Line("FAIL", f"{url} does not answer as Prometheus does", todo)]
     lines = [Line("OK", f"Prometheus at {url}: {count} rules in {len(rules)} groups")
              if count else Line("FAIL", f"Prometheus at {url} has loaded no rules", todo)]
     for job in JOBS:
-        mine = [t for t in targets if t["labels"].get("job") == job]
-        down = [t for t in mine if t["health"] != "up"]
+        mine = [t for t in targets if t[0] == job]
         if not mine:
             lines.append(Line("FAIL", f"Prometheus does not scrape {job}",
                               f"add the job {job} to /etc/insmon/prometheus.yml"))
-        elif down:
-            lines.extend(Line("FAIL" if t["health"] == "down" else "?",
-                              f"Prometheus scrapes {job} at {t['scrapeUrl']}: {t['health']}"
-                              + (f" ({t['lastError']})" if t.get("lastError") else ""),
-                              f"systemctl status {job}" if t["health"] == "down" else
-                              "not scraped yet: ask again in a few seconds")
-                         for t in down)
-        else:
+        elif all(health == "up" for _, health, _, _ in mine):
             lines.append(Line("OK", f"Prometheus scrapes {job}: "
-                                    + ", ".join(t["scrapeUrl"] for t in mine)))
+                                    + ", ".join(address for _, _, address, _ in mine)))
+        for _, health, address, error in mine:
+            if health == "down":
+                lines.append(Line("FAIL", f"Prometheus scrapes {job} at {address}: down"
+                                  + (f" ({error})" if error else ""),
+                                  f"systemctl status {job}"))
+            elif health != "up":
+                lines.append(Line("?", f"Prometheus scrapes {job} at {address}: {health}",
+                                  "not scraped yet: ask again in a few seconds"))
     return lines
 
 
 def _alertmanager(url: str) -> list[Line]:
     try:
         status = _get(f"{url}/api/v2/status")
+    except ValueError:
+        return [Line("FAIL", f"{url} does not answer as Alertmanager does",
+                     "is --alertmanager the right address?")]
     except OSError as exc:
         return [Line("FAIL", f"Alertmanager at {url}: {_reason(exc)}",
                      "systemctl status insmon-alertmanager; amtool check-config "
                      "/etc/insmon/alertmanager.yml")]
     import yaml
 
-    config = yaml.safe_load(status["config"]["original"])
-    pagers = sorted({hook["url"].rsplit("/", 1)[0]
-                     for receiver in config.get("receivers", [])
-                     for hook in receiver.get("webhook_configs", [])})
+    todo = "amtool check-config /etc/insmon/alertmanager.yml"
+    try:
+        config = yaml.safe_load(status["config"]["original"])
+        pagers: dict[str, str | None] = {}  # the pager's address: the token file sent
+        for receiver in config.get("receivers") or []:
+            for hook in receiver.get("webhook_configs") or []:
+                authorization = (hook.get("http_config") or {}).get("authorization") or {}
+                if "url" in hook:
+                    pagers[hook["url"].rsplit("/", 1)[0]] = authorization.get(
+                        "credentials_file")
+    except (ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError):
+        return [Line("FAIL", f"{url} does not answer as Alertmanager does", todo)]
     lines = [Line("OK", f"Alertmanager at {url}: up, {len(pagers)} pager address(es)")]
-    for pager in pagers:
-        try:
-            _get(f"{pager}/healthz", parse=False)
-        except OSError as exc:
-            lines.append(Line("FAIL", f"Alertmanager's pager {pager}: {_reason(exc)}",
-                              "systemctl status insmon-pager (on that host); a page for "
-                              "it waits in Alertmanager until it answers"))
-        else:
-            lines.append(Line("OK", f"Alertmanager's pager {pager} answers"))
+    for pager, token_file in sorted(pagers.items()):
+        lines.append(_pager(pager, token_file))
     return lines
+
+
+def _pager(pager: str, token_file: str | None) -> Line:
+    """Does the pager take what Alertmanager sends it: its address, and its token?"""
+    try:
+        _get(f"{pager}/healthz", parse=False)
+    except OSError as exc:
+        return Line("FAIL", f"Alertmanager's pager {pager}: {_reason(exc)}",
+                    "systemctl status insmon-pager (on that host); a page for it waits in "
+                    "Alertmanager until it answers")
+    if token_file is None:
+        return Line("OK", f"Alertmanager's pager {pager} answers (Alertmanager sends it no "
+                          "token: the pager must be open)")
+    try:
+        token = Path(token_file).read_text().strip()
+    except OSError as exc:
+        return Line("?", f"Alertmanager's pager {pager} answers; its token {token_file}: "
+                         f"{exc.strerror}", "run doctor as root to check the token too")
+    try:
+        _get(f"{pager}/api/incidents?since=0&until=0", token=token)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 401:
+            return Line("FAIL", f"Alertmanager's pager {pager} refuses Alertmanager's token "
+                                f"({token_file}): every page is lost",
+                        "the pager's auth.token_file and Alertmanager's credentials_file "
+                        "must hold the same token")
+        return Line("FAIL", f"Alertmanager's pager {pager}: HTTP {exc.code}",
+                    "journalctl -u insmon-pager")
+    except OSError as exc:
+        return Line("FAIL", f"Alertmanager's pager {pager}: {_reason(exc)}",
+                    "journalctl -u insmon-pager")
+    return Line("OK", f"Alertmanager's pager {pager} answers and takes Alertmanager's token")
 
 
 def _modem(pager_config: Path, load_pager: Callable[[Path], Any]) -> list[Line]:
@@ -199,9 +240,11 @@ def _modem(pager_config: Path, load_pager: Callable[[Path], Any]) -> list[Line]:
     return lines
 
 
-def _get(url: str, parse: bool = True):
+def _get(url: str, parse: bool = True, token: str | None = None):
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(url, timeout=TIMEOUT) as answer:
+    request = urllib.request.Request(
+        url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    with opener.open(request, timeout=TIMEOUT) as answer:
         body = answer.read()
     return json.loads(body) if parse else body
 

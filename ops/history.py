@@ -81,6 +81,31 @@ class PrometheusAPI:
                 found.append(Series(item["metric"], points))
         return found
 
+    def range(self, expr: str, start: float, end: float, step: float = 60.0
+              ) -> list[Series]:
+        """`expr` evaluated every `step` in [start, end] (query_range, asked a week at a
+        time: servers cap the points of one answer), the pieces joined per series."""
+        joined: dict[tuple, Series] = {}
+        week = step * 10000
+        at = start
+        while at <= end:
+            until = min(end, at + week)
+            data = self._get("/api/v1/query_range", {"query": expr, "start": f"{at:.3f}",
+                                                     "end": f"{until:.3f}",
+                                                     "step": f"{step:g}"})
+            result = data.get("result") if isinstance(data, dict) else None
+            if not isinstance(result, list):
+                raise self._shape(f"no list of results for {expr[:60]!r}")
+            for item in result:
+                try:
+                    key = tuple(sorted(item["metric"].items()))
+                    points = [(float(t), float(v)) for t, v in item["values"]]
+                except (KeyError, TypeError, ValueError, AttributeError):
+                    raise self._shape(f"no [time, value] series for {expr[:60]!r}") from None
+                joined.setdefault(key, Series(dict(item["metric"]), [])).points.extend(points)
+            at = until + step
+        return list(joined.values())
+
     def _shape(self, what: str) -> HistoryError:
         return HistoryError(f"Prometheus at {self.url} answered in an unexpected shape: "
                             f"{what}")
