@@ -259,6 +259,12 @@ configs() {
     for dir in /var/lib/insmon /var/lib/insmon-pager; do
         [ -d "$dir" ] || { install -d -m 0750 -o insmon -g insmon "$dir"; did "created $dir"; }
     done
+    # the audit trail: insmon's service and the operators' `insmon maintenance` (root)
+    # append to it; the group's, which new files inherit
+    [ -d /var/lib/insmon/audit ] || {
+        install -d -m 2770 -o insmon -g insmon /var/lib/insmon/audit
+        did "created /var/lib/insmon/audit"
+    }
 }
 
 units() {

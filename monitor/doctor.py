@@ -61,7 +61,8 @@ def _configs(etc: Path, load_pager: Callable[[Path], Any]) -> list[Line]:
             loader(path)
         except ConfigError as exc:
             first = str(exc).splitlines()[0] if str(exc) else "invalid"
-            lines.append(Line("FAIL", f"{path}: {first}",
+            lines.append(Line("FAIL", first if first.startswith(str(path)) else
+                              f"{path}: {first}",
                               f"insmon validate {path} (pager: insmon pager validate) "
                               "says every fault"))
         except (OSError, ValueError) as exc:
