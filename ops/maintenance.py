@@ -63,14 +63,28 @@ def declare(alertmanager: str, site: str, start: datetime, end: datetime, commen
         "createdBy": created_by,
         "comment": comment,
     }
+    answer = _ask(alertmanager, "/api/v2/silences", "the silence", "POST", body)
+    silence = answer.get("silenceID") if isinstance(answer, dict) else None
+    if not isinstance(silence, str) or not silence:
+        raise MaintenanceError(f"{alertmanager} answered without a silence id: "
+                               "the silence may not exist; check its silences page")
+    return silence
+
+
+def _ask(alertmanager: str, path: str, what: str, method: str = "GET",
+         body: dict | None = None):
+    """Alertmanager's JSON answer (None for an empty one), or MaintenanceError saying
+    what went wrong."""
     request = urllib.request.Request(
-        alertmanager.rstrip("/") + "/api/v2/silences", data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"}, method="POST")
+        alertmanager.rstrip("/") + path, method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Content-Type": "application/json"} if body is not None else {})
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            answer = json.load(response)
+            text = response.read()
+        return json.loads(text) if text.strip() or method != "DELETE" else None
     except urllib.error.HTTPError as exc:
-        raise MaintenanceError(f"Alertmanager refused the silence: {exc.code} "
+        raise MaintenanceError(f"Alertmanager refused {what}: {exc.code} "
                                f"{exc.read().decode(errors='replace').strip()}") from None
     except (urllib.error.URLError, OSError) as exc:
         raise MaintenanceError(f"cannot reach Alertmanager at {alertmanager}: "
@@ -78,11 +92,6 @@ def declare(alertmanager: str, site: str, start: datetime, end: datetime, commen
     except ValueError:
         raise MaintenanceError(f"{alertmanager} answered with no JSON: is it "
                                "Alertmanager?") from None
-    silence = answer.get("silenceID") if isinstance(answer, dict) else None
-    if not isinstance(silence, str) or not silence:
-        raise MaintenanceError(f"{alertmanager} answered without a silence id: "
-                               "the silence may not exist; check its silences page")
-    return silence
 
 
 # ------------------------------------------------------------------ recurring windows
@@ -200,13 +209,7 @@ def _stamp(moment: datetime) -> str:
 
 
 def silences(alertmanager: str) -> list[dict]:
-    try:
-        with urllib.request.urlopen(alertmanager.rstrip("/") + "/api/v2/silences",
-                                    timeout=10) as response:
-            answer = json.load(response)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise MaintenanceError(f"cannot read Alertmanager's silences at {alertmanager}: "
-                               f"{getattr(exc, 'reason', exc)}") from None
+    answer = _ask(alertmanager, "/api/v2/silences", "the list of silences")
     if not isinstance(answer, list):
         raise MaintenanceError(f"{alertmanager} answered no list of silences")
     return answer
@@ -217,15 +220,5 @@ def end_window(alertmanager: str, silence: str) -> dict:
     found = next((s for s in silences(alertmanager) if s.get("id") == silence), None)
     if found is None:
         raise MaintenanceError(f"Alertmanager at {alertmanager} has no silence {silence}")
-    request = urllib.request.Request(
-        f"{alertmanager.rstrip('/')}/api/v2/silence/{silence}", method="DELETE")
-    try:
-        with urllib.request.urlopen(request, timeout=10):
-            pass
-    except urllib.error.HTTPError as exc:
-        raise MaintenanceError(f"Alertmanager refused to end {silence}: {exc.code} "
-                               f"{exc.read().decode(errors='replace').strip()}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise MaintenanceError(f"cannot reach Alertmanager at {alertmanager}: "
-                               f"{getattr(exc, 'reason', exc)}") from None
+    _ask(alertmanager, f"/api/v2/silence/{silence}", f"to end {silence}", "DELETE")
     return found
