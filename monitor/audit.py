@@ -151,6 +151,16 @@ class Trail:
                     if (start is None or at >= start) and (end is None or at < end):
                         yield record
 
+    def last_config(self, file: str) -> str | None:
+        """The digest the last `config` record of `file` saw (None: never recorded)."""
+        last = None
+        for record in self.records():
+            detail = record.get("detail")
+            if record["event"] == "config" and isinstance(detail, dict) and \
+                    detail.get("file") == file and detail.get("after"):
+                last = detail["after"]
+        return last
+
     def verify(self) -> list[Fault]:
         """Every break in the chain: a changed record, a missing one, a missing tail."""
         faults: list[Fault] = []

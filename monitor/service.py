@@ -67,7 +67,8 @@ class Service:
         self._scheduler.apply(build_checks(self._loaded.config.checks), self._loaded.source,
                               self._loaded.sha256)
         _audit("loaded", self._loaded.source, self._loaded.sha256,
-               f"checks={len(self._scheduler.checks)}", self.trail, self._last_recorded())
+               f"checks={len(self._scheduler.checks)}", self.trail,
+               self.trail.last_config(self._loaded.source) if self.trail else None)
 
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -117,17 +118,6 @@ class Service:
         log.info("config reloaded: %s", plural(len(checks), "check"))
         _audit("reloaded", loaded.source, loaded.sha256, f"checks={len(checks)}",
                self.trail, before)
-
-    def _last_recorded(self) -> str | None:
-        """The config's digest the trail saw last (before this start)."""
-        last = None
-        if self.trail is not None:
-            for record in self.trail.records():
-                detail = record.get("detail")
-                if record["event"] == "config" and isinstance(detail, dict) and \
-                        detail.get("file") == self._loaded.source and detail.get("after"):
-                    last = detail["after"]
-        return last
 
     async def _job(self, what: str, every: float, job: Callable[[datetime], object]) -> None:
         while True:

@@ -44,12 +44,7 @@ class Auditor:
 
     def config(self, path: Path) -> None:
         """The config's digest at this start, beside the one the trail saw last."""
-        before = None
-        for record in self.trail.records():
-            detail = record.get("detail")
-            if record["event"] == "config" and isinstance(detail, dict) and \
-                    detail.get("file") == str(path):
-                before = detail.get("after")
+        before = self.trail.last_config(str(path))
         after = file_digest(path)
         self.trail.append("config", "insmon-pager", "changed" if before != after else
                           "unchanged", {"file": str(path), "before": before, "after": after})

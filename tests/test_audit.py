@@ -229,3 +229,40 @@ def test_the_pager_records_the_page_its_delivery_the_ack_and_refused_requests(
     ids = [r["detail"]["event_id"] for r in trail.records() if r["event"].startswith("pager-")]
     assert len(ids) == len(set(ids)) and ids == sorted(ids)
     assert trail.verify() == []
+
+
+def test_insmon_run_records_each_config_load_with_its_digest_before_and_after(
+        tmp_path: Path) -> None:
+    import signal
+
+    from monitor.audit import file_digest
+    from ops.stack import free_port
+
+    config = tmp_path / "insmon.yaml"
+    text = f"listen: 127.0.0.1:{free_port()}\nchecks:\n- {{name: cpu, kind: cpu}}\n"
+    config.write_text(text)
+    first = file_digest(config)
+    trail = Trail(tmp_path / "audit")
+    process = subprocess.Popen([INSMON, "run", "-c", str(config), "--audit",
+                                str(tmp_path / "audit")], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        def outcomes() -> list[str]:
+            return [r["outcome"] for r in trail.records() if r["event"] == "config"]
+
+        wait_for(lambda: outcomes() == ["loaded"], 30, "the first load's record")
+        config.write_text(text.replace("kind: cpu", "kind: cpu, interval: 7s"))
+        process.send_signal(signal.SIGHUP)
+        wait_for(lambda: outcomes() == ["loaded", "reloaded"], 30, "the reload's record")
+        config.write_text("checks: [")
+        process.send_signal(signal.SIGHUP)
+        wait_for(lambda: outcomes() == ["loaded", "reloaded", "rejected"], 30,
+                 "the rejected reload's record")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    loaded, reloaded, rejected = (r["detail"] for r in trail.records())
+    assert (loaded["before"], loaded["after"]) == (None, first)
+    assert reloaded["before"] == first and reloaded["after"] not in (None, first)
+    assert rejected["before"] == reloaded["after"] and rejected["after"] is None
+    assert trail.verify() == []
