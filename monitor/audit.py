@@ -35,7 +35,7 @@ from pathlib import Path
 from probes.base import SHANGHAI
 
 RETENTION = timedelta(days=190)
-FILE = re.compile(r"audit-(\d{4})-(\d{2})\.jsonl$")
+FILE = re.compile(r"^audit-(\d{4})-(\d{2})\.jsonl$")
 GENESIS = "0" * 64
 FIELDS = ("seq", "at", "who", "event", "outcome", "detail")
 
@@ -94,7 +94,7 @@ class Trail:
             os.close(fd)
         head = self.folder / "HEAD"
         partial = self.folder / f"HEAD.{os.getpid()}"
-        partial.write_text(f"{seq} {record['hash']}\n")
+        partial.write_text(f"{seq} {record['hash']} {self._seal(seq, record['hash'])}\n")
         partial.chmod(0o660)
         os.replace(partial, head)
         return record
@@ -106,14 +106,25 @@ class Trail:
             return hmac.new(self.key, body, hashlib.sha256).hexdigest()
         return hashlib.sha256(body).hexdigest()
 
+    def _seal(self, seq: int, digest: str) -> str:
+        """HEAD's own check: with a key, only its holder can move HEAD back (a removed
+        tail); without one, it tells a careless edit, not a deliberate one."""
+        body = f"{seq} {digest}".encode()
+        if self.key:
+            return hmac.new(self.key, body, hashlib.sha256).hexdigest()
+        return hashlib.sha256(body).hexdigest()
+
     def _head(self) -> tuple[int, str]:
         try:
-            seq, digest = (self.folder / "HEAD").read_text().split()
-            return int(seq), digest
+            seq, digest, seal = (self.folder / "HEAD").read_text().split()
         except FileNotFoundError:
             return 0, GENESIS
-        except ValueError as exc:
+        except (ValueError, UnicodeDecodeError) as exc:
             raise AuditError(f"{self.folder / 'HEAD'} is damaged: {exc}") from None
+        if not seq.isdigit() or not hmac.compare_digest(seal, self._seal(int(seq), digest)):
+            raise AuditError(f"{self.folder / 'HEAD'} does not match its seal: it was "
+                             "changed (insmon audit --verify)")
+        return int(seq), digest
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -124,7 +135,9 @@ class Trail:
     def _rotate(self, now: datetime, seq: int, prev: str) -> None:
         for path in self.files()[:-1]:  # never the file being written
             last = _last_record(path)
-            if last is None or now - datetime.fromisoformat(last["at"]) <= self.retention:
+            if last is None:
+                continue  # no record in it: verify names it
+            if now - datetime.fromisoformat(last["at"]) <= self.retention:
                 break
             self._write(seq + 1, prev, now, "insmon", "rotated", "ok",
                         {"file": path.name, "last_seq": last["seq"], "last_hash": last["hash"]})
@@ -138,18 +151,35 @@ class Trail:
             return []
         return sorted(p for p in self.folder.iterdir() if FILE.search(p.name))
 
-    def records(self, start: datetime | None = None, end: datetime | None = None
-                ) -> Iterator[dict]:
+    def _read(self) -> Iterator[tuple[str, dict | None]]:
+        """(file:line, the record or None when the line is none) of every line, in the
+        order of the records' sequence (a record is filed by its own time, which can be
+        a moment older than the one before it)."""
+        found = []
         for path in self.files():
-            with path.open(encoding="utf-8") as lines:
-                for line in lines:
+            with path.open(encoding="utf-8", errors="replace") as lines:
+                for number, line in enumerate(lines, 1):
                     try:
                         record = json.loads(line)
-                        at = datetime.fromisoformat(record["at"])
+                        datetime.fromisoformat(record["at"])
+                        order = int(record["seq"])
                     except (ValueError, KeyError, TypeError):
-                        continue  # verify() names it
-                    if (start is None or at >= start) and (end is None or at < end):
-                        yield record
+                        record, order = None, -1
+                    if record is not None and not isinstance(record.get("hash"), str):
+                        record, order = None, -1
+                    found.append((order, f"{path.name}:{number}", record))
+        found.sort(key=lambda item: item[0])
+        for _, where, record in found:
+            yield where, record
+
+    def records(self, start: datetime | None = None, end: datetime | None = None
+                ) -> Iterator[dict]:
+        for _, record in self._read():
+            if record is None:
+                continue  # verify() names it
+            at = datetime.fromisoformat(record["at"])
+            if (start is None or at >= start) and (end is None or at < end):
+                yield record
 
     def last_config(self, file: str) -> str | None:
         """The digest the last `config` record of `file` saw (None: never recorded)."""
@@ -165,48 +195,44 @@ class Trail:
         """Every break in the chain: a changed record, a missing one, a missing tail."""
         faults: list[Fault] = []
         prev, seq = None, 0
-        first: tuple[str, int, str] | bool = True
-        rotated: dict[str, str] = {}
-        for path in self.files():
-            with path.open(encoding="utf-8") as lines:
-                for number, line in enumerate(lines, 1):
-                    where = f"{path.name}:{number}"
-                    try:
-                        record = json.loads(line)
-                        stated = record["hash"]
-                        ok = hmac.compare_digest(self._digest(record), stated)
-                    except (ValueError, KeyError, TypeError):
-                        faults.append(Fault(where, "not a record of the trail"))
-                        continue
-                    if not ok:
-                        faults.append(Fault(where, f"record {record.get('seq')} was changed "
-                                                   "(its hash does not match it)"))
-                    if first is True:
-                        # the first record kept follows the genesis or a rotated file
-                        # (checked at the end, against the rotations recorded)
-                        first = (where, record["seq"], record["prev"])
-                        seq = record["seq"] - 1
-                    elif record["prev"] != prev:
-                        faults.append(Fault(where, f"the record before {record['seq']} is "
-                                                   "missing or was changed"))
-                    if record["seq"] != seq + 1:
-                        faults.append(Fault(where, f"records {seq + 1} to {record['seq'] - 1} "
-                                                   "are missing"))
-                    if record["event"] == "rotated" and isinstance(record["detail"], dict):
-                        rotated[record["detail"].get("file", "")] = record["detail"].get(
-                            "last_hash", "")
-                    prev, seq = stated, record["seq"]
-        if first is not True:
+        first: tuple[str, int, str] | None = None
+        rotated: set[str] = set()
+        for where, record in self._read():
+            if record is None:
+                faults.append(Fault(where, "not a record of the trail"))
+                continue
+            stated = record["hash"]
+            if not hmac.compare_digest(self._digest(record), stated):
+                faults.append(Fault(where, f"record {record['seq']} was changed (its hash "
+                                           "does not match it)"))
+            if first is None:
+                # the first record kept follows the genesis or a rotated file (checked at
+                # the end, against the rotations recorded)
+                first = (where, record["seq"], record["prev"])
+                seq = record["seq"] - 1
+            elif record["prev"] != prev:
+                faults.append(Fault(where, f"the record before {record['seq']} is missing "
+                                           "or was changed"))
+            if record["seq"] != seq + 1:
+                faults.append(Fault(where, f"records {seq + 1} to {record['seq'] - 1} are "
+                                           "missing"))
+            if record["event"] == "rotated" and isinstance(record["detail"], dict):
+                rotated.add(str(record["detail"].get("last_hash", "")))
+            prev, seq = stated, record["seq"]
+        if first is not None:
             where, first_seq, first_prev = first
-            if not ((first_seq == 1 and first_prev == GENESIS)
-                    or first_prev in rotated.values()):
+            if not ((first_seq == 1 and first_prev == GENESIS) or first_prev in rotated):
                 faults.append(Fault(where, f"records before {first_seq} are missing (no "
                                            "rotation of them is recorded)"))
-        head_seq, head_hash = self._head() if (self.folder / "HEAD").exists() else (0, GENESIS)
-        if (head_seq, head_hash) != (seq, prev or GENESIS):
-            faults.append(Fault(str(self.folder / "HEAD"),
-                                f"the trail ends at record {seq}, HEAD says {head_seq}: "
-                                "its last records were removed or changed"))
+        try:
+            head_seq, head_hash = self._head()
+        except AuditError as exc:
+            faults.append(Fault(str(self.folder / "HEAD"), str(exc)))
+        else:
+            if (head_seq, head_hash) != (seq, prev or GENESIS):
+                faults.append(Fault(str(self.folder / "HEAD"),
+                                    f"the trail ends at record {seq}, HEAD says {head_seq}: "
+                                    "its last records were removed or changed"))
         return faults
 
     def export_csv(self, out, start: datetime | None = None, end: datetime | None = None
@@ -217,17 +243,26 @@ class Trail:
         count = 0
         for record in self.records(start, end):
             detail = record["detail"]
-            writer.writerow([record["seq"], record["at"], record["who"], record["event"],
-                             record["outcome"], detail if isinstance(detail, str) or detail
-                             is None else json.dumps(detail, ensure_ascii=False),
-                             record["hash"]])
+            writer.writerow([record["seq"], record["at"], *map(inert, (
+                record["who"], record["event"], record["outcome"],
+                detail if isinstance(detail, str) or detail is None else
+                json.dumps(detail, ensure_ascii=False))), record["hash"]])
             count += 1
         return count
 
 
+def inert(value: object) -> object:
+    """A text a spreadsheet shows as text: one starting like a formula (=, +, -, @) gets
+    an apostrophe, so the bureau's Excel never runs what a name or a comment says."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r") and \
+            len(value) > 1:
+        return "'" + value
+    return value
+
+
 def _last_record(path: Path) -> dict | None:
     last = None
-    with path.open(encoding="utf-8") as lines:
+    with path.open(encoding="utf-8", errors="replace") as lines:
         for line in lines:
             try:
                 last = json.loads(line)

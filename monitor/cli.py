@@ -213,13 +213,14 @@ def _do_maintenance(args: argparse.Namespace) -> int:
     from monitor.audit import AuditError, Trail
     from monitor.config import ConfigError
     from ops import maintenance
+    from probes.base import ProbeFailure
 
     trail = Trail(args.audit)
     handler = {"declare": _declare, "list": _list_windows, "end": _end_window,
                "realise": _realise}[args.action]
     try:
         return handler(args, trail)
-    except (maintenance.MaintenanceError, ConfigError, ValueError) as exc:
+    except (maintenance.MaintenanceError, ConfigError, ProbeFailure, ValueError) as exc:
         print(f"insmon maintenance: {exc}", file=sys.stderr)
         return 1
     except (OSError, AuditError) as exc:
@@ -260,11 +261,12 @@ def _declare(args: argparse.Namespace, trail) -> int:
     except (maintenance.MaintenanceError, ValueError) as exc:
         trail.append("maintenance-declared", who(), "refused", {**asked, "why": str(exc)})
         raise
+    # said before it is recorded: should the trail fail, the silence's id is known
+    print(f"silence {silence}: site {args.site}, {start.isoformat()} to "
+          f"{end.isoformat()}; held back: {maintenance.EXPECTED}", flush=True)
     trail.append("maintenance-declared", who(), "ok",
                  {**asked, "from": start.isoformat(), "to": end.isoformat(),
                   "silence": silence})
-    print(f"silence {silence}: site {args.site}, {start.isoformat()} to "
-          f"{end.isoformat()}; held back: {maintenance.EXPECTED}")
     return 0
 
 
@@ -435,12 +437,18 @@ def _do_audit(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         print(f"insmon audit: {exc}", file=sys.stderr)
         return 2
-    folders = args.trails or [p for p in (Path(AUDIT), Path(PAGER_AUDIT)) if p.is_dir()]
+    if args.trails:
+        folders = [(folder, key) for folder in args.trails]
+    else:  # insmon's (no key), and the pager's with the key its config names
+        folders = [(p, k) for p, k in ((Path(AUDIT), None),
+                                       (Path(PAGER_AUDIT), _pager_audit_key()))
+                   if p.is_dir()]
     if not folders:
         print(f"insmon audit: no trail here ({AUDIT}, {PAGER_AUDIT})", file=sys.stderr)
         return 2
     failed = False
-    for folder in folders:
+    first = folders[0][0]
+    for folder, key in folders:
         trail = Trail(folder, key)
         if not folder.is_dir():
             print(f"{folder}: no such trail", file=sys.stderr)
@@ -454,7 +462,7 @@ def _do_audit(args: argparse.Namespace) -> int:
                                    "every record is as written"))
             failed |= bool(faults)
         elif args.csv:
-            with args.csv.open("a" if folder != folders[0] else "w", newline="",
+            with args.csv.open("a" if folder != first else "w", newline="",
                                encoding="utf-8-sig") as out:
                 count = trail.export_csv(out, start, end)
             print(f"{folder}: {count} record(s) to {args.csv}")
@@ -463,6 +471,17 @@ def _do_audit(args: argparse.Namespace) -> int:
                 print(f"{r['at']}  {r['who']:<16} {r['event']:<24} {r['outcome']:<9} "
                       f"{r['detail'] if isinstance(r['detail'], str) else _short(r['detail'])}")
     return 1 if failed else 0
+
+
+def _pager_audit_key() -> bytes | None:
+    """The key of the pager's trail, from its config (/etc/insmon/pager.yaml)."""
+    from pager.config import ConfigError, load
+
+    try:
+        config = load("/etc/insmon/pager.yaml")
+        return config.audit.key_file.read_bytes().strip() if config.audit.key_file else None
+    except (OSError, ValueError, ConfigError):  # no pager here, or its config broken
+        return None
 
 
 def _short(detail) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from monitor import SHANGHAI, parse_time  # noqa: F401 (the CLI reads times with it)
 
@@ -115,6 +115,13 @@ class Recurring(BaseModel):
     comment: str = Field(min_length=1)
     declared_by: str = Field(min_length=1)
 
+    @model_validator(mode="after")
+    def _not_empty(self) -> Recurring:
+        if self.start == self.end:
+            raise ValueError(f"from and to are both {self.start:%H:%M}: a window of no "
+                             "time, or of a whole day every time, is a typo")
+        return self
+
     def length(self) -> timedelta:
         start, end = (datetime.combine(date.min, t) for t in (self.start, self.end))
         return (end - start) % timedelta(days=1) or timedelta(days=1)
@@ -132,8 +139,12 @@ def load_recurring(path: Path) -> list[Recurring]:
     from monitor.config import parse, read
 
     text = read(path)
-    if yaml.safe_load(text) is None:  # comments only: none yet
-        return []
+    try:
+        if yaml.safe_load(text) is None:  # comments only: none yet
+            return []
+    except yaml.YAMLError:
+        pass  # parse() says where
+
     windows = parse(text, str(path), RecurringFile).windows
     names = [w.name for w in windows]
     if duplicate := next((n for n in names if names.count(n) > 1), None):
@@ -152,13 +163,25 @@ def add_recurring(path: Path, window: Recurring) -> None:
     entry = yaml.safe_dump([window.model_dump(by_alias=True, mode="json")],
                            allow_unicode=True, sort_keys=False)
     text = path.read_text("utf-8") if path.exists() else ""
-    if not existing and "windows:" not in text:
+    if text and not text.endswith("\n"):
+        text += "\n"
+    if not existing and not re.search(r"^windows:\s*$", text, re.M):
         text += "windows:\n"
     text += "".join(f"  {line}\n" for line in entry.splitlines())
+    # the file is replaced only by text that reads back as it was plus the new window
     partial = path.with_name(path.name + ".partial")
     partial.write_text(text, "utf-8")
+    from monitor.config import ConfigError
+
+    try:
+        written = load_recurring(partial)
+    except (ConfigError, ValueError):
+        written = []
+    if [w.model_dump() for w in written] != [w.model_dump() for w in [*existing, window]]:
+        partial.unlink()
+        raise MaintenanceError(f"cannot add to {path} without rewriting it (its windows "
+                               "are not a block list at its end): add the window by hand")
     partial.replace(path)
-    load_recurring(path)  # what was written reads back
 
 
 def occurrences(window: Recurring, start: datetime, end: datetime,
@@ -189,8 +212,10 @@ def realise(alertmanager: str, windows: list[Recurring], now: datetime, ahead: t
     not hold yet (a window under way is silenced too); `record(window, start, end,
     silence)` for each made. What was made is found again by the tag in its comment, so a
     restart or a second insmon never makes one twice."""
+    # an occurrence ended early (`insmon maintenance end`) is done: its expired silence
+    # counts, and Alertmanager keeps it for days after the occurrence is over
     have = {(m[1], m[2]) for s in silences(alertmanager)
-            if s["status"]["state"] != "expired" and (m := TAG.search(s.get("comment", "")))}
+            if (m := TAG.search(s.get("comment", "")))}
     made = []
     for window in windows:
         for start, end in occurrences(window, now - window.length(), now + ahead, is_workday):

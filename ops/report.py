@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 import shutil
 import statistics
 import subprocess
@@ -160,7 +161,7 @@ def measure(api: PrometheusAPI, site: str, month: str, windows: list[Window]) ->
     figures = SiteMonth(site, month, maintenance=[w for w in windows if w.site == site
                                                   and w.end > start and w.start < end])
     first, last = start + MINUTE, end
-    where = f'{{site="{site}"}}'
+    where = f'{{site="{quoted(site)}"}}'
     path = _by_time(api.range(PATH.format(
         path=LAST.format("insmon_settlement_path_up" + where),
         possible=LAST.format("insmon_settlement_possible" + where)), first, last))
@@ -170,7 +171,7 @@ def measure(api: PrometheusAPI, site: str, month: str, windows: list[Window]) ->
         for t, _ in series.points:
             roles[t] = series.labels.get("role", "")
     firing: dict[float, list[dict]] = {}
-    for series in api.range(LAST.format(ALERTS.format(site=site)), first, last):
+    for series in api.range(LAST.format(ALERTS.format(site=quoted(site))), first, last):
         for t, _ in series.points:
             firing.setdefault(t, []).append(series.labels)
     run: Outage | None = None
@@ -193,6 +194,11 @@ def measure(api: PrometheusAPI, site: str, month: str, windows: list[Window]) ->
         elif state != "maintenance":
             run = None
     return figures
+
+
+def quoted(value: str) -> str:
+    """A label value inside PromQL's double quotes."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def _by_time(series: list) -> dict[float, float]:
@@ -314,6 +320,10 @@ def collect(url: str, month: str, site: str | None, pager: str | None,
         figures = []
         for name in names:
             this = measure(api, name, month, windows)
+            if site and this.counted == 0 and not this.minutes["maintenance"]:
+                raise ReportError(f"no settlement path series of site {site!r} in {month}: "
+                                  "is the site's label right? (without --site, every site "
+                                  "with history is reported)")
             this.before = measure(api, name, previous(month), windows)
             this.objective = objective
             this.drills = drills_from(trails, start, end)
@@ -546,6 +556,11 @@ def workbook(figures: list[SiteMonth], path: Path) -> None:
             extra.append(head)
             for row in rows:
                 extra.append(row)
+    for page in book.worksheets:  # a text that starts like a formula stays text
+        for line in page.iter_rows():
+            for cell in line:
+                if cell.data_type == "f":
+                    cell.data_type = "s"
     book.save(path)
 
 
@@ -566,7 +581,7 @@ def write(figures: list[SiteMonth], out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for f in figures:
-        folder = out / f.site if len(figures) > 1 else out
+        folder = out / re.sub(r"[^\w.-]", "_", f.site) if len(figures) > 1 else out
         folder.mkdir(parents=True, exist_ok=True)
         page = folder / "report.html"
         page.write_text(html_page(f, charts(f, folder)), encoding="utf-8")

@@ -29,18 +29,43 @@ class Auditor:
     def __init__(self, store, trail: Trail) -> None:
         self.store = store
         self.trail = trail
-        self.copied = self._last_copied()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="audit", daemon=True)
-        self.errors = 0
-
-    def _last_copied(self) -> int:
-        last = 0
+        # (time, what) of each event the trail holds, by event id: a store restored from
+        # a backup reuses ids, and is told by its events no longer matching
+        self.seen: dict[int, tuple[float, str]] = {}
         for record in self.trail.records():
             detail = record.get("detail")
-            if isinstance(detail, dict) and record["event"].startswith("pager-"):
-                last = max(last, int(detail.get("event_id", 0)))
-        return last
+            if isinstance(detail, dict) and record["event"].startswith("pager-") and \
+                    isinstance(detail.get("event_id"), int):
+                self.seen[detail["event_id"]] = (
+                    datetime.fromisoformat(record["at"]).timestamp(),
+                    record["event"].removeprefix("pager-"))
+        self.copied = max(self.seen, default=0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="audit", daemon=True)
+
+    def _same_store(self) -> bool:
+        """Is the last event copied still the store's? If not (a restore, a new file),
+        the copy goes on from the last event both agree on, and the trail says so."""
+        if not self.copied:
+            return True
+        rows = self.store.query("SELECT id, at, what FROM events WHERE id = ?",
+                                (self.copied,))
+        if rows and _matches(self.seen[self.copied], rows[0]):
+            return True
+        agree = 0
+        for event_id in sorted(self.seen, reverse=True):
+            rows = self.store.query("SELECT id, at, what FROM events WHERE id = ?",
+                                    (event_id,))
+            if rows and _matches(self.seen[event_id], rows[0]):
+                agree = event_id
+                break
+        log.warning("the pager's store is not the one the audit trail followed (restored "
+                    "from a backup?): copying its events from id %d on", agree + 1)
+        self.trail.append("pager-store-replaced", "insmon-pager", "noted",
+                          {"trail_last_event": self.copied, "resumed_after": agree})
+        self.seen = {k: v for k, v in self.seen.items() if k <= agree}
+        self.copied = agree
+        return False
 
     def config(self, path: Path) -> None:
         """The config's digest at this start, beside the one the trail saw last."""
@@ -51,6 +76,7 @@ class Auditor:
 
     def copy(self) -> int:
         """Events not yet in the trail, appended; how many."""
+        self._same_store()
         rows = self.store.query("SELECT * FROM events WHERE id > ? ORDER BY id LIMIT 1000",
                                 (self.copied,))
         for row in rows:
@@ -61,6 +87,7 @@ class Auditor:
                 {"event_id": row["id"], "incident": row["incident"], "channel": row["channel"],
                  "detail": row["detail"]},
                 at=datetime.fromtimestamp(row["at"], SHANGHAI))
+            self.seen[row["id"]] = (row["at"], what)
             self.copied = row["id"]
         return len(rows)
 
@@ -82,10 +109,14 @@ class Auditor:
                 if self.copy() == 0:
                     break
         except (OSError, AuditError, ValueError) as exc:
-            self.errors += 1
             log.error("the audit trail %s cannot be written: %s", self.trail.folder, exc)
         except Exception:  # the store closing under us at shutdown: next round
             log.exception("audit copy failed")
+
+
+def _matches(seen: tuple[float, str], row) -> bool:
+    # the trail keeps milliseconds of the time
+    return abs(seen[0] - row["at"]) < 0.002 and seen[1] == row["what"]
 
 
 def refused(store, client: str, why: str, when: float | None = None) -> None:

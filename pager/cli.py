@@ -129,7 +129,11 @@ def _auditor(config: PagerConfig, engine, path: Path):  # -> pager.audit.Auditor
 
     key = config.audit.key_file.read_bytes().strip() if config.audit.key_file else None
     auditor = Auditor(engine.store, Trail(config.audit.folder, key))
-    auditor.config(path)
+    try:
+        auditor.config(path)
+    except AuditError as exc:  # a trail someone changed: paging goes on, and says so
+        log.error("the audit trail %s is damaged, nothing more is recorded in it until "
+                  "it is set aside (insmon audit --verify): %s", config.audit.folder, exc)
     return auditor
 
 
@@ -267,7 +271,7 @@ def _run(args: argparse.Namespace, config: PagerConfig, rota: Rota) -> int:
         registry.register(PairCollector(peer))
     try:
         auditor = _auditor(config, engine, args.config)
-    except (OSError, AuditError) as exc:
+    except OSError as exc:  # a folder it cannot write: the install to mend, now
         print(f"{args.config}: audit trail: {exc}", file=sys.stderr)
         return 2
     worker = Worker(engine, Metrics(registry), peer=peer)

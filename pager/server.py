@@ -108,6 +108,7 @@ class StoreCollector:
 
 
 REFUSED_EVERY = 60.0  # seconds: a client's refused requests recorded once a minute
+REFUSED_CLIENTS = 10000  # clients recorded in a minute at the most
 
 class PagerServer:
     def __init__(self, engine: Engine, host: str, port: int, wake, registry: CollectorRegistry,
@@ -288,8 +289,11 @@ class PagerServer:
         with self._refused_lock:
             if now - self._refused_at.get(client, -REFUSED_EVERY) < REFUSED_EVERY:
                 return
-            if len(self._refused_at) > 10000:  # a scan from many addresses: forget the old
-                self._refused_at.clear()
+            if len(self._refused_at) >= REFUSED_CLIENTS:  # a scan from many addresses
+                self._refused_at = {c: at for c, at in self._refused_at.items()
+                                    if now - at < REFUSED_EVERY}
+                if len(self._refused_at) >= REFUSED_CLIENTS:
+                    return  # logged above; the store is not made to keep up with a flood
             self._refused_at[client] = now
         try:
             audit.refused(self.engine.store, client, why)

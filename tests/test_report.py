@@ -265,3 +265,28 @@ document.title = (pixels('医') !== pixels('保') && pixels('医') !== pixels('\
                            probe.as_uri()], capture_output=True, text=True, timeout=120)
     assert "<title>glyphs</title>" in done.stdout, done.stdout[:500] + done.stderr[-800:]
     assert "月度医保结算可用性报告" in done.stdout
+
+
+def test_a_site_with_no_history_is_an_error_not_a_blank_report(
+        backends: dict[str, str], tmp_path: Path) -> None:
+    done = subprocess.run([INSMON, "report", "--month", "2026-10", "--prometheus",
+                           backends["prometheus"], "--site", 'no"such', "--audit",
+                           str(tmp_path), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "no settlement path series of site 'no\"such' in 2026-10" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_text_that_looks_like_a_formula_stays_text_in_the_workbook(tmp_path: Path) -> None:
+    from ops import report
+
+    month = report.SiteMonth("h1", "2026-10")
+    month.maintenance.append(report.Window("h1", OCTOBER.timestamp(), OCTOBER.timestamp()
+                                           + 3600, '=HYPERLINK("http://evil/","x")',
+                                           "=cmd|' /C calc'!A0", "s-9"))
+    report.workbook([month], tmp_path / "r.xlsx")
+    sheet = load_workbook(tmp_path / "r.xlsx")["h1 公告维护（不计入）"]
+    [row] = sheet.iter_rows(min_row=2)
+    assert [c.data_type for c in row] == ["s"] * 5
+    assert row[2].value == '=HYPERLINK("http://evil/","x")'
