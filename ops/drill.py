@@ -41,7 +41,7 @@ from ops.history import PrometheusAPI, alert_periods, pager_incidents
 from ops.lab import FaultyVolume, Lab
 from ops.lab.cpu import CALM, SimulatedCpu
 from ops.recorder import Recorder
-from ops.stack import Chain, Prometheus, alert_chain, free_port, wait_for
+from ops.stack import Alertmanager, Chain, Prometheus, alert_chain, free_port, wait_for
 
 SITE = "drill-lab"
 DRILL_RECEIVER = "drill"
@@ -609,14 +609,16 @@ def _drill(scenario: Scenario, env: DrillLab, chain: Chain, checks: int,
     try:
         wait_for(lambda: healthy(prometheus, checks) and not manager.faults(), 240,
                  "every alert to resolve")
-        clean = True
+        left = ""
     except TimeoutError:
-        clean = False
+        left = unhealthy(prometheus, manager)
+        log(f"not healthy 240 s after the heal: {left}")
     end = time.time()
     window = f"{int(end - fault_at) + 1}s"
     seen = [(what, bool(prometheus.query(expr.replace("$window", window))))
             for what, expr in scenario.observe]
-    seen += [("the chain is healthy again and no alert fires", clean)]
+    seen += [("the chain is healthy again and no alert fires"
+              + (f" (still: {left})" if left else ""), not left)]
     return build_report(scenario, recorder, api, manager.config_file, fault_at, healed_at,
                         end, seen)
 
@@ -631,6 +633,19 @@ def healthy(prometheus: Prometheus, checks: int) -> bool:
     return bool(prometheus.query(f"count(insmon_probe_success{{{site}}} == 1) == {checks}")
                 and prometheus.query(f"insmon_settlement_path_up{{{site}}} == 1")
                 and not prometheus.query(f"ALERTS{{{site}}}"))
+
+
+def unhealthy(prometheus: Prometheus, manager: Alertmanager) -> str:
+    """What `healthy` found wrong, in words: the failing checks, the path, the alerts."""
+    site = f'site="{SITE}"'
+    failing = sorted(r["metric"].get("check", "?") for r in
+                     prometheus.query(f"insmon_probe_success{{{site}}} == 0"))
+    alerts = sorted({f"{r['metric'].get('alertname')} ({r['metric'].get('alertstate')})"
+                     for r in prometheus.query(f"ALERTS{{{site}}}")})
+    path = "up" if prometheus.query(f"insmon_settlement_path_up{{{site}}} == 1") else "down"
+    faults = sorted({a["labels"].get("alertname", "?") for a in manager.faults()})
+    return (f"failing checks {failing or 'none'}, settlement path {path}, alerts "
+            f"{alerts or 'none'}, Alertmanager's {faults or 'none'}")
 
 
 def paged(recorder: Recorder) -> set[str]:
