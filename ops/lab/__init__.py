@@ -288,6 +288,9 @@ def _owner_alive(ns: str) -> bool:
     return False
 
 
+VOLUME_SIZE = "256m"  # the lab's volume: room for the storage probe's files
+
+
 class FaultyVolume:
     """A FUSE volume (ops/lab/faultfs.py) over a folder in `workdir`, slow or failing on
     demand: `faults(delay=2.5, ops=["fsync"])`, `faults(error="EIO")`, `faults()` heals.
@@ -300,6 +303,11 @@ class FaultyVolume:
         self.backing.mkdir(exist_ok=True)
         self.path.mkdir(exist_ok=True)
         self.control.write_text("{}")
+        # A volume of its own (as root): its free space is what the lab writes, not the
+        # host disk's, which other work fills and empties (StorageSpaceFillingUp)
+        self.own = os.geteuid() == 0 and subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={VOLUME_SIZE},mode=0755", "insmon-lab",
+             str(self.backing)], capture_output=True, timeout=15).returncode == 0
         self.proc = subprocess.Popen(
             [sys.executable, str(HERE / "faultfs.py"), str(self.backing), str(self.path),
              str(self.control)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -326,3 +334,6 @@ class FaultyVolume:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        if self.own:
+            subprocess.run(["umount", "-l", str(self.backing)], capture_output=True,
+                           timeout=15)
