@@ -33,7 +33,6 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-HERE = Path(__file__).resolve().parent
 MIRROR = "http://deb.debian.org/debian"
 SECURITY = "http://deb.debian.org/debian-security"
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
@@ -82,8 +81,8 @@ def build(arch: str, source: Path, out: Path, cache: Path, *,
         debians(arch, wanted, top / "debs", cache / f"apt-{arch}")
         share(source, top / "share")
         site_configs(source, top / "site")
-        shutil.copytree(HERE / "systemd", top / "systemd")
-        shutil.copy2(HERE / "install.sh", top / "install.sh")
+        shutil.copytree(source / "bundle" / "systemd", top / "systemd")
+        shutil.copy2(source / "bundle" / "install.sh", top / "install.sh")
         (top / "install.sh").chmod(0o755)
         (top / "BUNDLE").write_text(f"version={version}\narch={arch}\n"
                                     f"debians=\"{' '.join(wanted)}\"\n")
