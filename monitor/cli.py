@@ -479,7 +479,7 @@ def _pager_audit_key() -> bytes | None:
 
     try:
         config = load("/etc/insmon/pager.yaml")
-        return config.audit.key_file.read_bytes().strip() if config.audit.key_file else None
+        return config.audit.key()
     except (OSError, ValueError, ConfigError):  # no pager here, or its config broken
         return None
 

@@ -42,23 +42,26 @@ def examine(etc: Path, prometheus: str, alertmanager: str,
     from monitor import __version__
 
     lines = [Line("OK", f"insmon {__version__} in {sys.prefix}")]
-    lines += _configs(etc, load_pager)
+    said, pager = _configs(etc, load_pager)
+    lines += said
     lines += _units()
     lines += _prometheus(prometheus.rstrip("/"))
     lines += _alertmanager(alertmanager.rstrip("/"))
-    lines += _modem(etc / "pager.yaml", load_pager)
+    if pager is not None:  # an invalid one is said above
+        lines += _modem(pager)
     return lines
 
 
-def _configs(etc: Path, load_pager: Callable[[Path], Any]) -> list[Line]:
+def _configs(etc: Path, load_pager: Callable[[Path], Any]) -> tuple[list[Line], Any]:
+    """A line per config file and the token; and the pager's config, when valid."""
     from monitor.config import ConfigError, load, load_web_config
 
-    lines = []
+    lines, pager = [], None
     for name, loader in (("hospital.yaml", load), ("web.yml", load_web_config),
                          ("pager.yaml", load_pager)):
         path = etc / name
         try:
-            loader(path)
+            loaded = loader(path)
         except ConfigError as exc:
             first = str(exc).splitlines()[0] if str(exc) else "invalid"
             lines.append(Line("FAIL", first if first.startswith(str(path)) else
@@ -69,6 +72,7 @@ def _configs(etc: Path, load_pager: Callable[[Path], Any]) -> list[Line]:
             lines.append(Line("FAIL", f"{path}: {exc}", "the bundle's install.sh writes it"))
         else:
             lines.append(Line("OK", f"{path} is valid"))
+            pager = loaded if loader is load_pager else pager
     token = etc / "pager-token"
     try:
         ok = bool(token.read_text().strip())
@@ -78,7 +82,7 @@ def _configs(etc: Path, load_pager: Callable[[Path], Any]) -> list[Line]:
     else:
         lines.append(Line("OK", f"{token} holds the token") if ok else
                      Line("FAIL", f"{token} is empty", "openssl rand -hex 24 > it"))
-    return lines
+    return lines, pager
 
 
 def _units() -> list[Line]:
@@ -199,13 +203,8 @@ def _pager(pager: str, token_file: str | None) -> Line:
     return Line("OK", f"Alertmanager's pager {pager} answers and takes Alertmanager's token")
 
 
-def _modem(pager_config: Path, load_pager: Callable[[Path], Any]) -> list[Line]:
-    from monitor.config import ConfigError
-
-    try:
-        config = load_pager(pager_config)
-    except (ConfigError, OSError, ValueError):
-        return []  # said above
+def _modem(config: Any) -> list[Line]:
+    """Each gammu-smsd the pager's SMS channels hand their messages to."""
     gammu = sorted({str(c.gammu_config) for c in config.channels.values()
                     if getattr(c, "type", "") == "sms"})
     lines = []

@@ -317,6 +317,7 @@ def collect(url: str, month: str, site: str | None, pager: str | None,
         names = [site] if site else sites(api, month)
         windows = windows_from(trails)
         start, end = (t.timestamp() for t in month_bounds(month))
+        drills = drills_from(trails, start, end)  # the hospital's, not one site's
         figures = []
         for name in names:
             this = measure(api, name, month, windows)
@@ -326,7 +327,7 @@ def collect(url: str, month: str, site: str | None, pager: str | None,
                                   "with history is reported)")
             this.before = measure(api, name, previous(month), windows)
             this.objective = objective
-            this.drills = drills_from(trails, start, end)
+            this.drills = drills
             if pager:
                 this.incidents = incidents_from(pager, name, start, end)
             figures.append(this)

@@ -127,8 +127,7 @@ def _auditor(config: PagerConfig, engine, path: Path):  # -> pager.audit.Auditor
     from monitor.audit import Trail
     from pager.audit import Auditor
 
-    key = config.audit.key_file.read_bytes().strip() if config.audit.key_file else None
-    auditor = Auditor(engine.store, Trail(config.audit.folder, key))
+    auditor = Auditor(engine.store, Trail(config.audit.folder, config.audit.key()))
     try:
         auditor.config(path)
     except AuditError as exc:  # a trail someone changed: paging goes on, and says so

@@ -217,6 +217,10 @@ class Audit(_Model):
     folder: Path | None = None
     key_file: Path | None = None
 
+    def key(self) -> bytes | None:
+        """The HMAC key, read from `key_file` (OSError when it cannot be read)."""
+        return self.key_file.read_bytes().strip() if self.key_file else None
+
 
 class PagerConfig(_Model):
     listen: str = "0.0.0.0:9095"
