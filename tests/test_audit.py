@@ -243,14 +243,18 @@ def test_insmon_run_records_each_config_load_with_its_digest_before_and_after(
     config.write_text(text)
     first = file_digest(config)
     trail = Trail(tmp_path / "audit")
+    log = tmp_path / "insmon.log"
     process = subprocess.Popen([INSMON, "run", "-c", str(config), "--audit",
                                 str(tmp_path / "audit")], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+                               stderr=log.open("w"))
     try:
         def outcomes() -> list[str]:
             return [r["outcome"] for r in trail.records() if r["event"] == "config"]
 
         wait_for(lambda: outcomes() == ["loaded"], 30, "the first load's record")
+        # its SIGHUP handler is in place once it says it started (a HUP before would
+        # end it, as any process's)
+        wait_for(lambda: " started with " in log.read_text(), 30, "insmon to start")
         config.write_text(text.replace("kind: cpu", "kind: cpu, interval: 7s"))
         process.send_signal(signal.SIGHUP)
         wait_for(lambda: outcomes() == ["loaded", "reloaded"], 30, "the reload's record")
