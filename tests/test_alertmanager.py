@@ -7,12 +7,15 @@ import contextlib
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from datetime import time as dt_time
 from pathlib import Path
 
 import pytest
 
 from ops.recorder import Recorder
 from ops.stack import Alertmanager
+from probes.base import SHANGHAI
 from tests.conftest import INSMON, free_port, wait_for
 
 SETTLE = 7  # seconds: longer than any group_wait of grades I and II (0 s, 5 s)
@@ -216,11 +219,19 @@ def test_the_clustered_pair_pages_once_and_keeps_paging_when_one_dies(tmp_path: 
         recorder.close()
 
 
+def window(hours: float = 10) -> list[str]:
+    """`--from` tomorrow 20:00 Beijing time (by the test's own clock) `--to` `hours` later:
+    a window still to come whatever day the test runs."""
+    start = datetime.combine(datetime.now(SHANGHAI).date() + timedelta(days=1),
+                             dt_time(20, 0))
+    return ["--from", f"{start:%Y-%m-%dT%H:%M}",
+            "--to", f"{start + timedelta(hours=hours):%Y-%m-%dT%H:%M}"]
+
+
 def test_maintenance_says_why_it_failed(tmp_path: Path) -> None:
     result = subprocess.run(
         [INSMON, "maintenance", "--audit", str(tmp_path), "--alertmanager",
-         "http://127.0.0.1:9", "--site", "h1",
-         "--from", "2026-12-01T20:00", "--to", "2026-12-02T06:00", "--comment", "cutover"],
+         "http://127.0.0.1:9", "--site", "h1", *window(), "--comment", "cutover"],
         capture_output=True, text=True, timeout=30)
     assert result.returncode == 1
     assert result.stderr.startswith("insmon maintenance: cannot reach Alertmanager at "
@@ -228,11 +239,10 @@ def test_maintenance_says_why_it_failed(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("args", "error"), [
-    (["--site", "h1", "--from", "2026-12-01T20:00", "--to", "2036-12-01T20:00"],
+    (["--site", "h1", *window(hours=3653 * 24)],
      "the window is 3653.0 days long, over 14 days: check the dates, or give --reason "
      "saying why it is"),
-    (["--site", " ", "--from", "2026-12-01T20:00", "--to", "2026-12-02T06:00"],
-     "--site is empty"),
+    (["--site", " ", *window()], "--site is empty"),
     (["--site", "h1", "--from", "0001-01-01T00:00", "--to", "0001-01-02T00:00"],
      "the window ended already"),
 ])
@@ -253,8 +263,7 @@ def test_maintenance_checks_what_alertmanager_answered(tmp_path: Path) -> None:
     try:
         result = subprocess.run(
             [INSMON, "maintenance", "--audit", str(tmp_path), "--alertmanager", lying.url,
-             "--site", "h1", "--from",
-             "2026-12-01T20:00", "--to", "2026-12-02T06:00", "--comment", "cutover"],
+             "--site", "h1", *window(), "--comment", "cutover"],
             capture_output=True, text=True, timeout=30)
     finally:
         lying.close()

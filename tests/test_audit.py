@@ -21,7 +21,10 @@ from probes.base import SHANGHAI
 from tests.conftest import INSMON
 from tests.test_pager import Rig, notification
 
-NOW = datetime(2026, 11, 27, 10, 0, tzinfo=SHANGHAI)
+# The 27th of last month, 10:00, by the test's own clock: past, whatever day it runs,
+# and 40 days before it are always in the month before that (two month files).
+NOW = (datetime.now(SHANGHAI).replace(day=1) - timedelta(days=1)).replace(
+    day=27, hour=10, minute=0, second=0, microsecond=0)
 
 
 def filled(folder: Path, count: int = 30, start: datetime = NOW - timedelta(days=40),
@@ -162,9 +165,11 @@ def test_the_command_verifies_filters_and_exports_csv(tmp_path: Path) -> None:
 
 
 def test_a_refused_maintenance_window_is_on_record_with_who_and_why(tmp_path: Path) -> None:
+    tomorrow = datetime.now(SHANGHAI).date() + timedelta(days=1)
     done = subprocess.run(
         [INSMON, "maintenance", "--alertmanager", "http://127.0.0.1:9", "--site", "h1",
-         "--from", "2026-12-01 01:00", "--to", "2026-12-30 05:00", "--comment",
+         "--from", f"{tomorrow:%Y-%m-%d} 01:00", "--to",
+         f"{tomorrow + timedelta(days=29):%Y-%m-%d} 05:00", "--comment",
          "平台切换", "--audit", str(tmp_path)], capture_output=True, text=True, timeout=60,
         env={"PATH": "/usr/bin:/bin", "SUDO_USER": "zhangsan"})
     assert done.returncode == 1 and "over 14 days" in done.stderr
@@ -292,9 +297,10 @@ def test_records_filed_across_a_month_boundary_out_of_order_verify(tmp_path: Pat
     """The pager copies its store's older events after its start's own record: a record
     can be a moment older than the one before it, and in the month before."""
     trail = Trail(tmp_path)
-    for at in (datetime(2026, 11, 30, 23, 59, 58), datetime(2026, 12, 1, 0, 0, 0, 500000),
-               datetime(2026, 11, 30, 23, 59, 59, 900000)):
-        trail.append("config", "insmon", "ok", at=at.replace(tzinfo=SHANGHAI))
+    midnight = (NOW + timedelta(days=10)).replace(day=1, hour=0, minute=0)  # this month's
+    for at in (midnight - timedelta(seconds=2), midnight + timedelta(milliseconds=500),
+               midnight - timedelta(milliseconds=100)):
+        trail.append("config", "insmon", "ok", at=at)
     assert trail.verify() == []
     assert [r["seq"] for r in trail.records()] == [1, 2, 3]
 

@@ -130,7 +130,9 @@ def test_an_invalid_windows_file_is_named_with_its_key(tmp_path: Path) -> None:
 
 
 def test_a_window_over_the_maximum_needs_a_reason_on_record(tmp_path: Path) -> None:
-    done = insmon("--site", "h1", "--from", "2030-01-01 00:00", "--to", "2030-02-01 00:00",
+    start = datetime.now(SHANGHAI).date() + timedelta(days=1)
+    done = insmon("--site", "h1", "--from", f"{start} 00:00",
+                  "--to", f"{start + timedelta(days=31)} 00:00",
                   "--comment", "迁移", "--alertmanager", "http://127.0.0.1:9",
                   "--audit", str(tmp_path))
     assert done.returncode == 1 and "give --reason" in done.stderr

@@ -14,6 +14,7 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import openpyxl
@@ -23,6 +24,7 @@ import yaml
 from ops.recorder import Recorder
 from ops.stack import Alertmanager, free_port, wait_for
 from pager.engine import RETRY_WINDOW
+from probes.base import SHANGHAI
 from tests.certs import Authority
 from tests.conftest import INSMON
 from tests.pager_rig import MailServer, PagerProcess, Phone
@@ -131,6 +133,16 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
         rig.close()
 
 
+def at(moment: datetime) -> str:
+    return f"{moment.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
+
+
+# When the alerts of the tests' notifications began: a few minutes before the test
+# session, by its own clock (one time for all, so that a repeat is the same episode).
+STARTED = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+STARTS_AT = at(STARTED)
+
+
 def notification(status: str = "firing", alertname: str = "SettlementPathDown",
                  grade: str = "I", team: str = "network", also: str = "",
                  fingerprint: str = "f1", **labels: str) -> dict:
@@ -145,8 +157,8 @@ def notification(status: str = "firing", alertname: str = "SettlementPathDown",
                               "runbook": f"runbooks/{alertname}.md"},
         "externalURL": "http://alertmanager:9093",
         "alerts": [{"status": status, "labels": alert_labels, "annotations": {},
-                    "startsAt": "2026-11-23T00:31:05Z",
-                    "endsAt": "2026-11-23T00:40:00Z" if status == "resolved"
+                    "startsAt": STARTS_AT,
+                    "endsAt": at(STARTED + timedelta(minutes=9)) if status == "resolved"
                     else "0001-01-01T00:00:00Z",
                     "generatorURL": "", "fingerprint": fingerprint}]}
 
@@ -376,7 +388,8 @@ def test_bad_notifications_are_refused_and_store_nothing(rig: Rig) -> None:
 
 def test_a_gap_in_the_rota_pages_the_team_lead_and_is_logged(rig: Rig) -> None:
     config = rig.config()
-    config["teams"]["network"]["rotation"]["since"] = "2099-01-01"
+    config["teams"]["network"]["rotation"]["since"] = str(
+        datetime.now(SHANGHAI).date() + timedelta(days=2))  # not begun yet
     pager = rig.start(config)
     pager.post("/network", notification())
     page = wait_for(lambda: rig.feishu.texts(), 10, "the lead's page")[0]
@@ -398,7 +411,7 @@ def test_when_the_watchdog_stops_the_pager_pages_network_and_server_ops_by_sms(
     assert "监控告警通道中断" in rig.phone.to(MOBILE["zhang"])[0]
     assert rig.wecom.texts() == []  # SMS first: the alert path itself may be down
     assert sms
-    watchdog["alerts"][0]["startsAt"] = "2026-11-23T01:00:00Z"  # the next minute's
+    watchdog["alerts"][0]["startsAt"] = at(STARTED + timedelta(minutes=1))  # the next one
     pager.post("/watchdog", watchdog)
     wait_for(lambda: any("已恢复" in t for t in rig.phone.to(MOBILE["zhao"])), 20,
              "the all-clear")

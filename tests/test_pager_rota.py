@@ -229,6 +229,7 @@ def test_a_rota_with_no_gap_and_no_overlap_has_no_warnings(tmp_path: Path) -> No
 # ------------------------------------------------------------------ gammu-smsd
 
 def level_one() -> dict:
+    began = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
     labels = {"alertname": "SettlementPathDown", "grade": "I", "team": "network",
               "site": "一院"}
     group = {k: labels[k] for k in ("site", "alertname", "grade")}
@@ -237,7 +238,7 @@ def level_one() -> dict:
             "commonLabels": labels, "commonAnnotations": {"summary_zh": "一院：医保专网中断"},
             "externalURL": "http://alertmanager:9093",
             "alerts": [{"status": "firing", "labels": labels, "annotations": {},
-                        "startsAt": "2026-11-23T00:31:05Z", "endsAt": "0001-01-01T00:00:00Z",
+                        "startsAt": f"{began:%Y-%m-%dT%H:%M:%SZ}", "endsAt": "0001-01-01T00:00:00Z",
                         "generatorURL": "", "fingerprint": "f1"}]}
 
 

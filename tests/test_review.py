@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -22,6 +22,7 @@ from matplotlib import image
 from ops.history import PrometheusAPI
 from ops.review import collect
 from ops.stack import Prometheus
+from probes.base import SHANGHAI
 from tests.conftest import INSMON
 
 pytestmark = pytest.mark.timeout(600)
@@ -29,6 +30,7 @@ pytestmark = pytest.mark.timeout(600)
 PROBE_INTERVAL = 2.0  # the drill's vpn check, and the shipped scrape interval
 SCRAPE = 2.0
 HOLD = 60  # keep_firing_for of the Level I alerts
+YESTERDAY = datetime.now(SHANGHAI).date() - timedelta(days=1)  # by the test's own clock
 
 
 @pytest.fixture(scope="module")
@@ -188,13 +190,15 @@ def test_unreachable_prometheus_and_bad_times(tmp_path: Path) -> None:
         return subprocess.run([INSMON, "review", *args, "--out", str(tmp_path)],
                               capture_output=True, text=True, timeout=60)
 
-    result = review("--prometheus", "http://127.0.0.1:9", "--from", "2026-11-23T08:30",
-                    "--to", "2026-11-23T10:00")
+    day = YESTERDAY
+    result = review("--prometheus", "http://127.0.0.1:9", "--from", f"{day}T08:30",
+                    "--to", f"{day}T10:00")
     assert result.returncode == 1
     assert "cannot reach Prometheus at http://127.0.0.1:9" in result.stderr
-    result = review("--from", "23/11/2026 08:30", "--to", "2026-11-23T10:00")
-    assert result.returncode == 1 and "cannot read the time '23/11/2026 08:30'" in result.stderr
-    result = review("--from", "2026-11-23T10:00", "--to", "2026-11-23T08:30")
+    result = review("--from", f"{day:%d/%m/%Y} 08:30", "--to", f"{day}T10:00")
+    assert result.returncode == 1 and f"cannot read the time '{day:%d/%m/%Y} 08:30'" \
+        in result.stderr
+    result = review("--from", f"{day}T10:00", "--to", f"{day}T08:30")
     assert result.returncode == 1 and "before it starts" in result.stderr
 
 
@@ -228,7 +232,7 @@ def test_a_prometheus_answering_nonsense_is_one_line(tmp_path: Path, answer: obj
     try:
         result = subprocess.run(
             [INSMON, "review", "--prometheus", f"http://127.0.0.1:{server.server_port}",
-             "--from", "2026-11-23T08:30", "--to", "2026-11-23T10:00", "--site", "h1",
+             "--from", f"{YESTERDAY}T08:30", "--to", f"{YESTERDAY}T10:00", "--site", "h1",
              "--out", str(tmp_path)], capture_output=True, text=True, timeout=60)
     finally:
         server.shutdown()
