@@ -170,6 +170,9 @@ def _do_validate(args: argparse.Namespace) -> int:
         listed = ", ".join(f"{c.name} ({c.kind})" for c in checks[:LISTED])
         more = f" and {len(checks) - LISTED} more" if len(checks) > LISTED else ""
         print(f"{path}: ok, {plural(len(checks), 'check')}: {listed}{more}")
+        for check in checks:  # what the agency's systems get: agree it with the agency
+            if check.kind == "settlement":
+                print(f"  {check.platform_load()}")
     return 1 if failed else 0
 
 
@@ -663,7 +666,7 @@ def _do_settlement_try(args: argparse.Namespace) -> int:
     for link in cfg.links:
         print(f"== {cfg.name}: link {link.name} ({link.role}), {cfg.gateway.dialect} dialect")
         result = probe.transact(link, time.monotonic() + cfg.timeout,
-                                lambda wire: print(fsi.shown(wire, secrets)))
+                                lambda wire, answer: print(fsi.shown(wire, answer, secrets)))
         print(f"== {link.name}: {'OK' if result.answer.reason is None else 'FAILED'}: "
               f"{result.answer.detail}\n")
         failed += result.answer.reason is not None

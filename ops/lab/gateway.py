@@ -5,20 +5,33 @@ gateway dialect and URL style, with faults the tests switch on.
 
     gateway.py ADDRESS PORT CONTROL [CERT KEY [CLIENT_CA]]
 
-With CERT and KEY it speaks HTTPS (and with CLIENT_CA asks for a client certificate).
+With CERT and KEY it speaks HTTPS (and with CLIENT_CA asks for a client certificate); at
+OpenSSL's security level 0, so that it can serve an agency's old certificate too.
 CONTROL is a JSON file read on every request:
   dialect  none (default), x-tif, csb or x-ca, with `key` and `secret`: checked as each
-           gateway does, and refused in its words (x-tif: HTTP 403; csb: HTTP 200 with
-           {"code": 401, "message": "签名不一致!"}, 缺少服务网关的请求头!, 签名时间戳超时!,
-           非法用户!; x-ca: HTTP 400 with an X-Ca-Error-Message header)
+           gateway does (this file's own code, from each dialect's references, never the
+           probe's), and refused in its words (x-tif: HTTP 401 {"code": 401, "msg": ...};
+           csb: HTTP 200 with {"code": 401, "message": "签名不一致!"}, 缺少服务网关的请求头!,
+           签名时间戳超时!, 非法用户!; x-ca: HTTP 400, an empty body and the reason in
+           X-Ca-Error-Message, as Alibaba's API gateway answers: Invalid Signature with the
+           gateway's StringToSign (line feeds as #), Invalid AppKey, Invalid Timestamp,
+           Nonce Used, Invalid Content-MD5, Invalid Signature Method)
   style    the URL of a transaction: body (default: any path under /fsi/api/, infno in
            the body), infno (/hsa/hgs/{infno}), csb (/CSB/hsa-fsi-{infno}, and the
            _api_name hsa-fsi-{infno}), services (one path per service, SERVICES); another
            path is a 404
+  envelope the gateway's own wrapper around the platform's answer: code0 ({"code": 0,
+           "data": ...}), code0000 ({"code": "0000", "message": "成功", "data": ...}),
+           string ({"code": 200, "msg": "ok", "data": "<the answer as JSON text>"})
+  charset  gbk: answers in GBK, saying charset=GBK; gbk-unsaid: in GBK, saying no charset
+  single_session  a new sign_no at every 9001, ending the operator's earlier one (some
+           provinces' gateways do)
   fault    platform_error (infcode -1 系统繁忙), gateway_reject (refused in the dialect's
            words, whatever the signature), stall (answers after 5 s), trickle (a byte every
-           0.3 s), not_json (an HTML page), primary_broken (platform_error for the primary
-           line's address 198.18.1.1 only)
+           0.3 s), not_json (an HTML page with HTTP 200), proxy_502 and proxy_504 (nginx's
+           error pages), closed (the connection closed with no answer), closed_after_headers
+           (closed after the headers, before the body they promise), primary_broken
+           (platform_error for the primary line's address 198.18.1.1 only)
   epoch    when it changes, every sign-in is forgotten (the platform restarted)
   today    the platform's date (YYYY-MM-DD) instead of Beijing's today
 
@@ -28,7 +41,8 @@ sign_no of the day (the same operator the same day gets the same one); 1901 (and
 other query) needs that sign_no, else "未签到或签到已失效，请重新签到"; 9002 signOut
 needs it too ("当天有签到信息才可以签退") and ends it. Answers carry a 30-character
 inf_refmsgid and 17-digit refmsg_time and respond_time. Every request is appended to
-CONTROL + ".log" (client, path, infno, msgid, opter, sign_no, and what was refused).
+CONTROL + ".log" (client, path, infno, msgid, opter, sign_no, a 9001's mac and ip, and
+what was refused).
 Exits by itself after 10 minutes at the most.
 """
 
@@ -44,6 +58,8 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
+from urllib.parse import urlsplit
 
 MAX_SECONDS = 600
 BEIJING = timezone(timedelta(hours=8))
@@ -58,6 +74,12 @@ CSB_HEADERS = ("_api_name", "_api_version", "_api_timestamp", "_api_access_key",
 NOT_SIGNED_IN = "未签到或签到已失效，请重新签到"
 GENDERS = [{"value": "1", "label": "男"}, {"value": "2", "label": "女"},
            {"value": "9", "label": "未说明性别"}]
+# Alibaba's API gateway: the HMACs X-Ca-Signature-Method may name, and how long a
+# timestamp and a nonce hold (15 minutes).
+X_CA_HMACS = {"HmacSHA256": "sha256", "HmacSHA1": "sha1", "HmacSM3": "sm3"}
+X_CA_WINDOW_MS = 900_000
+NGINX_PAGE = ("<html>\r\n<head><title>{0}</title></head>\r\n<body>\r\n<center><h1>{0}</h1>"
+              "</center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n")
 
 
 class Platform:
@@ -69,8 +91,11 @@ class Platform:
         self.sign_ins: dict[tuple[str, str], str] = {}
         self.numbers = itertools.count(1)
 
-    def sign_in(self, opter: str, day: str) -> str:
+    def sign_in(self, opter: str, day: str, single: bool = False) -> str:
+        """The operator's sign_no of the day; `single`: a new one, ending the earlier."""
         with self.lock:
+            if single:
+                self.sign_ins.pop((opter, day), None)
             return self.sign_ins.setdefault(
                 (opter, day), f"{day.replace('-', '')}{next(self.numbers):08d}")
 
@@ -92,6 +117,8 @@ class Handler(BaseHTTPRequestHandler):
     control = ""
     platform = Platform()
     refmsgids = itertools.count(1)
+    nonces: ClassVar[dict[str, float]] = {}  # x-ca: each nonce once in 15 minutes
+    nonces_lock = threading.Lock()
 
     def do_POST(self) -> None:
         try:
@@ -99,6 +126,7 @@ class Handler(BaseHTTPRequestHandler):
                 setup = json.loads(control.read() or "{}")
         except (OSError, ValueError):
             setup = {}
+        self.setup = setup
         fault = setup.get("fault")
         self.platform.forget_unless(setup.get("epoch"))
         day = setup.get("today") or f"{datetime.now(BEIJING):%Y-%m-%d}"
@@ -110,6 +138,10 @@ class Handler(BaseHTTPRequestHandler):
         record = {"client": self.client_address[0], "path": self.path}
         if isinstance(message, dict):
             record |= {k: message.get(k) for k in ("infno", "msgid", "opter", "sign_no")}
+            signin = message.get("input")
+            if message.get("infno") == "9001" and isinstance(signin, dict) \
+                    and isinstance(signin.get("signIn"), dict):
+                record |= {k: signin["signIn"].get(k) for k in ("mac", "ip")}
         refused = (self._unsigned(setup, raw, message) or self._misrouted(setup, message)
                    or (self._rejection(setup) if fault == "gateway_reject" else None))
         record["refused"] = refused[1] if refused else None
@@ -127,21 +159,31 @@ class Handler(BaseHTTPRequestHandler):
         if fault == "trickle":
             return self._trickle()
         if fault == "not_json":
-            body = b"<html><body>502 Bad Gateway</body></html>"
+            return self._html(200, "<html><body>Welcome</body></html>")
+        if fault in ("proxy_502", "proxy_504"):
+            status = int(fault[-3:])
+            return self._html(status, NGINX_PAGE.format(
+                f"{status} {self.responses[status][0]}"))
+        if fault == "closed":
+            self.close_connection = True
+            return
+        if fault == "closed_after_headers":
             self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", "200")
             self.end_headers()
-            self.wfile.write(body)
+            self.wfile.write(b'{"infcode": 0, ')
+            self.wfile.flush()
+            self.close_connection = True
             return
         if fault == "platform_error" or (fault == "primary_broken"
                                          and self.client_address[0] == PRIMARY_SOURCE):
             return self._platform(message, -1, "系统繁忙，请稍后再试")
-        self._transaction(message, day)
+        self._transaction(message, day, setup)
 
     # ------------------------------------------------------------------ the platform
 
-    def _transaction(self, message: dict, day: str) -> None:
+    def _transaction(self, message: dict, day: str, setup: dict) -> None:
         infno, opter, data = message["infno"], str(message["opter"]), message["input"]
         sign_no = str(message["sign_no"])
         if infno == "9001":
@@ -150,7 +192,8 @@ class Handler(BaseHTTPRequestHandler):
                                                        ("opter_no", "mac", "ip")):
                 return self._platform(message, -1, "签到入参signIn不完整")
             return self._platform(message, 0, None, {"signinoutb": {
-                "sign_time": _now17()[:14], "sign_no": self.platform.sign_in(opter, day)}})
+                "sign_time": _now17()[:14], "sign_no": self.platform.sign_in(
+                    opter, day, bool(setup.get("single_session")))}})
         if not self.platform.valid(opter, day, sign_no):
             return self._platform(message, -1, "当天有签到信息才可以签退" if infno == "9002"
                                   else NOT_SIGNED_IN)
@@ -172,10 +215,18 @@ class Handler(BaseHTTPRequestHandler):
                   output: dict | None = None) -> None:
         now = _now17()
         admvs = str(message.get("mdtrtarea_admvs") or "000000")[:6].rjust(6, "0")
-        self._json(200, {"infcode": infcode,
-                         "inf_refmsgid": f"{admvs}{now[:14]}{next(self.refmsgids):010d}",
-                         "refmsg_time": now, "respond_time": _now17(), "err_msg": err_msg,
-                         "output": output or {}})
+        answer = {"infcode": infcode,
+                  "inf_refmsgid": f"{admvs}{now[:14]}{next(self.refmsgids):010d}",
+                  "refmsg_time": now, "respond_time": _now17(), "err_msg": err_msg,
+                  "output": output or {}}
+        envelope = self.setup.get("envelope")
+        if envelope == "code0":
+            answer = {"code": 0, "data": answer}
+        elif envelope == "code0000":
+            answer = {"code": "0000", "message": "成功", "data": answer}
+        elif envelope == "string":
+            answer = {"code": 200, "msg": "ok", "data": json.dumps(answer, ensure_ascii=False)}
+        self._json(200, answer)
 
     # ------------------------------------------------------------------ the gateway
 
@@ -202,10 +253,14 @@ class Handler(BaseHTTPRequestHandler):
         now = time.time()
         if dialect == "x-tif":
             stamp, nonce = h.get("x-tif-timestamp", ""), h.get("x-tif-nonce", "")
-            if h.get("x-tif-paasid") != key or not stamp.isdigit() or not nonce \
-                    or abs(now - int(stamp)) > 300 or not hmac.compare_digest(
-                        h.get("x-tif-signature", ""), hashlib.sha256(
-                            f"{stamp}{secret}{nonce}{stamp}".encode()).hexdigest()):
+            if h.get("x-tif-paasid") != key:
+                return 401, {"code": 401, "msg": "paasid不存在或未授权"}, {}
+            if not stamp.isdigit() or not nonce:
+                return 401, {"code": 401, "msg": "缺少时间戳或随机数"}, {}
+            if abs(now - int(stamp)) > 300:
+                return 401, {"code": 401, "msg": "时间戳超出有效范围，请校准时间"}, {}
+            if not hmac.compare_digest(h.get("x-tif-signature", ""), hashlib.sha256(
+                    f"{stamp}{secret}{nonce}{stamp}".encode()).hexdigest()):
                 return self._rejection(setup)
         elif dialect == "csb":
             if not all(h.get(name) for name in CSB_HEADERS):
@@ -223,15 +278,51 @@ class Handler(BaseHTTPRequestHandler):
             if not hmac.compare_digest(h["_api_signature"], expected):
                 return self._rejection(setup)
         elif dialect == "x-ca":
-            stamp = h.get("x-ca-timestamp", "")
-            if h.get("x-ca-key") != key or not stamp.isdigit() \
-                    or abs(now * 1000 - int(stamp)) > 900_000:
-                return 400, {"code": 400, "message": "Invalid Key or Timestamp"}, \
-                    {"X-Ca-Error-Message": "Invalid Key or Timestamp"}
-            expected = stamp + ":" + hmac.new(secret.encode(), stamp.encode() + b"\n" + raw,
-                                              "sm3").hexdigest()
-            if not hmac.compare_digest(h.get("x-ca-signature", ""), expected):
-                return self._rejection(setup)
+            return self._x_ca(key, secret, raw, now)
+        return None
+
+    def _x_ca(self, key: str, secret: str, raw: bytes, now: float) -> tuple | None:
+        """Alibaba's API gateway's check of a signed request, written from its public
+        documentation and reference clients (aliyun/api-gateway-demo-sign-java,
+        util/SignUtil.java; aliyun/api-gateway-demo-sign-python, signature_composer.py):
+        the string it signs is built here from what arrived, as the gateway does."""
+        h = self.headers
+
+        def refuse(words: str) -> tuple:
+            return 400, None, {"X-Ca-Error-Message": words}
+
+        if not h.get("X-Ca-Key") or h["X-Ca-Key"] != key:
+            return refuse("Invalid AppKey")
+        stamp = h.get("X-Ca-Timestamp", "")
+        if not stamp.isdigit() or abs(now * 1000 - int(stamp)) > X_CA_WINDOW_MS:
+            return refuse("Invalid Timestamp")
+        nonce = h.get("X-Ca-Nonce")
+        if nonce:
+            with self.nonces_lock:
+                for old in [n for n, t in self.nonces.items() if now - t > 900]:
+                    del self.nonces[old]
+                if nonce in self.nonces:
+                    return refuse("Nonce Used")
+                self.nonces[nonce] = now
+        md5 = h.get("Content-MD5", "")
+        if md5 and md5 != base64.b64encode(hashlib.md5(raw).digest()).decode():
+            return refuse("Invalid Content-MD5")
+        method = h.get("X-Ca-Signature-Method") or "HmacSHA256"
+        if method not in X_CA_HMACS:
+            return refuse("Invalid Signature Method")
+        names = sorted(n.strip() for n in h.get("X-Ca-Signature-Headers", "").split(",")
+                       if n.strip())
+        text = "".join(f"{part}\n" for part in (self.command, h.get("Accept", ""), md5,
+                                                h.get("Content-Type", ""), h.get("Date", "")))
+        text += "".join(f"{name}:{h.get(name, '')}\n" for name in names)
+        parts = urlsplit(self.path)
+        query = sorted(item.partition("=")[::2] for item in parts.query.split("&") if item)
+        text += parts.path + ("?" + "&".join(f"{k}={v}" if v else k for k, v in query)
+                              if query else "")
+        expected = base64.b64encode(hmac.new(secret.encode(), text.encode(),
+                                             X_CA_HMACS[method]).digest()).decode()
+        if not hmac.compare_digest(h.get("X-Ca-Signature", ""), expected):
+            return refuse(f"Invalid Signature, Server StringToSign:`{text.replace(chr(10), '#')}`")
         return None
 
     @staticmethod
@@ -241,14 +332,30 @@ class Handler(BaseHTTPRequestHandler):
         if dialect == "csb":
             return 200, {"code": 401, "message": "签名不一致!"}, {}
         if dialect == "x-ca":
-            return 400, {"code": 400, "message": "Invalid Signature"}, \
-                {"X-Ca-Error-Message": "Invalid Signature"}
+            return 400, None, {"X-Ca-Error-Message": "Invalid Signature"}
+        if dialect == "x-tif":
+            return 401, {"code": 401, "msg": "签名校验失败"}, {}
         return 403, {"code": 403, "message": "网关签名校验失败"}, {}
 
     # ------------------------------------------------------------------ answers
 
-    def _answer(self, status: int, body: dict, headers: dict) -> None:
+    def _answer(self, status: int, body: dict | None, headers: dict) -> None:
+        if body is None:  # x-ca: the reason is in the headers, the body is empty
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         self._json(status, body, headers)
+
+    def _html(self, status: int, page: str) -> None:
+        data = page.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def _trickle(self) -> None:
         body = b'{"infcode": 0, "err_msg": null, "output": {}}'
@@ -261,9 +368,12 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(0.3)
 
     def _json(self, status: int, body: dict, headers: dict | None = None) -> None:
-        data = json.dumps(body, ensure_ascii=False).encode()
+        charset = getattr(self, "setup", {}).get("charset")
+        data = json.dumps(body, ensure_ascii=False).encode("gbk" if charset else "utf-8")
         self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Type", {"gbk": "application/json; charset=GBK",
+                                          "gbk-unsaid": "application/json"}.get(
+                                              charset, "application/json; charset=utf-8"))
         self.send_header("Content-Length", str(len(data)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
@@ -304,6 +414,7 @@ def main() -> None:
     server.daemon_threads = True
     if len(sys.argv) >= 6:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.set_ciphers("DEFAULT:@SECLEVEL=0")  # it may play an agency's old server
         context.load_cert_chain(sys.argv[4], sys.argv[5])
         if len(sys.argv) == 7:
             context.load_verify_locations(sys.argv[6])

@@ -1,89 +1,73 @@
 """The national medical-security platform's interface (国家医保信息平台接口) as a client
-speaks it to a provincial gateway: the gateway's signature in each dialect, each
-transaction's URL, message ids, and one exchange over HTTP or HTTPS.
+speaks it to a provincial gateway: the gateway's settings (its dialect's signature,
+probes/lib/dialects.py, and the envelope it may wrap answers in), each transaction's
+URL, message ids, one exchange over HTTP or HTTPS, and what an answer says.
 
-Dialects (the gateway in front of the platform differs by province):
-  none   the site's own front-end (前置机) signs: the message goes as it is
-  x-tif  x-tif-paasid, x-tif-timestamp (s), x-tif-nonce and x-tif-signature =
-         hex(SHA-256(timestamp + token + nonce + timestamp)) (e.g. Guangdong, Hebei)
-  csb    an Alibaba CSB gateway: _api_name, _api_version, _api_timestamp (ms),
-         _api_access_key, _api_nonce and _api_signature = Base64(HMAC-SHA1(secret key,
-         the _api_* fields sorted by name, k=v joined by &)); the body is not signed
-  x-ca   x-ca-key, x-ca-timestamp (ms) and x-ca-signature = timestamp + ":" +
-         hex(HMAC-SM3(secret, timestamp + "\\n" + body)); the body is signed
-
-SM3 comes from OpenSSL through hashlib (Debian, Ubuntu, Kylin and UOS builds have it);
-where a host's OpenSSL lacks it, from the `gmssl` package (`pip install 'insmon[sm3]'`):
-the most used pure-Python SM3, so no compiler is needed on a hospital host.
+An answer is read as real front-ends send it: the charset its Content-Type names, else
+UTF-8, else GB18030 (old front-ends answer in GBK); the platform's JSON as it is or in
+the gateway's own envelope ({"code": 0, "data": {...}}, {"code": "0000", "message":
+"成功", "data": {...}}); the gateway's words from message, msg, errMsg or the
+X-Ca-Error-Message header. Each failure has a reason that tells faults apart:
+  gateway_rejected     the gateway refused the message (HTTP 401/403/4xx, its envelope's
+                       code not a success, an X-Ca-Error-Message)
+  gateway_unavailable  HTTP 5xx without the platform's answer: a proxy's 502/503/504, the
+                       gateway with nothing behind it
+  platform_error       the platform answered, infcode not 0 (its err_msg in the detail)
+  bad_answer           only what cannot be read as any of these
+and the network reasons (probes/lib/net.py), connection_closed among them.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import http.client
 import itertools
 import json
+import re
 import secrets
 import ssl
 import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from probes.lib.net import Cutter, connect_within, failure, left
+from probes.lib import dialects
+from probes.lib.net import Cutter, connect_within, failure, left, legacy_name_check
 from probes.lib.secret import Secret
 
-DIALECTS = ("none", "x-tif", "csb", "x-ca")
-# Header values that would let someone replay a message: starred wherever one is shown.
-SIGNATURES = frozenset({"x-tif-signature", "_api_signature", "x-ca-signature"})
 MAX_ANSWER = 1 << 20
+# The platform's and the gateways' words for what went wrong, first found first.
+WORDS = ("err_msg", "message", "msg", "errMsg", "error_msg", "errmsg")
 
 
-def _sm3_openssl(key: bytes, message: bytes) -> str:
-    return hmac.new(key, message, "sm3").hexdigest()
+class Envelope(BaseModel):
+    """Where a gateway that wraps the platform's answer puts it, and which of its codes
+    mean success. The defaults recognise the common ones."""
+    model_config = ConfigDict(extra="forbid")
+    code: str = "code"  # the gateway's own result code
+    data: str = "data"  # the platform's answer (an object, or JSON in a string)
+    ok_codes: list[int | str] = Field(default_factory=lambda: [0, "0", "0000", 200, "200"],
+                                      min_length=1)
 
-
-def _sm3_gmssl(key: bytes, message: bytes) -> str:
-    """HMAC (RFC 2104, 64-byte blocks) over gmssl's SM3, which hashes lists of bytes."""
-    from gmssl import sm3
-
-    def digest(data: bytes) -> bytes:
-        return bytes.fromhex(sm3.sm3_hash(list(data)))
-
-    if len(key) > 64:
-        key = digest(key)
-    key = key.ljust(64, b"\0")
-    inner = digest(bytes(b ^ 0x36 for b in key) + message)
-    return digest(bytes(b ^ 0x5C for b in key) + inner).hex()
-
-
-def _sm3() -> Callable[[bytes, bytes], str] | None:
-    if "sm3" in hashlib.algorithms_available:
-        return _sm3_openssl
-    try:
-        import gmssl.sm3  # noqa: F401
-    except ImportError:
-        return None
-    return _sm3_gmssl
-
-
-hmac_sm3 = _sm3()
+    def ok(self, code: object) -> bool:
+        return str(code) in {str(c) for c in self.ok_codes}
 
 
 class Gateway(BaseModel):
-    """The provincial gateway's signature: a check's `gateway` key."""
+    """The provincial gateway: a check's `gateway` key."""
     model_config = ConfigDict(extra="forbid")
     dialect: Literal["none", "x-tif", "csb", "x-ca"] = "none"
     key: str = ""                 # x-tif: the paas id; csb: the access key; x-ca: the app key
-    secret: Secret | None = None  # x-tif: the paas token; csb and x-ca: the secret key
+    secret: Secret | None = None  # x-tif: the paas token; csb: the secret key; x-ca: app secret
     api_name: str = "hsa-fsi-{infno}"  # csb: the service name of a transaction
     api_version: str = "1.0.0"         # csb
+    signature_method: Literal["HmacSHA256", "HmacSHA1", "HmacSM3"] | None = None  # x-ca
+    content_md5: bool | None = None  # x-ca: send (and sign) the body's MD5; default yes
+    envelope: Envelope = Envelope()
 
     @model_validator(mode="after")
     def _credentials(self) -> Gateway:
@@ -93,40 +77,25 @@ class Gateway(BaseModel):
                                  "secret belong to x-tif, csb or x-ca")
         elif not self.key or self.secret is None:
             raise ValueError(f"the {self.dialect} dialect needs key and secret")
-        if self.dialect == "x-ca" and hmac_sm3 is None:
-            raise ValueError("the x-ca dialect signs with SM3, which this host's OpenSSL "
-                             "lacks: install the gmssl package (pip install 'insmon[sm3]')")
+        if self.dialect != "x-ca" and (self.signature_method or self.content_md5 is not None):
+            raise ValueError("signature_method and content_md5 are the x-ca dialect's")
+        if self.signature_method == "HmacSM3" and dialects.hmac_sm3 is None:
+            raise ValueError("HmacSM3 needs SM3, which this host's OpenSSL lacks: install "
+                             "the gmssl package (pip install 'insmon[sm3]')")
         return self
 
-
-def signature_headers(gateway: Gateway, infno: str, body: bytes, now: float | None = None,
-                      nonce: str | None = None) -> dict[str, str]:
-    """The headers that sign one message in the gateway's dialect."""
-    if gateway.dialect == "none" or gateway.secret is None:
-        return {}
-    now = time.time() if now is None else now
-    nonce = nonce or secrets.token_hex(16)
-    secret = gateway.secret.reveal(f"gateway {gateway.dialect} secret")
-    if gateway.dialect == "x-tif":
-        stamp = str(int(now))
-        return {"x-tif-paasid": gateway.key, "x-tif-timestamp": stamp, "x-tif-nonce": nonce,
-                "x-tif-signature": hashlib.sha256(
-                    f"{stamp}{secret}{nonce}{stamp}".encode()).hexdigest()}
-    stamp = str(int(now * 1000))
-    if gateway.dialect == "csb":
-        fields = {"_api_name": gateway.api_name.replace("{infno}", infno),
-                  "_api_version": gateway.api_version, "_api_timestamp": stamp,
-                  "_api_access_key": gateway.key, "_api_nonce": nonce}
-        return fields | {"_api_signature": csb_signature(secret, fields)}
-    assert hmac_sm3 is not None  # the config refused x-ca without it
-    return {"x-ca-key": gateway.key, "x-ca-timestamp": stamp,
-            "x-ca-signature": f"{stamp}:" + hmac_sm3(secret.encode(),
-                                                     stamp.encode() + b"\n" + body)}
-
-
-def csb_signature(secret: str, fields: Mapping[str, str]) -> str:
-    text = "&".join(f"{k}={v}" for k, v in sorted(fields.items()) if k != "_api_signature")
-    return base64.b64encode(hmac.new(secret.encode(), text.encode(), "sha1").digest()).decode()
+    def sign(self, url: str, infno: str, body: bytes, now: float | None = None,
+             nonce: str | None = None) -> dialects.Signed:
+        """The headers that sign one message in the gateway's dialect, and what was
+        signed; SecretError when the secret cannot be read."""
+        if self.dialect == "none" or self.secret is None:
+            return dialects.Signed({}, "")
+        credentials = dialects.Credentials(
+            self.key, self.secret.reveal(f"gateway {self.dialect} secret"), self.api_name,
+            self.api_version, self.signature_method or "HmacSHA256",
+            self.content_md5 is not False)
+        return dialects.sign(self.dialect, credentials, dialects.Message(url, infno, body),
+                             now, nonce)
 
 
 class Tls(BaseModel):
@@ -137,6 +106,9 @@ class Tls(BaseModel):
     cert_file: Path | None = None
     key_file: Path | None = None  # else the key is in cert_file
     server_name: str | None = None  # the name in the gateway's certificate, if not the URL's
+    # An agency's old certificate or server (RSA-1024, SHA-1, a CN without SAN, TLS 1.0)
+    # that the HIS accepts: OpenSSL's security level 0, said by a metric. Never a default.
+    legacy: bool = False
 
     @model_validator(mode="after")
     def _pair(self) -> Tls:
@@ -147,6 +119,12 @@ class Tls(BaseModel):
     def context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(
             cafile=str(self.ca_file) if self.ca_file else None)
+        if self.legacy:
+            context.set_ciphers("DEFAULT:@SECLEVEL=0")
+            with warnings.catch_warnings():  # TLS 1.0 and 1.1: deprecated, and wanted here
+                warnings.simplefilter("ignore", DeprecationWarning)
+                context.minimum_version = ssl.TLSVersion.TLSv1
+            context.check_hostname = False  # legacy_name_check, which reads a CN too
         if self.cert_file is not None:
             context.load_cert_chain(self.cert_file, self.key_file)
         return context
@@ -181,23 +159,36 @@ def url_of(url: str, paths: Mapping[str, str], infno: str) -> str:
     return target.replace("{infno}", infno)
 
 
+def sequence_range(text: str) -> tuple[int, int]:
+    """'9000-9999': the msgid sequence numbers a check may use, within 0000-9999."""
+    match = re.fullmatch(r"\s*(\d{1,4})\s*-\s*(\d{1,4})\s*", text)
+    if not match or int(match[1]) > int(match[2]):
+        raise ValueError(f"expected FIRST-LAST within 0-9999 (such as 9000-9999), got {text!r}")
+    first, last = int(match[1]), int(match[2])
+    if last - first < 9:
+        raise ValueError(f"{text!r} holds {last - first + 1} numbers: give at least 10, so no "
+                         "two messages of a second share an id")
+    return first, last
+
+
 _sequence = itertools.count(secrets.randbelow(10000))
 _sequence_lock = threading.Lock()
 
 
-def msgid(fixmedins_code: str, now: Any) -> str:
-    """The 30-character message id: institution code, yyyyMMddHHmmss, a 4-digit sequence.
-    One sequence for every check and link of the process, from a random start, so no two
-    messages of a second share an id (nor, but by a 1 in 10,000 chance, across a
-    restart within that second)."""
+def msgid(fixmedins_code: str, now: Any, numbers: tuple[int, int] = (0, 9999)) -> str:
+    """The 30-character message id: institution code, yyyyMMddHHmmss, a 4-digit sequence
+    number from `numbers` (a range the HIS's own messages leave clear). One sequence for
+    every check and link of the process, from a random start, so no two messages of a
+    second share an id (nor, but by a small chance, across a restart within it)."""
+    first, last = numbers
     with _sequence_lock:
-        sequence = next(_sequence) % 10000
+        sequence = first + next(_sequence) % (last - first + 1)
     return f"{fixmedins_code}{now:%Y%m%d%H%M%S}{sequence:04d}"
 
 
 class Answer(NamedTuple):
     """One exchange. reason None: infcode 0. `message` is the platform's or the
-    gateway's own words (err_msg, message), `body` the answer's JSON object."""
+    gateway's own words, `body` the platform's answer (out of its envelope)."""
     reason: str | None
     status: int | None
     infcode: int | None
@@ -215,10 +206,13 @@ class Wire(NamedTuple):
     status: int | None = None
     answer_headers: tuple[tuple[str, str], ...] = ()
     answer: bytes = b""
+    signed: str = ""  # the string the dialect signed
 
 
-def shown(wire: Wire, secrets: tuple[str, ...] = ()) -> str:
-    """A request and its answer as text, signatures and the given secrets starred."""
+def shown(wire: Wire, answer: Answer | None = None, secrets: tuple[str, ...] = ()) -> str:
+    """A request and its answer as text, signatures and the given secrets starred; for a
+    message the gateway refused, also the string that was signed (to compare with the
+    province's document or the gateway's own, which Alibaba's puts in its error)."""
     def starred(text: str) -> str:
         for secret in secrets:
             if secret:
@@ -226,7 +220,7 @@ def shown(wire: Wire, secrets: tuple[str, ...] = ()) -> str:
         return text
 
     lines = [f"> POST {wire.url}"]
-    lines += [f"> {k}: {'****' if k.lower() in SIGNATURES else starred(v)}"
+    lines += [f"> {k}: {'****' if k.lower() in dialects.SIGNATURE_HEADERS else starred(v)}"
               for k, v in wire.headers.items()]
     lines += [">", "> " + starred(wire.body.decode(errors="replace")), ""]
     if wire.status is None:
@@ -234,32 +228,40 @@ def shown(wire: Wire, secrets: tuple[str, ...] = ()) -> str:
     else:
         lines.append(f"< HTTP {wire.status}")
         lines += [f"< {k}: {starred(v)}" for k, v in wire.answer_headers]
-        lines += ["<", "< " + starred(wire.answer.decode(errors="replace"))]
+        lines += ["<", "< " + starred(decode(wire.answer, dict(
+            (k.lower(), v) for k, v in wire.answer_headers).get("content-type", "")) or
+            wire.answer.decode(errors="replace"))]
+    if answer is not None and answer.reason == "gateway_rejected" and wire.signed:
+        lines += ["", "the string signed (secret starred, \\n a line feed):",
+                  "  " + starred(wire.signed).replace("\n", "\\n")]
     return "\n".join(lines) + "\n"
 
 
 def exchange(url: str, headers: Mapping[str, str], body: bytes, deadline: float,
              tls: Tls | None = None, source: str | None = None, interface: str | None = None,
-             trace: Callable[[Wire], None] | None = None) -> Answer:
+             envelope: Envelope | None = None, signed: str = "",
+             trace: Callable[[Wire, Answer], None] | None = None) -> Answer:
     """POST one message by `deadline` (time.monotonic()), through the link's `interface`
     or from its `source`; never raises."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    sent = {"Content-Type": "application/json;charset=utf-8", "Connection": "close",
-            **headers}
+    sent = {"Content-Type": dialects.CONTENT_TYPE, "Connection": "close", **headers}
     within = f"within {max(0.0, deadline - time.monotonic()):.1f}s"
     started = time.perf_counter()
     sock = cutter = None
     status, answer_headers, raw = None, (), b""
+    answer = None
     try:
         sock = connect_within(host, port, source, interface, deadline)
         cutter = Cutter(sock, deadline)  # a trickled answer ends at the deadline too
         if parts.scheme == "https":
-            context = (tls or Tls()).context()
-            sock = cutter.socket = context.wrap_socket(
-                sock, server_hostname=(tls.server_name if tls and tls.server_name else host))
+            tls = tls or Tls()
+            name = tls.server_name or host
+            sock = cutter.socket = tls.context().wrap_socket(sock, server_hostname=name)
+            if tls.legacy:
+                legacy_name_check(sock.getpeercert() or {}, name)
         sock.settimeout(left(deadline))
         conn = http.client.HTTPConnection(host, port, timeout=left(deadline))
         conn.sock = sock
@@ -269,55 +271,110 @@ def exchange(url: str, headers: Mapping[str, str], body: bytes, deadline: float,
         raw = response.read(MAX_ANSWER)
         if cutter.cut.is_set() or time.monotonic() > deadline:
             raise TimeoutError
-    except OSError as exc:
-        why, words = failure(exc, host, port, cutter is not None and cutter.cut.is_set(),
-                             f"no answer from {host}:{port} {within}")
-        return Answer(why, None, None, None, words)
-    except http.client.HTTPException as exc:
-        if cutter is not None and cutter.cut.is_set():  # cut mid-answer at the deadline
-            return Answer("timeout", None, None, None, f"no answer from {host}:{port} {within}")
-        return Answer("bad_answer", None, None, None,
-                      f"not an HTTP answer from {host}:{port}: {type(exc).__name__}")
+        if response.length and len(raw) < MAX_ANSWER:  # closed short of its Content-Length
+            raise http.client.IncompleteRead(raw, response.length)
+    except (OSError, http.client.HTTPException) as exc:
+        cut = cutter is not None and cutter.cut.is_set()
+        if isinstance(exc, OSError) or cut or isinstance(exc, http.client.IncompleteRead):
+            why, words = failure(exc, host, port, cut, f"no answer from {host}:{port} {within}")
+            answer = Answer(why, status, None, None, words)
+        else:  # a status line or headers that are no HTTP
+            answer = Answer("bad_answer", None, None, None,
+                            f"not an HTTP answer from {host}:{port}: {type(exc).__name__}")
     finally:
         if cutter is not None:
             cutter.cancel()
         if sock is not None:
             sock.close()
-        if trace is not None:
-            trace(Wire(url, sent, body, status, answer_headers, raw))
-    return judge(status, dict((k.lower(), v) for k, v in answer_headers), raw,
-                 time.perf_counter() - started)
+    if answer is None:
+        answer = judge(status or 0, dict((k.lower(), v) for k, v in answer_headers), raw,
+                       time.perf_counter() - started, envelope or Envelope())
+    if trace is not None:
+        trace(Wire(url, sent, body, status, answer_headers, raw, signed), answer)
+    return answer
 
 
-def judge(status: int, headers: Mapping[str, str], raw: bytes, seconds: float) -> Answer:
-    """What an answer says: the gateway's refusal (HTTP 401/403, a CSB-style
-    {"code", "message"} without infcode whatever the HTTP status, an x-ca error header),
-    the platform's infcode, or no platform JSON at all."""
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        body = None
-    if not isinstance(body, dict):
-        body = None
-    said = _said(body, headers)
-    if status in (401, 403) or (body is not None and "infcode" not in body
-                                and str(body.get("code", "0")) not in ("0", "200")):
-        return Answer("gateway_rejected", status, None, seconds,
-                      f"the gateway refused the message: HTTP {status} {said}".rstrip(),
-                      said, body)
-    try:
-        infcode = int(body["infcode"])  # type: ignore[index]
-    except (KeyError, TypeError, ValueError):
+def decode(raw: bytes, content_type: str) -> str | None:
+    """The answer's text: in the charset its Content-Type names, else UTF-8 (a BOM
+    dropped), else GB18030 (a superset of GBK and GB2312); None when none reads it."""
+    match = re.search(r"charset\s*=\s*\"?([\w.:-]+)", content_type, re.IGNORECASE)
+    named = match[1].lower() if match else None
+    if named in ("gbk", "gb2312", "cp936", "x-gbk"):
+        named = "gb18030"
+    for charset in dict.fromkeys(c for c in (named, "utf-8-sig", "gb18030") if c):
+        try:
+            return raw.decode(charset)
+        except (LookupError, UnicodeDecodeError):
+            continue
+    return None
+
+
+def judge(status: int, headers: Mapping[str, str], raw: bytes, seconds: float,
+          envelope: Envelope | None = None) -> Answer:
+    """What an answer says (see the module's docstring)."""
+    envelope = envelope or Envelope()
+    text = decode(raw, headers.get("content-type", ""))
+    body = _json_object(text)
+    header_words = headers.get("x-ca-error-message", "")
+    if body is not None and "infcode" not in body and envelope.code in body:
+        code = body[envelope.code]
+        said = _said(body, header_words)
+        if not envelope.ok(code):
+            return Answer("gateway_rejected", status, None, seconds,
+                          f"the gateway refused the message: HTTP {status} code {code} "
+                          f"{said}".rstrip(), said, body)
+        inner = body.get(envelope.data)
+        inner = _json_object(inner) if isinstance(inner, str) else inner
+        if not isinstance(inner, dict) or "infcode" not in inner:
+            return Answer("bad_answer", status, None, seconds,
+                          f"HTTP {status}: the gateway said code {code} {said}".rstrip()
+                          + f" but `{envelope.data}` holds no platform answer", said)
+        body = inner
+    if body is None or "infcode" not in body:
+        said = _said(body, header_words) or _title(text)
+        if status >= 500:
+            return Answer("gateway_unavailable", status, None, seconds,
+                          f"HTTP {status} from the gateway or a proxy before it, without the "
+                          f"platform's answer: {said or _start(raw)}", said)
+        if status >= 400 or header_words:
+            return Answer("gateway_rejected", status, None, seconds,
+                          f"the gateway refused the message: HTTP {status} {said}".rstrip(),
+                          said, body)
         return Answer("bad_answer", status, None, seconds,
-                      f"HTTP {status} without the platform's JSON: {raw[:60]!r}")
+                      f"HTTP {status} without the platform's JSON: {_start(raw)}")
+    said = _said(body, header_words)
+    try:
+        infcode = int(body["infcode"])
+    except (TypeError, ValueError):
+        return Answer("bad_answer", status, None, seconds,
+                      f"HTTP {status}: infcode {body['infcode']!r} is no number")
     if status != 200 or infcode != 0:
         return Answer("platform_error", status, infcode, seconds,
-                      f"infcode {infcode}: {said}", said, body)
+                      f"infcode {infcode}: {said}".rstrip(": "), said, body)
     return Answer(None, status, infcode, seconds, f"infcode 0 in {seconds * 1000:.0f} ms",
                   "", body)
 
 
-def _said(body: dict | None, headers: Mapping[str, str]) -> str:
-    words = (body or {}).get("err_msg") or (body or {}).get("message") \
-        or headers.get("x-ca-error-message") or ""
-    return str(words)[:120]
+def _json_object(text: str | None) -> dict | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _said(body: dict | None, header_words: str = "") -> str:
+    words = next((body[k] for k in WORDS if body and body.get(k)), None) or header_words
+    return str(words or "")[:160]
+
+
+def _title(text: str | None) -> str:
+    """An HTML error page's title (nginx: <title>502 Bad Gateway</title>)."""
+    match = re.search(r"<title>\s*(.*?)\s*</title>", text or "", re.IGNORECASE | re.DOTALL)
+    return match[1][:120] if match else ""
+
+
+def _start(raw: bytes) -> str:
+    return repr(raw[:60])

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import http.client
+import ipaddress
 import re
 import socket
 import ssl
@@ -18,10 +20,16 @@ from probes.base import ProbeFailure
 IFF_UP = 0x1
 UNREACHABLE = (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.EHOSTDOWN)
 
-# Why a network exchange failed: one taxonomy for tcp, http and the vpn links' front-end
-# connects, because the alert rules and dashboards match these label values.
-NET_REASONS = ("dns", "refused", "timeout", "unreachable", "tls", "other")
-CONNECT_REASONS = tuple(r for r in NET_REASONS if r != "tls")  # a plain TCP connect
+# Why a network exchange failed: one taxonomy for tcp, http, settlement and the vpn links'
+# front-end connects, because the alert rules and dashboards match these label values.
+# connection_closed: the far end (or a box between) closed or reset the connection after
+# it was made, before the whole answer came.
+NET_REASONS = ("dns", "refused", "timeout", "unreachable", "tls", "connection_closed",
+               "other")
+# a plain TCP connect: no handshake, and no connection yet to be closed
+CONNECT_REASONS = tuple(r for r in NET_REASONS if r not in ("tls", "connection_closed"))
+CLOSED = (ConnectionResetError, ConnectionAbortedError, BrokenPipeError,
+          http.client.RemoteDisconnected, http.client.IncompleteRead)
 
 
 def reason(exc: BaseException) -> str:
@@ -34,21 +42,97 @@ def reason(exc: BaseException) -> str:
         return "timeout"
     if isinstance(exc, ssl.SSLError):
         return "tls"
+    if isinstance(exc, CLOSED):
+        return "connection_closed"
     if isinstance(exc, OSError) and exc.errno in UNREACHABLE:
         return "unreachable"
     return "other"
 
 
-def failure(exc: OSError, host: str, port: int, cut: bool, timeout: str) -> tuple[str, str]:
+def failure(exc: Exception, host: str, port: int, cut: bool,
+            timeout: str) -> tuple[str, str]:
     """A failed exchange's reason (NET_REASONS) and its words; `cut`: the deadline ended
     it (a trickled answer), `timeout` the words for that."""
     why = "timeout" if cut else reason(exc)
+    if why == "tls":
+        return why, f"TLS with {host}:{port} failed: {tls_words(exc)}"
+    if why == "connection_closed":
+        return why, (f"{host}:{port} closed the connection before the whole answer "
+                     f"({type(exc).__name__})")
     return why, {
-        "dns": f"cannot resolve {host}: {exc.strerror}",
+        "dns": f"cannot resolve {host}: {getattr(exc, 'strerror', exc)}",
         "refused": f"{host}:{port} refused the connection",
         "timeout": timeout,
-        "tls": f"TLS with {host}:{port} failed: {getattr(exc, 'reason', None) or exc}",
-    }.get(why, f"cannot reach {host}:{port}: {exc.strerror or exc}")
+    }.get(why, f"cannot reach {host}:{port}: {getattr(exc, 'strerror', None) or exc}")
+
+
+# OpenSSL's X509_V_ERR_* codes, named as an engineer needs them.
+_EXPIRED, _NOT_YET_VALID = 10, 9
+_UNKNOWN_ISSUER = (2, 18, 19, 20, 21)
+_NAME_MISMATCH = (62, 63, 64)  # host name, e-mail, IP address
+_WEAK_KEY, _WEAK_DIGEST = (66, 67), 68  # EE_KEY_TOO_SMALL, CA_KEY_TOO_SMALL, CA_MD_TOO_WEAK
+LEGACY = "tls.legacy: true accepts it"
+_OLD_HANDSHAKE = ("UNSUPPORTED_PROTOCOL", "NO_PROTOCOLS_AVAILABLE", "NO_SHARED_CIPHER",
+                  "DH_KEY_TOO_SMALL", "SSLV3_ALERT_HANDSHAKE_FAILURE", "WRONG_VERSION_NUMBER",
+                  "TLSV1_ALERT_PROTOCOL_VERSION", "EE_KEY_TOO_SMALL", "CA_MD_TOO_WEAK",
+                  "CA_KEY_TOO_SMALL")
+
+
+class NameMismatch(ssl.SSLError):
+    """The certificate does not name the gateway (checked by legacy_name_check)."""
+
+
+def tls_words(exc: BaseException) -> str:
+    """Why a TLS handshake failed, named: expired, not yet valid, unknown issuer, name
+    mismatch, a weak key or digest, an old protocol, a refused client certificate."""
+    if isinstance(exc, NameMismatch):
+        return f"name mismatch: {exc.args[0]}"
+    code = getattr(exc, "verify_code", None)
+    said = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or str(exc)
+    if code == _EXPIRED:
+        return f"the gateway's certificate has expired ({said})"
+    if code == _NOT_YET_VALID:
+        return f"the gateway's certificate is not valid yet: is this host's clock right? ({said})"
+    if code in _UNKNOWN_ISSUER:
+        return (f"unknown issuer: the gateway's certificate is not signed by a CA this check "
+                f"trusts (tls.ca_file, else the system's) ({said})")
+    if code in _NAME_MISMATCH:
+        return f"name mismatch: {said} (tls.server_name sets the name to expect)"
+    if code in _WEAK_KEY:
+        return f"weak key: the certificate's key is too small for this host's OpenSSL " \
+               f"({said}); {LEGACY}"
+    if code == _WEAK_DIGEST:
+        return f"weak digest: the certificate is signed with SHA-1 or MD5 ({said}); {LEGACY}"
+    reason_code = getattr(exc, "reason", None) or ""
+    if reason_code in _OLD_HANDSHAKE:
+        return f"an old protocol, cipher or key this host's OpenSSL refuses ({reason_code}); " \
+               f"{LEGACY}"
+    if "CERTIFICATE_REQUIRED" in reason_code or "BAD_CERTIFICATE" in reason_code:
+        return f"the gateway refused the client certificate ({reason_code}): see tls.cert_file"
+    return str(said)
+
+
+def legacy_name_check(cert: dict, name: str) -> None:
+    """The name check of a legacy gateway's certificate: its subjectAltName entries, or,
+    on an old certificate without any, its CN (also for an IP address, which OpenSSL
+    never takes from a CN). NameMismatch when none is `name`."""
+    names = [v for k, v in cert.get("subjectAltName", ()) if k in ("DNS", "IP Address")]
+    if not names:
+        names = [v for rdn in cert.get("subject", ()) for k, v in rdn if k == "commonName"]
+    if not any(_name_matches(pattern, name) for pattern in names):
+        raise NameMismatch(f"the certificate names {', '.join(names) or 'nothing'}, "
+                           f"not {name} (tls.server_name sets the name to expect)")
+
+
+def _name_matches(pattern: str, name: str) -> bool:
+    try:
+        return ipaddress.ip_address(pattern) == ipaddress.ip_address(name)
+    except ValueError:
+        pass
+    pattern, name = pattern.lower().rstrip("."), name.lower().rstrip(".")
+    if pattern.startswith("*.") and "." in name:  # one left-most label, as RFC 6125 says
+        return name.split(".", 1)[1] == pattern[2:]
+    return pattern == name
 
 
 def host_port(address: str, default_port: int | None = None) -> tuple[str, int]:
@@ -136,8 +220,10 @@ async def connect(host: str, port: int, timeout: float, source: str | None = Non
         if isinstance(exc, ConnectionRefusedError):
             raise ConnectFailure("refused", f"{host}:{port} refused the connection") from None
         if isinstance(exc, OSError) and not isinstance(exc, ConnectFailure):
-            raise ConnectFailure(reason(exc), f"cannot connect to {host}:{port}: "
-                                              f"{exc.strerror or exc}") from None
+            why = reason(exc)
+            raise ConnectFailure(why if why in CONNECT_REASONS else "other",
+                                 f"cannot connect to {host}:{port}: "
+                                 f"{exc.strerror or exc}") from None
         raise
     return sock, time.perf_counter() - started
 
@@ -178,3 +264,57 @@ class Cutter:
 
     def cancel(self) -> None:
         self._timer.cancel()
+
+
+def local_address(host: str, port: int, source: str | None, interface: str | None) -> str:
+    """The address this host sends from to reach host:port through a link: the kernel's
+    choice for a socket bound as the link's are (a UDP connect sends nothing)."""
+    family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        bind(sock, source, interface)
+        sock.connect(address)
+        return sock.getsockname()[0]
+
+
+def route_device(host: str, source: str) -> str | None:
+    """The interface the kernel sends from `source` to `host` through (iproute2's
+    `ip route get`, which follows policy routing as the packets do), or None."""
+    import json
+    import subprocess
+
+    try:
+        target = socket.getaddrinfo(host, None, type=socket.SOCK_DGRAM)[0][4][0]
+        done = subprocess.run(["ip", "-j", "route", "get", target, "from", source],
+                              capture_output=True, text=True, timeout=5, check=True)
+        return json.loads(done.stdout)[0].get("dev")
+    except (OSError, ValueError, IndexError, AttributeError, subprocess.SubprocessError):
+        return None
+
+
+def mac_of(device: str | None, sys_class_net: Path = Path("/sys/class/net")) -> str | None:
+    """The interface's MAC address, or None where it has none (loopback, a tunnel)."""
+    if not device:
+        return None
+    try:
+        mac = (sys_class_net / device / "address").read_text().strip().lower()
+    except OSError:
+        return None
+    if not re.fullmatch(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}", mac) or mac == "00:00:00:00:00:00":
+        return None
+    return mac
+
+
+def first_mac(sys_class_net: Path = Path("/sys/class/net")) -> str | None:
+    """The MAC of this host's first interface that has one (by interface index): a
+    tunnel's traffic leaves through a card, which has one."""
+    def index(folder: Path) -> int:
+        try:
+            return int((folder / "ifindex").read_text())
+        except (OSError, ValueError):
+            return 1 << 30
+    try:
+        folders = sorted(sys_class_net.iterdir(), key=index)
+    except OSError:
+        return None
+    return next((mac for mac in map(lambda f: mac_of(f.name, sys_class_net), folders) if mac),
+                None)

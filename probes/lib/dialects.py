@@ -1,0 +1,201 @@
+"""How each provincial gateway signs a message: one object per dialect, each written from
+its reference, each giving the headers to send and the string it signed (which
+`insmon settlement try` shows, the secret starred, when a gateway refuses the signature).
+
+  none   the site's own front-end (前置机) signs: the message goes as it is
+  x-tif  x-tif-paasid, x-tif-timestamp (s), x-tif-nonce and x-tif-signature =
+         hex(SHA-256(timestamp + token + nonce + timestamp)) (e.g. Guangdong, Hebei)
+  csb    an Alibaba CSB gateway: _api_name, _api_version, _api_timestamp (ms),
+         _api_access_key, _api_nonce and _api_signature = Base64(HMAC-SHA1(secret key,
+         the _api_* fields sorted by name, k=v joined by &)); the body is not signed
+  x-ca   Alibaba's API gateway (阿里云 API 网关, 摘要签名), as its public reference clients
+         sign (aliyun/api-gateway-demo-sign-python, aliyunsdkgw/auth/signature_composer.py
+         and sha_hmac256.py; aliyun/api-gateway-demo-sign-java, util/SignUtil.java):
+             METHOD \\n Accept \\n Content-MD5 \\n Content-Type \\n Date \\n
+             + each signed X-Ca-* header as name:value\\n, sorted by name
+             + the path, and its query sorted by key (key=value, or the key alone)
+         signed with HmacSHA256 (the default), HmacSHA1 or HmacSM3 (国密 gateways), Base64;
+         X-Ca-Key, X-Ca-Timestamp (ms), X-Ca-Nonce (a UUID), X-Ca-Signature-Method, and
+         X-Ca-Signature-Headers naming the signed ones. Content-MD5 (Base64 MD5 of the
+         body, so the body is signed too) unless the gateway is set not to want it.
+
+A province that signs otherwise is another dialect, with its reference named here.
+
+SM3 comes from OpenSSL through hashlib (Debian, Ubuntu, Kylin and UOS builds have it);
+where a host's OpenSSL lacks it, from the `gmssl` package (`pip install 'insmon[sm3]'`):
+the most used pure-Python SM3, so no compiler is needed on a hospital host.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+import uuid
+from collections.abc import Callable
+from typing import NamedTuple, Protocol
+from urllib.parse import urlsplit
+
+# What every message of the platform's protocol is: JSON in UTF-8.
+CONTENT_TYPE = "application/json;charset=utf-8"
+ACCEPT = "application/json"
+
+
+class Signed(NamedTuple):
+    headers: dict[str, str]  # to send: the signature's, and those it covers
+    string: str              # what was signed; may hold the secret (x-tif): star it
+
+
+class Message(NamedTuple):
+    """What a dialect may sign of one request."""
+    url: str      # the whole URL: its path and query are signed by x-ca
+    infno: str    # csb names the service after it
+    body: bytes
+
+
+class Credentials(NamedTuple):
+    key: str
+    secret: str
+    api_name: str = "hsa-fsi-{infno}"  # csb
+    api_version: str = "1.0.0"         # csb
+    signature_method: str = "HmacSHA256"  # x-ca
+    content_md5: bool = True              # x-ca
+
+
+class Dialect(Protocol):
+    name: str
+    signature_headers: frozenset[str]  # lower-case: starred wherever shown
+
+    def sign(self, credentials: Credentials, message: Message, now: float,
+             nonce: str | None) -> Signed: ...
+
+
+# ------------------------------------------------------------------ SM3
+
+def _sm3_openssl(key: bytes, message: bytes) -> bytes:
+    return hmac.new(key, message, "sm3").digest()
+
+
+def _sm3_gmssl(key: bytes, message: bytes) -> bytes:
+    """HMAC (RFC 2104, 64-byte blocks) over gmssl's SM3, which hashes lists of bytes."""
+    from gmssl import sm3
+
+    def digest(data: bytes) -> bytes:
+        return bytes.fromhex(sm3.sm3_hash(list(data)))
+
+    if len(key) > 64:
+        key = digest(key)
+    key = key.ljust(64, b"\0")
+    inner = digest(bytes(b ^ 0x36 for b in key) + message)
+    return digest(bytes(b ^ 0x5C for b in key) + inner)
+
+
+def _sm3() -> Callable[[bytes, bytes], bytes] | None:
+    if "sm3" in hashlib.algorithms_available:
+        return _sm3_openssl
+    try:
+        import gmssl.sm3  # noqa: F401
+    except ImportError:
+        return None
+    return _sm3_gmssl
+
+
+hmac_sm3 = _sm3()
+
+
+# ------------------------------------------------------------------ the dialects
+
+class Unsigned:
+    name = "none"
+    signature_headers: frozenset[str] = frozenset()
+
+    def sign(self, credentials: Credentials, message: Message, now: float,
+             nonce: str | None) -> Signed:
+        return Signed({}, "")
+
+
+class XTif:
+    name = "x-tif"
+    signature_headers = frozenset({"x-tif-signature"})
+
+    def sign(self, credentials: Credentials, message: Message, now: float,
+             nonce: str | None) -> Signed:
+        stamp, nonce = str(int(now)), nonce or uuid.uuid4().hex
+        text = f"{stamp}{credentials.secret}{nonce}{stamp}"
+        return Signed({"x-tif-paasid": credentials.key, "x-tif-timestamp": stamp,
+                       "x-tif-nonce": nonce,
+                       "x-tif-signature": hashlib.sha256(text.encode()).hexdigest()}, text)
+
+
+class Csb:
+    name = "csb"
+    signature_headers = frozenset({"_api_signature"})
+
+    def sign(self, credentials: Credentials, message: Message, now: float,
+             nonce: str | None) -> Signed:
+        fields = {"_api_name": credentials.api_name.replace("{infno}", message.infno),
+                  "_api_version": credentials.api_version,
+                  "_api_timestamp": str(int(now * 1000)),
+                  "_api_access_key": credentials.key, "_api_nonce": nonce or uuid.uuid4().hex}
+        text = "&".join(f"{k}={v}" for k, v in sorted(fields.items()))
+        signature = base64.b64encode(hmac.new(credentials.secret.encode(), text.encode(),
+                                              "sha1").digest()).decode()
+        return Signed(fields | {"_api_signature": signature}, text)
+
+
+X_CA_METHODS = ("HmacSHA256", "HmacSHA1", "HmacSM3")
+
+
+class XCa:
+    name = "x-ca"
+    signature_headers = frozenset({"x-ca-signature"})
+
+    def sign(self, credentials: Credentials, message: Message, now: float,
+             nonce: str | None) -> Signed:
+        standard = {"Accept": ACCEPT, "Content-Type": CONTENT_TYPE}
+        if credentials.content_md5:
+            standard["Content-MD5"] = base64.b64encode(
+                hashlib.md5(message.body).digest()).decode()
+        signed = {"X-Ca-Key": credentials.key, "X-Ca-Nonce": nonce or str(uuid.uuid4()),
+                  "X-Ca-Signature-Method": credentials.signature_method,
+                  "X-Ca-Timestamp": str(int(now * 1000))}
+        text = "".join(f"{standard.get(name, '')}\n" for name in
+                       ("Accept", "Content-MD5", "Content-Type", "Date"))
+        text = "POST\n" + text + "".join(f"{name}:{value}\n" for name, value
+                                         in sorted(signed.items())) + _resource(message.url)
+        digest = x_ca_hmac(credentials.signature_method, credentials.secret.encode(),
+                           text.encode())
+        return Signed(standard | signed | {
+            "X-Ca-Signature-Headers": ",".join(sorted(signed)),
+            "X-Ca-Signature": base64.b64encode(digest).decode()}, text)
+
+
+def x_ca_hmac(method: str, key: bytes, text: bytes) -> bytes:
+    if method == "HmacSM3":
+        if hmac_sm3 is None:  # the config refuses HmacSM3 then; never sign otherwise
+            raise ValueError("no SM3 on this host")
+        return hmac_sm3(key, text)
+    return hmac.new(key, text, {"HmacSHA256": "sha256", "HmacSHA1": "sha1"}[method]).digest()
+
+
+def _resource(url: str) -> str:
+    """The path, then its query sorted by key: key=value, or the key alone when it has
+    no value (the references' buildResource)."""
+    parts = urlsplit(url)
+    query = dict(item.split("=", 1) if "=" in item else (item, "")
+                 for item in parts.query.split("&") if item)
+    if not query:
+        return parts.path or "/"
+    return (parts.path or "/") + "?" + "&".join(f"{k}={v}" if v else k
+                                                for k, v in sorted(query.items()))
+
+
+DIALECTS: dict[str, Dialect] = {d.name: d for d in (Unsigned(), XTif(), Csb(), XCa())}
+SIGNATURE_HEADERS = frozenset().union(*(d.signature_headers for d in DIALECTS.values()))
+
+
+def sign(dialect: str, credentials: Credentials, message: Message, now: float | None = None,
+         nonce: str | None = None) -> Signed:
+    return DIALECTS[dialect].sign(credentials, message, time.time() if now is None else now,
+                                  nonce)
