@@ -22,7 +22,6 @@ sys.path.insert(0, str(ROOT))
 
 from ops.lab import HERE  # noqa: E402
 from probes import settlement  # noqa: E402
-from probes.lib import fsi  # noqa: E402
 from tests.conftest import free_port, wait_for  # noqa: E402
 
 
@@ -55,12 +54,12 @@ def main() -> None:
                 ours.append(time.perf_counter() - t0)
                 cpu.append(time.process_time() - c0)
                 assert result.answer.reason is None, result.answer.detail
-            sign_no = probe.sessions.signed_in()[link.name]
+            sign_no = probe.sessions.signed_in()[cfg.opter]
             curl = []
             for _ in range(count):
-                body = json.dumps(probe.message("1901", settlement.QUERY_INPUT, sign_no),
+                body = json.dumps(probe.message(link, "1901", settlement.QUERY_INPUT, sign_no),
                                   ensure_ascii=False)
-                headers = fsi.signature_headers(cfg.gateway, "1901", body.encode())
+                headers = cfg.gateway.sign(url, "1901", body.encode()).headers
                 done = subprocess.run(
                     ["curl", "-s", "-o", "/dev/null", "-w", "%{time_total}", "-X", "POST",
                      "-H", "Content-Type: application/json;charset=utf-8",

@@ -4,7 +4,7 @@ One connection per run, timed in phases like blackbox_exporter's: connect (DNS +
 tls (handshake), processing (request sent until the response headers are in), transfer
 (the body). For HTTPS the server certificate's expiry is exported, so an expiring
 certificate pages someone weeks before it stops settlement. A failure is counted by
-reason: dns, refused, timeout, unreachable, tls, status, body, other.
+reason: dns, refused, timeout, unreachable, tls, connection_closed, status, body, other.
 """
 
 from __future__ import annotations
@@ -100,8 +100,9 @@ METRICS = (
                "When the server certificate expires (Unix time); HTTPS only.", (),
                "seconds"),
     MetricSpec("insmon_http_failures_total", "counter",
-               "Failed requests by reason: dns, refused, timeout, unreachable, tls, status "
-               "(not a valid status), body (no match), other.", ("reason",)),
+               "Failed requests by reason: dns, refused, timeout, unreachable, tls, "
+               "connection_closed, status (not a valid status), body (no match), other.",
+               ("reason",)),
 )
 
 

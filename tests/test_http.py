@@ -100,15 +100,16 @@ async def test_https_certificate_expiry_and_trust(front_end: Callable[..., str],
     assert value(series, 'insmon_http_phase_seconds{check="front-end-http",phase="tls"}') > 0
 
     status, series = await render(http_check(f"{base}/health"), "insmon_http_")  # not trusted
-    assert status.startswith(f"# failed: TLS with {base[8:]} failed: "
-                             "CERTIFICATE_VERIFY_FAILED")
+    assert status.startswith(f"# failed: TLS with {base[8:]} failed: unknown issuer: the "
+                             "server's certificate is not signed by a CA this check trusts")
     assert value(series, 'insmon_http_failures_total{check="front-end-http",'
                          'reason="tls"}') == 1
 
 
 class Liar:
     """A loopback HTTP server that misbehaves: "trickle" sends its headers, then a byte a
-    second for a minute; "short" promises 1000 bytes, sends 10 and closes."""
+    second for a minute; "short" promises 1000 bytes, sends 10 and closes; "silent"
+    reads the request and closes without a word."""
 
     def __init__(self, mode: str) -> None:
         import threading
@@ -125,6 +126,8 @@ class Liar:
             conn, _ = self.server.accept()
             with conn:
                 conn.recv(4096)
+                if self.mode == "silent":
+                    return
                 length = 1000 if self.mode == "short" else 60
                 conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n\r\n".encode())
                 if self.mode == "short":
@@ -164,6 +167,18 @@ async def test_a_trickling_answer_ends_at_the_deadline_and_a_short_one_fails() -
                           "bytes its Content-Length promised\n")
     finally:
         short.close()
+
+
+async def test_a_connection_closed_without_an_answer_is_named() -> None:
+    silent = Liar("silent")
+    try:
+        status, series = await render(http_check(silent.url), "insmon_http_")
+    finally:
+        silent.close()
+    assert status.startswith("# failed: 127.0.0.1:"), status
+    assert "closed the connection before the whole answer" in status
+    assert value(series, 'insmon_http_failures_total{check="front-end-http",'
+                         'reason="connection_closed"}') == 1
 
 
 def _stack(frame):

@@ -250,8 +250,8 @@ def _agency(tmp_path: Path, **cert: object) -> tuple[Authority, Platform]:
 
 @pytest.mark.parametrize(("cert", "words"), [
     ({"starts": datetime.timedelta(days=-3), "days": -1},
-     "the gateway's certificate has expired"),
-    ({"starts": datetime.timedelta(days=1)}, "the gateway's certificate is not valid yet"),
+     "the server's certificate has expired"),
+    ({"starts": datetime.timedelta(days=1)}, "the server's certificate is not valid yet"),
     ({"ip": "127.0.0.9"}, "name mismatch: IP address mismatch"),
     ({"rsa_bits": 1024}, "weak key: "),
     ({"sha1": True}, "weak digest: the certificate is signed with SHA-1 or MD5"),
@@ -277,7 +277,7 @@ async def test_a_certificate_of_another_ca_is_an_unknown_issuer(tmp_path: Path) 
                                  "insmon_settlement_")
     finally:
         server.close()
-    assert "failed: unknown issuer: the gateway's certificate is not signed by a CA this " \
+    assert "failed: unknown issuer: the server's certificate is not signed by a CA this " \
            "check trusts" in status, status
 
 

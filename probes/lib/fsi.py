@@ -276,7 +276,8 @@ def exchange(url: str, headers: Mapping[str, str], body: bytes, deadline: float,
     except (OSError, http.client.HTTPException) as exc:
         cut = cutter is not None and cutter.cut.is_set()
         if isinstance(exc, OSError) or cut or isinstance(exc, http.client.IncompleteRead):
-            why, words = failure(exc, host, port, cut, f"no answer from {host}:{port} {within}")
+            why, words = failure(exc, host, port, cut, f"no answer from {host}:{port} {within}",
+                                 "tls.legacy: true accepts it")
             answer = Answer(why, status, None, None, words)
         else:  # a status line or headers that are no HTTP
             answer = Answer("bad_answer", None, None, None,

@@ -49,13 +49,14 @@ def reason(exc: BaseException) -> str:
     return "other"
 
 
-def failure(exc: Exception, host: str, port: int, cut: bool,
-            timeout: str) -> tuple[str, str]:
+def failure(exc: Exception, host: str, port: int, cut: bool, timeout: str,
+            legacy: str = "") -> tuple[str, str]:
     """A failed exchange's reason (NET_REASONS) and its words; `cut`: the deadline ended
-    it (a trickled answer), `timeout` the words for that."""
+    it (a trickled answer), `timeout` the words for that; `legacy` what accepts an old
+    certificate or protocol, where the check has it."""
     why = "timeout" if cut else reason(exc)
     if why == "tls":
-        return why, f"TLS with {host}:{port} failed: {tls_words(exc)}"
+        return why, f"TLS with {host}:{port} failed: {tls_words(exc, legacy)}"
     if why == "connection_closed":
         return why, (f"{host}:{port} closed the connection before the whole answer "
                      f"({type(exc).__name__})")
@@ -71,7 +72,6 @@ _EXPIRED, _NOT_YET_VALID = 10, 9
 _UNKNOWN_ISSUER = (2, 18, 19, 20, 21)
 _NAME_MISMATCH = (62, 63, 64)  # host name, e-mail, IP address
 _WEAK_KEY, _WEAK_DIGEST = (66, 67), 68  # EE_KEY_TOO_SMALL, CA_KEY_TOO_SMALL, CA_MD_TOO_WEAK
-LEGACY = "tls.legacy: true accepts it"
 _OLD_HANDSHAKE = ("UNSUPPORTED_PROTOCOL", "NO_PROTOCOLS_AVAILABLE", "NO_SHARED_CIPHER",
                   "DH_KEY_TOO_SMALL", "SSLV3_ALERT_HANDSHAKE_FAILURE", "WRONG_VERSION_NUMBER",
                   "TLSV1_ALERT_PROTOCOL_VERSION", "EE_KEY_TOO_SMALL", "CA_MD_TOO_WEAK",
@@ -82,33 +82,34 @@ class NameMismatch(ssl.SSLError):
     """The certificate does not name the gateway (checked by legacy_name_check)."""
 
 
-def tls_words(exc: BaseException) -> str:
+def tls_words(exc: BaseException, legacy: str = "") -> str:
     """Why a TLS handshake failed, named: expired, not yet valid, unknown issuer, name
     mismatch, a weak key or digest, an old protocol, a refused client certificate."""
     if isinstance(exc, NameMismatch):
         return f"name mismatch: {exc.args[0]}"
     code = getattr(exc, "verify_code", None)
     said = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or str(exc)
+    old = f"; {legacy}" if legacy else ""
     if code == _EXPIRED:
-        return f"the gateway's certificate has expired ({said})"
+        return f"the server's certificate has expired ({said})"
     if code == _NOT_YET_VALID:
-        return f"the gateway's certificate is not valid yet: is this host's clock right? ({said})"
+        return f"the server's certificate is not valid yet: is this host's clock right? ({said})"
     if code in _UNKNOWN_ISSUER:
-        return (f"unknown issuer: the gateway's certificate is not signed by a CA this check "
-                f"trusts (tls.ca_file, else the system's) ({said})")
+        return (f"unknown issuer: the server's certificate is not signed by a CA this check "
+                f"trusts (its ca_file, else the system's) ({said})")
     if code in _NAME_MISMATCH:
-        return f"name mismatch: {said} (tls.server_name sets the name to expect)"
+        return f"name mismatch: {said}"
     if code in _WEAK_KEY:
         return f"weak key: the certificate's key is too small for this host's OpenSSL " \
-               f"({said}); {LEGACY}"
+               f"({said}){old}"
     if code == _WEAK_DIGEST:
-        return f"weak digest: the certificate is signed with SHA-1 or MD5 ({said}); {LEGACY}"
+        return f"weak digest: the certificate is signed with SHA-1 or MD5 ({said}){old}"
     reason_code = getattr(exc, "reason", None) or ""
     if reason_code in _OLD_HANDSHAKE:
-        return f"an old protocol, cipher or key this host's OpenSSL refuses ({reason_code}); " \
-               f"{LEGACY}"
+        return f"an old protocol, cipher or key this host's OpenSSL refuses ({reason_code})" \
+               f"{old}"
     if "CERTIFICATE_REQUIRED" in reason_code or "BAD_CERTIFICATE" in reason_code:
-        return f"the gateway refused the client certificate ({reason_code}): see tls.cert_file"
+        return f"the server refused the client certificate ({reason_code})"
     return str(said)
 
 
@@ -121,7 +122,7 @@ def legacy_name_check(cert: dict, name: str) -> None:
         names = [v for rdn in cert.get("subject", ()) for k, v in rdn if k == "commonName"]
     if not any(_name_matches(pattern, name) for pattern in names):
         raise NameMismatch(f"the certificate names {', '.join(names) or 'nothing'}, "
-                           f"not {name} (tls.server_name sets the name to expect)")
+                           f"not {name}")
 
 
 def _name_matches(pattern: str, name: str) -> bool:
