@@ -123,6 +123,8 @@ def test_x_ca_refusals_are_read_from_x_ca_error_message(platform: Platform) -> N
         assert (answer.reason, answer.status) == ("gateway_rejected", 400), answer
         assert answer.message.startswith(words), answer
         assert answer.detail.startswith(f"the gateway refused the message: HTTP 400 {words}")
+    assert [r["refused"] for r in platform.received()][:2] == [
+        None, {"X-Ca-Error-Message": "Nonce Used"}]
 
 
 def test_settlement_try_shows_what_was_signed_when_x_ca_refuses(

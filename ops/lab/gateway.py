@@ -144,7 +144,8 @@ class Handler(BaseHTTPRequestHandler):
                 record |= {k: signin["signIn"].get(k) for k in ("mac", "ip")}
         refused = (self._unsigned(setup, raw, message) or self._misrouted(setup, message)
                    or (self._rejection(setup) if fault == "gateway_reject" else None))
-        record["refused"] = refused[1] if refused else None
+        # what the gateway said: its body, or Alibaba's header when the body is empty
+        record["refused"] = (refused[1] or refused[2]) if refused else None
         with open(self.control + ".log", "a") as log:
             log.write(json.dumps(record, ensure_ascii=False) + "\n")
         if refused:
