@@ -8,9 +8,11 @@ import contextlib
 import errno
 import http.client
 import ipaddress
+import json
 import re
 import socket
 import ssl
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -280,9 +282,6 @@ def local_address(host: str, port: int, source: str | None, interface: str | Non
 def route_device(host: str, source: str) -> str | None:
     """The interface the kernel sends from `source` to `host` through (iproute2's
     `ip route get`, which follows policy routing as the packets do), or None."""
-    import json
-    import subprocess
-
     try:
         target = socket.getaddrinfo(host, None, type=socket.SOCK_DGRAM)[0][4][0]
         done = subprocess.run(["ip", "-j", "route", "get", target, "from", source],
@@ -317,5 +316,4 @@ def first_mac(sys_class_net: Path = Path("/sys/class/net")) -> str | None:
         folders = sorted(sys_class_net.iterdir(), key=index)
     except OSError:
         return None
-    return next((mac for mac in map(lambda f: mac_of(f.name, sys_class_net), folders) if mac),
-                None)
+    return next((mac for mac in (mac_of(f.name, sys_class_net) for f in folders) if mac), None)
