@@ -53,6 +53,14 @@ CORE_METRICS = (
     MetricSpec("insmon_config_info", "gauge",
                "Always 1; the labels say which config file runs and its SHA-256.",
                ("source", "sha256")),
+    MetricSpec("insmon_calendar_known_until_timestamp_seconds", "gauge",
+               "End of the last day insmon's working calendar knows (the chinesecalendar "
+               "package and the site's calendar file), Unix time: past it the days are "
+               "provisional.", unit="seconds"),
+    MetricSpec("insmon_calendar_provisional", "gauge",
+               "1 when today (Asia/Shanghai) is past the calendar data: statutory holidays "
+               "come from the law's fixed rules and make-up working days are unknown, for "
+               "the calendar check and the recurring maintenance windows alike."),
 )
 
 
@@ -145,6 +153,10 @@ def _own_series(snap: Snapshot, openmetrics: bool) -> bytes:
     ]
     info = {"source": snap.config_source, "sha256": snap.config_sha256}
     values.append(("insmon_config_info", info if snap.config_sha256 else None, 1))
+    known_until, provisional = snap.calendar or (0.0, False)  # absent until it is read
+    values += [("insmon_calendar_known_until_timestamp_seconds",
+                {} if snap.calendar else None, known_until),
+               ("insmon_calendar_provisional", {} if snap.calendar else None, provisional)]
     return b"".join(
         _header(CORE[name], openmetrics) + (
             b"" if labels is None

@@ -59,3 +59,4 @@ class Snapshot:
     config_sha256: str
     reload_ok: bool
     reload_success_at: float
+    calendar: tuple[float, bool] | None = None  # known until (Unix time), provisional today

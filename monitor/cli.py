@@ -153,7 +153,9 @@ def _do_once(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------ validate
 
 def _validate(commands: argparse._SubParsersAction) -> None:
-    sub = _command(commands, "validate", _do_validate, "check config files; exit 1 on errors")
+    sub = _command(commands, "validate", _do_validate,
+                   "check config files, and the calendar file they name (or one given "
+                   "itself); exit 1 on errors")
     sub.add_argument("files", nargs="+", type=Path, metavar="FILE")
 
 
@@ -162,6 +164,9 @@ def _do_validate(args: argparse.Namespace) -> int:
 
     failed = False
     for path in args.files:
+        if _a_calendar_file(path):
+            failed |= not _validate_calendar(path)
+            continue
         loaded = _load(path)
         if loaded is None:
             failed = True
@@ -173,7 +178,35 @@ def _do_validate(args: argparse.Namespace) -> int:
         for check in checks:  # what the agency's systems get: agree it with the agency
             if check.kind == "settlement":
                 print(f"  {check.platform_load()}")
+        if (calendar := loaded.config.calendar_file) is not None:
+            failed |= not _validate_calendar(calendar)
     return 1 if failed else 0
+
+
+def _a_calendar_file(path: Path) -> bool:
+    """The site's calendar file (holidays, workdays, known_until) rather than a config."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
+        return False  # the config's loader says what is wrong
+    return (isinstance(data, dict) and "checks" not in data
+            and bool(data.keys() & {"holidays", "workdays", "known_until"}))
+
+
+def _validate_calendar(path: Path) -> bool:
+    from monitor.config import ConfigError, parse, read
+    from probes.calendar import SiteDates
+
+    try:
+        site = parse(read(path), str(path), SiteDates)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return False
+    print(f"{path}: ok, calendar dates known until {site.known_until}: "
+          f"{len(site.holidays)} holidays, {len(site.workdays)} make-up working days")
+    return True
 
 
 # ------------------------------------------------------------------ maintenance
@@ -253,6 +286,8 @@ def _declare(args: argparse.Namespace, trail) -> int:
         print(f"{args.file}: {window.name}, every {window.every} {window.start:%H:%M}-"
               f"{window.end:%H:%M}: made into silences ahead by `insmon run` (its "
               "maintenance section) or `insmon maintenance realise`")
+        if window.every in ("workday", "offday"):
+            _warn_if_provisional(args.calendar)
         return 0
     asked = {"site": args.site, "from": args.start, "to": args.end, "comment": args.comment,
              "reason": args.reason, "alertmanager": args.alertmanager}
@@ -271,6 +306,27 @@ def _declare(args: argparse.Namespace, trail) -> int:
                  {**asked, "from": start.isoformat(), "to": end.isoformat(),
                   "silence": silence})
     return 0
+
+
+def _warn_if_provisional(calendar: Path | None) -> None:
+    """A window on working days or days off made of days the calendar data does not
+    cover (within CalendarDataEnding's lead) is said, with the file to fill."""
+    from datetime import datetime, timedelta
+
+    from probes.base import SHANGHAI, ProbeFailure
+    from probes.calendar import WARN_DAYS, WorkingCalendar, provisional_note
+
+    working = WorkingCalendar(calendar)
+    try:
+        dates = working.dates()
+    except ProbeFailure as exc:
+        print(f"insmon maintenance: warning: {exc}", file=sys.stderr)
+        return
+    if datetime.now(SHANGHAI).date() + timedelta(days=WARN_DAYS) > dates.known_until:
+        name = "" if calendar else (" (then name it with --calendar here and in the "
+                                    "config's maintenance.calendar)")
+        print(f"insmon maintenance: warning: {provisional_note(dates, working.to_fill())}"
+              f"{name}", file=sys.stderr)
 
 
 def _list_windows(args: argparse.Namespace, trail) -> int:
@@ -332,16 +388,28 @@ def realise_windows(file: Path, alertmanager: str, trail, ahead: float,
     from datetime import timedelta
 
     from ops import maintenance
-    from probes.calendar import WorkingCalendar
+    from probes.base import SHANGHAI
+    from probes.calendar import WorkingCalendar, provisional_note
+
+    working = WorkingCalendar(calendar)
+    dates = working.dates()  # read once a round
 
     def record(window, start, end, silence) -> None:
+        # a working day or day off past the calendar data is on record as provisional
+        provisional = window.every in ("workday", "offday") and dates.day(
+            start.astimezone(SHANGHAI).date()).provisional
+        if provisional:
+            logging.getLogger("insmon").warning(
+                "recurring window %s: the silence from %s is on a provisional %s: %s",
+                window.name, start.isoformat(), window.every,
+                provisional_note(dates, working.to_fill()))
         trail.append("maintenance-scheduled", window.declared_by, "ok",
                      {"site": window.site, "from": start.isoformat(), "to": end.isoformat(),
-                      "comment": window.comment, "silence": silence, "window": window.name})
+                      "comment": window.comment, "silence": silence, "window": window.name,
+                      **({"provisional": True} if provisional else {})})
 
     return maintenance.realise(alertmanager, maintenance.load_recurring(file), now,
-                               timedelta(seconds=ahead),
-                               WorkingCalendar(calendar).is_workday, record)
+                               timedelta(seconds=ahead), dates.is_workday, record)
 
 
 # ------------------------------------------------------------------ drill

@@ -57,6 +57,29 @@ class Config(BaseModel):
         split_listen(value)
         return value
 
+    def faults(self) -> list[tuple[tuple[Any, ...], str]]:
+        """What no one key can tell: one site calendar file (parse() locates them)."""
+        files = self._calendar_files()
+        if len(set(files)) < 2:
+            return []
+        where = (("maintenance", "calendar") if self.maintenance and self.maintenance.calendar
+                 else ("checks",))
+        return [(where, f"two calendar files, {' and '.join(map(str, dict.fromkeys(files)))}: "
+                        "the site keeps one (the calendar checks' file and "
+                        "maintenance.calendar name the same)")]
+
+    def _calendar_files(self) -> list[Path]:
+        files = [c.file for c in self.checks if c.kind == "calendar" and c.file is not None]
+        if self.maintenance is not None and self.maintenance.calendar is not None:
+            files.append(self.maintenance.calendar)
+        return files
+
+    @property
+    def calendar_file(self) -> Path | None:
+        """The site's own holiday dates, over the chinesecalendar package's: for the
+        calendar checks, the recurring maintenance windows and insmon's own series."""
+        return next(iter(self._calendar_files()), None)
+
 
 def split_listen(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
@@ -171,6 +194,8 @@ def parse(text: str, source: str, model: type[M] = Config) -> M:  # type: ignore
                 loc = (*loc, "kind")
             problems.append((loc, _message(err, data, model)))
     problems += _duplicate_names(data)
+    if config is not None and hasattr(config, "faults"):  # what one field cannot tell
+        problems += config.faults()
     if problems:
         located = []
         for loc, message in problems:

@@ -73,6 +73,8 @@ def _configs(etc: Path, load_pager: Callable[[Path], Any]) -> tuple[list[Line], 
         else:
             lines.append(Line("OK", f"{path} is valid"))
             pager = loaded if loader is load_pager else pager
+            if loader is load:
+                lines.append(_calendar(loaded.config.calendar_file))
     token = etc / "pager-token"
     try:
         ok = bool(token.read_text().strip())
@@ -83,6 +85,31 @@ def _configs(etc: Path, load_pager: Callable[[Path], Any]) -> tuple[list[Line], 
         lines.append(Line("OK", f"{token} holds the token") if ok else
                      Line("FAIL", f"{token} is empty", "openssl rand -hex 24 > it"))
     return lines, pager
+
+
+def _calendar(file: Path | None) -> Line:
+    """How long the working calendar's data lasts (peak hours, grade IV's business hours
+    and the recurring windows follow it)."""
+    from datetime import datetime
+
+    from probes.base import SHANGHAI, ProbeFailure
+    from probes.calendar import WARN_DAYS, WorkingCalendar
+
+    working = WorkingCalendar(file)
+    try:
+        dates = working.dates()
+    except ProbeFailure as exc:
+        return Line("FAIL", str(exc), f"insmon validate {file} says every fault")
+    left = (dates.known_until - datetime.now(SHANGHAI).date()).days + 1
+    what = f"working calendar: dates known until {dates.known_until} ({dates.sources})"
+    todo = (f"add the State Council's dates to {working.to_fill()} (holidays, workdays, "
+            "known_until), or upgrade the chinesecalendar package")
+    if left < 1:
+        return Line("FAIL", f"{what}: today is past it, the days are provisional (statutory "
+                    "holidays by the law's fixed rules, make-up working days unknown)", todo)
+    if left < WARN_DAYS:
+        return Line("FAIL", f"{what}: {left} days left", todo)
+    return Line("OK", f"{what}: {left} days left")
 
 
 def _units() -> list[Line]:

@@ -24,13 +24,15 @@ from monitor.config import EMBEDDED, ConfigError, Loaded, load, split_listen
 from monitor.runner import Check, build_checks
 from monitor.scheduler import CheckScheduler
 from monitor.store import ResultStore
-from probes.base import SHANGHAI, plural
+from probes.base import SHANGHAI, ProbeFailure, plural
+from probes.calendar import WorkingCalendar, provisional_note
 
 log = logging.getLogger("insmon")
 audit = logging.getLogger("insmon.audit")
 
 HEARTBEAT_SECONDS = 1.0
 HEARTBEAT_STALE_SECONDS = 10.0  # /healthz fails when the loop has not ticked for this long
+CALENDAR = "the working calendar"
 
 
 class Service:
@@ -41,7 +43,9 @@ class Service:
         recurring maintenance windows); a failure is logged and tried again next time."""
         self._loaded = loaded
         self.trail = trail
-        self._jobs = list(jobs)
+        # insmon's own calendar series, whatever its checks (a minute: the day turns)
+        self._jobs = [(CALENDAR, 60.0, self._read_calendar), *jobs]
+        self._calendar_said: list[str] = []
         self._web = web or WebConfig()
         self._path = path
         self._listen = listen or loaded.config.listen
@@ -118,14 +122,39 @@ class Service:
         log.info("config reloaded: %s", plural(len(checks), "check"))
         _audit("reloaded", loaded.source, loaded.sha256, f"checks={len(checks)}",
                self.trail, before)
+        # its calendar file may be another now: the calendar series follow at once
+        self._calendar_task = asyncio.ensure_future(self._run(CALENDAR, self._read_calendar))
+
+    def _read_calendar(self, now: datetime) -> None:
+        """Until when the working calendar is known and whether today is past it: the
+        data the calendar checks and the recurring windows use. A file it cannot read
+        leaves the package's dates (the calendar check fails with the reason). Its
+        warnings are logged when they change, not every minute."""
+        calendar, warnings = WorkingCalendar(self._loaded.config.calendar_file), []
+        try:
+            dates = calendar.dates()
+        except ProbeFailure as exc:
+            warnings.append(f"{exc}: insmon counts the chinesecalendar package's dates only")
+            dates = WorkingCalendar().dates()
+        today = dates.day(now.astimezone(SHANGHAI).date())
+        self.store.set_calendar(dates.known_until_timestamp, today.provisional)
+        if today.provisional:
+            warnings.append(f"the working calendar: {provisional_note(dates, calendar.to_fill())}")
+        for warning in warnings:
+            if warning not in self._calendar_said:
+                log.warning("%s", warning)
+        self._calendar_said = warnings
 
     async def _job(self, what: str, every: float, job: Callable[[datetime], object]) -> None:
         while True:
-            try:
-                await asyncio.to_thread(job, datetime.now(SHANGHAI))
-            except Exception as exc:  # a job's failure must not stop insmon
-                log.error("%s: %s", what, exc)
+            await self._run(what, job)
             await asyncio.sleep(every)
+
+    async def _run(self, what: str, job: Callable[[datetime], object]) -> None:
+        try:
+            await asyncio.to_thread(job, datetime.now(SHANGHAI))
+        except Exception as exc:  # a job's failure must not stop insmon
+            log.error("%s: %s", what, exc)
 
     async def _heartbeat(self) -> None:
         while True:

@@ -58,6 +58,7 @@ class ResultStore:
         self._config_sha256 = ""
         self._reload_ok = False
         self._reload_success_at = 0.0
+        self._calendar: tuple[float, bool] | None = None
 
     def configure(self, checks: Iterable[Checked], source: str, sha256: str = "") -> None:
         """Adopt a new set of checks after a successful (re)load.
@@ -85,6 +86,12 @@ class ResultStore:
     def reload_failed(self) -> None:
         with self._lock:
             self._reload_ok = False
+
+    def set_calendar(self, known_until: float, provisional: bool) -> None:
+        """insmon's own working calendar: until when its data is known (Unix time), and
+        whether today is past it."""
+        with self._lock:
+            self._calendar = (known_until, provisional)
 
     def record(self, check: Checked, run: RunRecord, samples: Iterable[Sample] = ()) -> None:
         """Store a run's outcome. Samples must be declared by the check (the runner
@@ -119,7 +126,7 @@ class ResultStore:
         with self._lock:
             views = tuple(state.view for state in self._states.values())
             return Snapshot(views, self._config_source, self._config_sha256,  # type: ignore[arg-type]
-                            self._reload_ok, self._reload_success_at)
+                            self._reload_ok, self._reload_success_at, self._calendar)
 
     def _current(self, check: Checked) -> _State | None:
         state = self._states.get(check.name)

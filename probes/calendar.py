@@ -3,23 +3,27 @@
 Peak hours are working-day mornings and afternoons, and the State Council moves working
 days each year: statutory holidays (法定节假日) fall on weekdays, and make-up working
 days (调休) on weekends. The alert rules read `insmon_calendar_workday` for their peak
-hours. The dates come from the `chinesecalendar` package (updated on PyPI when the
-schedule is published, each November or December), and from an optional `file` a site
-updates itself:
+hours, and the recurring maintenance windows (`every: workday|offday`) this module's
+`WorkingCalendar`. The dates come from the `chinesecalendar` package (updated on PyPI
+when the schedule is published, each November or December), and from the site's own
+file (examples/calendar.yaml), which it updates itself:
 
     holidays: [2027-01-01, 2027-02-05]     # days off, whatever the weekday
     workdays: [2027-02-14]                 # make-up working days
     known_until: 2027-12-31                # the last day these lists cover
 
-The check fails when today is not covered by any data (the weekday is then all it
-knows), and `insmon_calendar_known_until_timestamp_seconds` lets an alert warn before
-the data runs out.
+Past the last day the data covers, a day is **provisional**: its statutory holidays come
+from the fixed rules of the law (全国年节及纪念日放假办法, as revised in 2024), its
+make-up working days are unknown until announced, and every output built on it says so.
+`insmon_calendar_known_until_timestamp_seconds` and `insmon_calendar_provisional` (insmon's
+own series, whatever its checks) let an alert warn before the data runs out.
 """
 
 from __future__ import annotations
 
 import datetime
-import time
+import functools
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -38,6 +42,10 @@ from probes.base import (
     Sample,
 )
 
+# Where the site keeps its own dates (the examples and the messages name it).
+SITE_FILE = Path("/etc/insmon/calendar.yaml")
+WARN_DAYS = 45  # CalendarDataEnding's lead: next year's schedule is due
+
 
 class Config(CheckBase):
     kind: Literal["calendar"]
@@ -46,44 +54,166 @@ class Config(CheckBase):
 
 
 class SiteDates(BaseModel):
+    """The site's file: one announced schedule (or several), up to `known_until`."""
     model_config = ConfigDict(extra="forbid")
     holidays: list[datetime.date] = Field(default_factory=list, max_length=1000)
     workdays: list[datetime.date] = Field(default_factory=list, max_length=1000)
     known_until: datetime.date
 
+    def faults(self) -> list[tuple[tuple[str, int], str]]:
+        """(where, what) of each date that cannot be right: after known_until, both a
+        holiday and a make-up working day, or a make-up working day on a weekday."""
+        found = []
+        for key in ("holidays", "workdays"):
+            for i, day in enumerate(getattr(self, key)):
+                if day > self.known_until:
+                    found.append(((key, i), f"{day} is after known_until ({self.known_until}):"
+                                  " the file knows the days only until then (a typo in the "
+                                  "year, or known_until to move on)"))
+                elif key == "workdays" and day in self.holidays:
+                    found.append(((key, i), f"{day} is also in holidays: a day is one or "
+                                  "the other"))
+                elif key == "workdays" and day.weekday() < 5:
+                    found.append(((key, i), f"{day} is a {day:%A}: a make-up working day "
+                                  "(调休) is a Saturday or Sunday worked"))
+        return found
+
 
 METRICS = (
     MetricSpec("insmon_calendar_workday", "gauge",
                "1 if today (Asia/Shanghai) is a working day: a weekday that is no statutory "
-               "holiday, or a make-up working day."),
+               "holiday, or a make-up working day (provisional past the calendar data: "
+               "insmon_calendar_provisional)."),
     MetricSpec("insmon_calendar_holiday", "gauge",
                "1 if today (Asia/Shanghai) is a statutory holiday (法定节假日)."),
-    MetricSpec("insmon_calendar_known_until_timestamp_seconds", "gauge",
-               "End of the last day the calendar data covers (Unix time): past it, only "
-               "the weekday is known.", unit="seconds"),
 )
 
 
-def package_dates() -> tuple[set[datetime.date], set[datetime.date], datetime.date]:
+# ------------------------------------------------------------------ the law's rules
+
+# The lunar calendar and the solar terms come from `borax` (borax.calendars): a pure-
+# Python wheel with no dependencies (the offline bundle takes binary wheels only, which
+# rules out lunar-python and tyme4py, published as sources, and sxtwl, which has no
+# aarch64 wheel), maintained, with the lunar months and the 24 solar terms of 1900-2100
+# in tables. Its dates agree with the chinesecalendar package's holidays of 2008-2026
+# (tests/test_calendar.py), and, checked once against an ephemeris (PyEphem), Qingming
+# 2004-2100 and the lunar new years to 2100.
+LUNAR_YEARS = range(1901, 2101)
+
+
+@functools.lru_cache(maxsize=32)
+def statutory_holidays(year: int) -> dict[datetime.date, str]:
+    """The days off for everybody that the law fixes (全国年节及纪念日放假办法, art. 2, as
+    revised in 2024 and in force from 2025): New Year's Day; the Spring Festival's eve
+    and its first three days; Qingming on its solar term; 1-2 May; the Dragon Boat
+    Festival (5/5 of the lunar calendar); the Mid-Autumn Festival (8/15); 1-3 October.
+    Not the days the State Council adds around them, nor the days off in lieu (补假) of
+    a holiday on a weekend (art. 6), nor the make-up working days: those are announced."""
+    days: dict[datetime.date, list[str]] = {}
+
+    def add(day: datetime.date, name: str) -> None:
+        days.setdefault(day, []).append(name)
+
+    add(datetime.date(year, 1, 1), "元旦 New Year's Day")
+    if year in LUNAR_YEARS:
+        from borax.calendars.lunardate import LunarDate, TermUtils
+
+        new_year = LunarDate(year, 1, 1).to_solar_date()
+        add(new_year - datetime.timedelta(days=1), "除夕 Spring Festival's Eve")
+        for offset in range(3):
+            add(new_year + datetime.timedelta(days=offset), "春节 Spring Festival")
+        add(TermUtils.nth_term_day(year, term_name="清明"), "清明节 Qingming")
+        add(LunarDate(year, 5, 5).to_solar_date(), "端午节 Dragon Boat Festival")
+        add(LunarDate(year, 8, 15).to_solar_date(), "中秋节 Mid-Autumn Festival")
+    for day in (1, 2):
+        add(datetime.date(year, 5, day), "劳动节 Labour Day")
+    for day in (1, 2, 3):
+        add(datetime.date(year, 10, day), "国庆节 National Day")
+    return {day: " and ".join(names) for day, names in sorted(days.items())}
+
+
+# ------------------------------------------------------------------ the calendar
+
+@dataclass(frozen=True)
+class Day:
+    date: datetime.date
+    workday: bool
+    holiday: bool
+    makeup: bool          # a make-up working day (调休)
+    provisional: bool     # past the data: holidays by the law's rules, make-up days unknown
+    name: str = ""        # the holiday's, where known
+
+    @property
+    def kind(self) -> str:
+        return ("statutory holiday" if self.holiday else "make-up working day"
+                if self.makeup else "working day" if self.workday else "weekend")
+
+
+@dataclass(frozen=True)
+class Dates:
+    """The calendar's data at one moment: the package's, with the site's file over it."""
+    holidays: frozenset[datetime.date]
+    workdays: frozenset[datetime.date]
+    known_until: datetime.date
+    sources: str  # what they come from, for people
+
+    def day(self, day: datetime.date) -> Day:
+        if day <= self.known_until:
+            holiday, makeup = day in self.holidays, day in self.workdays
+            return Day(day, makeup or (day.weekday() < 5 and not holiday), holiday, makeup,
+                       False)
+        name = statutory_holidays(day.year).get(day, "")
+        return Day(day, day.weekday() < 5 and not name, bool(name), False, True, name)
+
+    def is_workday(self, day: datetime.date) -> bool:
+        return self.day(day).workday
+
+    @property
+    def known_until_timestamp(self) -> float:
+        """The end of the last day covered (Beijing midnight after it), Unix time."""
+        return datetime.datetime.combine(self.known_until + datetime.timedelta(days=1),
+                                         datetime.time(), SHANGHAI).timestamp()
+
+
+@functools.cache
+def package_dates() -> tuple[frozenset[datetime.date], frozenset[datetime.date], datetime.date]:
     """(holidays, make-up working days, last day covered) from `chinesecalendar`."""
     import chinese_calendar
 
-    holidays = set(chinese_calendar.holidays)
-    workdays = set(chinese_calendar.workdays)
+    holidays = frozenset(chinese_calendar.holidays)
+    workdays = frozenset(chinese_calendar.workdays)
     last_year = max(day.year for day in holidays | workdays)
     return holidays, workdays, datetime.date(last_year, 12, 31)
 
 
+@functools.cache
+def _version() -> str:
+    import importlib.metadata
+
+    return importlib.metadata.version("chinesecalendar")
+
+
 def site_dates(path: Path) -> SiteDates:
+    """The site's file, or ProbeFailure with its first fault (`insmon validate` says
+    them all, with their lines)."""
     try:
-        return SiteDates.model_validate(yaml.safe_load(path.read_text("utf-8")))
+        site = SiteDates.model_validate(yaml.safe_load(path.read_text("utf-8")))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ProbeFailure(f"cannot read the calendar file {path}: "
                            f"{getattr(exc, 'strerror', None) or exc}") from None
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "(top)"
-        raise ProbeFailure(f"calendar file {path}: {where}: {first['msg']}") from None
+        raise ProbeFailure(f"calendar file {path}: {_where(first['loc'])}: "
+                           f"{first['msg']}") from None
+    if faults := site.faults():
+        where, what = faults[0]
+        raise ProbeFailure(f"calendar file {path}: {_where(where)}: {what}")
+    return site
+
+
+def _where(loc: tuple) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") \
+        or "(top)"
 
 
 class WorkingCalendar:
@@ -92,20 +222,35 @@ class WorkingCalendar:
 
     def __init__(self, file: Path | None = None) -> None:
         self.file = file
-        self._package = package_dates()
 
-    def dates(self) -> tuple[set[datetime.date], set[datetime.date], datetime.date]:
-        holidays, workdays, known_until = self._package
+    def dates(self) -> Dates:
+        """ProbeFailure when the site's file cannot be read or is wrong."""
+        holidays, workdays, known_until = package_dates()
+        sources = f"chinesecalendar {_version()}"
         if self.file is not None:
             site = site_dates(self.file)
             holidays = (holidays - set(site.workdays)) | set(site.holidays)
             workdays = (workdays - set(site.holidays)) | set(site.workdays)
             known_until = max(known_until, site.known_until)
-        return holidays, workdays, known_until
+            sources += f" and {self.file}"
+        return Dates(holidays, workdays, known_until, sources)
 
     def is_workday(self, day: datetime.date) -> bool:
-        holidays, workdays, _ = self.dates()
-        return day in workdays or (day.weekday() < 5 and day not in holidays)
+        return self.dates().day(day).workday
+
+    def to_fill(self) -> Path:
+        """The file where the site adds the dates it lacks."""
+        return self.file or SITE_FILE
+
+
+def provisional_note(dates: Dates, fill: Path) -> str:
+    """What a provisional day means and what to do, in one sentence."""
+    after = dates.known_until + datetime.timedelta(days=1)
+    return (f"days from {after} are provisional: the calendar data ({dates.sources}) ends "
+            f"{dates.known_until}; statutory holidays come from the law's fixed rules, and "
+            "make-up working days (调休) and days off in lieu are unknown until announced: "
+            f"add the State Council's dates to {fill} (holidays, workdays, known_until) "
+            "or upgrade the chinesecalendar package")
 
 
 def local_today() -> datetime.date:
@@ -119,25 +264,20 @@ class Probe:
 
     async def run(self) -> ProbeResult:
         # the file: small, on the config's disk, read each run
-        holidays, workdays, known_until = self.calendar.dates()
-        today = local_today()
-        holiday = today in holidays
-        workday = today in workdays or (today.weekday() < 5 and not holiday)
-        end = datetime.datetime.combine(known_until + datetime.timedelta(days=1),
-                                        datetime.time(), SHANGHAI).timestamp()
-        samples = (Sample("insmon_calendar_workday", float(workday)),
-                   Sample("insmon_calendar_holiday", float(holiday)),
-                   Sample("insmon_calendar_known_until_timestamp_seconds", end))
-        kind = ("statutory holiday" if holiday else "make-up working day"
-                if today in workdays else "working day" if workday else "weekend")
-        detail = f"{today.isoformat()}: {kind}; dates known until {known_until.isoformat()}"
-        if today > known_until:
-            return ProbeResult("failed", samples, f"{detail}: no holiday data for "
-                               f"{today.year}, only the weekday is known (update the "
-                               "chinesecalendar package, or add the dates to the file)")
-        days_left = (end - time.time()) / 86400
-        if days_left < 45:
-            detail += f" ({days_left:.0f} days left: next year's dates are due)"
+        dates = self.calendar.dates()
+        today = dates.day(local_today())
+        samples = (Sample("insmon_calendar_workday", float(today.workday)),
+                   Sample("insmon_calendar_holiday", float(today.holiday)))
+        name = f" {today.name}" if today.name else ""
+        detail = (f"{today.date}: {today.kind}{name}"
+                  f"{' (provisional)' if today.provisional else ''}; dates known until "
+                  f"{dates.known_until}")
+        if today.provisional:
+            return ProbeResult("failed", samples, f"{detail}: " + provisional_note(
+                dates, self.calendar.to_fill()))
+        days_left = (dates.known_until - today.date).days + 1
+        if days_left < WARN_DAYS:
+            detail += f" ({days_left} days left: next year's dates are due)"
         return ProbeResult("ok", samples, detail)
 
 

@@ -1,19 +1,34 @@
 """The Chinese working calendar: a known statutory holiday on a weekday, a known make-up
-working day on a weekend, a plain weekend, a site's own dates, and a year with no data."""
+working day on a weekend, a plain weekend, a site's own dates; past the data, days
+computed from the law's fixed rules and called provisional everywhere they are used; the
+site's file checked by `insmon validate`."""
 
 from __future__ import annotations
 
 import datetime
+import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from probes import calendar
-from tests.conftest import render, value
+from tests.conftest import INSMON, ROOT, render, value
+
+TODAY = datetime.datetime.now(calendar.SHANGHAI).date()  # the test's own clock
 
 
-def on(monkeypatch: pytest.MonkeyPatch, day: str) -> None:
-    monkeypatch.setattr(calendar, "local_today", lambda: datetime.date.fromisoformat(day))
+def on(monkeypatch: pytest.MonkeyPatch, day: str | datetime.date) -> None:
+    day = day if isinstance(day, datetime.date) else datetime.date.fromisoformat(day)
+    monkeypatch.setattr(calendar, "local_today", lambda: day)
+
+
+def package_ends(monkeypatch: pytest.MonkeyPatch, last: datetime.date) -> None:
+    """The package's data as if it ended on `last` (its dates up to then kept)."""
+    holidays, workdays, _ = calendar.package_dates()
+    monkeypatch.setattr(calendar, "package_dates", lambda: (
+        frozenset(d for d in holidays if d <= last), frozenset(d for d in workdays if d <= last),
+        last))
 
 
 @pytest.mark.parametrize(("day", "workday", "holiday", "kind"), [
@@ -28,22 +43,73 @@ async def test_the_day_type(monkeypatch: pytest.MonkeyPatch, day: str, workday: 
     status, series = await render(calendar.Config(name="cal", kind="calendar"),
                                   "insmon_calendar_")
     assert status.startswith(f"# ok: {day}: {kind}; dates known until ")
+    assert "provisional" not in status
     assert value(series, 'insmon_calendar_workday{check="cal"}') == workday
     assert value(series, 'insmon_calendar_holiday{check="cal"}') == holiday
 
 
-async def test_a_year_without_data_fails_and_says_what_to_do(
+async def test_a_day_past_the_data_is_provisional_and_the_check_says_so(
         monkeypatch: pytest.MonkeyPatch) -> None:
     _, _, known_until = calendar.package_dates()
-    day = known_until + datetime.timedelta(days=400)
-    on(monkeypatch, day.isoformat())
-    status, series = await render(calendar.Config(name="cal", kind="calendar"),
-                                  "insmon_calendar_")
-    assert status.startswith(f"# failed: {day.isoformat()}: ")
-    assert f"no holiday data for {day.year}, only the weekday is known" in status
-    end = datetime.datetime.combine(known_until + datetime.timedelta(days=1),
-                                    datetime.time(), calendar.SHANGHAI).timestamp()
-    assert value(series, 'insmon_calendar_known_until_timestamp_seconds{check="cal"}') == end
+    year = known_until.year + 1
+    config = calendar.Config(name="cal", kind="calendar")
+    on(monkeypatch, f"{year}-01-01")
+    status, series = await render(config, "insmon_calendar_")
+    assert status.startswith(f"# failed: {year}-01-01: statutory holiday 元旦 New Year's "
+                             f"Day (provisional); dates known until {known_until}: days "
+                             f"from {year}-01-01 are provisional")
+    assert "make-up working days (调休) and days off in lieu are unknown" in status
+    assert f"add the State Council's dates to {calendar.SITE_FILE}" in status
+    assert value(series, 'insmon_calendar_holiday{check="cal"}') == 1
+    assert value(series, 'insmon_calendar_workday{check="cal"}') == 0
+
+    # the first weekday of the year that the law leaves working: a working day, but
+    # only provisionally (a make-up Saturday before it would be unknown)
+    first = next(d for d in (datetime.date(year, 1, 2) + datetime.timedelta(days=i)
+                             for i in range(7))
+                 if d.weekday() < 5 and d not in calendar.statutory_holidays(year))
+    on(monkeypatch, first)
+    status, series = await render(config, "insmon_calendar_")
+    assert status.startswith(f"# failed: {first}: working day (provisional); ")
+    assert value(series, 'insmon_calendar_workday{check="cal"}') == 1
+
+
+def test_the_laws_days_are_days_off_in_every_announced_year() -> None:
+    """The lunar calendar and solar terms (borax) against the State Council's schedules
+    the package holds: every day the law fixes was a day off, since the 2008 revision
+    (Qingming, Dragon Boat, Mid-Autumn); the eve and 2 May since the 2024 one (2025)."""
+    holidays, workdays, known_until = calendar.package_dates()
+
+    def off(day: datetime.date) -> bool:
+        return day in holidays or (day.weekday() >= 5 and day not in workdays)
+
+    checked = 0
+    for year in range(2008, known_until.year + 1):
+        for day, name in calendar.statutory_holidays(year).items():
+            if year < 2025 and ("除夕" in name or (day.month, day.day) == (5, 2)):
+                continue
+            assert off(day), f"{day} ({name}) was a working day in {year}"
+            checked += 1
+    assert checked > 19 * 10
+
+
+@pytest.mark.parametrize(("year", "spring", "qingming", "dragon_boat", "mid_autumn"), [
+    (2027, "2027-02-06", "2027-04-05", "2027-06-09", "2027-09-15"),
+    (2028, "2028-01-26", "2028-04-04", "2028-05-28", "2028-10-03"),  # on National Day
+    (2030, "2030-02-03", "2030-04-05", "2030-06-05", "2030-09-12"),
+])
+def test_the_laws_days_of_years_not_announced_yet(year: int, spring: str, qingming: str,
+                                                 dragon_boat: str, mid_autumn: str) -> None:
+    days = {str(d): name for d, name in calendar.statutory_holidays(year).items()}
+    first = datetime.date.fromisoformat(spring)
+    assert [days.get(str(first + datetime.timedelta(days=i)), "")[:2]
+            for i in range(-1, 4)] == ["除夕", "春节", "春节", "春节", ""]
+    assert days[qingming] == "清明节 Qingming"
+    assert days[dragon_boat] == "端午节 Dragon Boat Festival"
+    assert days[mid_autumn].startswith("中秋节 Mid-Autumn Festival")
+    for fixed in ("01-01", "05-01", "05-02", "10-01", "10-02", "10-03"):
+        assert f"{year}-{fixed}" in days
+    assert len(days) == (12 if year == 2028 else 13)  # 2028: Mid-Autumn on 3 October
 
 
 async def test_a_sites_own_dates_extend_and_override(monkeypatch: pytest.MonkeyPatch,
@@ -64,7 +130,130 @@ async def test_a_sites_own_dates_extend_and_override(monkeypatch: pytest.MonkeyP
 
     dates.write_text("holidays: [not-a-date]\nknown_until: 2027-12-31\n")
     status, _ = await render(config, "insmon_calendar_")
-    assert status.startswith(f"# failed: calendar file {dates}: holidays.0: ")
+    assert status.startswith(f"# failed: calendar file {dates}: holidays[0]: ")
+
+
+async def test_a_site_file_that_cannot_be_right_fails_the_check_saying_where(
+        tmp_path: Path) -> None:
+    dates = tmp_path / "calendar.yaml"
+    dates.write_text("holidays: [2027-10-01]\nworkdays: [2027-09-26, 2072-10-09]\n"
+                     "known_until: 2027-12-31\n")
+    status, _ = await render(calendar.Config(name="cal", kind="calendar", file=dates),
+                             "insmon_calendar_")
+    assert status == (f"# failed: calendar file {dates}: workdays[1]: 2072-10-09 is after "
+                      "known_until (2027-12-31): the file knows the days only until then (a "
+                      "typo in the year, or known_until to move on)\n")
+
+
+def test_validate_names_every_fault_of_the_calendar_file_with_its_line(
+        tmp_path: Path) -> None:
+    dates = tmp_path / "calendar.yaml"
+    dates.write_text("# 2027\nholidays:\n  - 2027-10-01\n  - 2072-10-02\n"
+                     "workdays: [2027-10-01, 2027-10-08, 2027-09-26]\nknown_until: 2027-12-31\n")
+    config = tmp_path / "insmon.yaml"
+    config.write_text(f"checks:\n- {{name: cal, kind: calendar, file: {dates}}}\n")
+    for args in ([dates], [config]):  # the file itself, or the config that names it
+        done = subprocess.run([INSMON, "validate", *map(str, args)], capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 1, done.stdout
+        assert done.stderr.splitlines() == [
+            f"{dates}:4: holidays[1]: 2072-10-02 is after known_until (2027-12-31): the file "
+            "knows the days only until then (a typo in the year, or known_until to move on)",
+            f"{dates}:5: workdays[0]: 2027-10-01 is also in holidays: a day is one or the "
+            "other",
+            f"{dates}:5: workdays[1]: 2027-10-08 is a Friday: a make-up working day (调休) is "
+            "a Saturday or Sunday worked"], done.stderr
+    dates.write_text("holidays: [2027-10-01]\nworkdays: [2027-09-26]\nknown_until: 2027-12-31\n")
+    done = subprocess.run([INSMON, "validate", str(dates)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == (f"{dates}: ok, calendar dates known until 2027-12-31: 1 holidays, "
+                           "1 make-up working days\n")
+
+
+def test_the_example_holds_the_laws_days_and_wants_known_until(tmp_path: Path) -> None:
+    example = ROOT / "examples" / "calendar.yaml"
+    data = yaml.safe_load(example.read_text())
+    assert set(data["holidays"]) == set(calendar.statutory_holidays(2027))
+    done = subprocess.run([INSMON, "validate", str(example)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 1 and "known_until: required key is missing" in done.stderr
+    filled = tmp_path / "calendar.yaml"  # as a site fills it in: known_until set
+    filled.write_text(example.read_text().replace("# known_until:", "known_until:"))
+    done = subprocess.run([INSMON, "validate", str(filled)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+def test_one_site_calendar_file_per_config(tmp_path: Path) -> None:
+    from monitor.config import ConfigError, load
+
+    config = tmp_path / "insmon.yaml"
+    config.write_text("checks:\n- {name: cal, kind: calendar, file: /etc/insmon/calendar.yaml}\n"
+                      "maintenance: {calendar: /etc/insmon/holidays.yaml}\n")
+    with pytest.raises(ConfigError) as error:
+        load(config)
+    assert "two calendar files, /etc/insmon/calendar.yaml and /etc/insmon/holidays.yaml: " \
+        "the site keeps one" in str(error.value)
+    config.write_text("checks:\n- {name: cal, kind: calendar, file: /etc/insmon/calendar.yaml}\n"
+                      "maintenance: {calendar: /etc/insmon/calendar.yaml}\n")
+    assert load(config).config.calendar_file == Path("/etc/insmon/calendar.yaml")
+
+
+def test_insmon_says_until_when_its_calendar_is_known_without_a_calendar_check(
+        tmp_path: Path) -> None:
+    """The recurring windows and the alert rules depend on the data too: insmon's own
+    series, whatever its checks, and a reload with the site's file follows at once."""
+    import signal
+
+    from tests.conftest import wait_for
+    from tests.test_cli import Running
+
+    _, _, end = calendar.package_dates()
+    site = tmp_path / "calendar.yaml"
+    site.write_text(f"known_until: {TODAY + datetime.timedelta(days=400)}\n")
+    config = tmp_path / "insmon.yaml"
+    config.write_text("checks:\n- {name: cpu, kind: cpu, interval: 1s}\n")
+    monitor = Running("-c", str(config), "--audit", str(tmp_path / "audit"))
+    try:
+        wait_for(lambda: monitor.value("insmon_calendar_known_until_timestamp_seconds"), 30,
+                 "insmon's calendar series")
+        assert monitor.value("insmon_calendar_known_until_timestamp_seconds") == \
+            datetime.datetime.combine(end + datetime.timedelta(days=1), datetime.time(),
+                                      calendar.SHANGHAI).timestamp()
+        assert monitor.value("insmon_calendar_provisional") == float(end < TODAY)
+        config.write_text(config.read_text() + f"maintenance: {{calendar: {site}}}\n")
+        monitor.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: monitor.value("insmon_calendar_known_until_timestamp_seconds") == (
+            datetime.datetime.combine(TODAY + datetime.timedelta(days=401), datetime.time(),
+                                      calendar.SHANGHAI).timestamp()), 30,
+            "the site's file to carry the calendar on")
+        assert monitor.value("insmon_calendar_provisional") == 0
+    finally:
+        code, log = monitor.stop()
+    assert code == 0, log
+    assert ("days from" in log and "are provisional" in log) == (end < TODAY), log
+
+
+def test_the_doctor_says_how_long_the_data_lasts(monkeypatch: pytest.MonkeyPatch,
+                                                 tmp_path: Path) -> None:
+    from monitor.doctor import _calendar
+
+    package_ends(monkeypatch, TODAY + datetime.timedelta(days=100))
+    line = _calendar(None)
+    assert (line.status, line.what) == ("OK", "working calendar: dates known until "
+                                        f"{TODAY + datetime.timedelta(days=100)} (chinesecalendar "
+                                        f"{calendar._version()}): 101 days left")
+    package_ends(monkeypatch, TODAY + datetime.timedelta(days=9))
+    line = _calendar(None)
+    assert line.status == "FAIL" and line.what.endswith(": 10 days left")
+    assert line.todo.startswith(f"add the State Council's dates to {calendar.SITE_FILE}")
+    site = tmp_path / "calendar.yaml"
+    site.write_text(f"known_until: {TODAY + datetime.timedelta(days=400)}\n")
+    assert _calendar(site).status == "OK"  # the site's file carries it on
+    package_ends(monkeypatch, TODAY - datetime.timedelta(days=1))
+    line = _calendar(None)
+    assert line.status == "FAIL" and "today is past it, the days are provisional" in line.what
 
 
 def test_its_interval_is_a_duration_like_every_other_kind() -> None:

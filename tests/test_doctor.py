@@ -8,11 +8,13 @@ import json
 import subprocess
 import threading
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
+from probes.base import SHANGHAI
 from tests.conftest import INSMON, ROOT
 
 
@@ -39,7 +41,20 @@ def etc(tmp_path: Path) -> Path:
     for name in ("hospital.yaml", "pager.yaml", "web.yml"):
         (tmp_path / name).write_text((ROOT / "examples" / name).read_text())
     (tmp_path / "pager-token").write_text("t0ken\n")
+    site_calendar(tmp_path)
     return tmp_path
+
+
+def site_calendar(etc: Path, seen_as: Path | None = None) -> None:
+    """The site's calendar file, known for a year past the test's own clock, as a site
+    keeps it, named in hospital.yaml (by `seen_as`, the folder as insmon sees it): the
+    doctor's calendar line is then OK whatever the day."""
+    known = datetime.now(SHANGHAI).date() + timedelta(days=400)
+    (etc / "calendar.yaml").write_text(f"known_until: {known}\n")
+    hospital = etc / "hospital.yaml"
+    hospital.write_text(hospital.read_text().replace(
+        "    kind: calendar\n",
+        f"    kind: calendar\n    file: {(seen_as or etc) / 'calendar.yaml'}\n", 1))
 
 
 @pytest.fixture
@@ -118,5 +133,6 @@ def test_an_unknown_is_not_called_well(etc: Path) -> None:
         prometheus.shutdown()
         manager.shutdown()
     assert "?     Prometheus scrapes insmon at http://x/insmon: unknown" in done.stdout
+    assert "OK    working calendar: dates known until " in done.stdout  # the site's file
     assert "all is well" not in done.stdout and "FAIL" not in done.stdout, done.stdout
     assert done.returncode == 2

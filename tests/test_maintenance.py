@@ -211,3 +211,49 @@ def test_a_recurring_window_of_no_length_is_refused(tmp_path: Path) -> None:
                   "--audit", str(tmp_path / "audit"))
     assert done.returncode == 1 and "from and to are both 03:00" in done.stderr
     assert not (tmp_path / "m.yaml").exists()
+
+
+def test_windows_on_days_past_the_calendar_data_are_said_to_be_provisional(
+        manager: Alertmanager, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
+    """The working days past the data come from the law's rules alone: the command that
+    declares such a window warns and names the file to fill, and each silence made on
+    such a day is logged and recorded as provisional; a window of weekdays is not."""
+    from monitor import cli
+    from probes import calendar
+
+    today = datetime.now(SHANGHAI).date()
+    holidays, workdays, _ = calendar.package_dates()
+    monkeypatch.setattr(calendar, "package_dates", lambda: (
+        holidays, workdays, today - timedelta(days=1)))  # the data ended yesterday
+    file, audit = tmp_path / "maintenance.yaml", tmp_path / "audit"
+    common = ["--file", str(file), "--audit", str(audit), "--site", "h1", "--from", "01:00",
+              "--to", "01:30", "--comment", "c", "--alertmanager", manager.url]
+    assert cli.main(["maintenance", "--every", "day", "--name", "daily", *common]) == 0
+    assert "provisional" not in capsys.readouterr().err
+    assert cli.main(["maintenance", "--every", "workday", "--name", "batch", *common]) == 0
+    warned = capsys.readouterr().err
+    assert warned.startswith(f"insmon maintenance: warning: days from {today} are "
+                             "provisional: the calendar data (chinesecalendar ")
+    assert f"add the State Council's dates to {calendar.SITE_FILE} (holidays, workdays, " \
+           "known_until)" in warned and "--calendar" in warned
+
+    now = datetime.now(SHANGHAI)
+    with caplog.at_level("WARNING", logger="insmon"):
+        made = realise_windows(file, manager.url, Trail(audit), 8 * 86400.0, None, now)
+    assert {w.name for w, _, _ in made} == {"daily", "batch"}
+    records = [r["detail"] for r in Trail(audit).records()
+               if r["event"] == "maintenance-scheduled"]
+    assert records and all(r.get("provisional") is (True if r["window"] == "batch" else None)
+                           for r in records)
+    batch = [r for r in records if r["window"] == "batch"]
+    logged = [r.getMessage() for r in caplog.records if "provisional" in r.getMessage()]
+    assert len(logged) == len(batch) and all(
+        m.startswith("recurring window batch: the silence from ") for m in logged)
+
+    # a site file carrying the calendar 60 days on: nothing provisional to say
+    site = tmp_path / "calendar.yaml"
+    site.write_text(f"known_until: {today + timedelta(days=60)}\n")
+    assert cli.main(["maintenance", "--every", "offday", "--name", "weekend", *common,
+                     "--calendar", str(site)]) == 0
+    assert "provisional" not in capsys.readouterr().err
