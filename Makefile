@@ -1,7 +1,8 @@
 # The two commands of the quick start:
 #   make run   install insmon in .venv and run it on the embedded default config
 #   make test  install everything the tests need (Debian packages, .venv) and run them,
-#              four at a time (pytest-xdist: most tests wait on real timers, not the CPU)
+#              four at a time (pytest-xdist: most tests wait on real timers, not the CPU),
+#              then the date-dependent ones on moved clocks (make test-dates)
 # and, for a hospital's air-gapped host:
 #   make bundle  dist/insmon-<version>-<arch>-offline.tar.gz for amd64 and arm64
 # and, to show that no test depends on how busy the machine is:
@@ -14,12 +15,13 @@ ARGS ?=
 TEST_TOOLS := promtool:prometheus amtool:prometheus-alertmanager snmpd:snmpd chromium:chromium \
 	prometheus-node-exporter:prometheus-node-exporter curl:curl victoria-metrics:victoria-metrics \
 	gammu-smsd:gammu-smsd fusermount:fuse debootstrap:debootstrap systemd-analyze:systemd \
-	/usr/share/fonts/truetype/wqy/wqy-microhei.ttc:fonts-wqy-microhei openssl:openssl
+	faketime:faketime /usr/share/fonts/truetype/wqy/wqy-microhei.ttc:fonts-wqy-microhei \
+	openssl:openssl
 BENCH_TOOLS := prometheus-node-exporter:prometheus-node-exporter fping:fping \
 	gammu-smsd:gammu-smsd prometheus:prometheus prometheus-alertmanager:prometheus-alertmanager
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test test-under-load lint bench figures bundle clean
+.PHONY: run test test-dates test-under-load lint bench figures bundle clean
 
 run: $(VENV)/.runtime
 	$(VENV)/bin/insmon run $(ARGS)
@@ -28,6 +30,17 @@ test: $(VENV)/.test lint
 	@$(call install-missing,$(TEST_TOOLS))
 	@$(MAKE) --no-print-directory figures
 	$(VENV)/bin/pytest -n 4 --dist loadgroup
+	@$(MAKE) --no-print-directory test-dates
+
+# The date-dependent tests (marked `dates`) again with the clock of every process moved
+# by libfaketime, on a UTC host, to each of tests/moved_clock.py's DATES (Beijing time):
+# a working Monday after New Year, the Spring Festival, a leap day, and ten seconds before
+# a New Year's midnight. `make test-dates DATES="2029-10-01T08:00 2031-01-23T09:00"` tries
+# others.
+DATES ?=
+test-dates: $(VENV)/.test
+	@$(call install-missing,faketime:faketime)
+	$(VENV)/bin/python -m tests.moved_clock $(DATES)
 
 # The whole suite on a busy machine: one busy loop per core at normal priority beside
 # `make test`. The burners end with the suite, pass or fail (Ctrl-C too), and by

@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -87,9 +88,9 @@ def _configs(etc: Path, load_pager: Callable[[Path], Any]) -> tuple[list[Line], 
     return lines, pager
 
 
-def _calendar(file: Path | None) -> Line:
+def _calendar(file: Path | None, today: date | None = None) -> Line:
     """How long the working calendar's data lasts (peak hours, grade IV's business hours
-    and the recurring windows follow it)."""
+    and the recurring windows follow it), from `today` (Beijing's, by default)."""
     from datetime import datetime
 
     from probes.base import SHANGHAI, ProbeFailure
@@ -100,7 +101,7 @@ def _calendar(file: Path | None) -> Line:
         dates = working.dates()
     except ProbeFailure as exc:
         return Line("FAIL", str(exc), f"insmon validate {file} says every fault")
-    left = (dates.known_until - datetime.now(SHANGHAI).date()).days + 1
+    left = (dates.known_until - (today or datetime.now(SHANGHAI).date())).days + 1
     what = f"working calendar: dates known until {dates.known_until} ({dates.sources})"
     todo = (f"add the State Council's dates to {working.to_fill()} (holidays, workdays, "
             "known_until), or upgrade the chinesecalendar package")

@@ -228,6 +228,7 @@ def window(hours: float = 10) -> list[str]:
             "--to", f"{start + timedelta(hours=hours):%Y-%m-%dT%H:%M}"]
 
 
+@pytest.mark.dates
 def test_maintenance_says_why_it_failed(tmp_path: Path) -> None:
     result = subprocess.run(
         [INSMON, "maintenance", "--audit", str(tmp_path), "--alertmanager",
@@ -238,6 +239,7 @@ def test_maintenance_says_why_it_failed(tmp_path: Path) -> None:
                                     "http://127.0.0.1:9")
 
 
+@pytest.mark.dates
 @pytest.mark.parametrize(("args", "error"), [
     (["--site", "h1", *window(hours=3653 * 24)],
      "the window is 3653.0 days long, over 14 days: check the dates, or give --reason "
@@ -256,6 +258,7 @@ def test_maintenance_refuses_a_window_that_is_a_typo(args: list[str], error: str
     assert result.stderr.startswith(f"insmon maintenance: {error}"), result.stderr
 
 
+@pytest.mark.dates
 def test_maintenance_checks_what_alertmanager_answered(tmp_path: Path) -> None:
     from ops.recorder import Recorder
 

@@ -41,6 +41,7 @@ def lines_of(trail: Trail) -> list[tuple[Path, list[str]]]:
             for p in trail.files()]
 
 
+@pytest.mark.dates
 def test_an_untouched_trail_verifies_across_months(tmp_path: Path) -> None:
     trail = filled(tmp_path)
     assert len(trail.files()) == 2  # October and November
@@ -91,6 +92,7 @@ def test_a_rewritten_chain_is_found_when_the_trail_has_a_key(tmp_path: Path) -> 
     assert filled(tmp_path / "other", key=b"k").verify() == []
 
 
+@pytest.mark.dates
 def test_records_are_rotated_after_the_retention_and_not_before(tmp_path: Path) -> None:
     trail = Trail(tmp_path)
     trail.append("maintenance-declared", "ops", "ok", at=NOW - timedelta(days=220))
@@ -141,6 +143,7 @@ def test_processes_appending_together_make_one_unbroken_chain(tmp_path: Path) ->
     assert trail.verify() == []
 
 
+@pytest.mark.dates
 def test_the_command_verifies_filters_and_exports_csv(tmp_path: Path) -> None:
     trail = filled(tmp_path / "trail")
     done = subprocess.run([INSMON, "audit", str(tmp_path / "trail"), "--verify"],
@@ -164,6 +167,7 @@ def test_the_command_verifies_filters_and_exports_csv(tmp_path: Path) -> None:
     assert done.returncode == 1 and "missing" in done.stdout, done.stdout
 
 
+@pytest.mark.dates
 def test_a_refused_maintenance_window_is_on_record_with_who_and_why(tmp_path: Path) -> None:
     tomorrow = datetime.now(SHANGHAI).date() + timedelta(days=1)
     done = subprocess.run(
@@ -293,6 +297,7 @@ def test_a_removed_last_month_with_head_moved_back_is_found_with_a_key(
             (f"{tmp_path / 'HEAD'} ", ""))]
 
 
+@pytest.mark.dates
 def test_records_filed_across_a_month_boundary_out_of_order_verify(tmp_path: Path) -> None:
     """The pager copies its store's older events after its start's own record: a record
     can be a moment older than the one before it, and in the month before."""
@@ -305,6 +310,7 @@ def test_records_filed_across_a_month_boundary_out_of_order_verify(tmp_path: Pat
     assert [r["seq"] for r in trail.records()] == [1, 2, 3]
 
 
+@pytest.mark.dates
 def test_a_line_that_is_not_utf8_is_named_and_stops_nothing(tmp_path: Path) -> None:
     trail = filled(tmp_path)
     path = trail.files()[0]

@@ -84,6 +84,7 @@ async def test_http_refused_and_slow_answer(front_end: Callable[..., str]) -> No
                          'reason="timeout"}') == 1
 
 
+@pytest.mark.dates
 async def test_https_certificate_expiry_and_trust(front_end: Callable[..., str],
                                                   tmp_path: Path) -> None:
     authority = Authority(tmp_path)

@@ -119,6 +119,7 @@ def test_a_window_under_way_is_silenced_for_what_is_left(manager: Alertmanager,
     assert realise_windows(file, manager.url, trail, 3600.0, None, now) == []
 
 
+@pytest.mark.dates
 def test_an_invalid_windows_file_is_named_with_its_key(tmp_path: Path) -> None:
     file = tmp_path / "maintenance.yaml"
     file.write_text("windows:\n  - {name: w, site: h1, every: sundays, from: '02:00', "
@@ -129,6 +130,7 @@ def test_an_invalid_windows_file_is_named_with_its_key(tmp_path: Path) -> None:
     assert f"{file}:2" in done.stderr and "every" in done.stderr, done.stderr
 
 
+@pytest.mark.dates
 def test_a_window_over_the_maximum_needs_a_reason_on_record(tmp_path: Path) -> None:
     start = datetime.now(SHANGHAI).date() + timedelta(days=1)
     done = insmon("--site", "h1", "--from", f"{start} 00:00",
@@ -186,6 +188,7 @@ def test_an_occurrence_ended_early_is_not_made_again(manager: Alertmanager,
     assert realise_windows(file, manager.url, trail, 3600.0, None, now) == []
 
 
+@pytest.mark.dates
 def test_a_windows_file_it_cannot_add_to_is_left_as_it_was(tmp_path: Path) -> None:
     file = tmp_path / "maintenance.yaml"
     for text in ("windows: []\n", "windows: [{name: a, site: h1, every: day, from: '01:00', "
@@ -205,6 +208,7 @@ def test_a_windows_file_it_cannot_add_to_is_left_as_it_was(tmp_path: Path) -> No
     assert [w.name for w in maintenance.load_recurring(file)] == ["a", "b"]
 
 
+@pytest.mark.dates
 def test_a_recurring_window_of_no_length_is_refused(tmp_path: Path) -> None:
     done = insmon("--every", "day", "--name", "x", "--site", "h1", "--from", "03:00",
                   "--to", "03:00", "--comment", "c", "--file", str(tmp_path / "m.yaml"),

@@ -185,6 +185,7 @@ def test_a_shifts_file_over_ten_megabytes_is_an_error_naming_the_file_and_the_li
 
 # ------------------------------------------------------------------ validation
 
+@pytest.mark.dates
 def test_validate_warns_of_gaps_overlaps_shared_names_and_teams_the_routing_expects(
         tmp_path: Path) -> None:
     now = dt.datetime.now(SHANGHAI).replace(minute=0, second=0, microsecond=0)
@@ -217,6 +218,7 @@ def test_validate_warns_of_gaps_overlaps_shared_names_and_teams_the_routing_expe
     assert "row 2: '张三' is the name of zhang and zhang2: write the person's id" in done.stderr
 
 
+@pytest.mark.dates
 def test_a_rota_with_no_gap_and_no_overlap_has_no_warnings(tmp_path: Path) -> None:
     now = dt.datetime.now(SHANGHAI)
     day = lambda d: f"{(now + dt.timedelta(days=d)):%Y-%m-%d} 08:00"  # noqa: E731

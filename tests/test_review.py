@@ -185,6 +185,7 @@ def test_a_window_without_data_says_so(history, tmp_path: Path) -> None:
     assert "sites with data: drill-lab" in result.stderr
 
 
+@pytest.mark.dates
 def test_unreachable_prometheus_and_bad_times(tmp_path: Path) -> None:
     def review(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([INSMON, "review", *args, "--out", str(tmp_path)],
@@ -202,6 +203,7 @@ def test_unreachable_prometheus_and_bad_times(tmp_path: Path) -> None:
     assert result.returncode == 1 and "before it starts" in result.stderr
 
 
+@pytest.mark.dates
 @pytest.mark.parametrize(("answer", "error"), [
     ([1, 2], "answered list JSON, not Prometheus' API"),
     ({"status": "success", "data": {"result": "x"}},

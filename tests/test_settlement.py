@@ -37,14 +37,15 @@ LOOPBACK_LINKS = [{"name": "line-a", "role": "primary", "source": "127.0.0.2"},
 class Platform:
     """The lab's platform gateway on loopback, set up through its control file."""
 
-    def __init__(self, control: Path, tls: tuple[Path, ...] = ()) -> None:
+    def __init__(self, control: Path, tls: tuple[Path, ...] = (),
+                 env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.control = control
         self.setup: dict = {}
         control.write_text("{}")
         self.proc = subprocess.Popen([sys.executable, str(HERE / "gateway.py"), "127.0.0.1",
                                       str(self.port), str(control), *map(str, tls)],
-                                     stdin=subprocess.DEVNULL)
+                                     stdin=subprocess.DEVNULL, env=env)  # env: a moved clock
         self.base = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.url = self.base + "/fsi/api/rsfComIfsService/callService"
         self.log = Path(str(control) + ".log")
@@ -113,6 +114,7 @@ def failures(series: str, reason: str, link: str = "default") -> float:
 
 # ------------------------------------------------------------------ the day's session
 
+@pytest.mark.dates
 async def test_the_first_run_signs_in_and_later_runs_reuse_the_sign_no(
         platform: Platform, tmp_path: Path) -> None:
     status, series = await render(config(platform.url, tmp_path), "insmon_settlement_")
@@ -157,6 +159,7 @@ async def test_a_refused_session_is_signed_in_again_within_the_run(
         "sign_no"] == platform.received()[4]["sign_no"]
 
 
+@pytest.mark.dates
 async def test_a_new_day_in_beijing_signs_in_before_the_query(
         platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     await render(config(platform.url, tmp_path), "insmon_settlement_")
@@ -194,6 +197,7 @@ async def test_sign_out_when_insmon_stops_ends_the_session(platform: Platform,
     assert len({r["msgid"] for r in platform.received()}) == 3
 
 
+@pytest.mark.dates
 async def test_msgids_are_unique_across_links_and_runs(platform: Platform,
                                                        tmp_path: Path) -> None:
     cfg = config(platform.url, tmp_path, links=LOOPBACK_LINKS, sign_out=True)
@@ -340,6 +344,7 @@ async def test_a_transaction_sent_to_another_services_url_is_no_success(
 
 # ------------------------------------------------------------------ HTTPS
 
+@pytest.mark.dates
 async def test_https_with_the_agencys_ca_and_a_client_certificate(tmp_path: Path) -> None:
     ca = Authority(tmp_path)
     cert, key = ca.issue("gateway", ip="127.0.0.1")

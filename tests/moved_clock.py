@@ -1,0 +1,70 @@
+"""The tests' moved clock: libfaketime (Debian's `faketime`) moves the process clock to a
+Beijing time the test names, on a UTC host, for insmon and the test's own Python servers
+alike. Every process given the same environment shares the clock: an offset from the
+real one, running on (the monotonic clock stays real). Go programs (Prometheus,
+Alertmanager) read the clock without libc and keep the real one.
+
+`python -m tests.moved_clock` (`make test-dates`) runs the date-dependent tests (marked
+`dates`) again with the whole clock moved to each of DATES: the working Monday after
+New Year, the Spring Festival, a leap day, and ten seconds before a New Year's midnight.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+BEIJING = timezone(timedelta(hours=8), "Asia/Shanghai")
+DATES = ("2027-01-04 09:00:00", "2027-02-06 09:00:00", "2028-02-29 09:00:00",
+         "2030-12-31 23:59:50")
+ROOT = Path(__file__).resolve().parent.parent
+SITE = Path(__file__).resolve().parent / "faketime_site"  # its sitecustomize: time.sleep
+
+
+def libfaketime() -> str:
+    """The library the `faketime` package installs (the Makefile's TEST_TOOLS)."""
+    found = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))
+    if not found:
+        raise RuntimeError("libfaketime is missing: apt-get install faketime (make test "
+                           "installs it)")
+    return found[0]
+
+
+def beijing(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=BEIJING)
+
+
+def moved(at: datetime, env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a process whose clock reads `at` now, on a UTC host (from a
+    process on a moved clock too: the offset is always from the real clock)."""
+    env = dict(os.environ if env is None else env)
+    real = time.time() - float(env.get("FAKETIME", "+0") if env.get("LD_PRELOAD") else 0)
+    return {**env, "LD_PRELOAD": libfaketime(), "FAKETIME": f"{at.timestamp() - real:+.3f}",
+            "FAKETIME_DONT_FAKE_MONOTONIC": "1", "NO_FAKE_STAT": "1", "TZ": "UTC",
+            "PYTHONPATH": os.pathsep.join(filter(None, (str(SITE), env.get("PYTHONPATH"))))}
+
+
+def main(argv: list[str]) -> int:
+    """Each of DATES (or those given, 2029-10-01T08:00) in turn: the `dates` tests, four
+    at a time, as make test runs the suite."""
+    failed = []
+    for text in argv or DATES:
+        print(f"== the date-dependent tests with the clock at {text} Beijing time "
+              f"(TZ=UTC, libfaketime)", flush=True)
+        done = subprocess.run([sys.executable, "-m", "pytest", "-m", "dates", "-n", "4",
+                               "-p", "no:cacheprovider", "-q", "-rfE"],
+                              cwd=ROOT, env=moved(beijing(text)), check=False)
+        if done.returncode != 0:
+            failed.append(text)
+    if failed:
+        print(f"FAILED with the clock at: {', '.join(failed)}", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
