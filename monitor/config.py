@@ -65,11 +65,13 @@ class Config(BaseModel):
         where = (("maintenance", "calendar") if self.maintenance and self.maintenance.calendar
                  else ("checks",))
         return [(where, f"two calendar files, {' and '.join(map(str, dict.fromkeys(files)))}: "
-                        "the site keeps one (the calendar checks' file and "
-                        "maintenance.calendar name the same)")]
+                        "the site keeps one (the calendar checks' file, the settlement "
+                        "checks' calendar_file and maintenance.calendar name the same)")]
 
     def _calendar_files(self) -> list[Path]:
-        files = [c.file for c in self.checks if c.kind == "calendar" and c.file is not None]
+        files = [file for c in self.checks  # the calendar checks', the settlement checks'
+                 if (file := getattr(c, "file" if c.kind == "calendar" else "calendar_file",
+                                     None)) is not None]
         if self.maintenance is not None and self.maintenance.calendar is not None:
             files.append(self.maintenance.calendar)
         return files
