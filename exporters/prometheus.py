@@ -53,6 +53,13 @@ CORE_METRICS = (
     MetricSpec("insmon_config_info", "gauge",
                "Always 1; the labels say which config file runs and its SHA-256.",
                ("source", "sha256")),
+    MetricSpec("insmon_audit_head_sequence", "gauge",
+               "The audit trail's last record: its sequence number (a witness of the "
+               "trail outside its folder, which insmon audit --verify compares).",
+               ("trail",)),
+    MetricSpec("insmon_audit_head_hash", "gauge",
+               "The audit trail's last record: the first 52 bits of its hash, as a number.",
+               ("trail",)),
 )
 
 
@@ -145,6 +152,11 @@ def _own_series(snap: Snapshot, openmetrics: bool) -> bytes:
     ]
     info = {"source": snap.config_source, "sha256": snap.config_sha256}
     values.append(("insmon_config_info", info if snap.config_sha256 else None, 1))
+    head = snap.audit_head
+    values.append(("insmon_audit_head_sequence", head and {"trail": head[0]},
+                   head[1] if head else 0))
+    values.append(("insmon_audit_head_hash", head and {"trail": head[0]},
+                   head[2] if head else 0))
     return b"".join(
         _header(CORE[name], openmetrics) + (
             b"" if labels is None

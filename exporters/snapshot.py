@@ -59,3 +59,4 @@ class Snapshot:
     config_sha256: str
     reload_ok: bool
     reload_success_at: float
+    audit_head: tuple[str, int, int] | None = None  # the audit trail's id, seq, hash's bits
