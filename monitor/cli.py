@@ -588,16 +588,26 @@ def _report(commands: argparse._SubParsersAction) -> None:
 
 
 def _do_report(args: argparse.Namespace) -> int:
-    from monitor.audit import Trail
+    from monitor.audit import AuditError, Trail
     from ops import report
 
     if not 0 < args.objective < 100:
         print("insmon report: --objective is a percentage below 100", file=sys.stderr)
         return 2
     folders = args.audit or [p for p in (Path(AUDIT), Path(PAGER_AUDIT)) if p.is_dir()]
+    trails = []
+    for folder in folders:  # with their keys: a record that does not verify is not used
+        try:
+            trails.append(Trail.open(folder, _pager_audit_key_file()
+                                     if folder == Path(PAGER_AUDIT) else None))
+        except (OSError, AuditError) as exc:
+            print(f"insmon report: {folder}: its key cannot be read ({exc}): none of its "
+                  "records verifies, no maintenance of it is left out (run as root)",
+                  file=sys.stderr)
+            trails.append(Trail(folder))
     try:
         figures = report.collect(args.prometheus, args.month, args.site, args.pager,
-                                 [Trail(f) for f in folders], args.objective / 100)
+                                 trails, args.objective / 100)
         written = report.write(figures, args.out)
     except report.ReportError as exc:
         print(f"insmon report: {exc}", file=sys.stderr)
