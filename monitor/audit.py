@@ -67,6 +67,7 @@ HASH_AT = b',"hash":"'
 TAIL = len(HASH_AT) + 64 + len(b'"}\n')  # the bytes after the hashed part of a line
 WITNESS_BITS = 52  # of the head's hash a metric carries: a float64 holds them exactly
 KEYED = "keyed"    # the record from which a trail that had no key has one
+HEAD_BLOCK = 512   # HEAD is written in place, in whole blocks of this size
 MAX_FAULTS = 1000  # named one by one; more are counted
 MAX_DOUBTED = 100_000  # records that do not verify, remembered for trusted()
 SLACK = 86400.0    # seconds a record may be older than the one before (the pager copies
@@ -305,7 +306,7 @@ class Trail:
             if os.fstat(fd).st_size == 0:
                 os.fchmod(fd, 0o640)  # whatever the umask: the group reads, nobody else
             os.write(fd, line)
-            os.fsync(fd)
+            os.fdatasync(fd)  # the line and the file's new size
             size = os.fstat(fd).st_size
         finally:
             os.close(fd)
@@ -319,18 +320,35 @@ class Trail:
                      "outcome": outcome, "detail": detail, "hash": digest}
 
     def _store(self, head: Head) -> None:
+        """HEAD rewritten in place, in one write of one block (a rename would cost a flush
+        of its own on ext4; readers take the lock's shared side)."""
         fields = asdict(head)
         seal = _mac(self.key if head.keyed else None, _canonical(fields))
-        partial = self.folder / f"HEAD.{os.getpid()}.{threading.get_ident()}"
-        partial.write_text(json.dumps({**fields, "seal": seal}, separators=(",", ":")) + "\n")
-        partial.chmod(0o640)
-        os.replace(partial, self.folder / "HEAD")
+        text = json.dumps({**fields, "seal": seal}, separators=(",", ":")).encode()
+        text = text.ljust(-(-(len(text) + 1) // HEAD_BLOCK) * HEAD_BLOCK - 1) + b"\n"
+        fd = os.open(self.folder / "HEAD", os.O_WRONLY | os.O_CREAT, 0o640)
+        try:
+            if os.fstat(fd).st_size != len(text):
+                os.fchmod(fd, 0o640)
+                os.ftruncate(fd, len(text))
+            os.pwrite(fd, text, 0)
+        finally:
+            os.close(fd)
 
     def head(self) -> Head | None:
         """What HEAD says, its seal checked; None when there is no HEAD yet. AuditError
-        when it is damaged or its seal does not match."""
+        when it is damaged or its seal does not match. Read between two appends."""
         try:
-            text = (self.folder / "HEAD").read_text()
+            lock = open(self.folder / ".lock", "rb")  # noqa: SIM115 - closed below
+        except OSError:
+            return self._head()  # no writer yet, or none that lets us wait for it
+        with lock:
+            fcntl.flock(lock, fcntl.LOCK_SH)
+            return self._head()
+
+    def _head(self) -> Head | None:
+        try:
+            text = (self.folder / "HEAD").read_text().rstrip()
         except FileNotFoundError:
             return None
         except (OSError, UnicodeDecodeError) as exc:
@@ -368,7 +386,7 @@ class Trail:
         """HEAD for the next record: a new trail's, one of the old format completed, and
         lines a writer stopped before HEAD taken in."""
         try:
-            head = self.head()
+            head = self._head()
         except AuditError as exc:
             raise AuditError(f"{self.folder / 'HEAD'} {exc} (insmon audit --verify)") from None
         files = self.files()
@@ -517,6 +535,11 @@ class Trail:
         rotation, a removed tail (HEAD), a wrong key; with `witness` (asked with the
         trail's id), every head it saw compared with the chain."""
         found = Verification(self.folder, self.key is not None)
+        damaged = None
+        try:
+            head = self.head()
+        except AuditError as exc:
+            head, damaged = None, str(exc)
         files = self.files()
         chain = _Chain(self.key, found, [p.name for p in files])
         for index, path in enumerate(files):
@@ -524,18 +547,13 @@ class Trail:
                 for number, line in enumerate(lines, 1):
                     chain.feed(index, number, line)
         chain.finish()
-        try:
-            head = self.head()
-            if head is None and files:
-                found.fault("HEAD", "is missing")
-        except AuditError as exc:
-            head = None
-            found.fault("HEAD", str(exc))
-        if head is not None:
+        if damaged:
+            found.fault("HEAD", damaged)
+        elif head is None and files:
+            found.fault("HEAD", "is missing")
+        elif head is not None:
             found.trail_id = head.id or None
-            if (head.seq, head.hash) != (chain.top or 0, chain.top_hash):
-                found.fault("HEAD", f"the trail ends at record {chain.top or 0}, HEAD says "
-                                    f"{head.seq}: its last records were removed or changed")
+            self._against(head, chain, found)
         if witness is not None:
             if not found.trail_id:
                 found.witness_error = "HEAD names no trail id (a trail not yet written by " \
@@ -548,6 +566,28 @@ class Trail:
                 else:
                     chain.compare(seen)
         return found
+
+    def _against(self, head: Head, chain: _Chain, found: Verification) -> None:
+        """The chain read against HEAD as it was before the reading: records after it
+        are appends while it read (HEAD has moved on) or lines no writer wrote."""
+        top = chain.top or 0
+        if (head.seq, head.hash) == (top, chain.top_hash):
+            return
+        if top < head.seq:
+            found.fault("HEAD", f"the trail ends at record {top}, HEAD says {head.seq}: "
+                                "its last records were removed or changed")
+        elif not chain.has(head.seq, head.hash):
+            found.fault("HEAD", f"record {head.seq} is not the one HEAD names: it was "
+                                "changed")
+        else:
+            try:
+                moved = self.head() != head
+            except AuditError:
+                moved = False
+            if not moved:
+                found.fault(chain.where_of(head.seq + 1), f"records {head.seq + 1} to {top} "
+                            "come after the last one HEAD knows: written by no writer of "
+                            "the trail")
 
     def export_csv(self, out, start: datetime | None = None, end: datetime | None = None
                    ) -> int:
@@ -747,6 +787,15 @@ class _Chain:
             if not self._missing(after) and \
                     self.prefix[after - self.base] != int(after_hash[:16] or "0", 16):
                 found.fault(where, f"record {after}, which this names, was changed")
+
+    def has(self, seq: int, digest: str) -> bool:
+        return not self._missing(seq) and self.prefix[seq - self.base] == int(
+            digest[:16] or "0", 16)
+
+    def where_of(self, seq: int) -> str:
+        if self._missing(seq):
+            return ""
+        return self.where(self.file[seq - self.base], self.line[seq - self.base])
 
     def _missing(self, seq: int) -> bool:
         return self.base is None or not self.base <= seq <= (self.top or 0) or \
