@@ -23,6 +23,7 @@ import os
 import pwd
 import socket
 import struct
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -173,8 +174,9 @@ class Recorder:
             raise AuditError(f"{self.socket}: {reply.get('error', reply)}")
         return reply
 
-    def records(self, start: datetime | None = None, end: datetime | None = None):
-        return Trail.open(self.folder).records(start, end)
+    def records(self, start: datetime | None = None, end: datetime | None = None,
+                events: Collection[str] = ()) -> Iterator[dict]:
+        return Trail(self.folder).records(start, end, events)
 
 
 __all__ = ["ACCEPTED", "Caller", "Recorder", "serve", "who"]

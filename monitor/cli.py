@@ -295,7 +295,8 @@ def _list_windows(args: argparse.Namespace, trail) -> int:
                   maintenance.silences(args.alertmanager)}
     except maintenance.MaintenanceError as exc:
         print(f"(Alertmanager's state unknown: {exc})")
-    for record in trail.records():
+    for record in trail.records(events=("maintenance-declared", "maintenance-scheduled",
+                                        "maintenance-ended")):
         detail = record.get("detail") or {}
         if record["event"] in ("maintenance-declared", "maintenance-scheduled") and \
                 record["outcome"] == "ok":

@@ -314,7 +314,8 @@ def windows_from(trails: list[Checked]) -> list[Window]:
     found: dict[str, Window] = {}
     ended: dict[str, float] = {}
     for trail, check in trails:
-        for where, record in trail.entries():
+        for where, record in trail.entries(("maintenance-declared", "maintenance-scheduled",
+                                            "maintenance-ended")):
             detail = record.get("detail") if record else None
             if not isinstance(detail, dict) or record.get("outcome") != "ok":
                 continue
@@ -344,7 +345,7 @@ def windows_from(trails: list[Checked]) -> list[Window]:
 def drills_from(trails: list[Checked], start: float, end: float) -> list[dict]:
     held = []
     for trail, check in trails:
-        for where, record in trail.entries():
+        for where, record in trail.entries(("drill",)):
             if record is None or record["event"] != "drill":
                 continue
             at = datetime.fromisoformat(record["at"]).timestamp()

@@ -582,6 +582,19 @@ def test_the_pager_records_the_page_its_delivery_the_ack_and_refused_requests(
     assert len(events["pager-refused"]) == 1
     assert "wrong token" in events["pager-refused"][0]["detail"]["detail"]
     assert trail.verify().faults == []
+
+    def witnessed() -> bool:  # the pager's head on its /metrics, for Prometheus to keep
+        from prometheus_client.parser import text_string_to_metric_families
+
+        head = trail.head()
+        text = urllib.request.urlopen(pager.url + "/metrics", timeout=10).read().decode()
+        shown = {f.name: f.samples for f in text_string_to_metric_families(text)}
+        from monitor.audit import witness_value
+        return [(s.labels, s.value) for s in shown["insmon_audit_head_sequence"]] == [
+            ({"trail": head.id}, head.seq)] and [s.value for s in shown[
+                "insmon_audit_head_hash"]] == [witness_value(head.hash)]
+
+    wait_for(witnessed, 20, "the pager's /metrics to show its trail's head")
     # a restart on the same config: unchanged, and nothing copied twice
     rig.pager.stop()
     rig.pager.start()
