@@ -312,6 +312,33 @@ def test_a_trail_without_a_key_gets_one_and_still_verifies(tmp_path: Path) -> No
     assert any("was written without the trail's key" in f for f in faults(keyed))
 
 
+def test_a_trail_of_the_format_before_verifies_and_goes_on(tmp_path: Path) -> None:
+    """A site's trail from before this format (each hash over the record's canonical
+    JSON, HEAD three words, filed by each record's own month), with the pager's key:
+    it verifies as it is, and the next append goes on from it."""
+    prev, lines = GENESIS, []
+    for seq in range(1, 6):
+        record = {"seq": seq, "at": (START + timedelta(days=seq)).isoformat(
+            timespec="milliseconds"), "who": "insmon-pager", "event": "pager-delivered",
+            "outcome": "ok", "detail": {"n": seq}, "prev": prev}
+        record["hash"] = prev = _mac(KEY, json.dumps(record, ensure_ascii=False,
+                                                     sort_keys=True,
+                                                     separators=(",", ":")).encode())
+        lines.append(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
+    (tmp_path / f"audit-{START:%Y-%m}.jsonl").write_text("".join(lines))
+    (tmp_path / "HEAD").write_text(f"5 {prev} {_mac(KEY, f'5 {prev}'.encode())}\n")
+    trail = Trail(tmp_path, KEY)
+    assert faults(trail) == []
+    trail.append("config", "insmon-pager", "unchanged", at=START + timedelta(days=7))
+    assert [r["seq"] for r in trail.records()] == [1, 2, 3, 4, 5, 6]
+    assert faults(trail) == [] and trail.head().id
+    lines[2] = lines[2].replace('"n":3', '"n":33')
+    trail.files()[0].write_text("".join(lines) + trail.files()[0].read_text()
+                                .split("\n", 5)[5])
+    assert faults(trail) == [f"audit-{START:%Y-%m}.jsonl:3: record 3 was changed (its hash "
+                             "does not match it)"]
+
+
 def test_a_writer_stopped_before_head_leaves_nothing_broken(tmp_path: Path) -> None:
     """A line on disk, HEAD not yet moved (a kill between them): the next append takes
     the line in and goes on; a line that does not follow on stops the writer."""
