@@ -469,6 +469,18 @@ def test_the_service_is_the_one_writer_and_the_kernel_says_who(open_tmp: Path) -
         assert record["who"] == "nobody", record  # what the kernel says, not SUDO_USER
         assert record["detail"]["caller"]["uid"] == 65534
         assert record["detail"]["caller"]["said"] == "zhangsan"
+        # someone who logged in as nobody and became root (sudo keeps the login uid)
+        start, end = NOW + timedelta(days=1), NOW + timedelta(days=30)
+        sudo = subprocess.run(
+            ["sh", "-c", 'echo 65534 > /proc/self/loginuid && exec "$@"', "sh", INSMON,
+             "maintenance", "--alertmanager", "http://127.0.0.1:9", "--site", "h1", "--from",
+             f"{start:%Y-%m-%d} 01:00", "--to", f"{end:%Y-%m-%d} 05:00", "--comment", "sudo",
+             "--audit", str(tmp_path / "audit")], capture_output=True, text=True,
+            timeout=60, env={"PATH": "/usr/bin:/bin", "SUDO_USER": "zhangsan"})
+        assert "over 14 days" in sudo.stderr, sudo.stderr
+        last = list(Trail(tmp_path / "audit").records())[-1]
+        assert last["who"] == "nobody (as root)", last
+        assert last["detail"]["caller"]["login_uid"] == 65534
         folder = (tmp_path / "audit").stat().st_mode
         assert not folder & 0o022 and key_file_of(tmp_path / "audit").stat().st_mode \
             & 0o777 == 0o400
