@@ -28,8 +28,9 @@ Prometheus keeps them for 190 days outside the folder, and `verify(witness=...)`
 compares every head the witness saw with the chain.
 
 Several processes append to one trail in turn (a lock file); each line is written with
-one write() and fsync'd before the call returns. A writer stopped between the line and
-HEAD leaves a line HEAD does not know: the next append takes it when it follows on.
+one write() and is on disk (fdatasync) before the call returns. A writer stopped between
+the line and HEAD leaves a line HEAD does not know: the next append takes it when it
+follows on.
 Rotation: a month's file is removed once its last record is older than the retention
 (190 days by default: over the six months the law asks for), and a `rotated` record
 naming the file and its last hash is appended first, so the chain still verifies from
@@ -271,7 +272,7 @@ class Trail:
 
     def append(self, event: str, who: str, outcome: str, detail: dict | str | None = None,
                at: datetime | None = None) -> dict:
-        """One record, chained to the last, on disk (fsync'd) when this returns."""
+        """One record, chained to the last, on disk when this returns."""
         at = (at or datetime.now(SHANGHAI)).astimezone(SHANGHAI)
         if not EVENT.fullmatch(event):
             raise AuditError(f"{event!r} is not an event's name (a-z, 0-9, -)")
@@ -549,7 +550,8 @@ class Trail:
         except AuditError as exc:
             head, damaged = None, str(exc)
         files = self.files()
-        chain = _Chain(self.key, found, [p.name for p in files])
+        chain = _Chain(self.key, found, [p.name for p in files],
+                       self.retention.total_seconds())
         for index, path in enumerate(files):
             with path.open("rb") as lines:
                 chain.feed(index, lines)
@@ -617,8 +619,9 @@ class _Chain:
     (the first 64 bits of its hash and where it is), so a million records take some 15 MB
     and any fault can name the line it concerns."""
 
-    def __init__(self, key: bytes | None, found: Verification, names: list[str]) -> None:
-        self.key, self.found, self.names = key, found, names
+    def __init__(self, key: bytes | None, found: Verification, names: list[str],
+                 retention: float) -> None:
+        self.key, self.found, self.names, self.retention = key, found, names, retention
         self.base: int | None = None  # the first sequence number: index 0 of the arrays
         self.top: int | None = None   # the highest so far
         self.top_next: int | None = None
@@ -912,7 +915,7 @@ class _Chain:
         if it came the retention after that month's last record, which was written after
         the view (the head moved on from `seq` within the month)."""
         rotations = sorted(r for r in self.rotated if r[0] > seq)
-        if rotations and t > rotations[0][1] - RETENTION.total_seconds() + SLACK:
+        if rotations and t > rotations[0][1] - self.retention + SLACK:
             _, at, _, where = rotations[0]
             self.found.fault(where, f"the witness saw record {seq} at {_clock(t)}, yet this "
                                     f"rotation at {_clock(at)} removed it as older than "
