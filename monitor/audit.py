@@ -266,7 +266,10 @@ class Trail:
         """The trail with its key (`key_file`, by default the one beside the folder);
         `create_key`: its writer's, which makes the key the first time."""
         path = Path(key_file) if key_file else key_file_of(folder)
-        return cls(folder, read_key(path, create_key), retention)
+        key = read_key(path, create_key)
+        if key is None and key_file:
+            raise AuditError(f"{path}: no such key")
+        return cls(folder, key, retention)
 
     # ------------------------------------------------------------------ writing
 
