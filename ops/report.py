@@ -657,8 +657,8 @@ def warnings(f: SiteMonth) -> list[str]:
                         "fault(s) (insmon audit --verify): only its records that verify "
                         "are used.")
         elif not trail.intact:
-            said.append(f"审计记录未与见证比对 The audit trail {trail.folder} was not compared "
-                        f"with a witness: {trail.lines[-1]}")
+            said.append(f"审计记录未与见证比对 The audit trail {trail.folder}: "
+                        f"{trail.lines[-1]}")
     if f.blind:
         said.append(f"{f.blind} 分钟无数据但前后均中断，计为中断。 {f.blind} minute(s) not "
                     "measured with the path down before and after count as down.")
