@@ -501,6 +501,20 @@ class Trail:
             path.unlink()
         return head
 
+    def own(self) -> list[Path]:
+        """The folder and its files writable by their owner alone (an install before
+        let the operators' group write them); what was changed."""
+        changed = []
+        for path in (self.folder, *self.files(), self.folder / "HEAD"):
+            try:
+                mode = path.stat()
+            except FileNotFoundError:
+                continue
+            if mode.st_mode & 0o022 and mode.st_uid == os.getuid():
+                path.chmod(mode.st_mode & 0o7755)
+                changed.append(path)
+        return changed
+
     # ------------------------------------------------------------------ reading
 
     def files(self) -> list[Path]:

@@ -130,11 +130,13 @@ class Service:
     async def _take_records(self, loop: asyncio.AbstractEventLoop) -> None:
         """The one writer of the trail: records from commands over its socket."""
         trail = self.trail
-        if trail.folder.is_dir() and trail.folder.stat().st_mode & 0o022 and \
-                trail.folder.stat().st_uid == os.getuid():
-            trail.folder.chmod(trail.folder.stat().st_mode & ~0o022 & 0o7777)
-            log.warning("the audit trail %s was writable by others than insmon: now only "
-                        "by insmon (commands hand their records to it)", trail.folder)
+        try:
+            if trail.own():
+                log.warning("the audit trail %s was writable by others than insmon: now "
+                            "only by insmon (commands hand their records to it)",
+                            trail.folder)
+        except OSError as exc:
+            log.error("the audit trail %s: %s", trail.folder, exc)
         try:
             self._records = await audit_socket.serve(
                 trail, appended=lambda _: loop.create_task(self._witness_once()))

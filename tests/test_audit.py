@@ -460,8 +460,15 @@ def test_the_service_is_the_one_writer_and_the_kernel_says_who(open_tmp: Path) -
     environment said. Now insmon's service writes the trail (folder and key its own) and
     takes commands' records over its socket, asking the kernel who sent them."""
     tmp_path = open_tmp
+    # a trail as an install before left it: no key, the operators' group writing it
+    older = filled(tmp_path / "audit", count=3)
+    for path in (tmp_path / "audit", *older.files(), tmp_path / "audit" / "HEAD"):
+        path.chmod(0o2770 if path.is_dir() else 0o660)
     insmon = _serving(tmp_path)
     try:
+        assert [r["event"] for r in older.records()][3:5] == ["keyed", "config"]
+        assert [p.stat().st_mode & 0o7777 for p in (tmp_path / "audit", *older.files())] \
+            == [0o2750] + [0o640] * len(older.files())
         done = _declare(tmp_path, "by an operator", as_nobody=True, said="zhangsan")
         assert "over 14 days" in done.stderr, done.stderr
         [record] = [r for r in Trail(tmp_path / "audit").records()
