@@ -426,8 +426,12 @@ def _serving(tmp_path: Path, extra: list[str] = ()) -> Insmon:
     insmon = Insmon(tmp_path / "insmon", f"listen: 127.0.0.1:{port}\nchecks:\n"
                     "- {name: cpu, kind: cpu}\n", ["--audit", str(tmp_path / "audit"), *extra])
     insmon.url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: socket_of(tmp_path / "audit").is_socket() and
-             " started with " in insmon.log_file.read_text(), 30, "insmon to start")
+    try:
+        wait_for(lambda: socket_of(tmp_path / "audit").is_socket() and
+                 " started with " in insmon.log_file.read_text(), 30, "insmon to start")
+    except BaseException:
+        insmon.stop()
+        raise
     return insmon
 
 
@@ -541,12 +545,13 @@ def test_a_holder_of_the_key_is_caught_by_the_witness(tmp_path: Path) -> None:
     """Whoever holds the key (root) can rewrite the chain so that it verifies; not what
     Prometheus kept of its head. `insmon audit --verify` compares them."""
     insmon = _serving(tmp_path)
-    prometheus = Prometheus(tmp_path / "prometheus", {
-        "global": {"scrape_interval": "1s"},
-        "scrape_configs": [{"job_name": "insmon", "static_configs": [
-            {"targets": [insmon.url.removeprefix("http://")]}]}]})
+    prometheus = None
     folder = tmp_path / "audit"
     try:
+        prometheus = Prometheus(tmp_path / "prometheus", {
+            "global": {"scrape_interval": "1s"},
+            "scrape_configs": [{"job_name": "insmon", "static_configs": [
+                {"targets": [insmon.url.removeprefix("http://")]}]}]})
         for comment in ("one", "two", "three"):
             assert _declare(tmp_path, comment).returncode == 1
         trail = Trail.open(folder)
@@ -578,7 +583,8 @@ def test_a_holder_of_the_key_is_caught_by_the_witness(tmp_path: Path) -> None:
         done = verify()
         assert done.returncode == 1 and "records were removed" in done.stdout, done.stdout
     finally:
-        prometheus.stop()
+        if prometheus is not None:
+            prometheus.stop()
         insmon.stop()
 
 
