@@ -73,6 +73,7 @@ bench: $(VENV)/.test
 	$(VENV)/bin/python bench/settlement_cost.py
 	$(VENV)/bin/python bench/hostile_input.py
 	$(VENV)/bin/python bench/scrape.py
+	$(VENV)/bin/python bench/audit_trail.py
 
 # The offline install bundles (bundle/build.py: downloads kept in ~/.cache/insmon-bundle).
 bundle: $(VENV)/.test

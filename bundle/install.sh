@@ -259,12 +259,16 @@ configs() {
     for dir in /var/lib/insmon /var/lib/insmon-pager; do
         [ -d "$dir" ] || { install -d -m 0750 -o insmon -g insmon "$dir"; did "created $dir"; }
     done
-    # the audit trail: insmon's service and the operators' `insmon maintenance` (root)
-    # append to it; the group's, which new files inherit
-    [ -d /var/lib/insmon/audit ] || {
-        install -d -m 2770 -o insmon -g insmon /var/lib/insmon/audit
+    # the audit trail: insmon's service is its one writer (its key audit.key beside it,
+    # made at its first start); `insmon maintenance` and `drill` hand it their records
+    # over audit.sock there. The group reads (an older install let it write: no more).
+    if [ ! -d /var/lib/insmon/audit ]; then
+        install -d -m 0750 -o insmon -g insmon /var/lib/insmon/audit
         did "created /var/lib/insmon/audit"
-    }
+    elif [ -n "$(find /var/lib/insmon/audit -maxdepth 0 -perm /022)" ]; then
+        chmod go-w /var/lib/insmon/audit
+        did "made /var/lib/insmon/audit writable by insmon alone"
+    fi
 }
 
 units() {

@@ -61,6 +61,13 @@ CORE_METRICS = (
                "1 when today (Asia/Shanghai) is past the calendar data: statutory holidays "
                "come from the law's fixed rules and make-up working days are unknown, for "
                "the calendar check and the recurring maintenance windows alike."),
+    MetricSpec("insmon_audit_head_sequence", "gauge",
+               "The audit trail's last record: its sequence number (a witness of the "
+               "trail outside its folder, which insmon audit --verify compares).",
+               ("trail",)),
+    MetricSpec("insmon_audit_head_hash", "gauge",
+               "The audit trail's last record: the first 52 bits of its hash, as a number.",
+               ("trail",)),
 )
 
 
@@ -157,6 +164,11 @@ def _own_series(snap: Snapshot, openmetrics: bool) -> bytes:
     values += [("insmon_calendar_known_until_timestamp_seconds",
                 {} if snap.calendar else None, known_until),
                ("insmon_calendar_provisional", {} if snap.calendar else None, provisional)]
+    head = snap.audit_head
+    values.append(("insmon_audit_head_sequence", head and {"trail": head[0]},
+                   head[1] if head else 0))
+    values.append(("insmon_audit_head_hash", head and {"trail": head[0]},
+                   head[2] if head else 0))
     return b"".join(
         _header(CORE[name], openmetrics) + (
             b"" if labels is None

@@ -60,3 +60,4 @@ class Snapshot:
     reload_ok: bool
     reload_success_at: float
     calendar: tuple[float, bool] | None = None  # known until (Unix time), provisional today
+    audit_head: tuple[str, int, int] | None = None  # the audit trail's id, seq, hash's bits

@@ -102,7 +102,13 @@ def _do_run(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             print(exc, file=sys.stderr)
             return 1
-    trail = _trail(args.audit)
+    from monitor.audit import AuditError
+
+    try:
+        trail = _trail(args.audit)
+    except (OSError, AuditError) as exc:
+        print(f"insmon run: the audit trail's key: {exc}", file=sys.stderr)
+        return 1
     jobs = []
     if (windows := loaded.config.maintenance) is not None:
         if trail is None:
@@ -117,12 +123,13 @@ def _do_run(args: argparse.Namespace) -> int:
 
 def _trail(folder: Path | None):  # -> monitor.audit.Trail | None
     """The audit trail: --audit, else audit/ in systemd's StateDirectory when there is
-    one (/var/lib/insmon), else none (a try-out on a desk)."""
+    one (/var/lib/insmon), else none (a try-out on a desk). The service is its one
+    writer: it holds the key beside it (made the first time)."""
     from monitor.audit import Trail
 
     if folder is None and os.environ.get("STATE_DIRECTORY"):
         folder = Path(os.environ["STATE_DIRECTORY"].split(":")[0]) / "audit"
-    return Trail(folder) if folder is not None else None
+    return Trail.open(folder, create_key=True) if folder is not None else None
 
 
 # ------------------------------------------------------------------ once
@@ -242,16 +249,18 @@ def _maintenance(commands: argparse._SubParsersAction) -> None:
     sub.add_argument("--ahead", default="24h",
                      help="realise: silences made this far ahead (default: %(default)s)")
     sub.add_argument("--audit", type=Path, metavar="DIR", default=Path(AUDIT),
-                     help="the audit trail windows are recorded in (default: %(default)s)")
+                     help="the audit trail windows are recorded in, through insmon's "
+                          "service when it runs (default: %(default)s)")
 
 
 def _do_maintenance(args: argparse.Namespace) -> int:
-    from monitor.audit import AuditError, Trail
+    from monitor.audit import AuditError
+    from monitor.audit_socket import Recorder
     from monitor.config import ConfigError
     from ops import maintenance
     from probes.base import ProbeFailure
 
-    trail = Trail(args.audit)
+    trail = Recorder(args.audit)
     handler = {"declare": _declare, "list": _list_windows, "end": _end_window,
                "realise": _realise}[args.action]
     try:
@@ -342,7 +351,8 @@ def _list_windows(args: argparse.Namespace, trail) -> int:
                   maintenance.silences(args.alertmanager)}
     except maintenance.MaintenanceError as exc:
         print(f"(Alertmanager's state unknown: {exc})")
-    for record in trail.records():
+    for record in trail.records(events=("maintenance-declared", "maintenance-scheduled",
+                                        "maintenance-ended")):
         detail = record.get("detail") or {}
         if record["event"] in ("maintenance-declared", "maintenance-scheduled") and \
                 record["outcome"] == "ok":
@@ -465,12 +475,13 @@ def _do_drill(args: argparse.Namespace) -> int:
     print(f"report: {out / 'report.md'}, {out / 'report.json'}")
     trail = args.audit or (Path(AUDIT) if Path(AUDIT).is_dir() else None)
     if trail is not None:
-        from monitor.audit import AuditError, Trail, who
+        from monitor.audit import AuditError, who
+        from monitor.audit_socket import Recorder
 
         try:
-            Trail(trail).append("drill", who(), "passed" if report.passed else "failed",
-                                {"scenario": scenario.name, "title": scenario.title_zh,
-                                 "report": str(out.resolve())})
+            Recorder(trail).append("drill", who(), "passed" if report.passed else "failed",
+                                   {"scenario": scenario.name, "title": scenario.title_zh,
+                                    "report": str(out.resolve())})
         except (OSError, AuditError) as exc:
             print(f"insmon drill: not recorded in the audit trail {trail}: {exc}",
                   file=sys.stderr)
@@ -491,47 +502,51 @@ def _audit(commands: argparse._SubParsersAction) -> None:
     sub.add_argument("--from", dest="start", metavar="TIME", help="from (Beijing time)")
     sub.add_argument("--to", dest="end", metavar="TIME", help="until (Beijing time)")
     sub.add_argument("--verify", action="store_true",
-                     help="check every chain; exit 1 on a changed or missing record")
+                     help="check every chain and compare it with the witness (Prometheus); "
+                          "exit 1 on a fault, 2 when no witness could be compared")
+    sub.add_argument("--prometheus", default="http://127.0.0.1:9090", metavar="URL",
+                     help="the witness: Prometheus (or VictoriaMetrics) that keeps the "
+                          "trails' heads (default: %(default)s)")
     sub.add_argument("--csv", type=Path, metavar="FILE", help="write the records as CSV")
     sub.add_argument("--key-file", type=Path, metavar="FILE",
-                     help="the trail's HMAC key, when it was written with one")
+                     help="the trail's key (default: the .key file beside each folder, or "
+                          "the pager config's)")
 
 
 def _do_audit(args: argparse.Namespace) -> int:
     from monitor import parse_time
-    from monitor.audit import Trail
+    from monitor.audit import AuditError, Trail
 
     try:
         start = parse_time(args.start) if args.start else None
         end = parse_time(args.end) if args.end else None
-        key = args.key_file.read_bytes().strip() if args.key_file else None
-    except (ValueError, OSError) as exc:
+    except ValueError as exc:
         print(f"insmon audit: {exc}", file=sys.stderr)
         return 2
     if args.trails:
-        folders = [(folder, key) for folder in args.trails]
-    else:  # insmon's (no key), and the pager's with the key its config names
+        folders = [(folder, args.key_file) for folder in args.trails]
+    else:  # insmon's, and the pager's with the key its config names
         folders = [(p, k) for p, k in ((Path(AUDIT), None),
-                                       (Path(PAGER_AUDIT), _pager_audit_key()))
+                                       (Path(PAGER_AUDIT), _pager_audit_key_file()))
                    if p.is_dir()]
     if not folders:
         print(f"insmon audit: no trail here ({AUDIT}, {PAGER_AUDIT})", file=sys.stderr)
         return 2
-    failed = False
+    worst = 0
     first = folders[0][0]
-    for folder, key in folders:
-        trail = Trail(folder, key)
+    for folder, key_file in folders:
         if not folder.is_dir():
             print(f"{folder}: no such trail", file=sys.stderr)
-            failed = True
+            worst = 1
             continue
+        try:
+            trail = Trail.open(folder, key_file)
+        except (OSError, AuditError) as exc:
+            print(f"{folder}: its key cannot be read ({exc}): checked without it",
+                  file=sys.stderr)
+            trail = Trail(folder)
         if args.verify:
-            faults = trail.verify()
-            for fault in faults:
-                print(f"{folder}/{fault}")
-            print(f"{folder}: " + (f"{len(faults)} fault(s)" if faults else
-                                   "every record is as written"))
-            failed |= bool(faults)
+            worst = max(worst, _verify(trail, args.prometheus), key=lambda v: (v == 1, v))
         elif args.csv:
             with args.csv.open("a" if folder != first else "w", newline="",
                                encoding="utf-8-sig") as out:
@@ -541,16 +556,29 @@ def _do_audit(args: argparse.Namespace) -> int:
             for r in trail.records(start, end):
                 print(f"{r['at']}  {r['who']:<16} {r['event']:<24} {r['outcome']:<9} "
                       f"{r['detail'] if isinstance(r['detail'], str) else _short(r['detail'])}")
-    return 1 if failed else 0
+    return worst
 
 
-def _pager_audit_key() -> bytes | None:
-    """The key of the pager's trail, from its config (/etc/insmon/pager.yaml)."""
+def _verify(trail, prometheus: str) -> int:
+    """One trail's chain and witness, printed; 0 intact, 1 a fault, 2 no witness."""
+    from ops.history import audit_witness
+
+    found = trail.verify(witness=lambda trail_id: audit_witness(prometheus, trail_id))
+    for fault in found.faults:
+        print(f"{trail.folder}/{fault}" if fault.where else f"{trail.folder}: {fault}")
+    if found.more:
+        print(f"{trail.folder}: and {found.more} more fault(s)")
+    for line in found.summary():
+        print(f"{trail.folder}: {line}")
+    return 1 if found.faults else 0 if found.intact else 2
+
+
+def _pager_audit_key_file() -> Path | None:
+    """The key of the pager's trail, as its config (/etc/insmon/pager.yaml) says."""
     from pager.config import ConfigError, load
 
     try:
-        config = load("/etc/insmon/pager.yaml")
-        return config.audit.key()
+        return load("/etc/insmon/pager.yaml").audit.key_file
     except (OSError, ValueError, ConfigError):  # no pager here, or its config broken
         return None
 
@@ -629,16 +657,26 @@ def _report(commands: argparse._SubParsersAction) -> None:
 
 
 def _do_report(args: argparse.Namespace) -> int:
-    from monitor.audit import Trail
+    from monitor.audit import AuditError, Trail
     from ops import report
 
     if not 0 < args.objective < 100:
         print("insmon report: --objective is a percentage below 100", file=sys.stderr)
         return 2
     folders = args.audit or [p for p in (Path(AUDIT), Path(PAGER_AUDIT)) if p.is_dir()]
+    trails = []
+    for folder in folders:  # with their keys: a record that does not verify is not used
+        try:
+            trails.append(Trail.open(folder, _pager_audit_key_file()
+                                     if folder == Path(PAGER_AUDIT) else None))
+        except (OSError, AuditError) as exc:
+            print(f"insmon report: {folder}: its key cannot be read ({exc}): none of its "
+                  "records verifies, no maintenance of it is left out (run as root)",
+                  file=sys.stderr)
+            trails.append(Trail(folder))
     try:
         figures = report.collect(args.prometheus, args.month, args.site, args.pager,
-                                 [Trail(f) for f in folders], args.objective / 100)
+                                 trails, args.objective / 100)
         written = report.write(figures, args.out)
     except report.ReportError as exc:
         print(f"insmon report: {exc}", file=sys.stderr)

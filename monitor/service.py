@@ -18,8 +18,8 @@ from pathlib import Path
 
 from exporters.http import HttpServer, make_app
 from exporters.webconfig import BasicAuth, WebConfig, tls_context
-from monitor import __version__
-from monitor.audit import AuditError, Trail
+from monitor import __version__, audit_socket
+from monitor.audit import AuditError, Trail, socket_of, witness_value
 from monitor.config import EMBEDDED, ConfigError, Loaded, load, split_listen
 from monitor.runner import Check, build_checks
 from monitor.scheduler import CheckScheduler
@@ -33,6 +33,7 @@ audit = logging.getLogger("insmon.audit")
 HEARTBEAT_SECONDS = 1.0
 HEARTBEAT_STALE_SECONDS = 10.0  # /healthz fails when the loop has not ticked for this long
 CALENDAR = "the working calendar"
+WITNESS_EVERY = 5.0  # seconds between readings of the audit trail's HEAD for /metrics
 
 
 class Service:
@@ -51,6 +52,7 @@ class Service:
         self._listen = listen or loaded.config.listen
         self.store = ResultStore()
         self._beat = time.monotonic()
+        self._records: asyncio.AbstractServer | None = None
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -66,6 +68,8 @@ class Service:
         except OSError as exc:
             log.error("cannot listen on %s: %s", self._listen, exc.strerror or exc)
             return 1
+        if self.trail is not None:
+            await self._take_records(loop)
         self._scheduler = CheckScheduler(self.store)
         self._scheduler.start()
         self._scheduler.apply(build_checks(self._loaded.config.checks), self._loaded.source,
@@ -80,6 +84,8 @@ class Service:
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         heartbeat = asyncio.create_task(self._heartbeat())
         jobs = [asyncio.create_task(self._job(*job)) for job in self._jobs]
+        if self.trail is not None:
+            jobs.append(asyncio.create_task(self._witness()))
         url_host = f"[{host}]" if ":" in host else host
         log.info("insmon %s started with the %s (%s); metrics at "
                  "%s://%s:%d/metrics, status page at /%s%s", __version__,
@@ -97,6 +103,8 @@ class Service:
             self._scheduler.shutdown()
             await close_probes(self._scheduler.checks.values())
             server.close()
+            if self._records is not None:
+                self._records.close()
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
         return 0
@@ -144,6 +152,39 @@ class Service:
             if warning not in self._calendar_said:
                 log.warning("%s", warning)
         self._calendar_said = warnings
+
+    async def _take_records(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The one writer of the trail: records from commands over its socket."""
+        trail = self.trail
+        try:
+            if trail.own():
+                log.warning("the audit trail %s was writable by others than insmon: now "
+                            "only by insmon (commands hand their records to it)",
+                            trail.folder)
+        except OSError as exc:
+            log.error("the audit trail %s: %s", trail.folder, exc)
+        try:
+            self._records = await audit_socket.serve(
+                trail, appended=lambda _: loop.create_task(self._witness_once()))
+        except OSError as exc:
+            log.error("the audit trail's socket %s cannot be made: %s (commands write the "
+                      "trail themselves where they may)", socket_of(trail.folder), exc)
+
+    async def _witness(self) -> None:
+        """The trail's head for the witness (Prometheus keeps it): read again every few
+        seconds, so a record written by any writer shows."""
+        while True:
+            await self._witness_once()
+            await asyncio.sleep(WITNESS_EVERY)
+
+    async def _witness_once(self) -> None:
+        try:
+            head = await asyncio.to_thread(self.trail.head)
+        except (AuditError, OSError) as exc:
+            head = None
+            log.error("the audit trail's HEAD %s: %s", self.trail.folder / "HEAD", exc)
+        self.store.audit_head(None if head is None or not head.id or not head.seq else
+                              (head.id, head.seq, witness_value(head.hash)))
 
     async def _job(self, what: str, every: float, job: Callable[[datetime], object]) -> None:
         while True:

@@ -59,6 +59,7 @@ class ResultStore:
         self._reload_ok = False
         self._reload_success_at = 0.0
         self._calendar: tuple[float, bool] | None = None
+        self._audit_head: tuple[str, int, int] | None = None
 
     def configure(self, checks: Iterable[Checked], source: str, sha256: str = "") -> None:
         """Adopt a new set of checks after a successful (re)load.
@@ -82,6 +83,12 @@ class ResultStore:
             self._config_sha256 = sha256
             self._reload_ok = True
             self._reload_success_at = time.time()
+
+    def audit_head(self, head: tuple[str, int, int] | None) -> None:
+        """The audit trail's head for the witness: its id, sequence number and the part
+        of its hash a metric carries (monitor.audit.witness_value)."""
+        with self._lock:
+            self._audit_head = head
 
     def reload_failed(self) -> None:
         with self._lock:
@@ -126,7 +133,8 @@ class ResultStore:
         with self._lock:
             views = tuple(state.view for state in self._states.values())
             return Snapshot(views, self._config_source, self._config_sha256,  # type: ignore[arg-type]
-                            self._reload_ok, self._reload_success_at, self._calendar)
+                            self._reload_ok, self._reload_success_at, self._calendar,
+                            audit_head=self._audit_head)
 
     def _current(self, check: Checked) -> _State | None:
         state = self._states.get(check.name)

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
+import re
 import statistics
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -15,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from alert_rules import NOT_FAULTS
+from monitor.audit import Witness, WitnessError
 
 GRADES = ("I", "II", "III", "IV")  # the national scale, most severe first
 
@@ -251,3 +255,41 @@ def pager_incidents(url: str, query: str, timeout: float) -> list[dict]:
                                      headers=headers)
     with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.load(response)
+
+
+WITNESS_DAYS = 200  # Prometheus keeps 190 days at a site
+RECENT = 86400.0    # every scraped head of the last day; before it, views at a step
+
+
+def audit_witness(url: str, trail_id: str, now: float | None = None) -> Witness:
+    """What Prometheus (or VictoriaMetrics) kept of an audit trail's head, the witness
+    `Trail.verify` compares with the chain: every sample of the last day, a view at each
+    step (some 29 minutes) before it, and the highest sequence number of each step."""
+    if not re.fullmatch(r"[0-9a-f]{1,64}", trail_id):
+        raise WitnessError(f"{trail_id!r} is not a trail's id")
+    api = PrometheusAPI(url)
+    end = time.time() if now is None else now
+    start = end - WITNESS_DAYS * 86400
+    step = max(60.0, float(math.ceil((end - start) / 10000)))
+    which = f'{{trail="{trail_id}"}}'
+    try:
+        views = _views(api.range(f"insmon_audit_head_sequence{which}", start, end, step),
+                       api.range(f"insmon_audit_head_hash{which}", start, end, step))
+        views += _views(api.samples(f"insmon_audit_head_sequence{which}", end - RECENT, end),
+                        api.samples(f"insmon_audit_head_hash{which}", end - RECENT, end))
+        peaks = [(t, int(v)) for series in api.range(
+            f"max_over_time(insmon_audit_head_sequence{which}[{step:.0f}s])", start, end, step)
+            for t, v in series.points]
+    except HistoryError as exc:
+        raise WitnessError(str(exc)) from None
+    return Witness(f"Prometheus at {url}", sorted(set(views)), peaks)
+
+
+def _views(sequences: list[Series], hashes: list[Series]) -> list[tuple[float, int, int]]:
+    """(time, sequence number, hash bits) where both series have a sample at one time."""
+    def key(series: Series) -> tuple:
+        return tuple(sorted((k, v) for k, v in series.labels.items() if k != "__name__"))
+
+    bits = {(key(s), t): int(v) for s in hashes for t, v in s.points}
+    return [(t, int(v), bits[key(s), t]) for s in sequences for t, v in s.points
+            if (key(s), t) in bits]

@@ -17,7 +17,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from monitor.audit import AuditError, Trail, file_digest
+from monitor.audit import AuditError, Trail, file_digest, witness_value
 from probes.base import SHANGHAI
 
 log = logging.getLogger("insmon.pager.audit")
@@ -112,6 +112,31 @@ class Auditor:
             log.error("the audit trail %s cannot be written: %s", self.trail.folder, exc)
         except Exception:  # the store closing under us at shutdown: next round
             log.exception("audit copy failed")
+
+
+class HeadCollector:
+    """The trail's head on the pager's /metrics: the witness Prometheus keeps outside the
+    folder, which `insmon audit --verify` compares with the chain."""
+
+    def __init__(self, trail: Trail) -> None:
+        self.trail = trail
+
+    def collect(self):  # prometheus_client's collector protocol
+        from prometheus_client.core import GaugeMetricFamily
+
+        seq = GaugeMetricFamily("insmon_audit_head_sequence", "The audit trail's last "
+                                "record: its sequence number", labels=["trail"])
+        bits = GaugeMetricFamily("insmon_audit_head_hash", "The audit trail's last record: "
+                                 "the first 52 bits of its hash, as a number", labels=["trail"])
+        try:
+            head = self.trail.head()
+        except (AuditError, OSError):
+            head = None  # the copy says why in the log
+        if head is not None and head.id and head.seq:
+            seq.add_metric([head.id], head.seq)
+            bits.add_metric([head.id], witness_value(head.hash))
+        yield seq
+        yield bits
 
 
 def _matches(seen: tuple[float, str], row) -> bool:

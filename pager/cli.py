@@ -127,7 +127,8 @@ def _auditor(config: PagerConfig, engine, path: Path):  # -> pager.audit.Auditor
     from monitor.audit import Trail
     from pager.audit import Auditor
 
-    auditor = Auditor(engine.store, Trail(config.audit.folder, config.audit.key()))
+    auditor = Auditor(engine.store, Trail.open(config.audit.folder, config.audit.key_file,
+                                               create_key=True))
     try:
         auditor.config(path)
     except AuditError as exc:  # a trail someone changed: paging goes on, and says so
@@ -231,6 +232,7 @@ def _run(args: argparse.Namespace, config: PagerConfig, rota: Rota) -> int:
     from prometheus_client import CollectorRegistry
 
     from monitor.config import split_listen
+    from pager.audit import HeadCollector
     from pager.delivery import Metrics, Worker
     from pager.pair import PairCollector, Peer, http_ask
     from pager.server import PagerServer
@@ -270,9 +272,10 @@ def _run(args: argparse.Namespace, config: PagerConfig, rota: Rota) -> int:
         registry.register(PairCollector(peer))
     try:
         auditor = _auditor(config, engine, args.config)
-    except OSError as exc:  # a folder it cannot write: the install to mend, now
+    except (OSError, AuditError) as exc:  # a folder it cannot write: to mend, now
         print(f"{args.config}: audit trail: {exc}", file=sys.stderr)
         return 2
+    registry.register(HeadCollector(auditor.trail))
     worker = Worker(engine, Metrics(registry), peer=peer)
     server = PagerServer(engine, host, port, worker.wake, registry, config.max_body, token,
                          lambda: worker.errors)

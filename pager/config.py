@@ -213,13 +213,10 @@ class Pair(_Model):
 
 class Audit(_Model):
     """The audit trail (monitor/audit.py): `folder` default: audit/ beside the database;
-    `key_file`: a secret that makes the chain an HMAC (only who holds it can rewrite)."""
+    `key_file`: the secret that makes the chain an HMAC (only who holds it can rewrite),
+    by default audit.key beside the folder, made by the pager the first time."""
     folder: Path | None = None
     key_file: Path | None = None
-
-    def key(self) -> bytes | None:
-        """The HMAC key, read from `key_file` (OSError when it cannot be read)."""
-        return self.key_file.read_bytes().strip() if self.key_file else None
 
 
 class PagerConfig(_Model):

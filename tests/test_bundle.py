@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
 import tarfile
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -322,6 +324,23 @@ def test_install_sh_on_a_fresh_debian12_host_with_no_network(
                  "nothing to mend, but 1 not known here (?)"):
         assert line in doctor.stdout, doctor.stdout
     assert " rules in " in doctor.stdout
+    # the audit trails at the site: root's window (refused: too long) handed to insmon's
+    # service over its socket; folder, key and socket the service's; both trails verify
+    # against the installed Prometheus, which keeps their heads
+    start = datetime.now().date() + timedelta(days=1)
+    declared = host.sh("/opt/insmon/.venv/bin/insmon maintenance --site hospital-1 --from "
+                       f"'{start} 01:00' --to '{start + timedelta(days=40)} 01:00' "
+                       "--comment install-check")
+    assert "over 14 days" in declared.stderr, declared
+    listed = host.sh("/opt/insmon/.venv/bin/insmon audit /var/lib/insmon/audit")
+    assert re.search(r" root +maintenance-declared +refused ", listed.stdout), listed.stdout
+    modes = host.sh("stat -c '%a %U' /var/lib/insmon/audit /var/lib/insmon/audit.key "
+                    "/var/lib/insmon/audit.sock /var/lib/insmon-pager/audit.key")
+    assert modes.stdout.split() == ["750", "insmon", "400", "insmon", "660", "insmon",
+                                    "400", "insmon"], modes
+    wait_for("both trails verify against Prometheus", lambda: (
+        lambda done: done if done.returncode == 0 else None)(
+        host.sh("/opt/insmon/.venv/bin/insmon audit --verify")), 90)
     host.stop("gammu-smsd")
     for service in SERVICES:
         host.stop(service)

@@ -66,7 +66,7 @@ def test_a_recurring_window_follows_the_working_calendar_once_each(
 
     # insmon asks every 6 hours (a clock the test moves) from Sunday 00:00 across nine
     # days, 12 hours ahead: windows beginning up to Tuesday 06:00 of the next week
-    trail = Trail(audit)
+    trail = Trail.open(audit)  # with its key, as insmon run holds it
     now = datetime.combine(monday - timedelta(days=1), datetime.min.time(), SHANGHAI)
     for _ in range(9 * 4):
         realise_windows(file, manager.url, trail, 12 * 3600.0, calendar, now)
@@ -87,7 +87,7 @@ def test_a_recurring_window_follows_the_working_calendar_once_each(
     scheduled = [r for r in trail.records() if r["event"] == "maintenance-scheduled"]
     assert len(scheduled) == len(expected)
     assert {r["who"] for r in scheduled} == {"zhangsan"}
-    assert trail.verify() == []
+    assert Trail.open(audit).verify().faults == []
 
     listed = insmon("list", "--alertmanager", manager.url, *common[:4])
     assert "recurring nightly-batch: site h1, every workday 01:00-01:30" in listed.stdout
