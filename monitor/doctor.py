@@ -219,9 +219,10 @@ def _leaves(node: Any, keys: set[str], where: str = "") -> list[tuple[str, str]]
                 found += [(f"{path}[{i}]", str(v)) for i, v in enumerate(value)
                           if not isinstance(v, dict | list)]
             found += _leaves(value, keys, path) if isinstance(value, dict | list) else []
-    elif isinstance(node, list):
+    elif isinstance(node, list):  # an item by its name where it has one
         for i, value in enumerate(node):
-            found += _leaves(value, keys, f"{where}[{i}]")
+            name = value.get("name", i) if isinstance(value, dict) else i
+            found += _leaves(value, keys, f"{where}[{name}]")
     return found
 
 
@@ -384,7 +385,7 @@ def _pair(config: Any, path: Path) -> list[Line]:
         token = config.auth.token_file.read_text().strip()
     except OSError as exc:
         return [Line("?", f"the pair: the token {config.auth.token_file}: {exc.strerror}",
-                     "run doctor as root to check the pair too")]
+                     "install.sh writes it; run doctor as root to check the pair too")]
     lines = []
     for role in ("active", "standby"):
         url = getattr(config.pair, role).url.rstrip("/")

@@ -76,7 +76,7 @@ def test_the_installed_pager_pages_nobody_and_nothing_it_kept_goes_out_later(
     level_one = json.dumps(notification(grade="I")).encode()
     taken = first.intake("network", level_one)
     assert taken.status == "accepted" and taken.incident is not None
-    later(3 * 3600)  # past every escalation step, the report reminder and the watchdog
+    later(60)
     first.tick()
     worker.round()
     assert deliveries(first) == [] and sent == []
@@ -84,9 +84,12 @@ def test_the_installed_pager_pages_nobody_and_nothing_it_kept_goes_out_later(
     assert "unconfigured" in events, events
     first.store.close()
 
-    # the site fills in its teams and restarts the pager: hours pass, nothing kept goes out
+    # the site fills in its teams and restarts the pager: hours pass (the Watchdog
+    # arriving), past every escalation step and the report reminder: nothing kept goes out
     second, worker, sent = engine(filled_in())
     later(3 * 3600)
+    heartbeat = json.dumps(notification(alertname="Watchdog", grade="none")).encode()
+    assert second.intake("watchdog", heartbeat).status == "accepted"
     second.tick()
     worker.round()
     assert deliveries(second) == [] and sent == []
