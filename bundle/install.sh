@@ -415,10 +415,11 @@ purge() {
     done
     # what gammu-smsd wrote as insmon (messages, a dummy phone's folder) goes to Debian's
     # user gammu, whose spool it is: nothing is left to a removed user's number
+    mine="( -user insmon -o -group insmon )"
     if getent passwd gammu >/dev/null && getent passwd insmon >/dev/null &&
-            [ -n "$(find /var/spool/gammu -user insmon -print -quit 2>/dev/null)" ]; then
-        find /var/spool/gammu -user insmon -exec chown gammu {} +
-        did "gave the files of user insmon in /var/spool/gammu to user gammu"
+            [ -n "$(find /var/spool/gammu $mine -print -quit 2>/dev/null)" ]; then
+        find /var/spool/gammu $mine -exec chown gammu:gammu {} +
+        did "gave the files of insmon in /var/spool/gammu to Debian's gammu:gammu"
     fi
     uid=$(id -u insmon 2>/dev/null || true)
     ! getent passwd insmon >/dev/null || { userdel insmon; did "removed user insmon"; }

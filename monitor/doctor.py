@@ -43,7 +43,7 @@ SHARE = Path("/opt/insmon/share")  # the bundle's examples and shipped rules
 EXAMPLE_KEYS = {
     "hospital.yaml": ("examples/hospital.yaml", {
         "front_end", "gateway", "targets", "source", "address", "url", "fixmedins_code",
-        "fixmedins_name", "path"}),
+        "fixmedins_name"}),
     "pager.yaml": ("examples/pager.yaml", {
         "url", "public_url", "runbook_url", "secret", "host", "sender", "username",
         "mobile", "email", "wecom", "dingtalk", "feishu"}),
@@ -282,7 +282,7 @@ def _prometheus(url: str) -> list[Line]:
     return lines
 
 
-def _alertmanager(url: str, config: Any) -> list[Line]:
+def _alertmanager(url: str, pager_config: Any) -> list[Line]:
     try:
         status = _get(f"{url}/api/v2/status")
     except ValueError:
@@ -308,7 +308,7 @@ def _alertmanager(url: str, config: Any) -> list[Line]:
         return [Line("FAIL", f"{url} does not answer as Alertmanager does", todo)]
     lines = [Line("OK", f"Alertmanager at {url}: up, {len(pagers)} pager address(es)")]
     for pager, token_file in sorted(pagers.items()):
-        lines += _pager(pager, token_file, config)
+        lines += _pager(pager, token_file, pager_config)
     return lines
 
 

@@ -252,10 +252,12 @@ def _run(args: argparse.Namespace, config: PagerConfig, rota: Rota) -> int:
         return 2
     from exporters.webconfig import tls_context
 
+    if config.pair is None and args.role == "active":
+        args.role = None  # a single pager is its own active (the unit's default role)
     if (config.pair is None) != (args.role is None):
         print(f"{args.config}: " + ("--role active or --role standby: the config has a "
-              "pair" if args.role is None else "--role needs a `pair` in the config"),
-              file=sys.stderr)
+              "pair" if args.role is None else "--role standby needs a `pair` in the "
+              "config"), file=sys.stderr)
         return 2
     try:
         token = _token(config)

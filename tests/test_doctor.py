@@ -282,3 +282,41 @@ def test_the_pair_each_pager_answering_in_its_role(tmp_path: Path) -> None:
     finally:
         active.stop()
         standby.stop()
+
+
+def test_the_running_pager_says_whom_it_pages_and_what_it_holds(tmp_path: Path) -> None:
+    """A real pager as install.sh leaves it, behind an Alertmanager config that sends it
+    the token: its open incident and that it pages nobody; then its file filled in but
+    the pager not restarted: it still runs the config it started with."""
+    etc = installed(tmp_path)
+    port = free_port()
+    path = etc / "pager.yaml"
+    path.write_text(path.read_text().replace('"0.0.0.0:9095"', f'"127.0.0.1:{port}"')
+                    .replace("/var/lib/insmon-pager/pager.db", str(tmp_path / "pager.db")))
+    pager = PagerProcess(path)
+    config = ("receivers:\n- name: network\n  webhook_configs:\n  - url: "
+              f"http://127.0.0.1:{port}/network\n    http_config:\n"
+              f"      authorization: {{credentials_file: {etc / 'pager-token'}}}\n")
+    manager = serve({"/api/v2/status": (200, json.dumps({"config": {"original": config}}))})
+    alertmanager = f"http://127.0.0.1:{manager.server_port}"
+    try:
+        assert pager.post("/network", {"version": "4", "status": "firing", "alerts": [
+            {"status": "firing", "labels": {"alertname": "X", "grade": "II"}}]})[0] == 200
+        done = doctor_at(etc, "--alertmanager", alertmanager)
+        assert f"OK    Alertmanager's pager http://127.0.0.1:{port} answers and takes " \
+               "Alertmanager's token" in done.stdout, done.stdout
+        assert f"OK    the pager http://127.0.0.1:{port}: 1 open incidents (1 not " \
+               "acknowledged), 0 messages waiting to be sent (it pages nobody)" in done.stdout
+        path.write_text(path.read_text() + (
+            "channels: {hook: {type: webhook, url: 'http://127.0.0.1:9/x'}}\n"
+            "people: {zhang: {name: 张三, channels: [hook]}}\n"
+            "teams: {server_ops: {name: 运维组, rotation: {since: 2020-01-01, order: [zhang]},"
+            " lead: zhang}, network: {name: 网络组, rotation: {since: 2020-01-01, order: "
+            "[zhang]}, lead: zhang}}\npublic_url: http://192.0.2.10:9095\n"))
+        done = doctor_at(etc, "--alertmanager", alertmanager)
+        assert f"FAIL  the pager http://127.0.0.1:{port} still runs the config it started " \
+               "with, which pages nobody (insmon_pager_configured 0)\n      → systemctl " \
+               "restart insmon-pager" in done.stdout, done.stdout
+    finally:
+        pager.stop()
+        manager.shutdown()
