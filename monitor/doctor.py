@@ -45,8 +45,8 @@ EXAMPLE_KEYS = {
         "front_end", "gateway", "targets", "source", "address", "url", "fixmedins_code",
         "fixmedins_name"}),
     "pager.yaml": ("examples/pager.yaml", {
-        "url", "public_url", "runbook_url", "secret", "host", "sender", "username",
-        "mobile", "email", "wecom", "dingtalk", "feishu"}),
+        "url", "public_url", "runbook_url", "secret", "host", "sender", "mobile", "email",
+        "wecom", "dingtalk", "feishu"}),
     "prometheus.yml": ("alert_rules/prometheus.yml", {"site"}),
 }
 MENDS = {  # what makes an edited file count
