@@ -25,6 +25,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import yaml
 from packaging.tags import compatible_tags, cpython_tags
 from packaging.utils import parse_wheel_filename
 
@@ -160,8 +161,6 @@ def test_the_installed_configs_watch_this_host_and_page_nobody(tmp_path: Path) -
     """install.sh's hospital.yaml and pager.yaml: the examples with what names a site's
     addresses, people or secrets commented out, line for line; what is left checks this
     host alone and pages nobody."""
-    import yaml
-
     from pager.config import load
 
     site = site_configs(tmp_path / "site")
@@ -418,7 +417,7 @@ def test_install_sh_on_a_fresh_debian12_booted_with_systemd_and_no_network(
     # check, no fault is pending or firing (but grade IV's calendar notice, the date's,
     # and the CPU's, which is this machine's, busy with the other tests), and the pager,
     # with nobody to page, sends nothing
-    checks = {c["name"] for c in __import__("yaml").safe_load(
+    checks = {c["name"] for c in yaml.safe_load(
         (host.root / "etc/insmon/hospital.yaml").read_text())["checks"]}
     ran = wait_for("a run of every check in Prometheus", lambda: (
         lambda found: found if found and {r["metric"]["check"] for r in found} == checks
