@@ -7,11 +7,13 @@ loopback (`--private-network`: no route anywhere, as on an air-gapped host), so 
 is its PID 1 and the bundle's units run with their real hardening (seccomp, capabilities,
 a read-only system); a power-off and a boot again is a reboot. `Machine` is the same copy
 with no systemd running (a chroot), for what install.sh must refuse there.
+`site_configs` writes what install.sh puts in /etc/insmon.
 """
 
 from __future__ import annotations
 
 import fcntl
+import importlib.util
 import os
 import shlex
 import shutil
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import psutil
 
+ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "insmon-bundle"
 MIRROR = "http://deb.debian.org/debian"
 PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
@@ -45,6 +48,15 @@ def debian12_root() -> Path:
                            check=True, capture_output=True, timeout=1200)
             partial.rename(root)
     return root
+
+
+def site_configs(dest: Path) -> Path:
+    """The configs the bundle's install.sh writes into /etc/insmon (bundle/build.py's)."""
+    spec = importlib.util.spec_from_file_location("bundle_build", ROOT / "bundle/build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.site_configs(ROOT, dest)
+    return dest
 
 
 class _Overlay:

@@ -10,7 +10,6 @@ without systemd is refused."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import re
 import shutil
@@ -30,7 +29,7 @@ from packaging.tags import compatible_tags, cpython_tags
 from packaging.utils import parse_wheel_filename
 
 from tests.conftest import INSMON, ROOT
-from tests.debian_root import CACHE, Booted, Machine, debian12_root
+from tests.debian_root import CACHE, Booted, Machine, debian12_root, site_configs
 from tests.pager_rig import Phone
 from tests.test_doctor import site_calendar
 
@@ -182,15 +181,6 @@ def test_the_installed_configs_watch_this_host_and_page_nobody(tmp_path: Path) -
                 assert mine == f"{theirs[:indent]}# {theirs[indent:]}", (name, mine)
                 commented += 1
         assert commented > 10, name
-
-
-def site_configs(dest: Path) -> Path:
-    """The configs the bundle's install.sh writes into /etc/insmon (bundle/build.py)."""
-    spec = importlib.util.spec_from_file_location("bundle_build", ROOT / "bundle/build.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.site_configs(ROOT, dest)
-    return dest
 
 
 def test_install_sh_refuses_a_host_without_systemd(bundles: dict[str, Path]) -> None:

@@ -20,8 +20,8 @@ import pytest
 from ops.stack import free_port
 from probes.base import SHANGHAI
 from tests.conftest import INSMON, ROOT
+from tests.debian_root import site_configs
 from tests.pager_rig import PagerProcess
-from tests.test_bundle import site_configs
 
 
 def serve(answers: dict[str, tuple[int, str]]) -> ThreadingHTTPServer:

@@ -19,8 +19,8 @@ from pager.delivery import Metrics, Worker
 from pager.engine import RETRY_WINDOW, Engine
 from pager.store import Store
 from tests.conftest import INSMON
+from tests.debian_root import site_configs
 from tests.pager_rig import PagerProcess
-from tests.test_bundle import site_configs
 from tests.test_pager import notification
 
 
