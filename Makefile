@@ -15,8 +15,8 @@ ARGS ?=
 TEST_TOOLS := promtool:prometheus amtool:prometheus-alertmanager snmpd:snmpd chromium:chromium \
 	prometheus-node-exporter:prometheus-node-exporter curl:curl victoria-metrics:victoria-metrics \
 	gammu-smsd:gammu-smsd fusermount:fuse debootstrap:debootstrap systemd-analyze:systemd \
-	faketime:faketime /usr/share/fonts/truetype/wqy/wqy-microhei.ttc:fonts-wqy-microhei \
-	openssl:openssl
+	systemd-nspawn:systemd-container faketime:faketime \
+	/usr/share/fonts/truetype/wqy/wqy-microhei.ttc:fonts-wqy-microhei openssl:openssl
 BENCH_TOOLS := prometheus-node-exporter:prometheus-node-exporter fping:fping \
 	gammu-smsd:gammu-smsd prometheus:prometheus prometheus-alertmanager:prometheus-alertmanager
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

@@ -215,8 +215,39 @@ HEADER = """\
 """
 
 
+# What the installed hospital.yaml checks from day one: this host alone. The example's
+# other checks name a site's addresses, which are not this site's until it writes them.
+HOST_KINDS = ("calendar", "cpu", "disk_io")
+# What the installed pager.yaml keeps: where it listens, its token, its store. The rest
+# (channels, people, teams, the pair, ...) is written out but commented: it pages nobody.
+PAGER_KEEPS = ("listen", "auth", "database")
+STARTING_POINT = """\
+# This site's {name}, written by insmon's install.sh as a starting point that pages
+# nobody: {what}
+# Below is the example (/opt/insmon/share/examples/{name}) with what names a site's
+# addresses, people or secrets commented out (`# ` before each line of it): uncomment
+# each once it is this site's. `insmon doctor` names the example's values still in place.
+# ---- the example, as shipped ----
+"""
+
+
 def site_configs(source: Path, dest: Path) -> None:
     dest.mkdir(parents=True)
+    hospital = (source / "examples/hospital.yaml").read_text()
+    head, checks = hospital.split("\nchecks:\n", 1)
+    (dest / "hospital.yaml").write_text(STARTING_POINT.format(
+        name="hospital.yaml", what="it checks this host alone (the working calendar, the "
+        "CPU and the disks)\n# until the site's private network, front-end and storage "
+        "are written in; then\n# `insmon validate /etc/insmon/hospital.yaml && systemctl "
+        "reload insmon`.") + head + "\nchecks:\n" + _commented(
+        checks, 2, lambda item: re.search(r"kind: *(\w+)", item).group(1) in HOST_KINDS))
+    pager = (source / "examples/pager.yaml").read_text()
+    (dest / "pager.yaml").write_text(STARTING_POINT.format(
+        name="pager.yaml", what="it keeps every page and sends none (insmon_pager_configured "
+        "0) until its\n# channels, people and teams are written in; then `insmon pager "
+        "validate\n# /etc/insmon/pager.yaml && systemctl restart insmon-pager`. One pager "
+        "has no `pair`\n# (README: adding the standby pager).") + _commented(
+        pager, 0, lambda item: item.split(":", 1)[0] in PAGER_KEEPS))
     prometheus = yaml.safe_load((source / "alert_rules/prometheus.yml").read_text())
     prometheus["rule_files"] = [f"{SHARE}/alert_rules/{f}" for f in prometheus["rule_files"]]
     for section in (*prometheus["alerting"]["alertmanagers"],
@@ -241,6 +272,33 @@ def site_configs(source: Path, dest: Path) -> None:
         if "webhook_configs" in receiver:
             receiver["webhook_configs"] = hooks
     _write(dest / "alertmanager.yml", alertmanager, "Alertmanager config", "alertmanager.yml")
+
+
+def _commented(text: str, indent: int, keep) -> str:
+    """`text` with each YAML item at `indent` columns (a key, or a `- ` list entry) and
+    its deeper lines commented out (`# ` at that column) unless `keep(the item's text)`."""
+    out: list[str] = []
+    item: list[str] = []
+
+    def flush() -> None:
+        if item:
+            out.extend(item if keep("\n".join(item)) else
+                       [f"{line[:indent]}# {line[indent:]}" if line.strip() else line
+                        for line in item])
+        item.clear()
+
+    for line in text.splitlines():
+        depth = len(line) - len(line.lstrip(" "))
+        if line.strip() and not line.lstrip().startswith("#") and depth == indent:
+            flush()
+            item.append(line)
+        elif item and line.strip() and depth > indent:
+            item.append(line)
+        else:
+            flush()
+            out.append(line)
+    flush()
+    return "\n".join(out) + "\n"
 
 
 def _here(targets: list[str]) -> list[str]:

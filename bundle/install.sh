@@ -3,14 +3,16 @@
 # host with no network: the Debian packages beside it (Python's venv, Prometheus,
 # Alertmanager, gammu-smsd), the `insmon` user, insmon in /opt/insmon/.venv from the
 # bundled wheels only, the site's configs in /etc/insmon where none exist, and the systemd
-# units of insmon, insmon-pager, insmon-prometheus and insmon-alertmanager, enabled.
+# units of insmon, insmon-pager, insmon-prometheus and insmon-alertmanager, enabled. What
+# it writes in /etc/insmon pages nobody until the site fills it in (insmon doctor says).
 #
 #   ./install.sh              install (a second run changes nothing)
 #   ./install.sh --upgrade    replace the code with this bundle's; every config, the
 #                             pager's database (backed up, migrated at its start) and
 #                             the metric history are kept
-#   ./install.sh --uninstall [--purge]   remove the code and the units; configs and data
-#                             stay unless --purge
+#   ./install.sh --uninstall [--purge]   remove the code and the units, and give Debian's
+#                             units back the states they had before the install; configs
+#                             and data stay unless --purge
 # Then: /opt/insmon/.venv/bin/insmon doctor
 set -eu
 umask 022  # what it installs is read by the services' users, whatever root's umask is
@@ -21,10 +23,15 @@ VENV=$PREFIX/.venv          # a link to venv-<version>-<bundle>: swapped in whol
 ETC=/etc/insmon
 UNITS=/usr/local/lib/systemd/system
 SERVICES="insmon insmon-pager insmon-prometheus insmon-alertmanager"
-# Debian's own services of the packages installed here: ours take their ports. Those
-# this script disabled are listed here, and enabled again by --uninstall.
+# Debian's own services of the packages installed here: ours take their ports.
 DEBIAN_SERVICES="prometheus prometheus-alertmanager"
-DISABLED=/var/lib/insmon-install/disabled-debian-services
+# Every Debian unit of the bundle's packages, as it was before the first install (enabled
+# or not, running or not): --uninstall gives each its state back. A package the bundle
+# installed leaves its unit disabled (gammu-smsd: until the site sets up its modem).
+PACKAGE_SERVICES="$DEBIAN_SERVICES gammu-smsd prometheus-node-exporter"
+BEFORE=/var/lib/insmon-install/units-before
+# gammu-smsd runs as the pager's user (its RunOnReceive writes the pager's store)
+GAMMU_DROPIN=gammu-smsd.service.d/insmon.conf
 POLICY=/usr/sbin/policy-rc.d
 POLICY_MARK="# insmon install.sh: no service starts while it installs packages"
 # pip takes the bundle's wheels and nothing else: no index, no config of the host's
@@ -57,10 +64,12 @@ done
 [ "$(id -u)" = 0 ] || die "run as root (it creates a user and installs services)"
 command -v dpkg-query >/dev/null && command -v apt-get >/dev/null ||
     die "this is not a Debian-family host (no dpkg, no apt): the bundle is for Debian 12"
+[ -d /run/systemd/system ] && command -v systemctl >/dev/null ||
+    die "systemd is not running on this host (no /run/systemd/system): the bundle's" \
+        "services are systemd units, which it starts and stops; nothing was changed"
 # one install.sh at a time
 exec 9>/run/insmon-install.lock
 flock -n 9 || die "another install.sh is running"
-booted() { [ -d /run/systemd/system ]; }
 
 # Every file of the bundle is in the manifest with its digest, and nothing else is there.
 check_bundle() {
@@ -76,6 +85,19 @@ check_bundle() {
     . "$BUNDLE/BUNDLE"   # version=, arch=, debians= (checked above)
     host=$(dpkg --print-architecture)
     [ "$host" = "$arch" ] || die "this bundle is for $arch, this host is $host"
+}
+
+# The state of the bundle's Debian units before its first install (not after an older
+# install.sh's: unknown then), for --uninstall.
+record_units() {
+    [ ! -e "$BEFORE" ] && [ -z "$current" ] || return 0
+    mkdir -p "$(dirname "$BEFORE")"
+    for s in $PACKAGE_SERVICES; do
+        enabled=$(systemctl is-enabled "$s.service" 2>/dev/null) || enabled=${enabled:-absent}
+        active=$(systemctl is-active "$s.service" 2>/dev/null) || true
+        echo "$s ${enabled:-absent} ${active:-inactive}"
+    done >"$BEFORE.new"
+    mv "$BEFORE.new" "$BEFORE"
 }
 
 debian_packages() {
@@ -129,6 +151,16 @@ EOF
     fi
     rm -rf "$apt"
     did "installed the Debian packages:$missing"
+    # apt enabled their units (and policy-rc.d kept them from starting): what the bundle
+    # brought runs only when the site says (Debian's prometheus and alertmanager never:
+    # ours take their ports)
+    for s in $PACKAGE_SERVICES; do
+        case " $missing " in *" $s "*) ;; *) continue ;; esac
+        systemctl -q is-enabled "$s" 2>/dev/null || continue
+        systemctl disable -q "$s"
+        did "left $s.service disabled (installed by the bundle: systemctl enable --now $s" \
+            "when the site wants it)"
+    done
 }
 
 user() {
@@ -143,8 +175,10 @@ user() {
         groupadd --system insmon-token; did "created group insmon-token"
     }
     member insmon insmon-token
-    # the pager hands SMS to gammu-smsd's outbox (group gammu's, from Debian's package)
+    # the pager hands SMS to gammu-smsd's outbox (group gammu's, from Debian's package);
+    # gammu-smsd, run as insmon, opens the modem (group dialout's)
     ! getent group gammu >/dev/null || member insmon gammu
+    ! getent group dialout >/dev/null || member insmon dialout
 }
 
 member() {  # user group
@@ -198,7 +232,7 @@ backup_pager_db() {
     db=/var/lib/insmon-pager/pager.db
     [ -e "$db" ] && [ -n "$current" ] && [ "$same" = 0 ] || return 0
     # the pager migrates its store when the new code starts; the copy is the way back
-    if booted && systemctl -q is-active insmon-pager; then
+    if systemctl -q is-active insmon-pager; then
         systemctl stop insmon-pager
         stopped_pager=1
     fi
@@ -240,8 +274,9 @@ site_file() {  # source target mode group
 configs() {
     # readable by Prometheus too (its config); the files with secrets are group insmon
     [ -d "$ETC" ] || { install -d -m 0755 -o root -g root "$ETC"; did "created $ETC"; }
-    site_file "$BUNDLE/share/examples/hospital.yaml" "$ETC/hospital.yaml" 0640 insmon
-    site_file "$BUNDLE/share/examples/pager.yaml" "$ETC/pager.yaml" 0640 insmon
+    # starting points that page nobody: this host's checks, a pager with no one to page
+    site_file "$BUNDLE/site/hospital.yaml" "$ETC/hospital.yaml" 0640 insmon
+    site_file "$BUNDLE/site/pager.yaml" "$ETC/pager.yaml" 0640 insmon
     site_file "$BUNDLE/share/examples/web.yml" "$ETC/web.yml" 0640 insmon
     site_file "$BUNDLE/site/prometheus.yml" "$ETC/prometheus.yml" 0644 root
     site_file "$BUNDLE/site/alertmanager.yml" "$ETC/alertmanager.yml" 0644 root
@@ -281,16 +316,19 @@ units() {
             reload=1
         fi
     done
-    ! booted || [ "$reload" = 0 ] || systemctl daemon-reload
+    if ! cmp -s "$BUNDLE/systemd/$GAMMU_DROPIN" "$UNITS/$GAMMU_DROPIN"; then
+        install -D -m 0644 "$BUNDLE/systemd/$GAMMU_DROPIN" "$UNITS/$GAMMU_DROPIN"
+        did "installed $UNITS/$GAMMU_DROPIN (gammu-smsd runs as insmon)"
+        reload=1
+    fi
+    [ "$reload" = 0 ] || systemctl daemon-reload
     for s in $DEBIAN_SERVICES; do
         if systemctl -q is-enabled "$s" 2>/dev/null; then
             systemctl disable -q "$s"
-            mkdir -p "$(dirname "$DISABLED")"
-            grep -qsx "$s" "$DISABLED" || echo "$s" >>"$DISABLED"
             did "disabled Debian's $s.service (insmon-${s#prometheus-} takes its port;" \
-                "--uninstall enables it again)"
+                "--uninstall gives it back its state from before the install)"
         fi
-        ! booted || ! systemctl -q is-active "$s" || systemctl stop "$s"
+        ! systemctl -q is-active "$s" || { systemctl stop "$s"; did "stopped Debian's $s"; }
     done
     for s in $SERVICES; do
         systemctl -q is-enabled "$s" 2>/dev/null || { systemctl enable -q "$s"; did "enabled $s"; }
@@ -298,7 +336,6 @@ units() {
 }
 
 start() {
-    booted || { say "systemd is not running here: the services start at the next boot"; return; }
     for s in $SERVICES; do
         if [ "$mode" = upgrade ] && [ "$changed" = 1 ]; then
             systemctl restart "$s"
@@ -312,38 +349,85 @@ start() {
 uninstall() {
     for s in $SERVICES; do
         [ -e "$UNITS/$s.service" ] || continue
-        ! booted || systemctl stop "$s" 2>/dev/null || true
+        systemctl stop "$s" 2>/dev/null || true
         systemctl disable -q "$s" 2>/dev/null || true
         rm -f "$UNITS/$s.service"
         did "removed $s.service"
     done
-    ! booted || systemctl daemon-reload
+    if [ -e "$UNITS/$GAMMU_DROPIN" ]; then
+        rm -rf "$UNITS/$(dirname "$GAMMU_DROPIN")"
+        did "removed $UNITS/$(dirname "$GAMMU_DROPIN") (gammu-smsd as insmon)"
+    fi
+    systemctl daemon-reload
+    restore_units
+    if grep -qs -- '--user=insmon' /etc/systemd/system/gammu-smsd.service.d/*.conf; then
+        say "left: a drop-in of the site's in /etc/systemd/system/gammu-smsd.service.d runs" \
+            "gammu-smsd as insmon (systemctl revert gammu-smsd removes it)"
+    fi
     if [ "$purge" = 1 ] && getent passwd insmon >/dev/null &&
             pgrep -u insmon >/dev/null 2>&1; then
         die "processes of user insmon still run (pgrep -u insmon): stop them, then" \
             "--uninstall --purge again; nothing of the data was removed"
     fi
     [ ! -e "$PREFIX" ] || { rm -rf "$PREFIX"; did "removed $PREFIX"; }
-    if [ -e "$DISABLED" ]; then
-        while read -r s; do
-            systemctl enable -q "$s" 2>/dev/null && did "enabled Debian's $s.service again"
-            ! booted || systemctl start "$s" || true
-        done <"$DISABLED"
-        rm -f "$DISABLED"
-    fi
     if [ "$purge" = 1 ]; then
-        for path in "$ETC" /var/lib/insmon /var/lib/insmon-pager /var/lib/insmon-prometheus \
-                    /var/lib/insmon-alertmanager /var/lib/insmon-install; do
-            [ ! -e "$path" ] || { rm -rf "$path"; did "removed $path"; }
-        done
-        ! getent passwd insmon >/dev/null || { userdel insmon; did "removed user insmon"; }
-        ! getent group insmon-token >/dev/null || {
-            groupdel insmon-token; did "removed group insmon-token"
-        }
+        purge
     else
         say "kept $ETC and the data in /var/lib/insmon*: --uninstall --purge removes them"
     fi
     say "the Debian packages stay (apt remove prometheus prometheus-alertmanager gammu-smsd)"
+}
+
+# Each of the bundle's Debian units as it was before the install: enabled or not, running
+# or not (one running as insmon by the bundle's drop-in restarts as Debian's unit says).
+restore_units() {
+    if [ ! -e "$BEFORE" ]; then
+        say "no record of Debian's units from before the install (an earlier --uninstall" \
+            "gave them back, or an older install.sh installed): left as they are"
+        return
+    fi
+    while read -r s enabled active; do
+        systemctl cat "$s.service" >/dev/null 2>&1 || continue  # not installed now
+        if [ "$enabled" = enabled ]; then
+            systemctl -q is-enabled "$s" 2>/dev/null ||
+                { systemctl enable -q "$s"; did "enabled $s.service again, as before"; }
+        elif systemctl -q is-enabled "$s" 2>/dev/null; then
+            systemctl disable -q "$s"
+            did "disabled $s.service, as before the install"
+        fi
+        if [ "$active" = active ]; then
+            systemctl restart "$s" && did "$s.service runs again, as before" ||
+                say "$s.service ran before the install and does not start now:" \
+                    "journalctl -u $s says why"
+        elif systemctl -q is-active "$s"; then
+            systemctl stop "$s"
+            did "stopped $s.service, as before the install"
+        fi
+    done <"$BEFORE"
+    rm -f "$BEFORE"
+}
+
+purge() {
+    for path in "$ETC" /var/lib/insmon /var/lib/insmon-pager /var/lib/insmon-prometheus \
+                /var/lib/insmon-alertmanager /var/lib/insmon-install \
+                /etc/systemd/system/insmon*.service.d; do
+        [ ! -e "$path" ] || { rm -rf "$path"; did "removed $path"; }
+    done
+    # what gammu-smsd wrote as insmon (messages, a dummy phone's folder) goes to Debian's
+    # user gammu, whose spool it is: nothing is left to a removed user's number
+    mine="( -user insmon -o -group insmon )"
+    if getent passwd gammu >/dev/null && getent passwd insmon >/dev/null &&
+            [ -n "$(find /var/spool/gammu $mine -print -quit 2>/dev/null)" ]; then
+        find /var/spool/gammu $mine -exec chown gammu:gammu {} +
+        did "gave the files of insmon in /var/spool/gammu to Debian's gammu:gammu"
+    fi
+    uid=$(id -u insmon 2>/dev/null || true)
+    ! getent passwd insmon >/dev/null || { userdel insmon; did "removed user insmon"; }
+    for group in insmon insmon-token; do
+        ! getent group "$group" >/dev/null || { groupdel "$group"; did "removed group $group"; }
+    done
+    [ -z "$uid" ] || say "left: files of the removed user insmon elsewhere, if the site made" \
+        "any (find / -xdev -uid $uid lists them); /etc/gammu-smsdrc, the site's modem config"
 }
 
 if [ "$mode" = uninstall ]; then
@@ -352,6 +436,7 @@ if [ "$mode" = uninstall ]; then
 fi
 check_bundle
 preflight
+record_units
 debian_packages
 user
 prepare

@@ -231,6 +231,9 @@ def _maintenance(commands: argparse._SubParsersAction) -> None:
     sub.add_argument("silence", nargs="?", metavar="ID", help="for end: the silence's id")
     sub.add_argument("--alertmanager", default="http://127.0.0.1:9093",
                      help="Alertmanager URL (default: %(default)s)")
+    sub.add_argument("--share", type=Path, default=Path("/opt/insmon/share"),
+                     help="the bundle's examples and shipped rules, which the site's "
+                          "configs are compared with (default: %(default)s)")
     sub.add_argument("--site", help="the site label of the hospital")
     sub.add_argument("--from", dest="start", metavar="TIME",
                      help="start, ISO 8601 (Asia/Shanghai if no offset); with --every HH:MM")
@@ -601,13 +604,16 @@ def _doctor(commands: argparse._SubParsersAction) -> None:
                      help="Prometheus URL (default: %(default)s)")
     sub.add_argument("--alertmanager", default="http://127.0.0.1:9093",
                      help="Alertmanager URL (default: %(default)s)")
+    sub.add_argument("--share", type=Path, default=Path("/opt/insmon/share"),
+                     help="the bundle's examples and shipped rules, which the site's "
+                          "configs are compared with (default: %(default)s)")
 
 
 def _do_doctor(args: argparse.Namespace) -> int:
     from monitor.doctor import examine
     from pager.config import load
 
-    lines = examine(args.etc, args.prometheus, args.alertmanager, load)
+    lines = examine(args.etc, args.prometheus, args.alertmanager, load, args.share)
     for line in lines:
         print(line)
     failed = sum(line.status == "FAIL" for line in lines)

@@ -1,19 +1,31 @@
 """`insmon doctor`: is this host's insmon installed and wired as the offline bundle sets
-it up? One line per thing: OK, FAIL with what to do, or ? when it cannot be told here.
+it up, and what is left for the site to fill in? One line per thing: OK, FAIL with the
+command that mends it, or ? when it cannot be told here.
 
-What it looks at: the code and the configs in /etc/insmon, the systemd units, whether
-Prometheus loaded the rules and scrapes insmon and the pager, whether Alertmanager is up
-and reaches the pager at the addresses of its config, and whether the modem's gammu-smsd
-answers. Only the endpoints given (loopback by default) are asked.
+What it looks at: the code and the configs in /etc/insmon (valid; a pager with people to
+page; none of the shipped example's addresses, people or secrets left), the systemd units,
+whether Prometheus loaded the rules and scrapes insmon and the pager, whether
+Alertmanager is up and reaches the pager at the addresses of its config, the pager's open
+incidents and waiting messages, the pair (each pager answering with the pair's token, in
+its role), and the modem (gammu-smsd: its port, the spool, the SMS waiting, its state and
+user, its answer). Only the endpoints given (loopback by default) and the pair's
+addresses in pager.yaml are asked.
 """
 
 from __future__ import annotations
 
+import configparser
+import datetime as dt
+import grp
+import ipaddress
 import json
+import pwd
 import shutil
 import subprocess
 import sys
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +36,26 @@ from typing import Any
 SERVICES = ("insmon", "insmon-pager", "insmon-prometheus", "insmon-alertmanager")
 JOBS = ("insmon", "insmon-pager")  # what Prometheus must scrape for the alerts to mean much
 TIMEOUT = 5.0
+SHARE = Path("/opt/insmon/share")  # the bundle's examples and shipped rules
+# The keys whose values name a site's own addresses, people or secrets: still equal to
+# the shipped example's, they are placeholders (a page to them reaches nobody, or a
+# stranger). The example of prometheus.yml is the shipped one, in alert_rules/.
+EXAMPLE_KEYS = {
+    "hospital.yaml": ("examples/hospital.yaml", {
+        "front_end", "gateway", "targets", "source", "address", "url", "fixmedins_code",
+        "fixmedins_name"}),
+    "pager.yaml": ("examples/pager.yaml", {
+        "url", "public_url", "runbook_url", "secret", "host", "sender", "mobile", "email",
+        "wecom", "dingtalk", "feishu"}),
+    "prometheus.yml": ("alert_rules/prometheus.yml", {"site"}),
+}
+MENDS = {  # what makes an edited file count
+    "hospital.yaml": "insmon validate {path} && systemctl reload insmon",
+    "pager.yaml": "insmon pager validate {path} && systemctl restart insmon-pager",
+    "prometheus.yml": "promtool check config {path} && systemctl reload insmon-prometheus",
+}
+SERVICE_USER = "insmon"  # the pager's, and gammu-smsd's under the bundle's drop-in
+STALE_SMS = 60.0  # seconds an SMS may wait in gammu-smsd's outbox before it is a fault
 
 
 @dataclass
@@ -37,7 +69,7 @@ class Line:
 
 
 def examine(etc: Path, prometheus: str, alertmanager: str,
-            load_pager: Callable[[Path], Any]) -> list[Line]:
+            load_pager: Callable[[Path], Any], share: Path = SHARE) -> list[Line]:
     """`load_pager` reads the pager's config (pager.config.load: the pager builds on
     monitor, not the other way)."""
     from monitor import __version__
@@ -45,10 +77,12 @@ def examine(etc: Path, prometheus: str, alertmanager: str,
     lines = [Line("OK", f"insmon {__version__} in {sys.prefix}")]
     said, pager = _configs(etc, load_pager)
     lines += said
+    lines += _examples(etc, share)
     lines += _units()
     lines += _prometheus(prometheus.rstrip("/"))
-    lines += _alertmanager(alertmanager.rstrip("/"))
+    lines += _alertmanager(alertmanager.rstrip("/"), pager)
     if pager is not None:  # an invalid one is said above
+        lines += _pair(pager, etc / "pager.yaml")
         lines += _modem(pager)
     return lines
 
@@ -72,10 +106,13 @@ def _configs(etc: Path, load_pager: Callable[[Path], Any]) -> tuple[list[Line], 
         except (OSError, ValueError) as exc:
             lines.append(Line("FAIL", f"{path}: {exc}", "the bundle's install.sh writes it"))
         else:
-            lines.append(Line("OK", f"{path} is valid"))
-            pager = loaded if loader is load_pager else pager
-            if loader is load:
-                lines.append(_calendar(loaded.config.calendar_file))
+            if loader is not load_pager:
+                lines.append(Line("OK", f"{path} is valid"))
+                if loader is load:
+                    lines.append(_calendar(loaded.config.calendar_file))
+                continue
+            pager = loaded
+            lines.append(_pages_whom(path, loaded))
     token = etc / "pager-token"
     try:
         ok = bool(token.read_text().strip())
@@ -113,6 +150,82 @@ def _calendar(file: Path | None, today: date | None = None) -> Line:
     return Line("OK", f"{what}: {left} days left")
 
 
+def _pages_whom(path: Path, config: Any) -> Line:
+    """Whether the pager's config pages anyone, and where phones open its ack links."""
+    if not config.configured:
+        return Line("FAIL", f"{path} is valid but pages nobody: no channels, people or teams "
+                            "yet (install.sh's starting point)",
+                    f"write them in (the example's are in it, commented out), then "
+                    f"{MENDS['pager.yaml'].format(path=path)}")
+    host = urllib.parse.urlsplit(config.public_url).hostname or ""
+    if config.pair is None and (host == "localhost" or _loopback(host)):
+        return Line("FAIL", f"{path}: public_url is {config.public_url}: phones cannot open "
+                            "the acknowledgement links there",
+                    f"public_url: http://<this host's address>:9095 in {path}, then "
+                    + MENDS["pager.yaml"].format(path=path))
+    return Line("OK", f"{path} is valid: pages {len(config.teams)} teams, "
+                      f"{len(config.people)} people")
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _examples(etc: Path, share: Path) -> list[Line]:
+    """The site's files holding the shipped example's addresses, people or secrets."""
+    import yaml
+
+    lines, clean = [], []
+    for name, (example, keys) in EXAMPLE_KEYS.items():
+        path = etc / name
+        try:
+            shipped = {value for _, value in _leaves(yaml.safe_load(
+                (share / example).read_text()), keys)}
+        except (OSError, yaml.YAMLError) as exc:
+            lines.append(Line("?", f"the shipped {share / example}: "
+                                   f"{getattr(exc, 'strerror', None) or exc}: {path} not "
+                                   "compared with it", "run doctor where the bundle installed"))
+            continue
+        try:
+            site = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError):
+            continue  # said above (or the next check's)
+        found = [where for where, value in _leaves(site, keys) if value in shipped]
+        if not found:
+            clean.append(name)
+            continue
+        more = f" and {len(found) - 5} more" if len(found) > 5 else ""
+        lines.append(Line("FAIL", f"{path} still holds the example's: {', '.join(found[:5])}"
+                                  f"{more}",
+                          "write this site's own in, then " + MENDS[name].format(path=path)))
+    if clean:
+        lines.insert(0, Line("OK", f"none of the example's addresses, people or secrets in "
+                                   f"{', '.join(clean)}"))
+    return lines
+
+
+def _leaves(node: Any, keys: set[str], where: str = "") -> list[tuple[str, str]]:
+    """(key path, value) of every scalar under one of `keys`, lists' items included."""
+    found = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            path = f"{where}.{key}" if where else str(key)
+            if key in keys and not isinstance(value, dict | list):
+                found.append((path, str(value)))
+            elif key in keys and isinstance(value, list):
+                found += [(f"{path}[{i}]", str(v)) for i, v in enumerate(value)
+                          if not isinstance(v, dict | list)]
+            found += _leaves(value, keys, path) if isinstance(value, dict | list) else []
+    elif isinstance(node, list):  # an item by its name where it has one
+        for i, value in enumerate(node):
+            name = value.get("name", i) if isinstance(value, dict) else i
+            found += _leaves(value, keys, f"{where}[{name}]")
+    return found
+
+
 def _units() -> list[Line]:
     if not Path("/run/systemd/system").is_dir() or not shutil.which("systemctl"):
         return [Line("?", "services: systemd is not running here, their state is unknown")]
@@ -129,9 +242,9 @@ def _units() -> list[Line]:
     return lines
 
 
-def _systemctl(verb: str, service: str) -> str:
-    done = subprocess.run(["systemctl", verb, service], capture_output=True, text=True,
-                          timeout=TIMEOUT)
+def _systemctl(verb: str, service: str, *options: str) -> str:
+    done = subprocess.run(["systemctl", verb, service, *options], capture_output=True,
+                          text=True, timeout=TIMEOUT)
     return done.stdout.strip() or done.stderr.strip() or f"exit {done.returncode}"
 
 
@@ -169,7 +282,7 @@ def _prometheus(url: str) -> list[Line]:
     return lines
 
 
-def _alertmanager(url: str) -> list[Line]:
+def _alertmanager(url: str, pager_config: Any) -> list[Line]:
     try:
         status = _get(f"{url}/api/v2/status")
     except ValueError:
@@ -195,77 +308,265 @@ def _alertmanager(url: str) -> list[Line]:
         return [Line("FAIL", f"{url} does not answer as Alertmanager does", todo)]
     lines = [Line("OK", f"Alertmanager at {url}: up, {len(pagers)} pager address(es)")]
     for pager, token_file in sorted(pagers.items()):
-        lines.append(_pager(pager, token_file))
+        lines += _pager(pager, token_file, pager_config)
     return lines
 
 
-def _pager(pager: str, token_file: str | None) -> Line:
-    """Does the pager take what Alertmanager sends it: its address, and its token?"""
+def _pager(pager: str, token_file: str | None, config: Any) -> list[Line]:
+    """Does the pager take what Alertmanager sends it: its address, and its token? And
+    what it holds: whether it pages anyone, its open incidents, its waiting messages."""
     try:
         _get(f"{pager}/healthz", parse=False)
     except OSError as exc:
-        return Line("FAIL", f"Alertmanager's pager {pager}: {_reason(exc)}",
-                    "systemctl status insmon-pager (on that host); a page for it waits in "
-                    "Alertmanager until it answers")
+        return [Line("FAIL", f"Alertmanager's pager {pager}: {_reason(exc)}",
+                     "systemctl status insmon-pager (on that host); a page for it waits in "
+                     "Alertmanager until it answers")]
+    state = _pager_state(pager, config)
     if token_file is None:
-        return Line("OK", f"Alertmanager's pager {pager} answers (Alertmanager sends it no "
-                          "token: the pager must be open)")
+        return [Line("OK", f"Alertmanager's pager {pager} answers (Alertmanager sends it no "
+                           "token: the pager must be open)"), *state]
     try:
         token = Path(token_file).read_text().strip()
     except OSError as exc:
-        return Line("?", f"Alertmanager's pager {pager} answers; its token {token_file}: "
-                         f"{exc.strerror}", "run doctor as root to check the token too")
+        return [Line("?", f"Alertmanager's pager {pager} answers; its token {token_file}: "
+                          f"{exc.strerror}", "run doctor as root to check the token too"),
+                *state]
     try:
         _get(f"{pager}/api/incidents?since=0&until=0", token=token)
     except urllib.error.HTTPError as exc:
         if exc.code == 401:
-            return Line("FAIL", f"Alertmanager's pager {pager} refuses Alertmanager's token "
-                                f"({token_file}): every page is lost",
-                        "the pager's auth.token_file and Alertmanager's credentials_file "
-                        "must hold the same token")
-        return Line("FAIL", f"Alertmanager's pager {pager}: HTTP {exc.code}",
-                    "journalctl -u insmon-pager")
+            return [Line("FAIL", f"Alertmanager's pager {pager} refuses Alertmanager's token "
+                                 f"({token_file}): every page is lost",
+                         "the pager's auth.token_file and Alertmanager's credentials_file "
+                         "must hold the same token"), *state]
+        return [Line("FAIL", f"Alertmanager's pager {pager}: HTTP {exc.code}",
+                     "journalctl -u insmon-pager"), *state]
     except OSError as exc:
-        return Line("FAIL", f"Alertmanager's pager {pager}: {_reason(exc)}",
-                    "journalctl -u insmon-pager")
-    return Line("OK", f"Alertmanager's pager {pager} answers and takes Alertmanager's token")
+        return [Line("FAIL", f"Alertmanager's pager {pager}: {_reason(exc)}",
+                     "journalctl -u insmon-pager"), *state]
+    return [Line("OK", f"Alertmanager's pager {pager} answers and takes Alertmanager's "
+                       "token"), *state]
+
+
+def _pager_state(pager: str, config: Any) -> list[Line]:
+    """From the pager's /metrics: whether it pages anyone (the config it runs with may be
+    older than the file), its open incidents and the messages waiting to go out."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        text = _get(f"{pager}/metrics", parse=False).decode()
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                   for family in text_string_to_metric_families(text) for s in family.samples}
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        return [Line("?", f"the pager {pager}: its metrics: {exc}", "journalctl -u insmon-pager")]
+    configured = samples.get(("insmon_pager_configured", ()))
+    if configured == 0 and config is not None and config.configured:
+        return [Line("FAIL", f"the pager {pager} still runs the config it started with, which "
+                             "pages nobody (insmon_pager_configured 0)",
+                     "systemctl restart insmon-pager (it reads its config at start)")]
+    opened = [(dict(labels), value) for (name, labels), value in samples.items()
+              if name == "insmon_pager_open_incidents" and value]
+    unacked = sum(v for labels, v in opened if labels.get("acknowledged") == "false")
+    waiting = samples.get(("insmon_pager_pending_deliveries", ()), 0)
+    return [Line("OK", f"the pager {pager}: "
+                       + (f"{sum(v for _, v in opened):.0f} open incidents ({unacked:.0f} not "
+                          "acknowledged)" if opened else "no open incident")
+                       + f", {waiting:.0f} messages waiting to be sent"
+                       + ("" if configured else " (it pages nobody)"))]
+
+
+def _pair(config: Any, path: Path) -> list[Line]:
+    """Each pager of pager.yaml's pair: reachable, taking the pair's token, in the role the
+    config gives it. The one place that asks the peer API (pager/pair.py's `hello`)."""
+    if config.pair is None:
+        return [Line("OK", "one pager, no standby (no pair in pager.yaml; the README's "
+                           "install steps add one)")]
+    try:
+        token = config.auth.token_file.read_text().strip()
+    except OSError as exc:
+        return [Line("?", f"the pair: the token {config.auth.token_file}: {exc.strerror}",
+                     "install.sh writes it; run doctor as root to check the pair too")]
+    lines = []
+    for role in ("active", "standby"):
+        url = getattr(config.pair, role).url.rstrip("/")
+        what = f"the pair's {role} pager {url}"
+        try:
+            answer = _get(f"{url}/api/peer/hello", token=token)
+        except urllib.error.HTTPError as exc:
+            lines.append(Line("FAIL", f"{what} refuses the pair's token ({_reason(exc)})"
+                              if exc.code in (401, 403) else f"{what}: {_reason(exc)}",
+                              f"the same {config.auth.token_file} on both pager hosts, "
+                              "then systemctl restart insmon-pager on the one changed"))
+            continue
+        except OSError as exc:
+            lines.append(Line("FAIL", f"{what}: {_reason(exc)}",
+                              f"systemctl status insmon-pager on that host; pair.{role}.url "
+                              f"in {path}"))
+            continue
+        except ValueError:
+            lines.append(Line("FAIL", f"{what} does not answer as a pager does",
+                              f"pair.{role}.url in {path}"))
+            continue
+        seen = answer.get("role") if isinstance(answer, dict) else None
+        if seen != role:
+            lines.append(Line("FAIL", f"{what} runs as {seen or 'a pager of no pair'}",
+                              f"on that host: systemctl edit insmon-pager, [Service] "
+                              f"Environment=INSMON_PAGER_ROLE={role}, then systemctl restart "
+                              "insmon-pager"))
+        else:
+            lines.append(Line("OK", f"{what} answers with the pair's token, as {role}"))
+    return lines
 
 
 def _modem(config: Any) -> list[Line]:
     """Each gammu-smsd the pager's SMS channels hand their messages to."""
-    gammu = sorted({str(c.gammu_config) for c in config.channels.values()
-                    if getattr(c, "type", "") == "sms"})
+    return [line for path in sorted({str(c.gammu_config) for c in config.channels.values()
+                                     if getattr(c, "type", "") == "sms"})
+            for line in _smsd(Path(path))]
+
+
+def _smsd(path: Path, user: str = SERVICE_USER) -> list[Line]:
+    """gammu-smsd for one SMS channel: its config (the modem's port; the dummy phone's
+    folder), its spool (writable by `user`, the pager's and gammu-smsd's), SMS waiting
+    in its outbox, the service (running, as `user`), and its answer with a signal."""
+    if not shutil.which("gammu-smsd-monitor"):
+        return [Line("FAIL", "the modem: gammu-smsd is not installed",
+                     "the bundle's install.sh installs it")]
+    smsdrc = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=("#", ";"),
+                                       strict=False)
+    try:
+        with path.open() as file:
+            smsdrc.read_file(file)
+        gammu, smsd = smsdrc["gammu"], smsdrc["smsd"]
+    except (OSError, configparser.Error, KeyError) as exc:
+        return [Line("FAIL", f"the modem: {path}: {getattr(exc, 'strerror', None) or exc}",
+                     f"install -m 0644 /opt/insmon/share/examples/gammu-smsdrc {path}, "
+                     "then its port")]
+    port = gammu.get("port") or gammu.get("device") or ""
+    restart = "systemctl restart gammu-smsd"
+    if port in ("", "/dev/null"):
+        return [Line("FAIL", f"the modem: {path} names no modem (port = {port or 'nothing'})",
+                     f"port = the modem's device in {path} (ls -l /dev/serial/by-id/; "
+                     f"/opt/insmon/share/examples/gammu-smsdrc), then {restart}")]
     lines = []
-    for path in gammu:
-        todo = (f"systemctl status gammu-smsd; the modem's port (device=) in {path}; "
-                "gammu-smsd-monitor -c " + path)
-        if not shutil.which("gammu-smsd-monitor"):
-            lines.append(Line("FAIL", "the modem: gammu-smsd is not installed",
-                              "the bundle's install.sh installs it"))
-            continue
-        try:
-            done = subprocess.run(["gammu-smsd-monitor", "-c", path, "-n", "1", "-d", "0"],
-                                  capture_output=True, text=True, timeout=TIMEOUT * 2)
-        except subprocess.TimeoutExpired:
-            lines.append(Line("FAIL", f"the modem ({path}): gammu-smsd does not answer", todo))
-            continue
-        said = {k.strip(): v.strip() for k, v in
-                (line.split(":", 1) for line in done.stdout.splitlines() if ":" in line)}
-        signal = said.get("NetworkSignal", "")
-        if done.returncode != 0 or not said:
-            why = (done.stderr or done.stdout).strip().splitlines()
-            lines.append(Line("FAIL", f"the modem ({path}): "
-                                      f"{why[-1] if why else f'exit {done.returncode}'}",
-                              todo))
-        elif not signal.lstrip("-").isdigit() or int(signal) <= 0:
-            lines.append(Line("FAIL", f"the modem ({path}) has no network signal "
-                                      f"({signal or 'unknown'})",
-                              "the SIM card, the antenna, the machine room's coverage"))
-        else:
-            lines.append(Line("OK", f"the modem ({path}) answers: IMEI {said.get('IMEI', '?')}"
-                                    f", signal {signal}%, sent {said.get('Sent', '?')}, "
-                                    f"failed {said.get('Failed', '?')}"))
-    return lines
+    if gammu.get("model", "") == "dummy":  # a dry run: the phone is a folder
+        why = _unwritable(Path(port), user)
+        if why:
+            lines.append(Line("FAIL", f"the modem: the dummy phone's folder {port}: {why}",
+                              f"install -d -o {user} -g gammu -m 0750 {port}; "
+                              f"chown -R {user}:gammu {port}; {restart}"))
+    elif not Path(port).exists():
+        lines.append(Line("FAIL", f"the modem: no device {port} (port in {path})",
+                          f"ls -l /dev/serial/by-id/ names it; port = that in {path}, then "
+                          f"{restart}"))
+    for key in ("outboxpath", "inboxpath", "sentsmspath", "errorsmspath"):
+        folder = smsd.get(key)
+        why = _unwritable(Path(folder), user) if folder else f"no {key} in {path}"
+        if why:
+            lines.append(Line("FAIL", f"the modem's spool ({key}) {folder or ''}: {why}",
+                              f"usermod -a -G gammu {user}; install -d -o gammu -g gammu "
+                              f"-m 0770 {folder}; systemctl restart insmon-pager gammu-smsd"
+                              if folder else f"{key} = /var/spool/gammu/... in {path}"))
+    lines += _outbox(Path(smsd.get("outboxpath", "/var/spool/gammu/outbox/")))
+    state = _smsd_service(user)
+    lines += state
+    if lines:  # gammu-smsd-monitor would only echo it ("Failed to map shared memory")
+        return lines
+    todo = (f"systemctl status gammu-smsd; the modem's port in {path}; "
+            f"gammu-smsd-monitor -c {path}")
+    try:
+        done = subprocess.run(["gammu-smsd-monitor", "-c", str(path), "-n", "1", "-d", "0"],
+                              capture_output=True, text=True, timeout=TIMEOUT * 2)
+    except subprocess.TimeoutExpired:
+        return [Line("FAIL", f"the modem ({path}): gammu-smsd does not answer", todo)]
+    said = {k.strip(): v.strip() for k, v in
+            (line.split(":", 1) for line in done.stdout.splitlines() if ":" in line)}
+    signal = said.get("NetworkSignal", "")
+    if done.returncode != 0 or not said:
+        why = (done.stderr or done.stdout).strip().splitlines()
+        return [Line("FAIL", f"the modem ({path}): "
+                             f"{why[-1] if why else f'exit {done.returncode}'}", todo)]
+    if not signal.lstrip("-").isdigit() or int(signal) <= 0:
+        return [Line("FAIL", f"the modem ({path}) has no network signal "
+                             f"({signal or 'unknown'})",
+                     "the SIM card, the antenna, the machine room's coverage")]
+    return [Line("OK", f"the modem ({path}) answers: IMEI {said.get('IMEI', '?')}"
+                       f", signal {signal}%, sent {said.get('Sent', '?')}, "
+                       f"failed {said.get('Failed', '?')}")]
+
+
+def _unwritable(folder: Path, user: str) -> str | None:
+    """Why `user` cannot make files in `folder` (None: it can)."""
+    try:
+        entry = pwd.getpwnam(user)
+        stat = folder.stat()
+    except KeyError:
+        return f"no user {user} on this host"
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if not folder.is_dir():
+        return "not a folder"
+    groups = {entry.pw_gid, *(g.gr_gid for g in grp.getgrall() if user in g.gr_mem)}
+    if stat.st_uid == entry.pw_uid:
+        bits = stat.st_mode >> 6
+    elif stat.st_gid in groups:
+        bits = stat.st_mode >> 3
+    else:
+        bits = stat.st_mode
+    if bits & 0o3 == 0o3:
+        return None
+    owner = _name(pwd.getpwuid, stat.st_uid) + ":" + _name(grp.getgrgid, stat.st_gid)
+    return f"{user} cannot write it (owned by {owner}, mode {stat.st_mode & 0o7777:04o})"
+
+
+def _name(lookup: Callable[[int], Any], number: int) -> str:
+    try:
+        return lookup(number)[0]
+    except KeyError:
+        return str(number)  # a removed user's or group's number
+
+
+def _outbox(outbox: Path) -> list[Line]:
+    """SMS that wait in gammu-smsd's outbox: they go out whenever the modem works, however
+    old, so the site sees them first."""
+    try:
+        waiting = [(f.stat().st_mtime, f.name) for f in outbox.iterdir() if f.is_file()]
+    except OSError:
+        return []  # the spool's line says why
+    stale = [w for w in waiting if time.time() - w[0] > STALE_SMS]
+    if not stale:
+        return []
+    oldest = dt.datetime.fromtimestamp(min(stale)[0]).strftime("%Y-%m-%d %H:%M")
+    return [Line("FAIL", f"the modem: {len(stale)} SMS wait in {outbox} (the oldest since "
+                         f"{oldest}): gammu-smsd is not sending them",
+                 f"they go out once it does, however old: ls -l {outbox} and remove the "
+                 "stale ones (rm), then mend gammu-smsd (the lines below)")]
+
+
+def _smsd_service(user: str) -> list[Line]:
+    """gammu-smsd's unit: enabled, running, and as `user` (its RunOnReceive writes the
+    pager's store as that user)."""
+    if not Path("/run/systemd/system").is_dir() or not shutil.which("systemctl"):
+        return [Line("?", "gammu-smsd: systemd is not running here, its state is unknown")]
+    active, enabled = _systemctl("is-active", "gammu-smsd"), _systemctl("is-enabled",
+                                                                         "gammu-smsd")
+    if active != "active" or enabled != "enabled":
+        return [Line("FAIL", f"gammu-smsd: {active}, {enabled}: no SMS goes out",
+                     "systemctl enable --now gammu-smsd; journalctl -u gammu-smsd -n 50 "
+                     "says why it stops")]
+    pid = _systemctl("show", "gammu-smsd", "--property=MainPID", "--value")
+    try:
+        uid = Path(f"/proc/{pid}").stat().st_uid
+    except OSError as exc:
+        return [Line("?", f"gammu-smsd: its process {pid}: {exc.strerror}", "")]
+    runs_as = _name(pwd.getpwuid, uid)
+    if runs_as != user:
+        return [Line("FAIL", f"gammu-smsd runs as {runs_as}: its RunOnReceive would write "
+                             f"the pager's store as {runs_as}",
+                     "the bundle's drop-in (gammu-smsd.service.d/insmon.conf) runs it as "
+                     f"{user}: systemctl revert gammu-smsd (a drop-in of the site's in /etc "
+                     "overrides it); systemctl restart gammu-smsd")]
+    return []
 
 
 def _get(url: str, parse: bool = True, token: str | None = None):

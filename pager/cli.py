@@ -60,6 +60,10 @@ def main(argv: list[str]) -> int:
             "sms-received": _sms_received}[args.command](args, config, rota)
 
 
+UNCONFIGURED = ("no teams: notifications are kept and nobody is paged (insmon_pager_configured "
+                "0) until its channels, people and teams are filled in")
+
+
 def _validate(args: argparse.Namespace, config: PagerConfig, rota: Rota) -> int:
     errors = rota.errors
     for error in errors.values():
@@ -68,6 +72,9 @@ def _validate(args: argparse.Namespace, config: PagerConfig, rota: Rota) -> int:
         return 2
     print(f"{args.file}: OK ({len(config.teams)} teams, {len(config.people)} people, "
           f"{len(config.channels)} channels)")
+    if not config.configured:
+        print(f"warning: {UNCONFIGURED}", file=sys.stderr)
+        return 0
     for warning in check(config, rota, dt.datetime.now(SHANGHAI)) + _unrouted(config):
         print(f"warning: {warning}", file=sys.stderr)
     return 0
@@ -245,10 +252,12 @@ def _run(args: argparse.Namespace, config: PagerConfig, rota: Rota) -> int:
         return 2
     from exporters.webconfig import tls_context
 
+    if config.pair is None and args.role == "active":
+        args.role = None  # a single pager is its own active (the unit's default role)
     if (config.pair is None) != (args.role is None):
         print(f"{args.config}: " + ("--role active or --role standby: the config has a "
-              "pair" if args.role is None else "--role needs a `pair` in the config"),
-              file=sys.stderr)
+              "pair" if args.role is None else "--role standby needs a `pair` in the "
+              "config"), file=sys.stderr)
         return 2
     try:
         token = _token(config)
@@ -296,6 +305,8 @@ def _run(args: argparse.Namespace, config: PagerConfig, rota: Rota) -> int:
         peer.start()
     log.info("insmon pager on %s:%d, store %s%s", host, server.port, config.database,
              f", {args.role} of a pair" if args.role else "")
+    if not config.configured:
+        log.warning("%s: %s", args.config, UNCONFIGURED)
     server.httpd.serve_forever(poll_interval=0.5)
     if peer is not None:
         peer.stop()

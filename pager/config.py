@@ -232,9 +232,10 @@ class PagerConfig(_Model):
     max_body: int = Field(default=64 << 20, ge=1)  # a group of 5,000 alerts is 2.2 MB
     # Alertmanager's repeat (repeat_interval) of an unacknowledged incident pages again
     repeat_unacknowledged: bool = True
-    channels: dict[str, Channel]
-    people: dict[str, Person]
-    teams: dict[str, Team]
+    # none of them: the starting point install.sh writes, which pages nobody (configured)
+    channels: dict[str, Channel] = {}
+    people: dict[str, Person] = {}
+    teams: dict[str, Team] = {}
     fallback_team: str = "server_ops"  # an unknown team's pages go here, logged
     escalation: dict[Literal["I", "II", "III", "IV"], list[Step]] = DEFAULT_ESCALATION
     watchdog: Watchdog = Watchdog()
@@ -275,18 +276,19 @@ class PagerConfig(_Model):
                          for p in names if p is not None and p not in self.people]
             if team.rotation is None and team.shifts_file is None:
                 problems.append(f"teams.{tid}: needs a rotation or a shifts_file")
-        if self.fallback_team not in self.teams:
+        if self.configured and self.fallback_team not in self.teams:
             problems.append(f"fallback_team: unknown team {self.fallback_team!r}")
         for grade, steps in self.escalation.items():
             for i, step in enumerate(steps):
                 problems += [f"escalation.{grade}[{i}].notify: {t!r} is neither "
                              f"oncall/backup/lead nor a team"
                              for t in step.notify if t not in (*Target.__args__, *self.teams)]
-        problems += [f"watchdog.notify: unknown team {t!r}"
-                     for t in self.watchdog.notify if t not in self.teams]
-        if self.pair is not None:
+        if self.configured:  # the teams it pages are the config's
+            problems += [f"watchdog.notify: unknown team {t!r}"
+                         for t in self.watchdog.notify if t not in self.teams]
             problems += [f"pair.notify: unknown team {t!r}"
-                         for t in self.pair.notify if t not in self.teams]
+                         for t in (self.pair.notify if self.pair else []) if t not in self.teams]
+        if self.pair is not None:
             if self.pair.active.url.rstrip("/") == self.pair.standby.url.rstrip("/"):
                 problems.append("pair: the active and the standby have the same url (each "
                                 "would ask itself)")
@@ -300,6 +302,12 @@ class PagerConfig(_Model):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    @property
+    def configured(self) -> bool:
+        """Whether it pages anyone. With no teams (the starting point install.sh writes)
+        the pager takes and keeps every notification and pages nobody."""
+        return bool(self.teams)
 
     def members(self, team_id: str) -> set[str]:
         """Everyone who may stand for the team: rotation, overrides, backup, lead (the

@@ -160,7 +160,7 @@ class Engine:
                 self._page(db, incident, person, DRILL, "drill", "page", 0, now)
             return incident["id"]
         team = receiver
-        if team not in self.config.teams:
+        if team not in self.config.teams and self.config.configured:
             self._event(db, incident["id"], self.wall(), "unknown-team", detail=(
                 f"receiver {receiver!r} is no team of the pager: paged "
                 f"{self.config.fallback_team} instead"))
@@ -206,7 +206,8 @@ class Engine:
         incident_id = cursor.lastrowid
         self._event(db, incident_id, wall, "opened",
                     detail=f"{labels.get('grade', '?')} {labels.get('alertname')}")
-        if not drill:
+        if not drill and self.config.configured:  # unconfigured: nobody to escalate to,
+            # then or after the site fills in its teams (a fault still firing repeats)
             for step, policy in enumerate(steps):
                 db.execute("INSERT INTO timers (incident, kind, step, due) VALUES (?, ?, ?, ?)",
                            (incident_id, "escalation", step + 1, now + policy["after"]))
@@ -222,6 +223,10 @@ class Engine:
                    prefer: tuple[str, ...] = ()) -> None:
         if team not in self.config.teams:  # gone from the config since the incident opened
             team = self.config.fallback_team
+        if not self.config.configured:  # no teams yet: the incident is kept, nobody paged
+            self._event(db, incident["id"], self.wall(), "unconfigured",
+                        detail=f"the config has no teams: {team} not paged")
+            return
         person = self.rota.role(team, role, dt.datetime.fromtimestamp(self.wall(), dt.UTC))
         if person is None or person not in self.config.people:
             lead = self.config.teams[team].lead

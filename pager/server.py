@@ -6,6 +6,7 @@ phones, the incident API for `insmon review`, and its own /metrics.
     GET  /api/incidents     incidents with who was paged, deliveries and events (JSON)
     GET  /api/peer/hello, /api/peer/incident?key=K&started=T, POST /api/peer/ack
                             the other pager of a pair asking (pager/pair.py)
+    GET  /                  a status page: whether it pages anyone, what is open
     GET  /metrics, /healthz
 
 Webhooks and the API want the token (Bearer, or a basic-auth password): nobody else on
@@ -88,6 +89,11 @@ class StoreCollector:
         for team, n in self.engine.gaps.items():
             gaps.add_metric([team], n)
         yield gaps
+        configured = GaugeMetricFamily(
+            "insmon_pager_configured", "1 when its config names teams to page; 0 (the "
+            "starting point install.sh writes): notifications are kept, nobody is paged")
+        configured.add_metric([], 1.0 if self.engine.config.configured else 0.0)
+        yield configured
         yield self._ack_histogram()
 
     def _ack_histogram(self) -> HistogramMetricFamily:
@@ -171,6 +177,8 @@ class PagerServer:
                 url = urllib.parse.urlsplit(self.path)
                 if (match := ACK.match(url.path)):
                     return self._ack(match.group(1), post=False)
+                if url.path == "/":
+                    return self._reply(200, "text/html; charset=utf-8", _status_page(engine))
                 if url.path == "/metrics":
                     return self._reply(200, "text/plain; version=0.0.4",
                                        generate_latest(registry))
@@ -342,6 +350,26 @@ body{{font-family:sans-serif;margin:1em;font-size:18px;line-height:1.5}}
 button{{font-size:24px;width:100%;padding:.8em;background:#c00;color:#fff;border:0;
 border-radius:.3em}} .ok{{color:#070;font-weight:bold}} .muted{{color:#666}}
 </style></head><body>{body}</body></html>""".encode()
+
+
+def _status_page(engine: Engine) -> bytes:
+    """For people at the pager's address: whether it pages anyone, what is open, what
+    waits (the figures of /metrics)."""
+    config = engine.config
+    [row] = engine.store.query(
+        "SELECT (SELECT count(*) FROM incidents WHERE resolved IS NULL AND drill = 0) AS open,"
+        " (SELECT count(*) FROM deliveries WHERE status = 'pending') AS pending")
+    rows = [f"<h2>insmon pager{f' ({engine.role})' if engine.role else ''}</h2>"]
+    if config.configured:
+        rows.append(f"<p class=ok>值班通知已配置 · pages {len(config.teams)} teams, "
+                    f"{len(config.people)} people</p>")
+    else:
+        rows.append("<p><b>未配置：不会通知任何人 · not configured: pages nobody</b> "
+                    "(insmon_pager_configured 0). Its config has no teams yet: fill in the "
+                    "channels, people and teams, then restart the pager.</p>")
+    rows.append(f"<p>未恢复事件 open incidents: {row['open']} · 待发送 waiting to be sent: "
+                f"{row['pending']}</p>")
+    return _page("insmon pager", "\n".join(rows))
 
 
 def _incident_page(incident, people: dict, token: str) -> bytes:

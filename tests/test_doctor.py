@@ -5,8 +5,11 @@ installed host: tests/test_bundle.py.)"""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,8 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from ops.stack import free_port
 from probes.base import SHANGHAI
 from tests.conftest import INSMON, ROOT
+from tests.debian_root import site_configs
+from tests.pager_rig import PagerProcess
 
 
 def serve(answers: dict[str, tuple[int, str]]) -> ThreadingHTTPServer:
@@ -136,3 +142,181 @@ def test_an_unknown_is_not_called_well(etc: Path) -> None:
     assert "OK    working calendar: dates known until " in done.stdout  # the site's file
     assert "all is well" not in done.stdout and "FAIL" not in done.stdout, done.stdout
     assert done.returncode == 2
+
+
+# ------------------------------------------------------------------ the first day
+
+def doctor_at(etc: Path, *more: str) -> subprocess.CompletedProcess:
+    """The doctor of a host whose Prometheus and Alertmanager are not there, the bundle's
+    share being this tree (its examples/ and alert_rules/)."""
+    return subprocess.run([INSMON, "doctor", "--etc", str(etc), "--prometheus",
+                           "http://127.0.0.1:9", "--alertmanager", "http://127.0.0.1:9",
+                           "--share", str(ROOT), *more], capture_output=True, text=True,
+                          timeout=60)
+
+
+TOKEN = "t0ken-of-the-installed-host"
+
+
+def installed(tmp_path: Path) -> Path:
+    """/etc/insmon as install.sh writes it."""
+    etc = site_configs(tmp_path / "etc")
+    (etc / "web.yml").write_text((ROOT / "examples" / "web.yml").read_text())
+    (etc / "pager-token").write_text(f"{TOKEN}\n")
+    for path in etc.glob("*.yaml"):  # the token where this test keeps it
+        path.write_text(path.read_text().replace("/etc/insmon/pager-token",
+                                                 str(etc / "pager-token")))
+    return etc
+
+
+def test_the_installed_configs_are_named_for_what_to_fill_in(tmp_path: Path) -> None:
+    etc = installed(tmp_path)
+    done = doctor_at(etc)
+    assert done.returncode == 1
+    for line in (f"FAIL  {etc}/pager.yaml is valid but pages nobody: no channels, people or "
+                 "teams yet (install.sh's starting point)\n      → write them in (the "
+                 "example's are in it, commented out), then insmon pager validate "
+                 f"{etc}/pager.yaml && systemctl restart insmon-pager",
+                 f"FAIL  {etc}/prometheus.yml still holds the example's: "
+                 "global.external_labels.site, scrape_configs[0].static_configs[0].labels."
+                 "site",
+                 "OK    none of the example's addresses, people or secrets in hospital.yaml, "
+                 "pager.yaml",
+                 "OK    one pager, no standby (no pair in pager.yaml"):
+        assert line in done.stdout, done.stdout
+    assert "the modem" not in done.stdout  # no SMS channel: gammu-smsd is not the pager's
+
+
+def test_a_copied_example_is_named_key_by_key(etc: Path) -> None:
+    done = doctor_at(etc)
+    assert f"FAIL  {etc}/hospital.yaml still holds the example's: checks[insurance-private-" \
+           "network].front_end, checks[insurance-private-network].links[private-line]." \
+           "gateway" in done.stdout, done.stdout
+    assert f"FAIL  {etc}/pager.yaml still holds the example's: public_url, " \
+           "pair.active.url" in done.stdout
+    assert done.returncode == 1
+
+
+def test_the_modem_lines_name_what_mends_them(tmp_path: Path) -> None:
+    """Debian's own gammu-smsdrc names no modem; a dry run whose phone folder gammu-smsd's
+    user cannot write loops on DEVICENOPERMISSION; an SMS waiting long in the outbox goes
+    out whenever the modem works, however old."""
+    from monitor.doctor import _smsd
+
+    spool = tmp_path / "spool"
+    for name in ("inbox", "outbox", "sent", "error"):
+        (spool / name).mkdir(parents=True)
+        shutil.chown(spool / name, "nobody")
+    paths = "".join(f"{name}path = {spool}/{name}/\n" for name in ("inbox", "outbox"))
+    paths += f"sentsmspath = {spool}/sent/\nerrorsmspath = {spool}/error/\n"
+    debian = tmp_path / "debian-smsdrc"
+    debian.write_text("[gammu]\n# Please configure this!\nport = /dev/null\nconnection = at\n"
+                      f"[smsd]\nservice = files\n{paths}")
+    [line] = _smsd(debian, "nobody")
+    assert str(line) == (f"FAIL  the modem: {debian} names no modem (port = /dev/null)\n"
+                         f"      → port = the modem's device in {debian} (ls -l "
+                         "/dev/serial/by-id/; /opt/insmon/share/examples/gammu-smsdrc), then "
+                         "systemctl restart gammu-smsd")
+
+    phone = tmp_path / "dummy"
+    phone.mkdir()  # root's, as `install -d` made the parents of the old dry run's folders
+    dry = tmp_path / "dry-smsdrc"
+    dry.write_text(f"[gammu]\nport = {phone}/\nmodel = dummy\nconnection = none\n"
+                   f"[smsd]\nservice = files\n{paths}")
+    waiting = spool / "outbox" / "OUTC20261127_101500_00_13900000001_sms0.smsbackup"
+    waiting.write_text("")
+    os.utime(waiting, (time.time() - 600, time.time() - 600))
+    lines = [str(line) for line in _smsd(dry, "nobody")]
+    assert lines[0] == (f"FAIL  the modem: the dummy phone's folder {phone}/: nobody cannot "
+                        "write it (owned by root:root, mode 0755)\n      → install -d -o "
+                        f"nobody -g gammu -m 0750 {phone}/; chown -R nobody:gammu {phone}/; "
+                        "systemctl restart gammu-smsd"), lines
+    assert lines[1].startswith(f"FAIL  the modem: 1 SMS wait in {spool}/outbox (the oldest "
+                               "since "), lines
+    assert "gammu-smsd is not sending them\n      → they go out once it does, however old" \
+        in lines[1]
+    shutil.chown(phone, "nobody")
+    waiting.unlink()
+    assert [str(line) for line in _smsd(dry, "nobody")] == [
+        "?     gammu-smsd: systemd is not running here, its state is unknown"]
+
+
+def test_the_pair_each_pager_answering_in_its_role(tmp_path: Path) -> None:
+    """Two real pagers of a pair: each answers the pair's token in the role the config
+    gives it; one started in the wrong role, or with another token, is a failure."""
+    etc = installed(tmp_path)
+    ports = {"active": free_port(), "standby": free_port()}
+    pair = ("pair:\n" + "".join(f"  {role}: {{url: \"http://127.0.0.1:{port}\"}}\n"
+                                 for role, port in ports.items()))
+    (etc / "pager.yaml").write_text((etc / "pager.yaml").read_text() + pair)
+
+    def pager(role: str, runs_as: str, token: str = TOKEN) -> PagerProcess:
+        folder = tmp_path / f"{role}-as-{runs_as}-{token[:7]}"
+        folder.mkdir()
+        (folder / "token").write_text(token + "\n")
+        text = (etc / "pager.yaml").read_text().replace(
+            str(etc / "pager-token"), str(folder / "token")).replace(
+            '"0.0.0.0:9095"', f'"127.0.0.1:{ports[role]}"').replace(
+            "/var/lib/insmon-pager/pager.db", str(folder / "pager.db"))
+        (folder / "pager.yaml").write_text(text)
+        return PagerProcess(folder / "pager.yaml", role=runs_as)
+
+    active = pager("active", "active")
+    standby = pager("standby", "standby")
+    try:
+        done = doctor_at(etc)
+        for role, port in ports.items():
+            assert f"OK    the pair's {role} pager http://127.0.0.1:{port} answers with the " \
+                   f"pair's token, as {role}" in done.stdout, done.stdout
+        standby.stop()
+        standby = pager("standby", "active")
+        done = doctor_at(etc)
+        assert f"FAIL  the pair's standby pager http://127.0.0.1:{ports['standby']} runs as " \
+               "active\n      → on that host: systemctl edit insmon-pager, [Service] " \
+               "Environment=INSMON_PAGER_ROLE=standby" in done.stdout, done.stdout
+        standby.stop()
+        standby = pager("standby", "standby", token="another-token-of-the-test")
+        done = doctor_at(etc)
+        assert f"FAIL  the pair's standby pager http://127.0.0.1:{ports['standby']} refuses " \
+               "the pair's token (HTTP 401)" in done.stdout, done.stdout
+    finally:
+        active.stop()
+        standby.stop()
+
+
+def test_the_running_pager_says_whom_it_pages_and_what_it_holds(tmp_path: Path) -> None:
+    """A real pager as install.sh leaves it, behind an Alertmanager config that sends it
+    the token: its open incident and that it pages nobody; then its file filled in but
+    the pager not restarted: it still runs the config it started with."""
+    etc = installed(tmp_path)
+    port = free_port()
+    path = etc / "pager.yaml"
+    path.write_text(path.read_text().replace('"0.0.0.0:9095"', f'"127.0.0.1:{port}"')
+                    .replace("/var/lib/insmon-pager/pager.db", str(tmp_path / "pager.db")))
+    pager = PagerProcess(path)
+    config = ("receivers:\n- name: network\n  webhook_configs:\n  - url: "
+              f"http://127.0.0.1:{port}/network\n    http_config:\n"
+              f"      authorization: {{credentials_file: {etc / 'pager-token'}}}\n")
+    manager = serve({"/api/v2/status": (200, json.dumps({"config": {"original": config}}))})
+    alertmanager = f"http://127.0.0.1:{manager.server_port}"
+    try:
+        assert pager.post("/network", {"version": "4", "status": "firing", "alerts": [
+            {"status": "firing", "labels": {"alertname": "X", "grade": "II"}}]})[0] == 200
+        done = doctor_at(etc, "--alertmanager", alertmanager)
+        assert f"OK    Alertmanager's pager http://127.0.0.1:{port} answers and takes " \
+               "Alertmanager's token" in done.stdout, done.stdout
+        assert f"OK    the pager http://127.0.0.1:{port}: 1 open incidents (1 not " \
+               "acknowledged), 0 messages waiting to be sent (it pages nobody)" in done.stdout
+        path.write_text(path.read_text() + (
+            "channels: {hook: {type: webhook, url: 'http://127.0.0.1:9/x'}}\n"
+            "people: {zhang: {name: 张三, channels: [hook]}}\n"
+            "teams: {server_ops: {name: 运维组, rotation: {since: 2020-01-01, order: [zhang]},"
+            " lead: zhang}, network: {name: 网络组, rotation: {since: 2020-01-01, order: "
+            "[zhang]}, lead: zhang}}\npublic_url: http://192.0.2.10:9095\n"))
+        done = doctor_at(etc, "--alertmanager", alertmanager)
+        assert f"FAIL  the pager http://127.0.0.1:{port} still runs the config it started " \
+               "with, which pages nobody (insmon_pager_configured 0)\n      → systemctl " \
+               "restart insmon-pager" in done.stdout, done.stdout
+    finally:
+        pager.stop()
+        manager.shutdown()

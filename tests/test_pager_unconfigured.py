@@ -1,0 +1,122 @@
+"""The pager as install.sh leaves it, with no teams yet: it takes and keeps every
+notification and pages nobody, and says so (its metrics, its status page, `validate`);
+once the site fills in its teams, nothing kept from before goes out later (no escalation
+or report reminder of an incident nobody was told of), while a fault still firing pages
+at Alertmanager's next repeat, once."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from ops.stack import free_port
+from pager.clock import Clock
+from pager.config import PagerConfig, load
+from pager.delivery import Metrics, Worker
+from pager.engine import RETRY_WINDOW, Engine
+from pager.store import Store
+from tests.conftest import INSMON
+from tests.debian_root import site_configs
+from tests.pager_rig import PagerProcess
+from tests.test_pager import notification
+
+
+def installed(tmp_path: Path) -> Path:
+    """install.sh's pager.yaml, with its store and token in the test's folder."""
+    path = site_configs(tmp_path / "site") / "pager.yaml"
+    (tmp_path / "pager-token").write_text("t0ken-of-the-test\n")
+    path.write_text(path.read_text()
+                    .replace("/var/lib/insmon-pager/pager.db", str(tmp_path / "pager.db"))
+                    .replace("/etc/insmon/pager-token", str(tmp_path / "pager-token"))
+                    .replace('"0.0.0.0:9095"', f'"127.0.0.1:{free_port()}"'))
+    return path
+
+
+def filled_in() -> PagerConfig:
+    """The site's teams, written in: one person on a channel the test reads."""
+    return PagerConfig.model_validate({
+        "auth": {"open": True},
+        "channels": {"hook": {"type": "webhook", "url": "http://127.0.0.1:9/page"}},
+        "people": {"zhang": {"name": "张三", "channels": ["hook"]}},
+        "teams": {name: {"name": name, "rotation": {"since": "2026-01-01",
+                                                     "order": ["zhang"]}, "lead": "zhang"}
+                  for name in ("network", "server_ops", "leadership")},
+        "escalation": {"I": [{"after": 300, "notify": ["backup", "lead"]},
+                             {"after": 600, "notify": ["leadership"]}]},
+    })
+
+
+def test_the_installed_pager_pages_nobody_and_nothing_it_kept_goes_out_later(
+        tmp_path: Path) -> None:
+    config = load(installed(tmp_path))
+    assert not config.configured and config.pair is None
+    mono, wall = [1000.0], [1_790_000_000.0]
+
+    def engine(config: PagerConfig) -> tuple[Engine, Worker, list[str]]:
+        store = Store(tmp_path / "pager.db")
+        clock = Clock(store.get("clock"), wall=lambda: wall[0], monotonic=lambda: mono[0],
+                      boot="boot-1")
+        made = Engine(config, store, clock)
+        sent: list[str] = []  # who each message reached
+        worker = Worker(made, Metrics(CollectorRegistry()), inline=True, send=lambda c, p, m:
+                        sent.extend(person.name for person in p))
+        return made, worker, sent
+
+    def later(seconds: float) -> None:
+        mono[0] += seconds
+        wall[0] += seconds
+
+    def deliveries(made: Engine) -> list[dict]:
+        return [dict(r) for r in made.store.query("SELECT * FROM deliveries")]
+
+    first, worker, sent = engine(config)
+    level_one = json.dumps(notification(grade="I")).encode()
+    taken = first.intake("network", level_one)
+    assert taken.status == "accepted" and taken.incident is not None
+    later(60)
+    first.tick()
+    worker.round()
+    assert deliveries(first) == [] and sent == []
+    events = [r["what"] for r in first.store.query("SELECT what FROM events")]
+    assert "unconfigured" in events, events
+    first.store.close()
+
+    # the site fills in its teams and restarts the pager: hours pass (the Watchdog
+    # arriving), past every escalation step and the report reminder: nothing kept goes out
+    second, worker, sent = engine(filled_in())
+    later(3 * 3600)
+    heartbeat = json.dumps(notification(alertname="Watchdog", grade="none")).encode()
+    assert second.intake("watchdog", heartbeat).status == "accepted"
+    second.tick()
+    worker.round()
+    assert deliveries(second) == [] and sent == []
+    # the fault still fires: Alertmanager's repeat (15 min for grade I) pages it, once
+    later(RETRY_WINDOW)
+    assert second.intake("network", level_one).status == "repeat"
+    worker.round()
+    assert sent == ["张三"]
+    assert len(deliveries(second)) == 1
+
+
+def test_it_says_so_on_its_metrics_its_status_page_and_in_validate(tmp_path: Path) -> None:
+    path = installed(tmp_path)
+    validate = subprocess.run([INSMON, "pager", "validate", str(path)], capture_output=True,
+                              text=True, timeout=60)
+    assert validate.returncode == 0, validate.stderr
+    assert "OK (0 teams, 0 people, 0 channels)" in validate.stdout
+    assert "nobody is paged (insmon_pager_configured 0)" in validate.stderr
+    pager = PagerProcess(path)
+    try:
+        assert "insmon_pager_configured 0.0" in pager.get("/metrics").decode()
+        assert "not configured: pages nobody" in pager.get("/").decode()
+        code, _ = pager.post("/network", notification(grade="I"))
+        assert code == 200
+        [incident] = pager.incidents()
+        assert incident["deliveries"] == [] and incident["pages"] == []
+        assert "unconfigured" in [e["what"] for e in incident["events"]]
+        assert "未恢复事件 open incidents: 1" in pager.get("/").decode()
+    finally:
+        pager.stop()
