@@ -373,8 +373,10 @@ def region() -> Dashboard:
         title="Hospitals, worst first 各院状态（最差在前）", dataSource=DS,
         gridPos=at(0, 5, 14, 22), unit="none",
         targets=[target(SITE_STATE, ref="A", fmt="table", instant=True),
-                 target(HIGHEST_GRADE.replace(" or on() vector(0)", ""), ref="B", fmt="table",
-                        instant=True)],
+                 target(HIGHEST_GRADE.replace(
+                     "or on() vector(0)",
+                     f'or on (site) group by (site) (up{{job="insmon",{SITE}}}) * 0'),
+                     ref="B", fmt="table", instant=True)],
         transformations=[
             {"id": "merge", "options": {}},
             {"id": "organize", "options": {

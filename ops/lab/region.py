@@ -31,12 +31,14 @@ from pathlib import Path
 import yaml
 
 from alert_rules import DIR as RULES
+from alert_rules import NOT_FAULTS
 from exporters.prometheus import TEXT, exposition
 from exporters.snapshot import RunRecord
 from monitor.config import parse
 from monitor.store import ResultStore
 from ops.history import PrometheusAPI, Series
 from ops.lab import Lab
+from ops.recorder import Recorder
 from ops.stack import Alertmanager, Prometheus, Victoria, stop_all, wait_for
 from probes import PROBES, calendar, cpu, disk_io, icmp, raid
 from probes.base import CheckBase, MetricSpec, Sample, one_hot
@@ -555,3 +557,76 @@ def _same(a: float, b: float) -> bool:
     """VictoriaMetrics keeps a value to 12 significant digits or so (0.18000000000000002
     comes back as 0.18): the same sample."""
     return math.isclose(a, b, rel_tol=1e-11, abs_tol=1e-12) or (math.isnan(a) and math.isnan(b))
+
+
+# ---------------------------------------------------------------- faults seen from the center
+
+# The alert each fault pages first at the center.
+FAULT_ALERTS = {"cut": "SettlementPathDown", "backup": "PrimaryLineDown",
+                "degraded": "RaidArrayDegraded", "refusing": "SettlementImpossible",
+                "silent": "InsmonDown"}
+
+
+def collector(workdir: Path, region: Region, center: Center) -> Victoria:
+    """One vmagent scraping every simulated hospital as each hospital's Prometheus does
+    (insmon every 2 s, its own `site`), keeping only what each hospital's remote_write
+    block sends (examples/regional/remote_write.yml), writing to the center: what the
+    center receives from N hospitals, from one process on this host."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    remote = yaml.safe_load((EXAMPLES / "regional" / "remote_write.yml").read_text())
+    (workdir / "relabel.yml").write_text(yaml.safe_dump(
+        remote["remote_write"][0]["write_relabel_configs"]))
+    (workdir / "scrape.yml").write_text(yaml.safe_dump(
+        {"scrape_configs": [region.scrape_config("2s")]}))
+    return Victoria(workdir, "vmagent", f"-promscrape.config={workdir / 'scrape.yml'}",
+                    f"-remoteWrite.relabelConfig={workdir / 'relabel.yml'}",
+                    f"-remoteWrite.url={center.vm.url}/api/v1/write",
+                    f"-remoteWrite.tmpDataPath={workdir / 'buffer'}",
+                    "-promscrape.maxScrapeSize=64MB")
+
+
+@dataclass
+class FaultTimes:
+    fired: dict[tuple[str, str], float]  # (site, alert) -> seconds from the fault to firing
+    paged: dict[str, float]  # site -> seconds until the center's on-call had its page
+    pages: dict[str, int]  # site -> notifications of firing alerts for it
+    alerts: dict[str, set[str]]  # site -> the fault alerts firing there at the end
+    elsewhere: dict[str, set[str]]  # other sites -> fault alerts firing there (none!)
+
+
+def inject_faults(region: Region, center: Center, recorder: Recorder,
+                  faults: Mapping[str, str], timeout: float = 300) -> FaultTimes:
+    """Set each site's fault at once; wait (bounded) until each fault's own alert fires
+    at the center and its on-call is paged; say what fired where."""
+    since, began = time.time(), time.monotonic()
+    for site, fault in faults.items():
+        region.fault(site, fault)
+    wanted = {(site, FAULT_ALERTS[fault]) for site, fault in faults.items()}
+    fired: dict[tuple[str, str], float] = {}
+    paged: dict[str, float] = {}
+    firing: list[dict] = []
+    while time.monotonic() - began < timeout:
+        firing = [a for a in center.alerts() if a["state"] == "firing"
+                  and a["name"] not in NOT_FAULTS and a["labels"].get("site")]
+        now = time.monotonic() - began
+        for alert in firing:
+            fired.setdefault((alert["labels"]["site"], alert["name"]), now)
+        for page in _pages(recorder, since):
+            paged.setdefault(page.body["groupLabels"].get("site", ""), page.received - since)
+        if wanted <= fired.keys() and set(faults) <= paged.keys():
+            break
+        time.sleep(0.5)
+    pages: dict[str, int] = {}
+    for page in _pages(recorder, since):
+        site = page.body["groupLabels"].get("site", "")
+        pages[site] = pages.get(site, 0) + 1
+    alerts: dict[str, set[str]] = {}
+    for alert in firing:
+        alerts.setdefault(alert["labels"]["site"], set()).add(alert["name"])
+    return FaultTimes(fired, paged, pages, {s: a for s, a in alerts.items() if s in faults},
+                      {s: a for s, a in alerts.items() if s not in faults})
+
+
+def _pages(recorder: Recorder, since: float) -> list:
+    return [p for p in recorder.received("firing")
+            if p.team == "center_oncall" and p.received >= since]
