@@ -3,9 +3,10 @@
 A `Region` is N hospitals behind one loopback port, each at /sites/<site>/metrics serving
 the series a real insmon serves for examples/hospital.yaml with its settlement check
 enabled (as a site runs it once the agency agrees): the example's checks with their
-intervals, each run on its own schedule, its samples made by the probes' own sample
-functions where they have them (icmp, cpu, disk_io, raid, calendar) and the way the probe
-makes them elsewhere, kept and rendered by insmon's own results store and exporter.
+intervals (the settlement check at its business hours' rate), each run on its own
+schedule, its samples made by the probes' own sample functions where they have them
+(icmp, cpu, disk_io, raid, calendar) and the way the probe makes them elsewhere, kept
+and rendered by insmon's own results store and exporter.
 Nothing is probed: a hospital is healthy until a fault is set on it, and a fault shows
 at the next run of each check it touches, as a real fault would.
 """
@@ -343,17 +344,17 @@ def _raid(h: Hospital, cfg) -> Outcome:
 
 def _settlement(h: Hospital, cfg) -> Outcome:
     samples: list[Sample] = []
-    possible = False
+    reasons = []
     for link in cfg.links:
         labels = {"link": link.name}
         if link.role == "primary":
             reason = "timeout" if h.faults & {"cut", "backup"} else \
                 "platform_error" if "refusing" in h.faults else None
         else:  # through the standby 4G interface, closed unless opened
-            reason = "platform_error" if "refusing" in h.faults and "backup" in h.faults \
-                else None if "backup" in h.faults else "unreachable"
+            reason = ("platform_error" if "refusing" in h.faults else None) \
+                if "backup" in h.faults else "unreachable"
         answered = reason in (None, "platform_error")
-        possible |= reason is None
+        reasons.append(reason)
         samples += [Sample("insmon_settlement_transaction_ok", float(reason is None), labels),
                     Sample("insmon_settlement_circuit_open", 0.0, labels),
                     Sample("insmon_settlement_sign_ins_total",
@@ -366,9 +367,12 @@ def _settlement(h: Hospital, cfg) -> Outcome:
         samples += [Sample(s.metric, s.value, {**labels, **s.labels}) for s in one_hot(
             "insmon_settlement_failures_total", "reason", SETTLEMENT_REASONS, reason)]
     h.signed_in = True
-    samples.append(Sample("insmon_settlement_possible", float(possible)))
-    return ("ok" if possible else "failed"), samples, \
-        "1901 settles" if possible else "1901 CANNOT settle"
+    possible = None in reasons
+    samples += [Sample("insmon_settlement_possible", float(possible)),
+                Sample("insmon_settlement_tls_legacy", 0.0),
+                Sample("insmon_settlement_last_transaction_timestamp_seconds", time.time())]
+    status = "ok" if all(r is None for r in reasons) else "failed"
+    return status, samples, "1901 settles" if possible else "1901 CANNOT settle"
 
 
 def _calendar(h: Hospital, cfg) -> Outcome:
