@@ -84,8 +84,8 @@ class Insmon(Server):
 
 
 class Alertmanager(Server):
-    """alert_rules/alertmanager.yml (or `config`: a regional center's) with every webhook
-    pointed at `webhook_url`/<receiver>
+    """alert_rules/alertmanager.yml (or `config_file`: a regional center's) with every
+    webhook pointed at `webhook_url`/<receiver>
     (a tuple: the pair's pagers, each receiver's webhooks in order).
     With `cluster_port`, one of an HA pair gossiping with `peers` (host:port): the pair
     shares silences and its notification log, so each page goes out once."""

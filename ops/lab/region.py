@@ -152,10 +152,11 @@ class Region:
 
     def fault(self, site: str, fault: str) -> None:
         assert fault in FAULTS, fault
-        self.hospitals[site].faults.add(fault)
+        hospital = self.hospitals[site]  # a new set: the runs read it from another thread
+        hospital.faults = hospital.faults | {fault}
 
     def heal(self, site: str) -> None:
-        self.hospitals[site].faults.clear()
+        self.hospitals[site].faults = set()
 
     def scrape_config(self, interval: str = "2s", sites: list[str] | None = None) -> dict:
         """The `insmon` job of each site's Prometheus (alert_rules/prometheus.yml: every
