@@ -193,6 +193,8 @@ class Region:
 
 def _handler(hospitals: Mapping[str, Hospital]) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # a scraper keeps its connection, as with insmon
+
         def do_GET(self) -> None:
             match = re.fullmatch(r"/sites/([^/]+)/metrics", self.path)
             hospital = hospitals.get(match[1]) if match else None
