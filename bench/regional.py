@@ -24,7 +24,8 @@ Then, once, one hospital's line to the center cut for REGIONAL_CUT_SECONDS (600)
 sample after the heal, the sender's disk buffer, the catch-up, InsmonSiteMissing.
 
 Usage (root): make bench-regional   or   .venv/bin/python bench/regional.py [N ...] [cut]
-(default: 50 200 500 cut). The report is timed at the largest N only (at about 4 s a
+[report=N] (default: 50 200 500 cut); report=N times the report alone over N backfilled
+sites, the center doing nothing else. The report is timed at the largest N only (at about 4 s a
 site here it would double the run); BENCH_REGIONAL_SHOT=PNG takes a screenshot of its
 summary over all sites in headless Chromium.
 """
@@ -321,9 +322,26 @@ def table(results: list[dict]) -> None:
         print(f"{name:<{width}}  " + "".join(f"{v:>{cell}}" for v in values), flush=True)
 
 
+def report_alone(n: int) -> None:
+    recorder = Recorder()
+    with tempfile.TemporaryDirectory(prefix=f"insmon-report-{n}-") as tmp:
+        center = Center(Path(tmp) / "center", recorder.url)
+        try:
+            found = time_report(center, [f"hospital-{k}" for k in range(1, n + 1)], Path(tmp))
+        finally:
+            center.stop()
+            recorder.close()
+    print(f"insmon report --month over {n} sites (no PDF), the center idle otherwise: "
+          f"{found['report_s']:.0f} s; backfill {found['backfill_samples'] / 1e6:.1f} M "
+          f"samples in {found['backfill_s']:.0f} s", flush=True)
+
+
 def main() -> None:
     args = sys.argv[1:] or ["50", "200", "500", "cut"]
-    sizes = [int(a) for a in args if a != "cut"]
+    for arg in args:
+        if arg.startswith("report="):
+            report_alone(int(arg.removeprefix("report=")))
+    sizes = [int(a) for a in args if a.isdigit()]
     results = []
     for n in sizes:
         with tempfile.TemporaryDirectory(prefix=f"insmon-region-{n}-") as tmp:
