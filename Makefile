@@ -18,10 +18,11 @@ TEST_TOOLS := promtool:prometheus amtool:prometheus-alertmanager snmpd:snmpd chr
 	systemd-nspawn:systemd-container faketime:faketime \
 	/usr/share/fonts/truetype/wqy/wqy-microhei.ttc:fonts-wqy-microhei openssl:openssl
 BENCH_TOOLS := prometheus-node-exporter:prometheus-node-exporter fping:fping \
-	gammu-smsd:gammu-smsd prometheus:prometheus prometheus-alertmanager:prometheus-alertmanager
+	gammu-smsd:gammu-smsd prometheus:prometheus prometheus-alertmanager:prometheus-alertmanager \
+	victoria-metrics:victoria-metrics chromium:chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test test-dates test-under-load lint bench figures bundle clean
+.PHONY: run test test-dates test-under-load lint bench bench-regional figures bundle clean
 
 run: $(VENV)/.runtime
 	$(VENV)/bin/insmon run $(ARGS)
@@ -74,6 +75,13 @@ bench: $(VENV)/.test
 	$(VENV)/bin/python bench/hostile_input.py
 	$(VENV)/bin/python bench/scrape.py
 	$(VENV)/bin/python bench/audit_trail.py
+	@$(MAKE) --no-print-directory bench-regional
+
+# A regional center at 50, 200 and 500 hospitals, then a line to it cut for 10 minutes
+# (about an hour and a half in all; README, "Past one site").
+bench-regional: $(VENV)/.test
+	@$(call install-missing,$(BENCH_TOOLS))
+	$(VENV)/bin/python bench/regional.py $(ARGS)
 
 # The offline install bundles (bundle/build.py: downloads kept in ~/.cache/insmon-bundle).
 bundle: $(VENV)/.test

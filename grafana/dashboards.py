@@ -4,9 +4,10 @@ generated from this file and committed; a test fails when it is stale.
 
     python grafana/dashboards.py      # writes grafana/dashboards/*.json
 
-Dashboards: the machine room's wall screen, the private network, storage and RAID, and
-the incident review. Every panel reads the provisioned Prometheus datasource (uid
-"prometheus"); every expression takes the `site` variable, most the `check` variable.
+Dashboards: the machine room's wall screen, the private network, storage and RAID, the
+incident review, and the regional center's board over every hospital. Every panel reads
+the provisioned Prometheus datasource (uid "prometheus"; at a center, its
+VictoriaMetrics); every expression takes the `site` variable, most the `check` variable.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from grafanalib.core import (
     Heatmap,
     Stat,
     StateTimeline,
+    Table,
+    TableSortByField,
     Target,
     Template,
     Templating,
@@ -78,8 +81,10 @@ RAID_STATES = [{"type": "value", "options": {
 FAULTS = (f'ALERTS{{alertstate="firing",alertname!~"Watchdog|OutsideBusinessHours",'
           f'{SITE}}}')
 
-def target(expr: str, legend: str = "", ref: str = "A", fmt: str = "time_series") -> Target:
-    return Target(expr=expr, legendFormat=legend, refId=ref, format=fmt, datasource=DS)
+def target(expr: str, legend: str = "", ref: str = "A", fmt: str = "time_series",
+           instant: bool = False) -> Target:
+    return Target(expr=expr, legendFormat=legend, refId=ref, format=fmt, datasource=DS,
+                  instant=instant)
 
 
 def at(x: int, y: int, w: int, h: int) -> GridPos:
@@ -320,7 +325,101 @@ def incident() -> Dashboard:
                      annotations=Annotations(list=[alerts]))
 
 
-DASHBOARDS = {"wall": wall, "network": network, "storage": storage, "incident": incident}
+# ---------------------------------------------------------------------- region
+
+# Each hospital's state at a regional center, from its raw series over the last minute
+# (as the monthly report judges a minute), worst first: 3 insmon silent (reported in the
+# last 6 hours, as InsmonSiteMissing, but no successful scrape in the last minute), 2
+# cannot settle (no settlement path, or the platform refusing), 1 on the 4G backup,
+# 0 can settle over the private line.
+_LAST = "max by (site) (last_over_time({}{{{}}}[1m]))"
+_PATH = (f"({_LAST.format('insmon_settlement_path_up', SITE)} * on (site) group_left () "
+         f"{_LAST.format('insmon_settlement_possible', SITE)} "
+         f"or {_LAST.format('insmon_settlement_path_up', SITE)})")
+SILENT = (f'group by (site) (max_over_time(up{{job="insmon",{SITE}}}[6h])) unless on (site) '
+          f'(max by (site) (max_over_time(up{{job="insmon",{SITE}}}[1m])) == 1)')
+_BACKUP = _LAST.format("insmon_settlement_active_role", f'{SITE},role="backup"')
+SITE_STATE = (f"({SILENT}) * 0 + 3 or (({_PATH} == 0) + 2) or (({_BACKUP} == 1) * 0 + 1)"
+              f" or ({_PATH} * 0)")
+SITE_STATES = [{"type": "value", "options": {
+    "0": {"text": "can settle 可结算", "color": GREEN, "index": 0},
+    "1": {"text": "on the backup line 备用通道", "color": AMBER, "index": 1},
+    "2": {"text": "cannot settle 无法结算", "color": RED, "index": 2},
+    "3": {"text": "insmon silent 监控失联", "color": "purple", "index": 3}}}]
+LEVEL_I = f'ALERTS{{alertstate="firing",grade="I",{SITE}}}'
+# a hospital's own wall, in the center's Grafana (the same dashboards over its history)
+WALL_LINK = [{"title": "wall 机房大屏", "url": "/d/insmon-wall?var-site=${__data.fields.site}"}]
+
+
+def count_tile(title: str, state: int, x: int, color: str) -> Stat:
+    return Stat(title=title, dataSource=DS, gridPos=at(x, 0, 4, 5),
+                targets=[target(f"count(({SITE_STATE}) == {state}) or vector(0)",
+                                instant=True)],
+                colorMode="background", graphMode="none", textMode="value",
+                reduceCalc="lastNotNull", format="none",
+                thresholds=[Threshold(GREEN, 0, 0.0), Threshold(color, 1, 1.0)])
+
+
+def _cell(name: str, mappings: list) -> dict:
+    """A table column shown as coloured words."""
+    return {"matcher": {"id": "byName", "options": name}, "properties": [
+        {"id": "mappings", "value": mappings},
+        {"id": "custom.displayMode", "value": "color-background"},
+        {"id": "custom.width", "value": 260}]}
+
+
+def region() -> Dashboard:
+    hospitals = Table(
+        title="Hospitals, worst first 各院状态（最差在前）", dataSource=DS,
+        gridPos=at(0, 5, 14, 22), unit="none",
+        targets=[target(SITE_STATE, ref="A", fmt="table", instant=True),
+                 target(HIGHEST_GRADE.replace(
+                     "or on() vector(0)",
+                     f'or on (site) group by (site) (up{{job="insmon",{SITE}}}) * 0'),
+                     ref="B", fmt="table", instant=True)],
+        transformations=[
+            {"id": "merge", "options": {}},
+            {"id": "organize", "options": {
+                "excludeByName": {"Time": True},
+                "indexByName": {"site": 0, "Value #A": 1, "Value #B": 2},
+                "renameByName": {"site": "site", "Value #A": "state 状态",
+                                 "Value #B": "highest grade 最高告警"}}}],
+        sortBy=[TableSortByField(displayName="state 状态", desc=True)],
+        extraJson={"fieldConfig": {
+            "defaults": {"links": WALL_LINK, "custom": {"filterable": True}},
+            "overrides": [_cell("state 状态", SITE_STATES),
+                          _cell("highest grade 最高告警", GRADES)]},
+            "options": {"footer": {"show": True, "reducer": ["count"],
+                                   "countRows": True, "enablePagination": False}}})
+    open_level_i = Table(
+        title="Open Level I 一级事件", dataSource=DS, gridPos=at(14, 5, 10, 22), unit="none",
+        targets=[target(f"max by (site, alertname) ({LEVEL_I})", fmt="table", instant=True)],
+        transformations=[{"id": "organize", "options": {
+            "excludeByName": {"Time": True, "Value": True},
+            "renameByName": {"alertname": "alert 告警"}}}],
+        sortBy=[TableSortByField(displayName="site", desc=False)],
+        extraJson={"fieldConfig": {"defaults": {"links": WALL_LINK}}})
+    panels = [
+        count_tile("Can settle 可结算", 0, 0, GREEN),
+        count_tile("On the backup line 备用通道", 1, 4, AMBER),
+        count_tile("Cannot settle 无法结算", 2, 8, RED),
+        count_tile("insmon silent 监控失联", 3, 12, "purple"),
+        Stat(title="Hospitals with an open Level I 一级事件医院数", dataSource=DS,
+             gridPos=at(16, 0, 8, 5),
+             targets=[target(f"count(group by (site) ({LEVEL_I})) or vector(0)", instant=True)],
+             colorMode="background", graphMode="none", textMode="value",
+             reduceCalc="lastNotNull", format="none",
+             thresholds=[Threshold(GREEN, 0, 0.0), Threshold(RED, 1, 1.0)]),
+        hospitals,
+        open_level_i,
+    ]
+    return dashboard("insmon-region", "insmon · region 医保中心全区总览", panels,
+                     variables(None), style="dark", refresh="30s",
+                     time=Time("now-1h", "now"))
+
+
+DASHBOARDS = {"wall": wall, "network": network, "storage": storage, "incident": incident,
+              "region": region}
 
 
 def render() -> dict[str, str]:

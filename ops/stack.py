@@ -84,15 +84,17 @@ class Insmon(Server):
 
 
 class Alertmanager(Server):
-    """alert_rules/alertmanager.yml with every webhook pointed at `webhook_url`/<team>
+    """alert_rules/alertmanager.yml (or `config_file`: a regional center's) with every
+    webhook pointed at `webhook_url`/<receiver>
     (a tuple: the pair's pagers, each receiver's webhooks in order).
     With `cluster_port`, one of an HA pair gossiping with `peers` (host:port): the pair
     shares silences and its notification log, so each page goes out once."""
 
     def __init__(self, workdir: Path, webhook_url: str | tuple[str, ...],
                  cluster_port: int | None = None, peers: tuple[str, ...] = (),
-                 pager: str | None = None, token_file: Path | None = None) -> None:
-        config = yaml.safe_load((RULES / "alertmanager.yml").read_text())
+                 pager: str | None = None, token_file: Path | None = None,
+                 config_file: Path = RULES / "alertmanager.yml") -> None:
+        config = yaml.safe_load(config_file.read_text())
         workdir.mkdir(parents=True, exist_ok=True)
         # the pager's token, as the shipped config sends it: the given pager's, or one
         # of its own
@@ -170,6 +172,19 @@ def alerting_config(workdir: Path, targets: list[str], site: str, alertmanager: 
             {"targets": targets, "labels": {"site": site}}],
             **({} if interval else {"scrape_interval": job["scrape_interval"]})}],
     }
+
+
+class Victoria(Server):
+    """A binary of Debian's victoria-metrics (the single node, vmagent, vmalert) on
+    `address` (loopback unless given), in front of `prefix` (a namespace's `ip netns
+    exec`), started once /health answers."""
+
+    def __init__(self, workdir: Path, binary: str, *flags: str, address: str = "127.0.0.1",
+                 prefix: tuple[str, ...] = ()) -> None:
+        port = free_port()
+        super().__init__(workdir, binary, [*prefix, binary, *flags, "-loggerLevel=WARN",
+                                           f"-httpListenAddr={address}:{port}"],
+                         f"http://{address}:{port}", "/health")
 
 
 class Prometheus(Server):

@@ -79,8 +79,9 @@ def test_the_wall_counts_faults_not_the_alerts_that_fire_without_one() -> None:
 
 def test_dashboards_have_what_grafana_needs() -> None:
     boards = dashboards()
-    assert set(boards) == {"wall.json", "network.json", "storage.json", "incident.json"}
-    assert len({b["uid"] for b in boards.values()}) == 4
+    assert set(boards) == {"wall.json", "network.json", "storage.json", "incident.json",
+                           "region.json"}
+    assert len({b["uid"] for b in boards.values()}) == 5
     datasource = yaml.safe_load(
         (GRAFANA / "provisioning/datasources/prometheus.yml").read_text())["datasources"][0]
     for name, board in boards.items():
@@ -109,6 +110,14 @@ def test_dashboards_have_what_grafana_needs() -> None:
     assert {"s", "percentunit"} <= units
     incident = boards["incident.json"]
     assert "ALERTS" in incident["annotations"]["list"][0]["expr"]
+    # the regional center's board: states worst first, each hospital linked to its wall
+    region = {p["title"]: p for p in boards["region.json"]["panels"]}
+    hospitals = region["Hospitals, worst first 各院状态（最差在前）"]
+    assert hospitals["options"]["sortBy"] == [{"displayName": "state 状态", "desc": True}]
+    assert "var-site=${__data.fields.site}" in hospitals["fieldConfig"]["defaults"]["links"][
+        0]["url"]
+    states = hospitals["fieldConfig"]["overrides"][0]["properties"][0]["value"][0]["options"]
+    assert [states[k]["text"].split(" ")[0] for k in "0123"] == ["can", "on", "cannot", "insmon"]
 
 
 def test_every_series_named_is_declared_by_insmon() -> None:
@@ -166,8 +175,11 @@ def _healthy_site(work: Path, cpu: SimulatedCpu) -> Iterator[Prometheus]:
 
 @pytest.mark.timeout(600)  # the site first: slot 0 (up to 5 minutes), snmpd, insmon, Prometheus
 def test_every_panel_returns_data_on_a_healthy_site(healthy_site: Prometheus) -> None:
+    # what is empty on a healthy site: the annotations (no alert fires) and the region's
+    # list of open Level I incidents
+    quiet = ("annotation", "Open Level I")
     exprs = [(where, concrete(expr)) for board in dashboards().values()
-             for where, expr in queries(board) if "annotation" not in where]
+             for where, expr in queries(board) if not any(q in where for q in quiet)]
     deadline = time.monotonic() + 60  # rates and 2-minute averages need a few scrapes
     while True:
         empty = [where for where, expr in exprs if not healthy_site.query(expr)]
@@ -189,11 +201,17 @@ def test_every_panel_returns_data_on_a_healthy_site(healthy_site: Prometheus) ->
                 assert [r["metric"].get("team") for r in result] == ["none 无"]
             elif "path" not in where:
                 assert {float(r["value"][1]) for r in result} == {0.0}, where
-    # annotations parse (no alert fires, so they return nothing)
+    # the region board: one hospital, able to settle (0), no grade firing (0)
+    hospitals = next(p for p in dashboards()["region.json"]["panels"]
+                     if p["title"].startswith("Hospitals, worst first"))
+    for state in hospitals["targets"]:
+        assert [(r["metric"]["site"], float(r["value"][1])) for r in healthy_site.query(
+            concrete(state["expr"]))] == [(SITE, 0.0)], state["refId"]
+    # annotations parse (no alert fires, so they return nothing), nor any Level I
     for board in dashboards().values():
         for where, expr in queries(board):
-            if "annotation" in where:
-                assert healthy_site.query(concrete(expr)) == []
+            if any(q in where for q in quiet):
+                assert healthy_site.query(concrete(expr)) == [], where
 
 
 def test_the_layout_picture_draws_from_the_json(tmp_path) -> None:
