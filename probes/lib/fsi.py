@@ -11,8 +11,9 @@ X-Ca-Error-Message header. Each failure has a reason that tells faults apart:
   gateway_rejected     the gateway refused the message (HTTP 401/403/4xx, its envelope's
                        code not a success, an X-Ca-Error-Message)
   gateway_unavailable  HTTP 5xx without the platform's answer: a proxy's 502/503/504, the
-                       gateway with nothing behind it
-  platform_error       the platform answered, infcode not 0 (its err_msg in the detail)
+                       gateway with nothing behind it (in its own JSON too)
+  platform_error       the platform answered, infcode not 0 (its err_msg in the detail),
+                       also inside an envelope whose code says failure
   bad_answer           only what cannot be read as any of these
 and the network reasons (probes/lib/net.py), connection_closed among them.
 """
@@ -302,6 +303,8 @@ def decode(raw: bytes, content_type: str) -> str | None:
     named = match[1].lower() if match else None
     if named in ("gbk", "gb2312", "cp936", "x-gbk"):
         named = "gb18030"
+    if named in ("utf-8", "utf8"):  # a BOM before JSON said to be UTF-8 (.NET, Windows)
+        named = "utf-8-sig"
     for charset in dict.fromkeys(c for c in (named, "utf-8-sig", "gb18030") if c):
         try:
             return raw.decode(charset)
@@ -320,13 +323,19 @@ def judge(status: int, headers: Mapping[str, str], raw: bytes, seconds: float,
     if body is not None and "infcode" not in body and envelope.code in body:
         code = body[envelope.code]
         said = _said(body, header_words)
-        if not envelope.ok(code):
+        inner = body.get(envelope.data)
+        inner = _json_object(inner) if isinstance(inner, str) else inner
+        platform = isinstance(inner, dict) and "infcode" in inner
+        if not envelope.ok(code) and not (platform and str(inner["infcode"]) != "0"):
+            # a failing code around the platform's own error is the platform's (below)
+            if status >= 500 and not platform:  # nothing behind the gateway
+                return Answer("gateway_unavailable", status, None, seconds,
+                              f"HTTP {status} from the gateway or a proxy before it, "
+                              f"without the platform's answer: {said or code}", said)
             return Answer("gateway_rejected", status, None, seconds,
                           f"the gateway refused the message: HTTP {status} code {code} "
                           f"{said}".rstrip(), said, body)
-        inner = body.get(envelope.data)
-        inner = _json_object(inner) if isinstance(inner, str) else inner
-        if not isinstance(inner, dict) or "infcode" not in inner:
+        if not platform:
             return Answer("bad_answer", status, None, seconds,
                           f"HTTP {status}: the gateway said code {code} {said}".rstrip()
                           + f" but `{envelope.data}` holds no platform answer", said)
