@@ -37,7 +37,14 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from probes.lib import dialects
-from probes.lib.net import Cutter, connect_within, failure, left, legacy_name_check
+from probes.lib.net import (
+    Cutter,
+    connect_within,
+    failure,
+    left,
+    legacy_name_check,
+    redacted,
+)
 from probes.lib.secret import Secret
 
 MAX_ANSWER = 1 << 20
@@ -135,7 +142,7 @@ def check_url(url: str) -> str:
     parts = urlsplit(url.replace("{infno}", "0000"))
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.password:
         raise ValueError("expected an http:// or https:// URL with a host and no password "
-                         "in it")
+                         f"in it, got {redacted(url)!r}")
     return url
 
 

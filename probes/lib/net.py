@@ -16,6 +16,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from probes.base import ProbeFailure
 
@@ -136,6 +137,15 @@ def _name_matches(pattern: str, name: str) -> bool:
     if pattern.startswith("*.") and "." in name:  # one left-most label, as RFC 6125 says
         return name.split(".", 1)[1] == pattern[2:]
     return pattern == name
+
+
+def redacted(url: str) -> str:
+    """The URL as it may be shown: a password in it is starred."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
 
 
 def host_port(address: str, default_port: int | None = None) -> tuple[str, int]:
