@@ -486,6 +486,42 @@ async def test_the_rate_follows_the_working_calendar(
     await run(8)
 
 
+async def test_a_run_abandoned_at_its_deadline_leaves_no_older_result_to_repeat(
+        platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Evidence before claims: outside business hours a run says the last result again
+    only while no later transaction was tried. One the runner abandoned at its deadline
+    (a stalled gateway, a hung DNS lookup) is newer than that result: the next run asks."""
+    import asyncio
+
+    clock = Clock(monkeypatch, "2024-10-08T17:58:00")  # a working Tuesday, near evening
+    probe = settlement.Probe(config(platform.url, tmp_path, quiet_interval="5m"))
+    assert (await probe.run()).status == "ok"
+    platform.set(fault="stall")
+    clock.advance(60)  # 17:59, business hours: a transaction, which stalls
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(probe.run(), 0.5)  # the runner's deadline
+    platform.set(fault="platform_error")
+    clock.advance(60)  # 18:00: outside business hours, 2 minutes after the last success
+    result = await probe.run()
+    assert (result.status, "[measured" in result.detail) == ("failed", False), result.detail
+
+
+def test_the_quiet_rate_is_bounded_and_comes_on_a_run(tmp_path: Path) -> None:
+    """Never quiet while blind: a night between transactions that says 'ok' for longer
+    than 15 minutes is refused; and the transactions come on the check's runs, so a
+    quiet_interval that is no whole number of intervals would not be the rate validate
+    prints (2m and 5m: every 4 minutes)."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"quiet_interval \(3600s\) is over 15 minutes"):
+        config("http://127.0.0.1:1/fsi", tmp_path, interval="60s", quiet_interval="1h")
+    with pytest.raises(ValidationError, match=r"quiet_interval \(300s\) is no whole number "
+                                              r"of intervals \(120s\)"):
+        config("http://127.0.0.1:1/fsi", tmp_path, interval="2m", quiet_interval="5m")
+    assert config("http://127.0.0.1:1/fsi", tmp_path, interval="45s",
+                  quiet_interval="15m").quiet_interval == 900
+
+
 def test_validate_prints_the_requests_per_link_per_day(tmp_path: Path) -> None:
     import yaml
 
