@@ -569,6 +569,27 @@ async def test_each_sign_in_names_its_links_interface_and_operator(
                              f'link="{link}"}}') == 1
 
 
+def test_a_tunnels_sign_in_names_a_card_that_is_up(tmp_path: Path) -> None:
+    """A tunnel (or loopback) has no MAC: the 9001 names the host's first card that is up
+    with a carrier, never a device that carries nothing (an ifb or a card unplugged,
+    numbered before it), and the first with a MAC only when none is up."""
+    from probes.lib import net
+
+    def card(name: str, index: int, mac: str, flags: str, carrier: str) -> None:
+        (tmp_path / name).mkdir()
+        for key, text in (("ifindex", str(index)), ("address", mac), ("flags", flags),
+                          ("carrier", carrier)):
+            (tmp_path / name / key).write_text(text + "\n")
+
+    card("lo", 1, "00:00:00:00:00:00", "0x9", "1")
+    card("ifb0", 2, "5e:05:a4:5a:0b:ad", "0x82", "0")  # down: carries nothing
+    card("eno1", 3, "3c:ec:ef:00:00:01", "0x1003", "0")  # up, its cable out
+    card("eno2", 4, "3c:ec:ef:00:00:02", "0x1003", "1")
+    assert net.first_mac(tmp_path) == "3c:ec:ef:00:00:02"
+    (tmp_path / "eno2" / "carrier").write_text("0\n")
+    assert net.first_mac(tmp_path) == "5e:05:a4:5a:0b:ad"
+
+
 async def test_links_of_one_operator_never_knock_each_other_out(
         platform: Platform, tmp_path: Path) -> None:
     """A gateway that ends an operator's earlier sign-in at each new one: the two links
