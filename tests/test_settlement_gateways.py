@@ -267,6 +267,9 @@ def test_a_gateways_own_envelope_is_configured(tmp_path: Path) -> None:
     ("closed_after_headers", "connection_closed",
      "closed the connection before the whole answer (IncompleteRead)"),
     ("not_json", "bad_answer", "HTTP 200 without the platform's JSON: b'<html>"),
+    ("redirect", "bad_answer", "HTTP 301: the gateway sends the message elsewhere: Location "
+     "https://127.0.0.1:"),
+    ("huge", "bad_answer", "HTTP 200: an answer over 1 MiB, not read further"),
 ])
 async def test_each_front_end_fault_has_its_own_reason(
         platform: Platform, tmp_path: Path, fault: str, reason: str, detail: str) -> None:

@@ -33,7 +33,8 @@ CONTROL is a JSON file read on every request:
            words, whatever the signature), stall (answers after 5 s), trickle (a byte every
            0.3 s), not_json (an HTML page with HTTP 200), proxy_502 and proxy_504 (nginx's
            error pages), closed (the connection closed with no answer), closed_after_headers
-           (closed after the headers, before the body they promise), primary_broken
+           (closed after the headers, before the body they promise), redirect (HTTP 301
+           to https://, as a gateway moved to TLS answers), huge (2 MiB of answer), primary_broken
            (platform_error for the primary line's address 198.18.1.1 only)
   epoch    when it changes, every sign-in is forgotten (the platform restarted)
   today    the platform's date (YYYY-MM-DD) instead of Beijing's today
@@ -171,6 +172,15 @@ class Handler(BaseHTTPRequestHandler):
         if fault == "closed":
             self.close_connection = True
             return
+        if fault == "redirect":
+            self.send_response(301)
+            self.send_header("Location", f"https://{self.headers.get('Host')}{self.path}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if fault == "huge":
+            filler = json.dumps({"infcode": 0, "output": {"list": ["x" * (2 << 20)]}})
+            return self._html(200, filler)
         if fault == "closed_after_headers":
             self.send_response(200)
             self.send_header("Content-Type", "application/json; charset=utf-8")

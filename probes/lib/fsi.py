@@ -276,10 +276,15 @@ def exchange(url: str, headers: Mapping[str, str], body: bytes, deadline: float,
         conn.request("POST", target, body=body, headers=sent)
         response = conn.getresponse()
         status, answer_headers = response.status, tuple(response.getheaders())
-        raw = response.read(MAX_ANSWER)
+        raw = response.read(MAX_ANSWER + 1)
         if cutter.cut.is_set() or time.monotonic() > deadline:
             raise TimeoutError
-        if response.length and len(raw) < MAX_ANSWER:  # closed short of its Content-Length
+        if len(raw) > MAX_ANSWER:
+            raw = raw[:MAX_ANSWER]
+            answer = Answer("bad_answer", status, None, time.perf_counter() - started,
+                            f"HTTP {status}: an answer over {MAX_ANSWER >> 20} MiB, not read "
+                            "further")
+        elif response.length:  # closed short of its Content-Length
             raise http.client.IncompleteRead(raw, response.length)
     except (OSError, http.client.HTTPException) as exc:
         cut = cutter is not None and cutter.cut.is_set()
@@ -353,6 +358,10 @@ def judge(status: int, headers: Mapping[str, str], raw: bytes, seconds: float,
             return Answer("gateway_unavailable", status, None, seconds,
                           f"HTTP {status} from the gateway or a proxy before it, without the "
                           f"platform's answer: {said or _start(raw)}", said)
+        if 300 <= status < 400 and headers.get("location"):  # moved (to https://?)
+            return Answer("bad_answer", status, None, seconds,
+                          f"HTTP {status}: the gateway sends the message elsewhere: Location "
+                          f"{headers['location'][:160]}")
         if status >= 400 or header_words:
             return Answer("gateway_rejected", status, None, seconds,
                           f"the gateway refused the message: HTTP {status} {said}".rstrip(),
