@@ -187,7 +187,8 @@ class Config(CheckBase):
             raise ValueError(f"quiet_interval ({quiet}) is over {MAX_QUIET // 60:.0f} minutes: "
                              "the runs between say the last result again, and a night's "
                              "outage must not read as settling for longer")
-        if (self.quiet_interval / self.interval) % 1:
+        runs = self.quiet_interval / self.interval
+        if abs(runs - round(runs)) > 1e-6:
             raise ValueError(f"quiet_interval ({quiet}) is no whole number of intervals "
                              f"({format_duration(self.interval)}): the transactions go out "
                              "on the check's runs")
