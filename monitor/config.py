@@ -23,7 +23,8 @@ from probes.base import MAX_DURATION, Duration
 
 DEFAULT_LISTEN = "0.0.0.0:9829"
 # Keys whose values are secrets: an error about them never repeats the value.
-SECRET_KEYS = {"community", "auth_key", "priv_key", "value", "headers", "basic_auth_users"}
+SECRET_KEYS = {"community", "auth_key", "priv_key", "secret", "value", "headers",
+               "basic_auth_users"}
 EMBEDDED = "embedded default config"
 
 CheckConfig = Annotated[

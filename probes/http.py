@@ -31,7 +31,7 @@ from probes.base import (
     one_hot,
     run_blocking,
 )
-from probes.lib.net import NET_REASONS, Cutter, connect_within, failure, left
+from probes.lib.net import NET_REASONS, Cutter, connect_within, failure, left, redacted
 
 REASONS = (*NET_REASONS, "status", "body")
 PHASES = ("connect", "tls", "processing", "transfer")
@@ -76,14 +76,6 @@ class Config(CheckBase):
     def shown_url(self) -> str:
         """The URL as it may be shown: a password in it is starred."""
         return redacted(self.url)
-
-
-def redacted(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
 
 
 METRICS = (

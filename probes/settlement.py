@@ -74,6 +74,7 @@ REASONS = (*NET_REASONS, *PLATFORM_REASONS)
 PLATFORM_SIDE = ("gateway_rejected", "gateway_unavailable", "platform_error", "bad_answer")
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 MAX_PAUSE = 600.0
+MAX_QUIET = 900.0  # the longest a night may say a transaction's result again
 SIGN_IN, SIGN_OUT = "9001", "9002"
 # 1901 字典表查询 of one small dictionary (gender): read-only, and refused without a
 # valid sign-in, so a success proves the line, the gateway, the platform and the session.
@@ -177,10 +178,20 @@ class Config(CheckBase):
                              "as 1901 (the default)")
         if self.input is None and self.infno != "1901":
             raise ValueError(f"infno {self.infno} needs its `input`")
+        quiet = format_duration(self.quiet_interval)
         if self.quiet_interval < self.interval:
-            raise ValueError(f"quiet_interval ({format_duration(self.quiet_interval)}) is "
-                             f"shorter than interval ({format_duration(self.interval)}): "
-                             "outside business hours the rate only slows down")
+            raise ValueError(f"quiet_interval ({quiet}) is shorter than interval "
+                             f"({format_duration(self.interval)}): outside business hours "
+                             "the rate only slows down")
+        if self.quiet_interval > MAX_QUIET:
+            raise ValueError(f"quiet_interval ({quiet}) is over {MAX_QUIET // 60:.0f} minutes: "
+                             "the runs between say the last result again, and a night's "
+                             "outage must not read as settling for longer")
+        runs = self.quiet_interval / self.interval
+        if abs(runs - round(runs)) > 1e-6:
+            raise ValueError(f"quiet_interval ({quiet}) is no whole number of intervals "
+                             f"({format_duration(self.interval)}): the transactions go out "
+                             "on the check's runs")
         return self
 
     @property
@@ -365,6 +376,7 @@ class Probe:
         held = self._held()
         if held is not None:
             return held
+        self._last = None  # a run abandoned at its deadline leaves no older result to repeat
         cfg = self.cfg
         sent_at = beijing_now()
         now = time.monotonic()

@@ -111,6 +111,26 @@ def test_config_errors_do_not_repeat_secrets(auth: str) -> None:
     assert_clean(str(info.value), "a config error")
 
 
+@pytest.mark.parametrize(("extra", "error"), [
+    (f"gateway: {{dialect: x-ca, key: k, secret: {PAAS}}}",  # plain, not {value: ...}
+     "checks[0].gateway.secret: Input should be a valid dictionary or instance of Secret"),
+    (f"gateway: {{dialect: csb, key: k, secret: {{value: [{PAAS}]}}}}", "secret.value"),
+    (f"url: http://gw:{PASSWORD}@127.0.0.1/fsi",
+     "expected an http:// or https:// URL with a host and no password in it, got "
+     "'http://gw:***@127.0.0.1/fsi'"),
+])
+def test_settlement_config_errors_do_not_repeat_secrets(extra: str, error: str) -> None:
+    text = ("checks:\n- name: settle\n  kind: settlement\n  fixmedins_code: H32010200001\n"
+            "  fixmedins_name: 一院\n  mdtrtarea_admvs: '320102'\n  opter: '001'\n"
+            f"  opter_name: 收费员\n  {extra}\n")
+    if not extra.startswith("url:"):
+        text += "  url: http://127.0.0.1/fsi\n"
+    with pytest.raises(ConfigError) as info:
+        parse(text, "site.yaml")
+    assert error in str(info.value)
+    assert_clean(str(info.value), "a config error")
+
+
 @pytest.mark.parametrize(("check", "error"), [
     (f'url: http://127.0.0.1/\n  headers: {{Authorization: "Bearer {TOKEN}\\r\\nX-Injected: 1"}}',
      "the value of header Authorization holds a line break or NUL"),

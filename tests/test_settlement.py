@@ -486,6 +486,42 @@ async def test_the_rate_follows_the_working_calendar(
     await run(8)
 
 
+async def test_a_run_abandoned_at_its_deadline_leaves_no_older_result_to_repeat(
+        platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Evidence before claims: outside business hours a run says the last result again
+    only while no later transaction was tried. One the runner abandoned at its deadline
+    (a stalled gateway, a hung DNS lookup) is newer than that result: the next run asks."""
+    import asyncio
+
+    clock = Clock(monkeypatch, "2024-10-08T17:58:00")  # a working Tuesday, near evening
+    probe = settlement.Probe(config(platform.url, tmp_path, quiet_interval="5m"))
+    assert (await probe.run()).status == "ok"
+    platform.set(fault="stall")
+    clock.advance(60)  # 17:59, business hours: a transaction, which stalls
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(probe.run(), 0.5)  # the runner's deadline
+    platform.set(fault="platform_error")
+    clock.advance(60)  # 18:00: outside business hours, 2 minutes after the last success
+    result = await probe.run()
+    assert (result.status, "[measured" in result.detail) == ("failed", False), result.detail
+
+
+def test_the_quiet_rate_is_bounded_and_comes_on_a_run(tmp_path: Path) -> None:
+    """Never quiet while blind: a night between transactions that says 'ok' for longer
+    than 15 minutes is refused; and the transactions come on the check's runs, so a
+    quiet_interval that is no whole number of intervals would not be the rate validate
+    prints (2m and 5m: every 4 minutes)."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"quiet_interval \(3600s\) is over 15 minutes"):
+        config("http://127.0.0.1:1/fsi", tmp_path, interval="60s", quiet_interval="1h")
+    with pytest.raises(ValidationError, match=r"quiet_interval \(300s\) is no whole number "
+                                              r"of intervals \(120s\)"):
+        config("http://127.0.0.1:1/fsi", tmp_path, interval="2m", quiet_interval="5m")
+    assert config("http://127.0.0.1:1/fsi", tmp_path, interval="45s",
+                  quiet_interval="15m").quiet_interval == 900
+
+
 def test_validate_prints_the_requests_per_link_per_day(tmp_path: Path) -> None:
     import yaml
 
@@ -531,6 +567,27 @@ async def test_each_sign_in_names_its_links_interface_and_operator(
     for link in ("line-a", "line-b"):
         assert value(series, f'insmon_settlement_sign_ins_total{{check="settle",'
                              f'link="{link}"}}') == 1
+
+
+def test_a_tunnels_sign_in_names_a_card_that_is_up(tmp_path: Path) -> None:
+    """A tunnel (or loopback) has no MAC: the 9001 names the host's first card that is up
+    with a carrier, never a device that carries nothing (an ifb or a card unplugged,
+    numbered before it), and the first with a MAC only when none is up."""
+    from probes.lib import net
+
+    def card(name: str, index: int, mac: str, flags: str, carrier: str) -> None:
+        (tmp_path / name).mkdir()
+        for key, text in (("ifindex", str(index)), ("address", mac), ("flags", flags),
+                          ("carrier", carrier)):
+            (tmp_path / name / key).write_text(text + "\n")
+
+    card("lo", 1, "00:00:00:00:00:00", "0x9", "1")
+    card("ifb0", 2, "5e:05:a4:5a:0b:ad", "0x82", "0")  # down: carries nothing
+    card("eno1", 3, "3c:ec:ef:00:00:01", "0x1003", "0")  # up, its cable out
+    card("eno2", 4, "3c:ec:ef:00:00:02", "0x1003", "1")
+    assert net.first_mac(tmp_path) == "3c:ec:ef:00:00:02"
+    (tmp_path / "eno2" / "carrier").write_text("0\n")
+    assert net.first_mac(tmp_path) == "5e:05:a4:5a:0b:ad"
 
 
 async def test_links_of_one_operator_never_knock_each_other_out(

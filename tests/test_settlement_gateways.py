@@ -73,6 +73,25 @@ def test_x_ca_signs_as_alibabas_reference_client(url: str, content_md5: bool, st
     assert ("Content-MD5" in done.headers) == content_md5
 
 
+def test_x_ca_signs_the_query_as_the_gateway_reads_it() -> None:
+    """The gateway signs its parameters' values, decoded (the Java reference signs a
+    query value as it is and sends it URLEncoder-encoded: %XX and + for a space), and a
+    repeated key's first value (the Python reference's _build_resource keeps the first)."""
+    url = "http://gw/hsa/hgs/1901?region=%E5%8D%97%E4%BA%AC&q=a+b&k=1&k=2&flag&e="
+    done = fsi.Gateway(**signed("x-ca")).sign(url, "1901", BODY, now=1764230400.5,
+                                              nonce=NONCE)
+    assert done.string.endswith("\n/hsa/hgs/1901?e&flag&k=1&q=a b&region=南京"), done.string
+
+
+async def test_x_ca_settles_through_a_url_with_an_encoded_query(
+        platform: Platform, tmp_path: Path) -> None:
+    platform.set(dialect="x-ca", key=KEY, secret=SECRET, style="infno")
+    url = platform.base + "/hsa/hgs/{infno}?region=%E5%8D%97%E4%BA%AC&q=a+b&k=1&k=2"
+    status, _ = await render(config(url, tmp_path, gateway=signed("x-ca")),
+                             "insmon_settlement_")
+    assert status.startswith("# ok: 1901 settles"), status
+
+
 @pytest.mark.parametrize(("method", "digest"), [("HmacSHA1", "sha1"), ("HmacSM3", "sm3")])
 def test_x_ca_signs_the_same_string_with_hmac_sha1_or_sm3(method: str, digest: str) -> None:
     """The string is the reference's with the method named; the HMAC is RFC 2104 over
@@ -161,6 +180,8 @@ def test_settlement_try_shows_what_was_signed_when_x_ca_refuses(
     {"envelope": "code0000"},    # {"code": "0000", "message": "成功", "data": {...}}
     {"envelope": "string"},      # {"code": 200, "msg": "ok", "data": "{...}"}
     {"envelope": "code0000", "charset": "gbk"},
+    {"bom": True},               # a UTF-8 BOM, charset=utf-8 said (.NET, Windows front-ends)
+    {"bom": True, "envelope": "code0000"},
 ])
 async def test_a_healthy_link_reads_healthy_whatever_the_wrapping(
         platform: Platform, tmp_path: Path, setup: dict) -> None:
@@ -176,6 +197,40 @@ async def test_a_platform_error_inside_an_envelope_in_gbk_keeps_its_words(
     status, series = await render(config(platform.url, tmp_path), "insmon_settlement_")
     assert "sign-in (9001): infcode -1: 系统繁忙，请稍后再试" in status, status
     assert failures(series, "platform_error") == 1
+
+
+async def test_the_platforms_answer_inside_a_failing_envelope_is_the_platforms(
+        platform: Platform, tmp_path: Path) -> None:
+    """A gateway whose code follows the platform's ({"code": "9999", "message": "交易失败",
+    "data": {"infcode": -1, "err_msg": ...}}): what the platform said inside is the
+    evidence. Its 'sign in again' renews the sign-in (else the link reads down all day),
+    and its err_msg is the detail, not the gateway's 交易失败."""
+    platform.set(envelope="follows")
+    cfg = config(platform.url, tmp_path)
+    status, _ = await render(cfg, "insmon_settlement_")
+    assert status.startswith("# ok: 1901 settles"), status
+    platform.set(epoch=2)  # the platform restarted: the day's sign-in is gone
+    status, series = await render(cfg, "insmon_settlement_")
+    assert status.startswith("# ok: 1901 settles: default (primary) infcode 0 in "), status
+    assert "signed in again (the platform had refused the sign-in)" in status, status
+    platform.set(fault="platform_error")
+    status, series = await render(cfg, "insmon_settlement_")
+    assert "default (primary) infcode -1: 系统繁忙，请稍后再试" in status, status
+    assert failures(series, "platform_error") == 1 and failures(series, "gateway_rejected") == 0
+
+
+def test_a_gateway_busy_in_its_own_json_is_unavailable_not_a_refusal() -> None:
+    """HTTP 503 with the gateway's JSON and no platform answer: nothing behind the
+    gateway, as a proxy's HTML 503 is; 'refused the message' would send the engineer to
+    the signature."""
+    answer = fsi.judge(503, {"content-type": "application/json;charset=UTF-8"},
+                       '{"code": 503, "message": "服务暂不可用"}'.encode(), 0.01)
+    assert (answer.reason, answer.message) == ("gateway_unavailable", "服务暂不可用")
+    assert answer.detail == "HTTP 503 from the gateway or a proxy before it, without the " \
+                            "platform's answer: 服务暂不可用"
+    # a refusal in the gateway's JSON stays one, whatever the status
+    assert fsi.judge(200, {}, '{"code": 401, "message": "签名不一致!"}'.encode(),
+                     0.01).reason == "gateway_rejected"
 
 
 def test_a_gateway_success_without_the_platforms_answer_cannot_tell() -> None:
@@ -212,6 +267,9 @@ def test_a_gateways_own_envelope_is_configured(tmp_path: Path) -> None:
     ("closed_after_headers", "connection_closed",
      "closed the connection before the whole answer (IncompleteRead)"),
     ("not_json", "bad_answer", "HTTP 200 without the platform's JSON: b'<html>"),
+    ("redirect", "bad_answer", "HTTP 301: the gateway sends the message elsewhere: Location "
+     "https://127.0.0.1:"),
+    ("huge", "bad_answer", "HTTP 200: an answer over 1 MiB, not read further"),
 ])
 async def test_each_front_end_fault_has_its_own_reason(
         platform: Platform, tmp_path: Path, fault: str, reason: str, detail: str) -> None:

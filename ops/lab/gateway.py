@@ -22,15 +22,19 @@ CONTROL is a JSON file read on every request:
            path is a 404
   envelope the gateway's own wrapper around the platform's answer: code0 ({"code": 0,
            "data": ...}), code0000 ({"code": "0000", "message": "成功", "data": ...}),
-           string ({"code": 200, "msg": "ok", "data": "<the answer as JSON text>"})
+           string ({"code": 200, "msg": "ok", "data": "<the answer as JSON text>"}),
+           follows (the gateway's code follows the platform's: {"code": "0000", "data":
+           ...} for infcode 0, else {"code": "9999", "message": "交易失败", "data": ...})
   charset  gbk: answers in GBK, saying charset=GBK; gbk-unsaid: in GBK, saying no charset
+  bom      the answer starts with a UTF-8 byte order mark (.NET and Windows front-ends)
   single_session  a new sign_no at every 9001, ending the operator's earlier one (some
            provinces' gateways do)
   fault    platform_error (infcode -1 系统繁忙), gateway_reject (refused in the dialect's
            words, whatever the signature), stall (answers after 5 s), trickle (a byte every
            0.3 s), not_json (an HTML page with HTTP 200), proxy_502 and proxy_504 (nginx's
            error pages), closed (the connection closed with no answer), closed_after_headers
-           (closed after the headers, before the body they promise), primary_broken
+           (closed after the headers, before the body they promise), redirect (HTTP 301
+           to https://, as a gateway moved to TLS answers), huge (2 MiB of answer), primary_broken
            (platform_error for the primary line's address 198.18.1.1 only)
   epoch    when it changes, every sign-in is forgotten (the platform restarted)
   today    the platform's date (YYYY-MM-DD) instead of Beijing's today
@@ -59,7 +63,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 MAX_SECONDS = 600
 BEIJING = timezone(timedelta(hours=8))
@@ -168,6 +172,15 @@ class Handler(BaseHTTPRequestHandler):
         if fault == "closed":
             self.close_connection = True
             return
+        if fault == "redirect":
+            self.send_response(301)
+            self.send_header("Location", f"https://{self.headers.get('Host')}{self.path}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if fault == "huge":
+            filler = json.dumps({"infcode": 0, "output": {"list": ["x" * (2 << 20)]}})
+            return self._html(200, filler)
         if fault == "closed_after_headers":
             self.send_response(200)
             self.send_header("Content-Type", "application/json; charset=utf-8")
@@ -227,6 +240,9 @@ class Handler(BaseHTTPRequestHandler):
             answer = {"code": "0000", "message": "成功", "data": answer}
         elif envelope == "string":
             answer = {"code": 200, "msg": "ok", "data": json.dumps(answer, ensure_ascii=False)}
+        elif envelope == "follows":
+            answer = ({"code": "0000", "message": "成功", "data": answer} if infcode == 0
+                      else {"code": "9999", "message": "交易失败", "data": answer})
         self._json(200, answer)
 
     # ------------------------------------------------------------------ the gateway
@@ -316,10 +332,15 @@ class Handler(BaseHTTPRequestHandler):
         text = "".join(f"{part}\n" for part in (self.command, h.get("Accept", ""), md5,
                                                 h.get("Content-Type", ""), h.get("Date", "")))
         text += "".join(f"{name}:{h.get(name, '')}\n" for name in names)
+        # the query as the gateway reads its parameters: decoded (the Java reference signs
+        # the values and URLEncoder-encodes them on the wire), a repeated key's first value
+        # (the Python reference's _build_resource keeps the first)
         parts = urlsplit(self.path)
-        query = sorted(item.partition("=")[::2] for item in parts.query.split("&") if item)
-        text += parts.path + ("?" + "&".join(f"{k}={v}" if v else k for k, v in query)
-                              if query else "")
+        params: dict[str, str] = {}
+        for name, value in parse_qsl(parts.query, keep_blank_values=True):
+            params.setdefault(name, value)
+        text += parts.path + ("?" + "&".join(f"{k}={v}" if v else k for k, v in
+                                             sorted(params.items())) if params else "")
         expected = base64.b64encode(hmac.new(secret.encode(), text.encode(),
                                              X_CA_HMACS[method]).digest()).decode()
         if not hmac.compare_digest(h.get("X-Ca-Signature", ""), expected):
@@ -343,8 +364,8 @@ class Handler(BaseHTTPRequestHandler):
     def _answer(self, status: int, body: dict | None, headers: dict) -> None:
         if body is None:  # x-ca: the reason is in the headers, the body is empty
             self.send_response(status)
-            for name, value in headers.items():
-                self.send_header(name, value)
+            for name, value in headers.items():  # its StringToSign may hold UTF-8
+                self.send_header(name, value.encode().decode("latin-1"))
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
@@ -371,6 +392,8 @@ class Handler(BaseHTTPRequestHandler):
     def _json(self, status: int, body: dict, headers: dict | None = None) -> None:
         charset = getattr(self, "setup", {}).get("charset")
         data = json.dumps(body, ensure_ascii=False).encode("gbk" if charset else "utf-8")
+        if getattr(self, "setup", {}).get("bom"):
+            data = b"\xef\xbb\xbf" + data
         self.send_response(status)
         self.send_header("Content-Type", {"gbk": "application/json; charset=GBK",
                                           "gbk-unsaid": "application/json"}.get(

@@ -35,7 +35,7 @@ import time
 import uuid
 from collections.abc import Callable
 from typing import NamedTuple, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 # What every message of the platform's protocol is: JSON in UTF-8.
 CONTENT_TYPE = "application/json;charset=utf-8"
@@ -181,10 +181,13 @@ def x_ca_hmac(method: str, key: bytes, text: bytes) -> bytes:
 
 def _resource(url: str) -> str:
     """The path, then its query sorted by key: key=value, or the key alone when it has
-    no value (the references' buildResource)."""
+    no value (the references' buildResource). The values as the gateway reads them,
+    decoded (%XX, + a space: the Java reference signs a value as it is and sends it
+    URLEncoder-encoded), and a repeated key's first (the Python reference's)."""
     parts = urlsplit(url)
-    query = dict(item.split("=", 1) if "=" in item else (item, "")
-                 for item in parts.query.split("&") if item)
+    query: dict[str, str] = {}
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        query.setdefault(key, value)
     if not query:
         return parts.path or "/"
     return (parts.path or "/") + "?" + "&".join(f"{k}={v}" if v else k

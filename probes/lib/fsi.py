@@ -11,8 +11,9 @@ X-Ca-Error-Message header. Each failure has a reason that tells faults apart:
   gateway_rejected     the gateway refused the message (HTTP 401/403/4xx, its envelope's
                        code not a success, an X-Ca-Error-Message)
   gateway_unavailable  HTTP 5xx without the platform's answer: a proxy's 502/503/504, the
-                       gateway with nothing behind it
-  platform_error       the platform answered, infcode not 0 (its err_msg in the detail)
+                       gateway with nothing behind it (in its own JSON too)
+  platform_error       the platform answered, infcode not 0 (its err_msg in the detail),
+                       also inside an envelope whose code says failure
   bad_answer           only what cannot be read as any of these
 and the network reasons (probes/lib/net.py), connection_closed among them.
 """
@@ -36,7 +37,14 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from probes.lib import dialects
-from probes.lib.net import Cutter, connect_within, failure, left, legacy_name_check
+from probes.lib.net import (
+    Cutter,
+    connect_within,
+    failure,
+    left,
+    legacy_name_check,
+    redacted,
+)
 from probes.lib.secret import Secret
 
 MAX_ANSWER = 1 << 20
@@ -134,7 +142,7 @@ def check_url(url: str) -> str:
     parts = urlsplit(url.replace("{infno}", "0000"))
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.password:
         raise ValueError("expected an http:// or https:// URL with a host and no password "
-                         "in it")
+                         f"in it, got {redacted(url)!r}")
     return url
 
 
@@ -268,10 +276,15 @@ def exchange(url: str, headers: Mapping[str, str], body: bytes, deadline: float,
         conn.request("POST", target, body=body, headers=sent)
         response = conn.getresponse()
         status, answer_headers = response.status, tuple(response.getheaders())
-        raw = response.read(MAX_ANSWER)
+        raw = response.read(MAX_ANSWER + 1)
         if cutter.cut.is_set() or time.monotonic() > deadline:
             raise TimeoutError
-        if response.length and len(raw) < MAX_ANSWER:  # closed short of its Content-Length
+        if len(raw) > MAX_ANSWER:
+            raw = raw[:MAX_ANSWER]
+            answer = Answer("bad_answer", status, None, time.perf_counter() - started,
+                            f"HTTP {status}: an answer over {MAX_ANSWER >> 20} MiB, not read "
+                            "further")
+        elif response.length:  # closed short of its Content-Length
             raise http.client.IncompleteRead(raw, response.length)
     except (OSError, http.client.HTTPException) as exc:
         cut = cutter is not None and cutter.cut.is_set()
@@ -302,6 +315,8 @@ def decode(raw: bytes, content_type: str) -> str | None:
     named = match[1].lower() if match else None
     if named in ("gbk", "gb2312", "cp936", "x-gbk"):
         named = "gb18030"
+    if named in ("utf-8", "utf8"):  # a BOM before JSON said to be UTF-8 (.NET, Windows)
+        named = "utf-8-sig"
     for charset in dict.fromkeys(c for c in (named, "utf-8-sig", "gb18030") if c):
         try:
             return raw.decode(charset)
@@ -320,13 +335,19 @@ def judge(status: int, headers: Mapping[str, str], raw: bytes, seconds: float,
     if body is not None and "infcode" not in body and envelope.code in body:
         code = body[envelope.code]
         said = _said(body, header_words)
-        if not envelope.ok(code):
+        inner = body.get(envelope.data)
+        inner = _json_object(inner) if isinstance(inner, str) else inner
+        platform = isinstance(inner, dict) and "infcode" in inner
+        if not envelope.ok(code) and not (platform and str(inner["infcode"]) != "0"):
+            # a failing code around the platform's own error is the platform's (below)
+            if status >= 500 and not platform:  # nothing behind the gateway
+                return Answer("gateway_unavailable", status, None, seconds,
+                              f"HTTP {status} from the gateway or a proxy before it, "
+                              f"without the platform's answer: {said or code}", said)
             return Answer("gateway_rejected", status, None, seconds,
                           f"the gateway refused the message: HTTP {status} code {code} "
                           f"{said}".rstrip(), said, body)
-        inner = body.get(envelope.data)
-        inner = _json_object(inner) if isinstance(inner, str) else inner
-        if not isinstance(inner, dict) or "infcode" not in inner:
+        if not platform:
             return Answer("bad_answer", status, None, seconds,
                           f"HTTP {status}: the gateway said code {code} {said}".rstrip()
                           + f" but `{envelope.data}` holds no platform answer", said)
@@ -337,6 +358,10 @@ def judge(status: int, headers: Mapping[str, str], raw: bytes, seconds: float,
             return Answer("gateway_unavailable", status, None, seconds,
                           f"HTTP {status} from the gateway or a proxy before it, without the "
                           f"platform's answer: {said or _start(raw)}", said)
+        if 300 <= status < 400 and headers.get("location"):  # moved (to https://?)
+            return Answer("bad_answer", status, None, seconds,
+                          f"HTTP {status}: the gateway sends the message elsewhere: Location "
+                          f"{headers['location'][:160]}")
         if status >= 400 or header_words:
             return Answer("gateway_rejected", status, None, seconds,
                           f"the gateway refused the message: HTTP {status} {said}".rstrip(),

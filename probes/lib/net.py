@@ -16,6 +16,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from probes.base import ProbeFailure
 
@@ -136,6 +137,15 @@ def _name_matches(pattern: str, name: str) -> bool:
     if pattern.startswith("*.") and "." in name:  # one left-most label, as RFC 6125 says
         return name.split(".", 1)[1] == pattern[2:]
     return pattern == name
+
+
+def redacted(url: str) -> str:
+    """The URL as it may be shown: a password in it is starred."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
 
 
 def host_port(address: str, default_port: int | None = None) -> tuple[str, int]:
@@ -305,8 +315,9 @@ def mac_of(device: str | None, sys_class_net: Path = Path("/sys/class/net")) -> 
 
 
 def first_mac(sys_class_net: Path = Path("/sys/class/net")) -> str | None:
-    """The MAC of this host's first interface that has one (by interface index): a
-    tunnel's traffic leaves through a card, which has one."""
+    """The MAC of this host's first interface (by interface index) that is up with a
+    carrier and has one: a tunnel's traffic leaves through such a card (never an ifb or
+    an unplugged card numbered before it); else of the first that has one."""
     def index(folder: Path) -> int:
         try:
             return int((folder / "ifindex").read_text())
@@ -316,4 +327,6 @@ def first_mac(sys_class_net: Path = Path("/sys/class/net")) -> str | None:
         folders = sorted(sys_class_net.iterdir(), key=index)
     except OSError:
         return None
-    return next((mac for mac in (mac_of(f.name, sys_class_net) for f in folders) if mac), None)
+    macs = [(interface_state(f.name, sys_class_net) == "up", mac) for f in folders
+            if (mac := mac_of(f.name, sys_class_net))]
+    return next((mac for up, mac in macs if up), None) or next((mac for _, mac in macs), None)
