@@ -6,10 +6,14 @@ nowhere (nothing answers, nothing is refused: as a pulled cable)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import socket
 import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,12 +22,14 @@ import pytest
 import yaml
 
 from ops.stack import Alertmanager, free_port, stop_all, wait_for
+from pager.keys import sign_question
 from tests.pager_rig import PagerProcess
 from tests.robots import WeComRobot
 
 GRACE = 8.0
 ESCALATE_AFTER = 25.0
-TOKEN = "5c0ffee5c0ffee5c0ffee5c0ffee5c0ffee5"
+TOKEN = "5c0ffee5c0ffee5c0ffee5c0ffee5c0ffee5"  # Alertmanager's
+PAIR_KEY = "9a1b2c3d4e5f60718293a4b5c6d7e8f9"  # the two pagers' alone
 pytestmark = pytest.mark.timeout(300)
 
 
@@ -32,6 +38,7 @@ def pair_files(directory: Path, robot: WeComRobot, active: str, standby: str
     """The same config on both pagers but for where each listens and keeps its store (on
     one machine they share a disk): {role: config file}."""
     (directory / "token").write_text(TOKEN)
+    (directory / "pair-key").write_text(PAIR_KEY)
     people = {name: {"name": label, "wecom": name, "channels": ["wecom"]}
               for name, label in (("duty", "值班员"), ("boss", "组长"), ("vp", "副院长"),
                                   ("desk", "结算中心"))}
@@ -48,6 +55,7 @@ def pair_files(directory: Path, robot: WeComRobot, active: str, standby: str
         "escalation": {"I": [{"after": ESCALATE_AFTER, "notify": ["backup"]}]},
         "watchdog": {"timeout": "1h", "notify": ["server_ops"]},
         "pair": {"active": {"url": f"http://{active}"}, "standby": {"url": f"http://{standby}"},
+                 "key_file": str(directory / "pair-key"),
                  "grace": GRACE, "timeout": 2, "down_after": 20, "notify": ["server_ops"]},
     }
     files = {}
@@ -62,12 +70,15 @@ def pair_files(directory: Path, robot: WeComRobot, active: str, standby: str
 
 class Pair:
     def __init__(self, directory: Path, host: str = "127.0.0.1", active: str | None = None,
-                 standby: str | None = None, netns: dict[str, str] | None = None) -> None:
+                 standby: str | None = None, netns: dict[str, str] | None = None,
+                 roles: dict[str, str] | None = None) -> None:
+        """`roles`: the --role each is started with, when not its place in the config."""
         self.robot = WeComRobot(per_minute=200, host=host)
         addresses = {"active": f"{active or host}:{free_port()}",
                      "standby": f"{standby or host}:{free_port()}"}
         files = pair_files(directory, self.robot, addresses["active"], addresses["standby"])
-        self.pagers = {role: PagerProcess(files[role], role, (netns or {}).get(role))
+        self.pagers = {role: PagerProcess(files[role], (roles or {}).get(role, role),
+                                          (netns or {}).get(role))
                        for role in ("active", "standby")}
         ports = (free_port(), free_port())
         urls = (self.pagers["active"].url, self.pagers["standby"].url)
@@ -322,3 +333,124 @@ def two_hosts() -> Iterator[tuple[str, tuple[str, str], Cut]]:
         subprocess.run(["ip", "link", "del", f"iph{n}"], capture_output=True, timeout=10)
         for name in made:
             subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
+
+
+# ------------------------------------------------------------------ trust
+
+class Rogue:
+    """tests/rogue_peer.py as a process of its own at `address`: answers "acknowledged"
+    to every question, without the pair's key."""
+
+    def __init__(self, address: str, directory: Path) -> None:
+        self.requests = directory / "rogue-requests.jsonl"
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("rogue_peer.py")), address,
+             str(self.requests)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        host, port = address.rsplit(":", 1)
+        wait_for(lambda: _answers(host, int(port)), 20, "the rogue to listen")
+
+    def seen(self) -> list[dict]:
+        if not self.requests.exists():
+            return []
+        return [json.loads(line) for line in self.requests.read_text().splitlines()]
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def test_a_rogue_answering_acked_at_the_dead_actives_address_does_not_silence_the_standby(
+        pair: Pair, tmp_path: Path) -> None:
+    pair.active.kill9()
+    rogue = Rogue(pair.active.url.removeprefix("http://"), tmp_path)
+    try:
+        pair.fire("SettlementPathDown")
+        wait_for(lambda: pair.posts("【SettlementPathDown】"), GRACE + 30,
+                 "the standby's page despite the rogue")
+        [opened] = [r["opened"] for r in pair.standby.rows(
+            "SELECT opened FROM incidents WHERE alertname = 'SettlementPathDown'")]
+        at = pair.posts("【SettlementPathDown】")[0][0]
+        print(f"\na rogue answering 'acked' at the dead active's address: the standby's "
+              f"page {at - opened:.1f} s after Alertmanager's (grace {GRACE:g} s)")
+        assert at - opened <= GRACE + 5
+        # and its escalation: the backup (组长 boss) at the step's time
+        wait_for(lambda: [t for t in pair.posts("【SettlementPathDown】") if "boss" in t[1]],
+                 ESCALATE_AFTER + GRACE + 30, "the escalation to the backup")
+        wait_for(lambda: pair.metric(pair.standby, "insmon_pager_peer_up") == 0, 20,
+                 "the rogue's answers counted as none")
+        assert pair.metric(pair.standby, 'insmon_pager_peer_untrusted_total{what="answer",'
+                                         'why="unsigned"}') > 0
+        # and a sniffer at the active's address learnt no secret of the pair's (what
+        # Alertmanager posts there carries its own token, which opens nothing else)
+        seen = [r for r in rogue.seen() if r["path"].startswith("/api/peer/")]
+        assert seen, "the rogue was asked (it is at the active's address)"
+        for request in seen:
+            assert TOKEN not in json.dumps(request) and PAIR_KEY not in json.dumps(request)
+            assert "Authorization" not in request["headers"]
+    finally:
+        rogue.stop()
+
+
+def test_alertmanagers_token_cannot_acknowledge_on_the_peer_api(pair: Pair) -> None:
+    """The issue's attack: the token sniffed from Alertmanager's webhooks, POST
+    /api/peer/ack as somebody not in the config. Refused; the escalation goes on."""
+    pair.fire("SettlementPathDown")
+    wait_for(lambda: pair.standby.rows("SELECT * FROM incidents WHERE alertname = "
+                                       "'SettlementPathDown'"), 60, "the standby's incident")
+    [incident] = pair.standby.rows("SELECT * FROM incidents WHERE alertname = "
+                                   "'SettlementPathDown'")
+    ack = {"key": incident["key"], "started": incident["started"],
+           "opened": incident["opened"], "person": "mallory", "via": "link",
+           "at": time.time()}
+    for pager in pair.pagers.values():
+        status, answer = pager.post("/api/peer/ack", ack)  # with the intake token
+        assert status == 401, answer
+    # signed with the pair's key (stolen), naming somebody this config does not know
+    body = json.dumps(ack).encode()
+    request = urllib.request.Request(pair.standby.url + "/api/peer/ack", data=body, headers=
+                                     sign_question([PAIR_KEY.encode()], "thief", "POST",
+                                                   "/api/peer/ack", body, time.time()))
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert json.load(response)["taken"] is False
+    wait_for(lambda: [t for t in pair.posts("【SettlementPathDown】") if "boss" in t[1]],
+             ESCALATE_AFTER + GRACE + 30, "the escalation to the backup")
+    for pager in pair.pagers.values():
+        assert not pager.rows("SELECT 1 FROM incidents WHERE acked IS NOT NULL")
+    assert pair.metric(pair.standby, 'insmon_pager_peer_untrusted_total{what="question",'
+                                     'why="unsigned"}') == 1
+    assert pair.metric(pair.standby, 'insmon_pager_peer_untrusted_total{what="question",'
+                                     'why="person"}') == 1
+
+
+@pytest.mark.parametrize("role", ["standby", "active"])
+def test_both_started_in_one_role_the_one_configured_active_pages_once_at_once(
+        tmp_path: Path, role: str) -> None:
+    pair = Pair(tmp_path, roles={"active": role, "standby": role})
+    try:
+        pair.fire("SettlementPathDown")
+        wait_for(lambda: pair.posts("【SettlementPathDown】"), GRACE + 90, "the page")
+        at = pair.posts("【SettlementPathDown】")[0][0]
+        [opened] = [r["opened"] for r in pair.active.rows(
+            "SELECT opened FROM incidents WHERE alertname = 'SettlementPathDown'")]
+        print(f"\nboth pagers started --role {role}: the page {at - opened:.1f} s after "
+              "Alertmanager's")
+        wait_for(lambda: settled_by_peer(pair, "SettlementPathDown"), GRACE + 90,
+                 "the standby to leave the page to the one configured active")
+        for person in ("duty", "vp", "desk"):
+            assert sum(person in t for _, t in pair.posts("【SettlementPathDown】")) == 1, person
+        assert at - opened <= GRACE
+        for pager in pair.pagers.values():  # still told: PagerPairMisconfigured
+            assert pair.metric(pager, "insmon_pager_peer_same_role") == 1
+        assert pair.metric(pair.active, 'insmon_pager_role{role="active"}') == 1
+        assert pair.metric(pair.standby, 'insmon_pager_role{role="standby"}') == 1
+    finally:
+        pair.close()
