@@ -44,7 +44,9 @@ def main(argv: list[str]) -> int:
                               "SMS_* variables (or the inbox files gammu-smsd appends) and "
                               "acknowledges what the reply names")
     sms.add_argument("files", nargs="*", help="the inbox files gammu-smsd appends")
-    for sub in (run, who, ack, sms):
+    pair = commands.add_parser("check-pair", help="ask both pagers of the pair, signed "
+                               "with the pair's key, which role each acts in")
+    for sub in (run, who, ack, sms, pair):
         sub.add_argument("-c", "--config", type=Path, required=True)
     args = parser.parse_args(argv)
     path = args.file if args.command == "validate" else args.config
@@ -57,7 +59,8 @@ def main(argv: list[str]) -> int:
     # print its error themselves (the log is for the running pager)
     rota = Rota(config, quiet=True) if args.command in ("validate", "who") else None
     return {"run": _run, "validate": _validate, "who": _who, "ack": _ack,
-            "sms-received": _sms_received}[args.command](args, config, rota)
+            "sms-received": _sms_received, "check-pair": _check_pair}[args.command](
+        args, config, rota)
 
 
 UNCONFIGURED = ("no teams: notifications are kept and nobody is paged (insmon_pager_configured "
@@ -141,6 +144,30 @@ def _auditor(config: PagerConfig, engine, path: Path):  # -> pager.audit.Auditor
         log.error("the audit trail %s is damaged, nothing more is recorded in it until "
                   "it is set aside (insmon audit --verify): %s", config.audit.folder, exc)
     return auditor
+
+
+def _check_pair(args: argparse.Namespace, config: PagerConfig, rota: None) -> int:
+    """Each member of the pair asked its role with the pair's key: OK when it answers
+    signed with that key and acts in its place's role."""
+    from pager.pair import hello
+
+    if config.pair is None:
+        print(f"{args.config}: no pair in it", file=sys.stderr)
+        return 2
+    failed = False
+    for member in ("active", "standby"):
+        url = getattr(config.pair, member).url
+        try:
+            role = hello(config, member)
+        except ValueError as exc:
+            print(f"FAIL  {member} {url}: {exc}")
+            failed = True
+            continue
+        ok = role == member
+        failed |= not ok
+        print(f"{'OK  ' if ok else 'FAIL'}  {member} {url}: answers with the pair's key, "
+              f"acts as the {role}")
+    return 1 if failed else 0
 
 
 def _reload(path: Path, running: PagerConfig, held) -> None:

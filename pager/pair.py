@@ -537,6 +537,31 @@ def _valid(answer: dict | None) -> dict | None:
             "deliveries": deliveries}
 
 
+def hello(config, member: str) -> str:
+    """The role the pager at `member`'s url ("active" or "standby") acts in, asked with a
+    question signed with the pair's key and trusted only if its answer is signed with it:
+    how `insmon pager check-pair` (and a doctor) checks the pair's authentication.
+    ValueError saying what is wrong (a key file, no answer, an answer not the pair's)."""
+    held = keys.Secrets.load(config)
+    url = getattr(config.pair, member).url
+    question = keys.sign_question(held.pair, f"check-{secrets.token_hex(4)}", "GET",
+                                  "/api/peer/hello", b"", time.time())
+    reply = http_transport(url, config.pair.timeout)("GET", "/api/peer/hello", question, b"")
+    if reply is None:
+        raise ValueError(f"{url} does not answer within {config.pair.timeout:g} s")
+    status, headers, body = reply
+    try:
+        keys.check_answer(held.pair, question, status, headers, body)
+    except keys.Untrusted as exc:
+        raise ValueError(f"{url}: {exc} ({exc.why})") from None
+    try:
+        answer = json.loads(body)
+        return str(answer["role"]) if status == 200 else f"{status} {answer['error']}"
+    except (ValueError, KeyError, TypeError):
+        raise ValueError(f"{url}: an answer signed with the pair's key, but not a "
+                         f"pager's: {body[:100]!r}") from None
+
+
 def same_delivery(answer: dict, row: dict, now: float) -> list[dict]:
     """The peer's deliveries that are this one: the same person, kind and step (a repeat:
     one born within a minute of this one, as the pagers count Alertmanager's repeats

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +24,7 @@ import yaml
 
 from ops.stack import Alertmanager, free_port, stop_all, wait_for
 from pager.keys import sign_question
+from tests.conftest import INSMON
 from tests.pager_rig import PagerProcess
 from tests.robots import WeComRobot
 
@@ -133,6 +135,13 @@ def pair(tmp_path: Path) -> Iterator[Pair]:
         pair.close()
 
 
+def check_pair(pager: PagerProcess) -> tuple[int, list[str]]:
+    """`insmon pager check-pair` with the pager's config: (exit code, its lines)."""
+    done = subprocess.run([INSMON, "pager", "check-pair", "-c", str(pager.config_file)],
+                          capture_output=True, text=True, timeout=60)
+    return done.returncode, done.stdout.splitlines()
+
+
 def settled_by_peer(pair: Pair, alertname: str) -> bool:
     """The standby has decided every message of the incident: the active sent them."""
     rows = pair.deliveries(pair.standby, alertname)
@@ -155,6 +164,11 @@ def test_both_healthy_each_person_is_paged_once_by_the_active(pair: Pair) -> Non
     assert pair.metric(pair.standby, "insmon_pager_peer_up") == 1
     assert pair.metric(pair.standby, "insmon_pager_peer_sent_total") == 20
     assert pair.metric(pair.standby, "insmon_pager_peer_duplicates_total") == 0
+    # what an operator (or a doctor) runs to see that the two trust each other
+    assert check_pair(pair.standby) == (0, [
+        f"OK    active {pair.active.url}: answers with the pair's key, acts as the active",
+        f"OK    standby {pair.standby.url}: answers with the pair's key, acts as the "
+        "standby"])
 
 
 def test_the_active_killed_the_standby_pages_within_the_grace_period(pair: Pair) -> None:
@@ -373,14 +387,15 @@ def test_a_rogue_answering_acked_at_the_dead_actives_address_does_not_silence_th
     pair.active.kill9()
     rogue = Rogue(pair.active.url.removeprefix("http://"), tmp_path)
     try:
-        pair.fire("SettlementPathDown")
+        fired = pair.fire("SettlementPathDown")
         wait_for(lambda: pair.posts("【SettlementPathDown】"), GRACE + 30,
                  "the standby's page despite the rogue")
         [opened] = [r["opened"] for r in pair.standby.rows(
             "SELECT opened FROM incidents WHERE alertname = 'SettlementPathDown'")]
         at = pair.posts("【SettlementPathDown】")[0][0]
         print(f"\na rogue answering 'acked' at the dead active's address: the standby's "
-              f"page {at - opened:.1f} s after Alertmanager's (grace {GRACE:g} s)")
+              f"page {at - opened:.1f} s after Alertmanager's ({at - fired:.1f} s after the "
+              f"alert; grace {GRACE:g} s)")
         assert at - opened <= GRACE + 5
         # and its escalation: the backup (组长 boss) at the step's time
         wait_for(lambda: [t for t in pair.posts("【SettlementPathDown】") if "boss" in t[1]],
@@ -389,6 +404,10 @@ def test_a_rogue_answering_acked_at_the_dead_actives_address_does_not_silence_th
                  "the rogue's answers counted as none")
         assert pair.metric(pair.standby, 'insmon_pager_peer_untrusted_total{what="answer",'
                                          'why="unsigned"}') > 0
+        code, lines = check_pair(pair.standby)
+        assert code == 1 and lines[0] == (f"FAIL  active {pair.active.url}: "
+                                          f"{pair.active.url}: an answer with no signature "
+                                          "(unsigned)"), lines
         # and a sniffer at the active's address learnt no secret of the pair's (what
         # Alertmanager posts there carries its own token, which opens nothing else)
         seen = [r for r in rogue.seen() if r["path"].startswith("/api/peer/")]
@@ -454,3 +473,40 @@ def test_both_started_in_one_role_the_one_configured_active_pages_once_at_once(
         assert pair.metric(pair.standby, 'insmon_pager_role{role="standby"}') == 1
     finally:
         pair.close()
+
+
+def _untrusted(pair: Pair, pager: PagerProcess) -> float:
+    text = (pager.get("/metrics") or b"").decode()
+    return sum(float(v) for v in re.findall(
+        r"^insmon_pager_peer_untrusted_total\{[^}]*\} ([0-9.e+-]+)$", text, re.MULTILINE))
+
+
+def test_sighup_rotates_the_pair_key_without_a_moment_apart_and_never_ends_the_pager(
+        pair: Pair, tmp_path: Path) -> None:
+    """As the README rotates the key: the new key second, then first, then alone, each
+    step read with SIGHUP on both; an edited config that does not validate is logged and
+    changes nothing."""
+    wait_for(lambda: pair.metric(pair.standby, "insmon_pager_peer_up") == 1, 30,
+             "the pagers to see each other")
+    key_file, new = tmp_path / "pair-key", "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+    for step, text in enumerate((f"{PAIR_KEY}\n{new}\n", f"{new}\n{PAIR_KEY}\n", f"{new}\n")):
+        key_file.write_text(text)
+        for pager in pair.pagers.values():
+            pager.proc.send_signal(signal.SIGHUP)
+        for pager in pair.pagers.values():
+            wait_for(lambda p=pager, n=step + 1: p.logged().count(
+                "SIGHUP: auth.token_file and pair.key_file read again") >= n, 20,
+                "the key read again")
+    config = pair.active.config_file
+    config.write_text(config.read_text().replace("grace:", "grace: {"))
+    pair.active.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "does not validate" in pair.active.logged(), 20, "the complaint")
+    for pager in pair.pagers.values():
+        assert pager.proc.poll() is None and pager.get("/healthz") == b"ok\n"
+    # the pair, on the new key alone, still trusts itself: the page goes out once
+    pair.fire("FrontEndUnreachable", grade="III", summary="【轮换后】")
+    wait_for(lambda: settled_by_peer(pair, "FrontEndUnreachable"), GRACE + 60,
+             "the standby to leave the page to the active")
+    assert len(pair.posts("【轮换后】")) == 1
+    for pager in pair.pagers.values():
+        assert _untrusted(pair, pager) == 0
