@@ -235,6 +235,63 @@ def test_the_link_between_the_pagers_cut_every_page_goes_out_then_one_active(
             pair.close()
 
 
+@pytest.mark.root
+def test_an_ack_on_the_active_during_a_cut_ends_the_standbys_escalation_once_they_meet(
+        tmp_path: Path) -> None:
+    """Apart, the standby pages and escalates what the active had acknowledged (the
+    issue's: the backup woken for nothing). Once they meet it stops, and whom it paged
+    after the active's "已确认" hears it once more, from it; nobody else twice."""
+    with two_hosts() as (host, (active, standby), cut):
+        pair = Pair(tmp_path, host, active, standby,
+                    {"active": cut.ns["active"], "standby": cut.ns["standby"]})
+        try:
+            wait_for(lambda: pair.metric(pair.standby, "insmon_pager_peer_up") == 1, 30,
+                     "the pagers to see each other")
+            cut.apart(True)
+            pair.fire("SettlementPathDown")
+            wait_for(lambda: pair.active.rows("SELECT token FROM pages WHERE person = "
+                                              "'duty'"), 60, "the active's page")
+            [token] = [r["token"] for r in pair.active.rows(
+                "SELECT token FROM pages WHERE person = 'duty'")]
+            assert pair.active.post(f"/ack/{token}", b"")[0] == 200
+            # apart, the standby pages, then escalates to the backup (组长 boss)
+            wait_for(lambda: [d for d in pair.deliveries(pair.standby, "SettlementPathDown")
+                              if d["kind"] == "escalation" and d["status"] == "sent"],
+                     ESCALATE_AFTER + GRACE + 60, "the standby's escalation while apart")
+            cut.apart(False)
+            healed = time.time()
+            wait_for(lambda: pair.standby.rows("SELECT 1 FROM incidents WHERE acked_by = "
+                                               "'duty'"), 30, "the ack on the standby")
+
+            def sent(pager: PagerProcess, kinds: tuple[str, ...]) -> dict[str, list[float]]:
+                found: dict[str, list[float]] = {}
+                for row in pager.rows(
+                        "SELECT d.person, d.sent FROM deliveries d JOIN incidents i ON i.id "
+                        "= d.incident WHERE i.alertname = 'SettlementPathDown' AND d.status "
+                        f"= 'sent' AND d.kind IN ({','.join('?' * len(kinds))})", kinds):
+                    found.setdefault(row["person"], []).append(row["sent"])
+                return found
+
+            woke = sent(pair.standby, ("page", "escalation", "repeat"))
+            told = sent(pair.active, ("ack",))
+            owed = {p for p, at in woke.items() if p != "duty"
+                    and max(at) > min(told.get(p, [float("inf")]))} | (set(woke) - set(told)
+                                                                     - {"duty"})
+            assert "boss" in owed
+            wait_for(lambda: set(sent(pair.standby, ("ack",))) >= owed, GRACE + 30,
+                     "the standby to say it was acknowledged")
+            wait_for(lambda: not [d for d in pair.deliveries(pair.standby, "SettlementPathDown")
+                                  if d["status"] == "pending"], GRACE + 30,
+                     "the standby to settle")
+            assert set(sent(pair.standby, ("ack",))) == owed
+            assert all(at < healed for p in woke for at in woke[p]), "paged after they met"
+            for person in ("duty", "boss", "vp", "desk"):
+                notices = [t for _, t in pair.posts("【已确认】") if person in t]
+                assert len(notices) == (person in told) + (person in owed), (person, notices)
+        finally:
+            pair.close()
+
+
 def test_an_ack_on_the_standby_after_a_takeover_stops_the_escalation_on_both(
         pair: Pair) -> None:
     pair.active.kill9()
