@@ -203,11 +203,12 @@ class Pair(_Model):
     whatever its --role says). Both take every notification; the standby sends a page
     only after `grace`, and only when the active says it did not (or does not answer
     within `timeout`). `notify` hears PagerPeerDown when the other pager has not answered
-    for `down_after`. `key_file`: the pair's own secret (pager/keys.py), on both pager
-    hosts and nowhere else; not Alertmanager's token."""
+    for `down_after`. `key_file`: the pair's own secret (pager/keys.py), the same file on
+    both pager hosts and nowhere else, not Alertmanager's token (the default is where the
+    offline bundle's install.sh writes one)."""
     active: Member
     standby: Member
-    key_file: Path
+    key_file: Path = Path("/etc/insmon/pager-pair-key")
     grace: Duration = 15.0
     timeout: Duration = 3.0
     down_after: Duration = 120.0

@@ -418,8 +418,8 @@ class Peer:
         self._next_beat = now + BEAT_EVERY
         hello = self._exchange(self.other, "/api/peer/hello", None)
         if hello is not None and hello["from"] == self.id:
-            self._place()
-            hello = None
+            hello = self._exchange(self.other, "/api/peer/hello", None) if self._place() \
+                else None  # moved: the other is at the other address now
         self._seen(hello is not None, now)
         if hello is not None:
             self.peer_role = str(hello.get("role"))
@@ -437,20 +437,21 @@ class Peer:
         elif now - self.last_seen >= self.pair.down_after:
             self.engine.peer_silent(now - self.last_seen)
 
-    def _place(self) -> None:
+    def _place(self) -> bool:
         """The other's address answered as this pager: is this pager the one there (it
-        was started in the wrong role: it takes the role of that address), or does
+        was started in the wrong role: it takes the role of that address; True), or does
         something send its questions back to it (its own address answers as it too)?"""
         mine = self._exchange(self.engine.role, "/api/peer/hello", None)
         if mine is not None and mine["from"] == self.id:
             self.distrust("answer", "reflected", "both addresses of the pair answer as this "
                           "pager: something sends its questions back")
-            return
+            return False
         log.error("this pager is the one at the pair's %s url (%s), started --role %s: it "
                   "acts as the %s; start it with --role %s", self.other,
                   getattr(self.pair, self.other).url, self.declared, self.other, self.other)
         self.engine.role = self.other
         self.conflict = True
+        return True
 
     def reconcile_open(self) -> None:
         """An incident open here that the other pager saw resolve (this one was down or
