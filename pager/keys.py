@@ -12,11 +12,13 @@
   same link (a single pager's links are random and need no key).
 
 Why signatures and not TLS with pinned certificates: the pair's API shares the port of
-the webhooks and the phones' ack pages (plain HTTP or the site's TLS), certificates run
-out and need a date that is right, and a signature proves the answer is the peer's own
-answer to this question, which a TLS session to a rogue with a stolen key file would
-prove no better. The key file may hold several keys, one a line: the first signs, each
-verifies (rotation without a moment apart).
+the webhooks and the phones' ack pages (plain HTTP, or the site's own TLS for the
+phones), pinned certificates run out (a pair that stops trusting itself on a date
+nobody remembers, or is renewed by hand on both hosts at once), and what the standby
+needs is proof that the active itself answered this question now, which an answer
+signed over the question's nonce is. Secrecy is not sought: what the two pagers tell
+each other is what their pages say. The key file may hold several keys, one a line: the
+first signs, each verifies (rotation without a moment apart).
 """
 
 from __future__ import annotations
@@ -65,7 +67,8 @@ def read(path: Path, what: str) -> list[str]:
 
 @dataclass
 class Secrets:
-    """What the pager holds; replaced whole when the files are read again (SIGHUP)."""
+    """What the pager holds: one object, its fields set anew when the files are read
+    again (SIGHUP), so every part of the pager sees the new secrets at once."""
     intake: str | None = None  # None: auth.open
     pair: list[bytes] = field(default_factory=list)  # the first signs, each verifies
 
@@ -96,9 +99,9 @@ def _derive(key: bytes, purpose: str) -> bytes:
     return hmac.new(key, f"insmon pager {purpose}".encode(), hashlib.sha256).digest()
 
 
-def _mac(key: bytes, *parts: str | bytes) -> str:
-    text = b"\n".join(p if isinstance(p, bytes) else p.encode() for p in parts)
-    return hmac.new(_derive(key, "peer"), text, hashlib.sha256).hexdigest()
+def _mac(key: bytes, *parts: str) -> str:
+    return hmac.new(_derive(key, "peer"), "\n".join(parts).encode(),
+                    hashlib.sha256).hexdigest()
 
 
 def _digest(body: bytes) -> str:
@@ -119,7 +122,7 @@ def sign_answer(keys: list[bytes], answerer: str, nonce: str, status: int,
                                               str(status), _digest(body))}
 
 
-def _verify(keys: list[bytes], signature: str, *parts: str | bytes) -> bool:
+def _verify(keys: list[bytes], signature: str, *parts: str) -> bool:
     return any(hmac.compare_digest(signature, _mac(key, *parts)) for key in keys)
 
 
@@ -158,7 +161,7 @@ def check_question(keys: list[bytes], headers: Mapping[str, str], method: str,
         off = float(at) - now
     except ValueError:
         raise Untrusted("signature", f"a time that is no number: {at!r}") from None
-    if abs(off) > SKEW:
+    if not abs(off) <= SKEW:  # (NaN too)
         raise Untrusted("clock", f"its time is {off:+.0f} s from this host's (more than "
                                  f"{SKEW:.0f} s: set both hosts' clocks by NTP)")
     if not nonces.first(nonce, now):
