@@ -724,3 +724,31 @@ def test_an_ack_during_a_partition_ends_the_other_sides_escalation_when_they_mee
     assert mine["acked_by"] == on_call
     assert not standby.store.query("SELECT 1 FROM timers WHERE incident = ? AND kind = "
                                    "'escalation' AND done = 0", (mine["id"],))
+
+
+@pytest.mark.usefixtures("quiet")
+@pytest.mark.parametrize("reach_itself", [True, False])
+def test_both_started_as_standbys_a_page_goes_out_within_the_grace(
+        tmp_path: Path, reach_itself: bool) -> None:
+    """The one at the active's address finds itself there and acts as the active: each
+    page once, at once. A pager that cannot reach its own address cannot find out: then
+    each sends after the grace unless the other just did (at most twice, never a minute
+    late)."""
+    sim = _pair(tmp_path)
+    for node in sim.nodes.values():
+        node.engine.role = node.peer.declared = "standby"
+    if not reach_itself:
+        carry = sim.carry
+        sim.carry = lambda node, member, *rest: None if sim.nodes[member] is node else \
+            carry(node, member, *rest)
+    _advance(sim, 2)  # the first beat
+    sim.notification("leadership", alertname="SettlementPathDown", grade="I")
+    start = sim.mono
+    _advance(sim, int(GRACE) + 5)
+    got = [s.at - start for s in sim.net.sent if "vp" in s.people]
+    assert got and max(got) <= GRACE + 3, got
+    assert len(got) == 1 if reach_itself else 1 <= len(got) <= 2, got
+    assert got[0] <= (2 if reach_itself else GRACE + 3)
+    assert sim.nodes["active"].engine.role == ("active" if reach_itself else "standby")
+    # told by the one that reaches the other (PagerPairMisconfigured)
+    assert sim.nodes["standby"].peer.conflict
