@@ -77,7 +77,9 @@ class Node:
         clock = Clock(self.store.get("clock"), wall=lambda: sim.wall,
                       monotonic=lambda: sim.mono, boot="boot-1")
         held = Secrets.load(sim.config)
-        self.engine = Engine(sim.config, self.store, clock, role=self.role, keys=held)
+        # its --role: its place in the pair, or (an operator's slip) the other's
+        role = sim.misrole or self.role
+        self.engine = Engine(sim.config, self.store, clock, role=role, keys=held)
         self.peer = Peer(self.engine, held, {
             member: (lambda method, target, headers, body, member=member: sim.carry(
                 self, member, method, target, headers, body))
@@ -131,6 +133,8 @@ class PairSim:
         self.seen_answers: dict[str, tuple[int, dict, bytes]] = {}  # a sniffer's
         self.seen_questions: list[tuple] = []
         self.rogue_answered = 0  # rogue questions a pager answered (none may be)
+        # both started in one role now and then: the one at the active's address acts
+        self.misrole = self.rng.choice((None,) * 8 + ("active", "standby"))
         self.nodes = {"active": Node(self, "active"), "standby": Node(self, "standby")}
 
     # ---------------------------------------------------------------- the network
@@ -495,6 +499,7 @@ def _pair(tmp_path: Path) -> PairSim:
     sim = PairSim(0, tmp_path)
     sim.rng = random.Random(0)
     sim.rogue_odds = 0.0
+    assert sim.misrole is None
     return sim
 
 
