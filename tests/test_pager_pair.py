@@ -2,8 +2,10 @@
 histories: two pagers in this process, each with its own real SQLite store, engine,
 worker and peer, on a clock the test controls; Alertmanager posting every notification
 to both (and again to a pager that was down); one pager killed and started again, the
-link between them cut and healed, channels failing, acknowledgements on either. After
-each history:
+link between them cut and healed, channels failing, acknowledgements on either; every
+question and answer between them signed (pager/keys.py), a rogue answering for a pager
+that is down or apart and asking either with Alertmanager's token, another key or a
+question it saw; now and then both started in one role. After each history:
 
 1. never silence: every firing notification either pager accepted reaches the team's
    on-call within the single pager's bound plus the grace period (plus the time both
@@ -11,7 +13,12 @@ each history:
 2. once, by one of them: a person gets each message of an incident (kind, step) once on
    a channel, unless the pagers were apart or one was killed around it (a duplicate is
    the failure mode, never silence);
-3. one acknowledgement: an incident acknowledged on either is acknowledged on both.
+3. one acknowledgement: an incident acknowledged on either is acknowledged on both;
+4. only the pair: an ack or an end a pager took from the other, the other had, and no
+   rogue's question was answered;
+5. an acknowledgement on either stops the other's pages once the two meet;
+6. whom the other paged after the acknowledgement (apart) hears afterwards that it was
+   acknowledged or is over.
 
 A failing seed is printed: replay it with PAIR_SEED=<seed> pytest tests/test_pager_pair.py.
 """
