@@ -284,6 +284,12 @@ def test_an_ack_on_the_active_during_a_cut_ends_the_standbys_escalation_once_the
                                   if d["status"] == "pending"], GRACE + 30,
                      "the standby to settle")
             assert set(sent(pair.standby, ("ack",))) == owed
+            last = max(at for p in woke for at in woke[p])
+            print(f"\nacknowledged on the active while cut off: the standby woke "
+                  f"{', '.join(sorted(owed))} for nothing (its last page "
+                  f"{healed - last:.1f} s before the link came back); told "
+                  f"{max(at for at in sent(pair.standby, ('ack',))['boss']) - healed:.1f} s "
+                  f"after it (grace {GRACE:g} s)")
             assert all(at < healed for p in woke for at in woke[p]), "paged after they met"
             for person in ("duty", "boss", "vp", "desk"):
                 notices = [t for _, t in pair.posts("【已确认】") if person in t]
