@@ -556,8 +556,9 @@ class Engine:
                 "summary, description, runbook, started, opened) VALUES (?, 'III', "
                 "'PagerPeerDown', '', 0, ?, '[]', ?, ?, 'runbooks/PagerPeerDown.md', ?, ?)",
                 (PEER_KEY, json.dumps(pair.notify), f"值班通知备机（{other}）失联：告警通道无冗余",
-                 f"The {other} pager has not answered for {silent_for:.0f} s: its host, its "
-                 "process or the network between the two pagers is down. Pages still go "
+                 f"The {other} pager has not answered for {silent_for:.0f} s (not with the "
+                 "pair's key): its host, its process or the network between the two pagers "
+                 "is down, or something else answers at its address. Pages still go "
                  "out through this one, with nothing behind it. Bring the other back.",
                  wall - silent_for, wall))
             incident = db.execute("SELECT * FROM incidents WHERE id = ?",
