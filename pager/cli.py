@@ -13,6 +13,7 @@ import sqlite3
 import ssl
 import sys
 import threading
+import time
 from pathlib import Path
 
 from monitor.audit import AuditError
@@ -180,7 +181,7 @@ def _reload(path: Path, running: PagerConfig, held) -> None:
     except ValueError as exc:
         log.error("SIGHUP: secrets not read again, the ones in use stay: %s", exc)
     else:
-        held.intake, held.pair = fresh.intake, fresh.pair
+        held.update(fresh, time.monotonic())
         log.info("SIGHUP: auth.token_file%s read again", " and pair.key_file"
                  if running.pair else "")
     try:

@@ -1,7 +1,10 @@
 """The pager's secrets, one for each purpose, so that holding one opens nothing else:
 
 - the intake token (`auth.token_file`): Alertmanager's. It posts pages and reads the
-  incident API; it acknowledges nothing and the other pager does not take it.
+  incident API; it acknowledges nothing and the other pager does not take it. Its file is
+  read again when a token does not match and the file changed (Alertmanager reads it at
+  each send, and does not send again what was refused with 401), and the token before is
+  taken for ROTATION seconds more.
 - the pair's key (`pair.key_file`): the two pagers' alone. Each question one pager asks
   the other and each answer is signed with it (HMAC-SHA256): the question over its
   method, path, body, time, nonce and sender; the answer over the question's nonce, the
@@ -33,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SKEW = 120.0  # seconds a question's time may be off this host's clock
+ROTATION = 600.0  # seconds the intake token before a new one is still taken
 NONCES = 200_000  # questions remembered within the window at the most
 TIME, NONCE, SENDER, SIGNATURE = ("X-Insmon-Time", "X-Insmon-Nonce", "X-Insmon-From",
                                   "X-Insmon-Signature")
@@ -68,16 +72,21 @@ def read(path: Path, what: str) -> list[str]:
 @dataclass
 class Secrets:
     """What the pager holds: one object, its fields set anew when the files are read
-    again (SIGHUP), so every part of the pager sees the new secrets at once."""
+    again (SIGHUP, or the intake token's file changed), so every part of the pager sees
+    the new secrets at once."""
     intake: str | None = None  # None: auth.open
     pair: list[bytes] = field(default_factory=list)  # the first signs, each verifies
+    intake_file: Path | None = None
+    _file_as_read: tuple | None = None  # the intake file's stamp when it was read
+    _before: tuple[str, float] | None = None  # the token before it, taken until then
 
     @classmethod
     def load(cls, config) -> Secrets:  # config: pager.config.PagerConfig
         """From the config's files; ValueError naming the key and what is wrong."""
-        intake = None
-        if config.auth.token_file is not None:
-            intake = read(config.auth.token_file, "auth.token_file")[0]
+        intake, path, stamp = None, config.auth.token_file, None
+        if path is not None:
+            stamp = _stamp(path)
+            intake = read(path, "auth.token_file")[0]
         pair: list[bytes] = []
         if config.pair is not None:
             pair = [k.encode() for k in read(config.pair.key_file, "pair.key_file")]
@@ -85,13 +94,51 @@ class Secrets:
                 raise ValueError(f"pair.key_file: {config.pair.key_file} holds the token of "
                                  "auth.token_file: whoever holds Alertmanager's token could "
                                  "speak for a pager; give the pair a key of its own")
-        return cls(intake, pair)
+        return cls(intake, pair, path, stamp)
+
+    def update(self, fresh: Secrets, now: float) -> None:
+        """The secrets read again: an intake token replaced is still taken for ROTATION
+        seconds (an Alertmanager not yet given the new one)."""
+        if self.intake is not None and fresh.intake != self.intake:
+            self._before = (self.intake, now + ROTATION)
+        self.intake, self.pair = fresh.intake, fresh.pair
+        self._file_as_read = fresh._file_as_read
+
+    def takes(self, given: str, now: float) -> bool:
+        """Whether `given` is Alertmanager's token: the file's (read again when a token
+        does not match and the file changed: a new token works as soon as Alertmanager
+        sends it), or the one before it for ROTATION seconds after it changed."""
+        if self.intake is None:
+            return True
+        if hmac.compare_digest(given.encode(), self.intake.encode()) or (
+                self._before is not None and now < self._before[1]
+                and hmac.compare_digest(given.encode(), self._before[0].encode())):
+            return True
+        stamp = _stamp(self.intake_file) if self.intake_file is not None else None
+        if stamp is None or stamp == self._file_as_read:
+            return False
+        try:
+            token = read(self.intake_file, "auth.token_file")[0]
+        except ValueError:
+            return False  # being written, or broken: the token in use stays
+        if token.encode() in self.pair:
+            return False  # the pair's key is no intake token
+        self.update(Secrets(token, self.pair, self.intake_file, stamp), now)
+        return hmac.compare_digest(given.encode(), token.encode())
 
     @property
     def ack_links(self) -> bytes | None:
         """The key a pair's ack links are derived from (None: a single pager's are
         random)."""
         return _derive(self.pair[0], "ack-links") if self.pair else None
+
+
+def _stamp(path: Path) -> tuple | None:
+    try:
+        found = path.stat()
+    except OSError:
+        return None
+    return found.st_ino, found.st_mtime_ns, found.st_size
 
 
 @functools.lru_cache(maxsize=16)

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -574,3 +575,30 @@ def test_sighup_rotates_the_pair_key_without_a_moment_apart_and_never_ends_the_p
     assert len(pair.posts("【轮换后】")) == 1
     for pager in pair.pagers.values():
         assert _untrusted(pair, pager) == 0
+
+
+def test_alertmanagers_token_replaced_in_its_file_loses_no_page(pair: Pair,
+                                                                 tmp_path: Path) -> None:
+    """The README's rotation: the new token written to the file Alertmanager and the
+    pagers read. Alertmanager sends it from its next page on (and sends nothing again
+    that was refused with 401): the pagers take it at once, and the old one 10 minutes
+    more (a second Alertmanager not yet given the new)."""
+    wait_for(lambda: pair.metric(pair.standby, "insmon_pager_peer_up") == 1, 30,
+             "the pagers to see each other")
+    new = "7e57ab1e7e57ab1e7e57ab1e7e57ab1e"
+    (tmp_path / "token").write_text(new)
+    pair.fire("FrontEndUnreachable", grade="III", summary="【换令牌】")
+    wait_for(lambda: settled_by_peer(pair, "FrontEndUnreachable"), GRACE + 60,
+             "the page, taken with the new token")
+    assert len(pair.posts("【换令牌】")) == 1
+    for pager in pair.pagers.values():
+        assert pair.metric(pager, 'insmon_pager_notifications_total{result="unauthorized"}') \
+            in (None, 0)
+        for token, status in ((new, 200), (TOKEN, 200), ("an old guess 0123456789", 401)):
+            request = urllib.request.Request(pager.url + "/api/incidents", headers={
+                "Authorization": f"Bearer {token}"})
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    assert response.status == status
+            except urllib.error.HTTPError as exc:
+                assert exc.code == status, token
