@@ -148,9 +148,9 @@ def _auditor(config: PagerConfig, engine, path: Path):  # -> pager.audit.Auditor
 
 
 def _check_pair(args: argparse.Namespace, config: PagerConfig, rota: None) -> int:
-    """Each member of the pair asked its role with the pair's key: OK when it answers
-    signed with that key and acts in its place's role."""
-    from pager.pair import hello
+    """Each member of the pair asked with the pair's key: OK when it answers signed with
+    that key, started in the role of its place."""
+    from pager.pair import Unanswered, hello
 
     if config.pair is None:
         print(f"{args.config}: no pair in it", file=sys.stderr)
@@ -159,15 +159,16 @@ def _check_pair(args: argparse.Namespace, config: PagerConfig, rota: None) -> in
     for member in ("active", "standby"):
         url = getattr(config.pair, member).url
         try:
-            role = hello(config, member)
-        except ValueError as exc:
+            said = hello(config, member)
+        except Unanswered as exc:
             print(f"FAIL  {member} {url}: {exc}")
             failed = True
             continue
-        ok = role == member
+        ok = said["declared"] == said["role"] == member
         failed |= not ok
         print(f"{'OK  ' if ok else 'FAIL'}  {member} {url}: answers with the pair's key, "
-              f"acts as the {role}")
+              f"acts as the {said['role']}" + ("" if said["declared"] == said["role"]
+                                               else f" (started --role {said['declared']})"))
     return 1 if failed else 0
 
 

@@ -292,10 +292,10 @@ class PagerConfig(_Model):
                          for t in self.watchdog.notify if t not in self.teams]
             problems += [f"pair.notify: unknown team {t!r}"
                          for t in (self.pair.notify if self.pair else []) if t not in self.teams]
-        if self.pair is not None:
-            if self.pair.active.url.rstrip("/") == self.pair.standby.url.rstrip("/"):
-                problems.append("pair: the active and the standby have the same url (each "
-                                "would ask itself)")
+        if self.pair is not None and \
+                self.pair.active.url.rstrip("/") == self.pair.standby.url.rstrip("/"):
+            problems.append("pair: the active and the standby have the same url (each "
+                            "would ask itself)")
         problems += [f"drill.people: unknown person {p!r}"
                      for p in self.drill.people if p not in self.people]
         if self.auth.token_file is None and not self.auth.open:

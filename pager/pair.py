@@ -538,29 +538,45 @@ def _valid(answer: dict | None) -> dict | None:
             "deliveries": deliveries}
 
 
-def hello(config, member: str) -> str:
-    """The role the pager at `member`'s url ("active" or "standby") acts in, asked with a
-    question signed with the pair's key and trusted only if its answer is signed with it:
-    how `insmon pager check-pair` (and a doctor) checks the pair's authentication.
-    ValueError saying what is wrong (a key file, no answer, an answer not the pair's)."""
-    held = keys.Secrets.load(config)
+class Unanswered(ValueError):
+    """The pair's hello not answered as the pair's: `kind` is secret (this host cannot
+    read the key), unreachable, refused (the pager holds another key), untrusted (an
+    answer not signed with the key) or not-a-pager."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(detail)
+        self.kind = kind
+
+
+def hello(config, member: str) -> dict:
+    """What the pager at `member`'s url ("active" or "standby") says of itself ({"role":
+    the role it acts in, "declared": its --role}), asked with a question signed with the
+    pair's key and trusted only if its answer is signed with it: how `insmon pager
+    check-pair` and `insmon doctor` check the pair. Unanswered saying why not."""
+    try:
+        held = keys.Secrets.load(config)
+    except ValueError as exc:
+        raise Unanswered("secret", str(exc)) from None
     url = getattr(config.pair, member).url
     question = keys.sign_question(held.pair, f"check-{secrets.token_hex(4)}", "GET",
                                   "/api/peer/hello", b"", time.time())
     reply = http_transport(url, config.pair.timeout)("GET", "/api/peer/hello", question, b"")
     if reply is None:
-        raise ValueError(f"{url} does not answer within {config.pair.timeout:g} s")
+        raise Unanswered("unreachable", f"no answer within {config.pair.timeout:g} s")
     status, headers, body = reply
     try:
         keys.check_answer(held.pair, question, status, headers, body)
     except keys.Untrusted as exc:
-        raise ValueError(f"{url}: {exc} ({exc.why})") from None
+        raise Unanswered("refused" if exc.why == "refused" else "untrusted",
+                         f"{exc} ({exc.why})") from None
     try:
         answer = json.loads(body)
-        return str(answer["role"]) if status == 200 else f"{status} {answer['error']}"
+        if status == 200 and answer["role"] in ("active", "standby"):
+            return {"role": answer["role"], "declared": answer.get("declared", answer["role"])}
     except (ValueError, KeyError, TypeError):
-        raise ValueError(f"{url}: an answer signed with the pair's key, but not a "
-                         f"pager's: {body[:100]!r}") from None
+        pass
+    raise Unanswered("not-a-pager", f"HTTP {status}, signed with the pair's key but not a "
+                     f"pager's hello: {body[:100]!r}")
 
 
 def same_delivery(answer: dict, row: dict, now: float) -> list[dict]:
