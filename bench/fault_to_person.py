@@ -50,6 +50,7 @@ def pager_config(work: Path, robot: WeComRobot, role: str, ports: dict[str, int]
     for member in ("active", "standby"):
         url = f"http://127.0.0.1:{ports[member]}"
         config["pair"][member] = {"url": url, "public_url": url}
+    config["pair"]["key_file"] = str(work / "pair-key")
     config["channels"] = {"it-wecom": {"type": "wecom", "url": robot.url},
                           "sms": {"type": "sms", "gammu_config": str(work / "gammu/smsdrc")}}
     for person in config["people"].values():
@@ -67,6 +68,7 @@ def main() -> None:
         work = Path(tmp)
         lab, robot = Lab(), WeComRobot()
         (work / "pager-token").write_text(secrets.token_hex(24))
+        (work / "pair-key").write_text(secrets.token_hex(32))
         ports = {"active": free_port(), "standby": free_port()}
         files = {}
         for role in ports:

@@ -291,6 +291,13 @@ configs() {
         chmod 0640 "$ETC/pager-token"
         did "gave $ETC/pager-token to group insmon-token"
     fi
+    if [ ! -e "$ETC/pager-pair-key" ]; then
+        # the two pagers' own key (pair.key_file), never Alertmanager's: the pager alone
+        # reads it; the other pager host needs a copy of this file
+        (umask 027; od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$ETC/pager-pair-key")
+        chgrp insmon "$ETC/pager-pair-key"
+        did "wrote $ETC/pager-pair-key (a new random key: copy it to the other pager host)"
+    fi
     for dir in /var/lib/insmon /var/lib/insmon-pager; do
         [ -d "$dir" ] || { install -d -m 0750 -o insmon -g insmon "$dir"; did "created $dir"; }
     done

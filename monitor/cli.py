@@ -612,8 +612,9 @@ def _doctor(commands: argparse._SubParsersAction) -> None:
 def _do_doctor(args: argparse.Namespace) -> int:
     from monitor.doctor import examine
     from pager.config import load
+    from pager.pair import hello
 
-    lines = examine(args.etc, args.prometheus, args.alertmanager, load, args.share)
+    lines = examine(args.etc, args.prometheus, args.alertmanager, load, args.share, hello)
     for line in lines:
         print(line)
     failed = sum(line.status == "FAIL" for line in lines)

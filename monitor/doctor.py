@@ -6,7 +6,7 @@ What it looks at: the code and the configs in /etc/insmon (valid; a pager with p
 page; none of the shipped example's addresses, people or secrets left), the systemd units,
 whether Prometheus loaded the rules and scrapes insmon and the pager, whether
 Alertmanager is up and reaches the pager at the addresses of its config, the pager's open
-incidents and waiting messages, the pair (each pager answering with the pair's token, in
+incidents and waiting messages, the pair (each pager answering with the pair's key, in
 its role), and the modem (gammu-smsd: its port, the spool, the SMS waiting, its state and
 user, its answer). Only the endpoints given (loopback by default) and the pair's
 addresses in pager.yaml are asked.
@@ -69,9 +69,11 @@ class Line:
 
 
 def examine(etc: Path, prometheus: str, alertmanager: str,
-            load_pager: Callable[[Path], Any], share: Path = SHARE) -> list[Line]:
+            load_pager: Callable[[Path], Any], share: Path = SHARE,
+            ask_pair: Callable[[Any, str], dict] | None = None) -> list[Line]:
     """`load_pager` reads the pager's config (pager.config.load: the pager builds on
-    monitor, not the other way)."""
+    monitor, not the other way); `ask_pair(config, member)` asks a pager of the pair what
+    it is, with the pair's key (pager.pair.hello)."""
     from monitor import __version__
 
     lines = [Line("OK", f"insmon {__version__} in {sys.prefix}")]
@@ -82,7 +84,7 @@ def examine(etc: Path, prometheus: str, alertmanager: str,
     lines += _prometheus(prometheus.rstrip("/"))
     lines += _alertmanager(alertmanager.rstrip("/"), pager)
     if pager is not None:  # an invalid one is said above
-        lines += _pair(pager, etc / "pager.yaml")
+        lines += _pair(pager, etc / "pager.yaml", ask_pair)
         lines += _modem(pager)
     return lines
 
@@ -375,46 +377,44 @@ def _pager_state(pager: str, config: Any) -> list[Line]:
                        + ("" if configured else " (it pages nobody)"))]
 
 
-def _pair(config: Any, path: Path) -> list[Line]:
-    """Each pager of pager.yaml's pair: reachable, taking the pair's token, in the role the
-    config gives it. The one place that asks the peer API (pager/pair.py's `hello`)."""
+def _pair(config: Any, path: Path, ask: Callable[[Any, str], dict] | None) -> list[Line]:
+    """Each pager of pager.yaml's pair: reachable, answering with the pair's key (not
+    Alertmanager's token), started in the role the config gives its url. The one place
+    that asks the peer API (`ask`: pager/pair.py's `hello`)."""
     if config.pair is None:
         return [Line("OK", "one pager, no standby (no pair in pager.yaml; the README's "
                            "install steps add one)")]
-    try:
-        token = config.auth.token_file.read_text().strip()
-    except OSError as exc:
-        return [Line("?", f"the pair: the token {config.auth.token_file}: {exc.strerror}",
-                     "install.sh writes it; run doctor as root to check the pair too")]
+    if ask is None:
+        return [Line("?", "the pair: not asked here")]
     lines = []
     for role in ("active", "standby"):
         url = getattr(config.pair, role).url.rstrip("/")
         what = f"the pair's {role} pager {url}"
         try:
-            answer = _get(f"{url}/api/peer/hello", token=token)
-        except urllib.error.HTTPError as exc:
-            lines.append(Line("FAIL", f"{what} refuses the pair's token ({_reason(exc)})"
-                              if exc.code in (401, 403) else f"{what}: {_reason(exc)}",
-                              f"the same {config.auth.token_file} on both pager hosts, "
-                              "then systemctl restart insmon-pager on the one changed"))
-            continue
-        except OSError as exc:
-            lines.append(Line("FAIL", f"{what}: {_reason(exc)}",
-                              f"systemctl status insmon-pager on that host; pair.{role}.url "
-                              f"in {path}"))
-            continue
-        except ValueError:
-            lines.append(Line("FAIL", f"{what} does not answer as a pager does",
+            said = ask(config, role)
+        except ValueError as exc:
+            kind = getattr(exc, "kind", "")
+            if kind == "secret":
+                return [Line("?", f"the pair: {exc}", "install.sh writes it; run doctor as "
+                                                      "root to check the pair too")]
+            lines.append(Line("FAIL", f"{what} does not take the pair's key ({exc})",
+                              f"the same {config.pair.key_file} on both pager hosts, then "
+                              "systemctl reload insmon-pager on the one changed")
+                         if kind in ("refused", "untrusted") else
+                         Line("FAIL", f"{what}: {exc}", f"systemctl status insmon-pager on "
+                              f"that host; pair.{role}.url in {path}")
+                         if kind == "unreachable" else
+                         Line("FAIL", f"{what} does not answer as a pager does ({exc})",
                               f"pair.{role}.url in {path}"))
             continue
-        seen = answer.get("role") if isinstance(answer, dict) else None
-        if seen != role:
-            lines.append(Line("FAIL", f"{what} runs as {seen or 'a pager of no pair'}",
+        if said["declared"] != role:
+            lines.append(Line("FAIL", f"{what} runs as {said['declared']} (it acts as the "
+                              f"{said['role']}, the role of its url)",
                               f"on that host: systemctl edit insmon-pager, [Service] "
                               f"Environment=INSMON_PAGER_ROLE={role}, then systemctl restart "
                               "insmon-pager"))
         else:
-            lines.append(Line("OK", f"{what} answers with the pair's token, as {role}"))
+            lines.append(Line("OK", f"{what} answers with the pair's key, as {role}"))
     return lines
 
 

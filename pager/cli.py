@@ -13,6 +13,7 @@ import sqlite3
 import ssl
 import sys
 import threading
+import time
 from pathlib import Path
 
 from monitor.audit import AuditError
@@ -44,7 +45,9 @@ def main(argv: list[str]) -> int:
                               "SMS_* variables (or the inbox files gammu-smsd appends) and "
                               "acknowledges what the reply names")
     sms.add_argument("files", nargs="*", help="the inbox files gammu-smsd appends")
-    for sub in (run, who, ack, sms):
+    pair = commands.add_parser("check-pair", help="ask both pagers of the pair, signed "
+                               "with the pair's key, which role each acts in")
+    for sub in (run, who, ack, sms, pair):
         sub.add_argument("-c", "--config", type=Path, required=True)
     args = parser.parse_args(argv)
     path = args.file if args.command == "validate" else args.config
@@ -57,7 +60,8 @@ def main(argv: list[str]) -> int:
     # print its error themselves (the log is for the running pager)
     rota = Rota(config, quiet=True) if args.command in ("validate", "who") else None
     return {"run": _run, "validate": _validate, "who": _who, "ack": _ack,
-            "sms-received": _sms_received}[args.command](args, config, rota)
+            "sms-received": _sms_received, "check-pair": _check_pair}[args.command](
+        args, config, rota)
 
 
 UNCONFIGURED = ("no teams: notifications are kept and nobody is paged (insmon_pager_configured "
@@ -120,12 +124,11 @@ def _who(args: argparse.Namespace, config: PagerConfig, rota: Rota) -> int:
     return 0
 
 
-def _engine(config: PagerConfig, role: str | None = None,
-            secret: str | None = None):  # -> Engine
+def _engine(config: PagerConfig, role: str | None = None, keys=None):  # -> Engine
     from pager.engine import Engine
     from pager.store import Store
 
-    return Engine(config, Store(config.database), role=role, secret=secret)
+    return Engine(config, Store(config.database), role=role, keys=keys)
 
 
 def _auditor(config: PagerConfig, engine, path: Path):  # -> pager.audit.Auditor
@@ -144,20 +147,53 @@ def _auditor(config: PagerConfig, engine, path: Path):  # -> pager.audit.Auditor
     return auditor
 
 
-def _token(config: PagerConfig) -> str | None:
-    """The intake token, or None when the config says the pager is open; ValueError
-    saying what is wrong with the file."""
-    path = config.auth.token_file
-    if path is None:
-        return None
+def _check_pair(args: argparse.Namespace, config: PagerConfig, rota: None) -> int:
+    """Each member of the pair asked with the pair's key: OK when it answers signed with
+    that key, started in the role of its place."""
+    from pager.pair import Unanswered, hello
+
+    if config.pair is None:
+        print(f"{args.config}: no pair in it", file=sys.stderr)
+        return 2
+    failed = False
+    for member in ("active", "standby"):
+        url = getattr(config.pair, member).url
+        try:
+            said = hello(config, member)
+        except Unanswered as exc:
+            print(f"FAIL  {member} {url}: {exc}")
+            failed = True
+            continue
+        ok = said["declared"] == said["role"] == member
+        failed |= not ok
+        print(f"{'OK  ' if ok else 'FAIL'}  {member} {url}: answers with the pair's key, "
+              f"acts as the {said['role']}" + ("" if said["declared"] == said["role"]
+                                               else f" (started --role {said['declared']})"))
+    return 1 if failed else 0
+
+
+def _reload(path: Path, running: PagerConfig, held) -> None:
+    """SIGHUP: the secret files read again (rotation: pager/keys.py), and the config file
+    checked; the rest of an edited config takes effect at the next restart."""
+    from pager.keys import Secrets
+
     try:
-        token = path.read_text().strip()
-    except OSError as exc:
-        raise ValueError(f"auth.token_file: cannot read {path}: {exc.strerror}") from None
-    if len(token) < 16:
-        raise ValueError(f"auth.token_file: {path} holds {len(token)} characters; a token "
-                         "needs 16 or more (openssl rand -hex 24)")
-    return token
+        fresh = Secrets.load(running)
+    except ValueError as exc:
+        log.error("SIGHUP: secrets not read again, the ones in use stay: %s", exc)
+    else:
+        held.update(fresh, time.monotonic())
+        log.info("SIGHUP: auth.token_file%s read again", " and pair.key_file"
+                 if running.pair else "")
+    try:
+        edited = load(path)
+    except (ConfigError, OSError) as exc:
+        log.error("SIGHUP: %s does not validate; the pager runs on as it started:\n%s",
+                  path, exc)
+        return
+    if edited != running:
+        log.warning("SIGHUP: %s was edited; the change takes effect at the next restart "
+                    "(systemctl restart insmon-pager: nothing accepted is lost)", path)
 
 
 def _ack(args: argparse.Namespace, config: PagerConfig, rota: Rota) -> int:
@@ -241,7 +277,8 @@ def _run(args: argparse.Namespace, config: PagerConfig, rota: Rota) -> int:
     from monitor.config import split_listen
     from pager.audit import HeadCollector
     from pager.delivery import Metrics, Worker
-    from pager.pair import PairCollector, Peer, http_ask
+    from pager.keys import Secrets
+    from pager.pair import PairCollector, Peer, http_transport
     from pager.server import PagerServer
     from pager.store import StoreError
 
@@ -260,9 +297,9 @@ def _run(args: argparse.Namespace, config: PagerConfig, rota: Rota) -> int:
               "config"), file=sys.stderr)
         return 2
     try:
-        token = _token(config)
+        held = Secrets.load(config)
         tls = tls_context(config.tls) if config.tls else None
-        engine = _engine(config, args.role, token if config.pair else None)
+        engine = _engine(config, args.role, held)
         problem = engine.store.check()
     except (ValueError, StoreError, sqlite3.Error, OSError, ssl.SSLError) as exc:
         print(f"{args.config}: {exc}", file=sys.stderr)
@@ -270,14 +307,15 @@ def _run(args: argparse.Namespace, config: PagerConfig, rota: Rota) -> int:
     if problem:
         print(f"{args.config}: database: {problem}", file=sys.stderr)
         return 2
-    if token is None:
+    if held.intake is None:
         log.warning("auth.open: anyone who reaches %s:%d can page and resolve", host, port)
     registry = CollectorRegistry()
     peer = None
     if config.pair is not None:
-        assert token is not None and args.role is not None  # checked above
-        other = config.pair.standby if args.role == "active" else config.pair.active
-        peer = Peer(engine, http_ask(other.url, token, config.pair.timeout))
+        assert args.role is not None  # checked above
+        peer = Peer(engine, held, {
+            member: http_transport(getattr(config.pair, member).url, config.pair.timeout)
+            for member in ("active", "standby")})
         registry.register(PairCollector(peer))
     try:
         auditor = _auditor(config, engine, args.config)
@@ -286,8 +324,8 @@ def _run(args: argparse.Namespace, config: PagerConfig, rota: Rota) -> int:
         return 2
     registry.register(HeadCollector(auditor.trail))
     worker = Worker(engine, Metrics(registry), peer=peer)
-    server = PagerServer(engine, host, port, worker.wake, registry, config.max_body, token,
-                         lambda: worker.errors)
+    server = PagerServer(engine, host, port, worker.wake, registry, config.max_body, held,
+                         lambda: worker.errors, peer)
     if tls is not None:  # the handshake on the request's own thread, as the exporter's
         server.httpd.socket = tls.wrap_socket(server.httpd.socket, server_side=True,
                                               do_handshake_on_connect=False)
@@ -297,8 +335,13 @@ def _run(args: argparse.Namespace, config: PagerConfig, rota: Rota) -> int:
         stopping.set()
         threading.Thread(target=server.httpd.shutdown, daemon=True).start()
 
+    def reload(signum: int, frame: object) -> None:  # an operator's reflex: never an end
+        threading.Thread(target=_reload, args=(args.config, config, held), daemon=True,
+                         name="pager-reload").start()
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, reload)
     worker.start()
     auditor.start()
     if peer is not None:

@@ -199,12 +199,16 @@ class Member(_Model):
 
 class Pair(_Model):
     """A hot-standby pair (双机热备): the same file on both hosts, each started with
-    `--role active` or `--role standby`. Both take every notification; the standby sends
-    a page only after `grace`, and only when the active says it did not (or does not
-    answer within `timeout`). `notify` hears PagerPeerDown when the other pager has not
-    answered for `down_after`."""
+    `--role active` or `--role standby` (the one at `active.url` acts as the active
+    whatever its --role says). Both take every notification; the standby sends a page
+    only after `grace`, and only when the active says it did not (or does not answer
+    within `timeout`). `notify` hears PagerPeerDown when the other pager has not answered
+    for `down_after`. `key_file`: the pair's own secret (pager/keys.py), the same file on
+    both pager hosts and nowhere else, not Alertmanager's token (the default is where the
+    offline bundle's install.sh writes one)."""
     active: Member
     standby: Member
+    key_file: Path = Path("/etc/insmon/pager-pair-key")
     grace: Duration = 15.0
     timeout: Duration = 3.0
     down_after: Duration = 120.0
@@ -288,12 +292,10 @@ class PagerConfig(_Model):
                          for t in self.watchdog.notify if t not in self.teams]
             problems += [f"pair.notify: unknown team {t!r}"
                          for t in (self.pair.notify if self.pair else []) if t not in self.teams]
-        if self.pair is not None:
-            if self.pair.active.url.rstrip("/") == self.pair.standby.url.rstrip("/"):
-                problems.append("pair: the active and the standby have the same url (each "
-                                "would ask itself)")
-            if self.auth.token_file is None:
-                problems.append("auth.token_file: a pair's pagers ask each other with it")
+        if self.pair is not None and \
+                self.pair.active.url.rstrip("/") == self.pair.standby.url.rstrip("/"):
+            problems.append("pair: the active and the standby have the same url (each "
+                            "would ask itself)")
         problems += [f"drill.people: unknown person {p!r}"
                      for p in self.drill.people if p not in self.people]
         if self.auth.token_file is None and not self.auth.open:
@@ -335,6 +337,8 @@ def load(path: str | Path) -> PagerConfig:
             setattr(config.audit, name, base / path)
     if config.auth.token_file is not None and not config.auth.token_file.is_absolute():
         config.auth.token_file = base / config.auth.token_file
+    if config.pair is not None and not config.pair.key_file.is_absolute():
+        config.pair.key_file = base / config.pair.key_file
     if config.tls is not None:
         for name in ("cert_file", "key_file", "client_ca_file"):
             path = getattr(config.tls, name)

@@ -24,12 +24,16 @@ import re
 import secrets
 import sqlite3
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pager import channels
 from pager.clock import Clock
 from pager.config import DRILL, GRADE_ZH, GRADES, UNROUTED, WATCHDOG, PagerConfig
 from pager.rota import Rota
 from pager.store import Store, StoreError
+
+if TYPE_CHECKING:
+    from pager.keys import Secrets
 
 log = logging.getLogger("insmon.pager")
 WATCHDOG_KEY = "watchdog"
@@ -53,11 +57,11 @@ class Intake:
 class Engine:
     def __init__(self, config: PagerConfig, store: Store, clock: Clock | None = None,
                  rota: Rota | None = None, role: str | None = None,
-                 secret: str | None = None) -> None:
-        """`role`: active or standby in a pair (pager/pair.py); `secret`: the pair's
-        shared token, from which both pagers derive the same ack token for a page."""
+                 keys: Secrets | None = None) -> None:
+        """`role`: active or standby in a pair (pager/pair.py); `keys`: the pager's
+        secrets, whose pair key both pagers derive the same ack token for a page from."""
         self.config, self.store = config, store
-        self.role, self._secret = role, secret
+        self.role, self.keys = role, keys
         self.clock = clock or Clock(store.get("clock"))
         self.rota = rota or Rota(config)
         self.gaps: dict[str, int] = {}  # team -> pages that found nobody on call
@@ -265,12 +269,14 @@ class Engine:
                                               now, self.wall(), now))
 
     def _token(self, incident: sqlite3.Row, person: str) -> str:
-        """A page's ack token: random; in a pair the same on both pagers (from the shared
-        secret, the incident and the person), so a link works on either."""
-        if self._secret is None:
+        """A page's ack token: random; in a pair the same on both pagers (from the pair's
+        key, the incident and the person), so a link works on either. Never from
+        Alertmanager's token: whoever holds that cannot make a link."""
+        key = self.keys.ack_links if self.keys is not None else None
+        if key is None:
             return secrets.token_urlsafe(18)
         text = f"ack-link|{incident['key']}|{incident['started']!r}|{person}"
-        token = base64.urlsafe_b64encode(hmac.new(self._secret.encode(), text.encode(),
+        token = base64.urlsafe_b64encode(hmac.new(key, text.encode(),
                                                   "sha256").digest()[:18]).decode()
         taken = self.store.query("SELECT 1 FROM pages WHERE token = ?", (token,))
         # an incident of the same alerts again (the lower grade under a raised one): its
@@ -550,8 +556,9 @@ class Engine:
                 "summary, description, runbook, started, opened) VALUES (?, 'III', "
                 "'PagerPeerDown', '', 0, ?, '[]', ?, ?, 'runbooks/PagerPeerDown.md', ?, ?)",
                 (PEER_KEY, json.dumps(pair.notify), f"值班通知备机（{other}）失联：告警通道无冗余",
-                 f"The {other} pager has not answered for {silent_for:.0f} s: its host, its "
-                 "process or the network between the two pagers is down. Pages still go "
+                 f"The {other} pager has not answered for {silent_for:.0f} s (not with the "
+                 "pair's key): its host, its process or the network between the two pagers "
+                 "is down, or something else answers at its address. Pages still go "
                  "out through this one, with nothing behind it. Bring the other back.",
                  wall - silent_for, wall))
             incident = db.execute("SELECT * FROM incidents WHERE id = ?",

@@ -5,19 +5,20 @@ phones, the incident API for `insmon review`, and its own /metrics.
     GET  /ack/<token>       the incident, in Chinese, with one button; POST acknowledges
     GET  /api/incidents     incidents with who was paged, deliveries and events (JSON)
     GET  /api/peer/hello, /api/peer/incident?key=K&started=T, POST /api/peer/ack
-                            the other pager of a pair asking (pager/pair.py)
+                            the other pager of a pair asking, signed with the pair's key
+                            (pager/pair.py, pager/keys.py)
     GET  /                  a status page: whether it pages anyone, what is open
     GET  /metrics, /healthz
 
-Webhooks and the API want the token (Bearer, or a basic-auth password): nobody else on
-the hospital network opens, resolves or reads incidents. An ack link's token is the
-person's own: it acknowledges that person's page, nothing else.
+Webhooks and the API want Alertmanager's token (Bearer, or a basic-auth password):
+nobody else on the hospital network opens, resolves or reads incidents. That token
+acknowledges nothing: the pair's questions are signed with a key of its own, and an ack
+link's token is the person's own (it acknowledges that person's page, nothing else).
 """
 
 from __future__ import annotations
 
 import base64
-import hmac
 import html
 import json
 import logging
@@ -38,12 +39,14 @@ from prometheus_client.core import (
 from pager import audit, pair
 from pager.config import GRADE_ZH
 from pager.engine import BadNotification, Engine
+from pager.keys import Secrets
 from pager.messages import when
 from pager.store import StoreError
 
 log = logging.getLogger("insmon.pager.http")
 RECEIVER = re.compile(r"^/([A-Za-z0-9_.-]{1,64})$")
 ACK = re.compile(r"^/ack/([A-Za-z0-9_-]{10,64})$")
+PEER = "/api/peer/"  # the other pager's questions (pager/pair.py)
 ACK_BUCKETS = (30, 60, 120, 300, 600, 900, 1800, 3600)
 TEAM_NAMES = {"drill": "演练名单"}  # who is paged that is no team: the drill rota
 
@@ -118,8 +121,11 @@ REFUSED_CLIENTS = 10000  # clients recorded in a minute at the most
 
 class PagerServer:
     def __init__(self, engine: Engine, host: str, port: int, wake, registry: CollectorRegistry,
-                 max_body: int, token: str | None, worker_errors=lambda: 0) -> None:
-        """`token`: what webhooks and the API must present; None: open (auth.open)."""
+                 max_body: int, held: Secrets, worker_errors=lambda: 0,
+                 peer: pair.Peer | None = None) -> None:
+        """`held.intake`: the token webhooks and the incident API must present (None:
+        open, auth.open), read at each request (SIGHUP reads it again); `peer`: this
+        pager's side of a pair, which answers the other pager's signed questions."""
         self.engine = engine
         self._refused_at: dict[str, float] = {}
         self._refused_lock = threading.Lock()
@@ -137,8 +143,8 @@ class PagerServer:
                 path = urllib.parse.urlsplit(self.path).path
                 if (match := ACK.match(path)):
                     return self._ack(match.group(1), post=True)
-                if path == "/api/peer/ack":
-                    return self._peer_ack()
+                if path.startswith(PEER):
+                    return self._peer()
                 match = RECEIVER.match(path)
                 if not match:
                     return self._reply(404, "text/plain", b"no such receiver\n")
@@ -187,23 +193,8 @@ class PagerServer:
                     if problem:
                         return self._reply(503, "text/plain", f"{problem}\n".encode())
                     return self._reply(200, "text/plain", b"ok\n")
-                if url.path in ("/api/peer/hello", "/api/peer/incident"):
-                    if not self._authorized():
-                        return None
-                    problem = engine.store.check()
-                    if problem:  # a pager that cannot store a page is no peer to wait for
-                        return self._reply(503, "text/plain", f"{problem}\n".encode())
-                    query = urllib.parse.parse_qs(url.query)
-                    try:
-                        answer = {"role": engine.role} if url.path.endswith("hello") else \
-                            pair.describe(engine, query["key"][0], float(query["started"][0]),
-                                          float(query["opened"][0]),
-                                          float(query["ended"][0]) if "ended" in query
-                                          else None)
-                    except (KeyError, ValueError):
-                        return self._reply(400, "text/plain",
-                                           b"key, started and opened wanted\n")
-                    return self._reply(200, "application/json", json.dumps(answer).encode())
+                if url.path.startswith(PEER):
+                    return self._peer()
                 if url.path == "/api/incidents":
                     if not self._authorized():
                         return None
@@ -218,20 +209,31 @@ class PagerServer:
                         server.incidents(since, until), ensure_ascii=False).encode())
                 self._reply(404, "text/plain", b"not found\n")
 
-            def _peer_ack(self) -> None:
-                if not self._authorized():
-                    return None
-                length = self.headers.get("Content-Length", "")
+            def _peer(self) -> None:
+                """The other pager's question, answered if signed with the pair's key (not
+                Alertmanager's token: that one acknowledges nothing)."""
+                if peer is None:
+                    return self._reply(404, "text/plain", b"not a pager of a pair\n")
+                length = self.headers.get("Content-Length", "0")
                 if not length.isdigit() or int(length) > 65536:
                     return self._reply(400, "text/plain", b"a small JSON body wanted\n")
-                try:
-                    answer = pair.take_ack(engine, json.loads(self.rfile.read(int(length))))
-                except (KeyError, TypeError, ValueError):
-                    return self._reply(400, "text/plain", b"key, started, person wanted\n")
-                except (StoreError, sqlite3.Error):
-                    return self._reply(503, "text/plain", b"cannot store it\n")
-                wake.set()
-                return self._reply(200, "application/json", json.dumps(answer).encode())
+                body = self.rfile.read(int(length))
+                status, headers, answer = peer.serve(self.command, self.path, self.headers,
+                                                     body)
+                if status == 401:
+                    server.refused(self.client_address[0], f"{self.command} "
+                                   f"{self.path.split('?')[0]}: not signed with the pair's key")
+                    self.close_connection = True
+                if self.command == "POST" and status == 200:
+                    wake.set()
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Type", "application/json" if headers
+                                 else "text/plain")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
 
             def _ack(self, token: str, post: bool) -> None:
                 rows = engine.store.query("SELECT incident, person FROM pages WHERE token = ?",
@@ -250,7 +252,7 @@ class PagerServer:
 
             def _authorized(self) -> bool:
                 """The token as Bearer or as a basic-auth password; else 401, logged."""
-                if token is None:
+                if held.intake is None:
                     return True
                 given = self.headers.get("Authorization", "")
                 scheme, _, value = given.partition(" ")
@@ -262,7 +264,7 @@ class PagerServer:
                         value = ""
                 elif scheme.lower() != "bearer":
                     value = ""
-                if value and hmac.compare_digest(value.encode(), token.encode()):
+                if value and held.takes(value, time.monotonic()):
                     return True
                 why = "wrong token" if value else "no token"
                 log.warning("%s %s from %s refused: %s", self.command, self.path.split("?")[0],

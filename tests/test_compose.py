@@ -182,3 +182,19 @@ def test_every_variable_the_stack_reads_is_in_env_example() -> None:
     assert used <= example
     config = (ROOT / "examples/hospital.yaml").read_text()
     assert set(re.findall(r"\{env: (\w+)\}", config)) <= example  # the config's secrets
+
+
+def test_the_pair_key_reaches_the_pagers_alone_and_alertmanagers_token_opens_no_more() -> None:
+    """Alertmanager's token and the pagers' pair key are two files: the Alertmanagers
+    mount the token only, both pagers mount both, where examples/pager.yaml reads them."""
+    config = yaml.safe_load((ROOT / "examples/pager.yaml").read_text())
+
+    def mounted(service: str) -> dict[str, str]:
+        return {re.sub(r"\$\{[^}]*\}", "", v).split(":")[1]: re.match(r"\$\{(\w+)", v)[1]
+                for v in SERVICES[service]["volumes"] if v.startswith("${")}
+
+    for pager in ("insmon-pager", "insmon-pager-standby"):
+        assert mounted(pager)[config["auth"]["token_file"]] == "INSMON_PAGER_TOKEN_FILE"
+        assert mounted(pager)[config["pair"]["key_file"]] == "INSMON_PAGER_PAIR_KEY_FILE"
+    for manager in ("alertmanager-1", "alertmanager-2"):
+        assert set(mounted(manager).values()) == {"INSMON_PAGER_TOKEN_FILE"}

@@ -10,6 +10,8 @@ import shutil
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -156,6 +158,7 @@ def doctor_at(etc: Path, *more: str) -> subprocess.CompletedProcess:
 
 
 TOKEN = "t0ken-of-the-installed-host"
+PAIR_KEY = "pa1r-key-of-the-installed-hosts"
 
 
 def installed(tmp_path: Path) -> Path:
@@ -242,20 +245,22 @@ def test_the_modem_lines_name_what_mends_them(tmp_path: Path) -> None:
 
 
 def test_the_pair_each_pager_answering_in_its_role(tmp_path: Path) -> None:
-    """Two real pagers of a pair: each answers the pair's token in the role the config
-    gives it; one started in the wrong role, or with another token, is a failure."""
+    """Two real pagers of a pair: each answers with the pair's key in the role the config
+    gives its url; one started in the wrong role, or holding another key, is a failure."""
     etc = installed(tmp_path)
     ports = {"active": free_port(), "standby": free_port()}
+    (etc / "pager-pair-key").write_text(f"{PAIR_KEY}\n")
     pair = ("pair:\n" + "".join(f"  {role}: {{url: \"http://127.0.0.1:{port}\"}}\n"
-                                 for role, port in ports.items()))
+                                 for role, port in ports.items())
+            + f"  key_file: {etc / 'pager-pair-key'}\n")
     (etc / "pager.yaml").write_text((etc / "pager.yaml").read_text() + pair)
 
-    def pager(role: str, runs_as: str, token: str = TOKEN) -> PagerProcess:
-        folder = tmp_path / f"{role}-as-{runs_as}-{token[:7]}"
+    def pager(role: str, runs_as: str, key: str = PAIR_KEY) -> PagerProcess:
+        folder = tmp_path / f"{role}-as-{runs_as}-{key[:7]}"
         folder.mkdir()
-        (folder / "token").write_text(token + "\n")
+        (folder / "key").write_text(key + "\n")
         text = (etc / "pager.yaml").read_text().replace(
-            str(etc / "pager-token"), str(folder / "token")).replace(
+            str(etc / "pager-pair-key"), str(folder / "key")).replace(
             '"0.0.0.0:9095"', f'"127.0.0.1:{ports[role]}"').replace(
             "/var/lib/insmon-pager/pager.db", str(folder / "pager.db"))
         (folder / "pager.yaml").write_text(text)
@@ -267,18 +272,27 @@ def test_the_pair_each_pager_answering_in_its_role(tmp_path: Path) -> None:
         done = doctor_at(etc)
         for role, port in ports.items():
             assert f"OK    the pair's {role} pager http://127.0.0.1:{port} answers with the " \
-                   f"pair's token, as {role}" in done.stdout, done.stdout
+                   f"pair's key, as {role}" in done.stdout, done.stdout
         standby.stop()
         standby = pager("standby", "active")
         done = doctor_at(etc)
         assert f"FAIL  the pair's standby pager http://127.0.0.1:{ports['standby']} runs as " \
-               "active\n      → on that host: systemctl edit insmon-pager, [Service] " \
+               "active (it acts as the " in done.stdout, done.stdout
+        assert "→ on that host: systemctl edit insmon-pager, [Service] " \
                "Environment=INSMON_PAGER_ROLE=standby" in done.stdout, done.stdout
         standby.stop()
-        standby = pager("standby", "standby", token="another-token-of-the-test")
+        standby = pager("standby", "standby", key="another-key-of-the-test")
         done = doctor_at(etc)
-        assert f"FAIL  the pair's standby pager http://127.0.0.1:{ports['standby']} refuses " \
-               "the pair's token (HTTP 401)" in done.stdout, done.stdout
+        assert f"FAIL  the pair's standby pager http://127.0.0.1:{ports['standby']} does " \
+               "not take the pair's key (the other pager refused the question" \
+               in done.stdout, done.stdout
+        assert f"→ the same {etc / 'pager-pair-key'} on both pager hosts" in done.stdout
+        # Alertmanager's token opens nothing of the pair's: the pager refuses it
+        request = urllib.request.Request(f"http://127.0.0.1:{ports['active']}/api/peer/hello",
+                                         headers={"Authorization": f"Bearer {TOKEN}"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 401
     finally:
         active.stop()
         standby.stop()

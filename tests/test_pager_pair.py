@@ -2,8 +2,10 @@
 histories: two pagers in this process, each with its own real SQLite store, engine,
 worker and peer, on a clock the test controls; Alertmanager posting every notification
 to both (and again to a pager that was down); one pager killed and started again, the
-link between them cut and healed, channels failing, acknowledgements on either. After
-each history:
+link between them cut and healed, channels failing, acknowledgements on either; every
+question and answer between them signed (pager/keys.py), a rogue answering for a pager
+that is down or apart and asking either with Alertmanager's token, another key or a
+question it saw; now and then both started in one role. After each history:
 
 1. never silence: every firing notification either pager accepted reaches the team's
    on-call within the single pager's bound plus the grace period (plus the time both
@@ -11,13 +13,20 @@ each history:
 2. once, by one of them: a person gets each message of an incident (kind, step) once on
    a channel, unless the pagers were apart or one was killed around it (a duplicate is
    the failure mode, never silence);
-3. one acknowledgement: an incident acknowledged on either is acknowledged on both.
+3. one acknowledgement: an incident acknowledged on either is acknowledged on both;
+4. only the pair: an ack or an end a pager took from the other, the other had, and no
+   rogue's question was answered;
+5. an acknowledgement on either stops the other's pages once the two meet;
+6. whom the other paged after the acknowledgement (apart) hears afterwards that it was
+   acknowledged or is over.
 
 A failing seed is printed: replay it with PAIR_SEED=<seed> pytest tests/test_pager_pair.py.
 """
 
 from __future__ import annotations
 
+import base64
+import hmac
 import itertools
 import json
 import os
@@ -26,7 +35,7 @@ import sqlite3
 import tempfile
 from collections import defaultdict
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -35,22 +44,27 @@ from pager.clock import Clock
 from pager.config import PagerConfig
 from pager.delivery import Metrics, Worker
 from pager.engine import Engine
-from pager.pair import PENDING_LIMIT, Peer, _incident, describe, take_ack
+from pager.keys import NONCE, SKEW, Secrets, sign_answer, sign_question
+from pager.pair import PAGES, PENDING_LIMIT, Peer, _incident
 from pager.store import Store, StoreError
 from tests.test_pager_simulation import BOUND, TEAMS, Network, config, quiet  # noqa: F401
 
 RUNS = int(os.environ.get("PAIR_RUNS", "1000"))
 GRACE = 15.0
-SECRET = "pair-token-0d5e"
+TOKEN = "intake-token-0d5e"  # Alertmanager's
+PAIR_KEY = "pair-key-7f3a9c2e"
+TRUST = ("pair", "unsigned", "token", "replay")  # how a question or an answer is signed
 
 
 def pair_config(directory: Path) -> PagerConfig:
-    (directory / "token").write_text(SECRET)
+    (directory / "token").write_text(TOKEN)
+    (directory / "pair-key").write_text(PAIR_KEY)
     base = config(0).model_dump(mode="json")
     return PagerConfig.model_validate({
         **base, "auth": {"token_file": str(directory / "token")},
         "pair": {"active": {"url": "http://a.test:9095"},
                  "standby": {"url": "http://b.test:9095"},
+                 "key_file": str(directory / "pair-key"),
                  "grace": GRACE, "down_after": 120, "notify": ["server_ops"]}})
 
 
@@ -69,8 +83,15 @@ class Node:
         self.store = Store(self.path)
         clock = Clock(self.store.get("clock"), wall=lambda: sim.wall,
                       monotonic=lambda: sim.mono, boot="boot-1")
-        self.engine = Engine(sim.config, self.store, clock, role=self.role, secret=SECRET)
-        self.peer = Peer(self.engine, lambda path, body: sim.ask(self, path, body))
+        held = Secrets.load(sim.config)
+        # its --role: its place in the pair, or (an operator's slip) the other's
+        role = sim.misrole or self.role
+        self.engine = Engine(sim.config, self.store, clock, role=role, keys=held)
+        self.peer = Peer(self.engine, held, {
+            member: (lambda method, target, headers, body, member=member: sim.carry(
+                self, member, method, target, headers, body))
+            for member in ("active", "standby")})
+        self.started = sim.mono
         self.worker = Worker(self.engine, Metrics(CollectorRegistry()), inline=True,
                              send=lambda channel, people, message: sim.send_from(
                                  self, channel, people, message), peer=self.peer)
@@ -114,23 +135,84 @@ class PairSim:
         # at, team, on-call, (pager, incident)
         self.expected: list[tuple[float, str, str, tuple[str, int]]] = []
         self.groups: dict[str, tuple[str, bytes]] = {}
+        # a rogue at a pager's address answers for it (when it cannot) this often
+        self.rogue_odds = self.rng.choice((0.0, 0.0, 0.3, 1.0))
+        self.seen_answers: dict[str, tuple[int, dict, bytes]] = {}  # a sniffer's
+        self.seen_questions: list[tuple] = []
+        self.rogue_answered = 0  # rogue questions a pager answered (none may be)
+        # both started in one role now and then: the one at the active's address acts
+        self.misrole = self.rng.choice((None,) * 8 + ("active", "standby"))
         self.nodes = {"active": Node(self, "active"), "standby": Node(self, "standby")}
 
     # ---------------------------------------------------------------- the network
 
-    def ask(self, node: Node, path: str, body: dict | None) -> dict | None:
-        other = self.nodes["standby" if node.role == "active" else "active"]
+    def carry(self, node: Node, member: str, method: str, target: str,
+              headers: dict[str, str], body: bytes) -> tuple[int, dict, bytes] | None:
+        """A question from `node` to the pager at `member`'s address, and its answer:
+        none while either is down or the two are apart, or a rogue's there (unsigned,
+        signed with Alertmanager's token, or an answer seen before), now and then."""
+        other = self.nodes[member]
         if not (node.alive and other.alive) or self.mono < self.partitioned_until:
+            if self.rng.random() < self.rogue_odds:
+                return self.forged_answer(member, target, headers)
             return None
-        url = urlsplit(path)
-        if url.path == "/api/peer/hello":
-            return {"role": other.role}
-        if url.path == "/api/peer/ack":
-            return take_ack(other.engine, body or {})
-        query = parse_qs(url.query)
-        return describe(other.engine, query["key"][0], float(query["started"][0]),
-                        float(query["opened"][0]),
-                        float(query["ended"][0]) if "ended" in query else None)
+        status, answer_headers, answer = other.peer.serve(method, target, headers, body)
+        self.seen_answers[member] = (status, answer_headers, answer)
+        self.seen_questions.append((other, self.mono, method, target, headers, body))
+        del self.seen_questions[:-20]
+        return status, answer_headers, answer
+
+    def forged_answer(self, member: str, target: str, question: dict[str, str]
+                      ) -> tuple[int, dict, bytes] | None:
+        """What a rogue at the address answers: acknowledged, sent, resolved."""
+        how = self.rng.choice(TRUST[1:])
+        if how == "replay":
+            return self.seen_answers.get(member)
+        path = urlsplit(target).path
+        person = self.rng.choice([*self.config.people, "mallory"])
+        answer = {"role": member, "declared": member} if path.endswith("hello") else \
+            {"taken": True} if path.endswith("ack") else \
+            {"found": True, "acked": self.wall - 5, "acked_by": person, "teams": list(TEAMS),
+             "resolved": self.rng.choice((None, self.wall - 5)), "superseded": False,
+             "deliveries": [{"person": p, "kind": k, "step": step, "status": "sent",
+                             "age": 5.0} for p in self.config.people
+                            for k in ("page", "escalation", "repeat", "ack", "resolved")
+                            for step in range(3)]}
+        data = json.dumps(answer).encode()
+        signed = {} if how == "unsigned" else sign_answer(
+            [TOKEN.encode()], "rogue", question[NONCE], 200, data)
+        return 200, signed, data
+
+    def rogue_asks(self) -> None:
+        """A rogue on the LAN tells a pager that an open incident was acknowledged:
+        unsigned (with Alertmanager's token), signed with that token, or a question of
+        the pair's seen before, sent again. Each is refused."""
+        node = self.nodes[self.rng.choice(("active", "standby"))]
+        rows = node.store.query("SELECT * FROM incidents WHERE resolved IS NULL "
+                                "AND acked IS NULL") if node.alive else []
+        if not rows:
+            return
+        how = self.rng.choice(TRUST[1:])
+        if how == "replay" and self.seen_questions:
+            _to, at, method, target, headers, body = self.rng.choice(self.seen_questions)
+            status = node.peer.serve(method, target, headers, body)[0]
+            # refused by the process that answered it (the nonce) or asked it (its own;
+            # but its own hello, which says only where it is), and by any after SKEW; a
+            # process started since sees a question it never saw (one the pair asked: it
+            # says nothing a sniffer did not see)
+            if (node.started <= at and target != "/api/peer/hello") or \
+                    self.mono - at > SKEW:
+                self.rogue_answered += status != 401
+            return
+        row = self.rng.choice(rows)
+        body = json.dumps({"key": row["key"], "started": row["started"],
+                           "opened": row["opened"], "person": self.rng.choice(
+                               [*self.config.people, "mallory"]), "via": "link",
+                           "at": self.wall, "teams": list(TEAMS)}).encode()
+        headers = {"Authorization": f"Bearer {TOKEN}"} if how == "unsigned" else \
+            sign_question([TOKEN.encode()], "rogue", "POST", "/api/peer/ack", body, self.wall)
+        status = node.peer.serve("POST", "/api/peer/ack", headers, body)[0]
+        self.rogue_answered += status != 401
 
     def send_from(self, node: Node, channel, people, message) -> None:
         before = len(self.net.sent)
@@ -232,7 +314,9 @@ class PairSim:
             elif action < 0.80 and self.mono >= self.partitioned_until:
                 self.partitioned_until = self.mono + rng.choice((10.0, 40.0, 150.0))
                 self.apart.append((self.mono, self.partitioned_until))
-            elif action < 0.85:
+            elif action < 0.83:
+                self.rogue_asks()
+            elif action < 0.87:
                 kind = rng.choice(("wecom", "sms"))
                 self.net.faults[kind] = (rng.choice(("fail", "slow")),
                                          self.mono + rng.choice((5, 20, 40)))
@@ -327,6 +411,70 @@ class PairSim:
                 assert same is None or same["acked"] is not None, (
                     f"{keys[(node.role, row['id'])]} acknowledged on the {node.role}, not "
                     f"on the {other.role}")
+        # 4. only the pair: what a pager took from the other (an ack, an end), the other
+        # had; no question of a rogue's was answered
+        assert not self.rogue_answered, f"{self.rogue_answered} rogue question(s) answered"
+        for node in nodes:
+            other = self.nodes["standby" if node.role == "active" else "active"]
+            for row in node.store.query(
+                    "SELECT i.*, e.what FROM incidents i JOIN events e ON e.incident = i.id "
+                    "WHERE (e.what = 'acknowledged' AND e.channel = 'peer') OR e.what = "
+                    "'peer'"):
+                same = _incident(other.engine, row["key"], row["started"], row["opened"],
+                                 None, row["resolved"])
+                took = "acknowledged" if row["what"] == "acknowledged" else "ended"
+                assert same is not None and (same["acked_by"] == row["acked_by"] if took ==
+                                             "acknowledged" else same["resolved"]), (
+                    f"{keys[(node.role, row['id'])]} {took} on the {node.role} from the "
+                    f"{other.role}, which has {dict(same) if same else None}")
+        # 5. an ack on either stops the other's pages once the two meet; 6. whom the other
+        # paged after the ack (apart) hears afterwards that it was acknowledged (or over)
+        offset = self.wall - self.mono
+
+        def met(at: float) -> float:
+            moved = True
+            while moved:
+                moved = False
+                for start, end in self.apart:
+                    if start <= at < end:
+                        at, moved = end, True
+            return at
+
+        closing = defaultdict(list)  # (key, person) -> when they were told it ended
+        for s, node in zip(self.net.sent, self.senders, strict=True):
+            for incident, kind, _step, person in s.news:
+                if kind in ("ack", "resolved"):
+                    closing[(keys[(node.role, incident)], person)].append(s.at)
+        for node in nodes:
+            other = self.nodes["standby" if node.role == "active" else "active"]
+            for ack in node.store.query(
+                    "SELECT e.incident, e.at, e.person, i.resolved FROM events e JOIN "
+                    "incidents i ON i.id = e.incident WHERE e.what = 'acknowledged' AND "
+                    "e.channel != 'peer'"):
+                key, at = keys[(node.role, ack["incident"])], ack["at"] - offset
+                meet = met(at)
+                if ack["resolved"] is not None and ack["resolved"] - offset <= meet:
+                    continue  # over before they met: the other's is another episode
+                for s, sender in zip(self.net.sent, self.senders, strict=True):
+                    if sender is not other or s.at <= at:
+                        continue
+                    for incident, kind, _step, person in s.news:
+                        if keys[(other.role, incident)] != key or kind not in PAGES:
+                            continue
+                        theirs = other.store.query("SELECT acked, acked_by, opened FROM "
+                                                   "incidents WHERE id = ?", (incident,))[0]
+                        if theirs["acked"] is not None and theirs["acked"] - offset <= s.at:
+                            continue  # a page that says who acknowledged (a team joining)
+                        if ack["resolved"] is not None and ack["resolved"] < theirs["opened"]:
+                            continue  # a late copy of an episode over here: no match
+                        assert s.at <= meet + 10 or apart_during(s.at - 10, s.at), (
+                            f"{key} acknowledged on the {node.role} at {at}: the "
+                            f"{other.role}'s {kind} to {person} at {s.at}, after they met "
+                            f"at {meet}")
+                        assert person in (ack["person"], theirs["acked_by"]) or any(
+                            t >= s.at for t in closing[(key, person)]), (
+                            f"{key} acknowledged on the {node.role} at {at}: {person}, "
+                            f"paged by the {other.role} at {s.at}, never told")
 
 
 @pytest.mark.timeout(900)
@@ -357,6 +505,8 @@ def test_pair_invariants_hold_on_random_histories(share: int) -> None:
 def _pair(tmp_path: Path) -> PairSim:
     sim = PairSim(0, tmp_path)
     sim.rng = random.Random(0)
+    sim.rogue_odds = 0.0
+    assert sim.misrole is None
     return sim
 
 
@@ -377,7 +527,10 @@ def test_a_malformed_answer_is_no_answer_the_standby_pages(tmp_path: Path, answe
     sim = _pair(tmp_path)
     sim.nodes["active"].kill()
     sim.nodes["active"].back_at = float("inf")
-    sim.nodes["standby"].peer.ask = lambda path, body: answer  # something else answers
+    standby = sim.nodes["standby"].peer
+    standby.transports["active"] = lambda method, target, headers, body: (  # another
+        200, sign_answer([PAIR_KEY.encode()], "v0", headers[NONCE], 200,  # version's
+                         json.dumps(answer).encode()), json.dumps(answer).encode())
     sim.notification("leadership", alertname="SettlementPathDown", grade="I")
     _advance(sim, int(GRACE) + 5)
     assert _to(sim, "vp", "SettlementPathDown")
@@ -426,3 +579,188 @@ def test_a_pager_that_missed_the_resolve_pages_the_next_episode(tmp_path: Path) 
     sim.notification("leadership", alertname="SettlementPathDown", grade="I")
     _advance(sim, int(GRACE) + 5)
     assert len(_to(sim, "vp", "SettlementPathDown")) > before
+
+
+# ------------------------------------------------------------------ trust (issue 31)
+
+def _rogue_at(sim: PairSim, member: str, body: dict, sign_with: bytes | None) -> None:
+    """A rogue answers every question at `member`'s address with `body`."""
+    data = json.dumps(body).encode()
+    sim.nodes["standby" if member == "active" else "active"].peer.transports[member] = \
+        lambda method, target, headers, _body: (200, {} if sign_with is None else sign_answer(
+            [sign_with], "rogue", headers[NONCE], 200, data), data)
+
+
+@pytest.mark.usefixtures("quiet")
+@pytest.mark.parametrize("sign_with", [None, TOKEN.encode()], ids=["unsigned", "intake-token"])
+def test_a_rogue_acked_at_the_dead_actives_address_is_no_answer(tmp_path: Path,
+                                                                sign_with) -> None:
+    sim = _pair(tmp_path)
+    sim.nodes["active"].kill()
+    sim.nodes["active"].back_at = float("inf")
+    _rogue_at(sim, "active", {"role": "active", "declared": "active", "found": True,
+                              "acked": sim.wall, "acked_by": "wang", "teams": list(TEAMS),
+                              "resolved": None, "deliveries": [], "taken": True}, sign_with)
+    sim.notification("leadership", alertname="SettlementPathDown", grade="I")
+    _advance(sim, int(GRACE) + 5)
+    assert _to(sim, "vp", "SettlementPathDown"), "the standby paged"
+    _advance(sim, 40)  # and escalates
+    assert any("【升级】" in t for t in _to(sim, "vp", "SettlementPathDown"))
+    peer = sim.nodes["standby"].peer
+    assert not peer.reachable
+    assert peer.untrusted[("answer", "unsigned" if sign_with is None else "signature")] > 0
+
+
+@pytest.mark.usefixtures("quiet")
+def test_alertmanagers_token_acknowledges_nothing(tmp_path: Path) -> None:
+    """Neither on the peer API (as a Bearer token, or as the key of a signature) nor as
+    the secret of an ack link."""
+    sim = _pair(tmp_path)
+    sim.notification("leadership", alertname="SettlementPathDown", grade="I")
+    _advance(sim, 2)
+    standby = sim.nodes["standby"]
+    [incident] = standby.store.query("SELECT * FROM incidents")
+    body = json.dumps({"key": incident["key"], "started": incident["started"],
+                       "opened": incident["opened"], "person": "vp", "via": "link",
+                       "at": sim.wall}).encode()
+    for headers in ({"Authorization": f"Bearer {TOKEN}"},
+                    sign_question([TOKEN.encode()], "x", "POST", "/api/peer/ack", body,
+                                  sim.wall)):
+        status, _, _ = standby.peer.serve("POST", "/api/peer/ack", headers, body)
+        assert status == 401
+    # the link a pager derives for vp, and what it would be from Alertmanager's token
+    [token] = [r["token"] for r in standby.store.query("SELECT token FROM pages WHERE "
+                                                       "person = 'vp'")]
+    text = f"ack-link|{incident['key']}|{incident['started']!r}|vp"
+    forged = base64.urlsafe_b64encode(hmac.new(TOKEN.encode(), text.encode(),
+                                               "sha256").digest()[:18]).decode()
+    assert forged != token
+    assert standby.engine.ack_token(forged) is None
+    assert standby.engine.incident(incident["id"])["acked"] is None
+    assert standby.peer.untrusted[("question", "unsigned")] == 1
+    assert standby.peer.untrusted[("question", "signature")] == 1
+
+
+@pytest.mark.usefixtures("quiet")
+def test_an_ack_naming_someone_who_may_not_acknowledge_is_refused(tmp_path: Path) -> None:
+    """Signed with the pair's key (a pager whose config differs, or a stolen key): the
+    person must be one this pager's config lets acknowledge the incident."""
+    sim = _pair(tmp_path)
+    sim.notification("leadership", alertname="SettlementPathDown", grade="I")
+    _advance(sim, 2)
+    standby = sim.nodes["standby"]
+    [incident] = standby.store.query("SELECT * FROM incidents")
+    for person in ("mallory", "li"):  # not in the config; in it, but in no paged team
+        body = json.dumps({"key": incident["key"], "started": incident["started"],
+                           "opened": incident["opened"], "person": person, "via": "link",
+                           "at": sim.wall, "teams": ["leadership"]}).encode()
+        headers = sign_question([PAIR_KEY.encode()], "active-1", "POST", "/api/peer/ack",
+                                body, sim.wall)
+        status, _, answer = standby.peer.serve("POST", "/api/peer/ack", headers, body)
+        assert status == 200 and json.loads(answer)["taken"] is False, answer
+        assert "may not acknowledge" in json.loads(answer)["refused"]
+    assert standby.engine.incident(incident["id"])["acked"] is None
+    assert standby.peer.untrusted[("question", "person")] == 2
+    # an answer saying so is no answer either: the standby pages as for a dead active
+    sim.nodes["active"].kill()
+    sim.nodes["active"].back_at = float("inf")
+    _rogue_at(sim, "active", {"found": True, "acked": sim.wall, "acked_by": "mallory",
+                              "teams": ["leadership"], "resolved": None, "deliveries": []},
+              PAIR_KEY.encode())
+    sim.notification("leadership", alertname="PrimaryLineDown", grade="I")
+    _advance(sim, int(GRACE) + 5)
+    assert _to(sim, "vp", "PrimaryLineDown")
+    assert standby.peer.untrusted[("answer", "person")] > 0
+
+
+@pytest.mark.usefixtures("quiet")
+def test_a_question_seen_on_the_wire_is_not_answered_twice(tmp_path: Path) -> None:
+    sim = _pair(tmp_path)
+    standby = sim.nodes["standby"].peer
+    headers = sign_question([PAIR_KEY.encode()], "active-1", "GET", "/api/peer/hello", b"",
+                            sim.wall)
+    assert standby.serve("GET", "/api/peer/hello", headers, b"")[0] == 200
+    assert standby.serve("GET", "/api/peer/hello", headers, b"")[0] == 401
+    late = sign_question([PAIR_KEY.encode()], "active-1", "GET", "/api/peer/hello", b"",
+                         sim.wall - SKEW - 1)
+    assert standby.serve("GET", "/api/peer/hello", late, b"")[0] == 401
+    # its own question sent back to it: only its hello is answered (where is it?)
+    ask = "/api/peer/incident?key=k&started=1&opened=1"
+    own = sign_question([PAIR_KEY.encode()], standby.id, "GET", ask, b"", sim.wall)
+    assert standby.serve("GET", ask, own, b"")[0] == 401
+    assert {why for (what, why) in standby.untrusted} == {"replay", "clock", "reflected"}
+
+
+@pytest.mark.usefixtures("quiet")
+def test_an_ack_during_a_partition_ends_the_other_sides_escalation_when_they_meet(
+        tmp_path: Path) -> None:
+    """Apart, the standby escalates what the active had acknowledged (duplicates, not
+    silence); when the two meet, whom it woke after the active's notice hears once that
+    it was acknowledged, nobody else hears it twice, and nothing more escalates."""
+    sim = _pair(tmp_path)
+    apart = 400
+    sim.partitioned_until = sim.mono + apart
+    sim.apart.append((sim.mono, sim.partitioned_until))
+    start = sim.mono
+    sim.notification("network", alertname="SettlementPathDown", grade="I")
+    sim.notification("leadership", alertname="SettlementPathDown", grade="I")
+    _advance(sim, 20)
+    active = sim.nodes["active"]
+    [incident] = active.store.query("SELECT id FROM incidents WHERE alertname = "
+                                    "'SettlementPathDown'")
+    on_call = active.store.query("SELECT person FROM pages WHERE team = 'network'")[0][0]
+    assert active.engine.ack(incident["id"], on_call, "link")
+    acked = sim.mono
+    _advance(sim, apart + 60)
+    sent = [(s.at, node.role, kind, person) for s, node in zip(sim.net.sent, sim.senders,
+                                                                strict=True)
+            if "SettlementPathDown" in s.text for _, kind, _, person in s.news]
+    woken = {p for at, role, kind, p in sent if role == "standby" and kind in PAGES
+             and at > acked}
+    # the standby's escalation steps (30 s, 90 s) while apart: the backup, the lead, the
+    # vice-president woken for nothing, for as long as the partition lasted
+    assert {"li", "wang", "vp"} - {on_call} <= woken
+    for person in woken - {on_call}:
+        told = [at for at, role, kind, p in sent if p == person and kind == "ack"
+                and role == "standby"]
+        assert len(told) == 1 and told[0] >= start + apart, (person, sent)
+    assert all(at <= start + apart for at, role, kind, p in sent if role == "standby"
+               and kind in PAGES), "the standby paged after they met"
+    # whom the active told already and the standby did not wake since: told once
+    for person in {p for _, role, kind, p in sent if role == "active" and kind == "ack"}:
+        assert sum(p == person and kind == "ack" for _, _, kind, p in sent) == (
+            2 if person in woken else 1), (person, sent)
+    standby = sim.nodes["standby"]
+    [mine] = standby.store.query("SELECT * FROM incidents WHERE alertname = "
+                                 "'SettlementPathDown'")
+    assert mine["acked_by"] == on_call
+    assert not standby.store.query("SELECT 1 FROM timers WHERE incident = ? AND kind = "
+                                   "'escalation' AND done = 0", (mine["id"],))
+
+
+@pytest.mark.usefixtures("quiet")
+@pytest.mark.parametrize("reach_itself", [True, False])
+def test_both_started_as_standbys_a_page_goes_out_within_the_grace(
+        tmp_path: Path, reach_itself: bool) -> None:
+    """The one at the active's address finds itself there and acts as the active: each
+    page once, at once. A pager that cannot reach its own address cannot find out: then
+    each sends after the grace unless the other just did (at most twice, never a minute
+    late)."""
+    sim = _pair(tmp_path)
+    for node in sim.nodes.values():
+        node.engine.role = node.peer.declared = "standby"
+    if not reach_itself:
+        carry = sim.carry
+        sim.carry = lambda node, member, *rest: None if sim.nodes[member] is node else \
+            carry(node, member, *rest)
+    _advance(sim, 2)  # the first beat
+    sim.notification("leadership", alertname="SettlementPathDown", grade="I")
+    start = sim.mono
+    _advance(sim, int(GRACE) + 5)
+    got = [s.at - start for s in sim.net.sent if "vp" in s.people]
+    assert got and max(got) <= GRACE + 3, got
+    assert len(got) == 1 if reach_itself else 1 <= len(got) <= 2, got
+    assert got[0] <= (2 if reach_itself else GRACE + 3)
+    assert sim.nodes["active"].engine.role == ("active" if reach_itself else "standby")
+    # told by the one that reaches the other (PagerPairMisconfigured)
+    assert sim.nodes["standby"].peer.conflict
