@@ -32,6 +32,8 @@ PACKAGE_SERVICES="$DEBIAN_SERVICES gammu-smsd prometheus-node-exporter"
 BEFORE=/var/lib/insmon-install/units-before
 # gammu-smsd runs as the pager's user (its RunOnReceive writes the pager's store)
 GAMMU_DROPIN=gammu-smsd.service.d/insmon.conf
+# `insmon` on root's PATH: the command the doctor's mends and the configs' headers name
+LINK=/usr/local/bin/insmon
 POLICY=/usr/sbin/policy-rc.d
 POLICY_MARK="# insmon install.sh: no service starts while it installs packages"
 # pip takes the bundle's wheels and nothing else: no index, no config of the host's
@@ -264,10 +266,25 @@ swap() {
     did "installed insmon $version in $VENV${current:+ (was $current)}"
 }
 
-# A file of the site's: put in place only where there is none (an upgrade keeps it).
+link() {
+    [ "$(readlink "$LINK" 2>/dev/null)" != "$VENV/bin/insmon" ] || return 0
+    if [ -e "$LINK" ] || [ -L "$LINK" ]; then
+        say "left $LINK as it is (not the bundle's): $VENV/bin/insmon is insmon's command"
+        return 0
+    fi
+    mkdir -p "$(dirname "$LINK")"
+    ln -s "$VENV/bin/insmon" "$LINK"
+    did "linked $LINK to $VENV/bin/insmon"
+}
+
+# A file of the site's: put in place only where there is none (an upgrade keeps it),
+# whole or not at all (a full disk or a kill leaves no half a file that the next run
+# would keep as the site's).
 site_file() {  # source target mode group
     [ -e "$2" ] && return 0
-    install -m "$3" -o root -g "$4" "$1" "$2"
+    partial="$(dirname "$2")/.$(basename "$2").new"
+    install -m "$3" -o root -g "$4" "$1" "$partial" && mv "$partial" "$2" ||
+        { rm -f "$partial"; die "could not write $2 (is the disk full?); nothing of it kept"; }
     did "wrote $2"
 }
 
@@ -283,7 +300,10 @@ configs() {
     if [ ! -e "$ETC/pager-token" ]; then
         # Alertmanager (group insmon-token, its unit) sends it with every page; the pager
         # takes pages only with it
-        (umask 027; od -An -N24 -tx1 /dev/urandom | tr -d ' \n' >"$ETC/pager-token")
+        partial="$ETC/.pager-token.new"
+        (umask 027; od -An -N24 -tx1 /dev/urandom | tr -d ' \n' >"$partial") &&
+            [ "$(wc -c <"$partial")" -eq 48 ] && mv "$partial" "$ETC/pager-token" ||
+            { rm -f "$partial"; die "could not write $ETC/pager-token (is the disk full?)"; }
         did "wrote $ETC/pager-token (a new random token)"
     fi
     if [ "$(stat -c %G "$ETC/pager-token")" != insmon-token ]; then
@@ -323,12 +343,19 @@ units() {
             reload=1
         fi
     done
+    smsd=0
     if ! cmp -s "$BUNDLE/systemd/$GAMMU_DROPIN" "$UNITS/$GAMMU_DROPIN"; then
         install -D -m 0644 "$BUNDLE/systemd/$GAMMU_DROPIN" "$UNITS/$GAMMU_DROPIN"
         did "installed $UNITS/$GAMMU_DROPIN (gammu-smsd runs as insmon)"
-        reload=1
+        reload=1 smsd=1
     fi
     [ "$reload" = 0 ] || systemctl daemon-reload
+    # a gammu-smsd running (the site's, or as an older drop-in said) runs as this one says
+    # now, not from some later reboot on
+    if [ "$smsd" = 1 ] && systemctl -q is-active gammu-smsd; then
+        systemctl restart gammu-smsd
+        did "restarted gammu-smsd as the drop-in says (insmon doctor checks its modem)"
+    fi
     for s in $DEBIAN_SERVICES; do
         if systemctl -q is-enabled "$s" 2>/dev/null; then
             systemctl disable -q "$s"
@@ -375,6 +402,10 @@ uninstall() {
             pgrep -u insmon >/dev/null 2>&1; then
         die "processes of user insmon still run (pgrep -u insmon): stop them, then" \
             "--uninstall --purge again; nothing of the data was removed"
+    fi
+    if [ "$(readlink "$LINK" 2>/dev/null)" = "$VENV/bin/insmon" ]; then
+        rm -f "$LINK"
+        did "removed $LINK"
     fi
     [ ! -e "$PREFIX" ] || { rm -rf "$PREFIX"; did "removed $PREFIX"; }
     if [ "$purge" = 1 ]; then
@@ -449,6 +480,7 @@ user
 prepare
 backup_pager_db
 swap
+link
 configs
 units
 start
