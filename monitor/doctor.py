@@ -57,6 +57,7 @@ MENDS = {  # what makes an edited file count
 SERVICE_USER = "insmon"  # the pager's, and gammu-smsd's under the bundle's drop-in
 INSMON = "/opt/insmon/.venv/bin/insmon"  # as gammu-smsd's RunOnReceive names it (no PATH)
 SMSDRC = Path("/etc/gammu-smsdrc")  # gammu-smsd.service's config
+TOKEN_MIN = 16  # the pager refuses a shorter token (pager/cli.py)
 STALE_SMS = 60.0  # seconds an SMS may wait in gammu-smsd's outbox before it is a fault
 
 
@@ -119,13 +120,16 @@ def _configs(etc: Path, load_pager: Callable[[Path], Any]) -> tuple[list[Line], 
             lines.append(_pages_whom(path, loaded))
     token = etc / "pager-token"
     try:
-        ok = bool(token.read_text().strip())
+        size = len(token.read_text().strip())
     except OSError as exc:
         lines.append(Line("FAIL", f"{token}: {exc.strerror}",
                           "run doctor as root or as insmon; install.sh writes the token"))
     else:
-        lines.append(Line("OK", f"{token} holds the token") if ok else
-                     Line("FAIL", f"{token} is empty", "openssl rand -hex 24 > it"))
+        lines.append(Line("OK", f"{token} holds the token") if size >= TOKEN_MIN else
+                     Line("FAIL", f"{token} holds {size} characters: the pager takes no "
+                                  f"token under {TOKEN_MIN} and does not start",
+                          f"openssl rand -hex 24 > {token}; systemctl restart insmon-pager "
+                          "(Alertmanager reads it anew for each page)"))
     return lines, pager
 
 

@@ -48,7 +48,7 @@ def serve(answers: dict[str, tuple[int, str]]) -> ThreadingHTTPServer:
 def etc(tmp_path: Path) -> Path:
     for name in ("hospital.yaml", "pager.yaml", "web.yml"):
         (tmp_path / name).write_text((ROOT / "examples" / name).read_text())
-    (tmp_path / "pager-token").write_text("t0ken\n")
+    (tmp_path / "pager-token").write_text("t0ken-of-the-test-host\n")
     site_calendar(tmp_path)
     return tmp_path
 
@@ -188,6 +188,22 @@ def test_the_installed_configs_are_named_for_what_to_fill_in(tmp_path: Path) -> 
                  "OK    one pager, no standby (no pair in pager.yaml"):
         assert line in done.stdout, done.stdout
     assert "the modem" not in done.stdout  # no SMS channel: gammu-smsd is not the pager's
+
+
+def test_a_token_the_pager_refuses_is_a_failure(tmp_path: Path) -> None:
+    """A token the site wrote itself, too short: the pager refuses it and does not start;
+    the doctor's mend, run as it says, makes one it takes."""
+    etc = installed(tmp_path)
+    token = etc / "pager-token"
+    token.write_text("secret\n")
+    done = doctor_at(etc)
+    assert f"FAIL  {token} holds 6 characters: the pager takes no token under 16 and does " \
+           f"not start\n      → openssl rand -hex 24 > {token}; systemctl restart " \
+           "insmon-pager" in done.stdout, done.stdout
+    [mend] = [line.split("→ ", 1)[1].split(";")[0] for line in done.stdout.splitlines()
+              if "→ openssl" in line]
+    subprocess.run(["sh", "-c", mend], check=True, timeout=30)
+    assert f"OK    {token} holds the token" in doctor_at(etc).stdout
 
 
 def test_a_copied_example_is_named_key_by_key(etc: Path) -> None:
