@@ -288,6 +288,15 @@ site_file() {  # source target mode group
     did "wrote $2"
 }
 
+# A new random secret (hex) for the group's reading, whole or not at all, like site_file.
+secret() {  # target bytes group
+    partial="$(dirname "$1")/.$(basename "$1").new"
+    (umask 027; od -An -N"$2" -tx1 /dev/urandom | tr -d ' \n' >"$partial") &&
+        [ "$(wc -c <"$partial")" -eq $(($2 * 2)) ] && chgrp "$3" "$partial" &&
+        mv "$partial" "$1" ||
+        { rm -f "$partial"; die "could not write $1 (is the disk full?)"; }
+}
+
 configs() {
     # readable by Prometheus too (its config); the files with secrets are group insmon
     [ -d "$ETC" ] || { install -d -m 0755 -o root -g root "$ETC"; did "created $ETC"; }
@@ -300,10 +309,7 @@ configs() {
     if [ ! -e "$ETC/pager-token" ]; then
         # Alertmanager (group insmon-token, its unit) sends it with every page; the pager
         # takes pages only with it
-        partial="$ETC/.pager-token.new"
-        (umask 027; od -An -N24 -tx1 /dev/urandom | tr -d ' \n' >"$partial") &&
-            [ "$(wc -c <"$partial")" -eq 48 ] && mv "$partial" "$ETC/pager-token" ||
-            { rm -f "$partial"; die "could not write $ETC/pager-token (is the disk full?)"; }
+        secret "$ETC/pager-token" 24 insmon-token
         did "wrote $ETC/pager-token (a new random token)"
     fi
     if [ "$(stat -c %G "$ETC/pager-token")" != insmon-token ]; then
@@ -314,8 +320,7 @@ configs() {
     if [ ! -e "$ETC/pager-pair-key" ]; then
         # the two pagers' own key (pair.key_file), never Alertmanager's: the pager alone
         # reads it; the other pager host needs a copy of this file
-        (umask 027; od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$ETC/pager-pair-key")
-        chgrp insmon "$ETC/pager-pair-key"
+        secret "$ETC/pager-pair-key" 32 insmon
         did "wrote $ETC/pager-pair-key (a new random key: copy it to the other pager host)"
     fi
     for dir in /var/lib/insmon /var/lib/insmon-pager; do
