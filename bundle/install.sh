@@ -32,6 +32,8 @@ PACKAGE_SERVICES="$DEBIAN_SERVICES gammu-smsd prometheus-node-exporter"
 BEFORE=/var/lib/insmon-install/units-before
 # gammu-smsd runs as the pager's user (its RunOnReceive writes the pager's store)
 GAMMU_DROPIN=gammu-smsd.service.d/insmon.conf
+# `insmon` on root's PATH: the command the doctor's mends and the configs' headers name
+LINK=/usr/local/bin/insmon
 POLICY=/usr/sbin/policy-rc.d
 POLICY_MARK="# insmon install.sh: no service starts while it installs packages"
 # pip takes the bundle's wheels and nothing else: no index, no config of the host's
@@ -264,11 +266,35 @@ swap() {
     did "installed insmon $version in $VENV${current:+ (was $current)}"
 }
 
-# A file of the site's: put in place only where there is none (an upgrade keeps it).
+link() {
+    [ "$(readlink "$LINK" 2>/dev/null)" != "$VENV/bin/insmon" ] || return 0
+    if [ -e "$LINK" ] || [ -L "$LINK" ]; then
+        say "left $LINK as it is (not the bundle's): $VENV/bin/insmon is insmon's command"
+        return 0
+    fi
+    mkdir -p "$(dirname "$LINK")"
+    ln -s "$VENV/bin/insmon" "$LINK"
+    did "linked $LINK to $VENV/bin/insmon"
+}
+
+# A file of the site's: put in place only where there is none (an upgrade keeps it),
+# whole or not at all (a full disk or a kill leaves no half a file that the next run
+# would keep as the site's).
 site_file() {  # source target mode group
     [ -e "$2" ] && return 0
-    install -m "$3" -o root -g "$4" "$1" "$2"
+    partial="$(dirname "$2")/.$(basename "$2").new"
+    install -m "$3" -o root -g "$4" "$1" "$partial" && mv "$partial" "$2" ||
+        { rm -f "$partial"; die "could not write $2 (is the disk full?); nothing of it kept"; }
     did "wrote $2"
+}
+
+# A new random secret (hex) for the group's reading, whole or not at all, like site_file.
+secret() {  # target bytes group
+    partial="$(dirname "$1")/.$(basename "$1").new"
+    (umask 027; od -An -N"$2" -tx1 /dev/urandom | tr -d ' \n' >"$partial") &&
+        [ "$(wc -c <"$partial")" -eq $(($2 * 2)) ] && chgrp "$3" "$partial" &&
+        mv "$partial" "$1" ||
+        { rm -f "$partial"; die "could not write $1 (is the disk full?)"; }
 }
 
 configs() {
@@ -283,7 +309,7 @@ configs() {
     if [ ! -e "$ETC/pager-token" ]; then
         # Alertmanager (group insmon-token, its unit) sends it with every page; the pager
         # takes pages only with it
-        (umask 027; od -An -N24 -tx1 /dev/urandom | tr -d ' \n' >"$ETC/pager-token")
+        secret "$ETC/pager-token" 24 insmon-token
         did "wrote $ETC/pager-token (a new random token)"
     fi
     if [ "$(stat -c %G "$ETC/pager-token")" != insmon-token ]; then
@@ -294,8 +320,7 @@ configs() {
     if [ ! -e "$ETC/pager-pair-key" ]; then
         # the two pagers' own key (pair.key_file), never Alertmanager's: the pager alone
         # reads it; the other pager host needs a copy of this file
-        (umask 027; od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$ETC/pager-pair-key")
-        chgrp insmon "$ETC/pager-pair-key"
+        secret "$ETC/pager-pair-key" 32 insmon
         did "wrote $ETC/pager-pair-key (a new random key: copy it to the other pager host)"
     fi
     for dir in /var/lib/insmon /var/lib/insmon-pager; do
@@ -323,12 +348,19 @@ units() {
             reload=1
         fi
     done
+    smsd=0
     if ! cmp -s "$BUNDLE/systemd/$GAMMU_DROPIN" "$UNITS/$GAMMU_DROPIN"; then
         install -D -m 0644 "$BUNDLE/systemd/$GAMMU_DROPIN" "$UNITS/$GAMMU_DROPIN"
         did "installed $UNITS/$GAMMU_DROPIN (gammu-smsd runs as insmon)"
-        reload=1
+        reload=1 smsd=1
     fi
     [ "$reload" = 0 ] || systemctl daemon-reload
+    # a gammu-smsd running (the site's, or as an older drop-in said) runs as this one says
+    # now, not from some later reboot on
+    if [ "$smsd" = 1 ] && systemctl -q is-active gammu-smsd; then
+        systemctl restart gammu-smsd
+        did "restarted gammu-smsd as the drop-in says (insmon doctor checks its modem)"
+    fi
     for s in $DEBIAN_SERVICES; do
         if systemctl -q is-enabled "$s" 2>/dev/null; then
             systemctl disable -q "$s"
@@ -375,6 +407,10 @@ uninstall() {
             pgrep -u insmon >/dev/null 2>&1; then
         die "processes of user insmon still run (pgrep -u insmon): stop them, then" \
             "--uninstall --purge again; nothing of the data was removed"
+    fi
+    if [ "$(readlink "$LINK" 2>/dev/null)" = "$VENV/bin/insmon" ]; then
+        rm -f "$LINK"
+        did "removed $LINK"
     fi
     [ ! -e "$PREFIX" ] || { rm -rf "$PREFIX"; did "removed $PREFIX"; }
     if [ "$purge" = 1 ]; then
@@ -449,6 +485,7 @@ user
 prepare
 backup_pager_db
 swap
+link
 configs
 units
 start

@@ -55,6 +55,9 @@ MENDS = {  # what makes an edited file count
     "prometheus.yml": "promtool check config {path} && systemctl reload insmon-prometheus",
 }
 SERVICE_USER = "insmon"  # the pager's, and gammu-smsd's under the bundle's drop-in
+INSMON = "/opt/insmon/.venv/bin/insmon"  # as gammu-smsd's RunOnReceive names it (no PATH)
+SMSDRC = Path("/etc/gammu-smsdrc")  # gammu-smsd.service's config
+TOKEN_MIN = 16  # the pager refuses a shorter token (pager/cli.py)
 STALE_SMS = 60.0  # seconds an SMS may wait in gammu-smsd's outbox before it is a fault
 
 
@@ -85,7 +88,7 @@ def examine(etc: Path, prometheus: str, alertmanager: str,
     lines += _alertmanager(alertmanager.rstrip("/"), pager)
     if pager is not None:  # an invalid one is said above
         lines += _pair(pager, etc / "pager.yaml", ask_pair)
-        lines += _modem(pager)
+        lines += _modem(pager, etc / "pager.yaml")
     return lines
 
 
@@ -111,25 +114,30 @@ def _configs(etc: Path, load_pager: Callable[[Path], Any]) -> tuple[list[Line], 
             if loader is not load_pager:
                 lines.append(Line("OK", f"{path} is valid"))
                 if loader is load:
-                    lines.append(_calendar(loaded.config.calendar_file))
+                    lines.append(_calendar(loaded.config.calendar_file, config=path))
                 continue
             pager = loaded
             lines.append(_pages_whom(path, loaded))
     token = etc / "pager-token"
     try:
-        ok = bool(token.read_text().strip())
+        size = len(token.read_text().strip())
     except OSError as exc:
         lines.append(Line("FAIL", f"{token}: {exc.strerror}",
                           "run doctor as root or as insmon; install.sh writes the token"))
     else:
-        lines.append(Line("OK", f"{token} holds the token") if ok else
-                     Line("FAIL", f"{token} is empty", "openssl rand -hex 24 > it"))
+        lines.append(Line("OK", f"{token} holds the token") if size >= TOKEN_MIN else
+                     Line("FAIL", f"{token} holds {size} characters: the pager takes no "
+                                  f"token under {TOKEN_MIN} and does not start",
+                          f"openssl rand -hex 24 > {token}; systemctl restart insmon-pager "
+                          "(Alertmanager reads it anew for each page)"))
     return lines, pager
 
 
-def _calendar(file: Path | None, today: date | None = None) -> Line:
+def _calendar(file: Path | None, today: date | None = None,
+              config: Path = Path("/etc/insmon/hospital.yaml")) -> Line:
     """How long the working calendar's data lasts (peak hours, grade IV's business hours
-    and the recurring windows follow it), from `today` (Beijing's, by default)."""
+    and the recurring windows follow it), from `today` (Beijing's, by default). `file`:
+    the site's dates that `config` names (None: it names none)."""
     from datetime import datetime
 
     from probes.base import SHANGHAI, ProbeFailure
@@ -144,6 +152,11 @@ def _calendar(file: Path | None, today: date | None = None) -> Line:
     what = f"working calendar: dates known until {dates.known_until} ({dates.sources})"
     todo = (f"add the State Council's dates to {working.to_fill()} (holidays, workdays, "
             "known_until), or upgrade the chinesecalendar package")
+    if file is None:  # a file no check names is read by nothing
+        todo = (f"add the State Council's dates to {working.to_fill()} (holidays, workdays, "
+                f"known_until) and name it in the calendar check of {config} (file: "
+                f"{working.to_fill()}), then {MENDS['hospital.yaml'].format(path=config)}; "
+                "or upgrade the chinesecalendar package")
     if left < 1:
         return Line("FAIL", f"{what}: today is past it, the days are provisional (statutory "
                     "holidays by the law's fixed rules, make-up working days unknown)", todo)
@@ -159,6 +172,12 @@ def _pages_whom(path: Path, config: Any) -> Line:
                             "yet (install.sh's starting point)",
                     f"write them in (the example's are in it, commented out), then "
                     f"{MENDS['pager.yaml'].format(path=path)}")
+    if config.unreachable:
+        return Line("FAIL", f"{path}: no channel reaches {', '.join(config.unreachable)} "
+                            "(an SMS or http channel needs their mobile, e-mail their email): "
+                            "a page to them goes to nobody",
+                    f"their mobile or email in {path} (or a channel that has it), then "
+                    + MENDS["pager.yaml"].format(path=path))
     host = urllib.parse.urlsplit(config.public_url).hostname or ""
     if config.pair is None and (host == "localhost" or _loopback(host)):
         return Line("FAIL", f"{path}: public_url is {config.public_url}: phones cannot open "
@@ -418,17 +437,31 @@ def _pair(config: Any, path: Path, ask: Callable[[Any, str], dict] | None) -> li
     return lines
 
 
-def _modem(config: Any) -> list[Line]:
-    """Each gammu-smsd the pager's SMS channels hand their messages to."""
-    return [line for path in sorted({str(c.gammu_config) for c in config.channels.values()
-                                     if getattr(c, "type", "") == "sms"})
-            for line in _smsd(Path(path))]
+def _modem(config: Any, pager: Path) -> list[Line]:
+    """Each gammu-smsd the pager's SMS channels hand their messages to, and the service's
+    own when it is enabled or running: the bundle's drop-in runs it as insmon whatever
+    the pager's channels (a site's modem set up before the install among them)."""
+    mine = {str(c.gammu_config) for c in config.channels.values()
+            if getattr(c, "type", "") == "sms"}
+    paths = mine | ({str(SMSDRC)} if _smsd_in_use() else set())
+    return [line for path in sorted(paths)
+            for line in _smsd(Path(path), pager=pager if path in mine else None)]
 
 
-def _smsd(path: Path, user: str = SERVICE_USER) -> list[Line]:
+def _smsd_in_use() -> bool:
+    if not Path("/run/systemd/system").is_dir() or not shutil.which("systemctl"):
+        return False
+    return (_systemctl("is-enabled", "gammu-smsd") == "enabled"
+            or _systemctl("is-active", "gammu-smsd") == "active")
+
+
+def _smsd(path: Path, user: str = SERVICE_USER,
+          pager: Path | None = Path("/etc/insmon/pager.yaml")) -> list[Line]:
     """gammu-smsd for one SMS channel: its config (the modem's port; the dummy phone's
-    folder), its spool (writable by `user`, the pager's and gammu-smsd's), SMS waiting
-    in its outbox, the service (running, as `user`), and its answer with a signal."""
+    folder; the replies handed to the pager, whose config is `pager`: None when the
+    pager sends no SMS), its spool (writable by `user`, the pager's and gammu-smsd's),
+    SMS waiting in its outbox, the service (running, as `user`, reading `pager`), and
+    its answer with a signal."""
     if not shutil.which("gammu-smsd-monitor"):
         return [Line("FAIL", "the modem: gammu-smsd is not installed",
                      "the bundle's install.sh installs it")]
@@ -459,6 +492,14 @@ def _smsd(path: Path, user: str = SERVICE_USER) -> list[Line]:
         lines.append(Line("FAIL", f"the modem: no device {port} (port in {path})",
                           f"ls -l /dev/serial/by-id/ names it; port = that in {path}, then "
                           f"{restart}"))
+    receive = smsd.get("runonreceive", "")
+    if pager and "pager sms-received" not in receive:  # a reply (回复1确认) stays unread
+        lines.append(Line("FAIL", f"the modem: {path} hands the SMS it receives to no pager "
+                                  f"(RunOnReceive {'= ' + receive if receive else 'not set'})"
+                                  ": a reply acknowledges nothing",
+                          f"RunOnReceive = {INSMON} pager sms-received -c {pager} in [smsd] "
+                          f"of {path} (as /opt/insmon/share/examples/gammu-smsdrc has it), "
+                          f"then {restart}"))
     for key in ("outboxpath", "inboxpath", "sentsmspath", "errorsmspath"):
         folder = smsd.get(key)
         why = _unwritable(Path(folder), user) if folder else f"no {key} in {path}"
@@ -468,7 +509,7 @@ def _smsd(path: Path, user: str = SERVICE_USER) -> list[Line]:
                               f"-m 0770 {folder}; systemctl restart insmon-pager gammu-smsd"
                               if folder else f"{key} = /var/spool/gammu/... in {path}"))
     lines += _outbox(Path(smsd.get("outboxpath", "/var/spool/gammu/outbox/")))
-    state = _smsd_service(user)
+    state = _smsd_service(user, pager)
     lines += state
     if lines:  # gammu-smsd-monitor would only echo it ("Failed to map shared memory")
         return lines
@@ -543,9 +584,9 @@ def _outbox(outbox: Path) -> list[Line]:
                  "stale ones (rm), then mend gammu-smsd (the lines below)")]
 
 
-def _smsd_service(user: str) -> list[Line]:
-    """gammu-smsd's unit: enabled, running, and as `user` (its RunOnReceive writes the
-    pager's store as that user)."""
+def _smsd_service(user: str, pager: Path | None) -> list[Line]:
+    """gammu-smsd's unit: enabled, running, as `user` (its RunOnReceive writes the
+    pager's store as that user) and with a group that reads the pager's config."""
     if not Path("/run/systemd/system").is_dir() or not shutil.which("systemctl"):
         return [Line("?", "gammu-smsd: systemd is not running here, its state is unknown")]
     active, enabled = _systemctl("is-active", "gammu-smsd"), _systemctl("is-enabled",
@@ -566,6 +607,24 @@ def _smsd_service(user: str) -> list[Line]:
                      "the bundle's drop-in (gammu-smsd.service.d/insmon.conf) runs it as "
                      f"{user}: systemctl revert gammu-smsd (a drop-in of the site's in /etc "
                      "overrides it); systemctl restart gammu-smsd")]
+    try:
+        if pager is None:
+            return []
+        status = Path(f"/proc/{pid}/status").read_text()
+        config = pager.stat()
+    except OSError:
+        return []  # the pager's config: said above
+    gids = {int(g) for line in status.splitlines() if line.startswith(("Gid:", "Groups:"))
+            for g in line.split()[1:]}
+    shift = 6 if config.st_uid == uid else 3 if config.st_gid in gids else 0
+    if not config.st_mode >> shift & 0o4:
+        return [Line("FAIL", f"gammu-smsd cannot read {pager} (group "
+                             f"{_name(grp.getgrgid, config.st_gid)}, not one of its groups): "
+                             "its RunOnReceive fails, a reply acknowledges nothing",
+                     "the bundle's drop-in (gammu-smsd.service.d/insmon.conf) runs it with the "
+                     "group insmon: systemctl revert gammu-smsd (a drop-in of the site's in "
+                     "/etc overrides it); systemctl daemon-reload; systemctl restart "
+                     "gammu-smsd")]
     return []
 
 

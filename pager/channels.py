@@ -78,15 +78,6 @@ def posts(channel: cfg.Channel, people: list[cfg.Person]) -> int:
     return 1
 
 
-def reachable(channel: cfg.Channel, person: cfg.Person) -> bool:
-    """Whether the channel has an address for the person."""
-    if channel.type == "email":
-        return person.email is not None
-    if channel.type in ("sms", "http"):
-        return person.mobile is not None
-    return True
-
-
 # ------------------------------------------------------------------ robots
 
 def _wecom(channel: cfg.WeCom, people: list[cfg.Person], message: Message) -> None:

@@ -79,7 +79,11 @@ def _validate(args: argparse.Namespace, config: PagerConfig, rota: Rota) -> int:
     if not config.configured:
         print(f"warning: {UNCONFIGURED}", file=sys.stderr)
         return 0
-    for warning in check(config, rota, dt.datetime.now(SHANGHAI)) + _unrouted(config):
+    unreachable = [f"people.{p}: no channel of theirs has their address (mobile for sms and "
+                   "http, email for email): a page to them goes to nobody"
+                   for p in config.unreachable]
+    for warning in (unreachable + check(config, rota, dt.datetime.now(SHANGHAI))
+                    + _unrouted(config)):
         print(f"warning: {warning}", file=sys.stderr)
     return 0
 

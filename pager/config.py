@@ -115,6 +115,14 @@ class Person(_Model):
     feishu: str | None = None     # Feishu open_id, for @ in the group
     channels: list[str] = Field(min_length=1)  # in order: the next when one fails
 
+    def reaches(self, channel: Channel) -> bool:
+        """Whether the channel has an address for them (a group robot @s anyone in it)."""
+        if channel.type == "email":
+            return self.email is not None
+        if channel.type in ("sms", "http"):
+            return self.mobile is not None
+        return True
+
 
 class Override(_Model):
     """A swapped shift: `person` is on call from `start` to `end` (Beijing time)."""
@@ -310,6 +318,14 @@ class PagerConfig(_Model):
         """Whether it pages anyone. With no teams (the starting point install.sh writes)
         the pager takes and keeps every notification and pages nobody."""
         return bool(self.teams)
+
+    @property
+    def unreachable(self) -> list[str]:
+        """The people none of whose channels has their address: a page to them goes to
+        nobody (validate warns, the doctor fails)."""
+        return [pid for pid, person in self.people.items()
+                if not any(person.reaches(self.channels[c]) for c in person.channels
+                           if c in self.channels)]
 
     def members(self, team_id: str) -> set[str]:
         """Everyone who may stand for the team: rotation, overrides, backup, lead (the

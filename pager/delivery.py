@@ -162,7 +162,7 @@ class Worker:
         while hop < len(route) and not (
                 route[hop] in self.config.channels
                 and route[hop] in person.channels
-                and channels.reachable(self.config.channels[route[hop]], person)):
+                and person.reaches(self.config.channels[route[hop]])):
             hop += 1
         if hop >= len(route):
             route, hop = self.engine.route(row["person"]), 0

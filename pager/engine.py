@@ -26,7 +26,6 @@ import sqlite3
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pager import channels
 from pager.clock import Clock
 from pager.config import DRILL, GRADE_ZH, GRADES, UNROUTED, WATCHDOG, PagerConfig
 from pager.rota import Rota
@@ -298,7 +297,7 @@ class Engine:
         who = self.config.people.get(person)
         if who is None:
             return []
-        usable = [c for c in who.channels if channels.reachable(self.config.channels[c], who)]
+        usable = [c for c in who.channels if who.reaches(self.config.channels[c])]
         first = [c for c in usable if self.config.channels[c].type in prefer]
         return first + [c for c in usable if c not in first]
 

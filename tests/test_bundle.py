@@ -315,6 +315,16 @@ def dry_run_phone() -> str:
     return command
 
 
+# root's PATH at a login (Debian's /etc/profile), where an engineer types the doctor's mends
+LOGIN = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def mends(doctor: str) -> dict[str, str]:
+    """The command after "then" of each FAIL the doctor says about a file of /etc/insmon."""
+    return dict(re.findall(r"^FAIL  (/etc/insmon/\S+) .*\n +→ .*?, then (.*)$", doctor,
+                            re.M))
+
+
 # The site's pager once filled in: one person, by SMS through the modem (a dry run)
 PAGER = """\
 listen: "0.0.0.0:9095"
@@ -360,18 +370,38 @@ def test_install_sh_on_a_fresh_debian12_booted_with_systemd_and_no_network(
         "#!/bin/sh\n# insmon install.sh: no service starts while it installs packages\n"
         "exit 101\n")
     host.sh(f"mkdir '/root/usb stick' && mv /root/{name} '/root/usb stick/'")
+    # and onto a disk too full for its configs (/etc/insmon, 12 KiB): what it wrote there
+    # is whole or not there (the next run keeps a site's file as it finds it); the disk
+    # freed, the next run completes the install
+    host.sh("mkdir /etc/insmon && mount -t tmpfs -o size=12k,mode=0755 tmpfs /etc/insmon")
     started = time.monotonic()
+    full = host.sh(f"umask 027 && '/root/usb stick/{name}/install.sh'")
+    assert full.returncode == 1, full
+    kept = host.sh("ls -A /etc/insmon").stdout.split()  # (the mount is the host's own)
+    assert kept and "pager-token" not in kept, kept
+    for written in kept:
+        shipped = f"site/{written}" if written != "web.yml" else "share/examples/web.yml"
+        same = host.sh(f"cmp /etc/insmon/{written} '/root/usb stick/{name}/{shipped}'")
+        assert same.returncode == 0, same
+    assert "(is the disk full?)" in full.stderr, full.stderr
+    freed = host.sh("cp -a /etc/insmon /root/written && umount /etc/insmon && "
+                    "cp -a /root/written/. /etc/insmon/ && rm -r /root/written")
+    assert freed.returncode == 0, freed
     first = host.sh(f"umask 027 && '/root/usb stick/{name}/install.sh'")
     took = time.monotonic() - started
     assert first.returncode == 0, first.stdout + first.stderr
     wait_serving(host)
-    print(f"install.sh on a fresh Debian 12 under systemd, no network: {took:.1f} s; "
-          f"serving {time.monotonic() - started:.1f} s after it began")
-    assert "removed /usr/sbin/policy-rc.d left by an interrupted install.sh" in first.stdout
+    print(f"install.sh on a fresh Debian 12 under systemd, no network: {took:.1f} s (two "
+          f"runs: the disk full, then freed); serving {time.monotonic() - started:.1f} s "
+          "after it began")
+    assert "removed /usr/sbin/policy-rc.d left by an interrupted install.sh" in full.stdout
     assert not (host.root / "usr/sbin/policy-rc.d").exists()
-    assert "installed the Debian packages" in first.stdout
-    assert f"installed insmon {VERSION}" in first.stdout
+    assert "installed the Debian packages" in full.stdout
+    assert f"installed insmon {VERSION}" in full.stdout
+    assert "wrote /etc/insmon/pager-token" in first.stdout
     host.sh(f"mv '/root/usb stick/{name}' /root/")
+    # the commands the doctor and the configs name are on root's PATH
+    assert host.sh(f"PATH={LOGIN} insmon --version").stdout.strip() == f"insmon {VERSION}"
     # each service's user reaches what it needs, and Alertmanager's no more than the token
     reads = host.sh(
         "setpriv --reuid=insmon --regid=insmon --init-groups /opt/insmon/.venv/bin/insmon "
@@ -441,6 +471,7 @@ def test_install_sh_on_a_fresh_debian12_booted_with_systemd_and_no_network(
                  "http://127.0.0.1:9095 answers and takes Alertmanager's token",
                  "(it pages nobody)"):
         assert line in doctor.stdout, line
+    mend = mends(doctor.stdout)
 
     watched = ("/etc", "/opt/insmon", "/usr/local/lib/systemd", "/var/lib/dpkg/status")
     configured = digest(host, *watched)
@@ -460,11 +491,12 @@ def test_install_sh_on_a_fresh_debian12_booted_with_systemd_and_no_network(
     # the site's calendar file, known a year past the test's own clock (as a site keeps
     # it when the chinesecalendar package runs out): the doctor's calendar line is OK
     site_calendar(host.root / "etc/insmon", seen_as=Path("/etc/insmon"))
-    site = host.sh("/opt/insmon/.venv/bin/insmon pager validate /etc/insmon/pager.yaml && "
+    # with the mends the doctor gave, as it gave them
+    site = host.sh(f"export PATH={LOGIN} && {mend['/etc/insmon/pager.yaml']} && "
                    "sed -i 's/hospital-1/hospital-9/' /etc/insmon/prometheus.yml && "
+                   f"{mend['/etc/insmon/prometheus.yml']} && "
                    f"{dry_run_phone()} && systemctl enable --now gammu-smsd && "
-                   "systemctl restart insmon-pager && systemctl reload insmon-prometheus "
-                   "insmon")
+                   "systemctl reload insmon")
     assert site.returncode == 0, site.stdout + site.stderr
     wait_serving(host)
     assert host.sh("ps -o user= -C gammu-smsd").stdout.split() == ["insmon"]
@@ -516,6 +548,12 @@ def test_install_sh_on_a_fresh_debian12_booted_with_systemd_and_no_network(
     [kept] = [i for i in get(host, "http://127.0.0.1:9095/api/incidents", token)
               if i["alertname"] == "BeforeConfigured"]
     assert kept["deliveries"] == [], kept
+    # the on-call answers the SMS as it asks (ACK <id>): gammu-smsd hands it to the pager
+    dummy = SimpleNamespace(phone=host.root / "var/spool/gammu/dummy", _received=0)
+    Phone.reply(dummy, "+8613912340001", f"ACK {paged['id']}")
+    wait_for("the incident acknowledged by the on-call's SMS", lambda: [
+        i for i in get(host, "http://127.0.0.1:9095/api/incidents", token) or []
+        if i["id"] == paged["id"] and i["acked_by"] == "oncall"], 60)
 
     # power off and boot: everything comes back by itself
     host.poweroff()
@@ -528,6 +566,16 @@ def test_install_sh_on_a_fresh_debian12_booted_with_systemd_and_no_network(
     assert [i["id"] for i in get(host, "http://127.0.0.1:9095/api/incidents", token)
             if i["alertname"] == "AfterConfigured"] == [paged["id"]]
     seen_at = time.time()  # Prometheus has scraped insmon up by now
+
+    # gammu-smsd as an older install.sh's drop-in ran it (the group gammu): it cannot read
+    # the pager's config, so a reply acknowledges nothing; the doctor says so, and the
+    # upgrade below restarts it as the new drop-in says
+    dropin = host.root / "usr/local/lib/systemd/system/gammu-smsd.service.d/insmon.conf"
+    dropin.write_text(dropin.read_text().replace("--group=insmon", "--group=gammu"))
+    older = host.sh("systemctl daemon-reload && systemctl restart gammu-smsd && "
+                    "/opt/insmon/.venv/bin/insmon doctor")
+    assert "FAIL  gammu-smsd cannot read /etc/insmon/pager.yaml (group insmon, not one of " \
+           "its groups)" in older.stdout, older.stdout
 
     # --upgrade with a newer bundle keeps the configs, the incidents and the history
     newer = build(tree_copy(tmp_path / "src", NEWER), tmp_path / "dist", "amd64")
@@ -549,6 +597,10 @@ def test_install_sh_on_a_fresh_debian12_booted_with_systemd_and_no_network(
     upgraded = host.sh(f"/root/{newname}/install.sh --upgrade")
     assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
     assert f"installed insmon {NEWER} in /opt/insmon/.venv (was {VERSION})" in upgraded.stdout
+    assert "restarted gammu-smsd as the drop-in says" in upgraded.stdout, upgraded.stdout
+    groups = host.sh("grep ^Groups: /proc/$(systemctl show -p MainPID --value gammu-smsd)"
+                     "/status; getent group insmon | cut -d: -f3")
+    assert groups.stdout.split()[-1] in groups.stdout.split()[1:-1], groups.stdout
     assert host.sh("/opt/insmon/.venv/bin/insmon --version").stdout.strip() == \
         f"insmon {NEWER}"
     assert digest(host, "/etc/insmon") == configs
@@ -574,6 +626,7 @@ def test_install_sh_on_a_fresh_debian12_booted_with_systemd_and_no_network(
     assert not (host.root / "opt/insmon").exists()
     assert not list((host.root / "usr/local/lib/systemd/system").glob("insmon*"))
     assert not (host.root / "usr/local/lib/systemd/system/gammu-smsd.service.d").exists()
+    assert not (host.root / "usr/local/bin/insmon").is_symlink()
     assert (host.root / "etc/insmon/pager.yaml").exists()
     assert (host.root / "var/lib/insmon-pager/pager.db").exists()
     assert units(host) == before

@@ -260,6 +260,34 @@ def test_the_doctor_says_how_long_the_data_lasts(monkeypatch: pytest.MonkeyPatch
     assert line.status == "FAIL" and "today is past it, the days are provisional" in line.what
 
 
+def test_the_doctors_mend_names_the_file_where_no_check_does(monkeypatch: pytest.MonkeyPatch,
+                                                             tmp_path: Path) -> None:
+    """install.sh's hospital.yaml names no calendar file: dates written where the doctor
+    says are read only once the calendar check names the file, so its mend says that
+    too; followed, the line is OK."""
+    from monitor.config import load
+    from monitor.doctor import _calendar
+    from tests.debian_root import site_configs
+
+    hospital = site_configs(tmp_path / "etc") / "hospital.yaml"
+    package_ends(monkeypatch, TODAY + datetime.timedelta(days=9))
+    line = _calendar(load(hospital).config.calendar_file, TODAY, config=hospital)
+    assert line.status == "FAIL"
+    assert line.todo == (f"add the State Council's dates to {calendar.SITE_FILE} (holidays, "
+                         f"workdays, known_until) and name it in the calendar check of "
+                         f"{hospital} (file: {calendar.SITE_FILE}), then insmon validate "
+                         f"{hospital} && systemctl reload insmon; or upgrade the "
+                         "chinesecalendar package"), line.todo
+    site = tmp_path / "etc" / "calendar.yaml"  # standing for /etc/insmon/calendar.yaml
+    site.write_text(f"known_until: {TODAY + datetime.timedelta(days=400)}\n")
+    assert _calendar(load(hospital).config.calendar_file, TODAY,
+                     config=hospital).status == "FAIL"  # written, and read by nothing
+    hospital.write_text(hospital.read_text().replace(
+        "    kind: calendar\n", f"    kind: calendar\n    file: {site}\n", 1))
+    assert _calendar(load(hospital).config.calendar_file, TODAY,
+                     config=hospital).status == "OK"
+
+
 def test_its_interval_is_a_duration_like_every_other_kind() -> None:
     check = calendar.Config(name="cal", kind="calendar", interval="90s")
     assert check.interval == 90

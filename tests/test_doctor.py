@@ -48,7 +48,7 @@ def serve(answers: dict[str, tuple[int, str]]) -> ThreadingHTTPServer:
 def etc(tmp_path: Path) -> Path:
     for name in ("hospital.yaml", "pager.yaml", "web.yml"):
         (tmp_path / name).write_text((ROOT / "examples" / name).read_text())
-    (tmp_path / "pager-token").write_text("t0ken\n")
+    (tmp_path / "pager-token").write_text("t0ken-of-the-test-host\n")
     site_calendar(tmp_path)
     return tmp_path
 
@@ -190,6 +190,22 @@ def test_the_installed_configs_are_named_for_what_to_fill_in(tmp_path: Path) -> 
     assert "the modem" not in done.stdout  # no SMS channel: gammu-smsd is not the pager's
 
 
+def test_a_token_the_pager_refuses_is_a_failure(tmp_path: Path) -> None:
+    """A token the site wrote itself, too short: the pager refuses it and does not start;
+    the doctor's mend, run as it says, makes one it takes."""
+    etc = installed(tmp_path)
+    token = etc / "pager-token"
+    token.write_text("secret\n")
+    done = doctor_at(etc)
+    assert f"FAIL  {token} holds 6 characters: the pager takes no token under 16 and does " \
+           f"not start\n      → openssl rand -hex 24 > {token}; systemctl restart " \
+           "insmon-pager" in done.stdout, done.stdout
+    [mend] = [line.split("→ ", 1)[1].split(";")[0] for line in done.stdout.splitlines()
+              if "→ openssl" in line]
+    subprocess.run(["sh", "-c", mend], check=True, timeout=30)
+    assert f"OK    {token} holds the token" in doctor_at(etc).stdout
+
+
 def test_a_copied_example_is_named_key_by_key(etc: Path) -> None:
     done = doctor_at(etc)
     assert f"FAIL  {etc}/hospital.yaml still holds the example's: checks[insurance-private-" \
@@ -224,8 +240,9 @@ def test_the_modem_lines_name_what_mends_them(tmp_path: Path) -> None:
     phone = tmp_path / "dummy"
     phone.mkdir()  # root's, as `install -d` made the parents of the old dry run's folders
     dry = tmp_path / "dry-smsdrc"
+    receive = "RunOnReceive = /opt/insmon/.venv/bin/insmon pager sms-received -c /p.yaml\n"
     dry.write_text(f"[gammu]\nport = {phone}/\nmodel = dummy\nconnection = none\n"
-                   f"[smsd]\nservice = files\n{paths}")
+                   f"[smsd]\nservice = files\n{paths}{receive}")
     waiting = spool / "outbox" / "OUTC20261127_101500_00_13900000001_sms0.smsbackup"
     waiting.write_text("")
     os.utime(waiting, (time.time() - 600, time.time() - 600))
@@ -242,6 +259,43 @@ def test_the_modem_lines_name_what_mends_them(tmp_path: Path) -> None:
     waiting.unlink()
     assert [str(line) for line in _smsd(dry, "nobody")] == [
         "?     gammu-smsd: systemd is not running here, its state is unknown"]
+    # Debian's own file with a port: the pages go out, a reply stays in the inbox
+    dry.write_text(dry.read_text().replace(receive, ""))
+    [line, unknown] = [str(line) for line in _smsd(dry, "nobody", pager=Path("/p.yaml"))]
+    assert line == (f"FAIL  the modem: {dry} hands the SMS it receives to no pager "
+                    "(RunOnReceive not set): a reply acknowledges nothing\n      → "
+                    "RunOnReceive = /opt/insmon/.venv/bin/insmon pager sms-received -c /p.yaml "
+                    f"in [smsd] of {dry} (as /opt/insmon/share/examples/gammu-smsdrc has it), "
+                    "then systemctl restart gammu-smsd"), line
+    assert unknown.startswith("?     gammu-smsd: systemd is not running")
+    # a gammu-smsd the pager sends nothing through needs no RunOnReceive of the pager's
+    assert [str(line) for line in _smsd(dry, "nobody", pager=None)] == [unknown]
+
+
+def test_a_running_gammu_smsd_is_looked_at_though_the_pager_sends_no_sms(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A site's modem set up before the install: the bundle's drop-in runs its
+    gammu-smsd as insmon, whose dummy phone folder (or device) may be root's; the pager
+    that pages nobody yet has no SMS channel, and the doctor still looks at it."""
+    from monitor import doctor
+    from pager.config import load
+
+    phone = tmp_path / "phone"
+    phone.mkdir()
+    smsdrc = tmp_path / "gammu-smsdrc"
+    smsdrc.write_text(f"[gammu]\ndevice = {phone}/\nmodel = dummy\nconnection = none\n"
+                      "[smsd]\nservice = files\n")
+    monkeypatch.setattr(doctor, "SMSDRC", smsdrc)
+    etc = installed(tmp_path)
+    pager = load(etc / "pager.yaml")
+    monkeypatch.setattr(doctor, "_smsd_in_use", lambda: False)
+    assert doctor._modem(pager, etc / "pager.yaml") == []
+    monkeypatch.setattr(doctor, "_smsd_in_use", lambda: True)  # enabled, or running
+    lines = [str(line) for line in doctor._modem(pager, etc / "pager.yaml")]
+    assert lines[0].startswith(f"FAIL  the modem: the dummy phone's folder {phone}/: insmon "
+                               "cannot write it (owned by root:root") or "no user insmon" in \
+        lines[0], lines
+    assert not any("RunOnReceive" in line for line in lines), lines
 
 
 def test_the_pair_each_pager_answering_in_its_role(tmp_path: Path) -> None:
@@ -334,3 +388,31 @@ def test_the_running_pager_says_whom_it_pages_and_what_it_holds(tmp_path: Path) 
     finally:
         pager.stop()
         manager.shutdown()
+
+
+def test_a_person_no_channel_reaches_is_a_failure(tmp_path: Path) -> None:
+    """A half-filled pager.yaml: the on-call's channels are SMS and e-mail, but neither
+    their mobile nor their email is written in. Valid, and every page to them would go
+    to nobody: `pager validate` warns and the doctor fails, naming them."""
+    etc = installed(tmp_path)
+    path = etc / "pager.yaml"
+    path.write_text(path.read_text() + (
+        "public_url: http://192.0.2.10:9095\n"
+        "channels: {sms: {type: sms, gammu_config: /etc/gammu-smsdrc}, mail: {type: email, "
+        "host: 127.0.0.1, sender: insmon@h.test}}\n"
+        "people: {zhang: {name: 张三, channels: [sms, mail]}}\n"
+        "teams: {server_ops: {name: 运维组, rotation: {since: 2020-01-01, order: [zhang]},"
+        " lead: zhang}, network: {name: 网络组, rotation: {since: 2020-01-01, order: "
+        "[zhang]}, lead: zhang}}\n"))
+    validate = subprocess.run([INSMON, "pager", "validate", str(path)], capture_output=True,
+                              text=True, timeout=60)
+    assert validate.returncode == 0, validate.stderr
+    assert "warning: people.zhang: no channel of theirs has their address" in validate.stderr
+    done = doctor_at(etc)
+    assert f"FAIL  {path}: no channel reaches zhang (an SMS or http channel needs their " \
+           "mobile, e-mail their email): a page to them goes to nobody\n      → their mobile " \
+           f"or email in {path} (or a channel that has it), then insmon pager validate " \
+           f"{path} && systemctl restart insmon-pager" in done.stdout, done.stdout
+    path.write_text(path.read_text().replace("{name: 张三,", "{name: 张三, mobile: '13912340001',"))
+    done = doctor_at(etc)
+    assert f"OK    {path} is valid: pages 2 teams, 1 people" in done.stdout, done.stdout
