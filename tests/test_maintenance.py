@@ -244,9 +244,9 @@ def test_windows_on_days_past_the_calendar_data_are_said_to_be_provisional(
 
     now = datetime.now(SHANGHAI)
     with caplog.at_level("WARNING", logger="insmon"):
-        made = realise_windows(file, manager.url, Trail(audit), 8 * 86400.0, None, now)
+        made = realise_windows(file, manager.url, Trail.open(audit), 8 * 86400.0, None, now)
     assert {w.name for w, _, _ in made} == {"daily", "batch"}
-    records = [r["detail"] for r in Trail(audit).records()
+    records = [r["detail"] for r in Trail.open(audit).records()
                if r["event"] == "maintenance-scheduled"]
     assert records and all(r.get("provisional") is (True if r["window"] == "batch" else None)
                            for r in records)
