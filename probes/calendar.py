@@ -60,10 +60,11 @@ class SiteDates(BaseModel):
     workdays: list[datetime.date] = Field(default_factory=list, max_length=1000)
     known_until: datetime.date
 
-    def faults(self) -> list[tuple[tuple[str, int], str]]:
+    def faults(self) -> list[tuple[tuple[str | int, ...], str]]:
         """(where, what) of each date that cannot be right: after known_until, both a
-        holiday and a make-up working day, or a make-up working day on a weekday."""
-        found = []
+        holiday and a make-up working day, a make-up working day on a weekday, or a day
+        off by law made a working day (see _law_days_worked)."""
+        found: list = []
         for key in ("holidays", "workdays"):
             for i, day in enumerate(getattr(self, key)):
                 if day > self.known_until:
@@ -76,6 +77,34 @@ class SiteDates(BaseModel):
                 elif key == "workdays" and day.weekday() < 5:
                     found.append(((key, i), f"{day} is a {day:%A}: a make-up working day "
                                   "(调休) is a Saturday or Sunday worked"))
+        return found + self._law_days_worked()
+
+    def _law_days_worked(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """Every day up to known_until is known, so a statutory holiday past the
+        package's data that the file leaves out would be a working day, not a
+        provisional one (a bare known_until: New Year's Day worked). The law's days
+        (as revised in 2024, in force from 2025) are days off whatever the notice adds."""
+        _, _, package_end = package_dates()
+        workdays = {day: i for i, day in enumerate(self.workdays)  # the others: faults()
+                    if day.weekday() >= 5 and day not in self.holidays
+                    and day <= self.known_until}
+        first = min([package_end.year + 1, *(day.year for day in workdays)])
+        found: list = []
+        missing = []
+        for year in range(max(first, LAW_SINCE), self.known_until.year + 1):
+            for day, name in statutory_holidays(year).items():
+                if day in workdays:
+                    found.append((("workdays", workdays[day]),
+                                  f"{day} is {name}, a day off by law: no make-up working day"))
+                elif (package_end < day <= self.known_until and day.weekday() < 5
+                      and day not in self.holidays):
+                    missing.append(f"{day} ({name})")
+        if missing:
+            more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+            found.append((("known_until",), f"{self.known_until}, but the law's days off "
+                          f"{', '.join(missing[:3])}{more} are not in holidays: list every "
+                          "day off of the State Council's notice, or known_until at the "
+                          "last day the lists cover"))
         return found
 
 
@@ -99,6 +128,7 @@ METRICS = (
 # (tests/test_calendar.py), and, checked once against an ephemeris (PyEphem), Qingming
 # 2004-2100 and the lunar new years to 2100.
 LUNAR_YEARS = range(1901, 2101)
+LAW_SINCE = 2025  # the eve and 2 May are the law's days from the 2024 revision on
 
 
 @functools.lru_cache(maxsize=32)
@@ -197,7 +227,7 @@ def site_dates(path: Path) -> SiteDates:
     """The site's file, or ProbeFailure with its first fault (`insmon validate` says
     them all, with their lines)."""
     try:
-        site = SiteDates.model_validate(yaml.safe_load(path.read_text("utf-8")))
+        site = SiteDates.model_validate(_read_yaml(path.read_text("utf-8"), path))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ProbeFailure(f"cannot read the calendar file {path}: "
                            f"{getattr(exc, 'strerror', None) or exc}") from None
@@ -209,6 +239,20 @@ def site_dates(path: Path) -> SiteDates:
         where, what = faults[0]
         raise ProbeFailure(f"calendar file {path}: {_where(where)}: {what}")
     return site
+
+
+def _read_yaml(text: str, path: Path) -> object:
+    """The file's data, with libyaml's parser when PyYAML has it (the file is read on
+    every run, in the event loop). PyYAML keeps the last of a key given twice: a second
+    `holidays:` block would drop the first in silence (insmon validate refuses it too)."""
+    root = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    seen: set[str] = set()
+    for key, _ in root.value if isinstance(root, yaml.MappingNode) else ():
+        if key.value in seen:
+            raise ProbeFailure(f"calendar file {path}:{key.start_mark.line + 1}: key "
+                               f"{key.value!r} is given twice")
+        seen.add(key.value)
+    return yaml.SafeLoader("").construct_document(root) if root is not None else None
 
 
 def _where(loc: tuple) -> str:
@@ -263,8 +307,15 @@ class Probe:
         self.calendar = WorkingCalendar(cfg.file)
 
     async def run(self) -> ProbeResult:
-        # the file: small, on the config's disk, read each run
-        dates = self.calendar.dates()
+        # the file: small, on the config's disk, read each run. One that is wrong fails
+        # the run, and the day comes from the package's dates and past them the law's
+        # (as insmon's own series take it), not from a Monday-to-Friday guess of the
+        # alert rules without the series.
+        try:
+            dates, wrong = self.calendar.dates(), ""
+        except ProbeFailure as exc:
+            dates, wrong = WorkingCalendar().dates(), (
+                f"{exc}; meanwhile the chinesecalendar package's dates only: ")
         today = dates.day(local_today())
         samples = (Sample("insmon_calendar_workday", float(today.workday)),
                    Sample("insmon_calendar_holiday", float(today.holiday)))
@@ -273,8 +324,10 @@ class Probe:
                   f"{' (provisional)' if today.provisional else ''}; dates known until "
                   f"{dates.known_until}")
         if today.provisional:
-            return ProbeResult("failed", samples, f"{detail}: " + provisional_note(
+            return ProbeResult("failed", samples, f"{wrong}{detail}: " + provisional_note(
                 dates, self.calendar.to_fill()))
+        if wrong:
+            return ProbeResult("failed", samples, wrong + detail)
         days_left = (dates.known_until - today.date).days + 1
         if days_left < WARN_DAYS:
             detail += f" ({days_left} days left: next year's dates are due)"

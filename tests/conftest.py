@@ -5,8 +5,9 @@ from __future__ import annotations
 import fcntl
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -185,6 +186,22 @@ async def render(config: CheckBase, prefix: str) -> tuple[str, str]:
     text = exposition(store.snapshot()).decode()
     series = "".join(line + "\n" for line in text.splitlines() if line.startswith(prefix))
     return f"# {record.status}: {record.detail}\n", series
+
+
+def calendar_file(path: Path, known_until: date, holidays: Iterable[date] = (),
+                  workdays: Iterable[date] = ()) -> Path:
+    """A site's calendar file known until `known_until`, as a site fills it: with the
+    law's days off past the package's data (insmon refuses a file without them), and
+    the test's own holidays and make-up working days."""
+    from probes.calendar import package_dates, statutory_holidays
+
+    _, _, end = package_dates()
+    law = {day for year in range(end.year + 1, known_until.year + 1)
+           for day in statutory_holidays(year) if end < day <= known_until}
+    path.write_text(f"holidays: [{', '.join(map(str, sorted({*law, *holidays})))}]\n"
+                    f"workdays: [{', '.join(map(str, workdays))}]\n"
+                    f"known_until: {known_until}\n")
+    return path
 
 
 def sample_value(store: ResultStore, name: str, labels: dict[str, str]) -> float | None:

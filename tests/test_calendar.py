@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from probes import calendar
-from tests.conftest import INSMON, ROOT, render, value
+from tests.conftest import INSMON, ROOT, calendar_file, render, value
 
 pytestmark = pytest.mark.dates
 TODAY = datetime.datetime.now(calendar.SHANGHAI).date()  # the test's own clock
@@ -117,9 +117,8 @@ async def test_a_sites_own_dates_extend_and_override(monkeypatch: pytest.MonkeyP
                                                      tmp_path: Path) -> None:
     _, _, known_until = calendar.package_dates()
     next_year = known_until.year + 1
-    dates = tmp_path / "calendar.yaml"
-    dates.write_text(f"holidays: [{next_year}-01-01]\nworkdays: [2026-11-21]\n"
-                     f"known_until: {next_year}-12-31\n")
+    dates = calendar_file(tmp_path / "calendar.yaml", datetime.date(next_year, 12, 31),
+                          workdays=[datetime.date(2026, 11, 21)])
     config = calendar.Config(name="cal", kind="calendar", file=dates)
     on(monkeypatch, f"{next_year}-01-01")
     status, series = await render(config, "insmon_calendar_")
@@ -135,21 +134,29 @@ async def test_a_sites_own_dates_extend_and_override(monkeypatch: pytest.MonkeyP
 
 
 async def test_a_site_file_that_cannot_be_right_fails_the_check_saying_where(
-        tmp_path: Path) -> None:
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    on(monkeypatch, TODAY)
     dates = tmp_path / "calendar.yaml"
     dates.write_text("holidays: [2027-10-01]\nworkdays: [2027-09-26, 2072-10-09]\n"
                      "known_until: 2027-12-31\n")
-    status, _ = await render(calendar.Config(name="cal", kind="calendar", file=dates),
-                             "insmon_calendar_")
-    assert status == (f"# failed: calendar file {dates}: workdays[1]: 2072-10-09 is after "
-                      "known_until (2027-12-31): the file knows the days only until then (a "
-                      "typo in the year, or known_until to move on)\n")
+    status, series = await render(calendar.Config(name="cal", kind="calendar", file=dates),
+                                  "insmon_calendar_")
+    assert status.startswith(
+        f"# failed: calendar file {dates}: workdays[1]: 2072-10-09 is after known_until "
+        "(2027-12-31): the file knows the days only until then (a typo in the year, or "
+        f"known_until to move on); meanwhile the chinesecalendar package's dates only: "
+        f"{TODAY}: "), status
+    assert value(series, 'insmon_calendar_workday{check="cal"}') == \
+        calendar.WorkingCalendar().is_workday(TODAY)
 
 
 def test_validate_names_every_fault_of_the_calendar_file_with_its_line(
         tmp_path: Path) -> None:
     dates = tmp_path / "calendar.yaml"
-    dates.write_text("# 2027\nholidays:\n  - 2027-10-01\n  - 2072-10-02\n"
+    law = "".join(f"  - {day}\n" for day in calendar.statutory_holidays(2027)
+                  if str(day) != "2027-10-01")  # the law's days off, as a site lists them
+    line = 5 + law.count("\n")  # of workdays
+    dates.write_text(f"# 2027\nholidays:\n  - 2027-10-01\n  - 2072-10-02\n{law}"
                      "workdays: [2027-10-01, 2027-10-08, 2027-09-26]\nknown_until: 2027-12-31\n")
     config = tmp_path / "insmon.yaml"
     config.write_text(f"checks:\n- {{name: cal, kind: calendar, file: {dates}}}\n")
@@ -160,16 +167,88 @@ def test_validate_names_every_fault_of_the_calendar_file_with_its_line(
         assert done.stderr.splitlines() == [
             f"{dates}:4: holidays[1]: 2072-10-02 is after known_until (2027-12-31): the file "
             "knows the days only until then (a typo in the year, or known_until to move on)",
-            f"{dates}:5: workdays[0]: 2027-10-01 is also in holidays: a day is one or the "
-            "other",
-            f"{dates}:5: workdays[1]: 2027-10-08 is a Friday: a make-up working day (调休) is "
-            "a Saturday or Sunday worked"], done.stderr
-    dates.write_text("holidays: [2027-10-01]\nworkdays: [2027-09-26]\nknown_until: 2027-12-31\n")
+            f"{dates}:{line}: workdays[0]: 2027-10-01 is also in holidays: a day is one or "
+            "the other",
+            f"{dates}:{line}: workdays[1]: 2027-10-08 is a Friday: a make-up working day (调休) "
+            "is a Saturday or Sunday worked"], done.stderr
+    dates.write_text(f"holidays:\n  - 2027-10-01\n{law}workdays: [2027-09-26]\n"
+                     "known_until: 2027-12-31\n")
     done = subprocess.run([INSMON, "validate", str(dates)], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr
-    assert done.stdout == (f"{dates}: ok, calendar dates known until 2027-12-31: 1 holidays, "
+    assert done.stdout == (f"{dates}: ok, calendar dates known until 2027-12-31: 13 holidays, "
                            "1 make-up working days\n")
+
+
+async def test_a_site_file_that_works_the_laws_days_off_is_refused(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """known_until makes every day up to it known: a year past the package's data whose
+    statutory holidays are not in the file would be called working days, not
+    provisional (New Year's Day a working day, as the issue found). validate and the
+    check refuse it, as they refuse one of the law's days among the make-up days."""
+    _, _, end = calendar.package_dates()
+    year = end.year + 1
+    law = calendar.statutory_holidays(year)
+    weekdays = [day for day in law if day.weekday() < 5]
+    dates = tmp_path / "calendar.yaml"
+    config = calendar.Config(name="cal", kind="calendar", file=dates)
+    on(monkeypatch, f"{year}-01-01")
+    for text in (f"known_until: {year}-12-31\n",  # the doctor's FAIL silenced, no dates
+                 f"holidays: [{', '.join(map(str, weekdays[1:]))}]\n"
+                 f"known_until: {year}-12-31\n"):
+        dates.write_text(text)
+        done = subprocess.run([INSMON, "validate", str(dates)], capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 1, done.stdout
+        assert f"{dates}:" in done.stderr and f"the law's days off {weekdays[0]} " \
+            f"({law[weekdays[0]]})" in done.stderr, done.stderr
+        status, series = await render(config, "insmon_calendar_")
+        assert status.startswith(f"# failed: calendar file {dates}: known_until: "), status
+        # the day from the package and the law's rules, as insmon's own series take it
+        assert f"{year}-01-01: statutory holiday 元旦 New Year's Day (provisional)" in status
+        assert value(series, 'insmon_calendar_holiday{check="cal"}') == 1
+        assert value(series, 'insmon_calendar_workday{check="cal"}') == 0
+    # every day the law gives off, listed: the file is right
+    dates.write_text(f"holidays: [{', '.join(map(str, law))}]\nknown_until: {year}-12-31\n")
+    status, series = await render(config, "insmon_calendar_")
+    assert status.startswith(f"# ok: {year}-01-01: statutory holiday; "), status
+    assert value(series, 'insmon_calendar_workday{check="cal"}') == 0
+
+    # one of the law's days among the make-up working days (a Saturday or Sunday)
+    weekend = next(day for y in range(year, year + 10)
+                   for day in calendar.statutory_holidays(y) if day.weekday() >= 5)
+    off = [day for y in range(year, weekend.year + 1) for day in calendar.statutory_holidays(y)
+           if day != weekend]
+    dates.write_text(f"holidays: [{', '.join(map(str, off))}]\nworkdays: [{weekend}]\n"
+                     f"known_until: {weekend.year}-12-31\n")
+    done = subprocess.run([INSMON, "validate", str(dates)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 1
+    assert f"workdays[0]: {weekend} is {calendar.statutory_holidays(weekend.year)[weekend]}" \
+        ", a day off by law" in done.stderr, done.stderr
+
+    # "known until forever": a known_until no list of dates can reach
+    dates.write_text("known_until: 9999-12-31\n")
+    done = subprocess.run([INSMON, "validate", str(dates)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 1 and "more are not in holidays" in done.stderr, done.stderr
+    assert len(done.stderr) < 2000, done.stderr  # the first days said, the rest counted
+
+
+async def test_a_key_given_twice_fails_the_check_as_validate_refuses_it(
+        tmp_path: Path) -> None:
+    """PyYAML keeps the last of two keys: a second `holidays:` block (next year's, added
+    below this year's) would silently drop the first, or a second known_until win."""
+    dates = tmp_path / "calendar.yaml"
+    dates.write_text("holidays: [2026-10-01]\nknown_until: 2026-12-31\n"
+                     "known_until: 2099-12-31\n")
+    done = subprocess.run([INSMON, "validate", str(dates)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 1 and "'known_until' is given twice" in done.stderr
+    status, _ = await render(calendar.Config(name="cal", kind="calendar", file=dates),
+                             "insmon_calendar_")
+    assert status.startswith(f"# failed: calendar file {dates}:3: key 'known_until' is "
+                             "given twice"), status
 
 
 def test_the_example_holds_the_laws_days_and_wants_known_until(tmp_path: Path) -> None:
@@ -212,8 +291,7 @@ def test_insmon_says_until_when_its_calendar_is_known_without_a_calendar_check(
 
     _, _, end = calendar.package_dates()
     before = datetime.datetime.now(calendar.SHANGHAI).date()
-    site = tmp_path / "calendar.yaml"
-    site.write_text(f"known_until: {TODAY + datetime.timedelta(days=400)}\n")
+    site = calendar_file(tmp_path / "calendar.yaml", TODAY + datetime.timedelta(days=400))
     config = tmp_path / "insmon.yaml"
     config.write_text("checks:\n- {name: cpu, kind: cpu, interval: 1s}\n")
     monitor = Running("-c", str(config), "--audit", str(tmp_path / "audit"))
@@ -252,8 +330,7 @@ def test_the_doctor_says_how_long_the_data_lasts(monkeypatch: pytest.MonkeyPatch
     line = _calendar(None, TODAY)
     assert line.status == "FAIL" and line.what.endswith(": 10 days left")
     assert line.todo.startswith(f"add the State Council's dates to {calendar.SITE_FILE}")
-    site = tmp_path / "calendar.yaml"
-    site.write_text(f"known_until: {TODAY + datetime.timedelta(days=400)}\n")
+    site = calendar_file(tmp_path / "calendar.yaml", TODAY + datetime.timedelta(days=400))
     assert _calendar(site, TODAY).status == "OK"  # the site's file carries it on
     package_ends(monkeypatch, TODAY - datetime.timedelta(days=1))
     line = _calendar(None, TODAY)

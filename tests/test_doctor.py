@@ -21,7 +21,7 @@ import pytest
 
 from ops.stack import free_port
 from probes.base import SHANGHAI
-from tests.conftest import INSMON, ROOT
+from tests.conftest import INSMON, ROOT, calendar_file
 from tests.debian_root import site_configs
 from tests.pager_rig import PagerProcess
 
@@ -57,8 +57,7 @@ def site_calendar(etc: Path, seen_as: Path | None = None) -> None:
     """The site's calendar file, known for a year past the test's own clock, as a site
     keeps it, named in hospital.yaml (by `seen_as`, the folder as insmon sees it): the
     doctor's calendar line is then OK whatever the day."""
-    known = datetime.now(SHANGHAI).date() + timedelta(days=400)
-    (etc / "calendar.yaml").write_text(f"known_until: {known}\n")
+    calendar_file(etc / "calendar.yaml", datetime.now(SHANGHAI).date() + timedelta(days=400))
     hospital = etc / "hospital.yaml"
     hospital.write_text(hospital.read_text().replace(
         "    kind: calendar\n",

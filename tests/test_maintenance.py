@@ -18,7 +18,8 @@ from ops import maintenance
 from ops.recorder import Recorder
 from ops.stack import Alertmanager
 from probes.base import SHANGHAI
-from tests.conftest import INSMON
+from probes.calendar import WorkingCalendar
+from tests.conftest import INSMON, calendar_file
 
 
 def next_monday(after: date) -> date:
@@ -46,13 +47,18 @@ def ours(manager: Alertmanager) -> list[dict]:
 
 def test_a_recurring_window_follows_the_working_calendar_once_each(
         manager: Alertmanager, tmp_path: Path) -> None:
-    # two weeks from now: a Thursday made a statutory holiday and that week's Saturday a
-    # make-up working day, in the site's calendar file (as a site adds next year's dates)
-    monday = next_monday(datetime.now(SHANGHAI).date() + timedelta(days=14))
+    # two weeks from now or after, a week with no day off or make-up day of its own
+    # (the package's or the law's): a Thursday made a statutory holiday and that week's
+    # Saturday a make-up working day, in the site's calendar file (as a site adds next
+    # year's dates)
+    known = WorkingCalendar().dates()
+    monday = next(day for day in (next_monday(datetime.now(SHANGHAI).date() + timedelta(
+        days=14 + 7 * i)) for i in range(10)) if all(
+        known.day(day + timedelta(days=d)).kind in ("working day", "weekend")
+        for d in range(-1, 10)))
     holiday, makeup = monday + timedelta(days=3), monday + timedelta(days=5)
-    calendar = tmp_path / "calendar.yaml"
-    calendar.write_text(f"holidays: [{holiday}]\nworkdays: [{makeup}]\n"
-                        f"known_until: {monday + timedelta(days=60)}\n")
+    calendar = calendar_file(tmp_path / "calendar.yaml", monday + timedelta(days=60),
+                             [holiday], [makeup])
     file, audit = tmp_path / "maintenance.yaml", tmp_path / "audit"
     file.write_text("# the platform's announced windows (省平台维护公告)\n")
     common = ["--file", str(file), "--audit", str(audit), "--site", "h1"]
@@ -256,8 +262,7 @@ def test_windows_on_days_past_the_calendar_data_are_said_to_be_provisional(
         m.startswith("recurring window batch: the silence from ") for m in logged)
 
     # a site file carrying the calendar 60 days on: nothing provisional to say
-    site = tmp_path / "calendar.yaml"
-    site.write_text(f"known_until: {today + timedelta(days=60)}\n")
+    site = calendar_file(tmp_path / "calendar.yaml", today + timedelta(days=60))
     assert cli.main(["maintenance", "--every", "offday", "--name", "weekend", *common,
                      "--calendar", str(site)]) == 0
     assert "provisional" not in capsys.readouterr().err

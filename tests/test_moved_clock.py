@@ -17,7 +17,7 @@ import yaml
 
 from ops import report
 from probes import calendar
-from tests.conftest import INSMON, free_port, wait_for
+from tests.conftest import INSMON, calendar_file, free_port, wait_for
 from tests.moved_clock import moved
 
 # The working Monday after New Year of the first year the package's data does not cover
@@ -58,8 +58,7 @@ def test_the_recurring_window_command_warns_past_the_data(tmp_path: Path) -> Non
                                   f"{KNOWN_UNTIL + dt.timedelta(days=1)} are provisional")
     assert f"add the State Council's dates to {calendar.SITE_FILE}" in done.stderr
     # the site's file with the year's dates: nothing to warn of
-    site = tmp_path / "calendar.yaml"
-    site.write_text(f"holidays: []\nknown_until: {FIRST_MONDAY.year}-12-31\n")
+    site = calendar_file(tmp_path / "calendar.yaml", dt.date(FIRST_MONDAY.year, 12, 31))
     done = insmon("maintenance", "--every", "offday", "--name", "weekend", *common,
                   "--calendar", str(site), at=at)
     assert done.returncode == 0 and done.stderr == "", done.stderr
