@@ -115,9 +115,10 @@ def _do_run(args: argparse.Namespace) -> int:
             print("insmon run: the config's maintenance windows need an audit trail "
                   "(--audit DIR, or systemd's StateDirectory)", file=sys.stderr)
             return 1
+        calendar = loaded.config.calendar_file  # the site's one file, whoever names it
         jobs.append(("recurring maintenance windows", windows.every, lambda now:
                      realise_windows(windows.file, windows.alertmanager, trail,
-                                     windows.ahead, windows.calendar, now)))
+                                     windows.ahead, calendar, now)))
     return asyncio.run(Service(loaded, args.config, args.listen, web, trail, jobs).run())
 
 

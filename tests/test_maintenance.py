@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
@@ -177,6 +177,42 @@ def test_insmon_run_makes_the_silences_ahead_by_itself(manager: Alertmanager,
     records = [r for r in Trail(tmp_path / "audit").records()
                if r["event"] == "maintenance-scheduled"]
     assert records and records[0]["who"] == "wangwu"
+
+
+def test_insmon_run_takes_the_site_calendar_file_its_calendar_check_names(
+        manager: Alertmanager, tmp_path: Path) -> None:
+    """One calendar file per site: named by the calendar check alone, the recurring
+    windows follow it too (a make-up Saturday of the site's file gets its window). insmon
+    runs on the Friday before it (libfaketime; Alertmanager keeps the real clock, behind)."""
+    from ops.stack import free_port, wait_for
+    from tests.moved_clock import moved
+
+    today = datetime.now(SHANGHAI).date()
+    known = WorkingCalendar().dates()
+    saturday = next(day for day in (today + timedelta(days=i) for i in range(2, 30))
+                    if day.weekday() == 5 and known.day(day).kind == "weekend")
+    site = calendar_file(tmp_path / "calendar.yaml", today + timedelta(days=60),
+                         workdays=[saturday])
+    file = tmp_path / "maintenance.yaml"
+    maintenance.add_recurring(file, maintenance.Recurring.model_validate(
+        {"name": "batch", "site": "h1", "every": "workday", "from": "01:00", "to": "01:30",
+         "comment": "结算批处理", "declared_by": "wangwu"}))
+    config = tmp_path / "insmon.yaml"
+    config.write_text(f"listen: 127.0.0.1:{free_port()}\n"
+                      f"checks:\n- {{name: cal, kind: calendar, file: {site}}}\n"
+                      f"maintenance: {{file: {file}, alertmanager: '{manager.url}', "
+                      "ahead: 24h, every: 1s}\n")
+    friday = datetime.combine(saturday - timedelta(days=1), time(12), SHANGHAI)
+    process = subprocess.Popen([INSMON, "run", "-c", str(config), "--audit",
+                                str(tmp_path / "audit")], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env=moved(friday))
+    try:
+        wait_for(lambda: any(f"batch {saturday}T01:00" in s["comment"]
+                             for s in ours(manager)), 30,
+                 f"the window of the make-up Saturday {saturday}")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 def test_an_occurrence_ended_early_is_not_made_again(manager: Alertmanager,
