@@ -70,6 +70,17 @@ def test_every_alert_is_graded_owned_explained_and_tested(rule: dict) -> None:
     assert (rule["alert"], labels["grade"]) in fired
 
 
+def test_every_grade_raised_in_peak_hours_says_when_they_are_provisional() -> None:
+    """Peak hours past the calendar's data rest on the law's holidays alone: an alert
+    graded by them says so (calendar_test.yml shows one doing it), in each variant."""
+    peak = {rule["alert"] for rule in alerts() if "insmon:peak_hours" in rule["expr"]}
+    assert len(peak) >= 6
+    for rule in alerts():
+        if rule["alert"] in peak:
+            assert 'query "max(insmon_calendar_provisional) == 1"' in \
+                rule["annotations"]["description"], rule["alert"]
+
+
 def test_every_runbook_belongs_to_an_alert() -> None:
     # and PagerPeerDown, which the pager that is left pages itself (pager/engine.py)
     names = {rule["alert"] for rule in alerts()} | {"PagerPeerDown"}
