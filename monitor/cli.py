@@ -197,7 +197,7 @@ def _a_calendar_file(path: Path) -> bool:
 
     try:
         data = yaml.safe_load(path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError, ValueError):
         return False  # the config's loader says what is wrong
     return (isinstance(data, dict) and "checks" not in data
             and bool(data.keys() & {"holidays", "workdays", "known_until"}))

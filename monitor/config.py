@@ -260,12 +260,26 @@ class _Strict:
         return super().construct_mapping(node, deep=deep)
 
 
+    def construct_yaml_timestamp(self, node: yaml.ScalarNode) -> object:
+        """A date YAML reads and Python refuses (2027-02-29) named at its line, not a
+        ValueError's traceback."""
+        try:
+            return super().construct_yaml_timestamp(node)
+        except ValueError as exc:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{node.value} is no date ({exc})", node.start_mark) from None
+
+
 class _StrictLoader(_Strict, FastLoader):
     pass
 
 
 class _SlowStrictLoader(_Strict, yaml.SafeLoader):
     pass
+
+
+for _loader in (_StrictLoader, _SlowStrictLoader):
+    _loader.add_constructor("tag:yaml.org,2002:timestamp", _Strict.construct_yaml_timestamp)
 
 
 

@@ -252,7 +252,25 @@ def _read_yaml(text: str, path: Path) -> object:
             raise ProbeFailure(f"calendar file {path}:{key.start_mark.line + 1}: key "
                                f"{key.value!r} is given twice")
         seen.add(key.value)
-    return yaml.SafeLoader("").construct_document(root) if root is not None else None
+    try:
+        return _Dates("").construct_document(root) if root is not None else None
+    except yaml.MarkedYAMLError as exc:
+        raise ProbeFailure(f"calendar file {path}:{exc.problem_mark.line + 1}: "
+                           f"{exc.problem}") from None
+
+
+class _Dates(yaml.SafeLoader):
+    def construct_yaml_timestamp(self, node: yaml.ScalarNode) -> object:
+        """A date YAML reads and Python refuses (2027-02-29, a ValueError) is a fault of
+        the file, named at its line."""
+        try:
+            return super().construct_yaml_timestamp(node)
+        except ValueError as exc:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{node.value} is no date ({exc})", node.start_mark) from None
+
+
+_Dates.add_constructor("tag:yaml.org,2002:timestamp", _Dates.construct_yaml_timestamp)
 
 
 def _where(loc: tuple) -> str:

@@ -235,6 +235,30 @@ async def test_a_site_file_that_works_the_laws_days_off_is_refused(
     assert len(done.stderr) < 2000, done.stderr  # the first days said, the rest counted
 
 
+async def test_a_day_no_calendar_has_is_named_with_its_line(tmp_path: Path) -> None:
+    """29 February of a common year, a 13th month: YAML takes them for dates and Python
+    refuses them (ValueError, not a YAML error): validate and the check name them, with
+    no traceback, and the check keeps its series (the package's day)."""
+    dates = tmp_path / "calendar.yaml"
+    config = tmp_path / "insmon.yaml"
+    config.write_text(f"checks:\n- {{name: cal, kind: calendar, file: {dates}}}\n")
+    for day, why in (("2027-02-29", "day is out of range for month"),
+                     ("2027-13-01", "month must be in 1..12")):
+        dates.write_text(f"# 2027\nholidays: [2027-01-01, {day}]\nknown_until: 2027-12-31\n")
+        for path in (dates, config):
+            done = subprocess.run([INSMON, "validate", str(path)], capture_output=True,
+                                  text=True, timeout=60)
+            assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+            assert f"{dates}:2:" in done.stderr and f"{day} is no date ({why})" in \
+                done.stderr, done.stderr
+        status, series = await render(calendar.Config(name="cal", kind="calendar",
+                                                      file=dates), "insmon_calendar_")
+        assert status.startswith(f"# failed: calendar file {dates}:2: {day} is no date "
+                                 f"({why}); meanwhile the chinesecalendar package's dates "
+                                 "only: "), status
+        assert 'insmon_calendar_workday{check="cal"}' in series
+
+
 async def test_a_key_given_twice_fails_the_check_as_validate_refuses_it(
         tmp_path: Path) -> None:
     """PyYAML keeps the last of two keys: a second `holidays:` block (next year's, added

@@ -116,6 +116,19 @@ def test_a_shifts_file_broken_at_start_leaves_the_team_to_its_lead_and_fails_val
     assert done.returncode == 2 and "row 2: unknown person" in done.stderr
 
 
+def test_a_rotation_from_a_day_no_calendar_has_is_named_with_its_line(
+        tmp_path: Path) -> None:
+    """29 February of a common year: YAML reads a date, Python refuses it (ValueError):
+    validate names it where it is, as any fault of the config, never a traceback."""
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().replace("since: '2026-01-01'", "since: 2027-02-29"))
+    assert "since: 2027-02-29" in path.read_text()
+    done = insmon_pager("validate", str(path))
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    assert re.search(rf"{path}:\d+:\d+: .*2027-02-29 is no date \(day is out of range for "
+                     r"month\)", done.stderr), done.stderr
+
+
 def test_commands_that_need_no_rota_never_fail_on_a_broken_shifts_file(
         tmp_path: Path) -> None:
     path = write_config(tmp_path, HEADER + "garbage\n")
