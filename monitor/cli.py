@@ -402,11 +402,16 @@ def realise_windows(file: Path, alertmanager: str, trail, ahead: float,
     from datetime import timedelta
 
     from ops import maintenance
-    from probes.base import SHANGHAI
+    from probes.base import SHANGHAI, ProbeFailure
     from probes.calendar import WorkingCalendar, provisional_note
 
     working = WorkingCalendar(calendar)
-    dates = working.dates()  # read once a round
+    windows = maintenance.load_recurring(file)
+    try:
+        dates, wrong = working.dates(), None  # read once a round
+    except ProbeFailure as exc:  # the windows of any day or weekday need no calendar
+        dates, wrong = WorkingCalendar().dates(), exc
+        windows = [w for w in windows if w.every not in ("workday", "offday")]
 
     def record(window, start, end, silence) -> None:
         # a working day or day off past the calendar data is on record as provisional
@@ -422,8 +427,11 @@ def realise_windows(file: Path, alertmanager: str, trail, ahead: float,
                       "comment": window.comment, "silence": silence, "window": window.name,
                       **({"provisional": True} if provisional else {})})
 
-    return maintenance.realise(alertmanager, maintenance.load_recurring(file), now,
-                               timedelta(seconds=ahead), dates.is_workday, record)
+    made = maintenance.realise(alertmanager, windows, now, timedelta(seconds=ahead),
+                               dates.is_workday, record)
+    if wrong is not None:
+        raise ProbeFailure(f"{wrong}: the windows of working days or days off are not made")
+    return made
 
 
 # ------------------------------------------------------------------ drill

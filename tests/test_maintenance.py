@@ -215,6 +215,28 @@ def test_insmon_run_takes_the_site_calendar_file_its_calendar_check_names(
         process.wait(timeout=30)
 
 
+def test_a_broken_calendar_file_holds_back_only_the_windows_that_need_it(
+        manager: Alertmanager, tmp_path: Path) -> None:
+    """A typo in the site's calendar file takes neither the platform's weekly window nor
+    any window of a day or weekday with it: those are made; those of working days or
+    days off are not, and the round fails saying why (insmon run logs it)."""
+    from probes.base import ProbeFailure
+
+    now = datetime.now(SHANGHAI).replace(microsecond=0)
+    file = tmp_path / "maintenance.yaml"
+    for name, every in (("daily", "day"), ("batch", "workday"), ("weekend", "offday")):
+        maintenance.add_recurring(file, maintenance.Recurring.model_validate(
+            {"name": name, "site": "h1", "every": every,
+             "from": f"{now + timedelta(hours=1):%H:%M}",
+             "to": f"{now + timedelta(hours=2):%H:%M}", "comment": "x", "declared_by": "ops"}))
+    site = tmp_path / "calendar.yaml"
+    site.write_text("holidays: [the 1st of October]\nknown_until: 2027-12-31\n")
+    with pytest.raises(ProbeFailure, match=rf"calendar file {site}: holidays\[0\]: .*: the "
+                       "windows of working days or days off are not made"):
+        realise_windows(file, manager.url, Trail(tmp_path / "audit"), 3 * 3600.0, site, now)
+    assert [maintenance.TAG.search(s["comment"]).group(1) for s in ours(manager)] == ["daily"]
+
+
 def test_an_occurrence_ended_early_is_not_made_again(manager: Alertmanager,
                                                      tmp_path: Path) -> None:
     now = datetime.now(SHANGHAI).replace(microsecond=0)
