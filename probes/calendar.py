@@ -88,7 +88,7 @@ class SiteDates(BaseModel):
         workdays = {day: i for i, day in enumerate(self.workdays)  # the others: faults()
                     if day.weekday() >= 5 and day not in self.holidays
                     and day <= self.known_until}
-        first = min([package_end.year + 1, *(day.year for day in workdays)])
+        first = min([package_end.year, *(day.year for day in workdays)])
         found: list = []
         missing = []
         for year in range(max(first, LAW_SINCE), self.known_until.year + 1):

@@ -196,7 +196,7 @@ def calendar_file(path: Path, known_until: date, holidays: Iterable[date] = (),
     from probes.calendar import package_dates, statutory_holidays
 
     _, _, end = package_dates()
-    law = {day for year in range(end.year + 1, known_until.year + 1)
+    law = {day for year in range(end.year, known_until.year + 1)
            for day in statutory_holidays(year) if end < day <= known_until}
     path.write_text(f"holidays: [{', '.join(map(str, sorted({*law, *holidays})))}]\n"
                     f"workdays: [{', '.join(map(str, workdays))}]\n"

@@ -379,8 +379,8 @@ def test_the_doctors_mend_names_the_file_where_no_check_does(monkeypatch: pytest
                          f"{hospital} (file: {calendar.SITE_FILE}), then insmon validate "
                          f"{hospital} && systemctl reload insmon; or upgrade the "
                          "chinesecalendar package"), line.todo
-    site = tmp_path / "etc" / "calendar.yaml"  # standing for /etc/insmon/calendar.yaml
-    site.write_text(f"known_until: {TODAY + datetime.timedelta(days=400)}\n")
+    site = calendar_file(tmp_path / "etc" / "calendar.yaml",  # as /etc/insmon/calendar.yaml
+                         TODAY + datetime.timedelta(days=400))
     assert _calendar(load(hospital).config.calendar_file, TODAY,
                      config=hospital).status == "FAIL"  # written, and read by nothing
     hospital.write_text(hospital.read_text().replace(
