@@ -11,6 +11,7 @@ import json
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from pager.config import GRADE_ZH, PagerConfig
 from pager.rota import SHANGHAI
@@ -19,11 +20,19 @@ KIND_ZH = {"page": "", "escalation": "【升级】", "repeat": "【仍在告警�
            "ack": "【已确认】", "reminder": "【报告提醒】"}
 
 
+class Short(NamedTuple):
+    """An SMS's fields, kept apart until `fit` puts them together: what happened, since
+    when and how to acknowledge, and the ack link (a summary may hold any character)."""
+    head: str
+    tail: str
+    link: str = ""
+
+
 @dataclass(frozen=True)
 class Message:
     title: str
     text: str
-    short: str
+    short: Short
     # what it tells whom, as (incident, kind, step, person): whose it may be, and
     # whether it went out (the pager's log, and the invariants' simulation)
     news: frozenset[tuple[int, str, int, str]] = frozenset()
@@ -116,8 +125,8 @@ def compose(config: PagerConfig, incident: sqlite3.Row, kind: str, step: int,
 
 
 def _short(incident: sqlite3.Row, kind: str, head: str, stopped: bool, link: str,
-           acker: str | None, now: float, numbered: bool = True) -> str:
-    """The SMS as head|tail|link, fitted to a channel's length by `fit`."""
+           acker: str | None, now: float, numbered: bool = True) -> Short:
+    """The SMS's fields, fitted to a channel's length by `fit`."""
     tail = {"page": f"{clock(incident['started'], False)}起",
             "escalation": f"{clock(incident['started'], False)}起，无人确认",
             "repeat": f"{clock(incident['started'], False)}起，仍在告警",
@@ -128,8 +137,8 @@ def _short(incident: sqlite3.Row, kind: str, head: str, stopped: bool, link: str
         tail = "结算已中断 " + tail
     if kind in ("page", "escalation", "repeat") and not incident["acked"]:
         tail += f"。回复1确认(ACK {incident['id']})" if numbered else "。回复1确认"
-        return f"{head}|{tail}|{link}"
-    return f"{head}|{tail}|"
+        return Short(head, tail, link)
+    return Short(head, tail)
 
 
 def pack(parts: list[Message], fits: Callable[[Message], bool]
@@ -180,10 +189,10 @@ def _cut(line: str, fits: Callable[[str], bool]) -> list[str]:
     return _cut(line[:half], fits) + _cut(line[half:], fits)
 
 
-def fit(short: str, limit: int) -> str:
+def fit(short: Short, limit: int) -> str:
     """What it is and what to do, within `limit` characters: the link goes first when
     there is no room (a reply acknowledges too), then the head is cut."""
-    head, tail, link = short.split("|", 2)
+    head, tail, link = short
     whole = f"{head} {tail} {link}".strip()
     if len(whole) <= limit:
         return whole
