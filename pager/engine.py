@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pager.clock import Clock
-from pager.config import DRILL, GRADE_ZH, GRADES, UNROUTED, WATCHDOG, PagerConfig
+from pager.config import DRILL, GRADE_ZH, GRADES, PAGES, UNROUTED, WATCHDOG, PagerConfig
 from pager.rota import Rota
 from pager.store import Store, StoreError
 
@@ -64,6 +64,7 @@ class Engine:
         self.clock = clock or Clock(store.get("clock"))
         self.rota = rota or Rota(config)
         self.gaps: dict[str, int] = {}  # team -> pages that found nobody on call
+        self.unreached: dict[str, int] = {}  # team -> pages their person could not get
         self.errors = 0  # decisions set aside because they failed
         # The countdown goes on across a restart, less the time the pager was down and
         # could not hear the Watchdog (a pager restarting every minute must not keep it
@@ -259,13 +260,51 @@ class Engine:
         """An outbox row: the person's channels in order, `prefer`'s types first."""
         route = self.route(person, prefer)
         if not route:
-            log.error("%s has no channel that can reach them", person)
-            self._event(db, incident, self.wall(), "unreachable", person)
+            self._unreachable(db, incident, person, kind, step, now,
+                              "has no channel that can reach them")
             return
         db.execute("INSERT OR IGNORE INTO deliveries (incident, person, kind, step, route, "
                    "hop, status, attempts, due, created, born) VALUES (?, ?, ?, ?, ?, 0, "
                    "'pending', 0, ?, ?, ?)", (incident, person, kind, step, json.dumps(route),
                                               now, self.wall(), now))
+
+    def _unreachable(self, db: sqlite3.Connection, incident_id: int, person: str, kind: str,
+                     step: int, now: float, why: str) -> None:
+        """A page `person` cannot get (no channel reaches them, or every one failed): the
+        team it was for must not stay in silence, so its backup and lead (those a channel
+        reaches) are paged at once; an event, the metric and the log say so."""
+        page = db.execute("SELECT team FROM pages WHERE incident = ? AND person = ?",
+                          (incident_id, person)).fetchone()
+        incident = db.execute("SELECT * FROM incidents WHERE id = ?",
+                              (incident_id,)).fetchone()
+        team = page["team"] if page else None
+        if kind not in PAGES or team not in self.config.teams or incident["drill"]:
+            log.error("%s %s: not told of incident %d (%s)", person, why, incident_id, kind)
+            self._event(db, incident_id, self.wall(), "unreachable", person, detail=(
+                f"{why}: {kind} not told"))
+            return
+        at = dt.datetime.fromtimestamp(self.wall(), dt.UTC)
+        covered = []
+        for role in ("backup", "lead"):
+            other = self.rota.role(team, role, at)
+            if other not in (None, person, *covered) and other in self.config.people \
+                    and self.route(other):
+                self._page(db, incident, other, team, role, kind, step, now)
+                covered.append(other)
+        self.unreached[team] = self.unreached.get(team, 0) + 1
+        told = ", ".join(covered) or "nobody else: no backup or lead a channel reaches"
+        log.error("%s of %s %s: incident %d paged to %s", person, team, why, incident_id,
+                  told)
+        self._event(db, incident_id, self.wall(), "unreachable", person,
+                    detail=f"{why}: {kind} paged to {told} ({team})")
+
+    def unreachable(self, db: sqlite3.Connection, row: dict, why: str) -> None:
+        """A page that failed on every channel of its person: once per incident and
+        person, its team's backup and lead are paged (`_unreachable`)."""
+        if not db.execute("SELECT 1 FROM events WHERE incident = ? AND person = ? AND what = "
+                          "'unreachable'", (row["incident"], row["person"])).fetchone():
+            self._unreachable(db, row["incident"], row["person"], row["kind"], row["step"],
+                              self.clock.now(), why)
 
     def _token(self, incident: sqlite3.Row, person: str) -> str:
         """A page's ack token: random; in a pair the same on both pagers (from the pair's

@@ -97,6 +97,13 @@ class StoreCollector:
             "starting point install.sh writes): notifications are kept, nobody is paged")
         configured.add_metric([], 1.0 if self.engine.config.configured else 0.0)
         yield configured
+        unreached = CounterMetricFamily(
+            "insmon_pager_unreachable", "Pages their person could not get (no channel "
+            "reaches them, or every one failed) since the pager started: the team's "
+            "backup and lead were paged instead", labels=["team"])
+        for team, n in self.engine.unreached.items():
+            unreached.add_metric([team], n)
+        yield unreached
         yield self._ack_histogram()
 
     def _ack_histogram(self) -> HistogramMetricFamily:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
+from pager import channels
 from pager.clock import Clock
 from pager.config import PagerConfig
 from pager.delivery import Metrics, Worker
@@ -66,12 +67,14 @@ class Desk:
         clock = Clock(None, wall=lambda: self.wall, monotonic=lambda: self.mono, boot="b")
         self.engine = Engine(self.config, self.store, clock)
         self.got: list[tuple[str, tuple[str, ...], Message]] = []
+        self.times: list[float] = []  # when each of `got` went, on the pager's clock
         self.registry = CollectorRegistry()
         self.worker = Worker(self.engine, Metrics(self.registry), send=send or self.take,
                              inline=True, **worker)
 
     def take(self, channel, people, message: Message) -> None:
         self.got.append((channel.type, tuple(p.name for p in people), message))
+        self.times.append(self.mono)
 
     def fire(self, alertname: str = "SettlementPathDown", grade: str = "I",
              site: str = "一院", team: str = "network", summary: str | None = None) -> int:
@@ -130,3 +133,94 @@ def test_an_sms_keeps_its_acknowledge_line_when_the_summary_holds_a_bar(desk) ->
     assert text.startswith("【一级】主线路|备用线路 均中断")
     assert f"回复1确认(ACK {incident})" in text
     assert "/ack/" in text
+
+
+# ------------------------------------------------------------------ storms
+
+def storm(desk: Desk, seconds: float = 60.0, names: int = 50, sites: int = 20,
+          grade: str = "II", extra: Callable[[int], None] | None = None) -> list[int]:
+    """names x sites distinct alerts of `grade` for network, spread over `seconds` as
+    Alertmanager sends them (one group each), the worker running meanwhile."""
+    alerts = [(f"Storm{n:02d}", f"site{s:02d}") for s in range(sites) for n in range(names)]
+    per_second = len(alerts) / seconds
+    incidents, sent = [], 0.0
+    for second in range(int(seconds)):
+        sent += per_second
+        while len(incidents) < min(len(alerts), round(sent)):
+            alertname, site = alerts[len(incidents)]
+            incidents.append(desk.fire(alertname, grade, site))
+        if extra:
+            extra(second)
+        desk.run(1)
+    for alertname, site in alerts[len(incidents):]:
+        incidents.append(desk.fire(alertname, grade, site))
+    return incidents
+
+
+def told(desk: Desk, person: str) -> dict[str, list[Message]]:
+    """channel type -> the messages that named the person on it."""
+    found: dict[str, list[Message]] = {}
+    for kind, people, message in desk.got:
+        if desk.config.people[person].name in people:
+            found.setdefault(kind, []).append(message)
+    return found
+
+
+def test_a_storm_of_a_thousand_alerts_is_a_few_messages_that_name_or_count_every_one(
+        desk) -> None:
+    """1,000 grade II alerts in a minute (50 names x 20 sites, one team) gave the on-call
+    40 WeCom posts, 49 SMS and 765 e-mails: the robot's minute was spent, the rest failed
+    over to SMS and then to mail, one message per alert."""
+    config = desk_config()
+    config["people"]["zhang"]["channels"] = ["wecom", "sms", "mail"]
+    config["people"]["zhang"]["email"] = "zhang@h.test"
+    desk = desk(config)
+    incidents = storm(desk)
+    desk.run(240)
+    got = told(desk, "zhang")
+    assert set(got) == {"wecom"}  # the robot's minute was never spent: nothing failed over
+    assert 2 <= len(got["wecom"]) <= 10
+    # every alert named or counted, each once
+    news = [n for m in got["wecom"] for n in m.news]
+    assert sorted(n[0] for n in news) == sorted(incidents)
+    assert all(n[1:] == ("page", 0, "zhang") for n in news)
+    assert not desk.rows("SELECT * FROM deliveries WHERE status != 'sent'")
+    digests = [m for m in got["wecom"] if m.title.startswith("【告警汇总】")]
+    assert digests
+    for message in digests:
+        named = len(message.news)
+        assert f"【告警汇总】{named} 条通知：二级 {named}" == message.title
+        assert "/list/" in message.text  # one link to the whole list
+        lines = message.text.splitlines()
+        assert any(line.startswith("【二级】Storm") and "@ site" in line for line in lines)
+        # the lines and the rest add up to what the digest holds
+        counts = [int(line.rsplit("（", 1)[1].rstrip("）")) for line in lines
+                  if line.startswith("【二级】")]
+        rest = [int(line.split()[1]) for line in lines if line.startswith("另有")]
+        assert sum(counts) + sum(rest) == named
+        assert channels.fits(desk.config.channels["wecom"],
+                             [desk.config.people["zhang"]], message)
+
+
+def test_a_level_one_in_a_storm_is_not_held_a_minute_nor_folded_behind_lower_grades(
+        desk) -> None:
+    desk = desk()
+    opened = {}
+
+    def level_one(second: int) -> None:
+        if second == 30:
+            opened["at"] = desk.mono
+            opened["id"] = desk.fire("SettlementPathDown", "I", "一院")
+
+    storm(desk, grade="III", extra=level_one)
+    desk.run(120)
+    carrying = [(at, m) for at, m in zip(desk.times, [m for _, _, m in desk.got],
+                                           strict=True) if opened["id"] in m.incidents]
+    assert len(carrying) == 1
+    at, message = carrying[0]
+    assert at - opened["at"] <= 15 + 1
+    lines = message.text.splitlines()
+    named = [i for i, line in enumerate(lines) if "SettlementPathDown" in line]
+    # named, on a line of its own, above every lower grade
+    assert named and all(named[0] < i for i, line in enumerate(lines)
+                         if line.startswith("【三级】"))
