@@ -11,12 +11,14 @@ server."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 
+from ops.stack import wait_for
 from pager import channels
 from pager.clock import Clock
 from pager.config import PagerConfig
@@ -24,6 +26,8 @@ from pager.delivery import Metrics, Worker
 from pager.engine import Engine
 from pager.messages import Message, fit
 from pager.store import Store
+from tests.pager_rig import MailServer, Phone
+from tests.robots import DingTalkRobot, FeishuRobot, WeComRobot
 
 pytestmark = pytest.mark.timeout(120)
 MOBILE = {"zhang": "13800000001", "li": "13800000002", "wang": "13800000003"}
@@ -94,8 +98,24 @@ class Desk:
             self.wall += step
             self.worker.round()
 
+    def follow(self, probe: Callable[[], object], seconds: float, what: str) -> object:
+        """Rounds on the pager's clock moved as real time passes, until `probe` holds:
+        for the real far ends (gammu-smsd) that act in real time."""
+        last = time.monotonic()
+
+        def step() -> object:
+            nonlocal last
+            now = time.monotonic()
+            self.mono, self.wall, last = self.mono + now - last, self.wall + now - last, now
+            self.worker.round()
+            return probe()
+        return wait_for(step, seconds, what)
+
     def rows(self, sql: str, args: tuple = ()) -> list:
         return self.store.query(sql, args)
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        return self.registry.get_sample_value(name, labels)
 
     def close(self) -> None:
         self.store.close()
@@ -224,3 +244,228 @@ def test_a_level_one_in_a_storm_is_not_held_a_minute_nor_folded_behind_lower_gra
     # named, on a line of its own, above every lower grade
     assert named and all(named[0] < i for i, line in enumerate(lines)
                          if line.startswith("【三级】"))
+
+
+# ------------------------------------------------------------------ evidence before sent
+
+ROBOTS = {"wecom": (WeComRobot, ""), "dingtalk": (DingTalkRobot, "SECd1n9"),
+          "feishu": (FeishuRobot, "f3i5hu")}
+
+
+@pytest.mark.parametrize("kind", ROBOTS)
+@pytest.mark.parametrize("mode", ["proxy", "empty"])
+def test_a_robots_200_without_its_success_code_is_no_evidence(desk, kind: str,
+                                                              mode: str) -> None:
+    """A proxy or captive portal answering 200 for the robot (or an empty JSON object)
+    was taken as sent: only the robot's own errcode / code 0 is."""
+    robot_class, secret = ROBOTS[kind]
+    robot = robot_class(secret=secret)
+    try:
+        config = desk_config()
+        config["channels"]["robot"] = {"type": kind, "url": robot.url, "retries": 5,
+                                       **({"secret": secret} if secret else {})}
+        config["people"]["zhang"]["channels"] = ["robot"]
+        desk = desk(config, send=channels.send)
+        robot.mode = mode
+        desk.fire()
+        desk.run(3)
+        [row] = desk.rows("SELECT * FROM deliveries")
+        assert row["status"] == "pending" and row["attempts"] >= 1
+        assert "answered with" in row["error"]
+        assert desk.metric("insmon_pager_deliveries_total", team="network", channel="robot",
+                           result="sent") is None
+        robot.mode = "ok"
+        desk.run(10)
+        [row] = desk.rows("SELECT * FROM deliveries")
+        assert row["status"] == "sent" and len(robot.accepted) == 1
+    finally:
+        robot.close()
+
+
+def test_mail_is_sent_on_the_servers_250_only(desk, tmp_path: Path) -> None:
+    mail = MailServer(tmp_path)
+    try:
+        config = desk_config()
+        config["channels"]["mail"] |= {"port": mail.port, "ca_file": str(mail.ca_file),
+                                       "retries": 5}
+        config["people"]["zhang"] |= {"email": "zhang@h.test", "channels": ["mail"]}
+        desk = desk(config, send=channels.send)
+        mail.answer = "451 4.3.0 try again later"
+        desk.fire()
+        desk.run(1)
+        [row] = desk.rows("SELECT * FROM deliveries")
+        assert row["status"] == "pending" and "451" in row["error"]
+        mail.answer = "250 OK"
+        desk.run(5)
+        assert desk.rows("SELECT status FROM deliveries")[0]["status"] == "sent"
+        assert len(mail.to("zhang@h.test")) == 1
+    finally:
+        mail.close()
+
+
+def sms_config(phone: Phone, **sms: object) -> dict:
+    """张三 by SMS through `phone`'s gammu-smsd, then WeCom (a local robot's URL later)."""
+    config = desk_config()
+    config["channels"]["sms"] = {"type": "sms", "gammu_config": str(phone.config),
+                                 "retries": 1, **sms}
+    config["people"]["zhang"]["channels"] = ["sms", "wecom"]
+    return config
+
+
+def test_an_sms_is_sent_once_gammu_smsd_moved_it_to_its_sent_folder(desk,
+                                                                     tmp_path: Path) -> None:
+    """Handed to the outbox was counted as sent: it is sent when gammu-smsd (on gammu's
+    dummy phone) sent it, not before, and a daemon that comes back late still counts."""
+    phone = Phone(tmp_path / "gammu", "true", running=False)  # the daemon is down
+    try:
+        desk = desk(sms_config(phone), send=channels.send)
+        incident = desk.fire(summary="主线路|备用线路 均中断")
+        desk.run(30)  # half the bound: waiting in the outbox
+        [row] = desk.rows("SELECT * FROM deliveries")
+        assert row["status"] == "pending" and row["receipt"] and row["hop"] == 0
+        assert [p.name for p in (phone.dir / "outbox").iterdir()] == json.loads(
+            row["receipt"])
+        assert not desk.rows("SELECT * FROM events WHERE what = 'delivered'")
+        phone.start()
+        desk.follow(lambda: desk.rows("SELECT status FROM deliveries")[0]["status"] == "sent",
+                    30, "the SMS sent by gammu-smsd")
+        [text] = phone.to(MOBILE["zhang"])
+        assert f"回复1确认(ACK {incident})" in text
+        assert desk.metric("insmon_pager_deliveries_total", team="network", channel="sms",
+                           result="sent") == 1
+    finally:
+        phone.close()
+
+
+def test_with_gammu_smsd_down_an_sms_fails_after_the_bound_and_the_next_channel_takes_it(
+        desk, tmp_path: Path) -> None:
+    """gammu-smsd not running: the SMS waited in the outbox forever, counted sent, and no
+    other channel was tried."""
+    phone = Phone(tmp_path / "gammu", "true", running=False)
+    robot = WeComRobot()
+    try:
+        config = sms_config(phone)
+        config["channels"]["wecom"]["url"] = robot.url
+        desk = desk(config, send=channels.send)
+        desk.fire()
+        desk.run(59)
+        assert desk.rows("SELECT hop FROM deliveries")[0]["hop"] == 0 and not robot.accepted
+        desk.run(2)  # a minute in the outbox
+        [row] = desk.rows("SELECT * FROM deliveries")
+        assert list((phone.dir / "outbox").iterdir()) == []  # taken back: it cannot go later
+        [failover] = desk.rows("SELECT * FROM events WHERE what = 'delivery-failover'")
+        assert failover["channel"] == "sms" and "still in gammu-smsd's outbox after 60 s" in \
+            failover["detail"]
+        assert row["status"] == "sent" and row["hop"] == 1 and len(robot.accepted) == 1
+        assert desk.metric("insmon_pager_deliveries_total", team="network", channel="sms",
+                           result="sent") is None
+        assert desk.metric("insmon_pager_deliveries_total", team="network", channel="sms",
+                           result="failover") == 1
+    finally:
+        robot.close()
+        phone.close()
+
+
+def test_an_sms_gammu_smsd_gave_up_on_fails_over_at_once(desk, tmp_path: Path) -> None:
+    """gammu-smsd moves a message it could not send (MaxRetries, a refused number) to its
+    error folder: the pager takes that as failed, not as sent."""
+    phone = Phone(tmp_path / "gammu", "true", running=False)
+    robot = WeComRobot()
+    try:
+        config = sms_config(phone)
+        config["channels"]["wecom"]["url"] = robot.url
+        desk = desk(config, send=channels.send)
+        desk.fire()
+        desk.run(1)
+        [name] = json.loads(desk.rows("SELECT receipt FROM deliveries")[0]["receipt"])
+        (phone.dir / "outbox" / name).rename(phone.dir / "error" / name)  # as it does
+        desk.run(1)
+        [row] = desk.rows("SELECT * FROM deliveries")
+        assert row["status"] == "sent" and row["hop"] == 1  # the next channel
+        assert desk.rows("SELECT detail FROM events WHERE what = 'delivery-failover'")[0][
+            "detail"] == "gammu-smsd moved it to its error folder"
+    finally:
+        robot.close()
+        phone.close()
+
+
+def test_a_page_cut_in_posts_is_sent_whole_or_not_at_all(desk) -> None:
+    """One post of a page cut in three was refused: the page was counted sent anyway."""
+    posts: list[Message] = []
+    refuse = [2]  # the second post, once
+
+    def send(channel, people, message: Message) -> None:
+        if refuse and len(posts) + 1 == refuse[0]:
+            refuse.clear()
+            raise channels.Failed("refused: 45009 api freq out of limit")
+        posts.append(message)
+
+    config = desk_config()
+    config["channels"]["wecom"]["retries"] = 5
+    desk = desk(config, send=send)
+    desk.fire(summary="一院：医保专网中断")
+    description = "\n".join(f"第 {i} 行：" + "自助结算机 医保专网异常 " * 12 for i in range(40))
+    with desk.store.transaction() as db:  # a description of 15 KB, as a rule may write
+        db.execute("UPDATE incidents SET description = ?", (description,))
+    desk.run(1)
+    [row] = desk.rows("SELECT * FROM deliveries")
+    assert row["status"] == "pending" and "1 of its" in row["error"]
+    desk.run(5)
+    assert desk.rows("SELECT status FROM deliveries")[0]["status"] == "sent"
+    whole = [m for m in posts[1:]]  # the second try, all of it
+    assert len(whole) >= 3 and whole[0].title == posts[0].title
+    lines = set(description.splitlines())
+    for message in whole:  # every post whole lines, each within the robot's size
+        assert channels.fits(desk.config.channels["wecom"], [desk.config.people["zhang"]],
+                             message)
+        assert all(line in lines for line in message.text.splitlines()
+                   if line.startswith("第 "))
+
+
+def test_many_waiting_pages_for_one_person_go_in_whole_pages_never_fragments(desk) -> None:
+    """250 pages waiting for 张三 on WeCom: the size check counted one @ per page while the
+    post @s him once, so nothing fitted and pages were cut into one-character posts."""
+    desk = desk()
+    for i in range(250):
+        desk.fire(f"Storm{i % 50:02d}", "II", f"site{i // 50:02d}")
+    rows = [dict(r) for r in desk.rows("SELECT * FROM deliveries")]
+    jobs = desk.worker._jobs("wecom", rows, [])
+    messages = [m for job in jobs for m in job.messages]
+    assert not [m for m in messages if "(续)" in m.title]  # no page cut
+    assert all(m.text.startswith("【二级】") for m in messages)
+    assert sorted(n[0] for m in messages for n in m.news) == sorted(r["incident"] for r in rows)
+
+
+# ------------------------------------------------------------------ nobody unreachable
+
+def test_a_page_nobody_can_get_goes_at_once_to_the_backup_and_the_lead(desk) -> None:
+    """张三, on call, reachable only by SMS and with no mobile number: the page reached
+    nobody (an event only); a grade III never told anyone."""
+    config = desk_config()
+    del config["people"]["zhang"]["mobile"]
+    config["people"]["zhang"]["channels"] = ["sms"]
+    desk = desk(config)
+    incident = desk.fire("PrivateNetworkLatencyHigh", "III")
+    desk.run(1)
+    assert sorted(people for _, people, _ in desk.got) == [("李四",), ("王五",)]
+    assert {m.incidents for _, _, m in desk.got} == {frozenset({incident})}
+    [event] = desk.rows("SELECT * FROM events WHERE what = 'unreachable'")
+    assert event["person"] == "zhang" and "paged to li, wang (network)" in event["detail"]
+    assert desk.engine.unreached == {"network": 1}
+
+
+def test_a_page_that_failed_on_every_channel_goes_to_the_backup_and_the_lead(desk) -> None:
+    def send(channel, people, message: Message) -> None:
+        if [p.name for p in people] == ["张三"]:
+            raise channels.Failed("refused")
+        desk.take(channel, people, message)
+
+    desk = desk(send=send)
+    desk.fire("PrimaryLineDown", "II")
+    desk.run(10)
+    assert sorted(people for _, people, _ in desk.got) == [("李四",), ("王五",)]
+    [event] = desk.rows("SELECT * FROM events WHERE what = 'unreachable'")
+    assert event["person"] == "zhang" and event["detail"].startswith("every channel failed")
+    desk.run(120)  # the whole route again, and again: the backup and lead paged once
+    assert len(desk.got) == 2 and len(desk.rows(
+        "SELECT * FROM events WHERE what = 'unreachable'")) == 1
