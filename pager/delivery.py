@@ -193,7 +193,8 @@ class Worker:
         if hop >= len(route):
             route, hop = self.engine.route(row["person"]), 0
             if not route:
-                self._set_aside(row, "no channel of the config reaches the person")
+                self._set_aside(row, "no channel of the config reaches the person",
+                                unreachable=True)
                 return None
         if (route, hop) != (json.loads(row["route"]), row["hop"]):
             with self.store.transaction() as db:
@@ -359,17 +360,25 @@ class Worker:
             if state is None:
                 continue
             rows = self.store.query("SELECT * FROM deliveries WHERE id = ?", (row_id,))
-            with self._lock:
-                self._handed.pop(row_id, None)
+            if state or not rows:  # sent: its mark is kept until it can be written
+                with self._lock:
+                    self._handed.pop(row_id, None)
             if not rows:
                 continue
-            if state:
-                self._done(channel, [dict(rows[0])])
-            else:
+            try:
+                if state:
+                    self._done(channel, [dict(rows[0])])
+                    continue
                 self._fail(channel, [dict(rows[0])], why or (
                     f"not sent: still in gammu-smsd's outbox after "
                     f"{config.confirm_within:.0f} s, taken back (is gammu-smsd running?)"
                     if over else "gammu-smsd moved it to its error folder"), failover=True)
+            except Exception:  # the store cannot be written (a full disk): next round
+                self.errors += 1
+                log.exception("delivery %d: its outcome on %s not recorded", row_id, channel)
+                continue
+            with self._lock:
+                self._handed.pop(row_id, None)
 
     def _done(self, channel: str, rows: list[dict], folded: frozenset[int] = frozenset()
               ) -> None:
@@ -444,8 +453,9 @@ class Worker:
                               (row["incident"],)).fetchone()
         return incident is not None and incident["resolved"] is None and incident["acked"] is None
 
-    def _set_aside(self, row: dict, error: str) -> None:
-        """A row that can never be sent as it is: failed, with why, logged and counted."""
+    def _set_aside(self, row: dict, error: str, unreachable: bool = False) -> None:
+        """A row that can never be sent as it is: failed, with why, logged and counted;
+        `unreachable`: its person cannot get it (the backup and lead are paged)."""
         log.error("delivery %d to %s set aside: %s", row["id"], row["person"], error)
         with self.store.transaction() as db:
             db.execute("UPDATE deliveries SET status = 'failed', error = ? WHERE id = ?",
@@ -453,6 +463,8 @@ class Worker:
             db.execute("INSERT INTO events (incident, at, what, person, detail) "
                        "VALUES (?, ?, 'delivery-failed', ?, ?)",
                        (row["incident"], self.engine.wall(), row["person"], error))
+            if unreachable:
+                self.engine.unreachable(db, row, error)
         self.metrics.deliveries.labels(self._team(row), "", "failed").inc()
 
     def _team(self, row: dict) -> str:

@@ -326,7 +326,7 @@ class PagerServer:
             def log_message(self, fmt: str, *args: object) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        self.httpd = _Listener((host, port), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
 
@@ -380,6 +380,13 @@ class PagerServer:
                                                    "ORDER BY id", (incident["id"],))]
             found.append(item)
         return found
+
+
+class _Listener(ThreadingHTTPServer):
+    # Alertmanager posts a storm's groups all at once: with socketserver's backlog of 5
+    # the kernel dropped their connections, and Alertmanager sent them again a minute
+    # later (its next flush)
+    request_queue_size = 1024
 
 
 def _page(title: str, body: str) -> bytes:

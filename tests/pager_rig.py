@@ -212,6 +212,7 @@ class MailServer:
         context.load_cert_chain(cert, key)
         self.ca_file = authority.file
         self.messages: list[tuple[list[str], str]] = []
+        self.times: list[float] = []  # when each of `messages` came
         self.answer = "250 OK"  # to DATA: "451 4.3.0 ..." takes nothing
         server = self
 
@@ -220,6 +221,7 @@ class MailServer:
                 if server.answer.startswith("250"):
                     server.messages.append((list(envelope.rcpt_tos),
                                             envelope.content.decode("utf-8", "replace")))
+                    server.times.append(time.time())
                 return server.answer
 
         self.port = free_port()

@@ -11,6 +11,7 @@ server."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -246,6 +247,51 @@ def test_a_level_one_in_a_storm_is_not_held_a_minute_nor_folded_behind_lower_gra
                          if line.startswith("【三级】"))
 
 
+def test_a_storm_by_mail_is_one_digest_mail_not_one_a_page(desk, tmp_path: Path) -> None:
+    """765 e-mails for the storm on main: one per page that failed over to mail."""
+    mail = MailServer(tmp_path)
+    try:
+        config = desk_config()
+        config["channels"]["mail"] |= {"port": mail.port, "ca_file": str(mail.ca_file)}
+        config["people"]["zhang"] |= {"email": "zhang@h.test", "channels": ["mail"]}
+        desk = desk(config, send=channels.send)
+        incidents = storm(desk)
+        desk.run(200)
+        mails = mail.to("zhang@h.test")
+        assert 2 <= len(mails) <= 10
+        assert len(desk.rows("SELECT * FROM deliveries WHERE status = 'sent'")) == len(
+            incidents)
+        [digest] = [m for m in mails if "【告警汇总】" in m.splitlines()[0]]  # the subject
+        lines = digest.splitlines()
+        named = [line for line in lines if line.startswith("【二级】Storm")]
+        assert len(named) == 50 and not [line for line in lines if line.startswith("另有")]
+        assert sum(int(line.rsplit("（", 1)[1].rstrip("）")) for line in named) == int(
+            re.search(r"起 (\d+) 条通知", digest).group(1))
+    finally:
+        mail.close()
+
+
+def test_a_storm_by_sms_is_a_few_sms_each_with_the_list_link(desk, tmp_path: Path) -> None:
+    phone = Phone(tmp_path / "gammu", "true")
+    try:
+        config = sms_config(phone)
+        config["people"]["zhang"]["channels"] = ["sms"]
+        desk = desk(config, send=channels.send)
+        for site in range(20):
+            for name in range(50):
+                desk.fire(f"Storm{name:02d}", "II", f"site{site:02d}")
+        sent = "SELECT count(*) AS n FROM deliveries WHERE status = 'sent'"
+        desk.follow(lambda: desk.rows(sent)[0]["n"] == 3, 60, "the first three SMS")
+        desk.run(60)  # a digest interval, on the pager's clock
+        desk.follow(lambda: desk.rows(sent)[0]["n"] == 1000, 60, "the digest SMS")
+        texts = phone.to(MOBILE["zhang"])
+        assert len(texts) == 4
+        assert texts[-1].startswith("【告警汇总】997条:二级 997 http://10.10.1.20:9095/list/")
+        assert all(len(text) <= 134 for text in texts)
+    finally:
+        phone.close()
+
+
 # ------------------------------------------------------------------ evidence before sent
 
 ROBOTS = {"wecom": (WeComRobot, ""), "dingtalk": (DingTalkRobot, "SECd1n9"),
@@ -450,7 +496,8 @@ def test_a_page_nobody_can_get_goes_at_once_to_the_backup_and_the_lead(desk) -> 
     assert sorted(people for _, people, _ in desk.got) == [("李四",), ("王五",)]
     assert {m.incidents for _, _, m in desk.got} == {frozenset({incident})}
     [event] = desk.rows("SELECT * FROM events WHERE what = 'unreachable'")
-    assert event["person"] == "zhang" and "paged to li, wang (network)" in event["detail"]
+    assert event["person"] == "zhang" and event["detail"] == (
+        "page: has no channel that can reach them: paged to li, wang (network)")
     assert desk.engine.unreached == {"network": 1}
 
 
@@ -465,7 +512,8 @@ def test_a_page_that_failed_on_every_channel_goes_to_the_backup_and_the_lead(des
     desk.run(10)
     assert sorted(people for _, people, _ in desk.got) == [("李四",), ("王五",)]
     [event] = desk.rows("SELECT * FROM events WHERE what = 'unreachable'")
-    assert event["person"] == "zhang" and event["detail"].startswith("every channel failed")
+    assert event["person"] == "zhang" and event["detail"].startswith(
+        "page: every channel failed")
     desk.run(120)  # the whole route again, and again: the backup and lead paged once
     assert len(desk.got) == 2 and len(desk.rows(
         "SELECT * FROM events WHERE what = 'unreachable'")) == 1
