@@ -145,41 +145,47 @@ def digest(entries: list[tuple[sqlite3.Row, str, int, str]], since: float, link:
            fits: Callable[[Message], bool], most: int = 200) -> Message:
     """A storm's messages to one person in one (pager/storm.py): `entries` are (incident,
     kind, step, person). How many, by grade; what opened, one line per kind, grade and
-    alert with its sites and how many, Level I first, as many lines as `fits` takes (and
-    `most`); the rest counted by grade; one link to the whole list."""
-    groups: dict[tuple, list[str]] = {}
+    alert with its sites and how many (and the summary of an alert at one site, when they
+    all fit so), Level I first, as many lines as `fits` takes (and `most`); the rest
+    counted by grade; one link to the whole list."""
+    groups: dict[tuple, list[sqlite3.Row]] = {}
     for incident, kind, _, _ in entries:
         grade = incident["grade"]
         key = (kind not in PAGES, GRADES.index(grade) if grade in GRADES else len(GRADES),
                bool(incident["drill"]), KIND_ZH[kind], grade, incident["alertname"])
-        groups.setdefault(key, []).append(incident["site"] or "-")
+        groups.setdefault(key, []).append(incident)
     lines = []
-    for (_, _, drill, label, grade, alertname), sites in sorted(
+    for (_, _, drill, label, grade, alertname), incidents in sorted(
             groups.items(), key=lambda item: item[0][:2]):  # stable: first come first
-        unique = list(dict.fromkeys(sites))
+        unique = list(dict.fromkeys(i["site"] or "-" for i in incidents))
         where = "、".join(unique[:5]) + (f" 等 {len(unique)} 个站点" if len(unique) > 5 else "")
-        lines.append(((grade, label), len(sites), f"{'【演练】' if drill else ''}{label}"
-                      f"【{GRADE_ZH.get(grade, '未分级')}】{alertname} @ {where}（{len(sites)}）"))
+        what = f" — {incidents[0]['summary']}" if len(incidents) == 1 else ""
+        lines.append(((grade, label), len(incidents), f"{'【演练】' if drill else ''}{label}"
+                      f"【{GRADE_ZH.get(grade, '未分级')}】{alertname} @ {where}"
+                      f"（{len(incidents)}）", what))
     total = len(entries)
-    counts = _counts([(grade, label, n) for (grade, label), n, _ in lines])
+    counts = _counts([(grade, label, n) for (grade, label), n, _, _ in lines])
     title = f"【告警汇总】{total} 条通知：{counts}"
     head = [f"【告警汇总】自 {clock(since)} 起 {total} 条通知：{counts} / digest of {total} "
             "notifications", f"全部列表 full list: {link}"]
     news = frozenset((i["id"], kind, step, person) for i, kind, step, person in entries)
     short = Short(f"【告警汇总】{total}条:{counts.replace(' · ', ' ')}", "", link)
 
-    def message(named: int) -> Message:
+    def message(named: int, summaries: bool) -> Message:
         rest = lines[named:]
-        left = _counts([(grade, label, n) for (grade, label), n, _ in rest])
-        more = [f"另有 {sum(n for _, n, _ in rest)} 条未列出：{left}（见全部列表 see the "
+        left = _counts([(grade, label, n) for (grade, label), n, _, _ in rest])
+        more = [f"另有 {sum(n for _, n, _, _ in rest)} 条未列出：{left}（见全部列表 see the "
                 "list）"] if rest else []
-        return Message(title, "\n".join(head + [text for _, _, text in lines[:named]] + more),
-                       short, news)
+        return Message(title, "\n".join(
+            head + [text + (what if summaries else "") for _, _, text, what in lines[:named]]
+            + more), short, news)
 
+    if len(lines) <= most and fits(message(len(lines), summaries=True)):
+        return message(len(lines), summaries=True)
     named = 0
-    while named < min(len(lines), most) and fits(message(named + 1)):
+    while named < min(len(lines), most) and fits(message(named + 1, summaries=False)):
         named += 1
-    return message(named)
+    return message(named, summaries=False)
 
 
 def _counts(groups: list[tuple[str, str, int]]) -> str:

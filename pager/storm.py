@@ -1,8 +1,9 @@
 """A storm is a digest, not a flood: per person and channel, the first few messages go as
 they come; once FEW went within WINDOW, what comes next waits and goes as one digest
-(pager/messages.py: `digest`) at most every EVERY seconds, naming or counting all of it,
-with one link to the whole list; nothing waits longer than EVERY since it was decided
-(across channels and restarts). A Level I page waiting makes the digest go after
+(pager/messages.py: `digest`), naming or counting all of it, with one link to the whole
+list: the first FIRST seconds after the last message (a burst of a few more is not held
+a minute), then at most every EVERY seconds; nothing waits longer than EVERY since it was
+decided (across channels and restarts). A Level I page waiting makes the digest go after
 LEVEL_I_EVERY: it is never held a minute behind lower grades. A digest interval that
 passes with nothing waiting ends the storm.
 
@@ -20,6 +21,7 @@ from pager.config import PAGES
 
 FEW = 3                # messages a person gets on a channel one by one within WINDOW
 WINDOW = 60.0          # seconds
+FIRST = 10.0           # seconds from the last message to a storm's first digest
 EVERY = 60.0           # seconds between two digests to a person on a channel
 LEVEL_I_EVERY = 15.0   # ... when a Level I page is among what waits
 
@@ -28,6 +30,7 @@ LEVEL_I_EVERY = 15.0   # ... when a Level I page is among what waits
 class Flow:
     times: collections.deque[float] = field(default_factory=collections.deque)
     storm: bool = False
+    digests: int = 0  # of this storm
     last: float = float("-inf")  # the last message's dispatch
 
 
@@ -57,11 +60,13 @@ class Flows:
             if not flow.storm:
                 room = max(0, FEW - len(flow.times))
                 single = rows[:room] + [r for r in rows[room:] if r in retries]
-                flow.storm = len(single) < len(rows)
+                flow.storm, flow.digests = len(single) < len(rows), 0
                 return single, []
-            every = LEVEL_I_EVERY if any(map(urgent, rows)) else EVERY
+            every = min(LEVEL_I_EVERY if any(map(urgent, rows)) else EVERY,
+                        EVERY if flow.digests else FIRST)
             oldest = min(r["due"] if r["born"] is None else r["born"] for r in rows)
-            if retries or now - flow.last >= every or now - oldest >= every:
+            if retries or now - flow.last >= every or now - oldest >= EVERY:
+                flow.digests += 1
                 return [], rows
             return [], []
 
