@@ -162,7 +162,8 @@ class Worker:
                     named = self._named(message, job.rows)
                     self._sent[channel].extend([now] * channels.posts(
                         config, [self.config.people[p] for p in named]))
-                    self.flows.went(channel, set(named), now)
+                    self.flows.went(channel, collections.Counter(
+                        news[3] for news in message.news if news[3] in named), now)
                 if self._pool is None:
                     self._send(job)
                 else:

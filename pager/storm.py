@@ -1,4 +1,4 @@
-"""A storm is a digest, not a flood: per person and channel, the first few messages go as
+"""A storm is a digest, not a flood: per person and channel, the first few pages go as
 they come; once FEW went within WINDOW, what comes next waits and goes as one digest
 (pager/messages.py: `digest`), naming or counting all of it, with one link to the whole
 list: the first FIRST seconds after the last message (a burst of a few more is not held
@@ -7,8 +7,9 @@ decided (across channels and restarts). A Level I page waiting makes the digest 
 LEVEL_I_EVERY: it is never held a minute behind lower grades. A digest interval that
 passes with nothing waiting ends the storm.
 
-A message to a robot's group counts for each person it names. What is counted lives in
-memory: after a restart a person may get FEW single messages again before the digests.
+A post to a robot's group counts its pages for each person it names. What is counted
+lives in memory: after a restart a person may get FEW single pages again before the
+digests.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 
 from pager.config import PAGES
 
-FEW = 3                # messages a person gets on a channel one by one within WINDOW
+FEW = 3                # pages a person gets on a channel one by one within WINDOW
 WINDOW = 60.0          # seconds
 FIRST = 10.0           # seconds from the last message to a storm's first digest
 EVERY = 60.0           # seconds between two digests to a person on a channel
@@ -70,10 +71,11 @@ class Flows:
                 return [], rows
             return [], []
 
-    def went(self, channel: str, people: set[str], at: float) -> None:
-        """A message to these people left on the channel at `at`."""
+    def went(self, channel: str, pages: dict[str, int], at: float) -> None:
+        """A message left on the channel at `at` with this many pages for each person it
+        names (a robot's post may carry several: each counts among the first FEW)."""
         with self._lock:
-            for person in people:
+            for person, count in pages.items():
                 flow = self._flows.setdefault((channel, person), Flow())
-                flow.times.append(at)
+                flow.times.extend([at] * count)
                 flow.last = max(flow.last, at)
