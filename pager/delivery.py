@@ -140,13 +140,14 @@ class Worker:
                 by_channel[channel].append(row)
         grades = self._grades({row["incident"] for row in rows})
         for channel, due in by_channel.items():
-            mine: dict[str, list[dict]] = collections.defaultdict(list)
+            # a drill's pages flow apart: never in one digest with real ones
+            mine: dict[tuple[str, bool], list[dict]] = collections.defaultdict(list)
             for row in due:
-                row["grade"] = grades.get(row["incident"])
-                mine[row["person"]].append(row)
+                row["grade"], drill = grades.get(row["incident"], (None, False))
+                mine[(row["person"], drill)].append(row)
             single, digests = [], []
-            for person, waiting in mine.items():
-                one, together = self.flows.plan(channel, person, waiting, now)
+            for (person, drill), waiting in mine.items():
+                one, together = self.flows.plan(channel, person, waiting, now, drill)
                 single += one
                 digests += [together] if together else []
             free = self._free(channel, now)
@@ -163,7 +164,8 @@ class Worker:
                     self._sent[channel].extend([now] * channels.posts(
                         config, [self.config.people[p] for p in named]))
                     self.flows.went(channel, collections.Counter(
-                        news[3] for news in message.news if news[3] in named), now)
+                        news[3] for news in message.news if news[3] in named), now,
+                        any(grades.get(n[0], (None, False))[1] for n in message.news))
                 if self._pool is None:
                     self._send(job)
                 else:
@@ -253,14 +255,15 @@ class Worker:
         return [p for p in dict.fromkeys(r["person"] for r in rows)
                 if p in named and p in self.config.people]
 
-    def _grades(self, incidents: set[int]) -> dict[int, str]:
+    def _grades(self, incidents: set[int]) -> dict[int, tuple[str, bool]]:
+        """Each incident's grade and whether it is a drill's."""
         found = {}
         ids = sorted(incidents)
         for i in range(0, len(ids), 500):  # SQLite's bound on parameters in a statement
             chunk = ids[i:i + 500]
-            found |= {r["id"]: r["grade"] for r in self.store.query(
-                f"SELECT id, grade FROM incidents WHERE id IN ({','.join('?' * len(chunk))})",
-                tuple(chunk))}
+            found |= {r["id"]: (r["grade"], bool(r["drill"])) for r in self.store.query(
+                f"SELECT id, grade, drill FROM incidents WHERE id IN "
+                f"({','.join('?' * len(chunk))})", tuple(chunk))}
         return found
 
     def _busy_robot(self, channel: str, now: float) -> bool:

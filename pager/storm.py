@@ -7,9 +7,9 @@ decided (across channels and restarts). A Level I page waiting makes the digest 
 LEVEL_I_EVERY: it is never held a minute behind lower grades. A digest interval that
 passes with nothing waiting ends the storm.
 
-A post to a robot's group counts its pages for each person it names. What is counted
-lives in memory: after a restart a person may get FEW single pages again before the
-digests.
+A post to a robot's group counts its pages for each person it names. A drill's pages
+flow apart from real ones (never in one digest). What is counted lives in memory: after a
+restart a person may get FEW single pages again before the digests.
 """
 
 from __future__ import annotations
@@ -42,17 +42,17 @@ def urgent(row: dict) -> bool:
 
 class Flows:
     def __init__(self) -> None:
-        self._flows: dict[tuple[str, str], Flow] = {}
+        self._flows: dict[tuple[str, str, bool], Flow] = {}
         self._lock = threading.Lock()
 
-    def plan(self, channel: str, person: str, rows: list[dict], now: float
-             ) -> tuple[list[dict], list[dict]]:
+    def plan(self, channel: str, person: str, rows: list[dict], now: float,
+             drill: bool = False) -> tuple[list[dict], list[dict]]:
         """Of a person's due rows on a channel (each with its incident's `grade`): those
         that go one by one now, and those that go together as a digest now; the others
         wait. A retry (a row that failed before) is never held back."""
         rows = sorted(rows, key=lambda r: (not urgent(r), r["id"]))
         with self._lock:
-            flow = self._flows.setdefault((channel, person), Flow())
+            flow = self._flows.setdefault((channel, person, drill), Flow())
             while flow.times and flow.times[0] <= now - WINDOW:
                 flow.times.popleft()
             if flow.storm and min(r["due"] for r in rows) > flow.last + EVERY:
@@ -71,11 +71,12 @@ class Flows:
                 return [], rows
             return [], []
 
-    def went(self, channel: str, pages: dict[str, int], at: float) -> None:
+    def went(self, channel: str, pages: dict[str, int], at: float, drill: bool = False
+             ) -> None:
         """A message left on the channel at `at` with this many pages for each person it
         names (a robot's post may carry several: each counts among the first FEW)."""
         with self._lock:
             for person, count in pages.items():
-                flow = self._flows.setdefault((channel, person), Flow())
+                flow = self._flows.setdefault((channel, person, drill), Flow())
                 flow.times.extend([at] * count)
                 flow.last = max(flow.last, at)
