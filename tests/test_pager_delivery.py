@@ -387,56 +387,54 @@ def test_an_sms_is_sent_once_gammu_smsd_moved_it_to_its_sent_folder(desk,
         phone.close()
 
 
+@pytest.fixture
+def smsd_down(desk, tmp_path: Path) -> Iterator[tuple[Desk, Phone, WeComRobot]]:
+    """张三 by SMS through a gammu-smsd that is not running, then on a local WeCom robot."""
+    phone = Phone(tmp_path / "gammu", "true", running=False)
+    robot = WeComRobot()
+    try:
+        config = sms_config(phone)
+        config["channels"]["wecom"]["url"] = robot.url
+        yield desk(config, send=channels.send), phone, robot
+    finally:
+        robot.close()
+        phone.close()
+
+
 def test_with_gammu_smsd_down_an_sms_fails_after_the_bound_and_the_next_channel_takes_it(
-        desk, tmp_path: Path) -> None:
+        smsd_down) -> None:
     """gammu-smsd not running: the SMS waited in the outbox forever, counted sent, and no
     other channel was tried."""
-    phone = Phone(tmp_path / "gammu", "true", running=False)
-    robot = WeComRobot()
-    try:
-        config = sms_config(phone)
-        config["channels"]["wecom"]["url"] = robot.url
-        desk = desk(config, send=channels.send)
-        desk.fire()
-        desk.run(59)
-        assert desk.rows("SELECT hop FROM deliveries")[0]["hop"] == 0 and not robot.accepted
-        desk.run(2)  # a minute in the outbox
-        [row] = desk.rows("SELECT * FROM deliveries")
-        assert list((phone.dir / "outbox").iterdir()) == []  # taken back: it cannot go later
-        [failover] = desk.rows("SELECT * FROM events WHERE what = 'delivery-failover'")
-        assert failover["channel"] == "sms" and "still in gammu-smsd's outbox after 60 s" in \
-            failover["detail"]
-        assert row["status"] == "sent" and row["hop"] == 1 and len(robot.accepted) == 1
-        assert desk.metric("insmon_pager_deliveries_total", team="network", channel="sms",
-                           result="sent") is None
-        assert desk.metric("insmon_pager_deliveries_total", team="network", channel="sms",
-                           result="failover") == 1
-    finally:
-        robot.close()
-        phone.close()
+    desk, phone, robot = smsd_down
+    desk.fire()
+    desk.run(59)
+    assert desk.rows("SELECT hop FROM deliveries")[0]["hop"] == 0 and not robot.accepted
+    desk.run(2)  # a minute in the outbox
+    [row] = desk.rows("SELECT * FROM deliveries")
+    assert list((phone.dir / "outbox").iterdir()) == []  # taken back: it cannot go later
+    [failover] = desk.rows("SELECT * FROM events WHERE what = 'delivery-failover'")
+    assert failover["channel"] == "sms" and "still in gammu-smsd's outbox after 60 s" in \
+        failover["detail"]
+    assert row["status"] == "sent" and row["hop"] == 1 and len(robot.accepted) == 1
+    assert desk.metric("insmon_pager_deliveries_total", team="network", channel="sms",
+                       result="sent") is None
+    assert desk.metric("insmon_pager_deliveries_total", team="network", channel="sms",
+                       result="failover") == 1
 
 
-def test_an_sms_gammu_smsd_gave_up_on_fails_over_at_once(desk, tmp_path: Path) -> None:
+def test_an_sms_gammu_smsd_gave_up_on_fails_over_at_once(smsd_down) -> None:
     """gammu-smsd moves a message it could not send (MaxRetries, a refused number) to its
     error folder: the pager takes that as failed, not as sent."""
-    phone = Phone(tmp_path / "gammu", "true", running=False)
-    robot = WeComRobot()
-    try:
-        config = sms_config(phone)
-        config["channels"]["wecom"]["url"] = robot.url
-        desk = desk(config, send=channels.send)
-        desk.fire()
-        desk.run(1)
-        [name] = json.loads(desk.rows("SELECT receipt FROM deliveries")[0]["receipt"])
-        (phone.dir / "outbox" / name).rename(phone.dir / "error" / name)  # as it does
-        desk.run(1)
-        [row] = desk.rows("SELECT * FROM deliveries")
-        assert row["status"] == "sent" and row["hop"] == 1  # the next channel
-        assert desk.rows("SELECT detail FROM events WHERE what = 'delivery-failover'")[0][
-            "detail"] == "gammu-smsd moved it to its error folder"
-    finally:
-        robot.close()
-        phone.close()
+    desk, phone, _ = smsd_down
+    desk.fire()
+    desk.run(1)
+    [name] = json.loads(desk.rows("SELECT receipt FROM deliveries")[0]["receipt"])
+    (phone.dir / "outbox" / name).rename(phone.dir / "error" / name)  # as it does
+    desk.run(1)
+    [row] = desk.rows("SELECT * FROM deliveries")
+    assert row["status"] == "sent" and row["hop"] == 1  # the next channel
+    assert desk.rows("SELECT detail FROM events WHERE what = 'delivery-failover'")[0][
+        "detail"] == "gammu-smsd moved it to its error folder"
 
 
 def test_a_page_cut_in_posts_is_sent_whole_or_not_at_all(desk) -> None:
