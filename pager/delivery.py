@@ -418,11 +418,12 @@ class Worker:
     def _fail(self, channel: str, rows: list[dict], error: str, rate_limited: bool = False,
               failover: bool = False) -> None:
         now, wall = self.engine.clock.now(), self.engine.wall()
-        config = self.config.channels[channel]
+        config = self.config.channels.get(channel)  # gone since (an SMS followed across
+        # a restart on another config): no more tries there
         with self.store.transaction() as db:
             for row in rows:
                 route, attempts = json.loads(row["route"]), row["attempts"] + 1
-                if failover or attempts >= config.retries:
+                if failover or config is None or attempts >= config.retries:
                     if row["hop"] + 1 < len(route):
                         result, update = "failover", ("pending", row["hop"] + 1, 0, now)
                     elif now - (row["born"] or now) < GIVE_UP and self._still_wanted(db, row):

@@ -353,6 +353,32 @@ def test_mail_is_sent_on_the_servers_250_only(desk, tmp_path: Path) -> None:
         mail.close()
 
 
+def test_a_gateway_with_its_own_success_answer_is_sent_only_on_it(desk) -> None:
+    """A site's SMS or voice gateway says in its body whether it took the message: with
+    `expect`, a 200 without it is no evidence (without `expect`, the 2xx is all there is)."""
+    from ops.recorder import Recorder
+
+    gateway = Recorder()  # answers 200 with an empty body
+    try:
+        status = {}
+        for expect in (r'"code":\s*0', None):
+            config = desk_config()
+            config["channels"]["gateway"] = {"type": "http", "url": f"{gateway.url}/call",
+                                             "retries": 5, "expect": expect}
+            config["people"]["zhang"]["channels"] = ["gateway"]
+            one = desk(config, send=channels.send)
+            one.fire()
+            one.run(1)
+            [row] = one.rows("SELECT * FROM deliveries")
+            status[expect] = (row["status"], row["error"])
+        assert status[None] == ("sent", None)
+        assert status[r'"code":\s*0'][0] == "pending"
+        assert "answered without its success" in status[r'"code":\s*0'][1]
+        assert len(gateway.received()) == 2  # both asked; one answer was evidence
+    finally:
+        gateway.close()
+
+
 def sms_config(phone: Phone, **sms: object) -> dict:
     """张三 by SMS through `phone`'s gammu-smsd, then WeCom (a local robot's URL later)."""
     config = desk_config()
