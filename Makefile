@@ -71,6 +71,7 @@ bench: $(VENV)/.test
 	$(VENV)/bin/python bench/icmp_fanout.py
 	$(VENV)/bin/python bench/fault_to_page.py
 	$(VENV)/bin/python bench/fault_to_person.py
+	$(VENV)/bin/python bench/pager_storm.py
 	$(VENV)/bin/python bench/settlement_cost.py
 	$(VENV)/bin/python bench/hostile_input.py
 	$(VENV)/bin/python bench/scrape.py

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from monitor.audit import AuditError
 from pager.config import DRILL, UNROUTED, WATCHDOG, ConfigError, PagerConfig, load
-from pager.rota import SHANGHAI, Rota, check
+from pager.rota import SHANGHAI, Rota, ahead, beijing, check
 
 log = logging.getLogger("insmon.pager")
 
@@ -69,8 +69,9 @@ UNCONFIGURED = ("no teams: notifications are kept and nobody is paged (insmon_pa
 
 
 def _validate(args: argparse.Namespace, config: PagerConfig, rota: Rota) -> int:
-    errors = rota.errors
-    for error in errors.values():
+    now = dt.datetime.now(SHANGHAI)
+    errors = [*rota.errors.values(), *_unreachable(config, rota, now)]
+    for error in errors:
         print(error, file=sys.stderr)
     if errors:
         return 2
@@ -79,13 +80,44 @@ def _validate(args: argparse.Namespace, config: PagerConfig, rota: Rota) -> int:
     if not config.configured:
         print(f"warning: {UNCONFIGURED}", file=sys.stderr)
         return 0
+    name = lambda pid: f"{config.people[pid].name} ({pid})" if pid else "无人 nobody"  # noqa: E731
+    print("值班 on call, the next 7 days (北京时间 Beijing time):")
+    for tid, team in config.teams.items():
+        changes = [f"{at:%m-%d %H:%M} {name(pid)}" for at, pid in ahead(config, rota, tid, now)]
+        print(f"  {tid} {team.name}: " + "; ".join(
+            changes[:12] + ([f"... and {len(changes) - 12} more"] if len(changes) > 12 else [])))
+    # the people on no rota (a rota's are errors above)
     unreachable = [f"people.{p}: no channel of theirs has their address (mobile for sms and "
                    "http, email for email): a page to them goes to nobody"
                    for p in config.unreachable]
-    for warning in (unreachable + check(config, rota, dt.datetime.now(SHANGHAI))
-                    + _unrouted(config)):
+    for warning in unreachable + check(config, rota, now) + _unrouted(config):
         print(f"warning: {warning}", file=sys.stderr)
     return 0
+
+
+def _unreachable(config: PagerConfig, rota: Rota, now: dt.datetime) -> list[str]:
+    """Each person of a team's rota (on call now or later, backup, lead) that none of
+    their channels can reach: their pages would reach nobody."""
+    nobody = set(config.unreachable)
+    found = []
+    for tid, team in config.teams.items():
+        roles: dict[str, list[str]] = {}
+        on_call = [*(team.rotation.order if team.rotation else []),
+                   *(o.person for o in team.overrides if beijing(o.end) >= now),
+                   *(s.person for s in rota.shifts(tid).all if s.end > now)]
+        for role, people in (("on call", on_call), ("backup", [team.backup]),
+                             ("lead", [team.lead])):
+            for pid in people:
+                if pid is not None and role not in roles.setdefault(pid, []):
+                    roles[pid].append(role)
+        for pid, what in roles.items():
+            person = config.people[pid]
+            if pid in nobody:
+                found.append(f"teams.{tid}: {person.name} ({pid}), {' and '.join(what)}, has "
+                             f"no channel that can reach them (people.{pid}.channels: "
+                             f"{', '.join(person.channels)}; SMS and gateways need a mobile, "
+                             "e-mail an address): their pages would reach nobody")
+    return found
 
 
 def _unrouted(config: PagerConfig) -> list[str]:

@@ -21,6 +21,7 @@ GRADES = ("I", "II", "III", "IV")
 GRADE_ZH = {"I": "一级", "II": "二级", "III": "三级", "IV": "四级"}
 # Alertmanager's receivers that are not teams (alert_rules/alertmanager.yml)
 WATCHDOG, DRILL, UNROUTED = "watchdog", "drill", "unrouted"
+PAGES = ("page", "escalation", "repeat")  # the messages somebody must act on
 ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
@@ -72,11 +73,14 @@ class Email(_Channel):
 
 
 class Sms(_Channel):
-    """SMS through the site's GSM modem, handed to gammu-smsd (works with no internet)."""
+    """SMS through the site's GSM modem, handed to gammu-smsd (works with no internet).
+    Sent once gammu-smsd moved it to its sent folder; in its error folder, or still in
+    the outbox after `confirm_within` (taken back), it failed: the person's next channel."""
     type: Literal["sms"]
     gammu_config: Path = Path("/etc/gammu-smsdrc")
     max_chars: int = Field(default=134, ge=20)  # two concatenated UCS-2 parts (2 x 67)
     per_minute: int = Field(default=30, ge=1)
+    confirm_within: Duration = 60.0
 
 
 class HttpGateway(_Channel):
@@ -90,6 +94,19 @@ class HttpGateway(_Channel):
     body: str = '{"mobile": "$mobile", "text": $text_json}'
     max_chars: int | None = None  # a voice or SMS gateway's length limit
     per_minute: int = Field(default=600, ge=1)
+    # the gateway's own success answer, a regular expression its body must match (e.g.
+    # '"code":\s*0'); without it, any 2xx answer counts as sent
+    expect: str | None = None
+
+    @field_validator("expect")
+    @classmethod
+    def _expect(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {exc}") from None
+        return value
 
 
 class Webhook(_Channel):

@@ -4,12 +4,16 @@ retries with backoff and fails over to the person's next channel.
 What goes out together: a group robot's chat is one recipient (the group), so the due
 messages for one robot go in as few posts as the robot's size limit allows. SMS, mail,
 gateways and webhooks reach one person: each message is that person's alone, with their
-own acknowledge link.
+own acknowledge link. In a storm, what waits for a person on a channel goes as one
+digest (pager/storm.py).
 
-A row is marked sent in the transaction right after its channel accepted it, so a pager
-killed before that moment sends it again on restart (at least once: an accepted page is
-never lost); one killed after never does. When that mark cannot be written (a full
-disk), the worker remembers it and writes it later: it never sends the row again.
+A row is marked sent in the transaction right after its channel confirmed it (all of
+it: a page cut into several posts counts only when every post went), so a pager killed
+before that moment sends it again on restart (at least once: an accepted page is never
+lost); one killed after never does. When that mark cannot be written (a full disk), the
+worker remembers it and writes it later: it never sends the row again. An SMS is handed
+to gammu-smsd and followed: sent when it reaches the sent folder, failed (the next
+channel) from the error folder or after the channel's `confirm_within` in the outbox.
 """
 
 from __future__ import annotations
@@ -27,8 +31,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from pager import channels
 from pager.config import ROBOTS
 from pager.engine import Engine
-from pager.messages import Message, compose, join, pack
+from pager.messages import Message, compose, digest, join, pack
 from pager.pair import Peer
+from pager.storm import Flows, urgent
 
 log = logging.getLogger("insmon.pager.delivery")
 BACKOFF = (2.0, 5.0, 15.0, 30.0)  # after the 1st, 2nd, ... failed try
@@ -61,25 +66,34 @@ class Job:
     channel: str
     rows: list[dict]
     messages: list[Message]  # posted in order; the rows are sent when all are
+    folded: frozenset[int] = frozenset()  # the rows that go in a storm's digest
 
 
 class Worker:
     def __init__(self, engine: Engine, metrics: Metrics, threads: int = 8,
                  send: Callable = channels.send, inline: bool = False,
-                 peer: Peer | None = None) -> None:
+                 peer: Peer | None = None, confirm: Callable = channels.confirm) -> None:
         """`inline`: send in the caller's thread (the simulation's controlled clock);
-        `peer`: the other pager of a pair, asked before anything is sent."""
+        `peer`: the other pager of a pair, asked before anything is sent; `confirm`:
+        what became of a message a channel took in without confirming it (SMS)."""
         self.engine, self.metrics, self.send, self.peer = engine, metrics, send, peer
+        self.confirm = confirm
         self.config, self.store = engine.config, engine.store
         self.wake = threading.Event()
         self._stop = threading.Event()
         self._pool = None if inline else ThreadPoolExecutor(threads,
                                                             thread_name_prefix="pager-send")
         self._busy: set[int] = set()  # delivery ids being sent
-        self._unrecorded: dict[int, tuple[float, str]] = {}  # sent, mark not yet written
+        self._unrecorded: dict[int, tuple[float, str, str]] = {}  # sent, not yet written
+        # handed over, not yet confirmed: delivery id -> (channel, files, deadline)
+        self._handed: dict[int, tuple[str, list[str], float]] = {
+            r["id"]: (json.loads(r["route"])[r["hop"]], json.loads(r["receipt"]), r["due"])
+            for r in self.store.query("SELECT * FROM deliveries WHERE status = 'pending' "
+                                      "AND receipt IS NOT NULL")}
         self._lock = threading.Lock()
         self._sent: dict[str, collections.deque[float]] = collections.defaultdict(
             collections.deque)  # channel -> send times in the last minute
+        self.flows = Flows()  # per person and channel: a storm's digests
         self._thread = threading.Thread(target=self._loop, name="pager-worker", daemon=True)
         self.errors = 0
 
@@ -101,7 +115,7 @@ class Worker:
 
     def round(self) -> None:
         """Timers, then the outbox: neither failing stops the other or the loop."""
-        for step in (self.engine.tick, self._record, self._dispatch):
+        for step in (self.engine.tick, self._record, self._confirm, self._dispatch):
             try:
                 step()
             except Exception:  # the worker must outlive any one bad row or a full disk
@@ -113,10 +127,10 @@ class Worker:
     def _dispatch(self) -> None:
         now = self.engine.clock.now()
         with self._lock:
-            skip = self._busy | set(self._unrecorded)
+            skip = self._busy | set(self._unrecorded) | set(self._handed)
         rows = [dict(r) for r in self.store.query(
-            "SELECT * FROM deliveries WHERE status = 'pending' AND due <= ? ORDER BY id",
-            (now,)) if r["id"] not in skip]
+            "SELECT * FROM deliveries WHERE status = 'pending' AND due <= ? AND receipt IS "
+            "NULL ORDER BY id", (now,)) if r["id"] not in skip]
         if self.peer is not None:
             rows = self.peer.gate(rows)
         by_channel: dict[str, list[dict]] = collections.defaultdict(list)
@@ -124,9 +138,20 @@ class Worker:
             channel = self._channel(row)
             if channel is not None:
                 by_channel[channel].append(row)
+        grades = self._grades({row["incident"] for row in rows})
         for channel, due in by_channel.items():
+            # a drill's pages flow apart: never in one digest with real ones
+            mine: dict[tuple[str, bool], list[dict]] = collections.defaultdict(list)
+            for row in due:
+                row["grade"], drill = grades.get(row["incident"], (None, False))
+                mine[(row["person"], drill)].append(row)
+            single, digests = [], []
+            for (person, drill), waiting in mine.items():
+                one, together = self.flows.plan(channel, person, waiting, now, drill)
+                single += one
+                digests += [together] if together else []
             free = self._free(channel, now)
-            jobs = self._jobs(channel, due)
+            jobs = self._jobs(channel, single, digests)
             config = self.config.channels[channel]
             if config.type in ROBOTS and jobs and self._busy_robot(channel, now) and \
                     now - min(r["due"] for r in jobs[-1].rows) < 60 / config.per_minute:
@@ -134,9 +159,13 @@ class Worker:
             for job in jobs[:max(free, 0)]:
                 with self._lock:
                     self._busy |= {r["id"] for r in job.rows}
-                people = [self.config.people[r["person"]] for r in job.rows]
-                posts = channels.posts(self.config.channels[channel], people)
-                self._sent[channel].extend([now] * (posts * len(job.messages)))
+                for message in job.messages:
+                    named = self._named(message, job.rows)
+                    self._sent[channel].extend([now] * channels.posts(
+                        config, [self.config.people[p] for p in named]))
+                    self.flows.went(channel, collections.Counter(
+                        news[3] for news in message.news if news[3] in named), now,
+                        any(grades.get(n[0], (None, False))[1] for n in message.news))
                 if self._pool is None:
                     self._send(job)
                 else:
@@ -167,7 +196,8 @@ class Worker:
         if hop >= len(route):
             route, hop = self.engine.route(row["person"]), 0
             if not route:
-                self._set_aside(row, "no channel of the config reaches the person")
+                self._set_aside(row, "no channel of the config reaches the person",
+                                unreachable=True)
                 return None
         if (route, hop) != (json.loads(row["route"]), row["hop"]):
             with self.store.transaction() as db:
@@ -176,9 +206,11 @@ class Worker:
             row["route"], row["hop"] = json.dumps(route), hop
         return route[hop]
 
-    def _jobs(self, channel_id: str, rows: list[dict]) -> list[Job]:
-        """A person's channel: one message per row. A robot: every row in as few posts
-        as its size limit allows, each part naming only its own people's links."""
+    def _jobs(self, channel_id: str, rows: list[dict], digests: list[list[dict]]
+              ) -> list[Job]:
+        """A person's channel: one message per row or digest. A robot: all of them in
+        as few posts as its size limit allows, each part naming only its own people's
+        links; Level I first."""
         channel = self.config.channels[channel_id]
         groups: dict[tuple, list[dict]] = {}
         for row in rows:
@@ -186,18 +218,23 @@ class Worker:
                    else (row["id"],))
             groups.setdefault(key, []).append(row)
         parts: list[tuple[Message, list[dict]]] = []
-        for group in groups.values():
+        folded = {id(group) for group in digests}
+        for group in sorted([*groups.values(), *digests],
+                            key=lambda g: (not any(map(urgent, g)), min(r["id"] for r in g))):
             try:
-                parts.append((self._message(group), group))
+                parts.append((self._digest(channel_id, group) if id(group) in folded
+                              else self._message(group), group))
             except Exception as exc:  # one bad message never blocks the channel
                 log.exception("cannot compose the message of deliveries %s",
                               [r["id"] for r in group])
                 for row in group:
                     self._set_aside(row, f"cannot compose the message: {exc}")
         if channel.type not in ROBOTS:
-            return [Job(channel_id, rows, [message]) for message, rows in parts]
-        people = [self.config.people[r["person"]] for _, group in parts for r in group]
-        posts = pack([m for m, _ in parts], lambda m: channels.fits(channel, people, m))
+            return [Job(channel_id, rows, [message], frozenset(
+                r["id"] for r in rows if id(rows) in folded)) for message, rows in parts]
+        everyone = [r for _, group in parts for r in group]
+        posts = pack([m for m, _ in parts], lambda m: channels.fits(
+            channel, [self.config.people[p] for p in self._named(m, everyone)], m))
         jobs: list[tuple[set[int], list[Message]]] = []
         for post in posts:
             indices = {i for i, _ in post}
@@ -207,8 +244,27 @@ class Worker:
                 jobs[-1][1].append(message)
             else:
                 jobs.append((indices, [message]))
-        return [Job(channel_id, [r for i in sorted(indices) for r in parts[i][1]], messages)
+        return [Job(channel_id, [r for i in sorted(indices) for r in parts[i][1]], messages,
+                    frozenset(r["id"] for i in indices if id(parts[i][1]) in folded
+                              for r in parts[i][1]))
                 for indices, messages in jobs]
+
+    def _named(self, message: Message, rows: list[dict]) -> list[str]:
+        """Who a message names (once each, in the rows' order): its news' people."""
+        named = {news[3] for news in message.news}
+        return [p for p in dict.fromkeys(r["person"] for r in rows)
+                if p in named and p in self.config.people]
+
+    def _grades(self, incidents: set[int]) -> dict[int, tuple[str, bool]]:
+        """Each incident's grade and whether it is a drill's."""
+        found = {}
+        ids = sorted(incidents)
+        for i in range(0, len(ids), 500):  # SQLite's bound on parameters in a statement
+            chunk = ids[i:i + 500]
+            found |= {r["id"]: (r["grade"], bool(r["drill"])) for r in self.store.query(
+                f"SELECT id, grade, drill FROM incidents WHERE id IN "
+                f"({','.join('?' * len(chunk))})", tuple(chunk))}
+        return found
 
     def _busy_robot(self, channel: str, now: float) -> bool:
         per_minute = self.config.channels[channel].per_minute
@@ -219,6 +275,20 @@ class Worker:
         while sent and sent[0] < now - 60:
             sent.popleft()
         return self.config.channels[channel].per_minute - len(sent)
+
+    def _digest(self, channel_id: str, rows: list[dict]) -> Message:
+        """What waits for one person on one channel in a storm, as one message, with the
+        link to the whole list of their incidents (the newest page's token opens it)."""
+        channel, person = self.config.channels[channel_id], rows[0]["person"]
+        incidents = {i: self.engine.incident(i) for i in {r["incident"] for r in rows}}
+        token = self.store.query("SELECT token FROM pages WHERE person = ? AND incident = ?",
+                                 (person, max(incidents)))
+        link = (f"{self.engine.ack_links()[0].rstrip('/')}/list/{token[0]['token']}"
+                if token else self.engine.ack_links()[0])
+        people = [self.config.people[person]]
+        return digest([(incidents[r["incident"]], r["kind"], r["step"], person) for r in rows],
+                      min(r["created"] for r in rows), link,
+                      lambda m: channels.fits(channel, people, m))
 
     def _message(self, rows: list[dict]) -> Message:
         incident = self.engine.incident(rows[0]["incident"])
@@ -234,11 +304,11 @@ class Worker:
     def _send(self, job: Job) -> None:
         try:
             channel = self.config.channels[job.channel]
-            people = [self.config.people[r["person"]] for r in job.rows]
-            went = 0
+            went, handed = 0, []
             try:
                 for message in job.messages:
-                    self.send(channel, people, message)
+                    people = [self.config.people[p] for p in self._named(message, job.rows)]
+                    handed += self.send(channel, people, message) or []
                     went += 1
             except Exception as exc:
                 if isinstance(exc, channels.Failed):
@@ -246,15 +316,16 @@ class Worker:
                 else:  # a bug in a channel must not lose the page
                     log.exception("channel %s crashed", job.channel)
                     error = f"crashed: {exc}"
-                if went:  # the group has the page; sending it all again would double it
-                    log.error("%s: the page went, %d of its %d posts did not: %s",
-                              job.channel, len(job.messages) - went, len(job.messages), error)
-                    self._done(job.channel, job.rows)
-                else:
-                    self._fail(job.channel, job.rows, error,
-                               rate_limited=isinstance(exc, channels.RateLimited))
+                if went:  # not all of it arrived: not sent (whole, again, later)
+                    error = (f"{went} of its {len(job.messages)} posts went, the next did "
+                             f"not: {error}")
+                self._fail(job.channel, job.rows, error,
+                           rate_limited=isinstance(exc, channels.RateLimited))
             else:
-                self._done(job.channel, job.rows)
+                if handed:
+                    self._hand(job, channel, handed)
+                else:
+                    self._done(job.channel, job.rows, job.folded)
         except Exception:
             self.errors += 1
             log.exception("recording a delivery on %s failed", job.channel)
@@ -263,10 +334,63 @@ class Worker:
                 self._busy -= {r["id"] for r in job.rows}
             self.wake.set()
 
-    def _done(self, channel: str, rows: list[dict]) -> None:
-        wall = self.engine.wall()
+    def _hand(self, job: Job, channel, files: list[str]) -> None:
+        """Taken in, not yet confirmed (gammu-smsd's outbox): followed by `_confirm`, in
+        the store too, so that a restart follows it rather than sending it again."""
+        deadline = self.engine.clock.now() + channel.confirm_within
         with self._lock:
-            self._unrecorded |= {r["id"]: (wall, channel) for r in rows}
+            self._handed |= {r["id"]: (job.channel, files, deadline) for r in job.rows}
+        with self.store.transaction() as db:
+            db.executemany("UPDATE deliveries SET receipt = ?, due = ? WHERE id = ?",
+                           [(json.dumps(files), deadline, r["id"]) for r in job.rows])
+
+    def _confirm(self) -> None:
+        """The messages handed over: sent once confirmed; failed (the person's next
+        channel) when the channel says so or the deadline passed (taken back first)."""
+        now = self.engine.clock.now()
+        with self._lock:
+            handed = dict(self._handed)
+        for row_id, (channel, files, deadline) in handed.items():
+            over = now >= deadline
+            config = self.config.channels.get(channel)
+            try:
+                if config is None:
+                    raise channels.Failed(f"channel {channel} is gone from the config")
+                state, why = self.confirm(config, files, withdraw=over), None
+            except Exception as exc:  # cannot tell: wait, and at the deadline it failed
+                log.warning("delivery %d on %s: cannot tell whether it went: %s", row_id,
+                            channel, exc)
+                state, why = (False if over else None), str(exc)
+            if state is None:
+                continue
+            rows = self.store.query("SELECT * FROM deliveries WHERE id = ?", (row_id,))
+            if state or not rows:  # sent: its mark is kept until it can be written
+                with self._lock:
+                    self._handed.pop(row_id, None)
+            if not rows:
+                continue
+            try:
+                if state:
+                    self._done(channel, [dict(rows[0])])
+                    continue
+                self._fail(channel, [dict(rows[0])], why or (
+                    f"not sent: still in gammu-smsd's outbox after "
+                    f"{config.confirm_within:.0f} s, taken back (is gammu-smsd running?)"
+                    if over else "gammu-smsd moved it to its error folder"), failover=True)
+            except Exception:  # the store cannot be written (a full disk): next round
+                self.errors += 1
+                log.exception("delivery %d: its outcome on %s not recorded", row_id, channel)
+                continue
+            with self._lock:
+                self._handed.pop(row_id, None)
+
+    def _done(self, channel: str, rows: list[dict], folded: frozenset[int] = frozenset()
+              ) -> None:
+        wall = self.engine.wall()
+        note = f" (in a digest of {len(folded)})"
+        with self._lock:
+            self._unrecorded |= {r["id"]: (wall, channel, note if r["id"] in folded else "")
+                                 for r in rows}
         for row in rows:
             self.metrics.deliveries.labels(self._team(row), channel, "sent").inc()
             self.metrics.latency.labels(channel).observe(max(0.0, wall - row["created"]))
@@ -279,14 +403,14 @@ class Worker:
         if not marks:
             return
         with self.store.transaction() as db:
-            for row_id, (at, channel) in marks.items():
-                db.execute("UPDATE deliveries SET status = 'sent', sent = ?, error = NULL "
-                           "WHERE id = ?", (at, row_id))
+            for row_id, (at, channel, note) in marks.items():
+                db.execute("UPDATE deliveries SET status = 'sent', sent = ?, error = NULL, "
+                           "receipt = NULL WHERE id = ?", (at, row_id))
                 row = db.execute("SELECT incident, person, kind FROM deliveries WHERE id = ?",
                                  (row_id,)).fetchone()
                 db.execute("INSERT INTO events (incident, at, what, person, channel, detail) "
                            "VALUES (?, ?, 'delivered', ?, ?, ?)",
-                           (row["incident"], at, row["person"], channel, row["kind"]))
+                           (row["incident"], at, row["person"], channel, row["kind"] + note))
         with self._lock:
             for row_id in marks:
                 self._unrecorded.pop(row_id, None)
@@ -294,17 +418,19 @@ class Worker:
     def _fail(self, channel: str, rows: list[dict], error: str, rate_limited: bool = False,
               failover: bool = False) -> None:
         now, wall = self.engine.clock.now(), self.engine.wall()
-        config = self.config.channels[channel]
+        config = self.config.channels.get(channel)  # gone since (an SMS followed across
+        # a restart on another config): no more tries there
         with self.store.transaction() as db:
             for row in rows:
                 route, attempts = json.loads(row["route"]), row["attempts"] + 1
-                if failover or attempts >= config.retries:
+                if failover or config is None or attempts >= config.retries:
                     if row["hop"] + 1 < len(route):
                         result, update = "failover", ("pending", row["hop"] + 1, 0, now)
                     elif now - (row["born"] or now) < GIVE_UP and self._still_wanted(db, row):
                         result, update = "failed", ("pending", 0, 0, now + AGAIN)
                         log.error("page %d to %s failed on every channel, again in %.0f s: "
                                   "%s", row["id"], row["person"], AGAIN, error)
+                        self.engine.unreachable(db, row, f"every channel failed ({error})")
                     else:
                         result, update = "failed", ("failed", row["hop"], attempts, now)
                         log.error("page %d to %s failed on every channel: %s", row["id"],
@@ -314,7 +440,8 @@ class Worker:
                     pause = 10.0 if rate_limited else BACKOFF[min(attempts, len(BACKOFF)) - 1]
                     update = ("pending", row["hop"], attempts, now + pause)
                 db.execute("UPDATE deliveries SET status = ?, hop = ?, attempts = ?, due = ?, "
-                           "error = ? WHERE id = ?", (*update, error, row["id"]))
+                           "error = ?, receipt = NULL WHERE id = ?",
+                           (*update, error, row["id"]))
                 db.execute("INSERT INTO events (incident, at, what, person, channel, detail) "
                            "VALUES (?, ?, ?, ?, ?, ?)",
                            (row["incident"], wall, f"delivery-{result}", row["person"],
@@ -331,8 +458,9 @@ class Worker:
                               (row["incident"],)).fetchone()
         return incident is not None and incident["resolved"] is None and incident["acked"] is None
 
-    def _set_aside(self, row: dict, error: str) -> None:
-        """A row that can never be sent as it is: failed, with why, logged and counted."""
+    def _set_aside(self, row: dict, error: str, unreachable: bool = False) -> None:
+        """A row that can never be sent as it is: failed, with why, logged and counted;
+        `unreachable`: its person cannot get it (the backup and lead are paged)."""
         log.error("delivery %d to %s set aside: %s", row["id"], row["person"], error)
         with self.store.transaction() as db:
             db.execute("UPDATE deliveries SET status = 'failed', error = ? WHERE id = ?",
@@ -340,6 +468,8 @@ class Worker:
             db.execute("INSERT INTO events (incident, at, what, person, detail) "
                        "VALUES (?, ?, 'delivery-failed', ?, ?)",
                        (row["incident"], self.engine.wall(), row["person"], error))
+            if unreachable:
+                self.engine.unreachable(db, row, error)
         self.metrics.deliveries.labels(self._team(row), "", "failed").inc()
 
     def _team(self, row: dict) -> str:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pager.clock import Clock
-from pager.config import DRILL, GRADE_ZH, GRADES, UNROUTED, WATCHDOG, PagerConfig
+from pager.config import DRILL, GRADE_ZH, GRADES, PAGES, UNROUTED, WATCHDOG, PagerConfig
 from pager.rota import Rota
 from pager.store import Store, StoreError
 
@@ -64,6 +64,7 @@ class Engine:
         self.clock = clock or Clock(store.get("clock"))
         self.rota = rota or Rota(config)
         self.gaps: dict[str, int] = {}  # team -> pages that found nobody on call
+        self.unreached: dict[str, int] = {}  # team -> pages their person could not get
         self.errors = 0  # decisions set aside because they failed
         # The countdown goes on across a restart, less the time the pager was down and
         # could not hear the Watchdog (a pager restarting every minute must not keep it
@@ -242,7 +243,8 @@ class Engine:
         self._page(db, incident, person, team, role, kind, step, now, prefer)
 
     def _page(self, db: sqlite3.Connection, incident: sqlite3.Row, person: str, team: str,
-              role: str, kind: str, step: int, now: float, prefer: tuple[str, ...] = ()) -> None:
+              role: str, kind: str, step: int, now: float, prefer: tuple[str, ...] = (),
+              born: float | None = None) -> None:
         db.execute("INSERT OR IGNORE INTO pages (incident, person, team, role, token, paged) "
                    "VALUES (?, ?, ?, ?, ?, ?)",
                    (incident["id"], person, team, role, self._token(incident, person),
@@ -252,20 +254,69 @@ class Engine:
         if team not in teams:
             db.execute("UPDATE incidents SET teams = ? WHERE id = ?",
                        (json.dumps([*teams, team]), incident["id"]))
-        self._deliver(db, incident["id"], person, kind, step, now, prefer)
+        self._deliver(db, incident["id"], person, kind, step, now, prefer, born)
 
     def _deliver(self, db: sqlite3.Connection, incident: int, person: str, kind: str,
-                 step: int, now: float, prefer: tuple[str, ...] = ()) -> None:
-        """An outbox row: the person's channels in order, `prefer`'s types first."""
+                 step: int, now: float, prefer: tuple[str, ...] = (),
+                 born: float | None = None) -> None:
+        """An outbox row: the person's channels in order, `prefer`'s types first; `born`:
+        when the message was first decided (another person's that did not reach them).
+        The same message decided again after it failed (the person back in the config,
+        paged as a backup or lead): tried again."""
+        born = now if born is None else min(born, now)
         route = self.route(person, prefer)
         if not route:
-            log.error("%s has no channel that can reach them", person)
-            self._event(db, incident, self.wall(), "unreachable", person)
+            self._unreachable(db, incident, person, kind, step, now,
+                              "has no channel that can reach them")
             return
-        db.execute("INSERT OR IGNORE INTO deliveries (incident, person, kind, step, route, "
-                   "hop, status, attempts, due, created, born) VALUES (?, ?, ?, ?, ?, 0, "
-                   "'pending', 0, ?, ?, ?)", (incident, person, kind, step, json.dumps(route),
-                                              now, self.wall(), now))
+        if db.execute("INSERT OR IGNORE INTO deliveries (incident, person, kind, step, route, "
+                      "hop, status, attempts, due, created, born) VALUES (?, ?, ?, ?, ?, 0, "
+                      "'pending', 0, ?, ?, ?)", (incident, person, kind, step,
+                                                 json.dumps(route), now, self.wall(),
+                                                 born)).rowcount == 0:
+            db.execute("UPDATE deliveries SET status = 'pending', route = ?, hop = 0, "
+                       "attempts = 0, due = ?, error = NULL WHERE incident = ? AND "
+                       "person = ? AND kind = ? AND step = ? AND status = 'failed'",
+                       (json.dumps(route), now, incident, person, kind, step))
+
+    def _unreachable(self, db: sqlite3.Connection, incident_id: int, person: str, kind: str,
+                     step: int, now: float, why: str, born: float | None = None) -> None:
+        """A page `person` cannot get (no channel reaches them, or every one failed): the
+        team it was for must not stay in silence, so its backup and lead (those a channel
+        reaches) are paged at once; an event, the metric and the log say so."""
+        page = db.execute("SELECT team FROM pages WHERE incident = ? AND person = ?",
+                          (incident_id, person)).fetchone()
+        incident = db.execute("SELECT * FROM incidents WHERE id = ?",
+                              (incident_id,)).fetchone()
+        team = page["team"] if page else None
+        if kind not in PAGES or team not in self.config.teams or incident["drill"]:
+            log.error("%s %s: not told of incident %d (%s)", person, why, incident_id, kind)
+            self._event(db, incident_id, self.wall(), "unreachable", person, detail=(
+                f"{kind}: {why}: not told"))
+            return
+        at = dt.datetime.fromtimestamp(self.wall(), dt.UTC)
+        covered = []
+        for role in ("backup", "lead"):
+            other = self.rota.role(team, role, at)
+            if other not in (None, person, *covered) and other in self.config.people \
+                    and self.route(other):
+                self._page(db, incident, other, team, role, kind, step, now, born=born)
+                covered.append(other)
+        self.unreached[team] = self.unreached.get(team, 0) + 1
+        told = ", ".join(covered) or "nobody else: no backup or lead a channel reaches"
+        log.error("%s of %s %s: incident %d paged to %s", person, team, why, incident_id,
+                  told)
+        self._event(db, incident_id, self.wall(), "unreachable", person,
+                    detail=f"{kind}: {why}: paged to {told} ({team})")
+
+    def unreachable(self, db: sqlite3.Connection, row: dict, why: str) -> None:
+        """A page that failed on every channel of its person (or that no channel reaches
+        any more): once per incident and person, its team's backup and lead are paged
+        (`_unreachable`), as old as it is (a storm's digest holds them no longer)."""
+        if not db.execute("SELECT 1 FROM events WHERE incident = ? AND person = ? AND what = "
+                          "'unreachable'", (row["incident"], row["person"])).fetchone():
+            self._unreachable(db, row["incident"], row["person"], row["kind"], row["step"],
+                              self.clock.now(), why, row["born"])
 
     def _token(self, incident: sqlite3.Row, person: str) -> str:
         """A page's ack token: random; in a pair the same on both pagers (from the pair's

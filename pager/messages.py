@@ -11,19 +11,28 @@ import json
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from pager.config import GRADE_ZH, PagerConfig
+from pager.config import GRADE_ZH, GRADES, PAGES, PagerConfig
 from pager.rota import SHANGHAI
 
 KIND_ZH = {"page": "", "escalation": "【升级】", "repeat": "【仍在告警】", "resolved": "【已恢复】",
            "ack": "【已确认】", "reminder": "【报告提醒】"}
 
 
+class Short(NamedTuple):
+    """An SMS's fields, kept apart until `fit` puts them together: what happened, since
+    when and how to acknowledge, and the ack link (a summary may hold any character)."""
+    head: str
+    tail: str
+    link: str = ""
+
+
 @dataclass(frozen=True)
 class Message:
     title: str
     text: str
-    short: str
+    short: Short
     # what it tells whom, as (incident, kind, step, person): whose it may be, and
     # whether it went out (the pager's log, and the invariants' simulation)
     news: frozenset[tuple[int, str, int, str]] = frozenset()
@@ -116,8 +125,8 @@ def compose(config: PagerConfig, incident: sqlite3.Row, kind: str, step: int,
 
 
 def _short(incident: sqlite3.Row, kind: str, head: str, stopped: bool, link: str,
-           acker: str | None, now: float, numbered: bool = True) -> str:
-    """The SMS as head|tail|link, fitted to a channel's length by `fit`."""
+           acker: str | None, now: float, numbered: bool = True) -> Short:
+    """The SMS's fields, fitted to a channel's length by `fit`."""
     tail = {"page": f"{clock(incident['started'], False)}起",
             "escalation": f"{clock(incident['started'], False)}起，无人确认",
             "repeat": f"{clock(incident['started'], False)}起，仍在告警",
@@ -128,15 +137,72 @@ def _short(incident: sqlite3.Row, kind: str, head: str, stopped: bool, link: str
         tail = "结算已中断 " + tail
     if kind in ("page", "escalation", "repeat") and not incident["acked"]:
         tail += f"。回复1确认(ACK {incident['id']})" if numbered else "。回复1确认"
-        return f"{head}|{tail}|{link}"
-    return f"{head}|{tail}|"
+        return Short(head, tail, link)
+    return Short(head, tail)
+
+
+def digest(entries: list[tuple[sqlite3.Row, str, int, str]], since: float, link: str,
+           fits: Callable[[Message], bool], most: int = 200) -> Message:
+    """A storm's messages to one person in one (pager/storm.py): `entries` are (incident,
+    kind, step, person). How many, by grade; what opened, one line per kind, grade and
+    alert with its sites and how many (and the summary of an alert at one site, when they
+    all fit so), Level I first, as many lines as `fits` takes (and `most`); the rest
+    counted by grade; one link to the whole list."""
+    groups: dict[tuple, list[sqlite3.Row]] = {}
+    for incident, kind, _, _ in entries:
+        grade = incident["grade"]
+        key = (kind not in PAGES, GRADES.index(grade) if grade in GRADES else len(GRADES),
+               bool(incident["drill"]), KIND_ZH[kind], grade, incident["alertname"])
+        groups.setdefault(key, []).append(incident)
+    lines = []
+    for (_, _, drill, label, grade, alertname), incidents in sorted(
+            groups.items(), key=lambda item: item[0][:2]):  # stable: first come first
+        unique = list(dict.fromkeys(i["site"] or "-" for i in incidents))
+        where = "、".join(unique[:5]) + (f" 等 {len(unique)} 个站点" if len(unique) > 5 else "")
+        what = f" — {incidents[0]['summary']}" if len(incidents) == 1 else ""
+        lines.append(((grade, label), len(incidents), f"{'【演练】' if drill else ''}{label}"
+                      f"【{GRADE_ZH.get(grade, '未分级')}】{alertname} @ {where}"
+                      f"（{len(incidents)}）", what))
+    total = len(entries)
+    counts = _counts([(grade, label, n) for (grade, label), n, _, _ in lines])
+    title = f"【告警汇总】{total} 条通知：{counts}"
+    head = [f"【告警汇总】自 {clock(since)} 起 {total} 条通知：{counts} / digest of {total} "
+            "notifications", f"全部列表 full list: {link}"]
+    news = frozenset((i["id"], kind, step, person) for i, kind, step, person in entries)
+    short = Short(f"【告警汇总】{total}条:{counts.replace(' · ', ' ')}", "", link)
+
+    def message(named: int, summaries: bool) -> Message:
+        rest = lines[named:]
+        left = _counts([(grade, label, n) for (grade, label), n, _, _ in rest])
+        more = [f"另有 {sum(n for _, n, _, _ in rest)} 条未列出：{left}（见全部列表 see the "
+                "list）"] if rest else []
+        return Message(title, "\n".join(
+            head + [text + (what if summaries else "") for _, _, text, what in lines[:named]]
+            + more), short, news)
+
+    if len(lines) <= most and fits(message(len(lines), summaries=True)):
+        return message(len(lines), summaries=True)
+    named = 0
+    while named < min(len(lines), most) and fits(message(named + 1, summaries=False)):
+        named += 1
+    return message(named, summaries=False)
+
+
+def _counts(groups: list[tuple[str, str, int]]) -> str:
+    """一级 2 · 二级 996 · 【已恢复】3: pages by grade, then the other kinds."""
+    by: dict[str, int] = {}
+    for grade, label, n in groups:
+        name = GRADE_ZH.get(grade, "未分级") if label in ("", KIND_ZH["escalation"],
+                                                        KIND_ZH["repeat"]) else label
+        by[name] = by.get(name, 0) + n
+    return " · ".join(f"{name} {n}" for name, n in by.items())
 
 
 def pack(parts: list[Message], fits: Callable[[Message], bool]
          ) -> list[list[tuple[int, Message]]]:
     """The parts in as few posts as `fits` allows, in order, each post its parts with
-    their index in `parts`; a part too large alone is cut at line ends (a line too long,
-    at characters) into posts that each fit: all of it is sent, nothing is dropped."""
+    their index in `parts`; a part too large alone is cut at line ends into posts that
+    each fit (`_pieces`), sent all or not at all."""
     posts: list[list[tuple[int, Message]]] = []
     for i, part in enumerate(parts):
         if posts and fits(join([m for _, m in posts[-1]] + [part])):
@@ -157,13 +223,14 @@ def join(parts: list[Message]) -> Message:
 
 
 def _pieces(part: Message, fits: Callable[[Message], bool]) -> list[Message]:
+    """A part too large for one post, in posts of whole lines: never a post of less than
+    a line (a line too long even alone is shortened to fit, marked …)."""
     title = f"{part.title} (续)"
-    lines = [piece for line in part.text.split("\n") for piece in
-             _cut(line, lambda text: fits(Message(title, text, part.short)))]
+    probe = lambda text: fits(Message(title, text, part.short, part.news))  # noqa: E731
     pieces, current = [], ""
-    for line in lines:
+    for line in (_shorten(line, probe) for line in part.text.split("\n")):
         joined = f"{current}\n{line}" if current else line
-        if current and not fits(Message(title, joined, part.short)):
+        if current and not probe(joined):
             pieces.append(current)
             joined = line
         current = joined
@@ -172,19 +239,26 @@ def _pieces(part: Message, fits: Callable[[Message], bool]) -> list[Message]:
             for i, text in enumerate(pieces)]
 
 
-def _cut(line: str, fits: Callable[[str], bool]) -> list[str]:
-    """A line in pieces that each fit (halving: a robot's limit is kilobytes)."""
-    if fits(line) or len(line) <= 1:
-        return [line]
-    half = len(line) // 2
-    return _cut(line[:half], fits) + _cut(line[half:], fits)
+def _shorten(line: str, fits: Callable[[str], bool]) -> str:
+    """The line, or its longest beginning that fits, marked … (a description of kilobytes
+    in one line: the rest is on the ack page)."""
+    if fits(line):
+        return line
+    low, high = 0, len(line)  # fits(line[:low] + "…"), or low is 0
+    while low < high:
+        middle = (low + high + 1) // 2
+        if fits(line[:middle] + "…"):
+            low = middle
+        else:
+            high = middle - 1
+    return line[:low] + "…"
 
 
-def fit(short: str, limit: int) -> str:
+def fit(short: Short, limit: int) -> str:
     """What it is and what to do, within `limit` characters: the link goes first when
     there is no room (a reply acknowledges too), then the head is cut."""
-    head, tail, link = short.split("|", 2)
-    whole = f"{head} {tail} {link}".strip()
+    head, tail, link = short
+    whole = " ".join(filter(None, (head, tail, link)))
     if len(whole) <= limit:
         return whole
     room = limit - len(tail) - 1

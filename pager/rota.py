@@ -8,6 +8,10 @@ per row; the columns, in Chinese or English:
     开始 / start    2026-11-23 08:30    (Beijing time)
     结束 / end      2026-11-24 08:30
     值班人 / person  zhangsan            (a person's id in the config, or their name)
+Times are Beijing time unless the file says otherwise: a time with its offset
+(2026-11-23T00:30:00Z, ...+00:00), or a zone in the column's header, "开始 (UTC)",
+"start (UTC+0)", "结束 (Asia/Shanghai)", for every time of that column. A merged cell
+(a name over several rows) holds its value in each of them.
 
 The file is read when first needed and again when it changed (looked at once a second at
 most): an edited rota takes effect without a restart. A broken edit keeps the last good
@@ -21,12 +25,14 @@ import csv
 import datetime as dt
 import functools
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pager.config import PagerConfig, Team
 
@@ -178,17 +184,46 @@ def read_shifts(path: Path, config: PagerConfig) -> list[Shift]:
         raise RotaError(f"{path}: not a CSV file ({exc})") from None
 
 
+HEADER = re.compile(r"^(.*?)\s*(?:[(（\[]\s*([^)）\]]*?)\s*[)）\]])?$")
+OFFSET = re.compile(r"^(?:UTC|GMT)\s*([+-])\s*(\d{1,2})(?::?(\d{2}))?$", re.IGNORECASE)
+
+
+def _zone(text: str) -> dt.tzinfo:
+    """A column header's zone: UTC, GMT, Z, UTC+8, UTC-05:30, 北京时间, an IANA name."""
+    if text.upper() in ("UTC", "GMT", "Z", "UTC+0", "GMT+0"):
+        return dt.UTC
+    if text in ("北京时间", "CST", "Asia/Shanghai"):
+        return SHANGHAI
+    if (offset := OFFSET.match(text)):
+        sign, hours, minutes = offset.groups()
+        delta = dt.timedelta(hours=int(hours), minutes=int(minutes or 0))
+        if delta >= dt.timedelta(hours=15):
+            raise ValueError(f"{text!r}: an offset of 14 hours at the most")
+        return dt.timezone(-delta if sign == "-" else delta)
+    try:
+        return ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{text!r} is no time zone (UTC, UTC+8, 北京时间, Asia/Shanghai)"
+                         ) from None
+
+
 def _shifts(where: str, rows: Iterator[Sequence[object]], config: PagerConfig) -> list[Shift]:
-    header = [str(cell or "").strip().lower() for cell in next(rows, [])]
-    if not header:
+    header = [str(cell or "").strip() for cell in next(rows, [])]
+    if not "".join(header):
         raise RotaError(f"{where}: no header row ({', '.join(c[0] for c in COLUMNS.values())})")
-    index = {}
-    for key, names in COLUMNS.items():
-        found = [i for i, name in enumerate(header) if name in names]
+    names = [HEADER.match(cell).groups() for cell in header]
+    index, zones = {}, {}
+    for key, known in COLUMNS.items():
+        found = [i for i, (name, _) in enumerate(names) if name.lower() in known]
         if not found:
-            raise RotaError(f"{where}, row 1: no column {names[0]} / {names[1]} "
+            raise RotaError(f"{where}, row 1: no column {known[0]} / {known[1]} "
                             f"(columns: {', '.join(header)})")
         index[key] = found[0]
+        zone = names[found[0]][1]
+        try:
+            zones[key] = _zone(zone) if zone else SHANGHAI
+        except ValueError as exc:
+            raise RotaError(f"{where}, row 1, column {header[found[0]]!r}: {exc}") from None
     by_name: dict[str, list[str]] = {}
     for pid, p in config.people.items():
         by_name.setdefault(p.name, []).append(pid)
@@ -198,7 +233,7 @@ def _shifts(where: str, rows: Iterator[Sequence[object]], config: PagerConfig) -
             continue
         cells = {key: row[i] if i < len(row) else None for key, i in index.items()}
         try:
-            start, end = _time(cells["start"]), _time(cells["end"])
+            start, end = _time(cells["start"], zones["start"]), _time(cells["end"], zones["end"])
         except ValueError as exc:
             raise RotaError(f"{where}, row {number}: {exc}") from None
         if end <= start:
@@ -216,18 +251,22 @@ def _shifts(where: str, rows: Iterator[Sequence[object]], config: PagerConfig) -
 
 
 @functools.lru_cache(maxsize=1024)  # one shift's end is the next one's start
-def _time(cell: object) -> dt.datetime:
+def _time(cell: object, zone: dt.tzinfo = SHANGHAI) -> dt.datetime:
+    """A cell's time; naive (every XLSX time, most CSV ones) in the column's zone."""
+    def zoned(moment: dt.datetime) -> dt.datetime:
+        return moment.replace(tzinfo=zone) if moment.tzinfo is None else moment
+
     if isinstance(cell, dt.datetime):
-        return beijing(cell)
+        return zoned(cell)
     text = str(cell or "").strip()
     if ":" in text:  # the fast path (a time, not a date alone)
         try:
-            return beijing(dt.datetime.fromisoformat(text))
+            return zoned(dt.datetime.fromisoformat(text))
         except ValueError:
             pass
     for form in ("%Y/%m/%d %H:%M", "%Y/%m/%d %H:%M:%S"):
         try:
-            return beijing(dt.datetime.strptime(text, form))
+            return zoned(dt.datetime.strptime(text, form))
         except ValueError:
             pass
     raise ValueError(f"{text!r} is not a time such as 2026-11-23 08:30")
@@ -246,13 +285,60 @@ def _sheet(path: Path) -> Iterator[tuple[str | None, Iterator[Sequence[object]]]
 
     try:
         book = load_workbook(path, read_only=True, data_only=True)
-    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
+        merged = _merged(path)
+    except (zipfile.BadZipFile, KeyError, ValueError, SyntaxError) as exc:
         raise RotaError(f"{path}: not a readable XLSX workbook ({exc})") from None
     try:
         sheet = book.worksheets[0]
-        yield sheet.title, sheet.iter_rows(values_only=True)
+        yield sheet.title, _unmerged(sheet.iter_rows(min_row=1, min_col=1, values_only=True),
+                                     merged)
     finally:
         book.close()
+
+
+def _merged(path: Path) -> dict[int, list[tuple[int, int, int, int]]]:
+    """The first sheet's merged ranges (min_col, min_row, max_col, max_row), by each row
+    they cover: read from the sheet's XML, which openpyxl's streaming reader skips."""
+    import xml.etree.ElementTree as ElementTree
+    import zipfile
+
+    from openpyxl.utils.cell import range_boundaries
+
+    main = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
+    relation = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}id"
+    with zipfile.ZipFile(path) as archive:
+        first = ElementTree.fromstring(archive.read("xl/workbook.xml")).find(
+            f"{main}sheets/{main}sheet")
+        rels = ElementTree.fromstring(archive.read("xl/_rels/workbook.xml.rels"))
+        target = next(r.get("Target") for r in rels if r.get("Id") == first.get(relation))
+        name = target.lstrip("/") if target.startswith("/") else f"xl/{target}"
+        by_row: dict[int, list[tuple[int, int, int, int]]] = {}
+        with archive.open(name) as sheet:
+            for _, element in ElementTree.iterparse(sheet):
+                if element.tag == f"{main}mergeCell":
+                    bounds = range_boundaries(element.get("ref", ""))
+                    for row in range(bounds[1], bounds[3] + 1):
+                        by_row.setdefault(row, []).append(bounds)
+                element.clear()
+    return by_row
+
+
+def _unmerged(rows: Iterator[Sequence[object]], merged: dict[int, list[tuple[int, ...]]]
+              ) -> Iterator[Sequence[object]]:
+    """The rows, each cell of a merged range holding the range's value (its top left's)."""
+    tops: dict[tuple[int, int], object] = {}
+    for number, row in enumerate(rows, start=1):
+        if number not in merged:
+            yield row
+            continue
+        cells = list(row)
+        for first_col, first_row, last_col, _ in merged[number]:
+            cells += [None] * (last_col - len(cells))
+            if number == first_row:
+                tops[(first_row, first_col)] = cells[first_col - 1]
+            for col in range(first_col, last_col + 1):
+                cells[col - 1] = tops.get((first_row, first_col))
+        yield cells
 
 
 # ------------------------------------------------------------------ validation
@@ -278,6 +364,28 @@ def check(config: PagerConfig, rota: Rota, now: dt.datetime) -> list[str]:
                                f"its lead {team.lead} would be paged"
                                for a, b in _gaps(team, shifts, now, until)])
     return warnings
+
+
+def ahead(config: PagerConfig, rota: Rota, team_id: str, now: dt.datetime,
+          days: int = 7) -> list[tuple[dt.datetime, str | None]]:
+    """Who is on call for the team from `now` for `days` days: (from when, person or None
+    for nobody), at each change, so that a rota shifted by hours shows."""
+    team = config.teams[team_id]
+    now = now.astimezone(SHANGHAI)
+    until = now + dt.timedelta(days=days)
+    moments = {now}
+    moments |= {m for o in team.overrides for m in (beijing(o.start), beijing(o.end))}
+    moments |= {m for s in rota.shifts(team_id).all for m in (s.start, s.end)}
+    if team.rotation is not None:
+        moments |= {dt.datetime.combine(now.date() + dt.timedelta(days=d),
+                                        team.rotation.handover, SHANGHAI)
+                    for d in range(-1, days + 2)}
+    changes: list[tuple[dt.datetime, str | None]] = []
+    for moment in sorted(m for m in moments if now <= m < until):
+        person = rota.on_call(team_id, moment)
+        if not changes or changes[-1][1] != person:
+            changes.append((moment, person))
+    return changes
 
 
 def _first(count: int, lines: list[str]) -> list[str]:

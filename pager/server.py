@@ -3,6 +3,8 @@ phones, the incident API for `insmon review`, and its own /metrics.
 
     POST /<receiver>        Alertmanager webhook (receiver = team, watchdog, drill, unrouted)
     GET  /ack/<token>       the incident, in Chinese, with one button; POST acknowledges
+    GET  /list/<token>      a storm digest's link: the incidents paged to that token's
+                            person, each with its button; POST acknowledges all still open
     GET  /api/incidents     incidents with who was paged, deliveries and events (JSON)
     GET  /api/peer/hello, /api/peer/incident?key=K&started=T, POST /api/peer/ack
                             the other pager of a pair asking, signed with the pair's key
@@ -47,6 +49,8 @@ log = logging.getLogger("insmon.pager.http")
 RECEIVER = re.compile(r"^/([A-Za-z0-9_.-]{1,64})$")
 ACK = re.compile(r"^/ack/([A-Za-z0-9_-]{10,64})$")
 PEER = "/api/peer/"  # the other pager's questions (pager/pair.py)
+LIST = re.compile(r"^/list/([A-Za-z0-9_-]{10,64})$")
+LISTED = 2000  # incidents on a list page at the most (open ones first)
 ACK_BUCKETS = (30, 60, 120, 300, 600, 900, 1800, 3600)
 TEAM_NAMES = {"drill": "演练名单"}  # who is paged that is no team: the drill rota
 
@@ -97,6 +101,13 @@ class StoreCollector:
             "starting point install.sh writes): notifications are kept, nobody is paged")
         configured.add_metric([], 1.0 if self.engine.config.configured else 0.0)
         yield configured
+        unreached = CounterMetricFamily(
+            "insmon_pager_unreachable", "Pages their person could not get (no channel "
+            "reaches them, or every one failed) since the pager started: the team's "
+            "backup and lead were paged instead", labels=["team"])
+        for team, n in self.engine.unreached.items():
+            unreached.add_metric([team], n)
+        yield unreached
         yield self._ack_histogram()
 
     def _ack_histogram(self) -> HistogramMetricFamily:
@@ -143,6 +154,8 @@ class PagerServer:
                 path = urllib.parse.urlsplit(self.path).path
                 if (match := ACK.match(path)):
                     return self._ack(match.group(1), post=True)
+                if (match := LIST.match(path)):
+                    return self._list(match.group(1), post=True)
                 if path.startswith(PEER):
                     return self._peer()
                 match = RECEIVER.match(path)
@@ -185,6 +198,8 @@ class PagerServer:
                     return self._ack(match.group(1), post=False)
                 if url.path == "/":
                     return self._reply(200, "text/html; charset=utf-8", _status_page(engine))
+                if (match := LIST.match(url.path)):
+                    return self._list(match.group(1), post=False)
                 if url.path == "/metrics":
                     return self._reply(200, "text/plain; version=0.0.4",
                                        generate_latest(registry))
@@ -250,6 +265,29 @@ class PagerServer:
                 self._reply(200, "text/html; charset=utf-8", _incident_page(
                     incident, engine.config.people, token))
 
+            def _list(self, token: str, post: bool) -> None:
+                rows = engine.store.query("SELECT person FROM pages WHERE token = ?", (token,))
+                if not rows:
+                    log.warning("a list with an unknown token from %s refused",
+                                self.client_address[0])
+                    return self._reply(404, "text/html; charset=utf-8", _page(
+                        "链接无效", "<p>此链接无效或已失效。This link is not valid.</p>"))
+                person = rows[0]["person"]
+                if post:  # all of this person's open, unacknowledged incidents
+                    for row in engine.store.query(
+                            "SELECT i.id FROM incidents i JOIN pages p ON p.incident = i.id "
+                            "WHERE p.person = ? AND i.resolved IS NULL AND i.acked IS NULL",
+                            (person,)):
+                        engine.ack(row["id"], person, "link")
+                    wake.set()
+                listed = engine.store.query(
+                    "SELECT i.*, p.token FROM incidents i JOIN pages p ON p.incident = i.id "
+                    "WHERE p.person = ? AND (i.resolved IS NULL OR i.resolved >= ?) ORDER BY "
+                    "i.resolved IS NOT NULL, i.acked IS NOT NULL, i.grade, i.id DESC LIMIT ?",
+                    (person, engine.wall() - 86400, LISTED))
+                self._reply(200, "text/html; charset=utf-8", _list_page(
+                    listed, engine.config.people, person, token))
+
             def _authorized(self) -> bool:
                 """The token as Bearer or as a basic-auth password; else 401, logged."""
                 if held.intake is None:
@@ -288,7 +326,7 @@ class PagerServer:
             def log_message(self, fmt: str, *args: object) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        self.httpd = _Listener((host, port), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
 
@@ -344,6 +382,13 @@ class PagerServer:
         return found
 
 
+class _Listener(ThreadingHTTPServer):
+    # Alertmanager posts a storm's groups all at once: with socketserver's backlog of 5
+    # the kernel dropped their connections, and Alertmanager sent them again a minute
+    # later (its next flush)
+    request_queue_size = 1024
+
+
 def _page(title: str, body: str) -> bytes:
     return f"""<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -392,3 +437,30 @@ def _incident_page(incident, people: dict, token: str) -> bytes:
                     "Acknowledge</button></form>"
                     "<p class=muted>确认后停止升级通知（告警本身不会消除）。</p>")
     return _page(f"【{grade}】{incident['alertname']}", "\n".join(rows))
+
+
+def _list_page(incidents: list, people: dict, person: str, token: str) -> bytes:
+    """A person's incidents (open, then those over in the last day), each with its own
+    acknowledge button, and one for all those still open."""
+    who = people[person].name if person in people else person
+    waiting = sum(1 for i in incidents if i["resolved"] is None and i["acked"] is None)
+    rows = [f"<h2>{html.escape(who)}：{len(incidents)} 个事件，{waiting} 个待确认</h2>"]
+    if waiting:
+        rows.append(f"<form method=post action=\"/list/{token}\"><button>全部确认 · "
+                    f"Acknowledge all {waiting}</button></form>")
+    rows.append("<table>")
+    for incident in incidents:
+        grade = GRADE_ZH.get(incident["grade"], "未分级")
+        if incident["resolved"]:
+            state = f"<span class=ok>已恢复 {when(incident['resolved'])}</span>"
+        elif incident["acked"]:
+            acker = people.get(incident["acked_by"])
+            state = (f"<span class=ok>{html.escape(acker.name if acker else incident['acked_by'])}"
+                     f" 已确认</span>")
+        else:
+            state = f"<a href=\"/ack/{incident['token']}\">确认 ack</a>"
+        rows.append(f"<tr><td>【{grade}】</td><td>{html.escape(incident['site'])}</td>"
+                    f"<td>{html.escape(incident['alertname'])}</td>"
+                    f"<td class=muted>{when(incident['opened'])}</td><td>{state}</td></tr>")
+    rows.append("</table>")
+    return _page(f"{who}：{len(incidents)} 个事件", "\n".join(rows))

@@ -80,6 +80,11 @@ MIGRATIONS = (
         opened REAL NOT NULL, person TEXT NOT NULL, via TEXT NOT NULL, at REAL NOT NULL,
         done INTEGER NOT NULL DEFAULT 0);
     """,
+    # 4: a message a channel took in without confirming it (gammu-smsd's outbox files):
+    # pending until confirmed, its `due` the deadline; followed again after a restart.
+    """
+    ALTER TABLE deliveries ADD COLUMN receipt TEXT;
+    """,
 )
 VERSION = 1 + len(MIGRATIONS)
 

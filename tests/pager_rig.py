@@ -103,7 +103,9 @@ class Phone:
     that logs what `on_receive` prints, or with wrap=False `on_receive` itself, as a site
     writes it (gammu-smsd appends the inbox files' names)."""
 
-    def __init__(self, directory: Path, on_receive: str, wrap: bool = True) -> None:
+    def __init__(self, directory: Path, on_receive: str, wrap: bool = True,
+                 running: bool = True) -> None:
+        """`running`: start gammu-smsd now (else `start()` later: a daemon that is down)."""
         self.dir = directory
         self.phone = directory / "phone"
         for sub in ("inbox", "outbox", "sent", "error", *(f"phone/sms/{i}" for i in range(1, 6))):
@@ -137,10 +139,15 @@ checknetwork = 0
 hardresetfrequency = 0
 RunOnReceive = {script if wrap else on_receive}
 """)
+        self.proc: subprocess.Popen | None = None
+        self._received = 0
+        if running:
+            self.start()
+
+    def start(self) -> None:
         self.proc = subprocess.Popen(["gammu-smsd", "-c", str(self.config)],
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
-        self._received = 0
 
     def sent(self) -> list[tuple[str, str]]:
         """(number, text) of every SMS gammu-smsd transmitted through the phone, its parts
@@ -183,6 +190,8 @@ DateTime = {time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}
 """)
 
     def close(self) -> None:
+        if self.proc is None:
+            return
         self.proc.terminate()
         try:
             self.proc.wait(10)
@@ -203,13 +212,17 @@ class MailServer:
         context.load_cert_chain(cert, key)
         self.ca_file = authority.file
         self.messages: list[tuple[list[str], str]] = []
+        self.times: list[float] = []  # when each of `messages` came
+        self.answer = "250 OK"  # to DATA: "451 4.3.0 ..." takes nothing
         server = self
 
         class Handler:
             async def handle_DATA(self, smtp, session, envelope) -> str:
-                server.messages.append((list(envelope.rcpt_tos),
-                                        envelope.content.decode("utf-8", "replace")))
-                return "250 OK"
+                if server.answer.startswith("250"):
+                    server.messages.append((list(envelope.rcpt_tos),
+                                            envelope.content.decode("utf-8", "replace")))
+                    server.times.append(time.time())
+                return server.answer
 
         self.port = free_port()
         self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port,

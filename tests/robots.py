@@ -26,8 +26,10 @@ from typing import ClassVar
 
 
 class Robot:
-    """One robot endpoint. `mode`: "ok", "500" (the server fails) or "hang" (answers
-    nothing for a minute)."""
+    """One robot endpoint. `mode`: "ok", "500" (the server fails), "hang" (answers
+    nothing for a minute), "proxy" (a proxy or captive portal answers 200 with its own
+    HTML page) or "empty" (200 with an empty JSON object): the last two are no robot's
+    answer, and took nothing."""
 
 
     def __init__(self, secret: str = "", per_minute: int = 20,
@@ -52,6 +54,16 @@ class Robot:
                     self.send_response(500)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
+                    return
+                if robot.mode in ("proxy", "empty"):
+                    page = ("<html><body>请先登录 please log in</body></html>".encode()
+                            if robot.mode == "proxy" else b"{}")
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/html" if robot.mode == "proxy"
+                                     else "application/json")
+                    self.send_header("Content-Length", str(len(page)))
+                    self.end_headers()
+                    self.wfile.write(page)
                     return
                 reply = robot.handle(urllib.parse.urlsplit(self.path), body)
                 data = json.dumps(reply).encode()

@@ -316,3 +316,97 @@ def test_sms_received_reads_the_inbox_files_when_the_variables_are_absent(
         assert acked_by(process) == "li"
     finally:
         process.stop()
+
+
+# ------------------------------------------------------------------ issue 31
+
+def xlsx(path: Path, header: list[str], rows: list[list[object]],
+         merge: str | None = None) -> None:
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    book.active.append(header)
+    for row in rows:
+        book.active.append(row)
+    if merge:
+        book.active.merge_cells(merge)
+    book.save(path)
+
+
+def test_rota_times_are_beijing_time_unless_the_file_says_otherwise(tmp_path: Path) -> None:
+    """An XLSX written in UTC (its header says so) paged 李四 in 张三's shift: its times
+    were read as Beijing time."""
+    path = write_config(tmp_path, None)
+    config = yaml.safe_load(path.read_text())
+    config["teams"]["network"]["shifts_file"] = "rota.xlsx"
+    path.write_text(yaml.safe_dump(config, allow_unicode=True))
+    utc = [[dt.datetime(2026, 11, 23, 0, 30), dt.datetime(2026, 11, 24, 0, 30), "zhang"],
+           [dt.datetime(2026, 11, 24, 0, 30), dt.datetime(2026, 11, 25, 0, 30), "li"]]
+    xlsx(tmp_path / "rota.xlsx", ["开始 (UTC)", "结束 (UTC)", "值班人"], utc)
+    who = insmon_pager("who", "-c", str(path), "--team", "network", "--at", "2026-11-24 07:00")
+    assert who.returncode == 0, who.stderr
+    assert "张三" in who.stdout  # 07:00 Beijing is 23:00 UTC: 张三's shift until 08:30
+    rota = Rota(load(path))
+    at = lambda text: dt.datetime.fromisoformat(text).replace(tzinfo=SHANGHAI)  # noqa: E731
+    assert rota.on_call("network", at("2026-11-24 08:29")) == "zhang"
+    assert rota.on_call("network", at("2026-11-24 08:30")) == "li"
+    # the same times with no zone are Beijing time; a zone nobody knows is an error
+    xlsx(tmp_path / "rota.xlsx", ["start", "end (Asia/Shanghai)", "person"], utc)
+    rota = Rota(load(path))
+    assert rota.on_call("network", at("2026-11-24 07:00")) == "li"
+    xlsx(tmp_path / "rota.xlsx", ["开始 (火星时间)", "结束", "值班人"], utc)
+    assert "row 1, column '开始 (火星时间)': '火星时间' is no time zone" in Rota(
+        load(path)).errors["network"]
+    # a CSV whose times carry their offset
+    (tmp_path / "rota.csv").write_text(HEADER + "2026-11-23T00:30:00Z,2026-11-24T00:30+00:00,"
+                                       "zhang\n")
+    config["teams"]["network"]["shifts_file"] = "rota.csv"
+    path.write_text(yaml.safe_dump(config, allow_unicode=True))
+    assert Rota(load(path)).on_call("network", at("2026-11-24 08:00")) == "zhang"
+
+
+def test_a_merged_name_cell_is_the_person_of_every_row_it_spans(tmp_path: Path) -> None:
+    """张三's name merged over his two shifts rejected the whole file (the second row's
+    cell reads empty)."""
+    path = write_config(tmp_path, None)
+    config = yaml.safe_load(path.read_text())
+    config["teams"]["network"]["shifts_file"] = "rota.xlsx"
+    path.write_text(yaml.safe_dump(config, allow_unicode=True))
+    xlsx(tmp_path / "rota.xlsx", ["开始", "结束", "值班人"],
+         [["2026-11-23 08:30", "2026-11-23 20:30", "张三"],
+          ["2026-11-23 20:30", "2026-11-24 08:30", None],
+          ["2026-11-24 08:30", "2026-11-25 08:30", "李四"]], merge="C2:C3")
+    rota = Rota(load(path))
+    assert rota.errors == {}
+    at = lambda text: dt.datetime.fromisoformat(text).replace(tzinfo=SHANGHAI)  # noqa: E731
+    assert rota.on_call("network", at("2026-11-24 02:00")) == "zhang"
+    assert rota.on_call("network", at("2026-11-24 09:00")) == "li"
+
+
+def test_validate_fails_for_a_person_of_a_rota_no_channel_reaches_and_shows_the_week(
+        tmp_path: Path) -> None:
+    """张三 on call with SMS only and no mobile number: validate said OK, and his pages
+    reached nobody."""
+    now = dt.datetime.now(SHANGHAI).replace(second=0, microsecond=0)
+    at = lambda hours: f"{now + dt.timedelta(hours=hours):%Y-%m-%d %H:%M}"  # noqa: E731
+    path = write_config(tmp_path, HEADER + f"{at(-1)},{at(30)},zhang\n{at(30)},{at(24 * 9)},"
+                        "li\n")
+    config = yaml.safe_load(path.read_text())
+    del config["people"]["zhang"]["mobile"]
+    path.write_text(yaml.safe_dump(config, allow_unicode=True))
+    done = insmon_pager("validate", str(path))
+    assert done.returncode == 2
+    assert ("teams.network: 张三 (zhang), on call, has no channel that can reach them "
+            "(people.zhang.channels: sms;") in done.stderr
+
+    config["people"]["zhang"]["mobile"] = "13800000001"
+    path.write_text(yaml.safe_dump(config, allow_unicode=True))
+    done = insmon_pager("validate", str(path))
+    assert done.returncode == 0, done.stderr
+    # the next 7 days' on-call, at each change, so that a shifted rota shows
+    week = done.stdout.split("值班 on call, the next 7 days", 1)[1]
+    moment = lambda hours: f"{now + dt.timedelta(hours=hours):%m-%d %H:%M}"  # noqa: E731
+    first = r"\d\d-\d\d \d\d:\d\d"  # validate's own now
+    assert re.search(rf"network 网络排查组: {first} 张三 \(zhang\); {moment(30)} 李四 \(li\)\n",
+                     week), week
+    assert re.search(rf"server_ops 服务器运维组: {first} 赵六 \(zhao\)\n", week), week

@@ -21,11 +21,21 @@ The invariants (issue 21):
 7. a restart on another valid config never stops delivery, and a running incident keeps
    the escalation it opened with;
 8. escalation steps come at their time on the pager's clock, whatever the wall clock does.
+Issue 31's:
+9. sent implies the channel confirmed: a delivery is `sent` only when its channel
+   confirmed it (an SMS: once the simulated gammu-smsd sent it, which may be down or
+   give up for a while);
+10. no person of an on-call rota unreachable without a page to the backup and lead: a
+   page its person cannot get (no channel reaches them, every one failed) is paged at
+   once to their team's backup and lead that a channel reaches;
+11. a storm of N alerts gives each person at most 10 messages per channel (unless the
+   pager restarted meanwhile: what a storm counts is in memory).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import itertools
 import json
@@ -46,7 +56,7 @@ from prometheus_client import CollectorRegistry
 
 from pager import channels
 from pager.clock import Clock
-from pager.config import PagerConfig
+from pager.config import PAGES, PagerConfig
 from pager.delivery import Metrics, Worker
 from pager.engine import Engine
 from pager.store import Store, StoreError
@@ -75,6 +85,8 @@ def config(variant: int) -> PagerConfig:
     if variant == 1:  # 李四 left the hospital
         del people["li"]
         network_order = ["zhang"]
+    if variant == 4:  # 张三's mobile number lost in an edit: no channel reaches him
+        people["zhang"] = {"name": "张三", "channels": ["sms"]}
     steps = [{"after": 30, "notify": ["backup", "lead"], "channels": ["sms"]},
              {"after": 90, "notify": ["leadership"]}]
     if variant == 3:
@@ -110,19 +122,25 @@ class Sent:
     news: frozenset[tuple[int, str, int, str]]
     text: str
     first_piece: bool
+    handed: float | None = None  # an SMS: when it was handed to gammu-smsd (`at`: sent)
 
 
 @dataclass
 class Network:
     """The channels' far ends: each type ok, failing, too fast, or crashing for a while;
-    robots refuse what is over their size, as the real ones do."""
+    robots refuse what is over their size, as the real ones do. With `modem`, an SMS is
+    handed to a simulated gammu-smsd (fault "smsd": "dead" or "error" for a while) that
+    sends it a second or two later: only then has the person got it."""
     rng: random.Random
     now: float = 0.0
     faults: dict[str, tuple[str, float]] = field(default_factory=dict)  # type -> (mode, until)
     sent: list[Sent] = field(default_factory=list)
     ids: dict[str, str] = field(default_factory=dict)  # mobile/wecom id -> person id
+    modem: bool = False
+    outbox: dict[str, tuple[float, Sent]] = field(default_factory=dict)  # file -> waiting
+    spool: dict[str, str] = field(default_factory=dict)  # file -> sent, error, withdrawn
 
-    def send(self, channel, people, message) -> None:
+    def send(self, channel, people, message) -> list[str] | None:
         mode, until = self.faults.get(channel.type, ("ok", 0.0))
         if mode != "ok" and self.now < until:
             if mode == "fail":
@@ -132,10 +150,45 @@ class Network:
             raise RuntimeError("simulated crash in a channel")
         if not channels.fits(channel, people, message):
             raise channels.Failed("refused: 40058 message too large")
-        self.sent.append(Sent(self.now, channel.name if hasattr(channel, "name") else "",
-                              channel.type, tuple(self.ids[p.mobile] for p in people),
-                              message.incidents, message.news, message.text,
-                              not message.title.endswith("(续)")))
+        sent = Sent(self.now, channel.name if hasattr(channel, "name") else "",
+                    channel.type, tuple(self.ids[p.mobile] for p in people),
+                    message.incidents, message.news, message.text,
+                    not message.title.endswith("(续)"))
+        if self.modem and channel.type == "sms":
+            name = f"OUT{len(self.spool)}"
+            self.spool[name] = "outbox"
+            self.outbox[name] = (self.now + self.rng.choice((0.5, 1.0, 2.0)), sent)
+            return [name]
+        self.sent.append(sent)
+        return None
+
+    def advance(self, now: float) -> None:
+        """gammu-smsd's turn: what is due in its outbox goes, unless it is down."""
+        self.now = now
+        mode, until = self.faults.get("smsd", ("ok", 0.0))
+        if mode == "dead" and now < until:
+            return
+        for name, (due, sent) in list(self.outbox.items()):
+            if due <= now:
+                del self.outbox[name]
+                failed = mode == "error" and now < until
+                self.spool[name] = "error" if failed else "sent"
+                if not failed:
+                    self.sent.append(dataclasses.replace(sent, at=now, handed=sent.at))
+
+    def confirm(self, channel, files: list[str], withdraw: bool = False) -> bool | None:
+        """As channels.confirm reads gammu-smsd's folders."""
+        states = [self.spool[name] for name in files]
+        if "error" in states:
+            return False
+        if all(state == "sent" for state in states):
+            return True
+        if withdraw:
+            for name in files:
+                if self.outbox.pop(name, None):
+                    self.spool[name] = "withdrawn"
+            return False
+        return None
 
 
 class BrokenDisk(Exception):
@@ -151,7 +204,7 @@ class Sim:
         self.path = directory / f"pager-{seed}.db"
         self.variant = 0
         self.boot = "boot-1"  # a reboot changes it
-        self.net = Network(self.rng)
+        self.net = Network(self.rng, modem=True)
         self.disk_full_until = -1.0
         self.store: Store | None = None
         self.accepted: list[tuple[float, str, int]] = []  # (at, team, incident)
@@ -167,6 +220,11 @@ class Sim:
         self.disk_full: list[tuple[float, float]] = []  # (from, until)
         self.queue: list[tuple[str, bytes]] = []  # Alertmanager's unsent notifications
         self.groups: dict[str, tuple[str, bytes]] = {}  # what was last sent per group
+        # pages their person could not get: (incident, person, the backup and lead then
+        # reachable); and those of an on-call no channel reached when the page came
+        self.covers: list[tuple[int, str, set[str]]] = []
+        self.unreachable: list[tuple[int, str]] = []
+        self.storms: list[tuple[float, set[int]]] = []  # (when, its incidents)
         self.start()
 
     # ---------------------------------------------------------------- the pager
@@ -182,7 +240,7 @@ class Sim:
                       monotonic=lambda: self.mono, boot=self.boot)
         self.engine = Engine(self.config, self.store, clock)
         self.worker = Worker(self.engine, Metrics(CollectorRegistry()), send=self.net.send,
-                             inline=True)
+                             inline=True, confirm=self.net.confirm)
 
     def _patch_store(self) -> None:
         """A disk that fills up: every write fails while it is full."""
@@ -199,18 +257,36 @@ class Sim:
         store.transaction = transaction
 
     def round(self) -> None:
-        self.net.now = self.mono
+        self.net.advance(self.mono)
         self.worker.round()
-        for event in self.store.query("SELECT id, incident, detail FROM events WHERE id > ? "
-                                      "AND what = 'escalated' ORDER BY id", (self.last_event,)):
-            self.escalated.append((event["incident"], int(event["detail"].split()[1][:-1]),
-                                   self.mono))
+        self._events()
+
+    def _events(self) -> None:
+        """The escalations and the pages nobody could get, as they happen: who was then
+        the team's backup and lead that a channel reached."""
+        at = dt.datetime.fromtimestamp(self.wall, dt.UTC)
+        for event in self.store.query("SELECT * FROM events WHERE id > ? AND what IN "
+                                      "('escalated', 'unreachable') ORDER BY id",
+                                      (self.last_event,)):
             self.last_event = event["id"]
+            if event["what"] == "escalated":
+                self.escalated.append((event["incident"],
+                                       int(event["detail"].split()[1][:-1]), self.mono))
+                continue
+            page = self.store.query("SELECT team FROM pages WHERE incident = ? AND person "
+                                    "= ?", (event["incident"], event["person"]))
+            team = page[0]["team"] if page else None
+            if team not in self.config.teams or event["detail"].split(":")[0] not in PAGES:
+                continue  # a drill's, or news nobody must act on (resolved, ack)
+            reachable = {p for p in (self.engine.rota.role(team, r, at) for r in
+                                     ("backup", "lead"))
+                         if p not in (None, event["person"]) and self.engine.route(p)}
+            self.covers.append((event["incident"], event["person"], reachable))
 
     # ---------------------------------------------------------------- Alertmanager
 
     def notification(self, team: str, status: str = "firing", alerts: int = 1,
-                     alertname: str | None = None, grade: str | None = None) -> None:
+                     alertname: str | None = None, grade: str | None = None) -> int | None:
         alertname = alertname or self.rng.choice(ALERTS)
         grade = grade or self.rng.choice(("I", "II", "III"))
         labels = {"alertname": alertname, "grade": grade, "site": "h1", "team": team}
@@ -222,25 +298,27 @@ class Sim:
                             "annotations": {"description": "x" * self.rng.choice((10, 300))},
                             "startsAt": "2026-09-01T00:00:00Z",
                             "fingerprint": f"{alertname}{grade}{i}"} for i in range(alerts)]}
-        self.send(team, json.dumps(body).encode())
+        return self.send(team, json.dumps(body).encode())
 
-    def send(self, receiver: str, body: bytes) -> None:
-        """Alertmanager posts; what is refused (5xx) it keeps and sends again."""
+    def send(self, receiver: str, body: bytes) -> int | None:
+        """Alertmanager posts; what is refused (5xx) it keeps and sends again. The
+        incident a firing notification opened or joined."""
         try:
             result = self.engine.intake(receiver, body)
         except StoreError:
             self.queue.append((receiver, body))
-            return
+            return None
+        self._events()
         payload = json.loads(body)
         self.groups[payload["groupKey"] + receiver] = (receiver, body)
         if receiver == "watchdog":
             self.heartbeats.append(self.mono)
-            return
+            return None
         if result.incident is None or payload["status"] != "firing":
-            return
+            return None
         incident = self.engine.incident(result.incident)
         if incident["resolved"] or incident["acked"] or incident["drill"]:
-            return
+            return result.incident
         self.opened_at.setdefault(result.incident, self.mono)
         self.snapshot.setdefault(result.incident, len(json.loads(incident["escalation"])))
         if result.status in ("accepted", "repeat"):
@@ -248,6 +326,9 @@ class Sim:
             on_call = self.engine.rota.role(team, "oncall", dt.datetime.fromtimestamp(
                 self.wall, dt.UTC)) or self.config.teams[team].lead
             self.expected.append((self.mono, team, on_call, result.incident))
+            if result.status == "accepted" and not self.engine.route(on_call):
+                self.unreachable.append((result.incident, on_call))  # (a repeat: who was)
+        return result.incident
 
     # ---------------------------------------------------------------- a history
 
@@ -289,12 +370,15 @@ class Sim:
             elif action < 0.70:
                 self.ack()
             elif action < 0.76:
-                kind, until = rng.choice(("wecom", "sms", "email")), self.mono + rng.choice(
-                    (5, 20, 40))
-                self.net.faults[kind] = (rng.choice(("fail", "slow", "crash")), until)
-                self.outages.append((kind, self.mono, until))
+                kind, until = rng.choice(("wecom", "sms", "email", "smsd")), \
+                    self.mono + rng.choice((5, 20, 40))
+                self.net.faults[kind] = (rng.choice(("dead", "error") if kind == "smsd" else
+                                                    ("fail", "slow", "crash")), until)
+                # gammu-smsd down is an outage of SMS, for a minute more (the bound)
+                self.outages.append(("sms", self.mono, until + 60) if kind == "smsd"
+                                    else (kind, self.mono, until))
             elif action < 0.79:
-                self.variant = rng.choice((0, 1, 2, 3))
+                self.variant = rng.choice((0, 1, 2, 3, 4))
                 self.restarts.append(self.mono)
                 self.start()
             elif action < 0.81:
@@ -305,9 +389,12 @@ class Sim:
                 if watchdog_alive:
                     next_heartbeat = self.mono
             elif action < 0.86:  # a storm: many groups at once
-                for _ in range(rng.choice((10, 40))):
-                    self.notification(rng.choice(TEAMS), alertname=f"Storm{rng.randrange(99)}",
-                                      grade="III")
+                storm = {self.notification(rng.choice(TEAMS), grade="III",
+                                           alertname=f"Storm{rng.randrange(99)}")
+                         for _ in range(rng.choice((10, 40)))}
+                # the incidents it opened (an alert of an open one repeats it)
+                self.storms.append((self.mono, {i for i in storm - {None}
+                                                if self.opened_at.get(i) == self.mono}))
         # quiet end: everything due has the time to go out (faults end, disk frees)
         self.net.faults.clear()
         self.disk_full_until = -1.0
@@ -387,15 +474,17 @@ class Sim:
                 assert tokens[token] in sent.people, (
                     f"{tokens[token]}'s ack link went to {sent.people} on {sent.type}")
         # 3. once per person, incident, kind, step and channel
-        # (a crash, which is what a restart here is, may repeat one: sent, not yet marked)
+        # (a crash, which is what a restart here is, may repeat one: sent, not yet marked
+        # (on a full disk: as often as it restarts); an SMS handed, the hand not written)
         times: dict[tuple, list[float]] = defaultdict(list)
         for sent in self.net.sent:
             if sent.first_piece:
                 for news in sent.news:
                     assert news[3] in sent.people, f"{news} posted without its person"
-                    times[(sent.type, news)].append(sent.at)
-        doubled = [key for key, at in times.items() if len(at) > 1 and not (
-            len(at) == 2 and any(at[0] <= r <= at[1] for r in self.restarts))]
+                    times[(sent.type, news)].append(sent.at if sent.handed is None
+                                                    else sent.handed)
+        doubled = [key for key, at in times.items()  # once more for each crash between
+                   if len(at) - 1 > sum(min(at) <= r <= max(at) for r in self.restarts)]
         assert not doubled, f"sent more than once: {doubled[:3]}"
         # 4. the watchdog: never while heartbeats came in time, always after a silence
         watch = [r for r in incidents.values() if r["alertname"] == "MonitoringPathDown"]
@@ -414,6 +503,34 @@ class Sim:
             late = at - due
             assert -0.01 <= late <= 5 + full, f"incident {incident} step {step} {late:+.1f} s"
         assert not db.query("SELECT * FROM timers WHERE done = 2"), "a timer was set aside"
+        # 9. sent implies the channel confirmed (for SMS: the simulated gammu-smsd sent it)
+        kinds = {"wecom": "wecom", "wecom-it": "wecom", "sms": "sms", "mail": "email"}
+        confirmed = {(s.type, news) for s in self.net.sent for news in s.news}
+        for row in db.query("SELECT * FROM deliveries WHERE status = 'sent'"):
+            channel = kinds[json.loads(row["route"])[row["hop"]]]
+            news = (row["incident"], row["kind"], row["step"], row["person"])
+            assert (channel, news) in confirmed, f"{news} marked sent on {channel}, never sent"
+        # 10. a page nobody could get went to the backup and lead a channel reached
+        for incident, person in self.unreachable:
+            assert any(c[:2] == (incident, person) for c in self.covers), (
+                f"incident {incident}: {person} unreachable, no backup or lead paged")
+        for incident, person, reachable in self.covers:
+            missing = reachable - paged[incident]
+            assert not missing, (f"incident {incident}: {person} unreachable, {missing} "
+                                 "not paged")
+        # 11. a storm: at most 10 messages per person and channel
+        for at, storm in self.storms:
+            carrying = [sent for sent in self.net.sent
+                        if any(n[0] in storm and n[1] == "page" for n in sent.news)]
+            if any(at <= r <= max((s.at for s in carrying), default=at)
+                   for r in self.restarts):
+                continue
+            counts: dict[tuple[str, str], int] = defaultdict(int)
+            for sent in carrying:
+                for person in {n[3] for n in sent.news if n[0] in storm and n[1] == "page"}:
+                    counts[(person, sent.type)] += 1
+            crowded = {k: n for k, n in counts.items() if n > 10}
+            assert not crowded, f"a storm of {len(storm)} gave {crowded} messages"
 
 
 @pytest.fixture
