@@ -312,10 +312,17 @@ class Trail:
         line = body + HASH_AT + digest.encode() + b'"}\n'
         fd = os.open(self.folder / name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         try:
-            if os.fstat(fd).st_size == 0:
+            start = os.fstat(fd).st_size
+            if start == 0:
                 os.fchmod(fd, 0o640)  # whatever the umask: the group reads, nobody else
-            os.write(fd, line)
-            os.fdatasync(fd)  # the line and the file's new size
+            try:
+                written = 0
+                while written < len(line):  # a full disk takes part of a line
+                    written += os.write(fd, line[written:])
+                os.fdatasync(fd)  # the line and the file's new size
+            except OSError:
+                os.ftruncate(fd, start)  # no half line: the next record starts a line
+                raise
             size = os.fstat(fd).st_size
         finally:
             os.close(fd)

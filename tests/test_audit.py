@@ -9,6 +9,7 @@ trail; the pager's pages, deliveries, acknowledgements and refused requests and
 from __future__ import annotations
 
 import builtins
+import contextlib
 import csv
 import io
 import json
@@ -355,6 +356,43 @@ def test_a_writer_stopped_before_head_leaves_nothing_broken(tmp_path: Path) -> N
         out.write('{"seq":99}\n')
     with pytest.raises(Exception, match="do not follow on"):
         trail.append("config", "insmon", "ok")
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 64 KiB file system (CI runs as root)."""
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(volume)],
+                   check=True)
+    try:
+        yield volume
+    finally:
+        subprocess.run(["umount", "-l", str(volume)], check=False)
+
+
+def test_a_full_disk_refuses_the_record_and_leaves_no_half_line(small_disk: Path) -> None:
+    """A disk that fills up in the middle of a line took part of it (a short write), and
+    append() said the record was written: HEAD named a record no file held, and the next
+    record, written after the half line, broke both. Now the record is refused (the
+    caller knows it is not on record), the file is as before, and the trail goes on."""
+    trail = Trail.open(small_disk / "audit", create_key=True)
+    trail.append("drill", "zhangsan", "passed", {"n": 1})
+    path = trail.files()[-1]
+    room = 4096 - path.stat().st_size % 4096  # what the file's last page still holds
+    # unbuffered: the write that fills the disk fails here, not at close
+    with open(small_disk / "filler", "wb", buffering=0) as filler, \
+            contextlib.suppress(OSError):
+        while True:
+            filler.write(b"\0" * 4096)
+    size = path.stat().st_size
+    with pytest.raises(OSError, match="No space left"):  # longer than that page's room
+        trail.append("drill", "zhangsan", "passed", {"n": 2, "pad": "x" * room})
+    assert path.stat().st_size == size
+    (small_disk / "filler").unlink()
+    trail.append("drill", "zhangsan", "passed", {"n": 3})
+    assert [(r["seq"], r["detail"]["n"]) for r in trail.records()] == [(1, 1), (2, 3)]
+    assert faults(trail) == []
 
 
 def _append_many(folder: str, name: str, count: int) -> None:
