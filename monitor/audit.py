@@ -579,11 +579,17 @@ class Trail:
         for index, path in enumerate(files):
             with path.open("rb") as lines:
                 chain.feed(index, lines)
+        keyed = found.verified if self.key else 0  # records with the key, so far
         chain.finish()
         if damaged:
             found.fault("HEAD", damaged)
         elif head is None and files:
             found.fault("HEAD", "is missing")
+        elif head is not None and keyed and not head.keyed:
+            # a trail gets a key, never loses it: only a writer without it seals so
+            found.trail_id = head.id or None
+            found.fault("HEAD", "is sealed without the trail's key, its records have it: "
+                                "HEAD was written by someone without the key")
         elif head is not None:
             found.trail_id = head.id or None
             self._against(head, chain, found)

@@ -757,6 +757,31 @@ def test_a_removed_last_month_with_head_moved_back_is_found_with_a_key(
         "HEAD: does not match its seal: it was changed (or the key is wrong)"]
 
 
+def test_a_head_sealed_without_the_key_on_a_keyed_trail_is_found(tmp_path: Path) -> None:
+    """A writer of the folder without the key removed the last records and wrote HEAD
+    saying the trail has no key (sealed with a plain hash; or in the format before, which
+    has no trail id, so no witness was even asked): --verify found nothing. A trail whose
+    records have the key never goes back to a HEAD without it."""
+    from monitor.audit import Head
+
+    trail = filled(tmp_path, key=KEY)
+    path = trail.files()[-1]
+    kept = path.read_text().splitlines(keepends=True)[:-2]
+    path.write_text("".join(kept))
+    last = json.loads(kept[-1])
+    stored = json.loads((tmp_path / "HEAD").read_text())
+    stored.pop("seal")
+    stored.update(seq=last["seq"], hash=last["hash"], at=last["at"],
+                  size=path.stat().st_size, keyed=False)
+    Trail(tmp_path)._store(Head(**stored))
+    said = ["HEAD: is sealed without the trail's key, its records have it: HEAD was "
+            "written by someone without the key"]
+    assert faults(trail) == said
+    body = f"{last['seq']} {last['hash']}"
+    (tmp_path / "HEAD").write_text(f"{body} {_mac(None, body.encode())}\n")
+    assert faults(trail) == said
+
+
 @pytest.mark.dates
 def test_records_filed_across_a_month_boundary_out_of_order_verify(tmp_path: Path) -> None:
     """The pager copies its store's older events after its start's own record: a record
