@@ -40,6 +40,7 @@ canonical JSON) and before the trail had a key (up to its `keyed` record) still 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import fcntl
 import hashlib
@@ -482,9 +483,17 @@ class Trail:
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        with open(self.folder / ".lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # released as the file closes
+        # the writer's alone: whoever may open a file may hold a flock on it, and would
+        # stop every append (readers who cannot open it read HEAD without it)
+        fd = os.open(self.folder / ".lock", os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(fd).st_mode & 0o077:
+                with contextlib.suppress(PermissionError):  # not ours: left as it is
+                    os.fchmod(fd, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)  # released as the file closes
             yield
+        finally:
+            os.close(fd)
 
     def _rotate(self, head: Head, at: datetime) -> Head:
         """Months before the one written whose last record is past the retention: a

@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import multiprocessing
+import multiprocessing.pool
 import os
 import shutil
 import subprocess
@@ -549,6 +550,37 @@ def test_the_service_is_the_one_writer_and_the_kernel_says_who(open_tmp: Path) -
     finally:
         insmon.stop()
     assert faults(Trail.open(tmp_path / "audit")) == []
+
+
+def test_an_operator_who_reads_the_folder_cannot_hold_the_writers_lock(open_tmp: Path
+                                                                      ) -> None:
+    """flock needs only a file one may open: an operator of the folder's group held the
+    writer's lock (`flock -x audit/.lock sleep`) and every append waited, insmon's
+    config record at a reload with its event loop, so its checks stopped running. The
+    lock is the writer's alone (one an older version left open to all is taken back)."""
+    folder = open_tmp / "audit"
+    trail = Trail.open(folder, create_key=True)
+    trail.append("drill", "zhangsan", "passed")
+    (folder / ".lock").chmod(0o644)  # as the version before left it
+    trail.append("drill", "zhangsan", "passed")
+    holder = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=0", "--clear-groups",
+                               "flock", "-x", str(folder / ".lock"), "sleep", "60"],
+                              stderr=subprocess.DEVNULL)
+    inode = f":{(folder / '.lock').stat().st_ino} "
+    try:
+        wait_for(lambda: holder.poll() is not None or
+                 inode in Path("/proc/locks").read_text(), 10, "the operator's flock")
+        writer = multiprocessing.pool.ThreadPool(1)
+        try:  # not waiting for the operator
+            assert writer.apply_async(trail.append, ("drill", "lisi", "passed")).get(
+                timeout=10)["seq"] == 3
+        finally:
+            writer.close()
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+    assert (folder / ".lock").stat().st_mode & 0o777 == 0o600
+    assert faults(trail) == []
 
 
 def test_a_writer_of_the_folder_without_the_key_is_caught(tmp_path: Path) -> None:
