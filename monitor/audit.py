@@ -120,6 +120,7 @@ def read_key(path: str | Path, create: bool = False) -> bytes | None:
         partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o400)
         try:
+            _owned(fd, path.parent)
             os.write(fd, secrets.token_hex(32).encode() + b"\n")
             os.fsync(fd)
         finally:
@@ -134,6 +135,16 @@ def read_key(path: str | Path, create: bool = False) -> bytes | None:
     if not key:
         raise AuditError(f"{path} is empty: it is no key")
     return key
+
+
+def _owned(made: int | Path, folder: Path) -> None:
+    """Root writing a trail itself (no service answered): what it makes (a file, by its
+    descriptor, or a folder) is the owner's of the folder it is in, the service's, which
+    must go on writing it."""
+    if os.geteuid() == 0:
+        owner = os.stat(folder)
+        if os.stat(made).st_uid != owner.st_uid:
+            os.chown(made, owner.st_uid, owner.st_gid)
 
 
 def _mac(key: bytes | None, body: bytes) -> str:
@@ -286,6 +297,7 @@ class Trail:
             # written by its one writer, read by its group (the operators)
             self.folder.mkdir(parents=True, exist_ok=True)
             self.folder.chmod(0o750)
+            _owned(self.folder, self.folder.parent)
         with self._locked():
             head = self._current()
             if self.key and not head.keyed:
@@ -316,6 +328,7 @@ class Trail:
             start = os.fstat(fd).st_size
             if start == 0:
                 os.fchmod(fd, 0o640)  # whatever the umask: the group reads, nobody else
+                _owned(fd, self.folder)
             try:
                 written = 0
                 while written < len(line):  # a full disk takes part of a line
@@ -347,6 +360,7 @@ class Trail:
         try:
             if os.fstat(fd).st_size != len(text):
                 os.fchmod(fd, 0o640)
+                _owned(fd, self.folder)
                 os.ftruncate(fd, len(text))
             os.pwrite(fd, text, 0)
         finally:
@@ -487,6 +501,7 @@ class Trail:
         # stop every append (readers who cannot open it read HEAD without it)
         fd = os.open(self.folder / ".lock", os.O_WRONLY | os.O_CREAT, 0o600)
         try:
+            _owned(fd, self.folder)
             if os.fstat(fd).st_mode & 0o077:
                 with contextlib.suppress(PermissionError):  # not ours: left as it is
                     os.fchmod(fd, 0o600)

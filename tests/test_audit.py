@@ -18,6 +18,7 @@ import multiprocessing.pool
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import tracemalloc
 from collections.abc import Iterator
@@ -550,6 +551,43 @@ def test_the_service_is_the_one_writer_and_the_kernel_says_who(open_tmp: Path) -
     finally:
         insmon.stop()
     assert faults(Trail.open(tmp_path / "audit")) == []
+
+
+def _as_service(folder: Path, days: int) -> subprocess.CompletedProcess:
+    """An append by the trail's writer, a user of its own (uid 65534 here), `days` on."""
+    code = ("import sys; from datetime import datetime, timedelta; "
+            "from monitor.audit import Trail; from probes.base import SHANGHAI; "
+            "Trail.open(sys.argv[1], create_key=True).append('config', 'insmon', 'ok', "
+            "at=datetime.now(SHANGHAI) + timedelta(days=int(sys.argv[2])))")
+    return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                           sys.executable, "-c", code, str(folder), str(days)],
+                          capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).parents[1])
+
+
+def test_what_root_writes_itself_stays_the_services(open_tmp: Path) -> None:
+    """With insmon's service stopped, root's `insmon maintenance` writes the trail itself.
+    What it made was root's: the key (made there when no service had run yet), and the
+    service could not start ("the audit trail's key: Permission denied"); a month's file,
+    and the service could write no record until the month was over. What root makes in
+    a trail is the trail's owner's."""
+    from monitor.audit_socket import Recorder
+
+    state = open_tmp / "state"  # /var/lib/insmon, the service's
+    state.mkdir()
+    os.chown(state, 65534, 65534)
+    folder = state / "audit"
+    Recorder(folder).append("drill", "zhangsan", "passed", {"scenario": "reference"})
+    done = _as_service(folder, 0)
+    assert done.returncode == 0, done.stderr
+    Trail.open(folder).append("drill", "zhangsan", "passed", at=NOW + timedelta(days=40))
+    done = _as_service(folder, 41)
+    assert done.returncode == 0, done.stderr
+    made = [folder, key_file_of(folder), *folder.iterdir()]
+    assert {(p.name, p.stat().st_uid) for p in made} == {(p.name, 65534) for p in made}
+    assert [r["event"] for r in Trail.open(folder).records()] == \
+        ["drill", "config", "drill", "config"]
+    assert faults(Trail.open(folder)) == []
 
 
 def test_an_operator_who_reads_the_folder_cannot_hold_the_writers_lock(open_tmp: Path
