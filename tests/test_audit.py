@@ -17,10 +17,13 @@ import multiprocessing
 import multiprocessing.pool
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 import tracemalloc
+import urllib.request
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -28,7 +31,7 @@ from pathlib import Path
 import pytest
 
 from monitor.audit import GENESIS, Trail, _mac, key_file_of, socket_of
-from ops.stack import Insmon, Prometheus, free_port, wait_for
+from ops.stack import Insmon, Prometheus, Server, free_port, wait_for
 from probes.base import SHANGHAI
 from tests.conftest import INSMON
 from tests.test_pager import Rig, notification
@@ -619,6 +622,80 @@ def test_an_operator_who_reads_the_folder_cannot_hold_the_writers_lock(open_tmp:
         holder.wait(timeout=10)
     assert (folder / ".lock").stat().st_mode & 0o777 == 0o600
     assert faults(trail) == []
+
+
+def _sample(url: str, name: str) -> float | None:
+    for line in urllib.request.urlopen(f"{url}/metrics", timeout=5).read().decode() \
+            .splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+@pytest.mark.timeout(120)
+def test_a_flood_of_callers_on_the_socket_blinds_nothing(tmp_path: Path) -> None:
+    """Whoever may use audit.sock (the operators' group) held 1,100 connections open:
+    insmon, with the 1,024 descriptors systemd gives a service, answered no scrape and
+    its checks could open no socket. The socket now takes a few callers at a time and
+    tells the others it is busy; nothing else of insmon's waits for it."""
+    from monitor.audit_socket import Recorder
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    (tmp_path / "insmon.yaml").write_text(
+        f"listen: 127.0.0.1:{port}\nchecks:\n- {{name: self, kind: tcp, targets: "
+        f"['127.0.0.1:{port}'], interval: 1s, timeout: 500ms}}\n")
+    insmon = Server(tmp_path, "insmon", ["prlimit", "--nofile=1024", "--", INSMON, "run",
+                                         "-c", str(tmp_path / "insmon.yaml"),
+                                         "--audit", str(tmp_path / "audit")])
+    flood: list[socket.socket] = []
+    try:
+        wait_for(lambda: socket_of(tmp_path / "audit").is_socket() and
+                 " started with " in insmon.log_file.read_text(), 30, "insmon to start")
+        for _ in range(1100):
+            flood.append(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+            flood[-1].connect(str(socket_of(tmp_path / "audit")))
+        since = time.time()
+        # scraped, and its check ran after the flood, with a socket of its own
+        wait_for(lambda: (_sample(url, "insmon_probe_last_run_timestamp_seconds") or 0)
+                 > since + 1, 30, "a run of the check after the flood")
+        assert _sample(url, "insmon_probe_success") == 1.0
+        for conn in flood:
+            conn.close()
+        flood.clear()
+        record = Recorder(tmp_path / "audit").append("drill", "zhangsan", "passed", {})
+        assert "directly" not in json.dumps(list(Trail(tmp_path / "audit").records())[-1])
+        assert record["seq"] > 0
+    finally:
+        for conn in flood:
+            conn.close()
+        insmon.stop()
+
+
+def test_a_second_insmon_on_the_trail_leaves_the_first_its_socket(tmp_path: Path) -> None:
+    """A second `insmon run` on the same trail (another config tried out) removed the
+    socket of the one running and, once stopped, left a socket nobody answers: the
+    operators' records were refused until the service restarted. The first keeps it."""
+    from monitor.audit_socket import Recorder
+
+    first = _serving(tmp_path)
+    try:
+        port = free_port()
+        second = Insmon(tmp_path / "second", f"listen: 127.0.0.1:{port}\nchecks:\n"
+                        "- {name: cpu, kind: cpu}\n",
+                        ["--audit", str(tmp_path / "audit")])
+        try:
+            wait_for(lambda: " started with " in second.log_file.read_text(), 30,
+                     "the second insmon to start")
+            assert "another insmon takes this trail's records" in \
+                second.log_file.read_text()
+        finally:
+            second.stop()
+        Recorder(tmp_path / "audit").append("drill", "zhangsan", "passed", {})
+        [record] = [r for r in Trail(tmp_path / "audit").records() if r["event"] == "drill"]
+        assert record["detail"]["caller"]["pid"] == os.getpid()  # handed over, not direct
+    finally:
+        first.stop()
 
 
 def test_a_writer_of_the_folder_without_the_key_is_caught(tmp_path: Path) -> None:
