@@ -232,6 +232,8 @@ class Verification:
         chain, and what the witness saw?"""
         if self.doubted_all or where in self.doubted or (self.records and not self.verified):
             return False
+        if record.get("seq", 0) > (self.last or 0):
+            return False  # written after the trail was read: never verified
         return self.untrusted_above is None or record.get("seq", 0) <= self.untrusted_above
 
     def summary(self) -> list[str]:
