@@ -105,6 +105,8 @@ async def serve(trail: Trail, path: Path | None = None, appended=lambda record: 
                 appended(answer)
         except (ValueError, AuditError, OSError, asyncio.LimitOverrunError) as exc:
             answer = {"error": str(exc)}
+        except RecursionError:  # deeper than json goes
+            answer = {"error": "the request is nested too deep"}
         except TimeoutError:
             answer = {"error": "nothing came"}
         finally:

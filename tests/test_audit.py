@@ -672,6 +672,38 @@ def test_a_flood_of_callers_on_the_socket_blinds_nothing(tmp_path: Path) -> None
         insmon.stop()
 
 
+async def test_a_malformed_request_on_the_socket_is_answered_and_not_recorded(
+        tmp_path: Path) -> None:
+    """A request nested deeper than the JSON parser goes got no answer, and a traceback
+    in insmon's log for each one sent. Each bad request is answered with what is wrong."""
+    import asyncio
+
+    from monitor import audit_socket
+
+    trail = Trail.open(tmp_path / "audit", create_key=True)
+    server = await audit_socket.serve(trail)
+
+    def ask(request: bytes) -> dict:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(10)
+            conn.connect(str(socket_of(tmp_path / "audit")))
+            conn.sendall(request + b"\n")
+            return json.loads(conn.makefile("rb").readline() or b"{}")
+
+    try:
+        deep = b'{"event":"drill","outcome":"passed","detail":' + b"[" * 100_000 + b"]}"
+        for request, said in ((deep, "too deep"), (b"\xff\xfe", "decode"),
+                              (b'{"event":"rotated","outcome":"ok"}', "not an event"),
+                              (b'{"event":"drill","outcome":"' + b"x" * 40 + b'"}', "short"),
+                              (b"[1]", "a JSON object")):
+            assert said in (await asyncio.to_thread(ask, request)).get("error", ""), request
+        answer = await asyncio.to_thread(ask, b'{"event":"drill","outcome":"passed"}')
+        assert answer["seq"] == 1
+    finally:
+        server.close()
+    assert [r["event"] for r in trail.records()] == ["drill"]
+
+
 def test_a_second_insmon_on_the_trail_leaves_the_first_its_socket(tmp_path: Path) -> None:
     """A second `insmon run` on the same trail (another config tried out) removed the
     socket of the one running and, once stopped, left a socket nobody answers: the
