@@ -77,6 +77,9 @@ KEYED = "keyed"    # the record from which a trail that had no key has one
 HEAD_BLOCK = 512   # HEAD is written in place, in whole blocks of this size
 MAX_FAULTS = 1000  # named one by one; more are counted
 MAX_DOUBTED = 100_000  # records that do not verify, remembered for trusted()
+# how the writer opens its files: never through a link someone who could write the folder
+# put there (the writer, root among them, would write, chmod and chown what it points to)
+WRITE = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW
 SLACK = 86400.0    # seconds a record may be older than the one before (the pager copies
                    # its store's events with their own time)
 
@@ -325,7 +328,7 @@ class Trail:
                 f'{json.dumps(detail, ensure_ascii=False, separators=(",", ":"))}').encode()
         digest = _mac(self.key if head.keyed else None, body)
         line = body + HASH_AT + digest.encode() + b'"}\n'
-        fd = os.open(self.folder / name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        fd = os.open(self.folder / name, WRITE | os.O_APPEND, 0o640)
         try:
             start = os.fstat(fd).st_size
             if start == 0:
@@ -358,7 +361,7 @@ class Trail:
         seal = _mac(self.key if head.keyed else None, _canonical(fields))
         text = json.dumps({**fields, "seal": seal}, separators=(",", ":")).encode()
         text = text.ljust(-(-(len(text) + 1) // HEAD_BLOCK) * HEAD_BLOCK - 1) + b"\n"
-        fd = os.open(self.folder / "HEAD", os.O_WRONLY | os.O_CREAT, 0o640)
+        fd = os.open(self.folder / "HEAD", WRITE, 0o640)
         try:
             if os.fstat(fd).st_size != len(text):
                 os.fchmod(fd, 0o640)
@@ -501,7 +504,7 @@ class Trail:
     def _locked(self) -> Iterator[None]:
         # the writer's alone: whoever may open a file may hold a flock on it, and would
         # stop every append (readers who cannot open it read HEAD without it)
-        fd = os.open(self.folder / ".lock", os.O_WRONLY | os.O_CREAT, 0o600)
+        fd = os.open(self.folder / ".lock", WRITE, 0o600)
         try:
             _owned(fd, self.folder)
             if os.fstat(fd).st_mode & 0o077:

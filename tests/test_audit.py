@@ -593,6 +593,27 @@ def test_what_root_writes_itself_stays_the_services(open_tmp: Path) -> None:
     assert faults(Trail.open(folder)) == []
 
 
+def test_a_link_planted_in_the_folder_is_not_followed(tmp_path: Path) -> None:
+    """Whoever could write the folder (an install before let the operators' group) put
+    this month's file there as a symbolic link: the writer appended its record to the file
+    it points to, wherever that is, as the service or as root. Nor may the lock, which
+    the writer makes its own, lead it to another file."""
+    folder = tmp_path / "audit"
+    trail = filled(folder, count=2, start=THIS_MONTH - timedelta(days=40), key=KEY)
+    victim = tmp_path / "victim"  # empty: a file with no line HEAD does not know
+    victim.touch(0o644)
+    (folder / f"audit-{NOW:%Y-%m}.jsonl").symlink_to(victim)
+    with pytest.raises(OSError):
+        trail.append("drill", "zhangsan", "passed", at=NOW)
+    (folder / f"audit-{NOW:%Y-%m}.jsonl").unlink()
+    (folder / ".lock").unlink()
+    (folder / ".lock").symlink_to(victim)
+    with pytest.raises(OSError):
+        trail.append("drill", "zhangsan", "passed", at=NOW)
+    assert victim.read_text() == ""
+    assert victim.stat().st_mode & 0o777 == 0o644
+
+
 def test_an_operator_who_reads_the_folder_cannot_hold_the_writers_lock(open_tmp: Path
                                                                       ) -> None:
     """flock needs only a file one may open: an operator of the folder's group held the
