@@ -40,6 +40,7 @@ canonical JSON) and before the trail had a key (up to its `keyed` record) still 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import fcntl
 import hashlib
@@ -76,6 +77,9 @@ KEYED = "keyed"    # the record from which a trail that had no key has one
 HEAD_BLOCK = 512   # HEAD is written in place, in whole blocks of this size
 MAX_FAULTS = 1000  # named one by one; more are counted
 MAX_DOUBTED = 100_000  # records that do not verify, remembered for trusted()
+# how the writer opens its files: never through a link someone who could write the folder
+# put there (the writer, root among them, would write, chmod and chown what it points to)
+WRITE = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW
 SLACK = 86400.0    # seconds a record may be older than the one before (the pager copies
                    # its store's events with their own time)
 
@@ -119,6 +123,7 @@ def read_key(path: str | Path, create: bool = False) -> bytes | None:
         partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o400)
         try:
+            _owned(fd, path.parent)
             os.write(fd, secrets.token_hex(32).encode() + b"\n")
             os.fsync(fd)
         finally:
@@ -133,6 +138,16 @@ def read_key(path: str | Path, create: bool = False) -> bytes | None:
     if not key:
         raise AuditError(f"{path} is empty: it is no key")
     return key
+
+
+def _owned(made: int | Path, folder: Path) -> None:
+    """Root writing a trail itself (no service answered): what it makes (a file, by its
+    descriptor, or a folder) is the owner's of the folder it is in, the service's, which
+    must go on writing it."""
+    if os.geteuid() == 0:
+        owner = os.stat(folder)
+        if os.stat(made).st_uid != owner.st_uid:
+            os.chown(made, owner.st_uid, owner.st_gid)
 
 
 def _mac(key: bytes | None, body: bytes) -> str:
@@ -220,6 +235,8 @@ class Verification:
         chain, and what the witness saw?"""
         if self.doubted_all or where in self.doubted or (self.records and not self.verified):
             return False
+        if record.get("seq", 0) > (self.last or 0):
+            return False  # written after the trail was read: never verified
         return self.untrusted_above is None or record.get("seq", 0) <= self.untrusted_above
 
     def summary(self) -> list[str]:
@@ -285,6 +302,7 @@ class Trail:
             # written by its one writer, read by its group (the operators)
             self.folder.mkdir(parents=True, exist_ok=True)
             self.folder.chmod(0o750)
+            _owned(self.folder, self.folder.parent)
         with self._locked():
             head = self._current()
             if self.key and not head.keyed:
@@ -310,12 +328,20 @@ class Trail:
                 f'{json.dumps(detail, ensure_ascii=False, separators=(",", ":"))}').encode()
         digest = _mac(self.key if head.keyed else None, body)
         line = body + HASH_AT + digest.encode() + b'"}\n'
-        fd = os.open(self.folder / name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        fd = os.open(self.folder / name, WRITE | os.O_APPEND, 0o640)
         try:
-            if os.fstat(fd).st_size == 0:
+            start = os.fstat(fd).st_size
+            if start == 0:
                 os.fchmod(fd, 0o640)  # whatever the umask: the group reads, nobody else
-            os.write(fd, line)
-            os.fdatasync(fd)  # the line and the file's new size
+                _owned(fd, self.folder)
+            try:
+                written = 0
+                while written < len(line):  # a full disk takes part of a line
+                    written += os.write(fd, line[written:])
+                os.fdatasync(fd)  # the line and the file's new size
+            except OSError:
+                os.ftruncate(fd, start)  # no half line: the next record starts a line
+                raise
             size = os.fstat(fd).st_size
         finally:
             os.close(fd)
@@ -335,10 +361,11 @@ class Trail:
         seal = _mac(self.key if head.keyed else None, _canonical(fields))
         text = json.dumps({**fields, "seal": seal}, separators=(",", ":")).encode()
         text = text.ljust(-(-(len(text) + 1) // HEAD_BLOCK) * HEAD_BLOCK - 1) + b"\n"
-        fd = os.open(self.folder / "HEAD", os.O_WRONLY | os.O_CREAT, 0o640)
+        fd = os.open(self.folder / "HEAD", WRITE, 0o640)
         try:
             if os.fstat(fd).st_size != len(text):
                 os.fchmod(fd, 0o640)
+                _owned(fd, self.folder)
                 os.ftruncate(fd, len(text))
             os.pwrite(fd, text, 0)
         finally:
@@ -475,9 +502,18 @@ class Trail:
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        with open(self.folder / ".lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # released as the file closes
+        # the writer's alone: whoever may open a file may hold a flock on it, and would
+        # stop every append (readers who cannot open it read HEAD without it)
+        fd = os.open(self.folder / ".lock", WRITE, 0o600)
+        try:
+            _owned(fd, self.folder)
+            if os.fstat(fd).st_mode & 0o077:
+                with contextlib.suppress(PermissionError):  # not ours: left as it is
+                    os.fchmod(fd, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)  # released as the file closes
             yield
+        finally:
+            os.close(fd)
 
     def _rotate(self, head: Head, at: datetime) -> Head:
         """Months before the one written whose last record is past the retention: a
@@ -572,11 +608,17 @@ class Trail:
         for index, path in enumerate(files):
             with path.open("rb") as lines:
                 chain.feed(index, lines)
+        keyed = found.verified if self.key else 0  # records with the key, so far
         chain.finish()
         if damaged:
             found.fault("HEAD", damaged)
         elif head is None and files:
             found.fault("HEAD", "is missing")
+        elif head is not None and keyed and not head.keyed:
+            # a trail gets a key, never loses it: only a writer without it seals so
+            found.trail_id = head.id or None
+            found.fault("HEAD", "is sealed without the trail's key, its records have it: "
+                                "HEAD was written by someone without the key")
         elif head is not None:
             found.trail_id = head.id or None
             self._against(head, chain, found)

@@ -36,7 +36,10 @@ log = logging.getLogger("insmon.audit")
 ACCEPTED = frozenset({"maintenance-declared", "maintenance-recurring", "maintenance-ended",
                       "maintenance-scheduled", "drill"})
 MAX_REQUEST = 256 * 1024
-TIMEOUT = 30.0
+TIMEOUT = 30.0       # a command waits this long for its answer
+READ_TIMEOUT = 5.0   # the service, for a caller's line (a command sends it at once)
+MAX_CALLERS = 8      # at a time; more are told the service is busy: a caller holding
+                     # connections open must not take the descriptors insmon's checks need
 UNSET = 0xFFFFFFFF  # a login uid never set (a daemon, a container)
 
 
@@ -83,20 +86,31 @@ async def serve(trail: Trail, path: Path | None = None, appended=lambda record: 
     `appended(record)` after each one is on disk."""
     path = path or socket_of(trail.folder)
     if path.is_socket():
+        if _answers(path):
+            raise OSError(f"{path}: another insmon takes this trail's records")
         path.unlink()  # a service before this one left it
     lock = asyncio.Lock()
+    callers = 0
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal callers
+        callers += 1
         try:
+            if callers > MAX_CALLERS:
+                raise OSError(f"busy ({MAX_CALLERS} callers at once): try again")
             caller = Caller.of(writer.get_extra_info("socket"))
-            line = await asyncio.wait_for(reader.readline(), TIMEOUT)
+            line = await asyncio.wait_for(reader.readline(), READ_TIMEOUT)
             answer = await _take(trail, caller, line, lock)
             if "seq" in answer:
                 appended(answer)
         except (ValueError, AuditError, OSError, asyncio.LimitOverrunError) as exc:
             answer = {"error": str(exc)}
+        except RecursionError:  # deeper than json goes
+            answer = {"error": "the request is nested too deep"}
         except TimeoutError:
             answer = {"error": "nothing came"}
+        finally:
+            callers -= 1
         try:
             writer.write(json.dumps(answer, ensure_ascii=False).encode() + b"\n")
             await writer.drain()
@@ -107,6 +121,17 @@ async def serve(trail: Trail, path: Path | None = None, appended=lambda record: 
     server = await asyncio.start_unix_server(handle, path=str(path), limit=MAX_REQUEST)
     path.chmod(0o660)  # the service's user and group (the operators); root
     return server
+
+
+def _answers(path: Path) -> bool:
+    """Does a service listen on this socket?"""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
 
 
 async def _take(trail: Trail, caller: Caller, line: bytes, lock: asyncio.Lock) -> dict:

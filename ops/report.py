@@ -321,7 +321,10 @@ def windows_from(trails: list[Checked]) -> list[Window]:
                 continue
             if record["event"] in ("maintenance-declared", "maintenance-scheduled"):
                 try:
-                    start = datetime.fromisoformat(detail["from"]).timestamp()
+                    # announced no earlier than declared: Alertmanager starts a silence
+                    # asked to start in the past when it is made
+                    start = max(datetime.fromisoformat(detail["from"]).timestamp(),
+                                datetime.fromisoformat(record["at"]).timestamp())
                     end = datetime.fromisoformat(detail["to"]).timestamp()
                 except (KeyError, TypeError, ValueError):
                     continue

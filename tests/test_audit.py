@@ -9,15 +9,21 @@ trail; the pager's pages, deliveries, acknowledgements and refused requests and
 from __future__ import annotations
 
 import builtins
+import contextlib
 import csv
 import io
 import json
 import multiprocessing
+import multiprocessing.pool
 import os
 import shutil
+import socket
 import subprocess
+import sys
 import tempfile
+import time
 import tracemalloc
+import urllib.request
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -25,7 +31,7 @@ from pathlib import Path
 import pytest
 
 from monitor.audit import GENESIS, Trail, _mac, key_file_of, socket_of
-from ops.stack import Insmon, Prometheus, free_port, wait_for
+from ops.stack import Insmon, Prometheus, Server, free_port, wait_for
 from probes.base import SHANGHAI
 from tests.conftest import INSMON
 from tests.test_pager import Rig, notification
@@ -357,6 +363,43 @@ def test_a_writer_stopped_before_head_leaves_nothing_broken(tmp_path: Path) -> N
         trail.append("config", "insmon", "ok")
 
 
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 64 KiB file system (CI runs as root)."""
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(volume)],
+                   check=True)
+    try:
+        yield volume
+    finally:
+        subprocess.run(["umount", "-l", str(volume)], check=False)
+
+
+def test_a_full_disk_refuses_the_record_and_leaves_no_half_line(small_disk: Path) -> None:
+    """A disk that fills up in the middle of a line took part of it (a short write), and
+    append() said the record was written: HEAD named a record no file held, and the next
+    record, written after the half line, broke both. Now the record is refused (the
+    caller knows it is not on record), the file is as before, and the trail goes on."""
+    trail = Trail.open(small_disk / "audit", create_key=True)
+    trail.append("drill", "zhangsan", "passed", {"n": 1})
+    path = trail.files()[-1]
+    room = 4096 - path.stat().st_size % 4096  # what the file's last page still holds
+    # unbuffered: the write that fills the disk fails here, not at close
+    with open(small_disk / "filler", "wb", buffering=0) as filler, \
+            contextlib.suppress(OSError):
+        while True:
+            filler.write(b"\0" * 4096)
+    size = path.stat().st_size
+    with pytest.raises(OSError, match="No space left"):  # longer than that page's room
+        trail.append("drill", "zhangsan", "passed", {"n": 2, "pad": "x" * room})
+    assert path.stat().st_size == size
+    (small_disk / "filler").unlink()
+    trail.append("drill", "zhangsan", "passed", {"n": 3})
+    assert [(r["seq"], r["detail"]["n"]) for r in trail.records()] == [(1, 1), (2, 3)]
+    assert faults(trail) == []
+
+
 def _append_many(folder: str, name: str, count: int) -> None:
     trail = Trail.open(folder, create_key=True)
     for i in range(count):
@@ -511,6 +554,201 @@ def test_the_service_is_the_one_writer_and_the_kernel_says_who(open_tmp: Path) -
     finally:
         insmon.stop()
     assert faults(Trail.open(tmp_path / "audit")) == []
+
+
+def _as_service(folder: Path, days: int) -> subprocess.CompletedProcess:
+    """An append by the trail's writer, a user of its own (uid 65534 here), `days` on."""
+    code = ("import sys; from datetime import datetime, timedelta; "
+            "from monitor.audit import Trail; from probes.base import SHANGHAI; "
+            "Trail.open(sys.argv[1], create_key=True).append('config', 'insmon', 'ok', "
+            "at=datetime.now(SHANGHAI) + timedelta(days=int(sys.argv[2])))")
+    return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                           sys.executable, "-c", code, str(folder), str(days)],
+                          capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).parents[1])
+
+
+def test_what_root_writes_itself_stays_the_services(open_tmp: Path) -> None:
+    """With insmon's service stopped, root's `insmon maintenance` writes the trail itself.
+    What it made was root's: the key (made there when no service had run yet), and the
+    service could not start ("the audit trail's key: Permission denied"); a month's file,
+    and the service could write no record until the month was over. What root makes in
+    a trail is the trail's owner's."""
+    from monitor.audit_socket import Recorder
+
+    state = open_tmp / "state"  # /var/lib/insmon, the service's
+    state.mkdir()
+    os.chown(state, 65534, 65534)
+    folder = state / "audit"
+    Recorder(folder).append("drill", "zhangsan", "passed", {"scenario": "reference"})
+    done = _as_service(folder, 0)
+    assert done.returncode == 0, done.stderr
+    Trail.open(folder).append("drill", "zhangsan", "passed", at=NOW + timedelta(days=40))
+    done = _as_service(folder, 41)
+    assert done.returncode == 0, done.stderr
+    made = [folder, key_file_of(folder), *folder.iterdir()]
+    assert {(p.name, p.stat().st_uid) for p in made} == {(p.name, 65534) for p in made}
+    assert [r["event"] for r in Trail.open(folder).records()] == \
+        ["drill", "config", "drill", "config"]
+    assert faults(Trail.open(folder)) == []
+
+
+def test_a_link_planted_in_the_folder_is_not_followed(tmp_path: Path) -> None:
+    """Whoever could write the folder (an install before let the operators' group) put
+    this month's file there as a symbolic link: the writer appended its record to the file
+    it points to, wherever that is, as the service or as root. Nor may the lock, which
+    the writer makes its own, lead it to another file."""
+    folder = tmp_path / "audit"
+    trail = filled(folder, count=2, start=THIS_MONTH - timedelta(days=40), key=KEY)
+    victim = tmp_path / "victim"  # empty: a file with no line HEAD does not know
+    victim.touch(0o644)
+    (folder / f"audit-{NOW:%Y-%m}.jsonl").symlink_to(victim)
+    with pytest.raises(OSError):
+        trail.append("drill", "zhangsan", "passed", at=NOW)
+    (folder / f"audit-{NOW:%Y-%m}.jsonl").unlink()
+    (folder / ".lock").unlink()
+    (folder / ".lock").symlink_to(victim)
+    with pytest.raises(OSError):
+        trail.append("drill", "zhangsan", "passed", at=NOW)
+    assert victim.read_text() == ""
+    assert victim.stat().st_mode & 0o777 == 0o644
+
+
+def test_an_operator_who_reads_the_folder_cannot_hold_the_writers_lock(open_tmp: Path
+                                                                      ) -> None:
+    """flock needs only a file one may open: an operator of the folder's group held the
+    writer's lock (`flock -x audit/.lock sleep`) and every append waited, insmon's
+    config record at a reload with its event loop, so its checks stopped running. The
+    lock is the writer's alone (one an older version left open to all is taken back)."""
+    folder = open_tmp / "audit"
+    trail = Trail.open(folder, create_key=True)
+    trail.append("drill", "zhangsan", "passed")
+    (folder / ".lock").chmod(0o644)  # as the version before left it
+    trail.append("drill", "zhangsan", "passed")
+    holder = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=0", "--clear-groups",
+                               "flock", "-x", str(folder / ".lock"), "sleep", "60"],
+                              stderr=subprocess.DEVNULL)
+    inode = f":{(folder / '.lock').stat().st_ino} "
+    try:
+        wait_for(lambda: holder.poll() is not None or
+                 inode in Path("/proc/locks").read_text(), 10, "the operator's flock")
+        writer = multiprocessing.pool.ThreadPool(1)
+        try:  # not waiting for the operator
+            assert writer.apply_async(trail.append, ("drill", "lisi", "passed")).get(
+                timeout=10)["seq"] == 3
+        finally:
+            writer.close()
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+    assert (folder / ".lock").stat().st_mode & 0o777 == 0o600
+    assert faults(trail) == []
+
+
+def _sample(url: str, name: str) -> float | None:
+    for line in urllib.request.urlopen(f"{url}/metrics", timeout=5).read().decode() \
+            .splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+@pytest.mark.timeout(120)
+def test_a_flood_of_callers_on_the_socket_blinds_nothing(tmp_path: Path) -> None:
+    """Whoever may use audit.sock (the operators' group) held 1,100 connections open:
+    insmon, with the 1,024 descriptors systemd gives a service, answered no scrape and
+    its checks could open no socket. The socket now takes a few callers at a time and
+    tells the others it is busy; nothing else of insmon's waits for it."""
+    from monitor.audit_socket import Recorder
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    (tmp_path / "insmon.yaml").write_text(
+        f"listen: 127.0.0.1:{port}\nchecks:\n- {{name: self, kind: tcp, targets: "
+        f"['127.0.0.1:{port}'], interval: 1s, timeout: 500ms}}\n")
+    insmon = Server(tmp_path, "insmon", ["prlimit", "--nofile=1024", "--", INSMON, "run",
+                                         "-c", str(tmp_path / "insmon.yaml"),
+                                         "--audit", str(tmp_path / "audit")])
+    flood: list[socket.socket] = []
+    try:
+        wait_for(lambda: socket_of(tmp_path / "audit").is_socket() and
+                 " started with " in insmon.log_file.read_text(), 30, "insmon to start")
+        for _ in range(1100):
+            flood.append(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+            flood[-1].connect(str(socket_of(tmp_path / "audit")))
+        since = time.time()
+        # scraped, and its check ran after the flood, with a socket of its own
+        wait_for(lambda: (_sample(url, "insmon_probe_last_run_timestamp_seconds") or 0)
+                 > since + 1, 30, "a run of the check after the flood")
+        assert _sample(url, "insmon_probe_success") == 1.0
+        for conn in flood:
+            conn.close()
+        flood.clear()
+        record = Recorder(tmp_path / "audit").append("drill", "zhangsan", "passed", {})
+        assert "directly" not in json.dumps(list(Trail(tmp_path / "audit").records())[-1])
+        assert record["seq"] > 0
+    finally:
+        for conn in flood:
+            conn.close()
+        insmon.stop()
+
+
+async def test_a_malformed_request_on_the_socket_is_answered_and_not_recorded(
+        tmp_path: Path) -> None:
+    """A request nested deeper than the JSON parser goes got no answer, and a traceback
+    in insmon's log for each one sent. Each bad request is answered with what is wrong."""
+    import asyncio
+
+    from monitor import audit_socket
+
+    trail = Trail.open(tmp_path / "audit", create_key=True)
+    server = await audit_socket.serve(trail)
+
+    def ask(request: bytes) -> dict:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(10)
+            conn.connect(str(socket_of(tmp_path / "audit")))
+            conn.sendall(request + b"\n")
+            return json.loads(conn.makefile("rb").readline() or b"{}")
+
+    try:
+        deep = b'{"event":"drill","outcome":"passed","detail":' + b"[" * 100_000 + b"]}"
+        for request, said in ((deep, "too deep"), (b"\xff\xfe", "decode"),
+                              (b'{"event":"rotated","outcome":"ok"}', "not an event"),
+                              (b'{"event":"drill","outcome":"' + b"x" * 40 + b'"}', "short"),
+                              (b"[1]", "a JSON object")):
+            assert said in (await asyncio.to_thread(ask, request)).get("error", ""), request
+        answer = await asyncio.to_thread(ask, b'{"event":"drill","outcome":"passed"}')
+        assert answer["seq"] == 1
+    finally:
+        server.close()
+    assert [r["event"] for r in trail.records()] == ["drill"]
+
+
+def test_a_second_insmon_on_the_trail_leaves_the_first_its_socket(tmp_path: Path) -> None:
+    """A second `insmon run` on the same trail (another config tried out) removed the
+    socket of the one running and, once stopped, left a socket nobody answers: the
+    operators' records were refused until the service restarted. The first keeps it."""
+    from monitor.audit_socket import Recorder
+
+    first = _serving(tmp_path)
+    try:
+        port = free_port()
+        second = Insmon(tmp_path / "second", f"listen: 127.0.0.1:{port}\nchecks:\n"
+                        "- {name: cpu, kind: cpu}\n",
+                        ["--audit", str(tmp_path / "audit")])
+        try:
+            wait_for(lambda: " started with " in second.log_file.read_text(), 30,
+                     "the second insmon to start")
+            assert "another insmon takes this trail's records" in \
+                second.log_file.read_text()
+        finally:
+            second.stop()
+        Recorder(tmp_path / "audit").append("drill", "zhangsan", "passed", {})
+        [record] = [r for r in Trail(tmp_path / "audit").records() if r["event"] == "drill"]
+        assert record["detail"]["caller"]["pid"] == os.getpid()  # handed over, not direct
+    finally:
+        first.stop()
 
 
 def test_a_writer_of_the_folder_without_the_key_is_caught(tmp_path: Path) -> None:
@@ -717,6 +955,31 @@ def test_a_removed_last_month_with_head_moved_back_is_found_with_a_key(
     Trail(tmp_path)._store(Head(**stored))  # sealed without the key
     assert faults(trail) == [
         "HEAD: does not match its seal: it was changed (or the key is wrong)"]
+
+
+def test_a_head_sealed_without_the_key_on_a_keyed_trail_is_found(tmp_path: Path) -> None:
+    """A writer of the folder without the key removed the last records and wrote HEAD
+    saying the trail has no key (sealed with a plain hash; or in the format before, which
+    has no trail id, so no witness was even asked): --verify found nothing. A trail whose
+    records have the key never goes back to a HEAD without it."""
+    from monitor.audit import Head
+
+    trail = filled(tmp_path, key=KEY)
+    path = trail.files()[-1]
+    kept = path.read_text().splitlines(keepends=True)[:-2]
+    path.write_text("".join(kept))
+    last = json.loads(kept[-1])
+    stored = json.loads((tmp_path / "HEAD").read_text())
+    stored.pop("seal")
+    stored.update(seq=last["seq"], hash=last["hash"], at=last["at"],
+                  size=path.stat().st_size, keyed=False)
+    Trail(tmp_path)._store(Head(**stored))
+    said = ["HEAD: is sealed without the trail's key, its records have it: HEAD was "
+            "written by someone without the key"]
+    assert faults(trail) == said
+    body = f"{last['seq']} {last['hash']}"
+    (tmp_path / "HEAD").write_text(f"{body} {_mac(None, body.encode())}\n")
+    assert faults(trail) == said
 
 
 @pytest.mark.dates

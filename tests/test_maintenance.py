@@ -307,7 +307,7 @@ def test_windows_on_days_past_the_calendar_data_are_said_to_be_provisional(
            "known_until)" in warned and "--calendar" in warned
 
     now = datetime.now(SHANGHAI)
-    with caplog.at_level("WARNING", logger="insmon"):
+    with caplog.at_level("WARNING", logger="insmon"):  # as insmon run: with the trail's key
         made = realise_windows(file, manager.url, Trail.open(audit), 8 * 86400.0, None, now)
     assert {w.name for w, _, _ in made} == {"daily", "batch"}
     records = [r["detail"] for r in Trail.open(audit).records()

@@ -401,6 +401,58 @@ def test_a_window_whose_record_does_not_verify_is_not_left_out(
            f"Prometheus at {backends['prometheus']} has no view of this trail" in honest
 
 
+def test_a_window_declared_after_it_began_counts_from_its_declaration(
+        backends: dict[str, str], trail: Path, tmp_path: Path) -> None:
+    """`insmon maintenance --from` takes a time already past (only the end must be ahead)
+    and Alertmanager starts the silence when it is made; yet the report left the window
+    out from the start it stated: declared at 09:40 "from 09:25", it hid the outage under
+    way since 09:30. Announced maintenance begins, at the earliest, when it is declared."""
+    late = tmp_path / "audit"
+    shutil.copytree(trail, late)
+    shutil.copy(trail.with_name("audit.key"), tmp_path / "audit.key")
+    Trail.open(late).append("maintenance-declared", "mallory", "ok",
+                            {"site": "h1", "from": at(15, 9, 25).isoformat(),
+                             "to": at(15, 9, 50).isoformat(), "comment": "补录",
+                             "silence": "s-late"}, at=at(15, 9, 40))
+    done = subprocess.run([INSMON, "report", "--month", MONTH, "--prometheus",
+                           backends["prometheus"], "--site", "h1", "--audit", str(late),
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    # 09:40 to 09:50 left out, two minutes of the outage among them
+    counted = MINUTES - 120 - 10
+    assert f"h1 {MONTH}: {percent(1 - 15 / counted)} available, 15 min lost, 47 min on the " \
+           "backup, 130 min announced maintenance" in done.stdout, done.stdout
+    windows = load_workbook(tmp_path / "out" / "report.xlsx")["h1 公告维护（不计入）"]
+    assert [row[:3] for row in windows.iter_rows(min_row=2, values_only=True)] == [
+        (naive(at(15, 9, 40)), naive(at(15, 9, 50)), "mallory"),
+        (naive(at(18, 2, 0)), naive(at(18, 4, 0)), "zhangsan")]
+
+
+def test_a_record_written_after_the_trail_was_verified_is_not_trusted(
+        tmp_path: Path) -> None:
+    """The report verifies each trail, then reads its windows: a line written in between
+    (here with a made-up hash) was never verified, and was trusted."""
+    from ops import report
+
+    trail = Trail.open(tmp_path / "audit", create_key=True)
+    window = {"site": "h1", "from": at(3, 2, 0).isoformat(), "to": at(3, 4, 0).isoformat(),
+              "comment": "省平台升级", "silence": "s-1"}
+    trail.append("maintenance-declared", "zhangsan", "ok", window, at=at(1, 9, 0))
+    checked = report.verified([trail], None)
+    last = list(trail.records())[-1]
+    body = json.dumps({"seq": last["seq"] + 1, "prev": last["hash"],
+                       "at": at(4, 9, 0).isoformat(timespec="milliseconds"),
+                       "event": "maintenance-declared", "who": "mallory", "outcome": "ok",
+                       "detail": {**window, "from": at(5, 9, 0).isoformat(),
+                                  "to": at(5, 11, 0).isoformat(), "silence": "s-2"}},
+                      ensure_ascii=False, separators=(",", ":"))[:-1]
+    with trail.files()[-1].open("a", encoding="utf-8") as out:
+        out.write(body + ',"hash":"' + "0" * 64 + '"}\n')
+    assert [(w.who, w.trusted) for w in report.windows_from(checked)] == [
+        ("zhangsan", True), ("mallory", False)]
+
+
 def test_the_page_renders_in_chromium_with_chinese_glyphs_and_prints_to_pdf(
         report: tuple[Path, str], tmp_path: Path) -> None:
     out, _ = report
