@@ -204,6 +204,13 @@ class Prometheus(Server):
         """An instant query, now."""
         return PrometheusAPI(self.url, timeout=10).query(expr, time.time())
 
+    def alertmanagers(self) -> list[str]:
+        """The Alertmanagers Prometheus has found: until then, an alert it fires is dropped
+        and sent again only a minute later."""
+        with urllib.request.urlopen(f"{self.url}/api/v1/alertmanagers", timeout=10) as answer:
+            found = json.load(answer)["data"]["activeAlertmanagers"]
+        return [a["url"] for a in found]
+
 
 def _ready(url: str) -> bool:
     try:
@@ -262,6 +269,7 @@ def alert_chain(workdir: Path, insmon_config: str, port: int, site: str,
         started.append(prometheus)
         wait_for(lambda: prometheus.query("site:insmon_settlement_path:up == 1"), 60,
                  "Prometheus to see the settlement path up")
+        wait_for(prometheus.alertmanagers, 60, "Prometheus to find the Alertmanager")
         yield Chain(*started)
     finally:
         stop_all(started)

@@ -91,7 +91,12 @@ def test_insmon_killed_during_a_level_one_tells_nobody_resolved(chain) -> None:
     lab, recorder, stack = chain
     lab.cut("primary")
     lab.cut("backup")
-    wait_for(lambda: recorder.teams("SettlementPathDown") >= LEVEL_ONE, 60, "the Level I pages")
+    try:
+        wait_for(lambda: recorder.teams("SettlementPathDown") >= LEVEL_ONE, 60,
+                 "the Level I pages")
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}; pages: {[(p.team, p.alertnames) for p in pages(recorder)]}"
+                             f"\n{stack.explain()}") from None
     stack.insmon.proc.kill()
     stack.insmon.proc.wait(timeout=10)
     killed_at = time.time()
