@@ -754,8 +754,16 @@ def pdf(page: Path, out: Path) -> bool:
     return done.returncode == 0 and out.exists()
 
 
+def worst_first(figures: list[SiteMonth]) -> list[SiteMonth]:
+    """A region's summary is read from the top: a site nothing measured first, then the
+    least available, the most minutes lost, by name."""
+    return sorted(figures, key=lambda f: (f.availability is not None, f.availability or 0.0,
+                                          -f.minutes["lost"], f.site))
+
+
 def write(figures: list[SiteMonth], out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
+    figures = worst_first(figures)
     written = []
     for f in figures:
         folder = out / re.sub(r"[^\w.-]", "_", f.site) if len(figures) > 1 else out

@@ -392,7 +392,7 @@ def test_the_running_pager_says_whom_it_pages_and_what_it_holds(tmp_path: Path) 
 def test_a_person_no_channel_reaches_is_a_failure(tmp_path: Path) -> None:
     """A half-filled pager.yaml: the on-call's channels are SMS and e-mail, but neither
     their mobile nor their email is written in. Valid, and every page to them would go
-    to nobody: `pager validate` warns and the doctor fails, naming them."""
+    to nobody: `pager validate` and the doctor fail, naming them."""
     etc = installed(tmp_path)
     path = etc / "pager.yaml"
     path.write_text(path.read_text() + (
@@ -405,8 +405,9 @@ def test_a_person_no_channel_reaches_is_a_failure(tmp_path: Path) -> None:
         "[zhang]}, lead: zhang}}\n"))
     validate = subprocess.run([INSMON, "pager", "validate", str(path)], capture_output=True,
                               text=True, timeout=60)
-    assert validate.returncode == 0, validate.stderr
-    assert "warning: people.zhang: no channel of theirs has their address" in validate.stderr
+    assert validate.returncode == 2, validate.stderr
+    assert "teams.server_ops: 张三 (zhang), on call and lead, has no channel that can reach " \
+           "them (people.zhang.channels: sms, mail;" in validate.stderr
     done = doctor_at(etc)
     assert f"FAIL  {path}: no channel reaches zhang (an SMS or http channel needs their " \
            "mobile, e-mail their email): a page to them goes to nobody\n      → their mobile " \

@@ -254,6 +254,10 @@ def test_the_figures_are_right_to_the_minute(report: tuple[Path, str]) -> None:
         (MONTH, 1 - 3 / MINUTES, MINUTES, MINUTES - 3, 0, 3, 0, 0, 3, 0,
          0.001 * MINUTES - 3, 0))
     assert ": every record is as written" in rows["h1"][13]
+    # the region's summary is read from the top: the least available site first
+    assert list(rows) == ["h3", "h1", "h2"]
+    summary = (out / "summary.html").read_text()
+    assert summary.index(">h3<") < summary.index(">h1<") < summary.index(">h2<")
     h1 = load_workbook(out / "h1" / "report.xlsx")
     grades = {r[0]: r[1] for r in h1["h1 按级别中断分钟"].iter_rows(min_row=2, values_only=True)}
     assert grades == {"I": 16, "-": 1}
