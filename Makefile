@@ -30,7 +30,7 @@ run: $(VENV)/.runtime
 test: $(VENV)/.test lint
 	@$(call install-missing,$(TEST_TOOLS))
 	@$(MAKE) --no-print-directory figures
-	$(VENV)/bin/pytest -n 4 --dist loadgroup
+	$(VENV)/bin/pytest -n 4 --dist loadgroup --durations=10
 	@$(MAKE) --no-print-directory test-dates
 
 # The date-dependent tests (marked `dates`) again with the clock of every process moved
