@@ -17,6 +17,7 @@ COPY exporters/ exporters/
 COPY ops/ ops/
 COPY alert_rules/ alert_rules/
 COPY pager/ pager/
+COPY vocabulary/ vocabulary/
 RUN make .venv/.runtime
 
 # ICMP (ping and vpn checks) as a user: CAP_NET_RAW on the interpreter and nothing else;

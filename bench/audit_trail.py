@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from monitor.audit import HASH_AT, Head, Trail, _mac, read_key
-from probes.base import SHANGHAI
+from vocabulary import SHANGHAI
 
 INSMON = str(Path(sys.executable).parent / "insmon")
 APPENDS = 2000

@@ -49,7 +49,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from monitor import SHANGHAI  # noqa: E402
 from ops.lab.region import (  # noqa: E402
     FAULT_ALERTS,
     Center,
@@ -61,6 +60,7 @@ from ops.lab.region import (  # noqa: E402
 )
 from ops.recorder import Recorder  # noqa: E402
 from ops.stack import stop_all, wait_for  # noqa: E402
+from vocabulary import SHANGHAI  # noqa: E402
 
 WARM = 150  # s: the rules' 2-minute windows full before anything is measured
 WINDOW = 60  # s over which ingestion and CPU are measured

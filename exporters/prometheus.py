@@ -17,7 +17,8 @@ from collections.abc import Mapping
 from prometheus_client.utils import floatToGoString
 
 from exporters.snapshot import CheckView, SeriesKey, Snapshot
-from probes.base import STATUSES, VERSION, MetricSpec
+from probes.base import STATUSES, MetricSpec
+from vocabulary import VERSION
 
 TEXT = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"

@@ -7,7 +7,7 @@ import time
 from datetime import UTC, datetime
 
 from exporters.snapshot import CheckView, Snapshot
-from probes.base import SHANGHAI, VERSION
+from vocabulary import SHANGHAI, VERSION
 
 COLUMNS = ("CHECK", "KIND", "STATUS", "DURATION", "DETAIL")
 

@@ -58,7 +58,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from probes.base import SHANGHAI
+from vocabulary import SHANGHAI
 
 try:  # what hmac.digest calls, without its wrapper: a verify makes a million of them
     from _hashlib import hmac_digest as _hmac_digest

@@ -168,7 +168,7 @@ def _validate(commands: argparse._SubParsersAction) -> None:
 
 
 def _do_validate(args: argparse.Namespace) -> int:
-    from probes.base import plural
+    from vocabulary import plural
 
     failed = False
     for path in args.files:
@@ -281,6 +281,7 @@ def _do_maintenance(args: argparse.Namespace) -> int:
 def _declare(args: argparse.Namespace, trail) -> int:
     from monitor.audit import who
     from ops import maintenance
+    from vocabulary import parse_time
 
     missing = [f"--{name}" for name, value in (("site", args.site), ("from", args.start),
                                               ("to", args.end), ("comment", args.comment))
@@ -305,7 +306,7 @@ def _declare(args: argparse.Namespace, trail) -> int:
     asked = {"site": args.site, "from": args.start, "to": args.end, "comment": args.comment,
              "reason": args.reason, "alertmanager": args.alertmanager}
     try:
-        start, end = maintenance.parse_time(args.start), maintenance.parse_time(args.end)
+        start, end = parse_time(args.start), parse_time(args.end)
         silence = maintenance.declare(args.alertmanager, args.site, start, end, args.comment,
                                       created_by=f"{who()} (insmon maintenance)",
                                       reason=args.reason)
@@ -326,8 +327,9 @@ def _warn_if_provisional(calendar: Path | None) -> None:
     cover (within CalendarDataEnding's lead) is said, with the file to fill."""
     from datetime import datetime, timedelta
 
-    from probes.base import SHANGHAI, ProbeFailure
+    from probes.base import ProbeFailure
     from probes.calendar import WARN_DAYS, WorkingCalendar, provisional_note
+    from vocabulary import SHANGHAI
 
     working = WorkingCalendar(calendar)
     try:
@@ -386,8 +388,7 @@ def _end_window(args: argparse.Namespace, trail) -> int:
 def _realise(args: argparse.Namespace, trail) -> int:
     from datetime import datetime
 
-    from monitor import SHANGHAI
-    from probes.base import parse_duration
+    from vocabulary import SHANGHAI, parse_duration
 
     made = realise_windows(args.file, args.alertmanager, trail,
                            parse_duration(args.ahead), args.calendar,
@@ -402,8 +403,9 @@ def realise_windows(file: Path, alertmanager: str, trail, ahead: float,
     from datetime import timedelta
 
     from ops import maintenance
-    from probes.base import SHANGHAI, ProbeFailure
+    from probes.base import ProbeFailure
     from probes.calendar import WorkingCalendar, provisional_note
+    from vocabulary import SHANGHAI
 
     working = WorkingCalendar(calendar)
     windows = maintenance.load_recurring(file)
@@ -458,7 +460,7 @@ def _do_drill(args: argparse.Namespace) -> int:
     from datetime import datetime
 
     from ops import drill
-    from probes.base import SHANGHAI
+    from vocabulary import SHANGHAI
 
     if args.list:
         for scenario in drill.SCENARIOS.values():
@@ -526,8 +528,8 @@ def _audit(commands: argparse._SubParsersAction) -> None:
 
 
 def _do_audit(args: argparse.Namespace) -> int:
-    from monitor import parse_time
     from monitor.audit import AuditError, Trail
+    from vocabulary import parse_time
 
     try:
         start = parse_time(args.start) if args.start else None
@@ -723,8 +725,8 @@ def _review(commands: argparse._SubParsersAction) -> None:
 
 
 def _do_review(args: argparse.Namespace) -> int:
-    from monitor import parse_time
     from ops import review
+    from vocabulary import parse_time
 
     try:
         start, end = parse_time(args.start), parse_time(args.end)

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from exporters.webconfig import WebConfig
 from probes import PROBES
-from probes.base import MAX_DURATION, Duration
+from vocabulary import MAX_DURATION, Duration
 
 DEFAULT_LISTEN = "0.0.0.0:9829"
 # Keys whose values are secrets: an error about them never repeats the value.

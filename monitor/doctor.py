@@ -140,8 +140,9 @@ def _calendar(file: Path | None, today: date | None = None,
     the site's dates that `config` names (None: it names none)."""
     from datetime import datetime
 
-    from probes.base import SHANGHAI, ProbeFailure
+    from probes.base import ProbeFailure
     from probes.calendar import WARN_DAYS, WorkingCalendar
+    from vocabulary import SHANGHAI
 
     working = WorkingCalendar(file)
     try:

@@ -28,8 +28,8 @@ from probes.base import (
     ProbeResult,
     Workers,
     current_workers,
-    format_duration,
 )
+from vocabulary import format_duration
 
 log = logging.getLogger("insmon.runner")
 

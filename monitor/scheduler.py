@@ -21,7 +21,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from monitor.runner import Check, run_check
 from monitor.store import ResultStore
-from probes.base import format_duration
+from vocabulary import format_duration
 
 log = logging.getLogger("insmon.scheduler")
 

@@ -24,8 +24,9 @@ from monitor.config import EMBEDDED, ConfigError, Loaded, load, split_listen
 from monitor.runner import Check, build_checks
 from monitor.scheduler import CheckScheduler
 from monitor.store import ResultStore
-from probes.base import SHANGHAI, ProbeFailure, plural
+from probes.base import ProbeFailure
 from probes.calendar import WorkingCalendar, provisional_note
+from vocabulary import SHANGHAI, plural
 
 log = logging.getLogger("insmon")
 audit = logging.getLogger("insmon.audit")

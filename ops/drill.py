@@ -36,12 +36,12 @@ from pathlib import Path
 
 import yaml
 
-from monitor import SHANGHAI
 from ops.history import PrometheusAPI, alert_periods, pager_incidents
 from ops.lab import FaultyVolume, Lab
 from ops.lab.cpu import CALM, SimulatedCpu
 from ops.recorder import Recorder
 from ops.stack import Alertmanager, Chain, Prometheus, alert_chain, free_port, wait_for
+from vocabulary import SHANGHAI
 
 SITE = "drill-lab"
 DRILL_RECEIVER = "drill"

@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 
 from alert_rules import NOT_FAULTS
 from monitor.audit import Witness, WitnessError
-
-GRADES = ("I", "II", "III", "IV")  # the national scale, most severe first
+from vocabulary import GRADES
 
 
 class HistoryError(Exception):

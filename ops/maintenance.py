@@ -19,7 +19,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from monitor import SHANGHAI, parse_time  # noqa: F401 (the CLI reads times with it)
+from vocabulary import SHANGHAI
 
 # What a cutover of the agency's platform stops: the front-end and the settlement path
 # (the agency may also take its tunnel end down), and the symptoms that follow.

@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from monitor import SHANGHAI
 from monitor.audit import Trail, Verification
-from ops.history import GRADES, HistoryError, PrometheusAPI, audit_witness, pager_incidents
+from ops.history import HistoryError, PrometheusAPI, audit_witness, pager_incidents
+from vocabulary import GRADES, SHANGHAI
 
 MINUTE = 60.0
 OBJECTIVE = 0.999  # 99.9 %: 43 minutes a month

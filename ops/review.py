@@ -21,9 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from monitor import SHANGHAI
 from ops.history import (
-    GRADES,
     AlertPeriod,
     Component,
     HistoryError,
@@ -36,6 +34,7 @@ from ops.history import (
     selector,
     spacing,
 )
+from vocabulary import GRADE_REPORT_ZH, GRADES, SHANGHAI
 
 GRADE_COLOURS = {"I": "#d62728", "II": "#ff7f0e", "III": "#e6c229", "IV": "#1f77b4"}
 MAX_RUNS_LISTED = 20  # per component: a flapping link must not drown the timeline
@@ -378,8 +377,6 @@ def sections(review: Review) -> list[tuple[str, list[str], list[list[str]]]]:
     ]
 
 
-GRADE_ZH = {"I": "一级（特别重大）", "II": "二级（重大）", "III": "三级（较大）",
-            "IV": "四级（一般）"}
 STOPPED = ("SettlementChainCollapsed", "SettlementPathDown", "FrontEndUnreachable")
 
 
@@ -395,7 +392,7 @@ def incident_report(review: Review) -> str:
              "由 insmon review 根据监控记录生成；标注【待补充】处须由负责人填写后按时上报。", "",
              f"- 事件时间：{when(first, True)} 至 "
              f"{when(back, True) if back else '尚未恢复'}（北京时间）",
-             f"- 事件级别：{GRADE_ZH.get(grade, '未分级')}",
+             f"- 事件级别：{GRADE_REPORT_ZH.get(grade, '未分级')}",
              f"- 报告时限：{hours} 小时内，即 "
              f"{when(alerted + hours * 3600, True) if alerted else '-'} 前（自首次告警起）",
              "", "## 影响范围", ""]

@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 from monitor.audit import AuditError, Trail, file_digest, witness_value
-from probes.base import SHANGHAI
+from vocabulary import SHANGHAI
 
 log = logging.getLogger("insmon.pager.audit")
 FAILED = {"delivery-failed", "unreachable", "rota-gap", "unknown-team", "refused"}

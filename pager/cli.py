@@ -18,7 +18,8 @@ from pathlib import Path
 
 from monitor.audit import AuditError
 from pager.config import DRILL, UNROUTED, WATCHDOG, ConfigError, PagerConfig, load
-from pager.rota import SHANGHAI, Rota, ahead, beijing, check
+from pager.rota import Rota, ahead, beijing, check
+from vocabulary import SHANGHAI
 
 log = logging.getLogger("insmon.pager")
 

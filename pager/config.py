@@ -15,10 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from exporters.webconfig import TlsServerConfig
 from monitor.config import ConfigError, parse, read, split_listen
-from probes.base import Duration
+from vocabulary import Duration
 
-GRADES = ("I", "II", "III", "IV")
-GRADE_ZH = {"I": "一级", "II": "二级", "III": "三级", "IV": "四级"}
 # Alertmanager's receivers that are not teams (alert_rules/alertmanager.yml)
 WATCHDOG, DRILL, UNROUTED = "watchdog", "drill", "unrouted"
 PAGES = ("page", "escalation", "repeat")  # the messages somebody must act on

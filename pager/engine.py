@@ -27,9 +27,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pager.clock import Clock
-from pager.config import DRILL, GRADE_ZH, GRADES, PAGES, UNROUTED, WATCHDOG, PagerConfig
+from pager.config import DRILL, PAGES, UNROUTED, WATCHDOG, PagerConfig
 from pager.rota import Rota
 from pager.store import Store, StoreError
+from vocabulary import GRADE_ZH, GRADES
 
 if TYPE_CHECKING:
     from pager.keys import Secrets

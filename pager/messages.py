@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from pager.config import GRADE_ZH, GRADES, PAGES, PagerConfig
-from pager.rota import SHANGHAI
+from pager.config import PAGES, PagerConfig
+from vocabulary import GRADE_ZH, GRADES, SHANGHAI
 
 KIND_ZH = {"page": "", "escalation": "【升级】", "repeat": "【仍在告警】", "resolved": "【已恢复】",
            "ack": "【已确认】", "reminder": "【报告提醒】"}

@@ -35,8 +35,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pager.config import PagerConfig, Team
+from vocabulary import SHANGHAI
 
-SHANGHAI = dt.timezone(dt.timedelta(hours=8), "Asia/Shanghai")
 COLUMNS = {"start": ("开始", "start"), "end": ("结束", "end"), "person": ("值班人", "person")}
 MAX_BYTES = 10 << 20  # years of shifts are a few MB: more is a wrong file, not a rota
 CHECK_EVERY = 1.0     # seconds between looks at a file's (mtime, size, inode)

@@ -39,11 +39,11 @@ from prometheus_client.core import (
 )
 
 from pager import audit, pair
-from pager.config import GRADE_ZH
 from pager.engine import BadNotification, Engine
 from pager.keys import Secrets
 from pager.messages import when
 from pager.store import StoreError
+from vocabulary import GRADE_ZH
 
 log = logging.getLogger("insmon.pager.http")
 RECEIVER = re.compile(r"^/([A-Za-z0-9_.-]{1,64})$")

@@ -19,62 +19,20 @@ import contextlib
 import contextvars
 import os
 import queue
-import re
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta, timezone
-from importlib.metadata import PackageNotFoundError, version
 from types import MappingProxyType
-from typing import Annotated, Generic, Literal, NamedTuple, Protocol, TypeVar, get_args
+from typing import Generic, Literal, NamedTuple, Protocol, TypeVar, get_args
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-# ---------------------------------------------------------------- shared by every layer
-
-try:
-    VERSION = version("insmon")  # the User-Agent of the http probe, the build info
-except PackageNotFoundError:  # running from a source tree that was not installed
-    VERSION = "0+unknown"
-
-# The sites' clock: peak hours, business hours, report times. UTC+8, no DST.
-SHANGHAI = timezone(timedelta(hours=8), "Asia/Shanghai")
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(value: object) -> object:
-    """Seconds as a number, or a Prometheus-style string: "500ms", "15s", "1m30s"."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as 15s, 500ms or 1m, got a boolean")
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        text = value.strip()
-        parts = _DURATION_PART.findall(text)
-        if parts and "".join(n + u for n, u in parts) == text:
-            return sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
-        raise ValueError(f"expected a duration such as 15s, 500ms or 1m, got {value!r}")
-    return value  # let pydantic report the wrong type
-
-
-def format_duration(seconds: float) -> str:
-    return f"{seconds * 1000:g}ms" if seconds < 1 else f"{seconds:g}s"
-
-
-def plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
-
+from vocabulary import Duration, format_duration
 
 # A device tool's output: far above storcli's JSON for a full controller (about 1 MiB),
 # far below what would hurt insmon.
 MAX_COMMAND_OUTPUT = 16 << 20
-# At most a day: a longer interval is a typo, and an infinite one would never run.
-MAX_DURATION = 86400.0
-Duration = Annotated[float, BeforeValidator(parse_duration),
-                     Field(gt=0, le=MAX_DURATION, allow_inf_nan=False)]
 
 # ---------------------------------------------------------------- config
 

@@ -30,17 +30,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from probes.base import (
-    MIN_INTERVAL,
-    SHANGHAI,
-    CheckBase,
-    Duration,
-    Kind,
-    MetricSpec,
-    ProbeFailure,
-    ProbeResult,
-    Sample,
-)
+from probes.base import MIN_INTERVAL, CheckBase, Kind, MetricSpec, ProbeFailure, ProbeResult, Sample
+from vocabulary import SHANGHAI, Duration
 
 # Where the site keeps its own dates (the examples and the messages name it).
 SITE_FILE = Path("/etc/insmon/calendar.yaml")

@@ -21,17 +21,9 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, field_validator
 
-from probes.base import (
-    VERSION,
-    CheckBase,
-    Kind,
-    MetricSpec,
-    ProbeResult,
-    Sample,
-    one_hot,
-    run_blocking,
-)
+from probes.base import CheckBase, Kind, MetricSpec, ProbeResult, Sample, one_hot, run_blocking
 from probes.lib.net import NET_REASONS, Cutter, connect_within, failure, left, redacted
+from vocabulary import VERSION
 
 REASONS = (*NET_REASONS, "status", "body")
 PHASES = ("connect", "tls", "processing", "transfer")

@@ -13,8 +13,9 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from probes.base import CheckBase, Duration, Kind, MetricSpec, ProbeResult, Sample, format_duration
+from probes.base import CheckBase, Kind, MetricSpec, ProbeResult, Sample
 from probes.lib import pinger
+from vocabulary import Duration, format_duration
 
 # 1 ms .. 5 s
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)

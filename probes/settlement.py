@@ -50,15 +50,12 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from probes.base import (
-    SHANGHAI,
     CheckBase,
-    Duration,
     Kind,
     MetricSpec,
     ProbeFailure,
     ProbeResult,
     Sample,
-    format_duration,
     one_hot,
     run_blocking,
 )
@@ -66,6 +63,7 @@ from probes.calendar import WorkingCalendar
 from probes.lib import fsi, net
 from probes.lib.net import NET_REASONS
 from probes.lib.secret import SecretError
+from vocabulary import SHANGHAI, Duration, format_duration
 
 PLATFORM_REASONS = ("gateway_rejected", "gateway_unavailable", "platform_error", "bad_answer",
                     "circuit_open")

@@ -24,18 +24,17 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from probes.base import (
     CHECK_NAME,
     CheckBase,
-    Duration,
     Kind,
     MetricSpec,
     ProbeFailure,
     ProbeResult,
     Sample,
-    format_duration,
     one_hot,
     run_command,
 )
 from probes.lib import pinger
 from probes.lib.net import CONNECT_REASONS, ConnectFailure, connect, host_port, interface_state
+from vocabulary import Duration, format_duration
 
 ROLES = ("primary", "backup")
 

@@ -11,11 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from probes.base import SHANGHAI
 from tests.conftest import ROOT
+from vocabulary import GRADES, SHANGHAI
 
 RULES = ROOT / "alert_rules"
-GRADES = ("I", "II", "III", "IV")
 TEAMS = ("network", "server_ops", "database", "insurance_agency", "vendor",
          "settlement_center", "leadership")
 

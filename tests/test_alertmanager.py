@@ -15,8 +15,8 @@ import pytest
 
 from ops.recorder import Recorder
 from ops.stack import Alertmanager
-from probes.base import SHANGHAI
 from tests.conftest import INSMON, free_port, wait_for
+from vocabulary import SHANGHAI
 
 SETTLE = 7  # seconds: longer than any group_wait of grades I and II (0 s, 5 s)
 STRAGGLERS = 2  # seconds after the pages that came, for one that should not have

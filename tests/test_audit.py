@@ -32,9 +32,9 @@ import pytest
 
 from monitor.audit import GENESIS, Trail, _mac, key_file_of, socket_of
 from ops.stack import Insmon, Prometheus, Server, free_port, wait_for
-from probes.base import SHANGHAI
 from tests.conftest import INSMON
 from tests.test_pager import Rig, notification
+from vocabulary import SHANGHAI
 
 NOW = datetime.now(SHANGHAI).replace(microsecond=0)
 THIS_MONTH = NOW.replace(day=1, hour=0, minute=0, second=0)
@@ -559,7 +559,7 @@ def test_the_service_is_the_one_writer_and_the_kernel_says_who(open_tmp: Path) -
 def _as_service(folder: Path, days: int) -> subprocess.CompletedProcess:
     """An append by the trail's writer, a user of its own (uid 65534 here), `days` on."""
     code = ("import sys; from datetime import datetime, timedelta; "
-            "from monitor.audit import Trail; from probes.base import SHANGHAI; "
+            "from monitor.audit import Trail; from vocabulary import SHANGHAI; "
             "Trail.open(sys.argv[1], create_key=True).append('config', 'insmon', 'ok', "
             "at=datetime.now(SHANGHAI) + timedelta(days=int(sys.argv[2])))")
     return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",

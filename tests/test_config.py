@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from monitor.config import EMBEDDED, ConfigError, embedded_text, load, parse, split_listen
-from probes.base import parse_duration
 from tests.conftest import FIXTURES, ROOT
+from vocabulary import parse_duration
 
 VALID = sorted((FIXTURES / "config" / "valid").glob("*.yaml"))
 INVALID = sorted((FIXTURES / "config" / "invalid").glob("*.yaml"))

@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 
 from ops.stack import free_port
-from probes.base import SHANGHAI
 from tests.conftest import INSMON, ROOT, calendar_file
 from tests.debian_root import site_configs
 from tests.pager_rig import PagerProcess
+from vocabulary import SHANGHAI
 
 
 def serve(answers: dict[str, tuple[int, str]]) -> ThreadingHTTPServer:

@@ -17,9 +17,9 @@ from monitor.cli import realise_windows
 from ops import maintenance
 from ops.recorder import Recorder
 from ops.stack import Alertmanager
-from probes.base import SHANGHAI
 from probes.calendar import WorkingCalendar
 from tests.conftest import INSMON, calendar_file
+from vocabulary import SHANGHAI
 
 
 def next_monday(after: date) -> date:

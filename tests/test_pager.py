@@ -25,11 +25,11 @@ import yaml
 from ops.recorder import Recorder
 from ops.stack import Alertmanager, free_port, wait_for
 from pager.engine import RETRY_WINDOW
-from probes.base import SHANGHAI
 from tests.certs import Authority
 from tests.conftest import INSMON
 from tests.pager_rig import MailServer, PagerProcess, Phone
 from tests.robots import DingTalkRobot, FeishuRobot, WeComRobot
+from vocabulary import SHANGHAI
 
 pytestmark = pytest.mark.timeout(180)
 MOBILE = {"zhang": "13800000001", "li": "13800000002", "wang": "13800000003",

@@ -20,9 +20,10 @@ import pager.rota
 from ops.stack import free_port, wait_for
 from pager.cli import main as pager_main
 from pager.config import PagerConfig, load
-from pager.rota import SHANGHAI, Rota, check
+from pager.rota import Rota, check
 from tests.conftest import INSMON, ROOT
 from tests.pager_rig import PagerProcess, Phone
+from vocabulary import SHANGHAI
 
 pytestmark = pytest.mark.timeout(120)
 HEADER = "开始,结束,值班人\n"

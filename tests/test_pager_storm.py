@@ -22,10 +22,11 @@ import yaml
 
 from ops.stack import Alertmanager, free_port, wait_for
 from pager.config import load
-from pager.rota import SHANGHAI, Rota
+from pager.rota import Rota
 from tests.conftest import ROOT
 from tests.pager_rig import MailServer, PagerProcess, Phone
 from tests.robots import DingTalkRobot, FeishuRobot, WeComRobot
+from vocabulary import SHANGHAI
 
 pytestmark = pytest.mark.timeout(300)
 NAMES, SITES = 50, 20

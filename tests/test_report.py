@@ -27,9 +27,9 @@ from pager.clock import Clock
 from pager.config import load as load_pager
 from pager.engine import Engine
 from pager.store import Store
-from probes.base import SHANGHAI
 from tests.conftest import INSMON
 from tests.test_pager import Rig, notification
+from vocabulary import SHANGHAI
 
 pytestmark = [pytest.mark.xdist_group("report"), pytest.mark.timeout(900)]
 

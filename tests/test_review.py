@@ -22,8 +22,8 @@ from matplotlib import image
 from ops.history import PrometheusAPI
 from ops.review import collect
 from ops.stack import Prometheus
-from probes.base import SHANGHAI
 from tests.conftest import INSMON
+from vocabulary import SHANGHAI
 
 pytestmark = pytest.mark.timeout(600)
 

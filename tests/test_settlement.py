@@ -23,10 +23,10 @@ from monitor.runner import build_checks, run_check
 from monitor.store import ResultStore
 from ops.lab import HERE, Lab
 from probes import settlement
-from probes.base import SHANGHAI
 from probes.lib import fsi
 from tests.certs import Authority
 from tests.conftest import INSMON, free_port, render, value, wait_for
+from vocabulary import SHANGHAI
 
 SECRET = "gateway-secret-8c1e"
 KEY = "hospital-key-1"
