@@ -10,9 +10,7 @@ reason: dns, refused, timeout, unreachable, tls, connection_closed, status, body
 from __future__ import annotations
 
 import base64
-import http.client
 import re
-import socket
 import ssl
 import time
 from pathlib import Path
@@ -22,7 +20,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import Field, field_validator
 
 from probes.base import CheckBase, Kind, MetricSpec, ProbeResult, Sample, one_hot, run_blocking
-from probes.lib.net import NET_REASONS, Cutter, connect_within, failure, left, redacted
+from probes.lib.net import NET_REASONS, exchange, failure, redacted
 from vocabulary import VERSION
 
 REASONS = (*NET_REASONS, "status", "body")
@@ -101,90 +99,40 @@ class Outcome(NamedTuple):
 def fetch(cfg: Config) -> Outcome:
     """One request, blocking (it runs on a thread of its own); never raises."""
     parts = urlsplit(cfg.url)
-    host = parts.hostname or ""
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
     deadline = time.monotonic() + cfg.timeout * 0.9  # report our own timeout, with reason
-    phases: dict[str, float] = {}
-    status = expiry = None
-    sock: socket.socket | None = None
-    # The deadline covers the whole answer: a server trickling a byte a second resets
-    # every read's timeout, so at the deadline the socket is shut under the reader.
-    cutter: Cutter | None = None
-    try:
-        t0 = time.perf_counter()
-        sock = connect_within(host, port, cfg.source, cfg.interface, deadline)
-        cutter = Cutter(sock, deadline)
-        phases["connect"] = time.perf_counter() - t0
-        if parts.scheme == "https":
-            t = time.perf_counter()
-            sock = cutter.socket = _tls_context(cfg).wrap_socket(sock, server_hostname=host)
-            phases["tls"] = time.perf_counter() - t
-            expiry = _expiry(sock.getpeercert(binary_form=True))
-        conn = http.client.HTTPConnection(host, port, timeout=left(deadline))
-        conn.sock = sock
-        t = time.perf_counter()
-        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        credentials = ({"Authorization": "Basic " + base64.b64encode(
-            f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()).decode()}
-            if parts.username else {})
-        conn.request(cfg.method, path, headers={
-            "User-Agent": f"insmon/{VERSION}", "Accept": "*/*", "Connection": "close",
-            **credentials, **cfg.headers})
-        response = conn.getresponse()
-        phases["processing"] = time.perf_counter() - t
-        status = response.status
-        t = time.perf_counter()
-        body = _body(response, cfg.max_body_bytes) if cfg.method == "GET" else b""
-        phases["transfer"] = time.perf_counter() - t
-        if cutter.cut.is_set():
-            raise TimeoutError
-    except _ShortBody as short:
-        if cutter is not None and cutter.cut.is_set():  # we ended the body, at the deadline
-            return Outcome(phases, status, expiry, "timeout", f"no complete answer from "
-                           f"{host}:{port} within {cfg.timeout:g}s")
+    credentials = ({"Authorization": "Basic " + base64.b64encode(
+        f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()).decode()}
+        if parts.username else {})
+    done = exchange(cfg.url, cfg.method, {
+        "User-Agent": f"insmon/{VERSION}", "Accept": "*/*", "Connection": "close",
+        **credentials, **cfg.headers}, deadline,
+        limit=cfg.max_body_bytes if cfg.method == "GET" else 0,
+        tls=_tls_context(cfg) if parts.scheme == "https" else None,
+        source=cfg.source, interface=cfg.interface)
+    phases, status, expiry = done.phases, done.status, _expiry(done.certificate)
+    late = f"no complete answer from {host}:{port} within {cfg.timeout:g}s"
+    if done.short is not None:
+        if done.cut:  # we ended the body, at the deadline
+            return Outcome(phases, status, expiry, "timeout", late)
         return Outcome(phases, status, expiry, "body",
-                       f"the body of {cfg.shown_url} ended after {short.args[0]} of the "
-                       f"{short.args[1]} bytes its Content-Length promised")
-    except OSError as exc:
-        why, words = failure(exc, host, port, cutter is not None and cutter.cut.is_set(),
-                             f"no complete answer from {host}:{port} within {cfg.timeout:g}s")
+                       f"the body of {cfg.shown_url} ended after {done.short[0]} of the "
+                       f"{done.short[1]} bytes its Content-Length promised")
+    if isinstance(done.error, OSError):
+        why, words = failure(done.error, host, port, done.cut, late)
         return Outcome(phases, status, expiry, why, words)
-    except http.client.HTTPException as exc:
-        if cutter is not None and cutter.cut.is_set():
-            return Outcome(phases, status, expiry, "timeout", f"no complete answer from "
-                           f"{host}:{port} within {cfg.timeout:g}s")
-        return Outcome(phases, status, expiry, "other",
-                       f"bad HTTP answer from {host}:{port}: {type(exc).__name__} {exc}")
-    finally:
-        if cutter is not None:
-            cutter.cancel()
-        if sock is not None:
-            sock.close()
+    if done.error is not None:  # an HTTPException: a status line or headers that are no HTTP
+        if done.cut:
+            return Outcome(phases, status, expiry, "timeout", late)
+        return Outcome(phases, status, expiry, "other", f"bad HTTP answer from {host}:{port}: "
+                       f"{type(done.error).__name__} {done.error}")
     if status not in cfg.valid_status:
         return Outcome(phases, status, expiry, "status", f"status {status} from {cfg.shown_url}")
     if cfg.body_regex is not None and not cfg.body_regex.search(
-            body.decode(errors="replace")):
+            done.body.decode(errors="replace")):
         return Outcome(phases, status, expiry, "body",
                        f"body of {cfg.shown_url} does not match {cfg.body_regex.pattern!r}")
     return Outcome(phases, status, expiry, None, "")
-
-
-class _ShortBody(Exception):
-    """The server closed before the Content-Length it promised: (got, promised)."""
-
-
-def _body(response: http.client.HTTPResponse, limit: int) -> bytes:
-    """Up to `limit` bytes of the body; _ShortBody when the answer lied about its length."""
-    chunks, size = [], 0
-    while size < limit:
-        chunk = response.read1(min(1 << 16, limit - size))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    if size < limit and response.length:  # stopped early, with bytes still promised
-        raise _ShortBody(size, size + response.length)
-    return b"".join(chunks)
 
 
 def _tls_context(cfg: Config) -> ssl.SSLContext:

@@ -11,11 +11,13 @@ import datetime
 import hmac
 import subprocess
 import time
+import typing
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from probes.lib import dialects, fsi
 from tests.certs import Authority
@@ -375,3 +377,43 @@ def test_the_dialects_star_their_signatures() -> None:
     text = fsi.shown(wire, fsi.Answer("gateway_rejected", 400, None, 0.1, ""), (SECRET,))
     assert "> X-Ca-Signature: ****" in text and "c2lnbmF0dXJl" not in text
     assert "  POST\\n****\\n" in text and SECRET not in text
+
+
+@pytest.mark.parametrize("name", sorted(dialects.DIALECTS))
+def test_each_dialect_is_one_object_the_config_and_the_exchange_follow(name: str) -> None:
+    """A dialect registered in probes/lib/dialects.py is all a gateway needs: the config
+    takes its name and its own keys (and refuses them under another dialect), asks for
+    key and secret when it signs, sends its headers, stars its secret ones and reads its
+    gateway's refusals."""
+    dialect = dialects.DIALECTS[name]
+    assert dialect.name == name and name in typing.get_args(fsi.DialectName)
+    assert set(dialect.options) <= set(fsi.Gateway.model_fields)
+    assert not set(dialect.options) & set(fsi.GatewayKeys.model_fields)
+    others = [d for d in dialects.DIALECTS.values() if d is not dialect]
+    assert not any(set(dialect.options) & set(other.options) for other in others)
+    if not dialect.signs:
+        assert fsi.Gateway(dialect=name).sign("http://gw/fsi", "1901", BODY).headers == {}
+        with pytest.raises(ValidationError, match="signs nothing"):
+            fsi.Gateway(**signed(name))
+        return
+    with pytest.raises(ValidationError, match=f"the {name} dialect needs key and secret"):
+        fsi.Gateway(dialect=name)
+    done = fsi.Gateway(**signed(name)).sign("http://gw/fsi?b=2", "1901", BODY, now=1764230400.5)
+    sent = {k.lower() for k in done.headers}
+    assert dialect.signature_headers and dialect.signature_headers <= sent
+    shown = fsi.shown(fsi.Wire("http://gw/fsi", done.headers, BODY))
+    for header, sent_value in done.headers.items():
+        starred = header.lower() in dialect.signature_headers
+        assert (f"> {header}: ****" in shown, sent_value in shown) == (starred, not starred)
+    for header in dialect.refusal_headers:
+        refused = fsi.judge(400, {header: "签名错误"}, b"", 0.01)
+        assert (refused.reason, refused.message) == ("gateway_rejected", "签名错误")
+
+
+def test_a_dialects_own_keys_are_refused_under_another() -> None:
+    with pytest.raises(ValidationError, match="signature_method and content_md5 are the "
+                                              "x-ca dialect's"):
+        fsi.Gateway(**signed("x-tif"), content_md5=False)
+    # csb's keys have defaults, and a config of another dialect may carry them
+    assert fsi.Gateway(**signed("x-tif"), api_name="hsa-{infno}").sign(
+        "http://gw/fsi", "1901", BODY).headers.keys() >= {"x-tif-signature"}

@@ -1,25 +1,14 @@
-"""How each provincial gateway signs a message: one object per dialect, each written from
-its reference, each giving the headers to send and the string it signed (which
-`insmon settlement try` shows, the secret starred, when a gateway refuses the signature).
+"""How each provincial gateway signs a message, one object per dialect, each written from
+its reference (named in its docstring) and registered in DIALECTS below. A dialect says
+all that differs between gateways: whether it needs the gateway's key and secret, the
+config keys of its own (`gateway.<key>`, with their defaults), the headers that sign one
+message and the string it signed (which `insmon settlement try` shows, the secret
+starred, when a gateway refuses the signature), the headers whose values are secret
+(starred wherever shown), and the headers in which its gateway says why it refused.
+The settlement check's config (probes/lib/fsi.py: `Gateway`) is derived from DIALECTS.
 
-  none   the site's own front-end (前置机) signs: the message goes as it is
-  x-tif  x-tif-paasid, x-tif-timestamp (s), x-tif-nonce and x-tif-signature =
-         hex(SHA-256(timestamp + token + nonce + timestamp)) (e.g. Guangdong, Hebei)
-  csb    an Alibaba CSB gateway: _api_name, _api_version, _api_timestamp (ms),
-         _api_access_key, _api_nonce and _api_signature = Base64(HMAC-SHA1(secret key,
-         the _api_* fields sorted by name, k=v joined by &)); the body is not signed
-  x-ca   Alibaba's API gateway (阿里云 API 网关, 摘要签名), as its public reference clients
-         sign (aliyun/api-gateway-demo-sign-python, aliyunsdkgw/auth/signature_composer.py
-         and sha_hmac256.py; aliyun/api-gateway-demo-sign-java, util/SignUtil.java):
-             METHOD \\n Accept \\n Content-MD5 \\n Content-Type \\n Date \\n
-             + each signed X-Ca-* header as name:value\\n, sorted by name
-             + the path, and its query sorted by key (key=value, or the key alone)
-         signed with HmacSHA256 (the default), HmacSHA1 or HmacSM3 (国密 gateways), Base64;
-         X-Ca-Key, X-Ca-Timestamp (ms), X-Ca-Nonce (a UUID), X-Ca-Signature-Method, and
-         X-Ca-Signature-Headers naming the signed ones. Content-MD5 (Base64 MD5 of the
-         body, so the body is signed too) unless the gateway is set not to want it.
-
-A province that signs otherwise is another dialect, with its reference named here.
+A province that signs otherwise is another dialect: one class here, with its reference,
+and one entry in DIALECTS.
 
 SM3 comes from OpenSSL through hashlib (Debian, Ubuntu, Kylin and UOS builds have it);
 where a host's OpenSSL lacks it, from the `gmssl` package (`pip install 'insmon[sm3]'`):
@@ -33,8 +22,9 @@ import hashlib
 import hmac
 import time
 import uuid
-from collections.abc import Callable
-from typing import NamedTuple, Protocol
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any, Literal, NamedTuple, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 # What every message of the platform's protocol is: JSON in UTF-8.
@@ -57,15 +47,21 @@ class Message(NamedTuple):
 class Credentials(NamedTuple):
     key: str
     secret: str
-    api_name: str = "hsa-fsi-{infno}"  # csb
-    api_version: str = "1.0.0"         # csb
-    signature_method: str = "HmacSHA256"  # x-ca
-    content_md5: bool = True              # x-ca
+    options: Mapping[str, Any] = MappingProxyType({})  # the dialect's own keys' values
 
 
 class Dialect(Protocol):
     name: str
+    signs: bool  # needs the gateway's key and secret
+    # Its own keys of the gateway's config: name -> (type, default), as pydantic's
+    # create_model takes them. Under another dialect a key set to other than None is an
+    # error, so a key that must be refused there has the default None.
+    options: Mapping[str, tuple[Any, Any]]
     signature_headers: frozenset[str]  # lower-case: starred wherever shown
+    refusal_headers: tuple[str, ...]   # lower-case: where its gateway says why it refused
+
+    def check(self, options: Mapping[str, Any]) -> None:
+        """ValueError when its keys' values cannot sign on this host."""
 
     def sign(self, credentials: Credentials, message: Message, now: float,
              nonce: str | None) -> Signed: ...
@@ -106,16 +102,31 @@ hmac_sm3 = _sm3()
 
 # ------------------------------------------------------------------ the dialects
 
-class Unsigned:
-    name = "none"
+class BaseDialect:
+    """What most dialects share: no keys of their own, nothing to check."""
+    signs = True
+    options: Mapping[str, tuple[Any, Any]] = MappingProxyType({})
     signature_headers: frozenset[str] = frozenset()
+    refusal_headers: tuple[str, ...] = ()
+
+    def check(self, options: Mapping[str, Any]) -> None:
+        return None
+
+
+class Unsigned(BaseDialect):
+    """The site's own front-end (前置机) signs: the message goes as it is."""
+    name = "none"
+    signs = False
 
     def sign(self, credentials: Credentials, message: Message, now: float,
              nonce: str | None) -> Signed:
         return Signed({}, "")
 
 
-class XTif:
+class XTif(BaseDialect):
+    """x-tif-paasid, x-tif-timestamp (s), x-tif-nonce and x-tif-signature =
+    hex(SHA-256(timestamp + token + nonce + timestamp)) (e.g. Guangdong, Hebei). `key` is
+    the paas id, `secret` the paas token."""
     name = "x-tif"
     signature_headers = frozenset({"x-tif-signature"})
 
@@ -128,14 +139,25 @@ class XTif:
                        "x-tif-signature": hashlib.sha256(text.encode()).hexdigest()}, text)
 
 
-class Csb:
+class Csb(BaseDialect):
+    """An Alibaba CSB gateway: _api_name, _api_version, _api_timestamp (ms),
+    _api_access_key, _api_nonce and _api_signature = Base64(HMAC-SHA1(secret key, the
+    _api_* fields sorted by name, k=v joined by &)); the body is not signed. `key` is
+    the access key, `secret` the secret key."""
     name = "csb"
+    # Defaults that are no None: another dialect's config may carry them, as it always
+    # could.
+    options = MappingProxyType({
+        "api_name": (str, "hsa-fsi-{infno}"),  # the service name of a transaction
+        "api_version": (str, "1.0.0")})
     signature_headers = frozenset({"_api_signature"})
 
     def sign(self, credentials: Credentials, message: Message, now: float,
              nonce: str | None) -> Signed:
-        fields = {"_api_name": credentials.api_name.replace("{infno}", message.infno),
-                  "_api_version": credentials.api_version,
+        options = {name: default for name, (_, default) in self.options.items()} | \
+            dict(credentials.options)
+        fields = {"_api_name": options["api_name"].replace("{infno}", message.infno),
+                  "_api_version": options["api_version"],
                   "_api_timestamp": str(int(now * 1000)),
                   "_api_access_key": credentials.key, "_api_nonce": nonce or uuid.uuid4().hex}
         text = "&".join(f"{k}={v}" for k, v in sorted(fields.items()))
@@ -147,25 +169,46 @@ class Csb:
 X_CA_METHODS = ("HmacSHA256", "HmacSHA1", "HmacSM3")
 
 
-class XCa:
+class XCa(BaseDialect):
+    """Alibaba's API gateway (阿里云 API 网关, 摘要签名), as its public reference clients
+    sign (aliyun/api-gateway-demo-sign-python, aliyunsdkgw/auth/signature_composer.py and
+    sha_hmac256.py; aliyun/api-gateway-demo-sign-java, util/SignUtil.java):
+        METHOD \\n Accept \\n Content-MD5 \\n Content-Type \\n Date \\n
+        + each signed X-Ca-* header as name:value\\n, sorted by name
+        + the path, and its query sorted by key (key=value, or the key alone)
+    signed with HmacSHA256 (the default), HmacSHA1 or HmacSM3 (国密 gateways), Base64;
+    X-Ca-Key, X-Ca-Timestamp (ms), X-Ca-Nonce (a UUID), X-Ca-Signature-Method, and
+    X-Ca-Signature-Headers naming the signed ones. Content-MD5 (Base64 MD5 of the body,
+    so the body is signed too) unless the gateway is set not to want it. `key` is the
+    app key, `secret` the app secret. The gateway says why it refused in
+    X-Ca-Error-Message."""
     name = "x-ca"
+    options = MappingProxyType({
+        "signature_method": (Literal[X_CA_METHODS] | None, None),  # HmacSHA256 unless set
+        "content_md5": (bool | None, None)})  # send (and sign) the body's MD5; unless set, yes
     signature_headers = frozenset({"x-ca-signature"})
+    refusal_headers = ("x-ca-error-message",)
+
+    def check(self, options: Mapping[str, Any]) -> None:
+        if options.get("signature_method") == "HmacSM3" and hmac_sm3 is None:
+            raise ValueError("HmacSM3 needs SM3, which this host's OpenSSL lacks: install "
+                             "the gmssl package (pip install 'insmon[sm3]')")
 
     def sign(self, credentials: Credentials, message: Message, now: float,
              nonce: str | None) -> Signed:
+        method = credentials.options.get("signature_method") or "HmacSHA256"
         standard = {"Accept": ACCEPT, "Content-Type": CONTENT_TYPE}
-        if credentials.content_md5:
+        if credentials.options.get("content_md5") is not False:
             standard["Content-MD5"] = base64.b64encode(
                 hashlib.md5(message.body).digest()).decode()
         signed = {"X-Ca-Key": credentials.key, "X-Ca-Nonce": nonce or str(uuid.uuid4()),
-                  "X-Ca-Signature-Method": credentials.signature_method,
+                  "X-Ca-Signature-Method": method,
                   "X-Ca-Timestamp": str(int(now * 1000))}
         text = "".join(f"{standard.get(name, '')}\n" for name in
                        ("Accept", "Content-MD5", "Content-Type", "Date"))
         text = "POST\n" + text + "".join(f"{name}:{value}\n" for name, value
                                          in sorted(signed.items())) + _resource(message.url)
-        digest = x_ca_hmac(credentials.signature_method, credentials.secret.encode(),
-                           text.encode())
+        digest = x_ca_hmac(method, credentials.secret.encode(), text.encode())
         return Signed(standard | signed | {
             "X-Ca-Signature-Headers": ",".join(sorted(signed)),
             "X-Ca-Signature": base64.b64encode(digest).decode()}, text)
@@ -194,8 +237,10 @@ def _resource(url: str) -> str:
                                                 for k, v in sorted(query.items()))
 
 
+# The registry: the config's `gateway.dialect` takes these names, in this order.
 DIALECTS: dict[str, Dialect] = {d.name: d for d in (Unsigned(), XTif(), Csb(), XCa())}
 SIGNATURE_HEADERS = frozenset().union(*(d.signature_headers for d in DIALECTS.values()))
+REFUSAL_HEADERS = tuple(dict.fromkeys(h for d in DIALECTS.values() for h in d.refusal_headers))
 
 
 def sign(dialect: str, credentials: Credentials, message: Message, now: float | None = None,

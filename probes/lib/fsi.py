@@ -6,8 +6,9 @@ URL, message ids, one exchange over HTTP or HTTPS, and what an answer says.
 An answer is read as real front-ends send it: the charset its Content-Type names, else
 UTF-8, else GB18030 (old front-ends answer in GBK); the platform's JSON as it is or in
 the gateway's own envelope ({"code": 0, "data": {...}}, {"code": "0000", "message":
-"成功", "data": {...}}); the gateway's words from message, msg, errMsg or the
-X-Ca-Error-Message header. Each failure has a reason that tells faults apart:
+"成功", "data": {...}}); the gateway's words from message, msg, errMsg or the header
+its dialect names for them (x-ca: X-Ca-Error-Message). Each failure has a reason that
+tells faults apart:
   gateway_rejected     the gateway refused the message (HTTP 401/403/4xx, its envelope's
                        code not a success, an X-Ca-Error-Message)
   gateway_unavailable  HTTP 5xx without the platform's answer: a proxy's 502/503/504, the
@@ -34,17 +35,10 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
-from probes.lib import dialects
-from probes.lib.net import (
-    Cutter,
-    connect_within,
-    failure,
-    left,
-    legacy_name_check,
-    redacted,
-)
+from probes.lib import dialects, net
+from probes.lib.net import failure, legacy_name_check, redacted
 from probes.lib.secret import Secret
 
 MAX_ANSWER = 1 << 20
@@ -65,45 +59,61 @@ class Envelope(BaseModel):
         return str(code) in {str(c) for c in self.ok_codes}
 
 
-class Gateway(BaseModel):
-    """The provincial gateway: a check's `gateway` key."""
+DialectName = Literal[tuple(dialects.DIALECTS)]  # type: ignore[valid-type]
+
+
+class GatewayKeys(BaseModel):
+    """The provincial gateway: a check's `gateway` key. `key` and `secret` are what the
+    dialect calls them (x-tif: the paas id and token; csb: the access and secret key;
+    x-ca: the app key and secret); each dialect's own keys are added by Gateway below."""
     model_config = ConfigDict(extra="forbid")
-    dialect: Literal["none", "x-tif", "csb", "x-ca"] = "none"
-    key: str = ""                 # x-tif: the paas id; csb: the access key; x-ca: the app key
-    secret: Secret | None = None  # x-tif: the paas token; csb: the secret key; x-ca: app secret
-    api_name: str = "hsa-fsi-{infno}"  # csb: the service name of a transaction
-    api_version: str = "1.0.0"         # csb
-    signature_method: Literal["HmacSHA256", "HmacSHA1", "HmacSM3"] | None = None  # x-ca
-    content_md5: bool | None = None  # x-ca: send (and sign) the body's MD5; default yes
+    dialect: DialectName = "none"
+    key: str = ""
+    secret: Secret | None = None
     envelope: Envelope = Envelope()
 
+    @property
+    def options(self) -> dict[str, Any]:
+        """The values of the dialect's own keys."""
+        return {name: getattr(self, name) for name in dialects.DIALECTS[self.dialect].options}
+
     @model_validator(mode="after")
-    def _credentials(self) -> Gateway:
-        if self.dialect == "none":
+    def _credentials(self) -> GatewayKeys:
+        dialect = dialects.DIALECTS[self.dialect]
+        if not dialect.signs:
             if self.key or self.secret is not None:
-                raise ValueError("dialect none signs nothing (the front-end signs): key and "
-                                 "secret belong to x-tif, csb or x-ca")
+                signers = [d.name for d in dialects.DIALECTS.values() if d.signs]
+                raise ValueError(f"dialect {dialect.name} signs nothing (the front-end signs): "
+                                 f"key and secret belong to {', '.join(signers[:-1])} or "
+                                 f"{signers[-1]}")
         elif not self.key or self.secret is None:
             raise ValueError(f"the {self.dialect} dialect needs key and secret")
-        if self.dialect != "x-ca" and (self.signature_method or self.content_md5 is not None):
-            raise ValueError("signature_method and content_md5 are the x-ca dialect's")
-        if self.signature_method == "HmacSM3" and dialects.hmac_sm3 is None:
-            raise ValueError("HmacSM3 needs SM3, which this host's OpenSSL lacks: install "
-                             "the gmssl package (pip install 'insmon[sm3]')")
+        for other in dialects.DIALECTS.values():
+            # another dialect's keys that it refuses elsewhere: those whose default is None
+            refused = [name for name, (_, default) in other.options.items() if default is None]
+            if other is not dialect and any(getattr(self, k) is not None for k in refused):
+                raise ValueError(f"{' and '.join(refused)} "
+                                 f"{'is' if len(refused) == 1 else 'are'} the {other.name} "
+                                 "dialect's")
+        dialect.check(self.options)
         return self
 
     def sign(self, url: str, infno: str, body: bytes, now: float | None = None,
              nonce: str | None = None) -> dialects.Signed:
         """The headers that sign one message in the gateway's dialect, and what was
         signed; SecretError when the secret cannot be read."""
-        if self.dialect == "none" or self.secret is None:
+        if not dialects.DIALECTS[self.dialect].signs or self.secret is None:
             return dialects.Signed({}, "")
         credentials = dialects.Credentials(
-            self.key, self.secret.reveal(f"gateway {self.dialect} secret"), self.api_name,
-            self.api_version, self.signature_method or "HmacSHA256",
-            self.content_md5 is not False)
+            self.key, self.secret.reveal(f"gateway {self.dialect} secret"), self.options)
         return dialects.sign(self.dialect, credentials, dialects.Message(url, infno, body),
                              now, nonce)
+
+
+# The gateway's config: its common keys and every dialect's own (from the registry).
+Gateway = create_model("Gateway", __base__=GatewayKeys, __module__=__name__, **{
+    name: definition for dialect in dialects.DIALECTS.values()
+    for name, definition in dialect.options.items()})
 
 
 class Tls(BaseModel):
@@ -254,52 +264,33 @@ def exchange(url: str, headers: Mapping[str, str], body: bytes, deadline: float,
     parts = urlsplit(url)
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     sent = {"Content-Type": dialects.CONTENT_TYPE, "Connection": "close", **headers}
     within = f"within {max(0.0, deadline - time.monotonic()):.1f}s"
     started = time.perf_counter()
-    sock = cutter = None
-    status, answer_headers, raw = None, (), b""
+    tls = tls or Tls()
+    name = tls.server_name or host
+    done = net.exchange(
+        url, "POST", sent, deadline, body=body, limit=MAX_ANSWER + 1,
+        tls=tls.context() if parts.scheme == "https" else None, server_name=name,
+        check_peer=(lambda sock: legacy_name_check(sock.getpeercert() or {}, name))
+        if tls.legacy else None, source=source, interface=interface)
+    status, answer_headers, raw = done.status, done.headers, done.body
+    exc = done.error
+    if exc is None and time.monotonic() > deadline:  # answered, but too late
+        exc = TimeoutError()
     answer = None
-    try:
-        sock = connect_within(host, port, source, interface, deadline)
-        cutter = Cutter(sock, deadline)  # a trickled answer ends at the deadline too
-        if parts.scheme == "https":
-            tls = tls or Tls()
-            name = tls.server_name or host
-            sock = cutter.socket = tls.context().wrap_socket(sock, server_hostname=name)
-            if tls.legacy:
-                legacy_name_check(sock.getpeercert() or {}, name)
-        sock.settimeout(left(deadline))
-        conn = http.client.HTTPConnection(host, port, timeout=left(deadline))
-        conn.sock = sock
-        conn.request("POST", target, body=body, headers=sent)
-        response = conn.getresponse()
-        status, answer_headers = response.status, tuple(response.getheaders())
-        raw = response.read(MAX_ANSWER + 1)
-        if cutter.cut.is_set() or time.monotonic() > deadline:
-            raise TimeoutError
-        if len(raw) > MAX_ANSWER:
-            raw = raw[:MAX_ANSWER]
-            answer = Answer("bad_answer", status, None, time.perf_counter() - started,
-                            f"HTTP {status}: an answer over {MAX_ANSWER >> 20} MiB, not read "
-                            "further")
-        elif response.length:  # closed short of its Content-Length
-            raise http.client.IncompleteRead(raw, response.length)
-    except (OSError, http.client.HTTPException) as exc:
-        cut = cutter is not None and cutter.cut.is_set()
-        if isinstance(exc, OSError) or cut or isinstance(exc, http.client.IncompleteRead):
-            why, words = failure(exc, host, port, cut, f"no answer from {host}:{port} {within}",
-                                 "tls.legacy: true accepts it")
-            answer = Answer(why, status, None, None, words)
-        else:  # a status line or headers that are no HTTP
-            answer = Answer("bad_answer", None, None, None,
-                            f"not an HTTP answer from {host}:{port}: {type(exc).__name__}")
-    finally:
-        if cutter is not None:
-            cutter.cancel()
-        if sock is not None:
-            sock.close()
+    if isinstance(exc, OSError | http.client.IncompleteRead) or (exc is not None and done.cut):
+        why, words = failure(exc, host, port, done.cut, f"no answer from {host}:{port} {within}",
+                             "tls.legacy: true accepts it")
+        answer = Answer(why, status, None, None, words)
+    elif exc is not None:  # a status line or headers that are no HTTP
+        answer = Answer("bad_answer", None, None, None,
+                        f"not an HTTP answer from {host}:{port}: {type(exc).__name__}")
+    elif len(raw) > MAX_ANSWER:
+        raw = raw[:MAX_ANSWER]
+        answer = Answer("bad_answer", status, None, time.perf_counter() - started,
+                        f"HTTP {status}: an answer over {MAX_ANSWER >> 20} MiB, not read "
+                        "further")
     if answer is None:
         answer = judge(status or 0, dict((k.lower(), v) for k, v in answer_headers), raw,
                        time.perf_counter() - started, envelope or Envelope())
@@ -331,7 +322,7 @@ def judge(status: int, headers: Mapping[str, str], raw: bytes, seconds: float,
     envelope = envelope or Envelope()
     text = decode(raw, headers.get("content-type", ""))
     body = _json_object(text)
-    header_words = headers.get("x-ca-error-message", "")
+    header_words = next((headers[h] for h in dialects.REFUSAL_HEADERS if headers.get(h)), "")
     if body is not None and "infcode" not in body and envelope.code in body:
         code = body[envelope.code]
         said = _said(body, header_words)

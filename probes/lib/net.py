@@ -1,5 +1,5 @@
 """Network helpers the network probes share: addresses, TCP connect with a failure
-reason, and the state of a local interface."""
+reason, one HTTP exchange within a deadline, and the state of a local interface."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ import ssl
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -277,6 +279,97 @@ class Cutter:
 
     def cancel(self) -> None:
         self._timer.cancel()
+
+
+@dataclass
+class Exchange:
+    """One HTTP request and its answer, as far as it got: the phases it passed (connect:
+    DNS and TCP; tls: the handshake; processing: the request sent until the answer's
+    headers; transfer: the body), the server's certificate (DER), and the error that
+    ended it. `cut`: the deadline shut the socket; `short`: the body ended before its
+    Content-Length, (bytes got, bytes promised)."""
+    phases: dict[str, float] = field(default_factory=dict)
+    status: int | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+    certificate: bytes | None = None
+    error: Exception | None = None
+    cut: bool = False
+    short: tuple[int, int] | None = None
+
+
+def exchange(url: str, method: str, headers: Mapping[str, str], deadline: float, *,
+             body: bytes | None = None, limit: int = 1 << 20,
+             tls: ssl.SSLContext | None = None, server_name: str | None = None,
+             check_peer: Callable[[ssl.SSLSocket], None] | None = None,
+             source: str | None = None, interface: str | None = None) -> Exchange:
+    """One request to `url` answered by `deadline` (time.monotonic()), through the
+    link's `interface` or from its `source`, on a thread of the caller's: up to `limit`
+    bytes of the body are read. HTTPS with the `tls` context (the default one unless
+    given), its certificate checked for `server_name` (the URL's host unless given) and
+    by `check_peer`. Never raises for what the network or the server does: an OSError
+    or HTTPException is the result's error (TimeoutError when the deadline cut it)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    done = Exchange()
+    sock: socket.socket | None = None
+    # The deadline covers the whole answer: a server trickling a byte a second resets
+    # every read's timeout, so at the deadline the socket is shut under the reader.
+    cutter: Cutter | None = None
+    try:
+        t = time.perf_counter()
+        sock = connect_within(host, port, source, interface, deadline)
+        cutter = Cutter(sock, deadline)
+        done.phases["connect"] = time.perf_counter() - t
+        if parts.scheme == "https":
+            t = time.perf_counter()
+            context = tls or ssl.create_default_context()
+            sock = cutter.socket = context.wrap_socket(
+                sock, server_hostname=server_name or host)
+            done.phases["tls"] = time.perf_counter() - t
+            done.certificate = sock.getpeercert(binary_form=True)
+            if check_peer is not None:
+                check_peer(sock)
+        sock.settimeout(left(deadline))
+        conn = http.client.HTTPConnection(host, port, timeout=left(deadline))
+        conn.sock = sock
+        t = time.perf_counter()
+        conn.request(method, target, body=body, headers=dict(headers))
+        response = conn.getresponse()
+        done.phases["processing"] = time.perf_counter() - t
+        done.status, done.headers = response.status, tuple(response.getheaders())
+        t = time.perf_counter()
+        done.body = _body(response, limit, done)
+        done.phases["transfer"] = time.perf_counter() - t
+        if cutter.cut.is_set():
+            raise TimeoutError
+    except (OSError, http.client.HTTPException) as exc:
+        done.error = exc
+    finally:
+        if cutter is not None:
+            cutter.cancel()
+            done.cut = cutter.cut.is_set()
+        if sock is not None:
+            sock.close()
+    return done
+
+
+def _body(response: http.client.HTTPResponse, limit: int, done: Exchange) -> bytes:
+    """Up to `limit` bytes of the body; IncompleteRead (and `done.short` said) when the
+    answer ended short of the Content-Length it promised."""
+    chunks, size = [], 0
+    while size < limit:
+        chunk = response.read1(min(1 << 16, limit - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size < limit and response.length:  # stopped early, with bytes still promised
+        done.short = (size, size + response.length)
+        raise http.client.IncompleteRead(b"".join(chunks), response.length)
+    return b"".join(chunks)
 
 
 def local_address(host: str, port: int, source: str | None, interface: str | None) -> str:
