@@ -115,6 +115,8 @@ def _do_run(args: argparse.Namespace) -> int:
             print("insmon run: the config's maintenance windows need an audit trail "
                   "(--audit DIR, or systemd's StateDirectory)", file=sys.stderr)
             return 1
+        from ops.maintenance import realise_windows
+
         calendar = loaded.config.calendar_file  # the site's one file, whoever names it
         jobs.append(("recurring maintenance windows", windows.every, lambda now:
                      realise_windows(windows.file, windows.alertmanager, trail,
@@ -168,11 +170,12 @@ def _validate(commands: argparse._SubParsersAction) -> None:
 
 
 def _do_validate(args: argparse.Namespace) -> int:
+    from monitor.config import is_calendar_file
     from vocabulary import plural
 
     failed = False
     for path in args.files:
-        if _a_calendar_file(path):
+        if is_calendar_file(path):
             failed |= not _validate_calendar(path)
             continue
         loaded = _load(path)
@@ -191,24 +194,11 @@ def _do_validate(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _a_calendar_file(path: Path) -> bool:
-    """The site's calendar file (holidays, workdays, known_until) rather than a config."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError, ValueError):
-        return False  # the config's loader says what is wrong
-    return (isinstance(data, dict) and "checks" not in data
-            and bool(data.keys() & {"holidays", "workdays", "known_until"}))
-
-
 def _validate_calendar(path: Path) -> bool:
-    from monitor.config import ConfigError, parse, read
-    from probes.calendar import SiteDates
+    from monitor.config import ConfigError, load_site_dates
 
     try:
-        site = parse(read(path), str(path), SiteDates)
+        site = load_site_dates(path)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return False
@@ -279,9 +269,10 @@ def _do_maintenance(args: argparse.Namespace) -> int:
 
 
 def _declare(args: argparse.Namespace, trail) -> int:
-    from monitor.audit import who
+    from datetime import datetime
+
     from ops import maintenance
-    from vocabulary import parse_time
+    from vocabulary import SHANGHAI
 
     missing = [f"--{name}" for name, value in (("site", args.site), ("from", args.start),
                                               ("to", args.end), ("comment", args.comment))
@@ -291,96 +282,39 @@ def _declare(args: argparse.Namespace, trail) -> int:
     if missing:
         raise ValueError(f"{', '.join(missing)} wanted")
     if args.every:
-        window = maintenance.Recurring.model_validate(
-            {"name": args.name, "site": args.site, "every": args.every, "from": args.start,
-             "to": args.end, "comment": args.comment, "declared_by": who()})
-        maintenance.add_recurring(args.file, window)
-        trail.append("maintenance-recurring", who(), "ok",
-                     {**window.model_dump(by_alias=True, mode="json"), "file": str(args.file)})
+        window = maintenance.declare_recurring(args.file, trail, {
+            "name": args.name, "site": args.site, "every": args.every, "from": args.start,
+            "to": args.end, "comment": args.comment})
         print(f"{args.file}: {window.name}, every {window.every} {window.start:%H:%M}-"
               f"{window.end:%H:%M}: made into silences ahead by `insmon run` (its "
               "maintenance section) or `insmon maintenance realise`")
         if window.every in ("workday", "offday"):
-            _warn_if_provisional(args.calendar)
+            warning = maintenance.provisional_warning(args.calendar, datetime.now(SHANGHAI))
+            if warning:
+                print(f"insmon maintenance: warning: {warning}", file=sys.stderr)
         return 0
     asked = {"site": args.site, "from": args.start, "to": args.end, "comment": args.comment,
              "reason": args.reason, "alertmanager": args.alertmanager}
-    try:
-        start, end = parse_time(args.start), parse_time(args.end)
-        silence = maintenance.declare(args.alertmanager, args.site, start, end, args.comment,
-                                      created_by=f"{who()} (insmon maintenance)",
-                                      reason=args.reason)
-    except (maintenance.MaintenanceError, ValueError) as exc:
-        trail.append("maintenance-declared", who(), "refused", {**asked, "why": str(exc)})
-        raise
-    # said before it is recorded: should the trail fail, the silence's id is known
-    print(f"silence {silence}: site {args.site}, {start.isoformat()} to "
-          f"{end.isoformat()}; held back: {maintenance.EXPECTED}", flush=True)
-    trail.append("maintenance-declared", who(), "ok",
-                 {**asked, "from": start.isoformat(), "to": end.isoformat(),
-                  "silence": silence})
+    maintenance.declare_recorded(trail, asked, lambda silence, start, end: print(
+        f"silence {silence}: site {args.site}, {start.isoformat()} to {end.isoformat()}; "
+        f"held back: {maintenance.EXPECTED}", flush=True))
     return 0
-
-
-def _warn_if_provisional(calendar: Path | None) -> None:
-    """A window on working days or days off made of days the calendar data does not
-    cover (within CalendarDataEnding's lead) is said, with the file to fill."""
-    from datetime import datetime, timedelta
-
-    from probes.base import ProbeFailure
-    from probes.calendar import WARN_DAYS, WorkingCalendar, provisional_note
-    from vocabulary import SHANGHAI
-
-    working = WorkingCalendar(calendar)
-    try:
-        dates = working.dates()
-    except ProbeFailure as exc:
-        print(f"insmon maintenance: warning: {exc}", file=sys.stderr)
-        return
-    if datetime.now(SHANGHAI).date() + timedelta(days=WARN_DAYS) > dates.known_until:
-        name = "" if calendar else (" (then name it with --calendar here and in the "
-                                    "config's maintenance.calendar)")
-        print(f"insmon maintenance: warning: {provisional_note(dates, working.to_fill())}"
-              f"{name}", file=sys.stderr)
 
 
 def _list_windows(args: argparse.Namespace, trail) -> int:
     from ops import maintenance
 
-    for window in maintenance.load_recurring(args.file):
-        print(f"recurring {window.name}: site {window.site}, every {window.every} "
-              f"{window.start:%H:%M}-{window.end:%H:%M}, {window.comment} "
-              f"(declared by {window.declared_by})")
-    states = {}
-    try:
-        states = {s["id"]: s["status"]["state"] for s in
-                  maintenance.silences(args.alertmanager)}
-    except maintenance.MaintenanceError as exc:
-        print(f"(Alertmanager's state unknown: {exc})")
-    for record in trail.records(events=("maintenance-declared", "maintenance-scheduled",
-                                        "maintenance-ended")):
-        detail = record.get("detail") or {}
-        if record["event"] in ("maintenance-declared", "maintenance-scheduled") and \
-                record["outcome"] == "ok":
-            state = states.get(detail.get("silence"), "gone from Alertmanager")
-            print(f"{detail.get('from')} to {detail.get('to')}  site {detail.get('site')}  "
-                  f"{state}  silence {detail.get('silence')}  by {record['who']}: "
-                  f"{detail.get('comment')}")
-        elif record["event"] == "maintenance-ended":
-            print(f"ended {record['at']}  silence {detail.get('silence')}  by {record['who']}")
+    for line in maintenance.window_lines(args.file, args.alertmanager, trail):
+        print(line)
     return 0
 
 
 def _end_window(args: argparse.Namespace, trail) -> int:
-    from monitor.audit import who
     from ops import maintenance
 
     if not args.silence:
         raise ValueError("end: which silence? (insmon maintenance list shows them)")
-    ended = maintenance.end_window(args.alertmanager, args.silence)
-    trail.append("maintenance-ended", who(), "ok",
-                 {"silence": args.silence, "comment": ended.get("comment"),
-                  "was": ended.get("endsAt")})
+    ended = maintenance.end_recorded(args.alertmanager, trail, args.silence)
     print(f"silence {args.silence} ended: {ended.get('comment')}")
     return 0
 
@@ -388,52 +322,14 @@ def _end_window(args: argparse.Namespace, trail) -> int:
 def _realise(args: argparse.Namespace, trail) -> int:
     from datetime import datetime
 
+    from ops import maintenance
     from vocabulary import SHANGHAI, parse_duration
 
-    made = realise_windows(args.file, args.alertmanager, trail,
-                           parse_duration(args.ahead), args.calendar,
-                           datetime.now(SHANGHAI))
+    made = maintenance.realise_windows(args.file, args.alertmanager, trail,
+                                       parse_duration(args.ahead), args.calendar,
+                                       datetime.now(SHANGHAI))
     print(f"{len(made)} silence(s) made")
     return 0
-
-
-def realise_windows(file: Path, alertmanager: str, trail, ahead: float,
-                    calendar: Path | None, now) -> list:
-    """One round of the recurring windows: silences made ahead, each recorded."""
-    from datetime import timedelta
-
-    from ops import maintenance
-    from probes.base import ProbeFailure
-    from probes.calendar import WorkingCalendar, provisional_note
-    from vocabulary import SHANGHAI
-
-    working = WorkingCalendar(calendar)
-    windows = maintenance.load_recurring(file)
-    try:
-        dates, wrong = working.dates(), None  # read once a round
-    except ProbeFailure as exc:  # the windows of any day or weekday need no calendar
-        dates, wrong = WorkingCalendar().dates(), exc
-        windows = [w for w in windows if w.every not in ("workday", "offday")]
-
-    def record(window, start, end, silence) -> None:
-        # a working day or day off past the calendar data is on record as provisional
-        provisional = window.every in ("workday", "offday") and dates.day(
-            start.astimezone(SHANGHAI).date()).provisional
-        if provisional:
-            logging.getLogger("insmon").warning(
-                "recurring window %s: the silence from %s is on a provisional %s: %s",
-                window.name, start.isoformat(), window.every,
-                provisional_note(dates, working.to_fill()))
-        trail.append("maintenance-scheduled", window.declared_by, "ok",
-                     {"site": window.site, "from": start.isoformat(), "to": end.isoformat(),
-                      "comment": window.comment, "silence": silence, "window": window.name,
-                      **({"provisional": True} if provisional else {})})
-
-    made = maintenance.realise(alertmanager, windows, now, timedelta(seconds=ahead),
-                               dates.is_workday, record)
-    if wrong is not None:
-        raise ProbeFailure(f"{wrong}: the windows of working days or days off are not made")
-    return made
 
 
 # ------------------------------------------------------------------ drill
@@ -742,10 +638,6 @@ def _do_review(args: argparse.Namespace) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 # ------------------------------------------------------------------ settlement try
 
 def _settlement(commands: argparse._SubParsersAction) -> None:
@@ -761,10 +653,7 @@ def _settlement(commands: argparse._SubParsersAction) -> None:
 
 
 def _do_settlement_try(args: argparse.Namespace) -> int:
-    import time
-
     from probes import settlement
-    from probes.lib import fsi
     from probes.lib.secret import SecretError
 
     loaded = _load(args.config)
@@ -779,19 +668,12 @@ def _do_settlement_try(args: argparse.Namespace) -> int:
               + (f"; give --check, one of: {', '.join(names)}" if names else ""),
               file=sys.stderr)
         return 1
-    cfg = found[0]
     try:
-        secrets = (cfg.gateway.secret.reveal("gateway secret"),) if cfg.gateway.secret else ()
+        return 1 if settlement.try_links(found[0], print) else 0
     except SecretError as exc:
         print(exc, file=sys.stderr)
         return 1
-    probe = settlement.Probe(cfg)
-    failed = 0
-    for link in cfg.links:
-        print(f"== {cfg.name}: link {link.name} ({link.role}), {cfg.gateway.dialect} dialect")
-        result = probe.transact(link, time.monotonic() + cfg.timeout,
-                                lambda wire, answer: print(fsi.shown(wire, answer, secrets)))
-        print(f"== {link.name}: {'OK' if result.answer.reason is None else 'FAILED'}: "
-              f"{result.answer.detail}\n")
-        failed += result.answer.reason is not None
-    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -154,6 +154,23 @@ def embedded_text(mdstat: Path = Path("/proc/mdstat")) -> str:
     return text + MD_CHECK if mdstat.exists() else text
 
 
+def is_calendar_file(path: Path) -> bool:
+    """The site's calendar file (holidays, workdays, known_until) rather than a config."""
+    try:
+        data = yaml.safe_load(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError, ValueError):
+        return False  # the config's loader says what is wrong
+    return (isinstance(data, dict) and "checks" not in data
+            and bool(data.keys() & {"holidays", "workdays", "known_until"}))
+
+
+def load_site_dates(path: Path):  # -> probes.calendar.SiteDates
+    """The site's calendar file, checked; ConfigError saying where it is wrong."""
+    from probes.calendar import SiteDates
+
+    return parse(read(path), str(path), SiteDates)
+
+
 def load_web_config(path: str | Path) -> WebConfig:
     """The endpoint's TLS and basic auth (`--web-config`), with errors like the config's."""
     return parse(read(path), str(path), WebConfig)

@@ -9,9 +9,11 @@ hospital's own network) still pages.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Literal
@@ -19,7 +21,9 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from vocabulary import SHANGHAI
+from vocabulary import SHANGHAI, parse_time
+
+log = logging.getLogger("insmon")
 
 # What a cutover of the agency's platform stops: the front-end and the settlement path
 # (the agency may also take its tunnel end down), and the symptoms that follow.
@@ -247,3 +251,129 @@ def end_window(alertmanager: str, silence: str) -> dict:
         raise MaintenanceError(f"Alertmanager at {alertmanager} has no silence {silence}")
     _ask(alertmanager, f"/api/v2/silence/{silence}", f"to end {silence}", "DELETE")
     return found
+
+
+# ------------------------------------------------------------------ on the audit trail
+# `insmon maintenance` and `insmon run` do these; `trail` is the audit trail (its writer
+# or its socket: an object with append and records), each window and silence on record.
+
+def declare_recurring(file: Path, trail, fields: dict) -> Recurring:
+    """A recurring window added to `file`, and on record."""
+    from monitor.audit import who
+
+    window = Recurring.model_validate({**fields, "declared_by": who()})
+    add_recurring(file, window)
+    trail.append("maintenance-recurring", who(), "ok",
+                 {**window.model_dump(by_alias=True, mode="json"), "file": str(file)})
+    return window
+
+
+def declare_recorded(trail, asked: dict,
+                     said: Callable[[str, datetime, datetime], None]) -> str:
+    """One announced window, as `insmon maintenance` is asked (`asked`: site, from and to
+    in ISO 8601, Beijing time without an offset, comment, reason, alertmanager): its
+    silence, on record, and so is a refusal. `said(silence, start, end)` before it is
+    recorded: should the trail fail, the silence's id is known."""
+    from monitor.audit import who
+
+    try:
+        start, end = parse_time(asked["from"]), parse_time(asked["to"])
+        silence = declare(asked["alertmanager"], asked["site"], start, end, asked["comment"],
+                          created_by=f"{who()} (insmon maintenance)", reason=asked["reason"])
+    except (MaintenanceError, ValueError) as exc:
+        trail.append("maintenance-declared", who(), "refused", {**asked, "why": str(exc)})
+        raise
+    said(silence, start, end)
+    trail.append("maintenance-declared", who(), "ok",
+                 {**asked, "from": start.isoformat(), "to": end.isoformat(),
+                  "silence": silence})
+    return silence
+
+
+def end_recorded(alertmanager: str, trail, silence: str) -> dict:
+    """The silence expired now, on record; what it was."""
+    from monitor.audit import who
+
+    ended = end_window(alertmanager, silence)
+    trail.append("maintenance-ended", who(), "ok",
+                 {"silence": silence, "comment": ended.get("comment"),
+                  "was": ended.get("endsAt")})
+    return ended
+
+
+def window_lines(file: Path, alertmanager: str, trail) -> Iterator[str]:
+    """`insmon maintenance list`: the recurring windows, then every window on record
+    with its silence's state in Alertmanager."""
+    for window in load_recurring(file):
+        yield (f"recurring {window.name}: site {window.site}, every {window.every} "
+               f"{window.start:%H:%M}-{window.end:%H:%M}, {window.comment} "
+               f"(declared by {window.declared_by})")
+    states = {}
+    try:
+        states = {s["id"]: s["status"]["state"] for s in silences(alertmanager)}
+    except MaintenanceError as exc:
+        yield f"(Alertmanager's state unknown: {exc})"
+    for record in trail.records(events=("maintenance-declared", "maintenance-scheduled",
+                                        "maintenance-ended")):
+        detail = record.get("detail") or {}
+        if record["event"] in ("maintenance-declared", "maintenance-scheduled") and \
+                record["outcome"] == "ok":
+            state = states.get(detail.get("silence"), "gone from Alertmanager")
+            yield (f"{detail.get('from')} to {detail.get('to')}  site {detail.get('site')}  "
+                   f"{state}  silence {detail.get('silence')}  by {record['who']}: "
+                   f"{detail.get('comment')}")
+        elif record["event"] == "maintenance-ended":
+            yield f"ended {record['at']}  silence {detail.get('silence')}  by {record['who']}"
+
+
+def provisional_warning(calendar: Path | None, now: datetime) -> str | None:
+    """What to say of a window on working days or days off made of days the calendar
+    data does not cover (within CalendarDataEnding's lead), with the file to fill; or
+    why the calendar cannot be read."""
+    from probes.base import ProbeFailure
+    from probes.calendar import WARN_DAYS, WorkingCalendar, provisional_note
+
+    working = WorkingCalendar(calendar)
+    try:
+        dates = working.dates()
+    except ProbeFailure as exc:
+        return str(exc)
+    if now.astimezone(SHANGHAI).date() + timedelta(days=WARN_DAYS) <= dates.known_until:
+        return None
+    name = "" if calendar else (" (then name it with --calendar here and in the "
+                                "config's maintenance.calendar)")
+    return f"{provisional_note(dates, working.to_fill())}{name}"
+
+
+def realise_windows(file: Path, alertmanager: str, trail, ahead: float,
+                    calendar: Path | None, now: datetime) -> list:
+    """One round of the recurring windows: silences made ahead, each recorded."""
+    from probes.base import ProbeFailure
+    from probes.calendar import WorkingCalendar, provisional_note
+
+    working = WorkingCalendar(calendar)
+    windows = load_recurring(file)
+    try:
+        dates, wrong = working.dates(), None  # read once a round
+    except ProbeFailure as exc:  # the windows of any day or weekday need no calendar
+        dates, wrong = WorkingCalendar().dates(), exc
+        windows = [w for w in windows if w.every not in ("workday", "offday")]
+
+    def record(window, start, end, silence) -> None:
+        # a working day or day off past the calendar data is on record as provisional
+        provisional = window.every in ("workday", "offday") and dates.day(
+            start.astimezone(SHANGHAI).date()).provisional
+        if provisional:
+            log.warning("recurring window %s: the silence from %s is on a provisional %s: %s",
+                        window.name, start.isoformat(), window.every,
+                        provisional_note(dates, working.to_fill()))
+        trail.append("maintenance-scheduled", window.declared_by, "ok",
+                     {"site": window.site, "from": start.isoformat(), "to": end.isoformat(),
+                      "comment": window.comment, "silence": silence, "window": window.name,
+                      **({"provisional": True} if provisional else {})})
+
+    made = realise(alertmanager, windows, now, timedelta(seconds=ahead), dates.is_workday,
+                   record)
+    if wrong is not None:
+        raise ProbeFailure(f"{wrong}: the windows of working days or days off are not made")
+    return made

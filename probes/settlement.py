@@ -621,4 +621,21 @@ async def _paused(seconds: float) -> Result:
                              f"paused after repeated platform errors, {seconds:.0f} s more"), 0)
 
 
+def try_links(cfg: Config, say: Callable[[str], None]) -> int:
+    """`insmon settlement try`: one run of the check through each link, every request and
+    answer said with the secrets starred (with the agency's engineer, before the check is
+    enabled); how many links failed. SecretError when the secret cannot be read."""
+    secrets = (cfg.gateway.secret.reveal("gateway secret"),) if cfg.gateway.secret else ()
+    probe = Probe(cfg)
+    failed = 0
+    for link in cfg.links:
+        say(f"== {cfg.name}: link {link.name} ({link.role}), {cfg.gateway.dialect} dialect")
+        result = probe.transact(link, time.monotonic() + cfg.timeout,
+                                lambda wire, answer: say(fsi.shown(wire, answer, secrets)))
+        say(f"== {link.name}: {'OK' if result.answer.reason is None else 'FAILED'}: "
+            f"{result.answer.detail}\n")
+        failed += result.answer.reason is not None
+    return failed
+
+
 KIND = Kind(Config, METRICS, Probe)

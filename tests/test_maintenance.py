@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from monitor.audit import Trail
-from monitor.cli import realise_windows
 from ops import maintenance
+from ops.maintenance import realise_windows
 from ops.recorder import Recorder
 from ops.stack import Alertmanager
 from probes.calendar import WorkingCalendar
