@@ -108,7 +108,7 @@ def fetch(cfg: Config) -> Outcome:
         "User-Agent": f"insmon/{VERSION}", "Accept": "*/*", "Connection": "close",
         **credentials, **cfg.headers}, deadline,
         limit=cfg.max_body_bytes if cfg.method == "GET" else 0,
-        tls=_tls_context(cfg) if parts.scheme == "https" else None,
+        tls=lambda: _tls_context(cfg),
         source=cfg.source, interface=cfg.interface)
     phases, status, expiry = done.phases, done.status, _expiry(done.certificate)
     late = f"no complete answer from {host}:{port} within {cfg.timeout:g}s"

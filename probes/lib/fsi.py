@@ -271,7 +271,7 @@ def exchange(url: str, headers: Mapping[str, str], body: bytes, deadline: float,
     name = tls.server_name or host
     done = net.exchange(
         url, "POST", sent, deadline, body=body, limit=MAX_ANSWER + 1,
-        tls=tls.context() if parts.scheme == "https" else None, server_name=name,
+        tls=tls.context, server_name=name,
         check_peer=(lambda sock: legacy_name_check(sock.getpeercert() or {}, name))
         if tls.legacy else None, source=source, interface=interface)
     status, answer_headers, raw = done.status, done.headers, done.body

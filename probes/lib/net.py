@@ -300,15 +300,17 @@ class Exchange:
 
 def exchange(url: str, method: str, headers: Mapping[str, str], deadline: float, *,
              body: bytes | None = None, limit: int = 1 << 20,
-             tls: ssl.SSLContext | None = None, server_name: str | None = None,
+             tls: Callable[[], ssl.SSLContext] | None = None, server_name: str | None = None,
              check_peer: Callable[[ssl.SSLSocket], None] | None = None,
              source: str | None = None, interface: str | None = None) -> Exchange:
     """One request to `url` answered by `deadline` (time.monotonic()), through the
     link's `interface` or from its `source`, on a thread of the caller's: up to `limit`
-    bytes of the body are read. HTTPS with the `tls` context (the default one unless
+    bytes of the body are read. HTTPS with the context `tls()` makes (made here, so a CA
+    file that cannot be read is this exchange's error; the default context unless
     given), its certificate checked for `server_name` (the URL's host unless given) and
-    by `check_peer`. Never raises for what the network or the server does: an OSError
-    or HTTPException is the result's error (TimeoutError when the deadline cut it)."""
+    by `check_peer`. Never raises for what the network, the server or the files do: an
+    OSError or HTTPException is the result's error (TimeoutError when the deadline cut
+    it)."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -325,7 +327,7 @@ def exchange(url: str, method: str, headers: Mapping[str, str], deadline: float,
         done.phases["connect"] = time.perf_counter() - t
         if parts.scheme == "https":
             t = time.perf_counter()
-            context = tls or ssl.create_default_context()
+            context = tls() if tls else ssl.create_default_context()
             sock = cutter.socket = context.wrap_socket(
                 sock, server_hostname=server_name or host)
             done.phases["tls"] = time.perf_counter() - t
