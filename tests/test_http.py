@@ -197,3 +197,21 @@ def test_configs_reject_bad_addresses() -> None:
     for model, fields in bad:
         with pytest.raises(ValueError):
             model(name="x", kind=model.model_fields["kind"].annotation.__args__[0], **fields)
+
+
+def test_a_ca_file_that_cannot_be_read_is_a_failure_not_an_escaped_exception(
+        tmp_path: Path) -> None:
+    """The shared exchange (probes/lib/net.py) makes the TLS context once connected: a
+    CA file gone is the http and the settlement checks' failed run, reason other."""
+    import time
+
+    from probes.lib import fsi
+
+    gone = tmp_path / "gone.pem"
+    with socket.create_server(("127.0.0.1", 0)) as listening:
+        url = f"https://127.0.0.1:{listening.getsockname()[1]}/health"
+        outcome = http.fetch(http_check(url, ca_file=gone))
+        answer = fsi.exchange(url, {}, b"{}", time.monotonic() + 5, fsi.Tls(ca_file=gone))
+    assert (outcome.reason, answer.reason) == ("other", "other")
+    assert "No such file or directory" in outcome.detail and \
+        "No such file or directory" in answer.detail
