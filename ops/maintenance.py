@@ -21,6 +21,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from monitor.audit import who
 from vocabulary import SHANGHAI, parse_time
 
 log = logging.getLogger("insmon")
@@ -259,8 +260,6 @@ def end_window(alertmanager: str, silence: str) -> dict:
 
 def declare_recurring(file: Path, trail, fields: dict) -> Recurring:
     """A recurring window added to `file`, and on record."""
-    from monitor.audit import who
-
     window = Recurring.model_validate({**fields, "declared_by": who()})
     add_recurring(file, window)
     trail.append("maintenance-recurring", who(), "ok",
@@ -274,8 +273,6 @@ def declare_recorded(trail, asked: dict,
     in ISO 8601, Beijing time without an offset, comment, reason, alertmanager): its
     silence, on record, and so is a refusal. `said(silence, start, end)` before it is
     recorded: should the trail fail, the silence's id is known."""
-    from monitor.audit import who
-
     try:
         start, end = parse_time(asked["from"]), parse_time(asked["to"])
         silence = declare(asked["alertmanager"], asked["site"], start, end, asked["comment"],
@@ -292,8 +289,6 @@ def declare_recorded(trail, asked: dict,
 
 def end_recorded(alertmanager: str, trail, silence: str) -> dict:
     """The silence expired now, on record; what it was."""
-    from monitor.audit import who
-
     ended = end_window(alertmanager, silence)
     trail.append("maintenance-ended", who(), "ok",
                  {"silence": silence, "comment": ended.get("comment"),
