@@ -155,6 +155,8 @@ class Engine:
         if incident is None:
             incident = self._open(db, key, labels, first, payload, drill, now)
             repeat = False
+        elif self.config.configured:
+            self._arm_kept(db, incident, now)
         elif repeat and db.execute("SELECT 1 FROM pages WHERE incident = ? AND team = ?",
                                    (incident["id"], self._team(receiver))).fetchone():
             if incident["acked"] is None and self.config.repeat_unacknowledged:
@@ -211,17 +213,41 @@ class Engine:
         incident_id = cursor.lastrowid
         self._event(db, incident_id, wall, "opened",
                     detail=f"{labels.get('grade', '?')} {labels.get('alertname')}")
-        if not drill and self.config.configured:  # unconfigured: nobody to escalate to,
-            # then or after the site fills in its teams (a fault still firing repeats)
-            for step, policy in enumerate(steps):
-                db.execute("INSERT INTO timers (incident, kind, step, due) VALUES (?, ?, ?, ?)",
-                           (incident_id, "escalation", step + 1, now + policy["after"]))
-            deadline = (self.config.reports.major if labels.get("grade") in ("I", "II")
-                        else self.config.reports.other)
-            db.execute("INSERT INTO timers (incident, kind, step, due) VALUES (?, ?, 0, ?)",
-                       (incident_id, "reminder",
-                        now + deadline - self.config.reports.remind_before))
+        if not drill and self.config.configured:  # unconfigured: nobody to escalate to
+            # until the site fills in its teams and a repeat pages it (_arm then)
+            self._arm(db, incident_id, grade, steps, now, wall)
         return db.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone()
+
+    def _arm(self, db: sqlite3.Connection, incident_id: int, grade: str, steps: list[dict],
+             now: float, opened: float) -> None:
+        """The incident's escalation steps from `now` (its first page) and its report
+        reminder from when it opened (`opened`, wall clock); a reminder already past is
+        not sent (the page, late, is the news)."""
+        for step, policy in enumerate(steps):
+            db.execute("INSERT INTO timers (incident, kind, step, due) VALUES (?, ?, ?, ?)",
+                       (incident_id, "escalation", step + 1, now + policy["after"]))
+        deadline = (self.config.reports.major if grade in ("I", "II")
+                    else self.config.reports.other)
+        due = now + (opened - self.wall()) + deadline - self.config.reports.remind_before
+        if due >= now:
+            db.execute("INSERT INTO timers (incident, kind, step, due) VALUES (?, ?, 0, ?)",
+                       (incident_id, "reminder", due))
+
+    def _arm_kept(self, db: sqlite3.Connection, incident: sqlite3.Row, now: float) -> None:
+        """An incident kept while the pager had no teams (no timers, nobody told), paged
+        now that it has: it escalates from this page, on the escalation of the config that
+        pages it (the one it opened with paged nobody)."""
+        kept = {r["what"] for r in db.execute(
+            "SELECT what FROM events WHERE incident = ? AND what IN ('unconfigured', 'armed')",
+            (incident["id"],))}
+        if incident["drill"] or incident["acked"] is not None or kept != {"unconfigured"}:
+            return
+        steps = [s.model_dump() for s in self.config.escalation.get(incident["grade"], [])]
+        db.execute("UPDATE incidents SET escalation = ? WHERE id = ?",
+                   (json.dumps(steps), incident["id"]))
+        self._event(db, incident["id"], self.wall(), "armed", detail=(
+            "kept while the pager had no teams: escalates from this page"))
+        self._arm(db, incident["id"], incident["grade"], steps, now, incident["opened"])
 
     def _page_team(self, db: sqlite3.Connection, incident: sqlite3.Row, team: str,
                    kind: str, step: int, now: float, role: str = "oncall",

@@ -49,28 +49,39 @@ def filled_in() -> PagerConfig:
     })
 
 
-def test_the_installed_pager_pages_nobody_and_nothing_it_kept_goes_out_later(
-        tmp_path: Path) -> None:
-    config = load(installed(tmp_path))
-    assert not config.configured and config.pair is None
-    mono, wall = [1000.0], [1_790_000_000.0]
+class Harness:
+    """The pager's engine and worker in process on the test's clocks, over one store:
+    `start` again is a restart (on another config)."""
 
-    def engine(config: PagerConfig) -> tuple[Engine, Worker, list[str]]:
-        store = Store(tmp_path / "pager.db")
-        clock = Clock(store.get("clock"), wall=lambda: wall[0], monotonic=lambda: mono[0],
-                      boot="boot-1")
+    def __init__(self, tmp_path: Path) -> None:
+        self.path = tmp_path / "pager.db"
+        self.mono, self.wall = 1000.0, 1_790_000_000.0
+
+    def start(self, config: PagerConfig) -> tuple[Engine, Worker, list[str]]:
+        store = Store(self.path)
+        clock = Clock(store.get("clock"), wall=lambda: self.wall,
+                      monotonic=lambda: self.mono, boot="boot-1")
         made = Engine(config, store, clock)
         sent: list[str] = []  # who each message reached
         worker = Worker(made, Metrics(CollectorRegistry()), inline=True, send=lambda c, p, m:
                         sent.extend(person.name for person in p))
         return made, worker, sent
 
-    def later(seconds: float) -> None:
-        mono[0] += seconds
-        wall[0] += seconds
+    def later(self, seconds: float) -> None:
+        self.mono += seconds
+        self.wall += seconds
 
-    def deliveries(made: Engine) -> list[dict]:
-        return [dict(r) for r in made.store.query("SELECT * FROM deliveries")]
+
+def deliveries(made: Engine) -> list[dict]:
+    return [dict(r) for r in made.store.query("SELECT * FROM deliveries")]
+
+
+def test_the_installed_pager_pages_nobody_and_nothing_it_kept_goes_out_later(
+        tmp_path: Path) -> None:
+    config = load(installed(tmp_path))
+    assert not config.configured and config.pair is None
+    rig = Harness(tmp_path)
+    engine, later = rig.start, rig.later
 
     first, worker, sent = engine(config)
     level_one = json.dumps(notification(grade="I")).encode()
@@ -120,3 +131,35 @@ def test_it_says_so_on_its_metrics_its_status_page_and_in_validate(tmp_path: Pat
         assert "未恢复事件 open incidents: 1" in pager.get("/").decode()
     finally:
         pager.stop()
+
+
+def test_a_level_one_firing_before_the_teams_were_filled_in_escalates_once_paged(
+        tmp_path: Path) -> None:
+    """A Level I already firing when the site fills in its teams (insmon_pager_configured
+    0 -> 1): Alertmanager's repeat pages the on-call, and from that page on the incident
+    escalates as any other (it had no timers: nobody had been told)."""
+    rig = Harness(tmp_path)
+    first, worker, _ = rig.start(load(installed(tmp_path)))
+    level_one = json.dumps(notification(grade="I")).encode()
+    assert first.intake("network", level_one).status == "accepted"
+    first.store.close()
+
+    second, worker, sent = rig.start(filled_in())
+    heartbeat = json.dumps(notification(alertname="Watchdog", grade="none")).encode()
+    rig.later(15 * 60)  # grade I's repeat_interval
+    second.intake("watchdog", heartbeat)
+    assert second.intake("network", level_one).status == "repeat"
+    worker.round()
+    assert sent == ["张三"]
+    rig.later(300)  # the first step: unacknowledged after 5 min
+    second.intake("watchdog", heartbeat)
+    second.tick()
+    worker.round()
+    kinds = [(d["kind"], d["step"]) for d in deliveries(second)]
+    assert ("escalation", 1) in kinds, kinds
+    events = [r["what"] for r in second.store.query("SELECT what FROM events")]
+    assert "escalated" in events, events
+    rig.later(600)  # the second step: leadership
+    second.intake("watchdog", heartbeat)
+    second.tick()
+    assert ("escalation", 2) in [(d["kind"], d["step"]) for d in deliveries(second)]
