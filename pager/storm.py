@@ -3,9 +3,10 @@ they come; once FEW went within WINDOW, what comes next waits and goes as one di
 (pager/messages.py: `digest`), naming or counting all of it, with one link to the whole
 list: the first FIRST seconds after the last message (a burst of a few more is not held
 a minute), then at most every EVERY seconds; nothing waits longer than EVERY since it was
-decided (across channels and restarts). A Level I page waiting makes the digest go after
-LEVEL_I_EVERY: it is never held a minute behind lower grades. A digest interval that
-passes with nothing waiting ends the storm.
+decided (across channels and restarts). A Level I page is never folded into a digest nor
+held behind one: it goes at once as a message of its own, with its alert, its site and
+its acknowledge line (an SMS digest only counts by grade, and a reply acknowledges one
+incident). A digest interval that passes with nothing waiting ends the storm.
 
 A post to a robot's group counts its pages for each person it names. A drill's pages
 flow apart from real ones (never in one digest). What is counted lives in memory: after a
@@ -24,7 +25,6 @@ FEW = 3                # pages a person gets on a channel one by one within WIND
 WINDOW = 60.0          # seconds
 FIRST = 10.0           # seconds from the last message to a storm's first digest
 EVERY = 60.0           # seconds between two digests to a person on a channel
-LEVEL_I_EVERY = 15.0   # ... when a Level I page is among what waits
 
 
 @dataclass
@@ -48,9 +48,10 @@ class Flows:
     def plan(self, channel: str, person: str, rows: list[dict], now: float,
              drill: bool = False) -> tuple[list[dict], list[dict]]:
         """Of a person's due rows on a channel (each with its incident's `grade`): those
-        that go one by one now, and those that go together as a digest now; the others
-        wait. A retry (a row that failed before) is never held back."""
-        rows = sorted(rows, key=lambda r: (not urgent(r), r["id"]))
+        that go one by one now (every Level I page among them), and those that go together
+        as a digest now; the others wait. A retry (a row that failed before) is never
+        held back."""
+        rows = sorted(rows, key=lambda r: r["id"])
         with self._lock:
             flow = self._flows.setdefault((channel, person, drill), Flow())
             while flow.times and flow.times[0] <= now - WINDOW:
@@ -58,18 +59,20 @@ class Flows:
             if flow.storm and min(r["due"] for r in rows) > flow.last + EVERY:
                 flow.storm = False  # a whole interval with nothing waiting: it is over
             retries = [r for r in rows if r["attempts"] > 0]
+            first = [r for r in rows if urgent(r)]  # each its own message, at once
+            rows = [r for r in rows if not urgent(r)]
             if not flow.storm:
-                room = max(0, FEW - len(flow.times))
+                room = max(0, FEW - len(flow.times) - len(first))
                 single = rows[:room] + [r for r in rows[room:] if r in retries]
                 flow.storm, flow.digests = len(single) < len(rows), 0
-                return single, []
-            every = min(LEVEL_I_EVERY if any(map(urgent, rows)) else EVERY,
-                        EVERY if flow.digests else FIRST)
-            oldest = min(r["due"] if r["born"] is None else r["born"] for r in rows)
-            if retries or now - flow.last >= every or now - oldest >= EVERY:
+                return first + single, []
+            every = EVERY if flow.digests else FIRST
+            oldest = min((r["due"] if r["born"] is None else r["born"] for r in rows),
+                         default=now)
+            if rows and (retries or now - flow.last >= every or now - oldest >= EVERY):
                 flow.digests += 1
-                return [], rows
-            return [], []
+                return first, rows
+            return first, []
 
     def went(self, channel: str, pages: dict[str, int], at: float, drill: bool = False
              ) -> None:

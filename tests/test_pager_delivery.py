@@ -247,6 +247,35 @@ def test_a_level_one_in_a_storm_is_not_held_a_minute_nor_folded_behind_lower_gra
                          if line.startswith("【三级】"))
 
 
+def test_a_level_one_by_sms_in_a_storm_is_its_own_sms_with_its_acknowledge_line(
+        desk) -> None:
+    """A Level I in a storm went folded into the SMS digest: "【告警汇总】…一级 1 …" and a
+    link, neither its alert, its site nor how to acknowledge it by reply (SMS is the
+    last resort, without the intranet the link needs)."""
+    config = desk_config()
+    config["people"]["zhang"]["channels"] = ["sms"]
+    desk = desk(config)
+    opened = {}
+
+    def level_one(second: int) -> None:
+        if second == 30:
+            opened["at"] = desk.mono
+            opened["id"] = desk.fire("SettlementPathDown", "I", "一院",
+                                     summary="一院：医保专网中断")
+
+    storm(desk, grade="III", extra=level_one)
+    desk.run(120)
+    carrying = [(at, m) for at, (_, _, m) in zip(desk.times, desk.got, strict=True)
+                if opened["id"] in m.incidents]
+    assert len(carrying) == 1
+    at, message = carrying[0]
+    assert message.incidents == {opened["id"]}, message.short  # its own, not a digest
+    assert at - opened["at"] <= 1
+    text = fit(message.short, 134)
+    assert text.startswith("【一级】一院：医保专网中断") and f"ACK {opened['id']}" in text
+    assert len([m for _, _, m in desk.got]) <= 10 + 1  # the storm's bound, and the Level I
+
+
 def test_a_storm_by_mail_is_one_digest_mail_not_one_a_page(desk, tmp_path: Path) -> None:
     """765 e-mails for the storm on main: one per page that failed over to mail."""
     mail = MailServer(tmp_path)
