@@ -498,11 +498,19 @@ class Engine:
             wanted = int(match.group(1))
             rows = self.store.query("SELECT incident FROM pages WHERE person = ? AND "
                                     "incident = ?", (person, wanted))
-        else:
+        else:  # the open incident of the last SMS of its own that reached them (what
+            # the reply answers: in a storm the newest incident is only counted in a
+            # digest), else the newest paged to them
+            sms = [c for c, channel in self.config.channels.items() if channel.type == "sms"]
             rows = self.store.query(
+                "SELECT e.incident FROM events e JOIN incidents i ON i.id = e.incident "
+                "WHERE e.what = 'delivered' AND e.person = ? AND e.detail IN ('page', "
+                "'escalation', 'repeat') AND i.resolved IS NULL AND i.acked IS NULL AND "
+                f"e.channel IN ({','.join('?' * len(sms))}) ORDER BY e.id DESC LIMIT 1",
+                (person, *sms)) or self.store.query(
                 "SELECT p.incident FROM pages p JOIN incidents i ON i.id = p.incident "
                 "WHERE p.person = ? AND i.resolved IS NULL AND i.acked IS NULL "
-                "ORDER BY i.opened DESC LIMIT 1", (person,))
+                "ORDER BY i.opened DESC, i.id DESC LIMIT 1", (person,))
         if not rows:
             log.warning("SMS from %s acknowledges no incident paged to them: %r", number, text)
             return None

@@ -276,6 +276,28 @@ def test_a_level_one_by_sms_in_a_storm_is_its_own_sms_with_its_acknowledge_line(
     assert len([m for _, _, m in desk.got]) <= 10 + 1  # the storm's bound, and the Level I
 
 
+def test_a_reply_1_in_a_storm_acknowledges_the_level_one_it_answers(desk) -> None:
+    """"回复1确认" acknowledged the newest incident paged to the number: in a storm, a
+    grade III that opened after the Level I and reached the person only counted in a
+    digest, while the Level I they answered escalated on. A reply answers the last SMS
+    of its own that reached them."""
+    config = desk_config()
+    config["people"]["zhang"]["channels"] = ["sms"]
+    desk = desk(config)
+    for site in range(12):
+        desk.fire("Storm00", "III", f"site{site:02d}")
+    desk.run(2)
+    level_one = desk.fire("SettlementPathDown", "I", "一院")
+    desk.run(2)
+    for site in range(12, 24):
+        desk.fire("Storm00", "III", f"site{site:02d}")
+    desk.run(90)
+    assert [m.incidents for _, _, m in desk.got][3] == {level_one}  # after the first 3
+    assert len(desk.got) > 4  # the digests of what opened after it
+    assert desk.engine.sms_reply(f"+86{MOBILE['zhang']}", "1") == level_one
+    assert desk.engine.incident(level_one)["acked_by"] == "zhang"
+
+
 def test_a_storm_by_mail_is_one_digest_mail_not_one_a_page(desk, tmp_path: Path) -> None:
     """765 e-mails for the storm on main: one per page that failed over to mail."""
     mail = MailServer(tmp_path)
