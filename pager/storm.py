@@ -63,15 +63,19 @@ class Flows:
             rows = [r for r in rows if not urgent(r)]
             if not flow.storm:
                 room = max(0, FEW - len(flow.times) - len(first))
-                single = rows[:room] + [r for r in rows[room:] if r in retries]
-                flow.storm, flow.digests = len(single) < len(rows), 0
-                return first + single, []
+                rest = rows[room:]
+                flow.storm, flow.digests = bool(rest), 0
+                if any(r["attempts"] > 0 for r in rest):  # not held back, yet one message
+                    # (a storm's retries after a restart forgot the storm: not one each)
+                    flow.digests = 1
+                    return _alone(first + rows[:room], rest)
+                return first + rows[:room], []
             every = EVERY if flow.digests else FIRST
             oldest = min((r["due"] if r["born"] is None else r["born"] for r in rows),
                          default=now)
             if rows and (retries or now - flow.last >= every or now - oldest >= EVERY):
                 flow.digests += 1
-                return first, rows
+                return _alone(first, rows)
             return first, []
 
     def went(self, channel: str, pages: dict[str, int], at: float, drill: bool = False
@@ -83,3 +87,8 @@ class Flows:
                 flow = self._flows.setdefault((channel, person, drill), Flow())
                 flow.times.extend([at] * count)
                 flow.last = max(flow.last, at)
+
+
+def _alone(single: list[dict], together: list[dict]) -> tuple[list[dict], list[dict]]:
+    """A digest of one is that page itself, with its own acknowledge line."""
+    return (single + together, []) if len(together) == 1 else (single, together)

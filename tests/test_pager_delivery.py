@@ -298,6 +298,33 @@ def test_a_reply_1_in_a_storm_acknowledges_the_level_one_it_answers(desk) -> Non
     assert desk.engine.incident(level_one)["acked_by"] == "zhang"
 
 
+def test_a_storm_retried_across_a_restart_is_still_a_digest(desk) -> None:
+    """A storm's digest that failed (the mail server down) is retried; the pager restarted
+    meanwhile (kill -9, systemd) forgot the storm, and sent every retried page as a mail
+    of its own: 100 mails."""
+    config = desk_config()
+    config["channels"]["mail"]["retries"] = 5
+    config["people"]["zhang"] |= {"email": "zhang@h.test", "channels": ["mail"]}
+    down = [True]
+
+    def send(channel, people, message: Message) -> None:
+        if down[0]:
+            raise channels.Failed("connection refused")
+        desk.take(channel, people, message)
+
+    desk = desk(config, send=send)
+    for site in range(100):
+        desk.fire("Storm00", "III", f"site{site:03d}")
+    desk.run(20)  # the first 3 and the digest of the rest failed: retries waiting
+    assert not desk.got and desk.rows("SELECT * FROM deliveries WHERE attempts > 0 AND "
+                                      "status = 'pending'")
+    desk.worker = Worker(desk.engine, Metrics(CollectorRegistry()), send=send, inline=True)
+    down[0] = False
+    desk.run(180)
+    assert len(desk.rows("SELECT * FROM deliveries WHERE status = 'sent'")) == 100
+    assert len(desk.got) <= 10, [m.title for _, _, m in desk.got][:12]
+
+
 def test_a_storm_by_mail_is_one_digest_mail_not_one_a_page(desk, tmp_path: Path) -> None:
     """765 e-mails for the storm on main: one per page that failed over to mail."""
     mail = MailServer(tmp_path)
