@@ -526,6 +526,25 @@ def test_with_gammu_smsd_down_an_sms_fails_after_the_bound_and_the_next_channel_
                        result="failover") == 1
 
 
+def test_an_sms_in_the_outbox_across_a_kill_9_is_followed_not_sent_again(smsd_down) -> None:
+    """The pager killed while its SMS waits in gammu-smsd's outbox (the daemon down): the
+    pager started again follows that file (no second SMS), and at the bound takes it back
+    (gammu-smsd back later has nothing of it to send) and fails over. Held when tried."""
+    desk, phone, robot = smsd_down
+    desk.fire()
+    desk.run(20)
+    assert len(list((phone.dir / "outbox").iterdir())) == 1
+    # kill -9 and start: a new worker on the same store, on the same clock
+    desk.worker = Worker(desk.engine, Metrics(CollectorRegistry()), send=channels.send,
+                         inline=True)
+    desk.run(30)
+    assert len(list((phone.dir / "outbox").iterdir())) == 1 and not robot.accepted
+    desk.run(12)  # past the bound, counted from when it was handed over
+    assert list((phone.dir / "outbox").iterdir()) == [] and len(robot.accepted) == 1
+    [row] = desk.rows("SELECT * FROM deliveries")
+    assert row["status"] == "sent" and row["hop"] == 1
+
+
 def test_an_sms_gammu_smsd_gave_up_on_fails_over_at_once(smsd_down) -> None:
     """gammu-smsd moves a message it could not send (MaxRetries, a refused number) to its
     error folder: the pager takes that as failed, not as sent."""

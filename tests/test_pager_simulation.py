@@ -29,7 +29,9 @@ Issue 31's:
    page its person cannot get (no channel reaches them, every one failed) is paged at
    once to their team's backup and lead that a channel reaches;
 11. a storm of N alerts gives each person at most 10 messages per channel (unless the
-   pager restarted meanwhile: what a storm counts is in memory).
+   pager restarted meanwhile: what a storm counts is in memory);
+12. a Level I page is never folded into a digest: on a person's channel (SMS, mail) its
+   message is its own, with its acknowledge line.
 """
 
 from __future__ import annotations
@@ -395,6 +397,8 @@ class Sim:
                 # the incidents it opened (an alert of an open one repeats it)
                 self.storms.append((self.mono, {i for i in storm - {None}
                                                 if self.opened_at.get(i) == self.mono}))
+                if rng.random() < 0.5:  # a Level I amid it: never folded into a digest
+                    self.notification(rng.choice(TEAMS), grade="I")
         # quiet end: everything due has the time to go out (faults end, disk frees)
         self.net.faults.clear()
         self.disk_full_until = -1.0
@@ -531,6 +535,14 @@ class Sim:
                     counts[(person, sent.type)] += 1
             crowded = {k: n for k, n in counts.items() if n > 10}
             assert not crowded, f"a storm of {len(storm)} gave {crowded} messages"
+        # 12. a Level I page goes as a message of its own (with its acknowledge line) on a
+        # person's channel, never folded into a digest
+        level_one = {r["id"] for r in db.query("SELECT id FROM incidents WHERE grade = 'I'")}
+        for sent in self.net.sent:
+            if sent.type in ("sms", "email") and any(
+                    n[0] in level_one and n[1] in PAGES for n in sent.news):
+                assert len({n[0] for n in sent.news}) == 1, (
+                    f"a Level I page folded into a digest on {sent.type}: {sent.news}")
 
 
 @pytest.fixture
