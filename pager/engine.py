@@ -152,11 +152,11 @@ class Engine:
             if incident is not None and not repeat:
                 self._resolve(db, incident, now)
             return incident["id"] if incident else None
+        if incident is not None and self.config.configured:
+            self._arm_kept(db, incident, now)
         if incident is None:
             incident = self._open(db, key, labels, first, payload, drill, now)
             repeat = False
-        elif self.config.configured:
-            self._arm_kept(db, incident, now)
         elif repeat and db.execute("SELECT 1 FROM pages WHERE incident = ? AND team = ?",
                                    (incident["id"], self._team(receiver))).fetchone():
             if incident["acked"] is None and self.config.repeat_unacknowledged:
