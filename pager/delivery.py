@@ -96,6 +96,11 @@ class Worker:
         self.flows = Flows()  # per person and channel: a storm's digests
         self._thread = threading.Thread(target=self._loop, name="pager-worker", daemon=True)
         self.errors = 0
+        # every team's failures from 0 on each channel (and none: set aside): a series
+        # that appears at 1 has no increase(), PagerDeliveryFailing would miss the first
+        for team in self.config.teams:
+            for channel in ("", *self.config.channels):
+                metrics.deliveries.labels(team, channel, "failed")
 
     def start(self) -> None:
         self._thread.start()

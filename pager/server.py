@@ -93,8 +93,8 @@ class StoreCollector:
         gaps = GaugeMetricFamily("insmon_pager_rota_gaps", "Pages that found nobody on call "
                                  "since the pager started (the team lead was paged)",
                                  labels=["team"])
-        for team, n in self.engine.gaps.items():
-            gaps.add_metric([team], n)
+        for team in dict.fromkeys([*self.engine.config.teams, *self.engine.gaps]):
+            gaps.add_metric([team], self.engine.gaps.get(team, 0))
         yield gaps
         configured = GaugeMetricFamily(
             "insmon_pager_configured", "1 when its config names teams to page; 0 (the "
@@ -105,8 +105,10 @@ class StoreCollector:
             "insmon_pager_unreachable", "Pages their person could not get (no channel "
             "reaches them, or every one failed) since the pager started: the team's "
             "backup and lead were paged instead", labels=["team"])
-        for team, n in self.engine.unreached.items():
-            unreached.add_metric([team], n)
+        # every team from 0: a series that appears at 1 has no increase() in Prometheus,
+        # and PagerPersonUnreachable would miss a team's first since the start
+        for team in dict.fromkeys([*self.engine.config.teams, *self.engine.unreached]):
+            unreached.add_metric([team], self.engine.unreached.get(team, 0))
         yield unreached
         yield self._ack_histogram()
 

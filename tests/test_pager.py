@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from ops.recorder import Recorder
-from ops.stack import Alertmanager, free_port, wait_for
+from ops.stack import RULES, Alertmanager, Prometheus, free_port, wait_for
 from pager.engine import RETRY_WINDOW
 from tests.certs import Authority
 from tests.conftest import INSMON
@@ -299,6 +299,39 @@ def test_a_failing_channel_is_retried_then_the_next_channel_takes_the_page(rig: 
     assert events == ["delivery-retry", "delivery-failover", "delivered"]
     metrics = pager.get("/metrics").decode()
     assert 'channel="dingtalk",result="failover"' in metrics
+
+
+def test_the_first_page_nobody_could_get_alerts_through_prometheus(rig: Rig,
+                                                                   tmp_path: Path) -> None:
+    """The on-call's every channel fails (WeCom answers 500, SMS has no gammu-smsd): the
+    backup and the lead are paged, and PagerPersonUnreachable and PagerDeliveryFailing
+    fire in a real Prometheus on the shipped rules. They never did for a team's first
+    such page since the pager started: its counters appeared at 1, and increase() of a
+    series that begins at 1 is 0."""
+    rig.wecom.mode = "500"
+    pager = rig.start()
+    rules = tmp_path / "prometheus"
+    rules.mkdir()
+    (rules / "alerts.yml").write_text((RULES / "alerts.yml").read_text())
+    prometheus = Prometheus(rules, {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": ["alerts.yml"],
+        "scrape_configs": [{"job_name": "insmon-pager", "static_configs": [
+            {"targets": [f"127.0.0.1:{rig.port}"], "labels": {"site": "h1"}}]}]})
+    try:
+        wait_for(lambda: prometheus.query('up{job="insmon-pager"} == 1'), 30,
+                 "Prometheus to scrape the pager")
+        assert pager.post("/network", notification(grade="II"))[0] == 200
+        wait_for(lambda: [e for e in pager.incidents()[0]["events"]
+                          if e["what"] == "unreachable"], 30, "the page found unreachable")
+        firing = 'ALERTS{alertstate="firing", alertname=~"PagerPersonUnreachable|' \
+            'PagerDeliveryFailing"}'
+        alerts = wait_for(lambda: len(found := prometheus.query(firing)) == 2 and found,
+                          60, "both alerts to fire")
+        assert {a["metric"]["alertname"] for a in alerts} == {"PagerPersonUnreachable",
+                                                              "PagerDeliveryFailing"}
+    finally:
+        prometheus.stop()
 
 
 def test_a_hanging_channel_times_out_and_fails_over(rig: Rig) -> None:
