@@ -4,7 +4,8 @@ phones, the incident API for `insmon review`, and its own /metrics.
     POST /<receiver>        Alertmanager webhook (receiver = team, watchdog, drill, unrouted)
     GET  /ack/<token>       the incident, in Chinese, with one button; POST acknowledges
     GET  /list/<token>      a storm digest's link: the incidents paged to that token's
-                            person, each with its button; POST acknowledges all still open
+                            person, each with its button; POST (shown=ids) acknowledges
+                            those of them the page showed still open
     GET  /api/incidents     incidents with who was paged, deliveries and events (JSON)
     GET  /api/peer/hello, /api/peer/incident?key=K&started=T, POST /api/peer/ack
                             the other pager of a pair asking, signed with the pair's key
@@ -275,12 +276,21 @@ class PagerServer:
                     return self._reply(404, "text/html; charset=utf-8", _page(
                         "链接无效", "<p>此链接无效或已失效。This link is not valid.</p>"))
                 person = rows[0]["person"]
-                if post:  # all of this person's open, unacknowledged incidents
+                if post:  # the open incidents the page showed them: not one that opened
+                    # since (a Level I they never saw), nor one past the page's LISTED
+                    length = self.headers.get("Content-Length", "0")
+                    if not length.isdigit() or int(length) > 65536:
+                        return self._reply(400, "text/plain", b"a small form wanted\n")
+                    form = urllib.parse.parse_qs(self.rfile.read(int(length)).decode(
+                        "ascii", "replace"))
+                    shown = {int(i) for i in ",".join(form.get("shown", [])).split(",")
+                             if i.isdigit()}
                     for row in engine.store.query(
                             "SELECT i.id FROM incidents i JOIN pages p ON p.incident = i.id "
                             "WHERE p.person = ? AND i.resolved IS NULL AND i.acked IS NULL",
                             (person,)):
-                        engine.ack(row["id"], person, "link")
+                        if row["id"] in shown:
+                            engine.ack(row["id"], person, "link")
                     wake.set()
                 listed = engine.store.query(
                     "SELECT i.*, p.token FROM incidents i JOIN pages p ON p.incident = i.id "
@@ -443,13 +453,14 @@ def _incident_page(incident, people: dict, token: str) -> bytes:
 
 def _list_page(incidents: list, people: dict, person: str, token: str) -> bytes:
     """A person's incidents (open, then those over in the last day), each with its own
-    acknowledge button, and one for all those still open."""
+    acknowledge button, and one for all those it shows still open."""
     who = people[person].name if person in people else person
-    waiting = sum(1 for i in incidents if i["resolved"] is None and i["acked"] is None)
-    rows = [f"<h2>{html.escape(who)}：{len(incidents)} 个事件，{waiting} 个待确认</h2>"]
-    if waiting:
-        rows.append(f"<form method=post action=\"/list/{token}\"><button>全部确认 · "
-                    f"Acknowledge all {waiting}</button></form>")
+    waiting = [i["id"] for i in incidents if i["resolved"] is None and i["acked"] is None]
+    rows = [f"<h2>{html.escape(who)}：{len(incidents)} 个事件，{len(waiting)} 个待确认</h2>"]
+    if waiting:  # all: those shown here (one opened since is not acknowledged unseen)
+        rows.append(f"<form method=post action=\"/list/{token}\"><input type=hidden "
+                    f"name=shown value=\"{','.join(map(str, waiting))}\"><button>全部确认 · "
+                    f"Acknowledge all {len(waiting)}</button></form>")
     rows.append("<table>")
     for incident in incidents:
         grade = GRADE_ZH.get(incident["grade"], "未分级")

@@ -13,6 +13,7 @@ import json
 import re
 import subprocess
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -523,6 +524,31 @@ def test_a_bad_config_names_the_file_the_line_and_the_key(tmp_path: Path) -> Non
                         capture_output=True, text=True,
                         cwd=Path(__file__).parent.parent)
     assert ok.returncode == 0, ok.stderr
+
+
+def test_acknowledge_all_on_a_digests_list_takes_only_what_the_list_showed(rig: Rig) -> None:
+    """A storm digest's list page, opened, then a Level I: "全部确认 · Acknowledge all"
+    took every open incident of the person at the moment of the tap, the Level I they
+    never saw too, and its escalation stopped."""
+    pager = rig.start()
+    for n in range(5):
+        assert pager.post("/network", notification(alertname=f"Storm{n}", grade="III",
+                                                   fingerprint=f"s{n}"))[0] == 200
+    token = pager.rows("SELECT token FROM pages WHERE person = 'zhang' ORDER BY id")[-1][0]
+    page = pager.get(f"/list/{token}").decode()
+    form = re.search(r'<form method=post action="(/list/[^"]+)">(.*?)</form>', page, re.S)
+    assert form and "Acknowledge all 5" in form.group(2)
+    fields = dict(re.findall(r'<input type=hidden name=(\w+) value="([^"]*)">', form.group(2)))
+    assert pager.post("/network", notification(alertname="SettlementPathDown"))[0] == 200
+    # the tap, as the browser posts the form
+    request = urllib.request.Request(pager.url + form.group(1), method="POST",
+                                     data=urllib.parse.urlencode(fields).encode(), headers={
+                                         "Content-Type": "application/x-www-form-urlencoded"})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert answer.status == 200
+    acked = {r["alertname"]: r["acked_by"] for r in pager.rows(
+        "SELECT alertname, acked_by FROM incidents")}
+    assert acked == {**{f"Storm{n}": "zhang" for n in range(5)}, "SettlementPathDown": None}
 
 
 def test_ack_from_the_command_line(rig: Rig) -> None:
