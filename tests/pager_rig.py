@@ -5,11 +5,13 @@ server with STARTTLS (aiosmtpd), and the robots."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import sqlite3
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -268,3 +270,17 @@ def drill_pager(directory: Path) -> Iterator[tuple[PagerProcess, WeComRobot]]:
     finally:
         pager.stop()
         robot.close()
+
+
+def acknowledge_all(page: str, base: str) -> str:
+    """A list page's "全部确认 · Acknowledge all" tapped: its form posted as a browser
+    posts it (its hidden fields, form-encoded) to `base`; the page that comes back."""
+    form = re.search(r'<form method=post action="(/list/[^"]+)">(.*?)</form>', page, re.S)
+    assert form, "no acknowledge-all form on the page"
+    fields = dict(re.findall(r'<input type=hidden name=(\w+) value="([^"]*)">', form.group(2)))
+    request = urllib.request.Request(
+        base + form.group(1), method="POST", data=urllib.parse.urlencode(fields).encode(),
+        headers={"Content-Type": "application/x-www-form-urlencoded"})
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return answer.read().decode()
+
