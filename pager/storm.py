@@ -58,9 +58,9 @@ class Flows:
                 flow.times.popleft()
             if flow.storm and min(r["due"] for r in rows) > flow.last + EVERY:
                 flow.storm = False  # a whole interval with nothing waiting: it is over
-            retries = [r for r in rows if r["attempts"] > 0]
             first = [r for r in rows if urgent(r)]  # each its own message, at once
             rows = [r for r in rows if not urgent(r)]
+            retries = [r for r in rows if r["attempts"] > 0]
             if not flow.storm:
                 room = max(0, FEW - len(flow.times) - len(first))
                 rest = rows[room:]
