@@ -484,8 +484,9 @@ class Engine:
 
     def sms_reply(self, number: str, text: str) -> int | None:
         """A reply to a page: `1` acknowledges the newest open incident paged to that
-        number, `ACK 4821` incident 4821 if it was paged to that number. Returns the
-        incident acknowledged."""
+        number in a message of its own (not one only counted in a storm's digest),
+        `ACK 4821` incident 4821 if it was paged to that number. Returns the incident
+        acknowledged."""
         digits = re.sub(r"\D", "", number)
         person = next((pid for pid, p in self.config.people.items()
                        if p.mobile and len(digits) >= 5
@@ -498,16 +499,14 @@ class Engine:
             wanted = int(match.group(1))
             rows = self.store.query("SELECT incident FROM pages WHERE person = ? AND "
                                     "incident = ?", (person, wanted))
-        else:  # the open incident of the last SMS of its own that reached them (what
-            # the reply answers: in a storm the newest incident is only counted in a
-            # digest), else the newest paged to them
-            sms = [c for c, channel in self.config.channels.items() if channel.type == "sms"]
+        else:  # the newest open incident whose page reached them as a message of its
+            # own, on any channel (every page says "reply 1"): in a storm the newest
+            # incident is only counted in a digest; else the newest open one paged to them
             rows = self.store.query(
                 "SELECT e.incident FROM events e JOIN incidents i ON i.id = e.incident "
                 "WHERE e.what = 'delivered' AND e.person = ? AND e.detail IN ('page', "
-                "'escalation', 'repeat') AND i.resolved IS NULL AND i.acked IS NULL AND "
-                f"e.channel IN ({','.join('?' * len(sms))}) ORDER BY e.id DESC LIMIT 1",
-                (person, *sms)) or self.store.query(
+                "'escalation', 'repeat') AND i.resolved IS NULL AND i.acked IS NULL "
+                "ORDER BY e.id DESC LIMIT 1", (person,)) or self.store.query(
                 "SELECT p.incident FROM pages p JOIN incidents i ON i.id = p.incident "
                 "WHERE p.person = ? AND i.resolved IS NULL AND i.acked IS NULL "
                 "ORDER BY i.opened DESC, i.id DESC LIMIT 1", (person,))

@@ -279,8 +279,8 @@ def test_a_level_one_by_sms_in_a_storm_is_its_own_sms_with_its_acknowledge_line(
 def test_a_reply_1_in_a_storm_acknowledges_the_level_one_it_answers(desk) -> None:
     """"回复1确认" acknowledged the newest incident paged to the number: in a storm, a
     grade III that opened after the Level I and reached the person only counted in a
-    digest, while the Level I they answered escalated on. A reply answers the last SMS
-    of its own that reached them."""
+    digest, while the Level I they answered escalated on. A reply answers the newest
+    page that reached them as a message of its own."""
     config = desk_config()
     config["people"]["zhang"]["channels"] = ["sms"]
     desk = desk(config)
