@@ -237,6 +237,8 @@ class Engine:
         """An incident kept while the pager had no teams (no timers, nobody told), paged
         now that it has: it escalates from this page, on the escalation of the config that
         pages it (the one it opened with paged nobody)."""
+        if json.loads(incident["teams"]):  # paged before: the usual case, no lookup
+            return
         kept = {r["what"] for r in db.execute(
             "SELECT what FROM events WHERE incident = ? AND what IN ('unconfigured', 'armed')",
             (incident["id"],))}
