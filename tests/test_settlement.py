@@ -162,8 +162,11 @@ async def test_a_refused_session_is_signed_in_again_within_the_run(
 @pytest.mark.dates
 async def test_a_new_day_in_beijing_signs_in_before_the_query(
         platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    today = settlement.beijing_now()  # both sides keep it: a run may cross a real midnight
+    monkeypatch.setattr(settlement, "beijing_now", lambda: today)
+    platform.set(today=f"{today:%Y-%m-%d}")
     await render(config(platform.url, tmp_path), "insmon_settlement_")
-    tomorrow = settlement.beijing_now() + timedelta(days=1)
+    tomorrow = today + timedelta(days=1)
     monkeypatch.setattr(settlement, "beijing_now", lambda: tomorrow)
     platform.set(today=f"{tomorrow:%Y-%m-%d}")
     status, _ = await render(config(platform.url, tmp_path), "insmon_settlement_")
