@@ -5,15 +5,12 @@ tests/robots.py (DingTalkRobot)."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import time
 import urllib.parse
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pager.channels.base import Message
-from pager.channels.robot import Robot
+from pager.channels.robot import Robot, signature
 
 if TYPE_CHECKING:
     from pager.config import Person
@@ -41,10 +38,8 @@ class DingTalk(Robot):
         url = self.url
         if self.secret:
             stamp = str(int(time.time() * 1000))
-            digest = hmac.new(self.secret.encode(), f"{stamp}\n{self.secret}".encode(),
-                              hashlib.sha256).digest()
             url += ("&" if "?" in url else "?") + urllib.parse.urlencode(
-                {"timestamp": stamp, "sign": base64.b64encode(digest).decode()})
+                {"timestamp": stamp, "sign": signature(self.secret, f"{stamp}\n{self.secret}")})
         mobiles = [p.mobile for p in people if p.mobile and not p.dingtalk]
         ids = [p.dingtalk for p in people if p.dingtalk]
         self.post_json(url, {

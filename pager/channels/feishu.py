@@ -5,16 +5,13 @@ tests/robots.py (FeishuRobot)."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import time
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field
 
 from pager.channels.base import Message
-from pager.channels.robot import Robot
+from pager.channels.robot import Robot, signature
 
 if TYPE_CHECKING:
     from pager.config import Person
@@ -40,8 +37,6 @@ class Feishu(Robot):
         body: dict = {}
         if self.secret:
             stamp = str(int(time.time()))
-            digest = hmac.new(f"{stamp}\n{self.secret}".encode(), b"",
-                              hashlib.sha256).digest()
-            body = {"timestamp": stamp, "sign": base64.b64encode(digest).decode()}
+            body = {"timestamp": stamp, "sign": signature(f"{stamp}\n{self.secret}", "")}
         body |= {"msg_type": "text", "content": {"text": self.text(people, message)}}
         self.post_json(self.url, body)

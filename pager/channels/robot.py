@@ -4,6 +4,9 @@ field whether the robot took the message."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 from typing import TYPE_CHECKING, ClassVar
 
@@ -44,3 +47,9 @@ class Robot(ChannelConfig):
             raise RateLimited(f"rate limited: {code} {why}")
         if type(code) is not int or code != 0:
             raise Failed(f"refused: {code!r} {why}")
+
+
+def signature(key: str, text: str) -> str:
+    """base64(HMAC-SHA256(key, text)): how DingTalk's 加签 and Feishu's 签名校验 sign."""
+    return base64.b64encode(hmac.new(key.encode(), text.encode(), hashlib.sha256).digest()
+                            ).decode()
