@@ -2,6 +2,8 @@
 
 Each message has a full text (robots, e-mail, webhooks) and a short one that fits an SMS
 (`max_chars`, two concatenated parts by default): grade, what, since when, how to ack.
+What a channel takes (`Message`, `Short`, `fit`) is the channels' contract
+(pager/channels/base.py).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ channel is all it needs to send:
   limit shared; otherwise one message to each person;
 - `inboxes()`: where people's replies to it arrive (SMS), for `insmon pager sms-received`;
 - `host_services()`: the services of this host it hands messages to, and their config
-  files, which `insmon doctor` examines (monitor/doctor.py: `HOST_CHECKS`).
+  files, which `insmon doctor` examines (monitor/doctor.py: gammu-smsd's, `_modem`).
 """
 
 from __future__ import annotations
