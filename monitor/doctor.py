@@ -442,8 +442,8 @@ def _modem(config: Any, pager: Path) -> list[Line]:
     """Each gammu-smsd the pager's SMS channels hand their messages to, and the service's
     own when it is enabled or running: the bundle's drop-in runs it as insmon whatever
     the pager's channels (a site's modem set up before the install among them)."""
-    mine = {str(c.gammu_config) for c in config.channels.values()
-            if getattr(c, "type", "") == "sms"}
+    mine = {str(path) for c in config.channels.values()  # as each channel says it
+            for service, path in c.host_services().items() if service == "gammu-smsd"}
     paths = mine | ({str(SMSDRC)} if _smsd_in_use() else set())
     return [line for path in sorted(paths)
             for line in _smsd(Path(path), pager=pager if path in mine else None)]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import configparser
 import datetime as dt
 import logging
 import os
@@ -288,10 +287,7 @@ def _inbox(config: PagerConfig, names: list[str]) -> tuple[str, str]:
                          "RunOnReceive?")
     inboxes = []
     for channel in config.channels.values():
-        if channel.type == "sms":
-            smsdrc = configparser.ConfigParser(interpolation=None, strict=False)
-            smsdrc.read(channel.gammu_config)
-            inboxes.append(Path(smsdrc.get("smsd", "inboxpath", fallback=".")))
+        inboxes += channel.inboxes()
     number, text = "", ""
     for name in sorted(names):  # the parts in order: _00, _01, ...
         match = INBOX_NAME.fullmatch(Path(name).name)

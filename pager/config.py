@@ -9,12 +9,13 @@ from __future__ import annotations
 import datetime as dt
 import re
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from exporters.webconfig import TlsServerConfig
 from monitor.config import ConfigError, parse, read, split_listen
+from pager.channels import Channel
 from vocabulary import Duration
 
 # Alertmanager's receivers that are not teams (alert_rules/alertmanager.yml)
@@ -25,98 +26,6 @@ ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-# ------------------------------------------------------------------ channels
-
-class _Channel(_Model):
-    # Robots' documented limits: 20 messages a minute per robot (WeCom, DingTalk), 100 a
-    # minute and 5 a second (Feishu). Over the limit, messages wait and go out together.
-    per_minute: int = Field(default=20, ge=1)
-    timeout: Duration = 10.0
-    retries: int = Field(default=3, ge=1, le=10)  # tries before the person's next channel
-
-
-class WeCom(_Channel):
-    """企业微信群机器人: markdown, @ by the person's WeCom id or mobile."""
-    type: Literal["wecom"]
-    url: str
-
-
-class DingTalk(_Channel):
-    """钉钉群机器人: markdown, signed with the robot's secret (加签), @ by mobile."""
-    type: Literal["dingtalk"]
-    url: str
-    secret: str | None = None
-
-
-class Feishu(_Channel):
-    """飞书群机器人: text, signed with the robot's secret (签名校验)."""
-    type: Literal["feishu"]
-    url: str
-    secret: str | None = None
-    per_minute: int = Field(default=100, ge=1)
-
-
-class Email(_Channel):
-    type: Literal["email"]
-    host: str
-    port: int = 587
-    starttls: bool = True
-    ca_file: Path | None = None  # the mail server's CA, when it is the hospital's own
-    username: str | None = None
-    password_file: Path | None = None
-    sender: str
-    per_minute: int = Field(default=600, ge=1)
-
-
-class Sms(_Channel):
-    """SMS through the site's GSM modem, handed to gammu-smsd (works with no internet).
-    Sent once gammu-smsd moved it to its sent folder; in its error folder, or still in
-    the outbox after `confirm_within` (taken back), it failed: the person's next channel."""
-    type: Literal["sms"]
-    gammu_config: Path = Path("/etc/gammu-smsdrc")
-    max_chars: int = Field(default=134, ge=20)  # two concatenated UCS-2 parts (2 x 67)
-    per_minute: int = Field(default=30, ge=1)
-    confirm_within: Duration = 60.0
-
-
-class HttpGateway(_Channel):
-    """A site's SMS or voice-call gateway: a templated request. In `body`, `url` and
-    header values, $mobile, $name, $text and $text_json (the text as a JSON string) are
-    replaced."""
-    type: Literal["http"]
-    url: str
-    method: Literal["POST", "PUT", "GET"] = "POST"
-    headers: dict[str, str] = {}
-    body: str = '{"mobile": "$mobile", "text": $text_json}'
-    max_chars: int | None = None  # a voice or SMS gateway's length limit
-    per_minute: int = Field(default=600, ge=1)
-    # the gateway's own success answer, a regular expression its body must match (e.g.
-    # '"code":\s*0'); without it, any 2xx answer counts as sent
-    expect: str | None = None
-
-    @field_validator("expect")
-    @classmethod
-    def _expect(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"not a regular expression: {exc}") from None
-        return value
-
-
-class Webhook(_Channel):
-    """A plain JSON POST of the page (incident, person, text) for a site's own tools."""
-    type: Literal["webhook"]
-    url: str
-    per_minute: int = Field(default=600, ge=1)
-
-
-Channel = Annotated[Union[WeCom, DingTalk, Feishu, Email, Sms, HttpGateway, Webhook],  # noqa: UP007
-                    Field(discriminator="type")]
-ROBOTS = ("wecom", "dingtalk", "feishu")  # group chats: one message @ every person in it
 
 
 # ------------------------------------------------------------------ people and teams
@@ -132,11 +41,7 @@ class Person(_Model):
 
     def reaches(self, channel: Channel) -> bool:
         """Whether the channel has an address for them (a group robot @s anyone in it)."""
-        if channel.type == "email":
-            return self.email is not None
-        if channel.type in ("sms", "http"):
-            return self.mobile is not None
-        return True
+        return channel.reaches(self)
 
 
 class Override(_Model):

@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from pager import channels
-from pager.config import ROBOTS
+from pager.channels import ROBOTS, Message
 from pager.engine import Engine
-from pager.messages import Message, compose, digest, join, pack
+from pager.messages import compose, digest, join, pack
 from pager.pair import Peer
 from pager.storm import Flows, urgent
 

@@ -2,6 +2,8 @@
 
 Each message has a full text (robots, e-mail, webhooks) and a short one that fits an SMS
 (`max_chars`, two concatenated parts by default): grade, what, since when, how to ack.
+What a channel takes (`Message`, `Short`, `fit`) is the channels' contract
+(pager/channels/base.py).
 """
 
 from __future__ import annotations
@@ -10,36 +12,13 @@ import datetime as dt
 import json
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import NamedTuple
 
+from pager.channels.base import Message, Short
 from pager.config import PAGES, PagerConfig
 from vocabulary import GRADE_ZH, GRADES, SHANGHAI
 
 KIND_ZH = {"page": "", "escalation": "【升级】", "repeat": "【仍在告警】", "resolved": "【已恢复】",
            "ack": "【已确认】", "reminder": "【报告提醒】"}
-
-
-class Short(NamedTuple):
-    """An SMS's fields, kept apart until `fit` puts them together: what happened, since
-    when and how to acknowledge, and the ack link (a summary may hold any character)."""
-    head: str
-    tail: str
-    link: str = ""
-
-
-@dataclass(frozen=True)
-class Message:
-    title: str
-    text: str
-    short: Short
-    # what it tells whom, as (incident, kind, step, person): whose it may be, and
-    # whether it went out (the pager's log, and the invariants' simulation)
-    news: frozenset[tuple[int, str, int, str]] = frozenset()
-
-    @property
-    def incidents(self) -> frozenset[int]:
-        return frozenset(news[0] for news in self.news)
 
 
 def clock(at: float, seconds: bool = True) -> str:
@@ -252,19 +231,6 @@ def _shorten(line: str, fits: Callable[[str], bool]) -> str:
         else:
             high = middle - 1
     return line[:low] + "…"
-
-
-def fit(short: Short, limit: int) -> str:
-    """What it is and what to do, within `limit` characters: the link goes first when
-    there is no room (a reply acknowledges too), then the head is cut."""
-    head, tail, link = short
-    whole = " ".join(filter(None, (head, tail, link)))
-    if len(whole) <= limit:
-        return whole
-    room = limit - len(tail) - 1
-    if room < len(head):
-        head = head[:max(room - 1, 0)] + "…"
-    return f"{head} {tail}"[:limit]
 
 
 def webhook_body(incident: sqlite3.Row, kind: str, person: str, message: Message) -> bytes:

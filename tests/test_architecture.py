@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import re
 from pathlib import Path
+from typing import get_args
 
 import pytest
 import yaml
@@ -90,6 +91,25 @@ def test_ls_probes_lists_the_kinds() -> None:
     assert modules == set(PROBES)
     for name, kind in PROBES.items():
         assert kind.config.__module__ == f"probes.{name}"
+
+
+def test_ls_pager_channels_lists_the_channel_types() -> None:
+    """Adding a channel type is one module and one entry in CHANNELS: each type's module
+    is named as its `type`, each module besides the contract is registered, and the
+    pager config's union is the registry's."""
+    from pager.channels import CHANNELS, Channel, ChannelConfig
+    from pager.config import PagerConfig
+
+    shared = {"__init__", "base", "robot"}  # the contract, and what the robots share
+    modules = {p.stem for p in (ROOT / "pager" / "channels").glob("*.py")} - shared
+    assert modules == set(CHANNELS)
+    for name, kind in CHANNELS.items():
+        assert kind.__module__ == f"pager.channels.{name}"
+        assert kind.send is not ChannelConfig.send, f"{name} does not send"
+        assert issubclass(kind, ChannelConfig), name
+    assert PagerConfig.model_fields["channels"].annotation == dict[str, Channel]
+    union = get_args(get_args(Channel)[0])
+    assert union == tuple(CHANNELS.values())
 
 
 def test_the_docs_name_every_kind_and_package() -> None:

@@ -21,11 +21,11 @@ from prometheus_client import CollectorRegistry
 
 from ops.stack import wait_for
 from pager import channels
+from pager.channels import Message, fit
 from pager.clock import Clock
 from pager.config import PagerConfig
 from pager.delivery import Metrics, Worker
 from pager.engine import Engine
-from pager.messages import Message, fit
 from pager.store import Store
 from tests.pager_rig import MailServer, Phone
 from tests.robots import DingTalkRobot, FeishuRobot, WeComRobot
