@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from exporters.webconfig import TlsServerConfig
 from monitor.config import ConfigError, parse, read, split_listen
-from pager.channels import Channel
+from pager.channels import CHANNELS, Channel
 from vocabulary import Duration
 
 # Alertmanager's receivers that are not teams (alert_rules/alertmanager.yml)
@@ -74,12 +74,25 @@ class Team(_Model):
 Target = Literal["oncall", "backup", "lead"]
 
 
+def _channel_types(value: list[str]) -> list[str]:
+    """A step's or the Watchdog's `channels` are types tried first: a misspelt one would
+    quietly leave the person's usual order (no SMS first for a Level I)."""
+    unknown = [v for v in value if v not in CHANNELS]
+    if unknown:
+        raise ValueError(f"unknown channel type {', '.join(map(repr, unknown))} (the types "
+                         f"are {', '.join(CHANNELS)}; a channel's name goes in people's "
+                         "channels)")
+    return value
+
+
 class Step(_Model):
     """`after` the page while nobody acknowledged: page `notify` (the paged teams' on-call,
     backup or lead; or a team's on-call by its id) on these channel types first."""
     after: Duration
     notify: list[str] = Field(min_length=1)
     channels: list[str] = []  # channel types tried first, e.g. [sms, http]
+
+    _types = field_validator("channels")(_channel_types)
 
 
 DEFAULT_ESCALATION = {
@@ -95,6 +108,8 @@ class Watchdog(_Model):
     timeout: Duration = 180.0  # no Watchdog notification for this long: page
     notify: list[str] = ["network", "server_ops"]
     channels: list[str] = ["sms"]  # tried first: the alert path may be what is down
+
+    _types = field_validator("channels")(_channel_types)
 
 
 class Reports(_Model):

@@ -519,6 +519,14 @@ def test_a_bad_config_names_the_file_the_line_and_the_key(tmp_path: Path) -> Non
     assert done.returncode == 2
     assert f"{path}:" in done.stderr and "people.zhangsan.channels: unknown channel 'pigeon'" \
         in done.stderr
+    # a Level I's escalation misspelt would leave SMS-first without a word
+    path.write_text(text.replace("notify: [backup, lead], channels: [sms]}",
+                                 "notify: [backup, lead], channels: [smss]}", 1))
+    done = subprocess.run([INSMON, "pager", "validate", str(path)], capture_output=True,
+                          text=True)
+    assert done.returncode == 2
+    assert "escalation.I[0].channels: unknown channel type 'smss' (the types are wecom, " \
+           in done.stderr, done.stderr
     ok = subprocess.run([INSMON, "pager", "validate", "examples/pager.yaml"],
                         capture_output=True, text=True,
                         cwd=Path(__file__).parent.parent)
