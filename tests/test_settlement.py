@@ -78,8 +78,14 @@ class Platform:
 
 
 @pytest.fixture
-def platform(tmp_path: Path) -> Iterator[Platform]:
+def platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Platform]:
+    """The platform, and the probe, on one Beijing day, the test's: a test begun seconds
+    before midnight (make test-dates, or CI at 16:00 UTC) would cross it halfway and see
+    the platform end the sign-in (what the probe then does is tested on its own)."""
+    today = settlement.beijing_now()
+    monkeypatch.setattr(settlement, "beijing_now", lambda: today)
     server = Platform(tmp_path / "control.json")
+    server.set(today=f"{today:%Y-%m-%d}")
     yield server
     server.close()
 
@@ -162,11 +168,8 @@ async def test_a_refused_session_is_signed_in_again_within_the_run(
 @pytest.mark.dates
 async def test_a_new_day_in_beijing_signs_in_before_the_query(
         platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    today = settlement.beijing_now()  # both sides keep it: a run may cross a real midnight
-    monkeypatch.setattr(settlement, "beijing_now", lambda: today)
-    platform.set(today=f"{today:%Y-%m-%d}")
     await render(config(platform.url, tmp_path), "insmon_settlement_")
-    tomorrow = today + timedelta(days=1)
+    tomorrow = settlement.beijing_now() + timedelta(days=1)
     monkeypatch.setattr(settlement, "beijing_now", lambda: tomorrow)
     platform.set(today=f"{tomorrow:%Y-%m-%d}")
     status, _ = await render(config(platform.url, tmp_path), "insmon_settlement_")
