@@ -148,6 +148,23 @@ def test_x_ca_refusals_are_read_from_x_ca_error_message(platform: Platform) -> N
         None, {"X-Ca-Error-Message": "Nonce Used"}]
 
 
+def test_x_ca_refusal_words_in_utf_8_are_read_as_the_gateway_wrote_them(
+        platform: Platform) -> None:
+    """The gateway's StringToSign carries the query as it decoded it: a hospital named in
+    the query comes back in X-Ca-Error-Message as UTF-8 bytes, which HTTP's header
+    decoding (Latin-1) would turn into mojibake in the engineer's reason."""
+    platform.set(dialect="x-ca", key=KEY, secret=SECRET)
+    url = platform.url + "?fixmedins_name=%E5%AE%9E%E9%AA%8C%E5%8C%BB%E9%99%A2"
+    forged = fsi.Gateway(**signed("x-ca", secret="guessed")).sign(url, "1901", b"{}")
+    wires: list[fsi.Wire] = []
+    answer = fsi.exchange(url, forged.headers, b"{}", time.monotonic() + 5,
+                          trace=lambda wire, _: wires.append(wire))
+    assert (answer.reason, answer.status) == ("gateway_rejected", 400), answer
+    assert answer.message.startswith("Invalid Signature, Server StringToSign:`POST#"), answer
+    [words] = [v for k, v in wires[0].answer_headers if k == "X-Ca-Error-Message"]
+    assert words.endswith("/callService?fixmedins_name=实验医院`"), words
+
+
 def test_settlement_try_shows_what_was_signed_when_x_ca_refuses(
         platform: Platform, tmp_path: Path) -> None:
     """A refused signature: insmon's string (the secret starred) beside the gateway's own

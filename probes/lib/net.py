@@ -183,12 +183,35 @@ def left(deadline: float) -> float:
     return seconds
 
 
+def resolve(host: str, port: int, deadline: float) -> tuple:
+    """getaddrinfo's first TCP answer for host:port by `deadline`. The resolver keeps its
+    own time (resolv.conf: 5 s a try, per server, by default) and cannot be interrupted,
+    so it asks on a thread of its own and a silent name server is a "dns" failure at the
+    check's deadline (the thread ends at the resolver's time, holding nothing)."""
+    answer: list = []
+
+    def ask() -> None:
+        try:
+            answer.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0])
+        except OSError as exc:
+            answer.append(exc)
+
+    thread = threading.Thread(target=ask, name=f"resolve {host}", daemon=True)
+    thread.start()
+    thread.join(left(deadline))
+    if not answer:
+        raise socket.gaierror(socket.EAI_AGAIN,
+                              "no answer from the name server within the deadline")
+    if isinstance(answer[0], OSError):
+        raise answer[0]
+    return answer[0]
+
+
 def connect_within(host: str, port: int, source: str | None, interface: str | None,
                    deadline: float) -> socket.socket:
     """A blocking TCP connection from `source` and/or out of `interface`, by `deadline`
     (for the checks that speak HTTP on a thread of their own)."""
-    family, kind, proto, _, address = socket.getaddrinfo(host, port,
-                                                         type=socket.SOCK_STREAM)[0]
+    family, kind, proto, _, address = resolve(host, port, deadline)
     sock = socket.socket(family, kind, proto)
     try:
         sock.settimeout(left(deadline))
@@ -341,7 +364,8 @@ def exchange(url: str, method: str, headers: Mapping[str, str], deadline: float,
         conn.request(method, target, body=body, headers=dict(headers))
         response = conn.getresponse()
         done.phases["processing"] = time.perf_counter() - t
-        done.status, done.headers = response.status, tuple(response.getheaders())
+        done.status = response.status
+        done.headers = tuple((k, header_text(v)) for k, v in response.getheaders())
         t = time.perf_counter()
         done.body = _body(response, limit, done)
         done.phases["transfer"] = time.perf_counter() - t
@@ -356,6 +380,15 @@ def exchange(url: str, method: str, headers: Mapping[str, str], deadline: float,
         if sock is not None:
             sock.close()
     return done
+
+
+def header_text(value: str) -> str:
+    """A header's value as its server wrote it: HTTP hands over its bytes as Latin-1, and
+    a gateway that says why in Chinese (or quotes a Chinese query) writes UTF-8."""
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError:  # not UTF-8 (or already text): as it came
+        return value
 
 
 def _body(response: http.client.HTTPResponse, limit: int, done: Exchange) -> bytes:
