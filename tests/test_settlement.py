@@ -149,6 +149,27 @@ async def test_a_damaged_state_file_costs_one_sign_in(platform: Platform,
     assert platform.infnos() == ["9001", "1901", "1901"]
 
 
+@pytest.mark.root
+def test_root_writing_the_sign_ins_leaves_them_insmons(tmp_path: Path) -> None:
+    """`insmon settlement try` run by root beside the running check (user insmon): the
+    sign-ins file it rewrites stays the check's, or the check could keep no sign-in."""
+    state = tmp_path / "state"
+    state.mkdir()
+    os.chown(state, 65534, 65534)  # the service user's directory (here: nobody's)
+    sessions = settlement.Sessions(state / "sessions.json")
+    session = settlement.Session(sign_no="1001", day="2027-01-04",
+                                 fixmedins_code="H32010200001")
+    sessions.put("001", session)  # a new file: the directory's owner
+    assert (state / "sessions.json").stat().st_uid == 65534
+    os.chown(state / "sessions.json", 1234, 1234)  # as the running check left it
+    sessions.put("002", session)
+    saved = (state / "sessions.json").stat()
+    assert (saved.st_uid, saved.st_gid, saved.st_mode & 0o777) == (1234, 1234, 0o600)
+    sessions.put("003", session)
+    assert set(json.loads((state / "sessions.json").read_text())["operators"]) == {
+        "001", "002", "003"}
+
+
 async def test_a_refused_session_is_signed_in_again_within_the_run(
         platform: Platform, tmp_path: Path) -> None:
     await render(config(platform.url, tmp_path), "insmon_settlement_")
