@@ -6,10 +6,10 @@ What it looks at: the code and the configs in /etc/insmon (valid; a pager with p
 page; none of the shipped example's addresses, people or secrets left), the systemd units,
 whether Prometheus loaded the rules and scrapes insmon and the pager, whether
 Alertmanager is up and reaches the pager at the addresses of its config, the pager's open
-incidents and waiting messages, the pair (each pager answering with the pair's key, in
-its role), and the modem (gammu-smsd: its port, the spool, the SMS waiting, its state and
-user, its answer). Only the endpoints given (loopback by default) and the pair's
-addresses in pager.yaml are asked.
+incidents and waiting messages, the audit trails' keys (their writer's alone), the pair
+(each pager answering with the pair's key, in its role), and the modem (gammu-smsd: its
+port, the spool, the SMS waiting, its state and user, its answer). Only the endpoints
+given (loopback by default) and the pair's addresses in pager.yaml are asked.
 """
 
 from __future__ import annotations
@@ -54,7 +54,8 @@ MENDS = {  # what makes an edited file count
     "pager.yaml": "insmon pager validate {path} && systemctl restart insmon-pager",
     "prometheus.yml": "promtool check config {path} && systemctl reload insmon-prometheus",
 }
-SERVICE_USER = "insmon"  # the pager's, and gammu-smsd's under the bundle's drop-in
+SERVICE_USER = "insmon"  # insmon's, the pager's, and gammu-smsd's under the bundle's drop-in
+INSMON_AUDIT = Path("/var/lib/insmon/audit")  # `insmon run`'s trail (its StateDirectory)
 INSMON = "/opt/insmon/.venv/bin/insmon"  # as gammu-smsd's RunOnReceive names it (no PATH)
 SMSDRC = Path("/etc/gammu-smsdrc")  # gammu-smsd.service's config
 TOKEN_MIN = 16  # the pager refuses a shorter token (pager/cli.py)
@@ -78,11 +79,14 @@ def examine(etc: Path, prometheus: str, alertmanager: str,
     monitor, not the other way); `ask_pair(config, member)` asks a pager of the pair what
     it is, with the pair's key (pager.pair.hello)."""
     from monitor import __version__
+    from monitor.audit import key_file_of
 
     lines = [Line("OK", f"insmon {__version__} in {sys.prefix}")]
     said, pager = _configs(etc, load_pager)
     lines += said
     lines += _examples(etc, share)
+    lines += _audit_keys([key_file_of(INSMON_AUDIT)] + (
+        [pager.audit.key_file or key_file_of(pager.audit.folder)] if pager else []))
     lines += _units()
     lines += _prometheus(prometheus.rstrip("/"))
     lines += _alertmanager(alertmanager.rstrip("/"), pager)
@@ -559,6 +563,31 @@ def _unwritable(folder: Path, user: str) -> str | None:
         return None
     owner = _name(pwd.getpwuid, stat.st_uid) + ":" + _name(grp.getgrgid, stat.st_gid)
     return f"{user} cannot write it (owned by {owner}, mode {stat.st_mode & 0o7777:04o})"
+
+
+def _audit_keys(keys: list[Path], user: str = SERVICE_USER) -> list[Line]:
+    """The audit trails' keys: their writer's alone, since whoever reads one can write
+    records that verify. A key not there yet is made by its writer when it starts."""
+    lines = []
+    for key in keys:
+        try:
+            stat = key.stat()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            lines.append(Line("?", f"{key}: {exc.strerror}", "run doctor as root"))
+            continue
+        owner = _name(pwd.getpwuid, stat.st_uid)
+        if stat.st_mode & 0o077:
+            lines.append(Line("FAIL", f"{key} is readable by others (mode "
+                                      f"{stat.st_mode & 0o7777:04o}): whoever reads it can "
+                                      "write audit records that verify", f"chmod 0400 {key}"))
+        elif owner != user:
+            lines.append(Line("FAIL", f"{key} belongs to {owner}, not {user}: the trail's "
+                                      "writer cannot read it", f"chown {user}: {key}"))
+        else:
+            lines.append(Line("OK", f"{key} is {user}'s alone"))
+    return lines
 
 
 def _name(lookup: Callable[[int], Any], number: int) -> str:

@@ -416,3 +416,27 @@ def test_a_person_no_channel_reaches_is_a_failure(tmp_path: Path) -> None:
     path.write_text(path.read_text().replace("{name: 张三,", "{name: 张三, mobile: '13912340001',"))
     done = doctor_at(etc)
     assert f"OK    {path} is valid: pages 2 teams, 1 people" in done.stdout, done.stdout
+
+
+@pytest.mark.root
+def test_an_audit_key_others_can_read_is_a_failure(tmp_path: Path) -> None:
+    """Whoever reads a trail's key can write records that verify: a key left readable by
+    others (a careless `cp`, a backup restored with 0644), or its writer's no longer, is
+    named with the command that mends it; a key not made yet is the writer's to make."""
+    from monitor.doctor import _audit_keys
+
+    keys = {name: tmp_path / f"{name}.key" for name in ("open", "root", "good", "unmade")}
+    for name in ("open", "root", "good"):
+        keys[name].write_text("0" * 64 + "\n")
+    keys["open"].chmod(0o644)
+    shutil.chown(keys["open"], "nobody")
+    keys["root"].chmod(0o400)  # restored by root, for root
+    keys["good"].chmod(0o400)
+    shutil.chown(keys["good"], "nobody")
+    assert [str(line) for line in _audit_keys(list(keys.values()), "nobody")] == [
+        f"FAIL  {keys['open']} is readable by others (mode 0644): whoever reads it can "
+        f"write audit records that verify\n      → chmod 0400 {keys['open']}",
+        f"FAIL  {keys['root']} belongs to root, not nobody: the trail's writer cannot "
+        f"read it\n      → chown nobody: {keys['root']}",
+        f"OK    {keys['good']} is nobody's alone",
+    ]
