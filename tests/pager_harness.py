@@ -45,43 +45,19 @@ class _Kept(logging.Handler):
         self.lines.append(self.format(record))
 
 
-class InProcessPager(PagerClient):
-    def __init__(self, config_file: Path, wall: float | None = None) -> None:
-        """`wall`: the wall-clock time it starts at (by default: now). Its timers' clock
-        starts at the kernel's boot clock, so that a CLI process on the same store (an
-        SMS reply, `insmon pager ack`) reads it as the pager's own time."""
-        super().__init__(config_file)
-        # whole seconds: a step's time is then exact (300 s after is 300.0, not 299.99...)
-        self.wall = float(int(time.time() if wall is None else wall))
-        self.mono = float(int(time.clock_gettime(time.CLOCK_BOOTTIME)))
-        self.kept = _Kept()
-        self._logger = logging.getLogger("insmon.pager")
-        self._level = self._logger.level
-        self._logger.setLevel(logging.INFO)
-        self._logger.addHandler(self.kept)
-        config = load(config_file)
-        held = Secrets.load(config)
-        self.store = Store(config.database)
-        clock = Clock(self.store.get("clock"), wall=lambda: self.wall,
-                      monotonic=lambda: self.mono, boot=boot_id())
-        self.engine = Engine(config, self.store, clock, keys=held)
-        self.registry = CollectorRegistry()
-        self.worker = Worker(self.engine, Metrics(self.registry), inline=True)
-        host, _, port = config.listen.rpartition(":")
-        self.server = PagerServer(self.engine, host, int(port), self.worker.wake,
-                                  self.registry, config.max_body, held,
-                                  lambda: self.worker.errors)
-        self._serving = threading.Thread(target=self.server.httpd.serve_forever,
-                                         kwargs={"poll_interval": 0.1}, daemon=True)
-        self._serving.start()
+class MovedClock:
+    """The pager's two clocks as the test moves them (`mono`: its timers', `wall`: the
+    date), a round of the delivery worker (inline) at each step."""
 
-    def incidents(self) -> list[dict]:
-        """The API's window ends at the pager's time, not this process's wall clock."""
-        return json.loads(self.get(f"/api/incidents?until={self.wall + 1}") or b"[]")
+    mono: float
+    wall: float
+    store: Store
+    worker: Worker
 
-    def now(self) -> float:
-        """The wall-clock time on the pager's clock (robots' minutes follow it)."""
-        return self.wall
+    def clock(self) -> Clock:
+        """The pager's Clock on these times (`saved`: the store's, after a restart)."""
+        return Clock(self.store.get("clock"), wall=lambda: self.wall,
+                     monotonic=lambda: self.mono, boot=boot_id())
 
     def round(self) -> None:
         self.worker.round()
@@ -108,6 +84,43 @@ class InProcessPager(PagerClient):
             self.worker.round()
             return probe()
         return wait_for(step, seconds, what)
+
+
+class InProcessPager(PagerClient, MovedClock):
+    def __init__(self, config_file: Path, wall: float | None = None) -> None:
+        """`wall`: the wall-clock time it starts at (by default: now). Its timers' clock
+        starts at the kernel's boot clock, so that a CLI process on the same store (an
+        SMS reply, `insmon pager ack`) reads it as the pager's own time."""
+        super().__init__(config_file)
+        # whole seconds: a step's time is then exact (300 s after is 300.0, not 299.99...)
+        self.wall = float(int(time.time() if wall is None else wall))
+        self.mono = float(int(time.clock_gettime(time.CLOCK_BOOTTIME)))
+        self.kept = _Kept()
+        self._logger = logging.getLogger("insmon.pager")
+        self._level = self._logger.level
+        self._logger.setLevel(logging.INFO)
+        self._logger.addHandler(self.kept)
+        config = load(config_file)
+        held = Secrets.load(config)
+        self.store = Store(config.database)
+        self.engine = Engine(config, self.store, self.clock(), keys=held)
+        self.registry = CollectorRegistry()
+        self.worker = Worker(self.engine, Metrics(self.registry), inline=True)
+        host, _, port = config.listen.rpartition(":")
+        self.server = PagerServer(self.engine, host, int(port), self.worker.wake,
+                                  self.registry, config.max_body, held,
+                                  lambda: self.worker.errors)
+        self._serving = threading.Thread(target=self.server.httpd.serve_forever,
+                                         kwargs={"poll_interval": 0.1}, daemon=True)
+        self._serving.start()
+
+    def incidents(self) -> list[dict]:
+        """The API's window ends at the pager's time, not this process's wall clock."""
+        return json.loads(self.get(f"/api/incidents?until={self.wall + 1}") or b"[]")
+
+    def now(self) -> float:
+        """The wall-clock time on the pager's clock (robots' minutes follow it)."""
+        return self.wall
 
     def logged(self) -> str:
         return "\n".join(self.kept.lines)
