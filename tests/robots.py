@@ -85,7 +85,9 @@ class Robot:
         self._server = ThreadingHTTPServer((host, 0), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        # a short poll: close() (shutdown) waits up to one, for each robot of each test
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
 
     def handle(self, url: urllib.parse.SplitResult, body: bytes) -> dict:
         try:
