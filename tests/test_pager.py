@@ -709,7 +709,9 @@ def test_alertmanagers_watchdog_repeats_keep_the_switch_quiet_and_its_silence_pa
         last = max(heard())
         pager.advance(last + 12 - 1 - pager.now(), step=0.5)
         assert not any(i["alertname"] == "MonitoringPathDown" for i in pager.incidents())
-        pager.advance(1)  # (no further: gammu-smsd sends the SMS in real time)
+        # a second more than the timeout (the clocks are fractions of a second here, and
+        # no further: gammu-smsd sends the SMS in real time)
+        pager.advance(2)
         silent = [i for i in pager.incidents() if i["alertname"] == "MonitoringPathDown"]
         assert silent and silent[0]["opened"] - last <= 12 + 60
         pager.follow(lambda: rig.phone.to(MOBILE["zhang"]), 30, "the SMS of the silence")
