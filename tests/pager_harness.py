@@ -9,7 +9,9 @@ without its process: no thread of its own moves time, the test does.
   To prove that nothing more comes, advance past the moment and look.
 - `follow(probe, seconds, what)`: for the far ends that act in real time (gammu-smsd,
   Alertmanager, a CLI process on the store): rounds with the pager's clock moving as
-  real time passes, until `probe` holds (bounded).
+  real time passes, until `probe` holds (bounded). While an SMS waits in gammu-smsd's
+  outbox, follow rather than advance: a minute advanced at once is its `confirm_within`
+  gone before gammu-smsd had a real second to send it.
 
 What only a process shows (kill -9, signals, TLS, the CLI's start) stays with
 tests/pager_rig.py's PagerProcess."""
