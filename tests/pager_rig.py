@@ -1,4 +1,5 @@
-"""What the pager tests run against: the real `insmon pager` process, a real gammu-smsd
+"""What the pager tests run against: the real `insmon pager` process (or the same pager
+in the test's process on a clock the test moves: tests/pager_harness.py), a real gammu-smsd
 with gammu's dummy phone (a directory: an SMS put in its sms/1/ is received), a real SMTP
 server with STARTTLS (aiosmtpd), and the robots."""
 
@@ -26,31 +27,18 @@ from tests.conftest import INSMON
 from tests.robots import WeComRobot
 
 
-class PagerProcess:
-    def __init__(self, config_file: Path, role: str | None = None,
-                 netns: str | None = None) -> None:
-        """`role`: its role in the config's pair; `netns`: the network namespace it runs
-        in (the pair's tests cut the link between two)."""
-        self.config_file, self.role, self.netns = config_file, role, netns
+class PagerClient:
+    """A pager as its clients reach it, by its config file: Alertmanager's webhooks, the
+    incident API, its store read as another process would."""
+
+    def __init__(self, config_file: Path) -> None:
+        self.config_file = config_file
         config = yaml.safe_load(config_file.read_text())
         self.url = f"http://{config['listen']}"
         token_file = (config.get("auth") or {}).get("token_file")
         self.auth = {"Authorization": f"Bearer {Path(token_file).read_text().strip()}"
                      } if token_file else {}
         self.database = Path(config["database"])
-        self.log = config_file.parent / "pager.log"
-        self.proc: subprocess.Popen | None = None
-        self.start()
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [*(["ip", "netns", "exec", self.netns] if self.netns else []),
-             INSMON, "--log-level", "info", "pager", "run", "-c", str(self.config_file),
-             *(["--role", self.role] if self.role else [])],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=self.log.open("a"))
-        wait_for(lambda: self.proc.poll() is None and self.get("/healthz"), 20,
-                 f"the pager to serve (log: {self.log})")
 
     def get(self, path: str) -> bytes | None:
         try:
@@ -82,6 +70,30 @@ class PagerProcess:
             return db.execute(sql, args).fetchall()
         finally:
             db.close()
+
+
+class PagerProcess(PagerClient):
+    """`insmon pager run` as a process."""
+
+    def __init__(self, config_file: Path, role: str | None = None,
+                 netns: str | None = None) -> None:
+        """`role`: its role in the config's pair; `netns`: the network namespace it runs
+        in (the pair's tests cut the link between two)."""
+        super().__init__(config_file)
+        self.role, self.netns = role, netns
+        self.log = config_file.parent / "pager.log"
+        self.proc: subprocess.Popen | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [*(["ip", "netns", "exec", self.netns] if self.netns else []),
+             INSMON, "--log-level", "info", "pager", "run", "-c", str(self.config_file),
+             *(["--role", self.role] if self.role else [])],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=self.log.open("a"))
+        wait_for(lambda: self.proc.poll() is None and self.get("/healthz"), 20,
+                 f"the pager to serve (log: {self.log})")
 
     def kill9(self) -> None:
         self.proc.kill()

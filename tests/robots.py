@@ -21,6 +21,7 @@ import json
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 
@@ -39,8 +40,12 @@ class Robot:
         self.accepted: list[dict] = []
         self.accepted_at: list[float] = []  # when each came
         self.refused: list[tuple[int, str]] = []
+        self.hung: list[float] = []  # when each request it never answered came ("hang")
         self.mode = "ok"
         self._times: list[float] = []
+        # its minute's clock: a pager on a clock the test moves (tests/pager_harness.py)
+        # is held to the robot's limit on that clock
+        self.clock: Callable[[], float] = time.time
         self._lock = threading.RLock()
         robot = self
 
@@ -48,6 +53,7 @@ class Robot:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if robot.mode == "hang":
+                    robot.hung.append(time.time())
                     time.sleep(60)
                     return
                 if robot.mode == "500":
@@ -79,7 +85,9 @@ class Robot:
         self._server = ThreadingHTTPServer((host, 0), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        # a short poll: close() (shutdown) waits up to one, for each robot of each test
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
 
     def handle(self, url: urllib.parse.SplitResult, body: bytes) -> dict:
         try:
@@ -90,7 +98,7 @@ class Robot:
         if error:
             return self._refuse(*error)
         with self._lock:
-            now = time.time()
+            now = self.clock()
             self._times = [t for t in self._times if t > now - 60]
             if len(self._times) >= self.per_minute:
                 return self._refuse(*self.too_fast)

@@ -1,5 +1,10 @@
-"""insmon pager as a process, against real Alertmanager, real gammu-smsd (dummy phone),
-a real SMTP server and local robots that check the documented formats and signatures.
+"""insmon pager against real Alertmanager, real gammu-smsd (dummy phone), a real SMTP
+server and local robots that check the documented formats and signatures. What waits on
+time runs the pager in this process on a clock the test moves (`rig.harness()`,
+tests/pager_harness.py): a step, a timeout or a minute is the clock moved, and that
+nothing more came is the clock moved past the moment with nothing sent. What only a
+process shows (kill -9, TLS, a full or read-only disk, /metrics scraped by Prometheus)
+runs `insmon pager run` (`rig.start()`).
 
 The people: 张三 (network on call, WeCom then SMS), 李四 (network backup, DingTalk then
 e-mail), 王五 (network lead, Feishu then SMS), 钱副院长 (leadership, SMS), 结算中心
@@ -27,6 +32,7 @@ from ops.stack import RULES, Alertmanager, Prometheus, free_port, wait_for
 from pager.engine import RETRY_WINDOW
 from tests.certs import Authority
 from tests.conftest import INSMON
+from tests.pager_harness import InProcessPager
 from tests.pager_rig import MailServer, PagerProcess, Phone, acknowledge_all
 from tests.robots import DingTalkRobot, FeishuRobot, WeComRobot
 from vocabulary import SHANGHAI
@@ -44,7 +50,7 @@ class Rig:
         self.feishu = FeishuRobot(secret="f3i5hu")
         self.mail = MailServer(tmp)
         self.phone: Phone | None = None
-        self.pager: PagerProcess | None = None
+        self.pager: PagerProcess | InProcessPager | None = None
         self.port = free_port()
         self.token_file = tmp / "pager-token"
         self.token_file.write_text("a8f5f167f44f4964e6c998dee827110c")
@@ -90,12 +96,11 @@ class Rig:
                 "settlement_center": {"name": "医保结算中心", "rotation": {
                     "since": "2026-01-01", "order": ["desk"]}, "lead": "desk"},
             },
-            "escalation": {"I": [{"after": "4s", "notify": ["backup", "lead"],
+            # as a hospital sets it: the tests move the pager's clock to each step
+            "escalation": {"I": [{"after": "5m", "notify": ["backup", "lead"],
                                   "channels": ["sms"]},
-                                 # far enough after step 1 for an SMS reply to come
-                                 # back through gammu-smsd on a busy machine
-                                 {"after": "20s", "notify": ["leadership"]}],
-                           "II": [{"after": "4s", "notify": ["backup"]}]},
+                                 {"after": "15m", "notify": ["leadership"]}],
+                           "II": [{"after": "10m", "notify": ["backup"]}]},
             "watchdog": {"timeout": "1h"},
             "drill": {"people": ["wang"]},
             "auth": {"token_file": str(self.token_file)},
@@ -104,12 +109,25 @@ class Rig:
             config[key] = value
         return config
 
-    def start(self, config: dict | None = None, phone: bool = False) -> PagerProcess:
+    def _write(self, config: dict | None, phone: bool) -> Path:
         path = self.tmp / "pager.yaml"
         path.write_text(yaml.safe_dump(config or self.config(), allow_unicode=True))
         if phone and self.phone is None:
             self.phone = Phone(self.tmp / "gammu", f"{INSMON} pager sms-received -c {path}")
-        self.pager = PagerProcess(path)
+        return path
+
+    def start(self, config: dict | None = None, phone: bool = False) -> PagerProcess:
+        """The pager as a process (`insmon pager run`)."""
+        self.pager = PagerProcess(self._write(config, phone))
+        return self.pager
+
+    def harness(self, config: dict | None = None, phone: bool = False,
+                wall: float | None = None) -> InProcessPager:
+        """The pager in this process on a clock the test moves (tests/pager_harness.py);
+        the robots count their minute on that clock."""
+        self.pager = InProcessPager(self._write(config, phone), wall)
+        for robot in (self.wecom, self.dingtalk, self.feishu):
+            robot.clock = self.pager.now
         return self.pager
 
     def close_pager(self) -> None:
@@ -179,7 +197,7 @@ def named(text: str, alertname: str) -> int:
 
 def test_a_level_one_through_alertmanager_reaches_every_team_and_one_ack_stops_it(
         rig: Rig, tmp_path: Path) -> None:
-    pager = rig.start(phone=True)
+    pager = rig.harness(phone=True)
     alertmanager = Alertmanager(tmp_path / "am", pager.url, token_file=rig.token_file)
     try:
         alertmanager.post({"labels": {"alertname": "SettlementPathDown", "grade": "I",
@@ -189,28 +207,28 @@ def test_a_level_one_through_alertmanager_reaches_every_team_and_one_ack_stops_i
                                            "runbook": "runbooks/SettlementPathDown.md"}})
         # network's on-call on the WeCom robot, @-ed; leadership and the settlement
         # center by SMS through the modem
-        page = wait_for(lambda: rig.wecom.texts(), 20, "the page on the WeCom robot")[0]
+        page = pager.follow(lambda: rig.wecom.texts(), 20, "the page on the WeCom robot")[0]
         assert "【一级】" in page and "医保专网主线路与备用通道均中断" in page
         assert "<@zhangsan>" in page and "医保结算: 已中断" in page
         assert "runbooks/SettlementPathDown.md" in page
-        wait_for(lambda: rig.phone.to(MOBILE["vp"]) and rig.phone.to(MOBILE["desk"]), 20,
-                 "the SMS to leadership and the settlement center")
+        pager.follow(lambda: rig.phone.to(MOBILE["vp"]) and rig.phone.to(MOBILE["desk"]), 20,
+                     "the SMS to leadership and the settlement center")
         sms = rig.phone.to(MOBILE["vp"])[0]
         assert sms.startswith("【演练】") is False and "【一级】" in sms and "回复1确认" in sms
         # insurance_agency is no team of this pager: its page went to the fallback
-        wait_for(lambda: rig.phone.to(MOBILE["zhao"]), 20, "the fallback team's page")
+        pager.follow(lambda: rig.phone.to(MOBILE["zhao"]), 20, "the fallback team's page")
         incident = pager.incidents()[0]
         assert {p["team"] for p in incident["pages"]} == {
             "network", "leadership", "settlement_center", "server_ops"}
         assert any(e["what"] == "unknown-team" for e in incident["events"])
 
-        # 张三 taps the link: the escalation (backup at 4 s) never happens, and everyone
-        # paged hears who acknowledged
+        # 张三 taps the link: the escalation (backup at 5 min, leadership at 15) never
+        # happens, and everyone paged hears who acknowledged
         status, _ = pager.post(ack_link(page).removeprefix(pager.url), b"")
         assert status == 200
-        wait_for(lambda: any("张三 已确认" in t for t in rig.phone.to(MOBILE["vp"])), 20,
-                 "the acknowledgement told to leadership")
-        time.sleep(5)
+        pager.follow(lambda: any("张三 已确认" in t for t in rig.phone.to(MOBILE["vp"])), 20,
+                     "the acknowledgement told to leadership")
+        pager.advance(16 * 60, step=10)
         assert not pager.rows("SELECT * FROM deliveries WHERE kind = 'escalation'")
         assert rig.phone.to(MOBILE["li"]) == [] and rig.dingtalk.texts() == []
 
@@ -219,10 +237,10 @@ def test_a_level_one_through_alertmanager_reaches_every_team_and_one_ack_stops_i
                                       "team": "network", "also": "insurance_agency",
                                       "site": "一院"},
                            "endsAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-        wait_for(lambda: any("【已恢复】" in t for t in rig.wecom.texts()), 30,
-                 "the resolved notice on the robot")
-        wait_for(lambda: any("已恢复" in t for t in rig.phone.to(MOBILE["desk"])), 20,
-                 "the resolved notice by SMS")
+        pager.follow(lambda: any("【已恢复】" in t for t in rig.wecom.texts()), 30,
+                     "the resolved notice on the robot")
+        pager.follow(lambda: any("已恢复" in t for t in rig.phone.to(MOBILE["desk"])), 20,
+                     "the resolved notice by SMS")
         metrics = pager.get("/metrics").decode()
         assert 'insmon_pager_deliveries_total{channel="wecom",result="sent",team="network"}' \
             in metrics
@@ -233,23 +251,28 @@ def test_a_level_one_through_alertmanager_reaches_every_team_and_one_ack_stops_i
 
 def test_unacknowledged_it_escalates_on_time_and_an_sms_reply_stops_the_next_step(
         rig: Rig) -> None:
-    pager = rig.start(phone=True)
+    pager = rig.harness(phone=True)
     assert pager.post("/network", notification())[0] == 200
-    opened = time.time()
-    wait_for(lambda: rig.wecom.texts(), 10, "the first page")
-    # step 1 at 4 s: the backup and the lead, SMS first (their usual channels are robots)
-    wait_for(lambda: rig.phone.to(MOBILE["li"]) and rig.phone.to(MOBILE["wang"]), 20,
-             "the escalation to backup and lead by SMS")
+    opened = pager.now()
+    pager.round()
+    assert rig.wecom.texts(), "the first page"
+    # step 1 at 5 min: the backup and the lead, SMS first (their usual channels are robots)
+    pager.advance(5 * 60 - 1, step=10)
+    assert not pager.rows("SELECT * FROM deliveries WHERE kind = 'escalation'")
+    pager.advance(1)
     escalated = pager.rows("SELECT created FROM deliveries WHERE kind = 'escalation'")
-    assert 4 <= min(r["created"] for r in escalated) - opened < 6
+    assert {r["created"] - opened for r in escalated} == {5 * 60}
+    pager.follow(lambda: rig.phone.to(MOBILE["li"]) and rig.phone.to(MOBILE["wang"]), 20,
+                 "the escalation to backup and lead by SMS")
     assert "【升级】" in rig.phone.to(MOBILE["li"])[0]
     assert rig.dingtalk.texts() == []  # SMS was preferred for the step
-    # 李四 answers the SMS with "1": acknowledged, step 2 (leadership at 20 s) never comes
+    # 李四 answers the SMS with "1": acknowledged, step 2 (leadership at 15 min) never
+    # comes
     rig.phone.reply("+86" + MOBILE["li"], "1")
-    wait_for(lambda: pager.incidents()[0]["acked_by"] == "li", 20, "the SMS reply to ack")
+    pager.follow(lambda: pager.incidents()[0]["acked_by"] == "li", 20, "the SMS reply to ack")
     assert any(e["what"] == "acknowledged" and e["channel"] == "sms"
                for e in pager.incidents()[0]["events"])
-    time.sleep(max(0, opened + 22 - time.time()))
+    pager.advance(opened + 16 * 60 - pager.now(), step=10)
     assert not pager.rows("SELECT * FROM deliveries WHERE kind = 'escalation' AND step = 2")
     assert rig.phone.to(MOBILE["vp"]) == []
 
@@ -257,12 +280,11 @@ def test_unacknowledged_it_escalates_on_time_and_an_sms_reply_stops_the_next_ste
 # ------------------------------------------------------------------ nothing lost, nothing twice
 
 def test_the_same_notification_twice_pages_once(rig: Rig) -> None:
-    pager = rig.start()
+    pager = rig.harness()
     body = json.dumps(notification()).encode()
     assert json.loads(pager.post("/network", body)[1])["status"] == "accepted"
     assert json.loads(pager.post("/network", body)[1])["status"] == "duplicate"
-    wait_for(lambda: rig.wecom.texts(), 10, "the page")
-    time.sleep(1.5)
+    pager.advance(60)
     assert len(rig.wecom.texts()) == 1
 
 
@@ -271,17 +293,19 @@ def test_kill_9_before_delivery_and_during_escalation_loses_nothing_and_doubles_
     rig.wecom.mode = "hang"  # the robot takes the request and never answers
     pager = rig.start(rig.config(escalation={"I": [{"after": "6s", "notify": ["backup"]}]}))
     assert pager.post("/network", notification())[0] == 200
-    time.sleep(1)
-    pager.kill9()  # accepted, not yet delivered
+    wait_for(lambda: rig.wecom.hung, 15, "the page on its way to the hanging robot")
+    pager.kill9()  # accepted, on its way, not delivered
     rig.wecom.mode = "ok"
     pager.start()
     wait_for(lambda: rig.wecom.texts(), 15, "the page after the restart")
-    time.sleep(1)
     pager.kill9()  # while the escalation timer runs
-    time.sleep(2)
     pager.start()
     wait_for(lambda: rig.dingtalk.texts(), 15, "the escalation after the restart")
-    time.sleep(2)
+    # nothing left to send: every delivery marked sent, no escalation to come (the
+    # pager sends what is pending: this is all it will ever send of this page)
+    wait_for(lambda: not pager.rows("SELECT id FROM deliveries WHERE status != 'sent' UNION "
+                                    "ALL SELECT id FROM timers WHERE done = 0 AND kind = "
+                                    "'escalation'"), 15, "every delivery sent, no step left")
     assert len(rig.wecom.texts()) == 1 and len(rig.dingtalk.texts()) == 1
     assert "【升级】" in rig.dingtalk.texts()[0] and "@13800000002" in rig.dingtalk.texts()[0]
 
@@ -290,10 +314,11 @@ def test_kill_9_before_delivery_and_during_escalation_loses_nothing_and_doubles_
 
 def test_a_failing_channel_is_retried_then_the_next_channel_takes_the_page(rig: Rig) -> None:
     rig.dingtalk.mode = "500"
-    pager = rig.start(rig.config(escalation={"I": [{"after": "1s", "notify": ["backup"]}]}))
+    pager = rig.harness(rig.config(escalation={"I": [{"after": "1m", "notify": ["backup"]}]}))
     pager.post("/network", notification())
+    pager.advance(60 + 5)  # the step, and the retry's backoff
     # 李四's DingTalk answers 500 twice (its retries): the page goes by e-mail (STARTTLS)
-    mail = wait_for(lambda: rig.mail.to("li@hospital.test"), 20, "the e-mail")[0]
+    [mail] = rig.mail.to("li@hospital.test")
     assert "【升级】【一级】" in mail and "/ack/" in mail
     events = [e["what"] for e in pager.incidents()[0]["events"] if e["person"] == "li"]
     assert events == ["delivery-retry", "delivery-failover", "delivered"]
@@ -336,45 +361,46 @@ def test_the_first_page_nobody_could_get_alerts_through_prometheus(rig: Rig,
 
 def test_a_hanging_channel_times_out_and_fails_over(rig: Rig) -> None:
     rig.wecom.mode = "hang"
-    pager = rig.start(phone=True)
+    pager = rig.harness(phone=True)
     pager.post("/network", notification(grade="II", alertname="PrimaryLineDown"))
-    sms = wait_for(lambda: rig.phone.to(MOBILE["zhang"]), 30, "the SMS after the timeouts")
+    pager.advance(5)  # two tries, each given up after the channel's timeout (real 2 s)
+    sms = pager.follow(lambda: rig.phone.to(MOBILE["zhang"]), 30, "the SMS after the timeouts")
     assert "【二级】" in sms[0]
+    assert len(rig.wecom.hung) == 2  # its retries, each given up at its timeout
 
 
 def test_more_pages_than_the_robot_allows_go_out_together_and_drills_only_to_the_drill_rota(
         rig: Rig) -> None:
     config = rig.config()
     config["channels"]["wecom"]["per_minute"] = 2
-    pager = rig.start(config)
+    pager = rig.harness(config)
     for i in range(5):  # five incidents at once for 张三's WeCom robot
         pager.post("/network", notification(alertname=f"Fault{i}", fingerprint=f"f{i}"))
     # the first three pages together, the other two in the storm's first digest
-    wait_for(lambda: all(any(f"Fault{i}" in t for t in rig.wecom.texts()) for i in range(5)),
-             30, "every fault on the robot")
+    pager.advance(60)
+    assert all(any(f"Fault{i}" in t for t in rig.wecom.texts()) for i in range(5))
     assert len(rig.wecom.texts()) <= 2  # within the minute's limit: batched, none dropped
     # a drill goes to the drill rota only (王五, on a signed Feishu robot), marked 【演练】
     pager.post("/drill", notification(alertname="Drilled", drill="true"))
-    drill = wait_for(lambda: [t for t in rig.feishu.texts() if "Drilled" in t], 15,
-                     "the drill page")[0]
+    pager.advance(60)
+    [drill] = [t for t in rig.feishu.texts() if "Drilled" in t]
     assert drill.startswith("【演练】") and rig.feishu.refused == []
-    time.sleep(1)
     assert not any("Drilled" in t for t in rig.wecom.texts())
 
 
 def test_the_robot_saying_too_fast_makes_the_page_wait_not_fail(rig: Rig) -> None:
     rig.wecom.per_minute = 1
-    pager = rig.start()
+    pager = rig.harness()
     pager.post("/network", notification(alertname="First", fingerprint="a"))
-    wait_for(lambda: rig.wecom.texts(), 10, "the first page")
+    pager.round()
+    assert len(rig.wecom.texts()) == 1, "the first page"
     pager.post("/network", notification(alertname="Second", fingerprint="b"))
-    wait_for(lambda: rig.wecom.refused, 10, "the robot's 45009")
-    assert rig.wecom.refused[0][0] == 45009
+    pager.round()
+    assert [code for code, _ in rig.wecom.refused] == [45009]
     row = pager.rows("SELECT d.* FROM deliveries d JOIN incidents i ON i.id = d.incident "
                      "WHERE i.alertname = 'Second'")[0]
     assert row["status"] == "pending" and row["hop"] == 0  # waits for the robot, same channel
-    wait_for(lambda: 'result="rate_limited"' in pager.get("/metrics").decode(), 10,
-             "the wait counted")
+    assert 'result="rate_limited"' in pager.get("/metrics").decode()
 
 
 def test_the_http_gateway_and_the_webhook_and_the_report_reminder(rig: Rig) -> None:
@@ -383,7 +409,7 @@ def test_the_http_gateway_and_the_webhook_and_the_report_reminder(rig: Rig) -> N
     on-call is reminded."""
     sink = Recorder()
     try:
-        config = rig.config(reports={"major": "8s", "remind_before": "5s"})
+        config = rig.config(reports={"major": "4h", "remind_before": "30m"})
         config["channels"] |= {
             "dead-voice": {"type": "http", "url": "http://127.0.0.1:9/call", "retries": 1},
             "voice": {"type": "http", "url": f"{sink.url}/voice?to=$mobile",
@@ -391,9 +417,10 @@ def test_the_http_gateway_and_the_webhook_and_the_report_reminder(rig: Rig) -> N
             "hook": {"type": "webhook", "url": f"{sink.url}/hook"}}
         config["people"]["zhang"]["channels"] = ["dead-voice", "hook"]
         config["people"]["vp"]["channels"] = ["voice"]
-        pager = rig.start(config)
+        pager = rig.harness(config)
         pager.post("/network", notification())
         pager.post("/leadership", notification())
+        pager.advance(2)  # the dead gateway's try
         hook = wait_for(lambda: [p.body for p in sink.received() if p.team == "hook"], 15,
                         "the webhook after the dead gateway")[0]
         assert hook["title"].startswith("【一级】SettlementPathDown") and \
@@ -402,9 +429,12 @@ def test_the_http_gateway_and_the_webhook_and_the_report_reminder(rig: Rig) -> N
                                   if p.team.startswith("voice")], 15, "the voice call")[0]
         assert voice["phone"] == MOBILE["vp"] and len(voice["tts"]) <= 60
         assert voice["tts"].startswith("【一级】") and "回复1确认" in voice["tts"]
-        reminder = wait_for(lambda: [p.body["text"] for p in sink.received()
-                                     if p.team == "hook" and "报告" in p.body["title"]], 15,
-                            "the report reminder")[0]
+        reported = lambda: [p.body["text"] for p in sink.received()  # noqa: E731
+                            if p.team == "hook" and "报告" in p.body["title"]]
+        pager.advance(3.5 * 3600 - 3, step=60)
+        assert reported() == []  # not before the half hour before it is due
+        pager.advance(60)
+        reminder = wait_for(reported, 15, "the report reminder")[0]
         assert "书面事件报告须于" in reminder
     finally:
         sink.close()
@@ -413,7 +443,7 @@ def test_the_http_gateway_and_the_webhook_and_the_report_reminder(rig: Rig) -> N
 # ------------------------------------------------------------------ bad input
 
 def test_bad_notifications_are_refused_and_store_nothing(rig: Rig) -> None:
-    pager = rig.start(rig.config(max_body=4096))
+    pager = rig.harness(rig.config(max_body=4096))
     assert pager.post("/network", b"{not json")[0] == 400
     assert pager.post("/network", {"status": "firing", "alerts": "no"})[0] == 400
     assert pager.post("/network", {"status": "firing", "alerts": [{"labels": 1}]})[0] == 400
@@ -432,9 +462,10 @@ def test_a_gap_in_the_rota_pages_the_team_lead_and_is_logged(rig: Rig) -> None:
     config = rig.config()
     config["teams"]["network"]["rotation"]["since"] = str(
         datetime.now(SHANGHAI).date() + timedelta(days=2))  # not begun yet
-    pager = rig.start(config)
+    pager = rig.harness(config)
     pager.post("/network", notification())
-    page = wait_for(lambda: rig.feishu.texts(), 10, "the lead's page")[0]
+    pager.round()
+    page = rig.feishu.texts()[0]  # the lead's page
     assert '<at user_id="ou_wang">王五</at>' in page
     assert "nobody is on call for network" in pager.logged()
     assert 'insmon_pager_rota_gaps{team="network"} 1.0' in pager.get("/metrics").decode()
@@ -444,19 +475,21 @@ def test_a_gap_in_the_rota_pages_the_team_lead_and_is_logged(rig: Rig) -> None:
 
 def test_when_the_watchdog_stops_the_pager_pages_network_and_server_ops_by_sms(
         rig: Rig) -> None:
-    pager = rig.start(rig.config(watchdog={"timeout": "3s"}), phone=True)
+    pager = rig.harness(rig.config(watchdog={"timeout": "10m"}), phone=True)
     watchdog = notification(alertname="Watchdog", grade="", team="")
     assert pager.post("/watchdog", watchdog)[0] == 200
-    assert pager.rows("SELECT * FROM incidents") == []
-    sms = wait_for(lambda: rig.phone.to(MOBILE["zhang"]) and rig.phone.to(MOBILE["zhao"]),
-                   20, "the watchdog page to network and server_ops")
+    pager.advance(10 * 60 - 1, step=10)
+    assert pager.rows("SELECT * FROM incidents") == []  # quiet within its timeout
+    pager.advance(1)
+    sms = pager.follow(lambda: rig.phone.to(MOBILE["zhang"]) and rig.phone.to(MOBILE["zhao"]),
+                       20, "the watchdog page to network and server_ops")
     assert "监控告警通道中断" in rig.phone.to(MOBILE["zhang"])[0]
     assert rig.wecom.texts() == []  # SMS first: the alert path itself may be down
     assert sms
     watchdog["alerts"][0]["startsAt"] = at(STARTED + timedelta(minutes=1))  # the next one
     pager.post("/watchdog", watchdog)
-    wait_for(lambda: any("已恢复" in t for t in rig.phone.to(MOBILE["zhao"])), 20,
-             "the all-clear")
+    pager.follow(lambda: any("已恢复" in t for t in rig.phone.to(MOBILE["zhao"])), 20,
+                 "the all-clear")
 
 
 # ------------------------------------------------------------------ rota and config
@@ -537,7 +570,7 @@ def test_acknowledge_all_on_a_digests_list_takes_only_what_the_list_showed(rig: 
     """A storm digest's list page, opened, then a Level I: "全部确认 · Acknowledge all"
     took every open incident of the person at the moment of the tap, the Level I they
     never saw too, and its escalation stopped."""
-    pager = rig.start()
+    pager = rig.harness()
     for n in range(5):
         assert pager.post("/network", notification(alertname=f"Storm{n}", grade="III",
                                                    fingerprint=f"s{n}"))[0] == 200
@@ -552,55 +585,57 @@ def test_acknowledge_all_on_a_digests_list_takes_only_what_the_list_showed(rig: 
 
 
 def test_ack_from_the_command_line(rig: Rig) -> None:
-    import subprocess
-
-    pager = rig.start()
+    pager = rig.harness()
     incident = json.loads(pager.post("/network", notification())[1])["incident"]
-    wait_for(lambda: rig.wecom.texts(), 10, "the page")
+    pager.round()
+    assert rig.wecom.texts(), "the page"
     done = subprocess.run([INSMON, "pager", "ack", str(incident), "--by", "wang", "-c",
                            str(pager.config_file)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    wait_for(lambda: any("王五 已确认" in t for t in rig.wecom.texts()), 10,
-             "the acknowledgement on the robot")
+    pager.follow(lambda: any("王五 已确认" in t for t in rig.wecom.texts()), 10,
+                 "the acknowledgement on the robot")
     again = subprocess.run([INSMON, "pager", "ack", str(incident), "--by", "li", "-c",
                             str(pager.config_file)], capture_output=True, text=True)
     assert again.returncode == 1 and "acknowledged already by wang" in again.stderr
 
 
 def test_a_page_right_after_the_handover_goes_to_the_next_on_call(rig: Rig) -> None:
-    import datetime as dt
-
-    beijing = dt.timezone(dt.timedelta(hours=8))
-    now = dt.datetime.now(beijing)
-    if (now + dt.timedelta(seconds=4)).date() != now.date():  # no handover across midnight
-        time.sleep(6)
-        now = dt.datetime.now(beijing)
-    handover = now + dt.timedelta(seconds=4)
+    now = datetime.now(SHANGHAI).replace(microsecond=0)
+    if (now + timedelta(minutes=1)).date() != now.date():  # no handover across midnight
+        now -= timedelta(minutes=2)  # the pager's clock starts a little earlier
+    handover = now + timedelta(minutes=1)
     config = rig.config()
     config["teams"]["network"]["rotation"] = {
         "every": "day", "handover": handover.strftime("%H:%M:%S"),
-        "since": (now - dt.timedelta(days=1)).date().isoformat(), "order": ["zhang", "li"]}
-    pager = rig.start(config)
+        "since": (now - timedelta(days=1)).date().isoformat(), "order": ["zhang", "li"]}
+    pager = rig.harness(config, wall=now.timestamp())
     pager.post("/network", notification(alertname="Before", fingerprint="a"))
-    wait_for(lambda: any("Before" in t for t in rig.wecom.texts()), 10, "张三's page")
-    time.sleep(max(0.0, (handover - dt.datetime.now(handover.tzinfo)).total_seconds()) + 0.2)
+    pager.advance(59)
+    assert any("Before" in t for t in rig.wecom.texts()), "张三's page"
+    pager.post("/network", notification(alertname="Late", fingerprint="c"))
+    pager.round()
+    assert any("Late" in t for t in rig.wecom.texts())  # a second before: still 张三's
+    pager.advance(1)  # the handover
     pager.post("/network", notification(alertname="After", fingerprint="b"))
-    wait_for(lambda: any("After" in t for t in rig.dingtalk.texts()), 10, "李四's page")
+    pager.round()
+    assert any("After" in t for t in rig.dingtalk.texts()), "李四's page"
     assert not any("After" in t for t in rig.wecom.texts())  # 张三 is off duty now
 
 
 def test_the_same_fault_raised_to_level_one_says_so_and_replaces_the_lower_incident(
         rig: Rig) -> None:
-    pager = rig.start()
+    pager = rig.harness()
     pager.post("/network", notification(grade="II", fingerprint="ii"))
-    wait_for(lambda: any("【二级】" in t for t in rig.wecom.texts()), 10, "the Level II page")
+    pager.round()
+    assert any("【二级】" in t for t in rig.wecom.texts()), "the Level II page"
     pager.post("/network", notification(grade="I", fingerprint="i"))
-    raised = wait_for(lambda: [t for t in rig.wecom.texts() if "【升级为一级】" in t], 10,
-                      "the raised page")[0]
+    pager.round()
+    [raised] = [t for t in rig.wecom.texts() if "【升级为一级】" in t]
     assert "【一级】" in raised
     [lower] = [i for i in pager.incidents() if i["grade"] == "II"]
     # closed as superseded (its page's own delivery may be recorded after that)
     assert lower["resolved"] and "superseded" in {e["what"] for e in lower["events"]}
+    pager.advance(60)
     assert not any("已恢复" in t for t in rig.wecom.texts())  # the fault is not over
 
 
@@ -610,9 +645,8 @@ def test_only_the_token_opens_resolves_or_reads_and_a_lost_store_fails_health(
     a pager whose database was deleted says so on /healthz and refuses pages (503:
     Alertmanager sends them again) rather than taking them into the void."""
     import urllib.error
-    import urllib.request
 
-    pager = rig.start()
+    pager = rig.harness()
 
     def post(path: str, body: dict, auth: dict) -> int:
         request = urllib.request.Request(pager.url + path, data=json.dumps(body).encode(),
@@ -650,7 +684,7 @@ def test_alertmanagers_watchdog_repeats_keep_the_switch_quiet_and_its_silence_pa
         rig: Rig, tmp_path: Path) -> None:
     """A real Alertmanager repeats the Watchdog with an identical body; each repeat is a
     heartbeat (they were once taken as duplicates: a false 监控告警通道中断)."""
-    pager = rig.start(rig.config(watchdog={"timeout": "12s"}), phone=True)
+    pager = rig.harness(rig.config(watchdog={"timeout": "12s"}), phone=True)
     alertmanager = Alertmanager(tmp_path / "am", pager.url, token_file=rig.token_file)
     try:
         config = yaml.safe_load(alertmanager.config_file.read_text())
@@ -659,22 +693,28 @@ def test_alertmanagers_watchdog_repeats_keep_the_switch_quiet_and_its_silence_pa
         alertmanager.config_file.write_text(yaml.safe_dump(config, sort_keys=False))
         urllib.request.urlopen(urllib.request.Request(
             f"{alertmanager.url}/-/reload", method="POST"), timeout=10).close()
-        ends = time.time() + 40
-        alertmanager.post({"labels": {"alertname": "Watchdog"}, "endsAt": time.strftime(
-            "%Y-%m-%dT%H:%M:%SZ", time.gmtime(ends))})
-        wait_for(lambda: len(pager.rows("SELECT * FROM received WHERE receiver = "
-                                        "'watchdog'")) >= 6, 60, "six Watchdog repeats")
+        alertmanager.post({"labels": {"alertname": "Watchdog"}})
+        # the pager's clock as real time passes: Alertmanager repeats on its own
+        heard = lambda: [r["at"] for r in pager.rows(  # noqa: E731
+            "SELECT at FROM received WHERE receiver = 'watchdog'")]
+        pager.follow(lambda: len(heard()) >= 4 and max(heard()) - min(heard()) > 12, 60,
+                     "Watchdog repeats over more than its timeout")
         bodies = {r["key"] for r in pager.rows("SELECT key FROM received")}
         assert len(bodies) == 1  # identical repeats, as Alertmanager sends them
-        # over three timeouts of identical repeats: never paged
+        # over a timeout of identical repeats: never paged
         assert not any(i["alertname"] == "MonitoringPathDown" for i in pager.incidents())
-        # the heartbeat stops (the alert ends): paged within the timeout and a minute
-        wait_for(lambda: time.time() > ends, 60, "the Watchdog's end")
-        silent = wait_for(lambda: [i for i in pager.incidents()
-                                   if i["alertname"] == "MonitoringPathDown"], 12 + 60,
-                          "the watchdog's page")
-        assert silent[0]["opened"] - ends <= 12 + 60
-        wait_for(lambda: rig.phone.to(MOBILE["zhang"]), 30, "the SMS of the silence")
+        # the heartbeat stops (the alerting path is down): paged within the timeout and
+        # a minute, and not before the timeout
+        alertmanager.stop()
+        last = max(heard())
+        pager.advance(last + 12 - 1 - pager.now(), step=0.5)
+        assert not any(i["alertname"] == "MonitoringPathDown" for i in pager.incidents())
+        # a second more than the timeout (the clocks are fractions of a second here, and
+        # no further: gammu-smsd sends the SMS in real time)
+        pager.advance(2)
+        silent = [i for i in pager.incidents() if i["alertname"] == "MonitoringPathDown"]
+        assert silent and silent[0]["opened"] - last <= 12 + 60
+        pager.follow(lambda: rig.phone.to(MOBILE["zhang"]), 30, "the SMS of the silence")
     finally:
         alertmanager.stop()
 
@@ -682,25 +722,27 @@ def test_alertmanagers_watchdog_repeats_keep_the_switch_quiet_and_its_silence_pa
 def test_a_firing_repeat_after_a_resolve_pages_again(rig: Rig) -> None:
     """A "resolved" that came too early (Prometheus unheard for resolve_timeout, say): the
     firing repeat that follows opens the incident again and pages, it is not dropped."""
-    pager = rig.start()
+    pager = rig.harness()
     assert pager.post("/network", notification())[0] == 200
-    wait_for(lambda: rig.wecom.texts(), 20, "the page")
+    pager.round()
+    assert rig.wecom.texts(), "the page"
     assert pager.post("/network", notification(status="resolved"))[0] == 200
-    resolved = time.monotonic()
-    wait_for(lambda: any("已恢复" in t for t in rig.wecom.texts()), 20, "the all-clear")
+    pager.round()
+    assert any("已恢复" in t for t in rig.wecom.texts()), "the all-clear"
     # Alertmanager's repeat comes a repeat_interval later; within a minute of the resolve
     # the same firing would be a late copy of the one before it (the HA peer's)
-    time.sleep(max(0.0, resolved + RETRY_WINDOW + 1 - time.monotonic()))
+    pager.advance(RETRY_WINDOW + 1)
     assert pager.post("/network", notification())[0] == 200
-    wait_for(lambda: len([i for i in pager.incidents() if i["resolved"] is None]) == 1, 10,
-             "the incident open again")
-    wait_for(lambda: sum("【一级】" in t and "已恢复" not in t for t in rig.wecom.texts()) == 2,
-             20, "the second page")
+    assert len([i for i in pager.incidents() if i["resolved"] is None]) == 1, \
+        "the incident open again"
+    pager.round()
+    assert sum("【一级】" in t and "已恢复" not in t for t in rig.wecom.texts()) == 2, \
+        "the second page"
 
 
 def test_a_group_of_5000_alerts_is_taken_and_a_storm_is_shown_whole_within_robot_limits(
         rig: Rig) -> None:
-    pager = rig.start()
+    pager = rig.harness()
     big = notification(alertname="LinkFlapping", grade="III")
     big["alerts"] = [{**big["alerts"][0], "labels": {**big["alerts"][0]["labels"],
                                                     "instance": f"kiosk-{i:04d}"},
@@ -715,8 +757,9 @@ def test_a_group_of_5000_alerts_is_taken_and_a_storm_is_shown_whole_within_robot
         storm = notification(alertname=f"Storm{i:02d}", grade="III", fingerprint=f"s{i}")
         storm["commonAnnotations"]["description"] = "存储 IO 延迟升高 " * 20
         pager.post("/network", storm)
-    wait_for(lambda: all(any(named(t, f"Storm{i:02d}") for t in rig.wecom.texts())
-                         for i in range(60)), 60, "every storm page on the robot")
+        pager.advance(0.1, step=0.1)  # a few seconds in all, as Alertmanager sends them
+    pager.advance(60)
+    assert all(any(named(t, f"Storm{i:02d}") for t in rig.wecom.texts()) for i in range(60))
     assert rig.wecom.refused == []  # never over its size, never over its rate
     assert len(rig.wecom.texts()) <= 20
     for i in range(60):  # each page once, as itself or a line of a storm's digest
@@ -816,12 +859,12 @@ def test_wecoms_at_by_mobile_counts_against_the_robots_minute(rig: Rig) -> None:
     config = rig.config()
     del config["people"]["zhang"]["wecom"]
     config["people"]["zhang"]["channels"] = ["wecom"]
-    pager = rig.start(config)
+    pager = rig.harness(config)
     for i in range(25):
         pager.post("/network", notification(alertname=f"Storm{i:02d}", grade="III",
                                             fingerprint=f"s{i}"))
-        time.sleep(0.2)
-    wait_for(lambda: all(any(named(t, f"Storm{i:02d}") for t in rig.wecom.texts())
-                         for i in range(25)), 60, "every page on the robot")
+        pager.advance(0.2, step=0.2)
+    pager.advance(2 * 60)
+    assert all(any(named(t, f"Storm{i:02d}") for t in rig.wecom.texts()) for i in range(25))
     assert rig.wecom.refused == []
     assert 'result="rate_limited"' not in pager.get("/metrics").decode()

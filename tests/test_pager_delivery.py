@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from ops.stack import wait_for
 from pager import channels
 from pager.channels import Message, fit
 from pager.clock import Clock
@@ -27,6 +25,7 @@ from pager.config import PagerConfig
 from pager.delivery import Metrics, Worker
 from pager.engine import Engine
 from pager.store import Store
+from tests.pager_harness import MovedClock
 from tests.pager_rig import MailServer, Phone
 from tests.robots import DingTalkRobot, FeishuRobot, WeComRobot
 
@@ -59,9 +58,12 @@ def desk_config(**changes: object) -> dict:
     return config
 
 
-class Desk:
+class Desk(MovedClock):
     """One pager's engine and worker in this process: a real store, a clock the test
-    moves, and `send` (by default: every channel takes everything, recorded)."""
+    moves, and `send` (by default: every channel takes everything, recorded).
+    `advance` (here `run`) and `follow`: tests/pager_harness.py's."""
+
+    run = MovedClock.advance
 
     def __init__(self, directory: Path, config: dict, send: Callable | None = None,
                  **worker: object) -> None:
@@ -92,25 +94,6 @@ class Desk:
                             "startsAt": "2026-09-01T00:00:00Z",
                             "fingerprint": f"{site}{alertname}{grade}"}]}
         return self.engine.intake(team, json.dumps(body).encode()).incident
-
-    def run(self, seconds: float, step: float = 1.0) -> None:
-        for _ in range(round(seconds / step)):
-            self.mono += step
-            self.wall += step
-            self.worker.round()
-
-    def follow(self, probe: Callable[[], object], seconds: float, what: str) -> object:
-        """Rounds on the pager's clock moved as real time passes, until `probe` holds:
-        for the real far ends (gammu-smsd) that act in real time."""
-        last = time.monotonic()
-
-        def step() -> object:
-            nonlocal last
-            now = time.monotonic()
-            self.mono, self.wall, last = self.mono + now - last, self.wall + now - last, now
-            self.worker.round()
-            return probe()
-        return wait_for(step, seconds, what)
 
     def rows(self, sql: str, args: tuple = ()) -> list:
         return self.store.query(sql, args)
