@@ -5,6 +5,7 @@ and the benchmarks."""
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import shutil
 import socket
@@ -23,6 +24,7 @@ import yaml
 from alert_rules import DIR as RULES
 from alert_rules import NOT_FAULTS
 from ops.history import PrometheusAPI
+from vocabulary import parse_duration
 
 INSMON = [sys.executable, "-m", "monitor"]
 
@@ -148,6 +150,28 @@ class Alertmanager(Server):
     def faults(self) -> list[dict]:
         """Its alerts but the heartbeat and the calendar's hours: what is actually wrong."""
         return [a for a in self.alerts() if a["labels"].get("alertname") not in NOT_FAULTS]
+
+
+# An alert's `for:` (how long its condition must hold) and `keep_firing_for:` (how long it
+# stays after): the lines a test copy of the rules scales.
+_HOLDS = re.compile(r"^(\s*(?:for|keep_firing_for):\s*)(\S+)(\s*(?:#.*)?)$", re.MULTILINE)
+
+
+def hastened_rules(text: str, factor: float) -> str:
+    """A test copy of alert_rules/alerts.yml (its `text`, read at test time: never a copy
+    kept by hand) with every `for:` and `keep_firing_for:` divided by `factor`, one second
+    at the least; expressions, windows, labels and routing as shipped. For a chain test
+    that proves who is paged for what, not how long a rule waits: the shipped durations
+    are proven by promtool (tests/test_alert_rules.py)."""
+    assert factor >= 1, factor
+
+    def scaled(match: re.Match) -> str:
+        held = parse_duration(match[2])
+        assert isinstance(held, float), match[0]
+        ms = max(1000, round(held * 1000 / factor))  # Prometheus takes whole units
+        return f"{match[1]}{f'{ms // 1000}s' if ms % 1000 == 0 else f'{ms}ms'}{match[3]}"
+
+    return _HOLDS.sub(scaled, text)
 
 
 def alerting_config(workdir: Path, targets: list[str], site: str, alertmanager: str,
