@@ -16,6 +16,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 
@@ -175,14 +176,18 @@ def hastened_rules(text: str, factor: float) -> str:
 
 
 def alerting_config(workdir: Path, targets: list[str], site: str, alertmanager: str,
-                    interval: str | None = "1s", external_labels: dict | None = None) -> dict:
+                    interval: str | None = "1s", external_labels: dict | None = None,
+                    hasten: float = 1) -> dict:
     """A Prometheus config that scrapes insmon at `targets` (with `site`), evaluates the
     project's rules (copied into `workdir`) and alerts `alertmanager`. interval None: the
     shipped production timings (alert_rules/prometheus.yml). `external_labels` go on every
-    alert it sends (a drill's drill="true")."""
+    alert it sends (a drill's drill="true"). `hasten` above 1: a test's copy of the rules,
+    every `for:` and `keep_firing_for:` (hastened_rules) and the CPU's average
+    (hastened_average) that many times shorter."""
     workdir.mkdir(parents=True, exist_ok=True)
-    for name in ("recording.yml", "alerts.yml"):
-        shutil.copy(RULES / name, workdir / name)
+    for name, hastened in (("recording.yml", hastened_average), ("alerts.yml", hastened_rules)):
+        text = (RULES / name).read_text()
+        (workdir / name).write_text(hastened(text, hasten) if hasten != 1 else text)
     shipped = yaml.safe_load((RULES / "prometheus.yml").read_text())
     job = next(j for j in shipped["scrape_configs"] if j["job_name"] == "insmon")
     return {
@@ -196,6 +201,26 @@ def alerting_config(workdir: Path, targets: list[str], site: str, alertmanager: 
             {"targets": targets, "labels": {"site": site}}],
             **({} if interval else {"scrape_interval": job["scrape_interval"]})}],
     }
+
+
+# A range window in a recording rule: in alert_rules/recording.yml only the CPU's average.
+_WINDOW = re.compile(r"\[(\d+[smh])\]")
+
+
+def hastened_average(text: str, factor: float) -> str:
+    """A test copy of alert_rules/recording.yml (its `text`, read at test time) with its
+    range windows divided by `factor`: the one there is the 2-minute CPU average that
+    CpuSaturated and CpuHigh read, which a CPU drill must otherwise burn two minutes to
+    fill. What the average and its thresholds mean is promtool's to prove
+    (tests/test_alert_rules.py); a drill proves the real counters and the alert path."""
+    assert factor >= 1, factor
+
+    def scaled(match: re.Match) -> str:
+        window = parse_duration(match[1])
+        assert isinstance(window, float), match[0]
+        return f"[{max(1000, round(window * 1000 / factor))}ms]"
+
+    return _WINDOW.sub(scaled, text)
 
 
 class Victoria(Server):
@@ -212,21 +237,33 @@ class Victoria(Server):
 
 
 class Prometheus(Server):
-    """A real Prometheus on a loopback port with `config` (written into `workdir`)."""
+    """A real Prometheus on a loopback port with `config` (written into `workdir`) and
+    further command-line `flags`."""
 
-    def __init__(self, workdir: Path, config: dict) -> None:
+    def __init__(self, workdir: Path, config: dict, flags: tuple[str, ...] = ()) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
         self.port = free_port()
         super().__init__(workdir, "prometheus", [
             "prometheus", f"--config.file={workdir / 'prometheus.yml'}",
             f"--storage.tsdb.path={workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
+            f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn", *flags],
             f"http://127.0.0.1:{self.port}", "/-/ready")
 
     def query(self, expr: str) -> list[dict]:
         """An instant query, now."""
         return PrometheusAPI(self.url, timeout=10).query(expr, time.time())
+
+    def evaluated(self, group: str) -> float:
+        """When it last evaluated the rule group named `group` (Unix time; 0: not yet)."""
+        with urllib.request.urlopen(f"{self.url}/api/v1/rules", timeout=10) as answer:
+            groups = json.load(answer)["data"]["groups"]
+        [last] = [g["lastEvaluation"] for g in groups if g["name"] == group]
+        if last.startswith("0001-"):
+            return 0.0
+        # RFC 3339 with nanoseconds: Python's datetime takes microseconds
+        day, _, fraction = last.removesuffix("Z").partition(".")
+        return datetime.fromisoformat(f"{day}.{(fraction + '000000')[:6]}+00:00").timestamp()
 
     def alertmanagers(self) -> list[str]:
         """The Alertmanagers Prometheus has found: until then, an alert it fires is dropped
@@ -275,12 +312,16 @@ class Chain(NamedTuple):
 def alert_chain(workdir: Path, insmon_config: str, port: int, site: str,
                 webhook_url: str | tuple[str, ...],
                 interval: str | None = "1s", external_labels: dict | None = None,
-                pager: str | None = None, token_file: Path | None = None) -> Iterator[Chain]:
+                pager: str | None = None, token_file: Path | None = None,
+                hasten: float = 1) -> Iterator[Chain]:
     """insmon (listening on `port`), Alertmanager paging `webhook_url` with the token of
     `token_file` (and a drill's pages also to the insmon pager at `pager`), and
     Prometheus scraping the one and
     alerting the other (see `alerting_config`), until the settlement path shows up; all
-    stopped on the way out."""
+    stopped on the way out. `hasten` above 1: a test's chain, its rules' holds that many
+    times shorter (alerting_config), and so Prometheus's resending of firing alerts (a
+    minute as shipped; the first Watchdog, sent before it has found Alertmanager, is
+    lost and comes again only then)."""
     started: list = []
     try:
         started.append(Insmon(workdir / "insmon", insmon_config))
@@ -289,7 +330,8 @@ def alert_chain(workdir: Path, insmon_config: str, port: int, site: str,
         started.append(manager)
         prometheus = Prometheus(workdir / "prometheus", alerting_config(
             workdir / "prometheus", [f"127.0.0.1:{port}"], site, manager.url, interval,
-            external_labels))
+            external_labels, hasten), flags=() if hasten == 1 else (
+                f"--rules.alert.resend-delay={round(60_000 / hasten)}ms",))
         started.append(prometheus)
         wait_for(lambda: prometheus.query("site:insmon_settlement_path:up == 1"), 60,
                  "Prometheus to see the settlement path up")

@@ -4,6 +4,11 @@ Alertmanager, every receiver pointing at the test's own webhook server.
 The verdict table must match what the receivers actually got; only the drill receiver
 may get anything; after the drill the chain was healthy, no alert fired, and the lab is
 gone (namespace, links, tmpfs mount, processes).
+
+Every drill here runs on a test copy of the rules made from alert_rules/ at test time,
+its `for:`, `keep_firing_for:` and CPU average HASTEN times shorter (tests/conftest.py):
+the grades, teams, people and resolution are the drill's to prove, the shipped durations
+promtool's (tests/test_alert_rules.py).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from ops import drill
 from ops.recorder import Recorder
 from ops.stack import RULES
 from probes import cpu
-from tests.conftest import INSMON, host_cpu, wait_for
+from tests.conftest import HASTEN, INSMON, host_cpu, wait_for
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -107,9 +112,10 @@ def drill_scenario(name: str, tmp_path: Path) -> None:
         if scenario.host_cpu:  # it burns this host's CPU: never beside another's figures
             with host_cpu(exclusive=True):
                 report = drill.run(scenario, tmp_path, log=lambda line: None,
-                                   recorder=recorder)
+                                   recorder=recorder, hasten=HASTEN)
         else:
-            report = drill.run(scenario, tmp_path, log=lambda line: None, recorder=recorder)
+            report = drill.run(scenario, tmp_path, log=lambda line: None, recorder=recorder,
+                               hasten=HASTEN)
         assert_matches_receivers(report, recorder, scenario)
         assert {r.alert for r in report.rows} == {e.alert for e in scenario.expected}
         print(f"\n{name}: fault to page per team, seconds:", report.team_paged_after)
@@ -131,7 +137,7 @@ def test_the_platform_rejecting_every_transaction_pages_the_agency_first(
     recorder = Recorder()
     try:
         report = drill.run(drill.SCENARIOS["platform-rejects"], tmp_path,
-                           log=lambda line: None, recorder=recorder)
+                           log=lambda line: None, recorder=recorder, hasten=HASTEN)
         [row] = report.rows
         assert (row.alert, row.verdict) == ("SettlementImpossible", "PASS")
         teams = {"insurance_agency", "network"} | (
@@ -202,6 +208,9 @@ def test_cpu_saturation(tmp_path: Path) -> None:
     """The last drill here, the one on this host's own CPU: it holds the host's CPU alone
     (the end-to-end tests wait, or are done by then; the other drills and tests read a
     simulated CPU, so its burners cannot page them).
+
+    Hastened (HASTEN), the CPU average it fills is 40 s, not the shipped 2 minutes, and
+    `for: 1m` 20 s: it holds the host for about a minute, not four.
 
     It needs this host calm before its fault and once it heals. On a host kept busy by
     other work (make test-under-load) the CPU alerts fire without the drill, which can
