@@ -164,8 +164,7 @@ def test_ctrl_c_leaves_no_fault_behind(tmp_path: Path) -> None:
         ns = f"insmon-agency-{proc.pid}"
         assert ns in subprocess.run(["ip", "netns", "list"], capture_output=True,
                                     text=True).stdout
-        time.sleep(2)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGINT)  # with the fault made
         _, stderr = proc.communicate(timeout=90)
     finally:
         if proc.poll() is None:
