@@ -26,9 +26,10 @@ import yaml
 
 from ops import drill
 from ops.recorder import Recorder
-from ops.stack import RULES
+from ops.stack import RULES, alerting_config
 from probes import cpu
 from tests.conftest import HASTEN, INSMON, host_cpu, wait_for
+from vocabulary import parse_duration
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -226,3 +227,42 @@ def test_cpu_saturation(tmp_path: Path) -> None:
         why = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
         pytest.skip(f"this host is busy with other work ({usage:.0%} of its CPU without the "
                     f"drill's burners): the CPU saturation drill cannot run here ({why})")
+
+
+def test_the_tests_chain_runs_the_shipped_rules_with_shorter_holds(tmp_path: Path) -> None:
+    """The hastened copy (HASTEN) the drills and end-to-end tests run is made from
+    alert_rules/ at test time: the same alerts, expressions (the CPU average's window
+    aside), grades and teams, only `for:` and `keep_firing_for:` shorter; Prometheus takes
+    it; and unhastened, the copy is the shipped file byte for byte."""
+    shipped = {name: yaml.safe_load((RULES / name).read_text())
+               for name in ("alerts.yml", "recording.yml")}
+    alerting_config(tmp_path / "as-shipped", ["127.0.0.1:1"], "s", "127.0.0.1:2")
+    for name in shipped:
+        assert (tmp_path / "as-shipped" / name).read_bytes() == (RULES / name).read_bytes()
+
+    config = alerting_config(tmp_path / "hastened", ["127.0.0.1:1"], "s", "127.0.0.1:2",
+                             interval=None, hasten=HASTEN)
+    assert parse_duration(config["global"]["evaluation_interval"]) == pytest.approx(
+        5 / HASTEN, abs=0.001)
+    hastened = {name: yaml.safe_load((tmp_path / "hastened" / name).read_text())
+                for name in shipped}
+    rules = [(a, b) for name in shipped for ga, gb in zip(
+        shipped[name]["groups"], hastened[name]["groups"], strict=True)
+        for a, b in zip(ga["rules"], gb["rules"], strict=True)]
+    for ours, test in rules:
+        assert {k: v for k, v in test.items() if k not in ("for", "keep_firing_for", "expr")
+                } == {k: v for k, v in ours.items() if k not in ("for", "keep_firing_for",
+                                                                 "expr")}
+        for hold in ("for", "keep_firing_for"):
+            if hold in ours:
+                assert parse_duration(test[hold]) == pytest.approx(
+                    max(1.0, parse_duration(ours[hold]) / HASTEN), abs=0.001)
+        if test.get("record") == "instance:insmon_cpu_usage:avg2m":
+            assert test["expr"] == ours["expr"].replace(
+                "[2m]", f"[{round(120_000 / HASTEN)}ms]")
+        else:
+            assert test["expr"] == ours["expr"]
+    checked = subprocess.run(["promtool", "check", "rules",
+                              *(str(tmp_path / "hastened" / name) for name in shipped)],
+                             capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
