@@ -191,11 +191,14 @@ def alerting_config(workdir: Path, targets: list[str], site: str, alertmanager: 
         (workdir / name).write_text(hastened(text, hasten) if hasten != 1 else text)
     shipped = yaml.safe_load((RULES / "prometheus.yml").read_text())
     job = next(j for j in shipped["scrape_configs"] if j["job_name"] == "insmon")
-    evaluation = parse_duration(interval or shipped["global"]["evaluation_interval"])
-    assert isinstance(evaluation, float)
+    evaluation = interval or shipped["global"]["evaluation_interval"]
+    if hasten != 1:
+        seconds = parse_duration(evaluation)
+        assert isinstance(seconds, float)
+        evaluation = f"{round(seconds * 1000 / hasten)}ms"
     return {
         "global": {"scrape_interval": interval or shipped["global"]["scrape_interval"],
-                   "evaluation_interval": f"{round(evaluation * 1000 / hasten)}ms",
+                   "evaluation_interval": evaluation,
                    **({"external_labels": external_labels} if external_labels else {})},
         "rule_files": ["recording.yml", "alerts.yml"],
         "alerting": {"alertmanagers": [{"static_configs": [
