@@ -5,6 +5,7 @@ and the benchmarks."""
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import shutil
 import socket
@@ -15,6 +16,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 
@@ -23,6 +25,7 @@ import yaml
 from alert_rules import DIR as RULES
 from alert_rules import NOT_FAULTS
 from ops.history import PrometheusAPI
+from vocabulary import parse_duration
 
 INSMON = [sys.executable, "-m", "monitor"]
 
@@ -150,20 +153,52 @@ class Alertmanager(Server):
         return [a for a in self.alerts() if a["labels"].get("alertname") not in NOT_FAULTS]
 
 
+# An alert's `for:` (how long its condition must hold) and `keep_firing_for:` (how long it
+# stays after): the lines a test copy of the rules scales.
+_HOLDS = re.compile(r"^(\s*(?:for|keep_firing_for):\s*)(\S+)(\s*(?:#.*)?)$", re.MULTILINE)
+
+
+def hastened_rules(text: str, factor: float) -> str:
+    """A test copy of alert_rules/alerts.yml (its `text`, read at test time: never a copy
+    kept by hand) with every `for:` and `keep_firing_for:` divided by `factor`, one second
+    at the least; expressions, windows, labels and routing as shipped. For a chain test
+    that proves who is paged for what, not how long a rule waits: the shipped durations
+    are proven by promtool (tests/test_alert_rules.py)."""
+    assert factor >= 1, factor
+
+    def scaled(match: re.Match) -> str:
+        held = parse_duration(match[2])
+        assert isinstance(held, float), match[0]
+        ms = max(1000, round(held * 1000 / factor))  # Prometheus takes whole units
+        return f"{match[1]}{f'{ms // 1000}s' if ms % 1000 == 0 else f'{ms}ms'}{match[3]}"
+
+    return _HOLDS.sub(scaled, text)
+
+
 def alerting_config(workdir: Path, targets: list[str], site: str, alertmanager: str,
-                    interval: str | None = "1s", external_labels: dict | None = None) -> dict:
+                    interval: str | None = "1s", external_labels: dict | None = None,
+                    hasten: float = 1) -> dict:
     """A Prometheus config that scrapes insmon at `targets` (with `site`), evaluates the
     project's rules (copied into `workdir`) and alerts `alertmanager`. interval None: the
     shipped production timings (alert_rules/prometheus.yml). `external_labels` go on every
-    alert it sends (a drill's drill="true")."""
+    alert it sends (a drill's drill="true"). `hasten` above 1: a test's copy of the rules,
+    every `for:` and `keep_firing_for:` (hastened_rules) and the CPU's average
+    (hastened_average) that many times shorter, and the evaluation interval of the rule
+    groups without their own (the settlement chain's 2 s stays)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    for name in ("recording.yml", "alerts.yml"):
-        shutil.copy(RULES / name, workdir / name)
+    for name, hastened in (("recording.yml", hastened_average), ("alerts.yml", hastened_rules)):
+        text = (RULES / name).read_text()
+        (workdir / name).write_text(hastened(text, hasten) if hasten != 1 else text)
     shipped = yaml.safe_load((RULES / "prometheus.yml").read_text())
     job = next(j for j in shipped["scrape_configs"] if j["job_name"] == "insmon")
+    evaluation = interval or shipped["global"]["evaluation_interval"]
+    if hasten != 1:
+        seconds = parse_duration(evaluation)
+        assert isinstance(seconds, float)
+        evaluation = f"{round(seconds * 1000 / hasten)}ms"
     return {
         "global": {"scrape_interval": interval or shipped["global"]["scrape_interval"],
-                   "evaluation_interval": interval or shipped["global"]["evaluation_interval"],
+                   "evaluation_interval": evaluation,
                    **({"external_labels": external_labels} if external_labels else {})},
         "rule_files": ["recording.yml", "alerts.yml"],
         "alerting": {"alertmanagers": [{"static_configs": [
@@ -172,6 +207,26 @@ def alerting_config(workdir: Path, targets: list[str], site: str, alertmanager: 
             {"targets": targets, "labels": {"site": site}}],
             **({} if interval else {"scrape_interval": job["scrape_interval"]})}],
     }
+
+
+# A range window in a recording rule: in alert_rules/recording.yml only the CPU's average.
+_WINDOW = re.compile(r"\[(\d+[smh])\]")
+
+
+def hastened_average(text: str, factor: float) -> str:
+    """A test copy of alert_rules/recording.yml (its `text`, read at test time) with its
+    range windows divided by `factor`: the one there is the 2-minute CPU average that
+    CpuSaturated and CpuHigh read, which a CPU drill must otherwise burn two minutes to
+    fill. What the average and its thresholds mean is promtool's to prove
+    (tests/test_alert_rules.py); a drill proves the real counters and the alert path."""
+    assert factor >= 1, factor
+
+    def scaled(match: re.Match) -> str:
+        window = parse_duration(match[1])
+        assert isinstance(window, float), match[0]
+        return f"[{max(1000, round(window * 1000 / factor))}ms]"
+
+    return _WINDOW.sub(scaled, text)
 
 
 class Victoria(Server):
@@ -188,21 +243,33 @@ class Victoria(Server):
 
 
 class Prometheus(Server):
-    """A real Prometheus on a loopback port with `config` (written into `workdir`)."""
+    """A real Prometheus on a loopback port with `config` (written into `workdir`) and
+    further command-line `flags`."""
 
-    def __init__(self, workdir: Path, config: dict) -> None:
+    def __init__(self, workdir: Path, config: dict, flags: tuple[str, ...] = ()) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
         self.port = free_port()
         super().__init__(workdir, "prometheus", [
             "prometheus", f"--config.file={workdir / 'prometheus.yml'}",
             f"--storage.tsdb.path={workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
+            f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn", *flags],
             f"http://127.0.0.1:{self.port}", "/-/ready")
 
     def query(self, expr: str) -> list[dict]:
         """An instant query, now."""
         return PrometheusAPI(self.url, timeout=10).query(expr, time.time())
+
+    def evaluated(self, group: str) -> float:
+        """When it last evaluated the rule group named `group` (Unix time; 0: not yet)."""
+        with urllib.request.urlopen(f"{self.url}/api/v1/rules", timeout=10) as answer:
+            groups = json.load(answer)["data"]["groups"]
+        [last] = [g["lastEvaluation"] for g in groups if g["name"] == group]
+        if last.startswith("0001-"):
+            return 0.0
+        # RFC 3339 with nanoseconds: Python's datetime takes microseconds
+        day, _, fraction = last.removesuffix("Z").partition(".")
+        return datetime.fromisoformat(f"{day}.{(fraction + '000000')[:6]}+00:00").timestamp()
 
     def alertmanagers(self) -> list[str]:
         """The Alertmanagers Prometheus has found: until then, an alert it fires is dropped
@@ -251,12 +318,16 @@ class Chain(NamedTuple):
 def alert_chain(workdir: Path, insmon_config: str, port: int, site: str,
                 webhook_url: str | tuple[str, ...],
                 interval: str | None = "1s", external_labels: dict | None = None,
-                pager: str | None = None, token_file: Path | None = None) -> Iterator[Chain]:
+                pager: str | None = None, token_file: Path | None = None,
+                hasten: float = 1) -> Iterator[Chain]:
     """insmon (listening on `port`), Alertmanager paging `webhook_url` with the token of
     `token_file` (and a drill's pages also to the insmon pager at `pager`), and
     Prometheus scraping the one and
     alerting the other (see `alerting_config`), until the settlement path shows up; all
-    stopped on the way out."""
+    stopped on the way out. `hasten` above 1: a test's chain, its rules' holds that many
+    times shorter (alerting_config), and so Prometheus's resending of firing alerts (a
+    minute as shipped; the first Watchdog, sent before it has found Alertmanager, is
+    lost and comes again only then)."""
     started: list = []
     try:
         started.append(Insmon(workdir / "insmon", insmon_config))
@@ -265,7 +336,8 @@ def alert_chain(workdir: Path, insmon_config: str, port: int, site: str,
         started.append(manager)
         prometheus = Prometheus(workdir / "prometheus", alerting_config(
             workdir / "prometheus", [f"127.0.0.1:{port}"], site, manager.url, interval,
-            external_labels))
+            external_labels, hasten), flags=() if hasten == 1 else (
+                f"--rules.alert.resend-delay={round(60_000 / hasten)}ms",))
         started.append(prometheus)
         wait_for(lambda: prometheus.query("site:insmon_settlement_path:up == 1"), 60,
                  "Prometheus to see the settlement path up")

@@ -4,6 +4,11 @@ Alertmanager, every receiver pointing at the test's own webhook server.
 The verdict table must match what the receivers actually got; only the drill receiver
 may get anything; after the drill the chain was healthy, no alert fired, and the lab is
 gone (namespace, links, tmpfs mount, processes).
+
+Every drill here runs on a test copy of the rules made from alert_rules/ at test time,
+its `for:`, `keep_firing_for:` and CPU average HASTEN times shorter (tests/conftest.py):
+the grades, teams, people and resolution are the drill's to prove, the shipped durations
+promtool's (tests/test_alert_rules.py).
 """
 
 from __future__ import annotations
@@ -21,9 +26,10 @@ import yaml
 
 from ops import drill
 from ops.recorder import Recorder
-from ops.stack import RULES
+from ops.stack import RULES, alerting_config
 from probes import cpu
-from tests.conftest import INSMON, host_cpu, wait_for
+from tests.conftest import HASTEN, INSMON, host_cpu, wait_for
+from vocabulary import parse_duration
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -107,9 +113,10 @@ def drill_scenario(name: str, tmp_path: Path) -> None:
         if scenario.host_cpu:  # it burns this host's CPU: never beside another's figures
             with host_cpu(exclusive=True):
                 report = drill.run(scenario, tmp_path, log=lambda line: None,
-                                   recorder=recorder)
+                                   recorder=recorder, hasten=HASTEN)
         else:
-            report = drill.run(scenario, tmp_path, log=lambda line: None, recorder=recorder)
+            report = drill.run(scenario, tmp_path, log=lambda line: None, recorder=recorder,
+                               hasten=HASTEN)
         assert_matches_receivers(report, recorder, scenario)
         assert {r.alert for r in report.rows} == {e.alert for e in scenario.expected}
         print(f"\n{name}: fault to page per team, seconds:", report.team_paged_after)
@@ -131,7 +138,7 @@ def test_the_platform_rejecting_every_transaction_pages_the_agency_first(
     recorder = Recorder()
     try:
         report = drill.run(drill.SCENARIOS["platform-rejects"], tmp_path,
-                           log=lambda line: None, recorder=recorder)
+                           log=lambda line: None, recorder=recorder, hasten=HASTEN)
         [row] = report.rows
         assert (row.alert, row.verdict) == ("SettlementImpossible", "PASS")
         teams = {"insurance_agency", "network"} | (
@@ -158,8 +165,7 @@ def test_ctrl_c_leaves_no_fault_behind(tmp_path: Path) -> None:
         ns = f"insmon-agency-{proc.pid}"
         assert ns in subprocess.run(["ip", "netns", "list"], capture_output=True,
                                     text=True).stdout
-        time.sleep(2)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGINT)  # with the fault made
         _, stderr = proc.communicate(timeout=90)
     finally:
         if proc.poll() is None:
@@ -203,6 +209,9 @@ def test_cpu_saturation(tmp_path: Path) -> None:
     (the end-to-end tests wait, or are done by then; the other drills and tests read a
     simulated CPU, so its burners cannot page them).
 
+    Hastened (HASTEN), the CPU average it fills is 40 s, not the shipped 2 minutes, and
+    `for: 1m` 20 s: it holds the host for about a minute, not four.
+
     It needs this host calm before its fault and once it heals. On a host kept busy by
     other work (make test-under-load) the CPU alerts fire without the drill, which can
     show neither: a failure then is skipped, saying so, if the host is still that busy
@@ -218,3 +227,42 @@ def test_cpu_saturation(tmp_path: Path) -> None:
         why = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
         pytest.skip(f"this host is busy with other work ({usage:.0%} of its CPU without the "
                     f"drill's burners): the CPU saturation drill cannot run here ({why})")
+
+
+def test_the_tests_chain_runs_the_shipped_rules_with_shorter_holds(tmp_path: Path) -> None:
+    """The hastened copy (HASTEN) the drills and end-to-end tests run is made from
+    alert_rules/ at test time: the same alerts, expressions (the CPU average's window
+    aside), grades and teams, only `for:` and `keep_firing_for:` shorter; Prometheus takes
+    it; and unhastened, the copy is the shipped file byte for byte."""
+    shipped = {name: yaml.safe_load((RULES / name).read_text())
+               for name in ("alerts.yml", "recording.yml")}
+    alerting_config(tmp_path / "as-shipped", ["127.0.0.1:1"], "s", "127.0.0.1:2")
+    for name in shipped:
+        assert (tmp_path / "as-shipped" / name).read_bytes() == (RULES / name).read_bytes()
+
+    config = alerting_config(tmp_path / "hastened", ["127.0.0.1:1"], "s", "127.0.0.1:2",
+                             interval=None, hasten=HASTEN)
+    assert parse_duration(config["global"]["evaluation_interval"]) == pytest.approx(
+        5 / HASTEN, abs=0.001)
+    hastened = {name: yaml.safe_load((tmp_path / "hastened" / name).read_text())
+                for name in shipped}
+    rules = [(a, b) for name in shipped for ga, gb in zip(
+        shipped[name]["groups"], hastened[name]["groups"], strict=True)
+        for a, b in zip(ga["rules"], gb["rules"], strict=True)]
+    for ours, test in rules:
+        assert {k: v for k, v in test.items() if k not in ("for", "keep_firing_for", "expr")
+                } == {k: v for k, v in ours.items() if k not in ("for", "keep_firing_for",
+                                                                 "expr")}
+        for hold in ("for", "keep_firing_for"):
+            if hold in ours:
+                assert parse_duration(test[hold]) == pytest.approx(
+                    max(1.0, parse_duration(ours[hold]) / HASTEN), abs=0.001)
+        if test.get("record") == "instance:insmon_cpu_usage:avg2m":
+            assert test["expr"] == ours["expr"].replace(
+                "[2m]", f"[{round(120_000 / HASTEN)}ms]")
+        else:
+            assert test["expr"] == ours["expr"]
+    checked = subprocess.run(["promtool", "check", "rules",
+                              *(str(tmp_path / "hastened" / name) for name in shipped)],
+                             capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
