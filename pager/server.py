@@ -39,10 +39,11 @@ from prometheus_client.core import (
     HistogramMetricFamily,
 )
 
-from pager import audit, pair
+from pager import audit, pair, records
 from pager.engine import BadNotification, Engine
 from pager.keys import Secrets
 from pager.messages import when
+from pager.records import Incident, Status
 from pager.store import StoreError
 from vocabulary import GRADE_ZH
 
@@ -68,20 +69,16 @@ class StoreCollector:
         open_ = GaugeMetricFamily("insmon_pager_open_incidents", "Incidents not resolved, "
                                   "by grade and whether somebody acknowledged",
                                   labels=["grade", "acknowledged"])
-        for row in store.query("SELECT grade, acked IS NOT NULL AS acked, count(*) AS n FROM "
-                               "incidents WHERE resolved IS NULL AND drill = 0 "
-                               "GROUP BY grade, acked IS NOT NULL"):
-            open_.add_metric([row["grade"], "true" if row["acked"] else "false"], row["n"])
+        for grade, acked, n in records.open_by_grade(store):
+            open_.add_metric([grade, "true" if acked else "false"], n)
         yield open_
         pending = GaugeMetricFamily("insmon_pager_pending_deliveries",
                                     "Messages waiting to be sent (retry, rate limit, new)")
-        pending.add_metric([], store.query("SELECT count(*) AS n FROM deliveries WHERE "
-                                           "status = 'pending'")[0]["n"])
+        pending.add_metric([], records.count_deliveries(store, Status.PENDING))
         yield pending
         failed = GaugeMetricFamily("insmon_pager_failed_deliveries",
                                    "Messages that failed on every channel of the person")
-        failed.add_metric([], store.query("SELECT count(*) AS n FROM deliveries WHERE "
-                                          "status = 'failed'")[0]["n"])
+        failed.add_metric([], records.count_deliveries(store, Status.FAILED))
         yield failed
         errors = CounterMetricFamily("insmon_pager_errors", "Decisions and delivery rounds "
                                      "that failed and were set aside or retried (see the log)")
@@ -89,7 +86,7 @@ class StoreCollector:
         yield errors
         seen = GaugeMetricFamily("insmon_pager_watchdog_last_seen_timestamp_seconds",
                                  "When the Watchdog alert last arrived through Alertmanager")
-        seen.add_metric([], float(store.get("watchdog_seen") or 0))
+        seen.add_metric([], float(records.state(store, "watchdog_seen") or 0))
         yield seen
         gaps = GaugeMetricFamily("insmon_pager_rota_gaps", "Pages that found nobody on call "
                                  "since the pager started (the team lead was paged)",
@@ -118,11 +115,8 @@ class StoreCollector:
             "insmon_pager_ack_seconds", "From the first page to the acknowledgement, by "
             "grade and owning team", labels=["grade", "team"])
         groups: dict[tuple[str, str], list[float]] = {}
-        for row in self.engine.store.query(
-                "SELECT grade, owners, acked - opened AS took FROM incidents "
-                "WHERE acked IS NOT NULL AND drill = 0"):
-            team = (json.loads(row["owners"]) or [""])[0]
-            groups.setdefault((row["grade"], team), []).append(row["took"])
+        for grade, owners, took in records.ack_times(self.engine.store):
+            groups.setdefault((grade, (owners or [""])[0]), []).append(took)
         for (grade, team), values in sorted(groups.items()):
             buckets = [(str(b), sum(v <= b for v in values)) for b in ACK_BUCKETS]
             buckets.append(("+Inf", len(values)))
@@ -254,9 +248,8 @@ class PagerServer:
                 self.wfile.write(answer)
 
             def _ack(self, token: str, post: bool) -> None:
-                rows = engine.store.query("SELECT incident, person FROM pages WHERE token = ?",
-                                          (token,))
-                if not rows:
+                page = records.page_by_token(engine.store, token)
+                if page is None:
                     log.warning("acknowledgement with an unknown token from %s refused",
                                 self.client_address[0])
                     return self._reply(404, "text/html; charset=utf-8", _page(
@@ -264,18 +257,18 @@ class PagerServer:
                 if post:
                     engine.ack_token(token)
                     wake.set()
-                incident = engine.incident(rows[0]["incident"])
+                incident = engine.incident(page.incident)
                 self._reply(200, "text/html; charset=utf-8", _incident_page(
                     incident, engine.config.people, token))
 
             def _list(self, token: str, post: bool) -> None:
-                rows = engine.store.query("SELECT person FROM pages WHERE token = ?", (token,))
-                if not rows:
+                page = records.page_by_token(engine.store, token)
+                if page is None:
                     log.warning("a list with an unknown token from %s refused",
                                 self.client_address[0])
                     return self._reply(404, "text/html; charset=utf-8", _page(
                         "链接无效", "<p>此链接无效或已失效。This link is not valid.</p>"))
-                person = rows[0]["person"]
+                person = page.person
                 if post:  # the open incidents the page showed them: not one that opened
                     # since (a Level I they never saw), nor one past the page's LISTED
                     length = self.headers.get("Content-Length", "0")
@@ -285,18 +278,11 @@ class PagerServer:
                         "ascii", "replace"))
                     shown = {int(i) for i in ",".join(form.get("shown", [])).split(",")
                              if i.isdigit()}
-                    for row in engine.store.query(
-                            "SELECT i.id FROM incidents i JOIN pages p ON p.incident = i.id "
-                            "WHERE p.person = ? AND i.resolved IS NULL AND i.acked IS NULL",
-                            (person,)):
-                        if row["id"] in shown:
-                            engine.ack(row["id"], person, "link")
+                    for incident_id in records.open_unacked_paged(engine.store, person):
+                        if incident_id in shown:
+                            engine.ack(incident_id, person, "link")
                     wake.set()
-                listed = engine.store.query(
-                    "SELECT i.*, p.token FROM incidents i JOIN pages p ON p.incident = i.id "
-                    "WHERE p.person = ? AND (i.resolved IS NULL OR i.resolved >= ?) ORDER BY "
-                    "i.resolved IS NOT NULL, i.acked IS NOT NULL, i.grade, i.id DESC LIMIT ?",
-                    (person, engine.wall() - 86400, LISTED))
+                listed = records.listed(engine.store, person, engine.wall() - 86400, LISTED)
                 self._reply(200, "text/html; charset=utf-8", _list_page(
                     listed, engine.config.people, person, token))
 
@@ -366,9 +352,7 @@ class PagerServer:
         people, teams = self.engine.config.people, self.engine.config.teams
         name = lambda pid: people[pid].name if pid in people else pid  # noqa: E731
         found = []
-        for incident in store.query("SELECT * FROM incidents WHERE opened <= ? AND "
-                                    "(resolved IS NULL OR resolved >= ?) ORDER BY opened",
-                                    (until, since)):
+        for incident in records.incidents_between(store, since, until):
             item = dict(incident)
             item["owners"], item["teams"] = json.loads(item["owners"]), json.loads(item["teams"])
             item["acked_by_name"] = name(incident["acked_by"]) if incident["acked_by"] else None
@@ -376,20 +360,17 @@ class PagerServer:
                               "team": p["team"], "team_name": teams[p["team"]].name
                               if p["team"] in teams else TEAM_NAMES.get(p["team"], p["team"]),
                               "role": p["role"],
-                              "paged": p["paged"]} for p in store.query(
-                "SELECT * FROM pages WHERE incident = ? ORDER BY id", (incident["id"],))]
+                              "paged": p["paged"]} for p in records.pages(store, incident.id)]
             item["deliveries"] = [
                 {"person": d["person"], "name": name(d["person"]), "kind": d["kind"],
                  "step": d["step"],
                  "channel": json.loads(d["route"])[d["hop"]], "status": d["status"],
                  "created": d["created"], "sent": d["sent"], "error": d["error"]}
-                for d in store.query("SELECT * FROM deliveries WHERE incident = ? ORDER BY id",
-                                     (incident["id"],))]
+                for d in records.deliveries(store, incident.id)]
             item["events"] = [{"at": e["at"], "what": e["what"], "person": e["person"],
                                "name": name(e["person"]) if e["person"] else None,
                                "channel": e["channel"], "detail": e["detail"]}
-                              for e in store.query("SELECT * FROM events WHERE incident = ? "
-                                                   "ORDER BY id", (incident["id"],))]
+                              for e in records.events(store, incident.id)]
             found.append(item)
         return found
 
@@ -415,9 +396,8 @@ def _status_page(engine: Engine) -> bytes:
     """For people at the pager's address: whether it pages anyone, what is open, what
     waits (the figures of /metrics)."""
     config = engine.config
-    [row] = engine.store.query(
-        "SELECT (SELECT count(*) FROM incidents WHERE resolved IS NULL AND drill = 0) AS open,"
-        " (SELECT count(*) FROM deliveries WHERE status = 'pending') AS pending")
+    open_, pending = (records.count_open(engine.store),
+                      records.count_deliveries(engine.store, Status.PENDING))
     rows = [f"<h2>insmon pager{f' ({engine.role})' if engine.role else ''}</h2>"]
     if config.configured:
         rows.append(f"<p class=ok>值班通知已配置 · pages {len(config.teams)} teams, "
@@ -426,12 +406,12 @@ def _status_page(engine: Engine) -> bytes:
         rows.append("<p><b>未配置：不会通知任何人 · not configured: pages nobody</b> "
                     "(insmon_pager_configured 0). Its config has no teams yet: fill in the "
                     "channels, people and teams, then restart the pager.</p>")
-    rows.append(f"<p>未恢复事件 open incidents: {row['open']} · 待发送 waiting to be sent: "
-                f"{row['pending']}</p>")
+    rows.append(f"<p>未恢复事件 open incidents: {open_} · 待发送 waiting to be sent: "
+                f"{pending}</p>")
     return _page("insmon pager", "\n".join(rows))
 
 
-def _incident_page(incident, people: dict, token: str) -> bytes:
+def _incident_page(incident: Incident, people: dict, token: str) -> bytes:
     grade = GRADE_ZH.get(incident["grade"], "未分级")
     rows = [f"<h2>【{grade}】{html.escape(incident['summary'])}</h2>",
             f"<p class=muted>{html.escape(incident['alertname'])} · "
@@ -451,18 +431,19 @@ def _incident_page(incident, people: dict, token: str) -> bytes:
     return _page(f"【{grade}】{incident['alertname']}", "\n".join(rows))
 
 
-def _list_page(incidents: list, people: dict, person: str, token: str) -> bytes:
+def _list_page(incidents: list[tuple[Incident, str]], people: dict, person: str,
+               token: str) -> bytes:
     """A person's incidents (open, then those over in the last day), each with its own
-    acknowledge button, and one for all those it shows still open."""
+    acknowledge button (its page's token), and one for all those it shows still open."""
     who = people[person].name if person in people else person
-    waiting = [i["id"] for i in incidents if i["resolved"] is None and i["acked"] is None]
+    waiting = [i.id for i, _ in incidents if i.resolved is None and i.acked is None]
     rows = [f"<h2>{html.escape(who)}：{len(incidents)} 个事件，{len(waiting)} 个待确认</h2>"]
     if waiting:  # all: those shown here (one opened since is not acknowledged unseen)
         rows.append(f"<form method=post action=\"/list/{token}\"><input type=hidden "
                     f"name=shown value=\"{','.join(map(str, waiting))}\"><button>全部确认 · "
                     f"Acknowledge all {len(waiting)}</button></form>")
     rows.append("<table>")
-    for incident in incidents:
+    for incident, link in incidents:
         grade = GRADE_ZH.get(incident["grade"], "未分级")
         if incident["resolved"]:
             state = f"<span class=ok>已恢复 {when(incident['resolved'])}</span>"
@@ -471,7 +452,7 @@ def _list_page(incidents: list, people: dict, person: str, token: str) -> bytes:
             state = (f"<span class=ok>{html.escape(acker.name if acker else incident['acked_by'])}"
                      f" 已确认</span>")
         else:
-            state = f"<a href=\"/ack/{incident['token']}\">确认 ack</a>"
+            state = f"<a href=\"/ack/{link}\">确认 ack</a>"
         rows.append(f"<tr><td>【{grade}】</td><td>{html.escape(incident['site'])}</td>"
                     f"<td>{html.escape(incident['alertname'])}</td>"
                     f"<td class=muted>{when(incident['opened'])}</td><td>{state}</td></tr>")
