@@ -134,197 +134,16 @@ class PagerServer:
         """`held.intake`: the token webhooks and the incident API must present (None:
         open, auth.open), read at each request (SIGHUP reads it again); `peer`: this
         pager's side of a pair, which answers the other pager's signed questions."""
-        self.engine = engine
+        self.engine, self.wake, self.registry = engine, wake, registry
+        self.max_body, self.held, self.peer = max_body, held, peer
         self._refused_at: dict[str, float] = {}
         self._refused_lock = threading.Lock()
         registry.register(StoreCollector(engine, worker_errors))
-        intake = Counter("insmon_pager_notifications", "Alertmanager notifications by "
-                         "result (accepted, repeat, duplicate, invalid, unauthorized, "
-                         "unstored)", ["result"], registry=registry)
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            timeout = 30  # a client that stops sending mid-request is dropped
-
-            def do_POST(self) -> None:
-                path = urllib.parse.urlsplit(self.path).path
-                if (match := ACK.match(path)):
-                    return self._ack(match.group(1), post=True)
-                if (match := LIST.match(path)):
-                    return self._list(match.group(1), post=True)
-                if path.startswith(PEER):
-                    return self._peer()
-                match = RECEIVER.match(path)
-                if not match:
-                    return self._reply(404, "text/plain", b"no such receiver\n")
-                if not self._authorized():
-                    intake.labels("unauthorized").inc()
-                    return None
-                length = self.headers.get("Content-Length", "")
-                length = int(length) if length.isdigit() else -1
-                if length < 0:
-                    return self._reply(411, "text/plain", b"Content-Length required\n")
-                if length > max_body:
-                    intake.labels("invalid").inc()
-                    log.warning("notification of %d bytes refused (limit %d)", length, max_body)
-                    self.close_connection = True
-                    return self._reply(413, "text/plain", b"too large\n")
-                body = self.rfile.read(length)
-                try:
-                    lost = engine.store.lost()
-                    if lost:
-                        raise StoreError(lost)
-                    result = engine.intake(match.group(1), body)
-                except BadNotification as exc:
-                    intake.labels("invalid").inc()
-                    log.warning("notification for %s refused: %s", match.group(1), exc)
-                    return self._reply(400, "text/plain", f"{exc}\n".encode())
-                except StoreError as exc:  # not stored: Alertmanager must send it again
-                    intake.labels("unstored").inc()
-                    log.error("notification for %s NOT stored: %s", match.group(1), exc)
-                    return self._reply(503, "text/plain", b"cannot store the notification\n")
-                intake.labels(result.status).inc()
-                wake.set()
-                self._reply(200, "application/json", json.dumps(
-                    {"status": result.status, "incident": result.incident}).encode())
-
-            def do_GET(self) -> None:
-                url = urllib.parse.urlsplit(self.path)
-                if (match := ACK.match(url.path)):
-                    return self._ack(match.group(1), post=False)
-                if url.path == "/":
-                    return self._reply(200, "text/html; charset=utf-8", _status_page(engine))
-                if (match := LIST.match(url.path)):
-                    return self._list(match.group(1), post=False)
-                if url.path == "/metrics":
-                    return self._reply(200, "text/plain; version=0.0.4",
-                                       generate_latest(registry))
-                if url.path == "/healthz":
-                    problem = engine.store.check()
-                    if problem:
-                        return self._reply(503, "text/plain", f"{problem}\n".encode())
-                    return self._reply(200, "text/plain", b"ok\n")
-                if url.path.startswith(PEER):
-                    return self._peer()
-                if url.path == "/api/incidents":
-                    if not self._authorized():
-                        return None
-                    query = urllib.parse.parse_qs(url.query)
-                    try:
-                        since = float(query.get("since", ["0"])[0])
-                        until = float(query.get("until", [str(time.time() + 1)])[0])
-                    except ValueError:
-                        return self._reply(400, "text/plain", b"since and until are Unix "
-                                           b"times in seconds\n")
-                    return self._reply(200, "application/json", json.dumps(
-                        server.incidents(since, until), ensure_ascii=False).encode())
-                self._reply(404, "text/plain", b"not found\n")
-
-            def _peer(self) -> None:
-                """The other pager's question, answered if signed with the pair's key (not
-                Alertmanager's token: that one acknowledges nothing)."""
-                if peer is None:
-                    return self._reply(404, "text/plain", b"not a pager of a pair\n")
-                length = self.headers.get("Content-Length", "0")
-                if not length.isdigit() or int(length) > 65536:
-                    return self._reply(400, "text/plain", b"a small JSON body wanted\n")
-                body = self.rfile.read(int(length))
-                status, headers, answer = peer.serve(self.command, self.path, self.headers,
-                                                     body)
-                if status == 401:
-                    server.refused(self.client_address[0], f"{self.command} "
-                                   f"{self.path.split('?')[0]}: not signed with the pair's key")
-                    self.close_connection = True
-                if self.command == "POST" and status == 200:
-                    wake.set()
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Type", "application/json" if headers
-                                 else "text/plain")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-            def _ack(self, token: str, post: bool) -> None:
-                page = records.page_by_token(engine.store, token)
-                if page is None:
-                    log.warning("acknowledgement with an unknown token from %s refused",
-                                self.client_address[0])
-                    return self._reply(404, "text/html; charset=utf-8", _page(
-                        "链接无效", "<p>此确认链接无效或已失效。This link is not valid.</p>"))
-                if post:
-                    engine.ack_token(token)
-                    wake.set()
-                incident = engine.incident(page.incident)
-                self._reply(200, "text/html; charset=utf-8", _incident_page(
-                    incident, engine.config.people, token))
-
-            def _list(self, token: str, post: bool) -> None:
-                page = records.page_by_token(engine.store, token)
-                if page is None:
-                    log.warning("a list with an unknown token from %s refused",
-                                self.client_address[0])
-                    return self._reply(404, "text/html; charset=utf-8", _page(
-                        "链接无效", "<p>此链接无效或已失效。This link is not valid.</p>"))
-                person = page.person
-                if post:  # the open incidents the page showed them: not one that opened
-                    # since (a Level I they never saw), nor one past the page's LISTED
-                    length = self.headers.get("Content-Length", "0")
-                    if not length.isdigit() or int(length) > 65536:
-                        return self._reply(400, "text/plain", b"a small form wanted\n")
-                    form = urllib.parse.parse_qs(self.rfile.read(int(length)).decode(
-                        "ascii", "replace"))
-                    shown = {int(i) for i in ",".join(form.get("shown", [])).split(",")
-                             if i.isdigit()}
-                    for incident_id in records.open_unacked_paged(engine.store, person):
-                        if incident_id in shown:
-                            engine.ack(incident_id, person, "link")
-                    wake.set()
-                listed = records.listed(engine.store, person, engine.wall() - 86400, LISTED)
-                self._reply(200, "text/html; charset=utf-8", _list_page(
-                    listed, engine.config.people, person, token))
-
-            def _authorized(self) -> bool:
-                """The token as Bearer or as a basic-auth password; else 401, logged."""
-                if held.intake is None:
-                    return True
-                given = self.headers.get("Authorization", "")
-                scheme, _, value = given.partition(" ")
-                if scheme.lower() == "basic":
-                    try:
-                        value = base64.b64decode(value, validate=True).decode().partition(
-                            ":")[2]
-                    except ValueError:
-                        value = ""
-                elif scheme.lower() != "bearer":
-                    value = ""
-                if value and held.takes(value, time.monotonic()):
-                    return True
-                why = "wrong token" if value else "no token"
-                log.warning("%s %s from %s refused: %s", self.command, self.path.split("?")[0],
-                            self.client_address[0], why)
-                server.refused(self.client_address[0], f"{self.command} "
-                               f"{self.path.split('?')[0]}: {why}")
-                self.close_connection = True
-                self.send_response(401)
-                self.send_header("WWW-Authenticate", 'Bearer realm="insmon pager"')
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return False
-
-            def _reply(self, code: int, kind: str, body: bytes) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, fmt: str, *args: object) -> None:
-                pass
-
-        self.httpd = _Listener((host, port), Handler)
+        self.intake = Counter("insmon_pager_notifications", "Alertmanager notifications by "
+                              "result (accepted, repeat, duplicate, invalid, unauthorized, "
+                              "unstored)", ["result"], registry=registry)
+        self.httpd = _Listener((host, port), _Handler)
+        self.httpd.pager = self
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
 
@@ -375,11 +194,208 @@ class PagerServer:
         return found
 
 
+class _Handler(BaseHTTPRequestHandler):
+    """One request to the pager: Alertmanager's webhooks, the ack links and lists, the
+    pair's questions, /metrics, /healthz and the incident API."""
+
+    server: _Listener
+    protocol_version = "HTTP/1.1"
+    timeout = 30  # a client that stops sending mid-request is dropped
+
+    @property
+    def pager(self) -> PagerServer:
+        return self.server.pager
+
+    @property
+    def engine(self) -> Engine:
+        return self.server.pager.engine
+
+    def do_POST(self) -> None:
+        path = urllib.parse.urlsplit(self.path).path
+        if (match := ACK.match(path)):
+            return self._ack(match.group(1), post=True)
+        if (match := LIST.match(path)):
+            return self._list(match.group(1), post=True)
+        if path.startswith(PEER):
+            return self._peer()
+        match = RECEIVER.match(path)
+        if not match:
+            return self._reply(404, "text/plain", b"no such receiver\n")
+        if not self._authorized():
+            self.pager.intake.labels("unauthorized").inc()
+            return None
+        length = self.headers.get("Content-Length", "")
+        length = int(length) if length.isdigit() else -1
+        if length < 0:
+            return self._reply(411, "text/plain", b"Content-Length required\n")
+        if length > self.pager.max_body:
+            self.pager.intake.labels("invalid").inc()
+            log.warning("notification of %d bytes refused (limit %d)", length,
+                        self.pager.max_body)
+            self.close_connection = True
+            return self._reply(413, "text/plain", b"too large\n")
+        body = self.rfile.read(length)
+        try:
+            lost = self.engine.store.lost()
+            if lost:
+                raise StoreError(lost)
+            result = self.engine.intake(match.group(1), body)
+        except BadNotification as exc:
+            self.pager.intake.labels("invalid").inc()
+            log.warning("notification for %s refused: %s", match.group(1), exc)
+            return self._reply(400, "text/plain", f"{exc}\n".encode())
+        except StoreError as exc:  # not stored: Alertmanager must send it again
+            self.pager.intake.labels("unstored").inc()
+            log.error("notification for %s NOT stored: %s", match.group(1), exc)
+            return self._reply(503, "text/plain", b"cannot store the notification\n")
+        self.pager.intake.labels(result.status).inc()
+        self.pager.wake.set()
+        self._reply(200, "application/json", json.dumps(
+            {"status": result.status, "incident": result.incident}).encode())
+
+    def do_GET(self) -> None:
+        url = urllib.parse.urlsplit(self.path)
+        if (match := ACK.match(url.path)):
+            return self._ack(match.group(1), post=False)
+        if url.path == "/":
+            return self._reply(200, "text/html; charset=utf-8", _status_page(self.engine))
+        if (match := LIST.match(url.path)):
+            return self._list(match.group(1), post=False)
+        if url.path == "/metrics":
+            return self._reply(200, "text/plain; version=0.0.4",
+                               generate_latest(self.pager.registry))
+        if url.path == "/healthz":
+            problem = self.engine.store.check()
+            if problem:
+                return self._reply(503, "text/plain", f"{problem}\n".encode())
+            return self._reply(200, "text/plain", b"ok\n")
+        if url.path.startswith(PEER):
+            return self._peer()
+        if url.path == "/api/incidents":
+            if not self._authorized():
+                return None
+            query = urllib.parse.parse_qs(url.query)
+            try:
+                since = float(query.get("since", ["0"])[0])
+                until = float(query.get("until", [str(time.time() + 1)])[0])
+            except ValueError:
+                return self._reply(400, "text/plain", b"since and until are Unix "
+                                   b"times in seconds\n")
+            return self._reply(200, "application/json", json.dumps(
+                self.pager.incidents(since, until), ensure_ascii=False).encode())
+        self._reply(404, "text/plain", b"not found\n")
+
+    def _peer(self) -> None:
+        """The other pager's question, answered if signed with the pair's key (not
+        Alertmanager's token: that one acknowledges nothing)."""
+        if self.pager.peer is None:
+            return self._reply(404, "text/plain", b"not a pager of a pair\n")
+        length = self.headers.get("Content-Length", "0")
+        if not length.isdigit() or int(length) > 65536:
+            return self._reply(400, "text/plain", b"a small JSON body wanted\n")
+        body = self.rfile.read(int(length))
+        status, headers, answer = self.pager.peer.serve(self.command, self.path,
+                                                        self.headers, body)
+        if status == 401:
+            self.pager.refused(self.client_address[0], f"{self.command} "
+                               f"{self.path.split('?')[0]}: not signed with the pair's key")
+            self.close_connection = True
+        if self.command == "POST" and status == 200:
+            self.pager.wake.set()
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Type", "application/json" if headers
+                         else "text/plain")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def _ack(self, token: str, post: bool) -> None:
+        page = records.page_by_token(self.engine.store, token)
+        if page is None:
+            log.warning("acknowledgement with an unknown token from %s refused",
+                        self.client_address[0])
+            return self._reply(404, "text/html; charset=utf-8", _page(
+                "链接无效", "<p>此确认链接无效或已失效。This link is not valid.</p>"))
+        if post:
+            self.engine.ack_token(token)
+            self.pager.wake.set()
+        incident = self.engine.incident(page.incident)
+        self._reply(200, "text/html; charset=utf-8", _incident_page(
+            incident, self.engine.config.people, token))
+
+    def _list(self, token: str, post: bool) -> None:
+        page = records.page_by_token(self.engine.store, token)
+        if page is None:
+            log.warning("a list with an unknown token from %s refused",
+                        self.client_address[0])
+            return self._reply(404, "text/html; charset=utf-8", _page(
+                "链接无效", "<p>此链接无效或已失效。This link is not valid.</p>"))
+        person = page.person
+        if post:  # the open incidents the page showed them: not one that opened
+            # since (a Level I they never saw), nor one past the page's LISTED
+            length = self.headers.get("Content-Length", "0")
+            if not length.isdigit() or int(length) > 65536:
+                return self._reply(400, "text/plain", b"a small form wanted\n")
+            form = urllib.parse.parse_qs(self.rfile.read(int(length)).decode(
+                "ascii", "replace"))
+            shown = {int(i) for i in ",".join(form.get("shown", [])).split(",")
+                     if i.isdigit()}
+            for incident_id in records.open_unacked_paged(self.engine.store, person):
+                if incident_id in shown:
+                    self.engine.ack(incident_id, person, "link")
+            self.pager.wake.set()
+        listed = records.listed(self.engine.store, person, self.engine.wall() - 86400,
+                                LISTED)
+        self._reply(200, "text/html; charset=utf-8", _list_page(
+            listed, self.engine.config.people, person, token))
+
+    def _authorized(self) -> bool:
+        """The token as Bearer or as a basic-auth password; else 401, logged."""
+        if self.pager.held.intake is None:
+            return True
+        given = self.headers.get("Authorization", "")
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() == "basic":
+            try:
+                value = base64.b64decode(value, validate=True).decode().partition(
+                    ":")[2]
+            except ValueError:
+                value = ""
+        elif scheme.lower() != "bearer":
+            value = ""
+        if value and self.pager.held.takes(value, time.monotonic()):
+            return True
+        why = "wrong token" if value else "no token"
+        log.warning("%s %s from %s refused: %s", self.command, self.path.split("?")[0],
+                    self.client_address[0], why)
+        self.pager.refused(self.client_address[0], f"{self.command} "
+                           f"{self.path.split('?')[0]}: {why}")
+        self.close_connection = True
+        self.send_response(401)
+        self.send_header("WWW-Authenticate", 'Bearer realm="insmon pager"')
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        return False
+
+    def _reply(self, code: int, kind: str, body: bytes) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, fmt: str, *args: object) -> None:
+        pass
+
+
 class _Listener(ThreadingHTTPServer):
     # Alertmanager posts a storm's groups all at once: with socketserver's backlog of 5
     # the kernel dropped their connections, and Alertmanager sent them again a minute
     # later (its next flush)
     request_queue_size = 1024
+    pager: PagerServer  # whose requests it takes
 
 
 def _page(title: str, body: str) -> bytes:
