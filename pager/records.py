@@ -244,10 +244,6 @@ def received(db: Db) -> list[Received]:
     return [Received.of(r) for r in _rows(db, "SELECT * FROM received ORDER BY id")]
 
 
-def peer_acks(db: Db) -> list[PeerAck]:
-    return [PeerAck.of(r) for r in _rows(db, "SELECT * FROM peer_acks ORDER BY id")]
-
-
 # ---------------------------------------------------------------------- state
 
 def state(db: Db, key: str) -> str | None:
