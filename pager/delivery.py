@@ -133,7 +133,7 @@ class Worker:
         now = self.engine.clock.now()
         with self._lock:
             skip = self._busy | set(self._unrecorded) | set(self._handed)
-        rows = [dict(r) for r in records.due_deliveries(self.store, now) if r.id not in skip]
+        rows = [r.asdict() for r in records.due_deliveries(self.store, now) if r.id not in skip]
         if self.peer is not None:
             rows = self.peer.gate(rows)
         by_channel: dict[str, list[dict]] = collections.defaultdict(list)
@@ -359,9 +359,9 @@ class Worker:
                 continue
             try:
                 if state:
-                    self._done(channel, [dict(row)])
+                    self._done(channel, [row.asdict()])
                     continue
-                self._fail(channel, [dict(row)], why or (
+                self._fail(channel, [row.asdict()], why or (
                     f"not sent: still in gammu-smsd's outbox after "
                     f"{config.confirm_within:.0f} s, taken back (is gammu-smsd running?)"
                     if over else "gammu-smsd moved it to its error folder"), failover=True)

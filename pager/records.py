@@ -12,6 +12,7 @@ The records are typed (a dataclass per table); they also read as the rows they r
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from collections.abc import Iterable, Sequence
@@ -60,18 +61,40 @@ class TimerKind(StrEnum):
 class _Record:
     """Read as a row too: `record["field"]`, `dict(record)`."""
 
+    __slots__ = ()
+
     def __getitem__(self, name: str) -> Any:
         return getattr(self, name)
 
-    def keys(self) -> list[str]:
-        return [f.name for f in fields(self)]  # type: ignore[arg-type]
+    def keys(self) -> tuple[str, ...]:
+        return _names(type(self))
+
+    def asdict(self) -> dict[str, Any]:
+        """A copy to annotate (the delivery worker's plan)."""
+        return {name: getattr(self, name) for name in _names(type(self))}
 
     @classmethod
     def of(cls, row: sqlite3.Row | None) -> Self | None:
-        return None if row is None else cls(**dict(zip(row.keys(), row, strict=True)))
+        return None if row is None else cls.all([row])[0]
+
+    @classmethod
+    def all(cls, rows: list[sqlite3.Row]) -> list[Self]:
+        """The records of rows of the table (by position when the columns are the fields
+        in order, as a table's `SELECT *`: the simulation reads thousands)."""
+        if not rows:
+            return []
+        columns = tuple(rows[0].keys())
+        if columns == _names(cls):
+            return [cls(*row) for row in rows]
+        return [cls(**dict(zip(columns, row, strict=True))) for row in rows]
 
 
-@dataclass(frozen=True)
+@functools.cache
+def _names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
+@dataclass(slots=True)
 class Incident(_Record):
     id: int
     key: str  # site|alertname|grade|drill: Alertmanager's group
@@ -93,7 +116,7 @@ class Incident(_Record):
     repeats: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Page(_Record):
     """A person paged for an incident (once), with their acknowledge link's token."""
 
@@ -106,7 +129,7 @@ class Page(_Record):
     paged: float
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Delivery(_Record):
     """A message to a person on their route of channels: the outbox."""
 
@@ -128,7 +151,7 @@ class Delivery(_Record):
     receipt: str | None  # JSON: what a channel took in without confirming (SMS files)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Timer(_Record):
     id: int
     incident: int
@@ -139,7 +162,7 @@ class Timer(_Record):
     error: str | None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Event(_Record):
     id: int
     incident: int | None
@@ -150,7 +173,7 @@ class Event(_Record):
     detail: str | None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Received(_Record):
     """A notification as it came from Alertmanager."""
 
@@ -161,7 +184,7 @@ class Received(_Record):
     body: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class PeerAck(_Record):
     """An acknowledgement to pass on to the pair's other pager."""
 
@@ -211,19 +234,18 @@ def _where(**equal: object) -> tuple[str, list]:
 # (the readers: the pages, the tests, the simulation's invariants)
 
 def incidents(db: Db) -> list[Incident]:
-    return [Incident.of(r) for r in _rows(db, "SELECT * FROM incidents ORDER BY id")]
+    return Incident.all(_rows(db, "SELECT * FROM incidents ORDER BY id"))
 
 
 def pages(db: Db, incident: int | None = None, person: str | None = None,
           team: str | None = None) -> list[Page]:
     where, args = _where(incident=incident, person=person, team=team)
-    return [Page.of(r) for r in _rows(db, f"SELECT * FROM pages{where} ORDER BY id", args)]
+    return Page.all(_rows(db, f"SELECT * FROM pages{where} ORDER BY id", args))
 
 
 def deliveries(db: Db, incident: int | None = None) -> list[Delivery]:
     where, args = _where(incident=incident)
-    return [Delivery.of(r) for r in _rows(db, f"SELECT * FROM deliveries{where} ORDER BY id",
-                                          args)]
+    return Delivery.all(_rows(db, f"SELECT * FROM deliveries{where} ORDER BY id", args))
 
 
 def events(db: Db, incident: int | None = None, after: int = 0,
@@ -231,17 +253,17 @@ def events(db: Db, incident: int | None = None, after: int = 0,
     where, args = _where(incident=incident)
     where = f"{where} AND id > ?" if where else " WHERE id > ?"
     tail = "" if limit is None else f" LIMIT {int(limit)}"
-    return [Event.of(r) for r in _rows(db, f"SELECT * FROM events{where} ORDER BY id{tail}",
-                                       [*args, after])]
+    return Event.all(_rows(db, f"SELECT * FROM events{where} ORDER BY id{tail}",
+                           [*args, after]))
 
 
 def timers(db: Db, incident: int | None = None) -> list[Timer]:
     where, args = _where(incident=incident)
-    return [Timer.of(r) for r in _rows(db, f"SELECT * FROM timers{where} ORDER BY id", args)]
+    return Timer.all(_rows(db, f"SELECT * FROM timers{where} ORDER BY id", args))
 
 
 def received(db: Db) -> list[Received]:
-    return [Received.of(r) for r in _rows(db, "SELECT * FROM received ORDER BY id")]
+    return Received.all(_rows(db, "SELECT * FROM received ORDER BY id"))
 
 
 # ---------------------------------------------------------------------- state
@@ -307,17 +329,17 @@ def open_incident(db: Db, key: str) -> Incident | None:
 
 def open_incidents(db: Db, limit: int, except_keys: Sequence[str] = ()) -> list[Incident]:
     keys = f" AND key NOT IN ({_marks(len(except_keys))})" if except_keys else ""
-    return [Incident.of(r) for r in _rows(
+    return Incident.all(_rows(
         db, f"SELECT * FROM incidents WHERE resolved IS NULL{keys} ORDER BY id LIMIT ?",
-        (*except_keys, limit))]
+        (*except_keys, limit)))
 
 
 def same_fault(db: Db, site: str, alertname: str, drill: bool, other_than: str
                ) -> list[Incident]:
     """The open incidents of the same alert at the same site at another grade."""
-    return [Incident.of(r) for r in _rows(
+    return Incident.all(_rows(
         db, "SELECT * FROM incidents WHERE resolved IS NULL AND site = ? AND alertname = ? "
-            "AND drill = ? AND key != ?", (site, alertname, int(drill), other_than))]
+            "AND drill = ? AND key != ?", (site, alertname, int(drill), other_than)))
 
 
 def add_incident(db: sqlite3.Connection, key: str, grade: str, alertname: str, site: str,
@@ -385,9 +407,9 @@ def ack_times(db: Db) -> list[tuple[str, list[str], float]]:
 
 def incidents_between(db: Db, since: float, until: float) -> list[Incident]:
     """Incidents open at some moment of [since, until], in the order they opened."""
-    return [Incident.of(r) for r in _rows(
+    return Incident.all(_rows(
         db, "SELECT * FROM incidents WHERE opened <= ? AND (resolved IS NULL OR "
-            "resolved >= ?) ORDER BY opened", (until, since))]
+            "resolved >= ?) ORDER BY opened", (until, since)))
 
 
 def matching(db: Db, key: str, started: float, window: float, opened: float,
@@ -507,16 +529,16 @@ def delivery(db: Db, delivery_id: int) -> Delivery | None:
 
 def due_deliveries(db: Db, now: float) -> list[Delivery]:
     """What is pending and due (not handed to a channel that confirms later), oldest first."""
-    return [Delivery.of(r) for r in _rows(
+    return Delivery.all(_rows(
         db, "SELECT * FROM deliveries WHERE status = ? AND due <= ? AND receipt IS NULL "
-            "ORDER BY id", (Status.PENDING, now))]
+            "ORDER BY id", (Status.PENDING, now)))
 
 
 def handed(db: Db) -> list[Delivery]:
     """What a channel took in and has not yet confirmed (followed after a restart)."""
-    return [Delivery.of(r) for r in _rows(
+    return Delivery.all(_rows(
         db, "SELECT * FROM deliveries WHERE status = ? AND receipt IS NOT NULL",
-        (Status.PENDING,))]
+        (Status.PENDING,)))
 
 
 def has_pending(db: Db, incident_id: int, person: str) -> bool:
@@ -581,9 +603,9 @@ def last_sent(db: Db, incident_id: int, person: str, kinds: Sequence[str]) -> fl
 
 def sent_for_peer(db: Db, peer: str, limit: int) -> list[Delivery]:
     """Sent for the other pager, for the reason `peer`."""
-    return [Delivery.of(r) for r in _rows(
+    return Delivery.all(_rows(
         db, "SELECT * FROM deliveries WHERE peer = ? AND status = ? ORDER BY id LIMIT ?",
-        (peer, Status.SENT, limit))]
+        (peer, Status.SENT, limit)))
 
 
 def sent_by_peer_reason(db: Db) -> dict[str, int]:
@@ -663,8 +685,8 @@ def add_peer_ack(db: sqlite3.Connection, incident: Incident, person: str, via: s
 
 
 def waiting_peer_acks(db: Db, limit: int) -> list[PeerAck]:
-    return [PeerAck.of(r) for r in _rows(
-        db, "SELECT * FROM peer_acks WHERE done = 0 ORDER BY id LIMIT ?", (limit,))]
+    return PeerAck.all(_rows(
+        db, "SELECT * FROM peer_acks WHERE done = 0 ORDER BY id LIMIT ?", (limit,)))
 
 
 def peer_ack_done(db: sqlite3.Connection, ack_id: int) -> None:
