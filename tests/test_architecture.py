@@ -106,9 +106,9 @@ def sql_in(path: Path) -> list[str]:
 
 def test_sql_only_in_the_pagers_store_and_records() -> None:
     """The pager's data behind one module: no SQL in the engine, delivery, pair, server
-    or audit, nor in any test (they read through pager/records.py)."""
-    files = sorted({*(ROOT / "pager").rglob("*.py"), *(ROOT / "tests").rglob("*.py")}
-                   - SQL_HOMES)
+    or audit, nor in any test or benchmark (they read through pager/records.py)."""
+    files = sorted({*(ROOT / "pager").rglob("*.py"), *(ROOT / "tests").rglob("*.py"),
+                    *(ROOT / "bench").rglob("*.py")} - SQL_HOMES)
     assert len(files) > 50
     found = [line for path in files for line in sql_in(path)]
     assert not found, "\n".join(found)
