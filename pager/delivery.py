@@ -422,9 +422,7 @@ class Worker:
                     result = "rate_limited" if rate_limited else "retry"
                     pause = 10.0 if rate_limited else BACKOFF[min(attempts, len(BACKOFF)) - 1]
                     update = (Status.PENDING, row["hop"], attempts, now + pause)
-                records.mark_tried(db, row["id"], *update, error)
-                records.add_event(db, row["incident"], wall, f"delivery-{result}",
-                                  row["person"], channel, error)
+                records.mark_tried(db, row, channel, error, result, wall, *update)
                 self.metrics.deliveries.labels(self._team(row), channel, result).inc()
         log.warning("%s: %s (%d message(s))", channel, error, len(rows))
 
@@ -433,9 +431,7 @@ class Worker:
         `unreachable`: its person cannot get it (the backup and lead are paged)."""
         log.error("delivery %d to %s set aside: %s", row["id"], row["person"], error)
         with self.store.transaction() as db:
-            records.mark_failed(db, row["id"], error)
-            records.add_event(db, row["incident"], self.engine.wall(), "delivery-failed",
-                              row["person"], detail=error)
+            records.mark_failed(db, row, error, self.engine.wall())
             if unreachable:
                 self.engine.unreachable(db, row, error)
         self.metrics.deliveries.labels(self._team(row), "", "failed").inc()

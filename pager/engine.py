@@ -357,9 +357,7 @@ class Engine:
         team's on-call now takes it (on the step's channels first); a drill page goes to
         nobody else but the drill rota."""
         with self.store.transaction() as db:
-            records.mark_failed(db, row["id"], why)
-            self._event(db, row["incident"], self.wall(), "delivery-failed", row["person"],
-                        detail=why)
+            records.mark_failed(db, row, why, self.wall())
             incident = records.incident(db, row["incident"])
             page = records.page(db, row["incident"], row["person"])
             if incident is None or page is None or incident.drill or row["kind"] not in PAGES:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any, Self
@@ -572,17 +572,26 @@ def mark_sent(db: sqlite3.Connection, delivery_id: int, at: float, channel: str,
     add_event(db, row.incident, at, "delivered", row.person, channel, row.kind + note)
 
 
-def mark_tried(db: sqlite3.Connection, delivery_id: int, status: str, hop: int,
-               attempts: int, due: float, error: str) -> None:
-    """A try that failed: what comes next (another try, the next channel, or nothing)."""
+def mark_tried(db: sqlite3.Connection, delivery: Mapping[str, Any], channel: str,
+               error: str, result: str, at: float, status: str, hop: int, attempts: int,
+               due: float) -> None:
+    """A try on `channel` that failed, and the event that says so (`result`: retry,
+    rate_limited, failover or failed): what comes next (another try, the next channel,
+    or nothing)."""
     _write(db, "UPDATE deliveries SET status = ?, hop = ?, attempts = ?, due = ?, error = ?, "
-               "receipt = NULL WHERE id = ?", (status, hop, attempts, due, error, delivery_id))
+               "receipt = NULL WHERE id = ?",
+           (status, hop, attempts, due, error, delivery["id"]))
+    add_event(db, delivery["incident"], at, f"delivery-{result}", delivery["person"],
+              channel, error)
 
 
-def mark_failed(db: sqlite3.Connection, delivery_id: int, error: str) -> None:
-    """Set aside: it can never be sent as it is."""
+def mark_failed(db: sqlite3.Connection, delivery: Mapping[str, Any], error: str,
+                at: float) -> None:
+    """Set aside, it can never be sent as it is, and the event that says why."""
     _write(db, "UPDATE deliveries SET status = ?, error = ? WHERE id = ?",
-           (Status.FAILED, error, delivery_id))
+           (Status.FAILED, error, delivery["id"]))
+    add_event(db, delivery["incident"], at, "delivery-failed", delivery["person"],
+              detail=error)
 
 
 def mark_peer(db: sqlite3.Connection, delivery_id: int, peer: str,
