@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ops.stack import wait_for  # noqa: E402
+from pager import records  # noqa: E402
 from tests.test_pager_storm import NAMES, SITES, StormRig  # noqa: E402
 
 
@@ -37,9 +38,10 @@ def main() -> None:
             wait_for(lambda: rig.done(rig.on_call), spread + 600,
                      f"every page of the storm to {rig.on_call}")
             time.sleep(5)  # what the last round sent, on its way
-            posted = len(rig.pager.rows("SELECT * FROM received WHERE receiver = 'network'"))
-            incidents = len(rig.pager.rows("SELECT * FROM incidents"))
-            people = [r["person"] for r in rig.pager.rows("SELECT DISTINCT person FROM pages")]
+            posted = len([r for r in rig.pager.read(records.received)
+                          if r.receiver == "network"])
+            incidents = len(rig.pager.read(records.incidents))
+            people = list(dict.fromkeys(p.person for p in rig.pager.read(records.pages)))
             figures = {person: rig.messages(person) for person in people}
         finally:
             rig.close()

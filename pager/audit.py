@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 from monitor.audit import AuditError, Trail, file_digest, witness_value
+from pager import records
 from vocabulary import SHANGHAI
 
 log = logging.getLogger("insmon.pager.audit")
@@ -48,15 +49,13 @@ class Auditor:
         the copy goes on from the last event both agree on, and the trail says so."""
         if not self.copied:
             return True
-        rows = self.store.query("SELECT id, at, what FROM events WHERE id = ?",
-                                (self.copied,))
-        if rows and _matches(self.seen[self.copied], rows[0]):
+        row = records.event(self.store, self.copied)
+        if row and _matches(self.seen[self.copied], row):
             return True
         agree = 0
         for event_id in sorted(self.seen, reverse=True):
-            rows = self.store.query("SELECT id, at, what FROM events WHERE id = ?",
-                                    (event_id,))
-            if rows and _matches(self.seen[event_id], rows[0]):
+            row = records.event(self.store, event_id)
+            if row and _matches(self.seen[event_id], row):
                 agree = event_id
                 break
         log.warning("the pager's store is not the one the audit trail followed (restored "
@@ -77,8 +76,7 @@ class Auditor:
     def copy(self) -> int:
         """Events not yet in the trail, appended; how many."""
         self._same_store()
-        rows = self.store.query("SELECT * FROM events WHERE id > ? ORDER BY id LIMIT 1000",
-                                (self.copied,))
+        rows = records.events(self.store, after=self.copied, limit=1000)
         for row in rows:
             what = row["what"]
             self.trail.append(
@@ -147,6 +145,5 @@ def _matches(seen: tuple[float, str], row) -> bool:
 def refused(store, client: str, why: str, when: float | None = None) -> None:
     """A refused request, as an event of the store (the auditor copies it)."""
     with store.transaction() as db:
-        db.execute("INSERT INTO events (incident, at, what, person, channel, detail) "
-                   "VALUES (NULL, ?, 'refused', NULL, NULL, ?)",
-                   (when or time.time(), json.dumps({"client": client, "why": why})))
+        records.add_event(db, None, when or time.time(), "refused",
+                          detail=json.dumps({"client": client, "why": why}))

@@ -20,7 +20,6 @@ from vocabulary import Duration
 
 # Alertmanager's receivers that are not teams (alert_rules/alertmanager.yml)
 WATCHDOG, DRILL, UNROUTED = "watchdog", "drill", "unrouted"
-PAGES = ("page", "escalation", "repeat")  # the messages somebody must act on
 ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 

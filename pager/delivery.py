@@ -28,11 +28,12 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from pager import channels
+from pager import channels, records
 from pager.channels import ROBOTS, Message
 from pager.engine import Engine
 from pager.messages import compose, digest, join, pack
 from pager.pair import Peer
+from pager.records import Status
 from pager.storm import Flows, urgent
 
 log = logging.getLogger("insmon.pager.delivery")
@@ -88,8 +89,7 @@ class Worker:
         # handed over, not yet confirmed: delivery id -> (channel, files, deadline)
         self._handed: dict[int, tuple[str, list[str], float]] = {
             r["id"]: (json.loads(r["route"])[r["hop"]], json.loads(r["receipt"]), r["due"])
-            for r in self.store.query("SELECT * FROM deliveries WHERE status = 'pending' "
-                                      "AND receipt IS NOT NULL")}
+            for r in records.handed(self.store)}
         self._lock = threading.Lock()
         self._sent: dict[str, collections.deque[float]] = collections.defaultdict(
             collections.deque)  # channel -> send times in the last minute
@@ -133,9 +133,7 @@ class Worker:
         now = self.engine.clock.now()
         with self._lock:
             skip = self._busy | set(self._unrecorded) | set(self._handed)
-        rows = [dict(r) for r in self.store.query(
-            "SELECT * FROM deliveries WHERE status = 'pending' AND due <= ? AND receipt IS "
-            "NULL ORDER BY id", (now,)) if r["id"] not in skip]
+        rows = [r.asdict() for r in records.due_deliveries(self.store, now) if r.id not in skip]
         if self.peer is not None:
             rows = self.peer.gate(rows)
         by_channel: dict[str, list[dict]] = collections.defaultdict(list)
@@ -143,7 +141,7 @@ class Worker:
             channel = self._channel(row)
             if channel is not None:
                 by_channel[channel].append(row)
-        grades = self._grades({row["incident"] for row in rows})
+        grades = records.grades(self.store, {row["incident"] for row in rows})
         for channel, due in by_channel.items():
             # a drill's pages flow apart: never in one digest with real ones
             mine: dict[tuple[str, bool], list[dict]] = collections.defaultdict(list)
@@ -206,8 +204,7 @@ class Worker:
                 return None
         if (route, hop) != (json.loads(row["route"]), row["hop"]):
             with self.store.transaction() as db:
-                db.execute("UPDATE deliveries SET route = ?, hop = ? WHERE id = ?",
-                           (json.dumps(route), hop, row["id"]))
+                records.set_route(db, row["id"], route, hop)
             row["route"], row["hop"] = json.dumps(route), hop
         return route[hop]
 
@@ -260,17 +257,6 @@ class Worker:
         return [p for p in dict.fromkeys(r["person"] for r in rows)
                 if p in named and p in self.config.people]
 
-    def _grades(self, incidents: set[int]) -> dict[int, tuple[str, bool]]:
-        """Each incident's grade and whether it is a drill's."""
-        found = {}
-        ids = sorted(incidents)
-        for i in range(0, len(ids), 500):  # SQLite's bound on parameters in a statement
-            chunk = ids[i:i + 500]
-            found |= {r["id"]: (r["grade"], bool(r["drill"])) for r in self.store.query(
-                f"SELECT id, grade, drill FROM incidents WHERE id IN "
-                f"({','.join('?' * len(chunk))})", tuple(chunk))}
-        return found
-
     def _busy_robot(self, channel: str, now: float) -> bool:
         per_minute = self.config.channels[channel].per_minute
         return sum(t > now - 10 for t in self._sent[channel]) >= max(1, per_minute // 6)
@@ -286,10 +272,9 @@ class Worker:
         link to the whole list of their incidents (the newest page's token opens it)."""
         channel, person = self.config.channels[channel_id], rows[0]["person"]
         incidents = {i: self.engine.incident(i) for i in {r["incident"] for r in rows}}
-        token = self.store.query("SELECT token FROM pages WHERE person = ? AND incident = ?",
-                                 (person, max(incidents)))
-        link = (f"{self.engine.ack_links()[0].rstrip('/')}/list/{token[0]['token']}"
-                if token else self.engine.ack_links()[0])
+        page = records.page(self.store, max(incidents), person)
+        link = (f"{self.engine.ack_links()[0].rstrip('/')}/list/{page.token}"
+                if page else self.engine.ack_links()[0])
         people = [self.config.people[person]]
         return digest([(incidents[r["incident"]], r["kind"], r["step"], person) for r in rows],
                       min(r["created"] for r in rows), link,
@@ -297,9 +282,8 @@ class Worker:
 
     def _message(self, rows: list[dict]) -> Message:
         incident = self.engine.incident(rows[0]["incident"])
-        paged = self.store.query("SELECT * FROM pages WHERE incident = ? ORDER BY id",
-                                 (incident["id"],))
-        tokens = {p["person"]: p["token"] for p in paged}
+        paged = records.pages(self.store, incident.id)
+        tokens = {p.person: p.token for p in paged}
         return compose(self.config, incident, rows[0]["kind"], rows[0]["step"], paged,
                        {r["person"]: tokens.get(r["person"]) for r in rows},
                        self.engine.wall(), self.engine.ack_links())
@@ -346,8 +330,7 @@ class Worker:
         with self._lock:
             self._handed |= {r["id"]: (job.channel, files, deadline) for r in job.rows}
         with self.store.transaction() as db:
-            db.executemany("UPDATE deliveries SET receipt = ?, due = ? WHERE id = ?",
-                           [(json.dumps(files), deadline, r["id"]) for r in job.rows])
+            records.mark_handed(db, [r["id"] for r in job.rows], files, deadline)
 
     def _confirm(self) -> None:
         """The messages handed over: sent once confirmed; failed (the person's next
@@ -368,17 +351,17 @@ class Worker:
                 state, why = (False if over else None), str(exc)
             if state is None:
                 continue
-            rows = self.store.query("SELECT * FROM deliveries WHERE id = ?", (row_id,))
-            if state or not rows:  # sent: its mark is kept until it can be written
+            row = records.delivery(self.store, row_id)
+            if state or row is None:  # sent: its mark is kept until it can be written
                 with self._lock:
                     self._handed.pop(row_id, None)
-            if not rows:
+            if row is None:
                 continue
             try:
                 if state:
-                    self._done(channel, [dict(rows[0])])
+                    self._done(channel, [row.asdict()])
                     continue
-                self._fail(channel, [dict(rows[0])], why or (
+                self._fail(channel, [row.asdict()], why or (
                     f"not sent: still in gammu-smsd's outbox after "
                     f"{config.confirm_within:.0f} s, taken back (is gammu-smsd running?)"
                     if over else "gammu-smsd moved it to its error folder"), failover=True)
@@ -409,13 +392,7 @@ class Worker:
             return
         with self.store.transaction() as db:
             for row_id, (at, channel, note) in marks.items():
-                db.execute("UPDATE deliveries SET status = 'sent', sent = ?, error = NULL, "
-                           "receipt = NULL WHERE id = ?", (at, row_id))
-                row = db.execute("SELECT incident, person, kind FROM deliveries WHERE id = ?",
-                                 (row_id,)).fetchone()
-                db.execute("INSERT INTO events (incident, at, what, person, channel, detail) "
-                           "VALUES (?, ?, 'delivered', ?, ?, ?)",
-                           (row["incident"], at, row["person"], channel, row["kind"] + note))
+                records.mark_sent(db, row_id, at, channel, note)
         with self._lock:
             for row_id in marks:
                 self._unrecorded.pop(row_id, None)
@@ -430,54 +407,35 @@ class Worker:
                 route, attempts = json.loads(row["route"]), row["attempts"] + 1
                 if failover or config is None or attempts >= config.retries:
                     if row["hop"] + 1 < len(route):
-                        result, update = "failover", ("pending", row["hop"] + 1, 0, now)
-                    elif now - (row["born"] or now) < GIVE_UP and self._still_wanted(db, row):
-                        result, update = "failed", ("pending", 0, 0, now + AGAIN)
+                        result, update = "failover", (Status.PENDING, row["hop"] + 1, 0, now)
+                    elif now - (row["born"] or now) < GIVE_UP and \
+                            self.engine.still_wanted(db, row):
+                        result, update = "failed", (Status.PENDING, 0, 0, now + AGAIN)
                         log.error("page %d to %s failed on every channel, again in %.0f s: "
                                   "%s", row["id"], row["person"], AGAIN, error)
                         self.engine.unreachable(db, row, f"every channel failed ({error})")
                     else:
-                        result, update = "failed", ("failed", row["hop"], attempts, now)
+                        result, update = "failed", (Status.FAILED, row["hop"], attempts, now)
                         log.error("page %d to %s failed on every channel: %s", row["id"],
                                   row["person"], error)
                 else:
                     result = "rate_limited" if rate_limited else "retry"
                     pause = 10.0 if rate_limited else BACKOFF[min(attempts, len(BACKOFF)) - 1]
-                    update = ("pending", row["hop"], attempts, now + pause)
-                db.execute("UPDATE deliveries SET status = ?, hop = ?, attempts = ?, due = ?, "
-                           "error = ?, receipt = NULL WHERE id = ?",
-                           (*update, error, row["id"]))
-                db.execute("INSERT INTO events (incident, at, what, person, channel, detail) "
-                           "VALUES (?, ?, ?, ?, ?, ?)",
-                           (row["incident"], wall, f"delivery-{result}", row["person"],
-                            channel, error))
+                    update = (Status.PENDING, row["hop"], attempts, now + pause)
+                records.mark_tried(db, row, channel, error, result, wall, *update)
                 self.metrics.deliveries.labels(self._team(row), channel, result).inc()
         log.warning("%s: %s (%d message(s))", channel, error, len(rows))
-
-    @staticmethod
-    def _still_wanted(db, row: dict) -> bool:
-        """A page is news until its incident is acknowledged or over; the rest always."""
-        if row["kind"] not in ("page", "escalation", "repeat"):
-            return True
-        incident = db.execute("SELECT resolved, acked FROM incidents WHERE id = ?",
-                              (row["incident"],)).fetchone()
-        return incident is not None and incident["resolved"] is None and incident["acked"] is None
 
     def _set_aside(self, row: dict, error: str, unreachable: bool = False) -> None:
         """A row that can never be sent as it is: failed, with why, logged and counted;
         `unreachable`: its person cannot get it (the backup and lead are paged)."""
         log.error("delivery %d to %s set aside: %s", row["id"], row["person"], error)
         with self.store.transaction() as db:
-            db.execute("UPDATE deliveries SET status = 'failed', error = ? WHERE id = ?",
-                       (error, row["id"]))
-            db.execute("INSERT INTO events (incident, at, what, person, detail) "
-                       "VALUES (?, ?, 'delivery-failed', ?, ?)",
-                       (row["incident"], self.engine.wall(), row["person"], error))
+            records.mark_failed(db, row, error, self.engine.wall())
             if unreachable:
                 self.engine.unreachable(db, row, error)
         self.metrics.deliveries.labels(self._team(row), "", "failed").inc()
 
     def _team(self, row: dict) -> str:
-        rows = self.store.query("SELECT team FROM pages WHERE incident = ? AND person = ?",
-                                (row["incident"], row["person"]))
-        return rows[0]["team"] if rows else ""
+        page = records.page(self.store, row["incident"], row["person"])
+        return page.team if page else ""

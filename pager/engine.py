@@ -26,8 +26,10 @@ import sqlite3
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pager import records
 from pager.clock import Clock
-from pager.config import DRILL, PAGES, UNROUTED, WATCHDOG, PagerConfig
+from pager.config import DRILL, UNROUTED, WATCHDOG, PagerConfig
+from pager.records import PAGES, Incident, Kind, TimerKind
 from pager.rota import Rota
 from pager.store import Store, StoreError
 from vocabulary import GRADE_ZH, GRADES
@@ -62,7 +64,7 @@ class Engine:
         secrets, whose pair key both pagers derive the same ack token for a page from."""
         self.config, self.store = config, store
         self.role, self.keys = role, keys
-        self.clock = clock or Clock(store.get("clock"))
+        self.clock = clock or Clock(records.state(store, "clock"))
         self.rota = rota or Rota(config)
         self.gaps: dict[str, int] = {}  # team -> pages that found nobody on call
         self.unreached: dict[str, int] = {}  # team -> pages their person could not get
@@ -70,12 +72,12 @@ class Engine:
         # The countdown goes on across a restart, less the time the pager was down and
         # could not hear the Watchdog (a pager restarting every minute must not keep it
         # from ever ending, nor page for what it missed while down).
-        now, heard = self.clock.now(), store.get("watchdog_heard")
+        now, heard = self.clock.now(), records.state(store, "watchdog_heard")
         down = now - self.clock.stopped if self.clock.stopped is not None else 0.0
         self.watchdog_since = float(heard) + max(0.0, down) if heard else now
         if not heard:  # never heard yet: the first start counts, not each restart
             with store.transaction() as db:
-                store.put(db, "watchdog_heard", repr(now))
+                records.put_state(db, "watchdog_heard", repr(now))
 
     def wall(self) -> float:
         return self.clock.wall()
@@ -95,17 +97,14 @@ class Engine:
         group = str(payload.get("groupKey") or key)
         try:
             with self.store.transaction() as db:
-                db.execute("INSERT INTO received (receiver, key, at, body) VALUES (?, ?, ?, ?)",
-                           (receiver, key, wall, body.decode()))
-                last = db.execute("SELECT key, seen FROM streams WHERE receiver = ? AND "
-                                  "group_key = ?", (receiver, group)).fetchone()
-                db.execute("INSERT OR REPLACE INTO streams (receiver, group_key, key, seen) "
-                           "VALUES (?, ?, ?, ?)", (receiver, group, key, now))
+                records.add_received(db, receiver, key, wall, body.decode())
+                last = records.stream(db, receiver, group)
+                records.put_stream(db, receiver, group, key, now)
                 if receiver == WATCHDOG:  # every copy, repeat or retry, is a heartbeat
                     self._watchdog_seen(db, now)
                     return Intake("accepted", None)
-                same = last is not None and last["key"] == key
-                if same and now - last["seen"] < RETRY_WINDOW:
+                same = last is not None and last[0] == key
+                if same and now - last[1] < RETRY_WINDOW:
                     return Intake("duplicate", None)
                 if self._stale(db, payload, now):
                     log.info("a late copy of a firing notification for %s after its "
@@ -124,18 +123,10 @@ class Engine:
         back after resolve_timeout) are news, and open the incident again."""
         marks = [_mark(a) for a in payload["alerts"]]
         if payload["status"] == "resolved":
-            db.execute("DELETE FROM ended WHERE at < ?", (now - RETRY_WINDOW,))
-            db.executemany("INSERT OR REPLACE INTO ended (mark, at) VALUES (?, ?)",
-                           [(m, now) for m in marks])
+            records.mark_ended(db, marks, now, forget_before=now - RETRY_WINDOW)
             return False
         unique = sorted(set(marks))
-        found = 0
-        for i in range(0, len(unique), 500):  # SQLite's bound on parameters in a statement
-            chunk = unique[i:i + 500]
-            found += db.execute(f"SELECT count(*) FROM ended WHERE at >= ? AND mark IN "
-                                f"({','.join('?' * len(chunk))})",
-                                (now - RETRY_WINDOW, *chunk)).fetchone()[0]
-        return found == len(unique)
+        return records.ended_since(db, unique, now - RETRY_WINDOW) == len(unique)
 
     def _notification(self, db: sqlite3.Connection, receiver: str, payload: dict,
                       now: float, repeat: bool) -> int | None:
@@ -146,8 +137,7 @@ class Engine:
         grade = labels.get("grade", "")
         key = "|".join((labels.get("site", ""), labels.get("alertname", ""), grade,
                         "drill" if drill else ""))
-        incident = db.execute("SELECT * FROM incidents WHERE key = ? AND resolved IS NULL",
-                              (key,)).fetchone()
+        incident = records.open_incident(db, key)
         if payload["status"] == "resolved":
             if incident is not None and not repeat:
                 self._resolve(db, incident, now)
@@ -157,14 +147,13 @@ class Engine:
         if incident is None:
             incident = self._open(db, key, labels, first, payload, drill, now)
             repeat = False
-        elif repeat and db.execute("SELECT 1 FROM pages WHERE incident = ? AND team = ?",
-                                   (incident["id"], self._team(receiver))).fetchone():
+        elif repeat and records.pages(db, incident.id, team=self._team(receiver)):
             if incident["acked"] is None and self.config.repeat_unacknowledged:
                 self._repeat(db, incident, self._team(receiver), now)
             return incident["id"]
         if drill:
             for person in self.config.drill.people:
-                self._page(db, incident, person, DRILL, "drill", "page", 0, now)
+                self._page(db, incident, person, DRILL, "drill", Kind.PAGE, 0, now)
             return incident["id"]
         team = receiver
         if team not in self.config.teams and self.config.configured:
@@ -175,11 +164,11 @@ class Engine:
                 log.error("notification for unknown team %r: paging %s", receiver,
                           self.config.fallback_team)
             team = self.config.fallback_team
-        self._page_team(db, incident, team, "page", 0, now)
+        self._page_team(db, incident, team, Kind.PAGE, 0, now)
         return incident["id"]
 
     def _open(self, db: sqlite3.Connection, key: str, labels: dict, first: dict,
-              payload: dict, drill: bool, now: float) -> sqlite3.Row:
+              payload: dict, drill: bool, now: float) -> Incident:
         notes = {**payload.get("commonAnnotations", {}), **first.get("annotations", {})}
         owners = [t for t in [labels.get("team", ""), *labels.get("also", "").split(",")] if t]
         wall = self.wall()
@@ -188,35 +177,28 @@ class Engine:
         grade = labels.get("grade", "")
         # The same fault at a higher grade (peak hours began, or it got worse): the lower
         # incident is over without a "resolved" (the fault is not), and this one says so.
-        lower = [i for i in db.execute(
-            "SELECT * FROM incidents WHERE resolved IS NULL AND site = ? AND alertname = ? "
-            "AND drill = ? AND key != ?", (labels.get("site", ""), labels.get("alertname", "?"),
-                                           int(drill), key)).fetchall()
-            if i["grade"] in GRADES and grade in GRADES
-            and GRADES.index(i["grade"]) > GRADES.index(grade)]
+        lower = [i for i in records.same_fault(db, labels.get("site", ""),
+                                               labels.get("alertname", "?"), drill, key)
+                 if i.grade in GRADES and grade in GRADES
+                 and GRADES.index(i.grade) > GRADES.index(grade)]
         for old in lower:
-            db.execute("UPDATE incidents SET resolved = ? WHERE id = ?", (wall, old["id"]))
+            records.set_resolved(db, old.id, wall)
             # its escalation and report reminder are the new incident's now
-            db.execute("UPDATE timers SET done = 1 WHERE incident = ?", (old["id"],))
-            self._event(db, old["id"], wall, "superseded", detail=f"raised to grade {grade}")
+            records.stop_timers(db, old.id)
+            self._event(db, old.id, wall, "superseded", detail=f"raised to grade {grade}")
         if lower:
             summary = f"【升级为{GRADE_ZH[grade]}】{summary}"
         steps = [] if drill else [s.model_dump() for s in self.config.escalation.get(grade, [])]
-        cursor = db.execute(
-            "INSERT INTO incidents (key, grade, alertname, site, drill, owners, teams, "
-            "summary, description, runbook, started, opened, escalation) "
-            "VALUES (?, ?, ?, ?, ?, ?, '[]', ?, ?, ?, ?, ?, ?)",
-            (key, grade, labels.get("alertname", "?"),
-             labels.get("site", ""), int(drill), json.dumps(owners), summary,
-             notes.get("description", ""), notes.get("runbook", ""), started, wall,
-             json.dumps(steps)))
-        incident_id = cursor.lastrowid
-        self._event(db, incident_id, wall, "opened",
+        incident = records.add_incident(
+            db, key, grade, labels.get("alertname", "?"), labels.get("site", ""), drill,
+            owners, summary, notes.get("description", ""), notes.get("runbook", ""), started,
+            wall, escalation=steps)
+        self._event(db, incident.id, wall, "opened",
                     detail=f"{labels.get('grade', '?')} {labels.get('alertname')}")
         if not drill and self.config.configured:  # unconfigured: nobody to escalate to
             # until the site fills in its teams and a repeat pages it (_arm then)
-            self._arm(db, incident_id, grade, steps, now, wall)
-        return db.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone()
+            self._arm(db, incident.id, grade, steps, now, wall)
+        return incident
 
     def _arm(self, db: sqlite3.Connection, incident_id: int, grade: str, steps: list[dict],
              now: float, opened: float) -> None:
@@ -224,34 +206,30 @@ class Engine:
         reminder from when it opened (`opened`, wall clock); a reminder already past is
         not sent (the page, late, is the news)."""
         for step, policy in enumerate(steps):
-            db.execute("INSERT INTO timers (incident, kind, step, due) VALUES (?, ?, ?, ?)",
-                       (incident_id, "escalation", step + 1, now + policy["after"]))
+            records.add_timer(db, incident_id, TimerKind.ESCALATION, step + 1,
+                              now + policy["after"])
         deadline = (self.config.reports.major if grade in ("I", "II")
                     else self.config.reports.other)
         due = now + (opened - self.wall()) + deadline - self.config.reports.remind_before
         if due >= now:
-            db.execute("INSERT INTO timers (incident, kind, step, due) VALUES (?, ?, 0, ?)",
-                       (incident_id, "reminder", due))
+            records.add_timer(db, incident_id, TimerKind.REMINDER, 0, due)
 
-    def _arm_kept(self, db: sqlite3.Connection, incident: sqlite3.Row, now: float) -> None:
+    def _arm_kept(self, db: sqlite3.Connection, incident: Incident, now: float) -> None:
         """An incident kept while the pager had no teams (no timers, nobody told), paged
         now that it has: it escalates from this page, on the escalation of the config that
         pages it (the one it opened with paged nobody)."""
         if json.loads(incident["teams"]):  # paged before: the usual case, no lookup
             return
-        kept = {r["what"] for r in db.execute(
-            "SELECT what FROM events WHERE incident = ? AND what IN ('unconfigured', 'armed')",
-            (incident["id"],))}
+        kept = records.happened(db, incident.id, ("unconfigured", "armed"))
         if incident["drill"] or incident["acked"] is not None or kept != {"unconfigured"}:
             return
         steps = [s.model_dump() for s in self.config.escalation.get(incident["grade"], [])]
-        db.execute("UPDATE incidents SET escalation = ? WHERE id = ?",
-                   (json.dumps(steps), incident["id"]))
+        records.set_escalation(db, incident.id, steps)
         self._event(db, incident["id"], self.wall(), "armed", detail=(
             "kept while the pager had no teams: escalates from this page"))
         self._arm(db, incident["id"], incident["grade"], steps, now, incident["opened"])
 
-    def _page_team(self, db: sqlite3.Connection, incident: sqlite3.Row, team: str,
+    def _page_team(self, db: sqlite3.Connection, incident: Incident, team: str,
                    kind: str, step: int, now: float, role: str = "oncall",
                    prefer: tuple[str, ...] = ()) -> None:
         if team not in self.config.teams:  # gone from the config since the incident opened
@@ -271,18 +249,12 @@ class Engine:
             person, role = lead, "lead"
         self._page(db, incident, person, team, role, kind, step, now, prefer)
 
-    def _page(self, db: sqlite3.Connection, incident: sqlite3.Row, person: str, team: str,
+    def _page(self, db: sqlite3.Connection, incident: Incident, person: str, team: str,
               role: str, kind: str, step: int, now: float, prefer: tuple[str, ...] = (),
               born: float | None = None) -> None:
-        db.execute("INSERT OR IGNORE INTO pages (incident, person, team, role, token, paged) "
-                   "VALUES (?, ?, ?, ?, ?, ?)",
-                   (incident["id"], person, team, role, self._token(incident, person),
-                    self.wall()))
-        teams = json.loads(db.execute("SELECT teams FROM incidents WHERE id = ?",
-                                      (incident["id"],)).fetchone()["teams"])
-        if team not in teams:
-            db.execute("UPDATE incidents SET teams = ? WHERE id = ?",
-                       (json.dumps([*teams, team]), incident["id"]))
+        records.add_page(db, incident.id, person, team, role,
+                         self._token(db, incident, person), self.wall())
+        records.add_team(db, incident.id, team)
         self._deliver(db, incident["id"], person, kind, step, now, prefer, born)
 
     def _deliver(self, db: sqlite3.Connection, incident: int, person: str, kind: str,
@@ -298,26 +270,18 @@ class Engine:
             self._unreachable(db, incident, person, kind, step, now,
                               "has no channel that can reach them")
             return
-        if db.execute("INSERT OR IGNORE INTO deliveries (incident, person, kind, step, route, "
-                      "hop, status, attempts, due, created, born) VALUES (?, ?, ?, ?, ?, 0, "
-                      "'pending', 0, ?, ?, ?)", (incident, person, kind, step,
-                                                 json.dumps(route), now, self.wall(),
-                                                 born)).rowcount == 0:
-            db.execute("UPDATE deliveries SET status = 'pending', route = ?, hop = 0, "
-                       "attempts = 0, due = ?, error = NULL WHERE incident = ? AND "
-                       "person = ? AND kind = ? AND step = ? AND status = 'failed'",
-                       (json.dumps(route), now, incident, person, kind, step))
+        if not records.add_delivery(db, incident, person, kind, step, route, now,
+                                    self.wall(), born):
+            records.retry_failed(db, incident, person, kind, step, route, now)
 
     def _unreachable(self, db: sqlite3.Connection, incident_id: int, person: str, kind: str,
                      step: int, now: float, why: str, born: float | None = None) -> None:
         """A page `person` cannot get (no channel reaches them, or every one failed): the
         team it was for must not stay in silence, so its backup and lead (those a channel
         reaches) are paged at once; an event, the metric and the log say so."""
-        page = db.execute("SELECT team FROM pages WHERE incident = ? AND person = ?",
-                          (incident_id, person)).fetchone()
-        incident = db.execute("SELECT * FROM incidents WHERE id = ?",
-                              (incident_id,)).fetchone()
-        team = page["team"] if page else None
+        page = records.page(db, incident_id, person)
+        incident = records.incident(db, incident_id)
+        team = page.team if page else None
         if kind not in PAGES or team not in self.config.teams or incident["drill"]:
             log.error("%s %s: not told of incident %d (%s)", person, why, incident_id, kind)
             self._event(db, incident_id, self.wall(), "unreachable", person, detail=(
@@ -342,12 +306,19 @@ class Engine:
         """A page that failed on every channel of its person (or that no channel reaches
         any more): once per incident and person, its team's backup and lead are paged
         (`_unreachable`), as old as it is (a storm's digest holds them no longer)."""
-        if not db.execute("SELECT 1 FROM events WHERE incident = ? AND person = ? AND what = "
-                          "'unreachable'", (row["incident"], row["person"])).fetchone():
+        if not records.happened(db, row["incident"], ("unreachable",), row["person"]):
             self._unreachable(db, row["incident"], row["person"], row["kind"], row["step"],
                               self.clock.now(), why, row["born"])
 
-    def _token(self, incident: sqlite3.Row, person: str) -> str:
+    def still_wanted(self, db: sqlite3.Connection, row: dict) -> bool:
+        """Whether a message that failed on every channel is still worth trying: a page
+        is news until its incident is acknowledged or over; the rest always."""
+        if row["kind"] not in PAGES:
+            return True
+        incident = records.incident(db, row["incident"])
+        return incident is not None and incident.resolved is None and incident.acked is None
+
+    def _token(self, db: sqlite3.Connection, incident: Incident, person: str) -> str:
         """A page's ack token: random; in a pair the same on both pagers (from the pair's
         key, the incident and the person), so a link works on either. Never from
         Alertmanager's token: whoever holds that cannot make a link."""
@@ -357,7 +328,7 @@ class Engine:
         text = f"ack-link|{incident['key']}|{incident['started']!r}|{person}"
         token = base64.urlsafe_b64encode(hmac.new(key, text.encode(),
                                                   "sha256").digest()[:18]).decode()
-        taken = self.store.query("SELECT 1 FROM pages WHERE token = ?", (token,))
+        taken = records.page_by_token(db, token) is not None
         # an incident of the same alerts again (the lower grade under a raised one): its
         # own link, on this pager only
         return secrets.token_urlsafe(18) if taken else token
@@ -386,16 +357,10 @@ class Engine:
         team's on-call now takes it (on the step's channels first); a drill page goes to
         nobody else but the drill rota."""
         with self.store.transaction() as db:
-            db.execute("UPDATE deliveries SET status = 'failed', error = ? WHERE id = ?",
-                       (why, row["id"]))
-            self._event(db, row["incident"], self.wall(), "delivery-failed", row["person"],
-                        detail=why)
-            incident = db.execute("SELECT * FROM incidents WHERE id = ?",
-                                  (row["incident"],)).fetchone()
-            page = db.execute("SELECT team, role FROM pages WHERE incident = ? AND "
-                              "person = ?", (row["incident"], row["person"])).fetchone()
-            if incident is None or page is None or incident["drill"] or row["kind"] not in (
-                    "page", "escalation", "repeat"):
+            records.mark_failed(db, row, why, self.wall())
+            incident = records.incident(db, row["incident"])
+            page = records.page(db, row["incident"], row["person"])
+            if incident is None or page is None or incident.drill or row["kind"] not in PAGES:
                 return
             team = page["team"] if page["team"] in self.config.teams \
                 else self.config.fallback_team
@@ -403,7 +368,7 @@ class Engine:
                         detail=f"{row['person']} is no longer in the config: paging {team}")
             role = page["role"] if page["role"] in ("oncall", "backup", "lead") else "oncall"
             steps = json.loads(incident["escalation"])
-            prefer = tuple(steps[row["step"] - 1]["channels"]) if row["kind"] == "escalation" \
+            prefer = tuple(steps[row["step"] - 1]["channels"]) if row["kind"] == Kind.ESCALATION \
                 and 0 < row["step"] <= len(steps) else ()
             self._page_team(db, incident, team, row["kind"], row["step"], self.clock.now(),
                             role=role, prefer=prefer)
@@ -412,43 +377,37 @@ class Engine:
         """The team a receiver's pages go to: itself, or the fallback for one unknown."""
         return receiver if receiver in self.config.teams else self.config.fallback_team
 
-    def _repeat(self, db: sqlite3.Connection, incident: sqlite3.Row, team: str,
+    def _repeat(self, db: sqlite3.Connection, incident: Incident, team: str,
                 now: float) -> None:
         """Alertmanager says again that an unacknowledged incident fires: its receiver's
         people hear it again (a new step, so nothing is folded away)."""
         repeats = incident["repeats"] + 1
-        db.execute("UPDATE incidents SET repeats = ? WHERE id = ?", (repeats, incident["id"]))
+        records.set_repeats(db, incident.id, repeats)
         if incident["drill"]:
             return
         self._event(db, incident["id"], self.wall(), "repeated", detail=f"for {team}")
-        for page in db.execute("SELECT person FROM pages WHERE incident = ? AND team = ?",
-                               (incident["id"], team)).fetchall():
-            waiting = db.execute("SELECT 1 FROM deliveries WHERE incident = ? AND person = ? "
-                                 "AND status = 'pending'", (incident["id"], page["person"]))
-            if waiting.fetchone() is None:  # a page still queued says it already
-                self._deliver(db, incident["id"], page["person"], "repeat", repeats, now)
+        for page in records.pages(db, incident.id, team=team):
+            if not records.has_pending(db, incident.id, page.person):  # a page still
+                # queued says it already
+                self._deliver(db, incident.id, page.person, Kind.REPEAT, repeats, now)
 
-    def _resolve(self, db: sqlite3.Connection, incident: sqlite3.Row, now: float) -> None:
-        db.execute("UPDATE incidents SET resolved = ? WHERE id = ?", (self.wall(),
-                                                                       incident["id"]))
+    def _resolve(self, db: sqlite3.Connection, incident: Incident, now: float) -> None:
+        records.set_resolved(db, incident.id, self.wall())
         # no escalation once it is over; the written report is still due
-        db.execute("UPDATE timers SET done = 1 WHERE incident = ? AND kind = 'escalation' "
-                   "AND done = 0", (incident["id"],))
-        self._event(db, incident["id"], self.wall(), "resolved")
-        for page in db.execute("SELECT person FROM pages WHERE incident = ?",
-                               (incident["id"],)).fetchall():
-            self._deliver(db, incident["id"], page["person"], "resolved", 0, now)
+        records.stop_escalation(db, incident.id)
+        self._event(db, incident.id, self.wall(), "resolved")
+        for page in records.pages(db, incident.id):
+            self._deliver(db, incident.id, page.person, Kind.RESOLVED, 0, now)
 
     # ------------------------------------------------------------------ acknowledgement
 
     def may_ack(self, incident_id: int, person: str) -> bool:
         """Who may acknowledge: a person paged for the incident, or a member (on call,
         backup, lead, in the rotation or an override) of a team it paged."""
-        if self.store.query("SELECT 1 FROM pages WHERE incident = ? AND person = ?",
-                            (incident_id, person)):
+        if records.page(self.store, incident_id, person) is not None:
             return True
-        rows = self.store.query("SELECT teams FROM incidents WHERE id = ?", (incident_id,))
-        teams = json.loads(rows[0]["teams"]) if rows else []
+        incident = records.incident(self.store, incident_id)
+        teams = json.loads(incident.teams) if incident else []
         return any(person in self.config.members(t) for t in teams if t in self.config.teams)
 
     def ack(self, incident_id: int, person: str, via: str) -> bool:
@@ -456,33 +415,27 @@ class Engine:
         open incident, or acknowledged already."""
         wall = self.wall()
         with self.store.transaction() as db:
-            incident = db.execute("SELECT * FROM incidents WHERE id = ?",
-                                  (incident_id,)).fetchone()
-            if incident is None or incident["acked"] is not None:
+            incident = records.incident(db, incident_id)
+            if incident is None or incident.acked is not None:
                 return False
-            db.execute("UPDATE incidents SET acked = ?, acked_by = ? WHERE id = ?",
-                       (wall, person, incident_id))
-            db.execute("UPDATE timers SET done = 1 WHERE incident = ? AND kind = 'escalation' "
-                       "AND done = 0", (incident_id,))
+            records.set_acked(db, incident_id, wall, person)
+            records.stop_escalation(db, incident_id)
             self._event(db, incident_id, wall, "acknowledged", person, via)
             if self.config.pair is not None and via != "peer":  # the other pager stops too
-                db.execute("INSERT INTO peer_acks (key, started, opened, person, via, at) "
-                           "VALUES (?, ?, ?, ?, ?, ?)", (incident["key"], incident["started"],
-                                                         incident["opened"], person, via, wall))
-            for page in db.execute("SELECT person FROM pages WHERE incident = ?",
-                                   (incident_id,)).fetchall():
-                if page["person"] != person:
-                    self._deliver(db, incident_id, page["person"], "ack", 0, self.clock.now())
+                records.add_peer_ack(db, incident, person, via, wall)
+            for page in records.pages(db, incident_id):
+                if page.person != person:
+                    self._deliver(db, incident_id, page.person, Kind.ACK, 0, self.clock.now())
         return True
 
-    def ack_token(self, token: str, via: str = "link") -> sqlite3.Row | None:
+    def ack_token(self, token: str, via: str = "link") -> Incident | None:
         """The incident a page's token belongs to, acknowledged by that person; None for a
         token nobody was given (refused and logged by the caller)."""
-        rows = self.store.query("SELECT incident, person FROM pages WHERE token = ?", (token,))
-        if not rows:
+        page = records.page_by_token(self.store, token)
+        if page is None:
             return None
-        self.ack(rows[0]["incident"], rows[0]["person"], via)
-        return self.incident(rows[0]["incident"])
+        self.ack(page.incident, page.person, via)
+        return self.incident(page.incident)
 
     def sms_reply(self, number: str, text: str) -> int | None:
         """A reply to a page: `1` acknowledges the newest open incident paged to that
@@ -499,23 +452,17 @@ class Engine:
             return None
         if match.group(1):
             wanted = int(match.group(1))
-            rows = self.store.query("SELECT incident FROM pages WHERE person = ? AND "
-                                    "incident = ?", (person, wanted))
+            found = wanted if records.page(self.store, wanted, person) else None
         else:  # the newest open incident whose page reached them as a message of its
             # own, on any channel (every page says "reply 1"): in a storm the newest
             # incident is only counted in a digest; else the newest open one paged to them
-            rows = self.store.query(
-                "SELECT e.incident FROM events e JOIN incidents i ON i.id = e.incident "
-                "WHERE e.what = 'delivered' AND e.person = ? AND e.detail IN ('page', "
-                "'escalation', 'repeat') AND i.resolved IS NULL AND i.acked IS NULL "
-                "ORDER BY e.id DESC LIMIT 1", (person,)) or self.store.query(
-                "SELECT p.incident FROM pages p JOIN incidents i ON i.id = p.incident "
-                "WHERE p.person = ? AND i.resolved IS NULL AND i.acked IS NULL "
-                "ORDER BY i.opened DESC, i.id DESC LIMIT 1", (person,))
-        if not rows:
+            found = records.newest_open_delivered(self.store, person, PAGES)
+            if found is None:
+                found = records.newest_open_paged(self.store, person)
+        if found is None:
             log.warning("SMS from %s acknowledges no incident paged to them: %r", number, text)
             return None
-        return rows[0]["incident"] if self.ack(rows[0]["incident"], person, "sms") else None
+        return found if self.ack(found, person, "sms") else None
 
     # ------------------------------------------------------------------ time
 
@@ -524,20 +471,15 @@ class Engine:
         fails is set aside, logged and counted: it never holds back the others); the
         watchdog's silence."""
         now = self.clock.now()
-        due = self.store.query("SELECT id FROM timers WHERE done = 0 AND due <= ? "
-                               "ORDER BY due", (now,))
-        for timer_id in (row["id"] for row in due):
+        for timer_id in records.due_timers(self.store, now):
             try:
                 with self.store.transaction() as db:
-                    timer = db.execute("SELECT * FROM timers WHERE id = ? AND done = 0",
-                                       (timer_id,)).fetchone()
+                    timer = records.take_timer(db, timer_id)
                     if timer is None:
                         continue
-                    db.execute("UPDATE timers SET done = 1 WHERE id = ?", (timer_id,))
-                    incident = db.execute("SELECT * FROM incidents WHERE id = ?",
-                                          (timer["incident"],)).fetchone()
-                    if timer["kind"] == "escalation":
-                        self._escalate(db, incident, timer["step"], now)
+                    incident = records.incident(db, timer.incident)
+                    if timer.kind == TimerKind.ESCALATION:
+                        self._escalate(db, incident, timer.step, now)
                     else:
                         self._remind(db, incident, now)
             except sqlite3.Error:
@@ -546,16 +488,15 @@ class Engine:
                 self.errors += 1
                 log.exception("timer %d failed: set aside", timer_id)
                 with self.store.transaction() as db:
-                    db.execute("UPDATE timers SET done = 2, error = ? WHERE id = ?",
-                               (f"{type(exc).__name__}: {exc}", timer_id))
+                    records.set_timer_aside(db, timer_id, f"{type(exc).__name__}: {exc}")
         if now - self.watchdog_since >= self.config.watchdog.timeout:
             with self.store.transaction() as db:
                 self._watch(db, now)
         if self.clock.due_for_save():
             with self.store.transaction() as db:
-                self.store.put(db, "clock", self.clock.saved())
+                records.put_state(db, "clock", self.clock.saved())
 
-    def _escalate(self, db: sqlite3.Connection, incident: sqlite3.Row, step: int,
+    def _escalate(self, db: sqlite3.Connection, incident: Incident, step: int,
                   now: float) -> None:
         steps = json.loads(incident["escalation"])
         if step > len(steps):
@@ -568,31 +509,30 @@ class Engine:
                   for t in json.loads(incident["owners"])] or [self.config.fallback_team]
         for target in policy["notify"]:
             if target not in ("oncall", "backup", "lead"):  # a team by its id
-                self._page_team(db, incident, target, "escalation", step, now,
+                self._page_team(db, incident, target, Kind.ESCALATION, step, now,
                                 prefer=tuple(policy["channels"]))
                 continue
             for team in dict.fromkeys(owners):
-                self._page_team(db, incident, team, "escalation", step, now, role=target,
+                self._page_team(db, incident, team, Kind.ESCALATION, step, now, role=target,
                                 prefer=tuple(policy["channels"]))
 
-    def _remind(self, db: sqlite3.Connection, incident: sqlite3.Row, now: float) -> None:
+    def _remind(self, db: sqlite3.Connection, incident: Incident, now: float) -> None:
         """The written report is due soon: remind whoever acknowledged, else the owners'
         on-call."""
         if incident["acked_by"] in self.config.people:
-            self._deliver(db, incident["id"], incident["acked_by"], "reminder", 0, now)
+            self._deliver(db, incident.id, incident.acked_by, Kind.REMINDER, 0, now)
         else:
-            for team in json.loads(incident["owners"]) or [self.config.fallback_team]:
-                self._page_team(db, incident, team, "reminder", 0, now)
+            for team in json.loads(incident.owners) or [self.config.fallback_team]:
+                self._page_team(db, incident, team, Kind.REMINDER, 0, now)
         self._event(db, incident["id"], self.wall(), "report-reminder")
 
     # ------------------------------------------------------------------ watchdog
 
     def _watchdog_seen(self, db: sqlite3.Connection, now: float) -> None:
-        self.store.put(db, "watchdog_seen", str(self.wall()))  # for people: a date
-        self.store.put(db, "watchdog_heard", repr(now))  # for the countdown: its clock
+        records.put_state(db, "watchdog_seen", str(self.wall()))  # for people: a date
+        records.put_state(db, "watchdog_heard", repr(now))  # for the countdown: its clock
         self.watchdog_since = now
-        silent = db.execute("SELECT * FROM incidents WHERE key = ? AND resolved IS NULL",
-                            (WATCHDOG_KEY,)).fetchone()
+        silent = records.open_incident(db, WATCHDOG_KEY)
         if silent is not None:
             self._resolve(db, silent, now)
 
@@ -602,25 +542,20 @@ class Engine:
         watchdog = self.config.watchdog
         if now - self.watchdog_since < watchdog.timeout:
             return
-        if db.execute("SELECT 1 FROM incidents WHERE key = ? AND resolved IS NULL",
-                      (WATCHDOG_KEY,)).fetchone():
+        if records.open_incident(db, WATCHDOG_KEY):
             return
         wall = self.wall()
         silent_for = now - self.watchdog_since
-        cursor = db.execute(
-            "INSERT INTO incidents (key, grade, alertname, site, drill, owners, teams, "
-            "summary, description, runbook, started, opened) VALUES (?, 'I', "
-            "'MonitoringPathDown', '', 0, ?, '[]', ?, ?, 'runbooks/Watchdog.md', ?, ?)",
-            (WATCHDOG_KEY, json.dumps(watchdog.notify), "监控告警通道中断：告警可能无法送达",
-             f"The Watchdog alert has not arrived for {silent_for:.0f} s: "
-             "Prometheus, Alertmanager or the path to the pager is down, so no alert can "
-             "page anyone. Check them now.", wall - silent_for, wall))
-        incident = db.execute("SELECT * FROM incidents WHERE id = ?",
-                              (cursor.lastrowid,)).fetchone()
-        self._event(db, incident["id"], wall, "opened", detail="watchdog silent")
+        incident = records.add_incident(
+            db, WATCHDOG_KEY, "I", "MonitoringPathDown", "", False, list(watchdog.notify),
+            "监控告警通道中断：告警可能无法送达",
+            f"The Watchdog alert has not arrived for {silent_for:.0f} s: "
+            "Prometheus, Alertmanager or the path to the pager is down, so no alert can "
+            "page anyone. Check them now.", "runbooks/Watchdog.md", wall - silent_for, wall)
+        self._event(db, incident.id, wall, "opened", detail="watchdog silent")
         log.error("no Watchdog for %.0f s: paging %s", silent_for, ", ".join(watchdog.notify))
         for team in watchdog.notify:
-            self._page_team(db, incident, team, "page", 0, now,
+            self._page_team(db, incident, team, Kind.PAGE, 0, now,
                             prefer=tuple(watchdog.channels))
 
     # ------------------------------------------------------------------ the pair's peer
@@ -632,68 +567,57 @@ class Engine:
         pair = self.config.pair
         assert pair is not None
         with self.store.transaction() as db:
-            if db.execute("SELECT 1 FROM incidents WHERE key = ? AND resolved IS NULL",
-                          (PEER_KEY,)).fetchone():
+            if records.open_incident(db, PEER_KEY):
                 return
             wall = self.wall()
             other = "standby" if self.role == "active" else "active"
-            cursor = db.execute(
-                "INSERT INTO incidents (key, grade, alertname, site, drill, owners, teams, "
-                "summary, description, runbook, started, opened) VALUES (?, 'III', "
-                "'PagerPeerDown', '', 0, ?, '[]', ?, ?, 'runbooks/PagerPeerDown.md', ?, ?)",
-                (PEER_KEY, json.dumps(pair.notify), f"值班通知备机（{other}）失联：告警通道无冗余",
-                 f"The {other} pager has not answered for {silent_for:.0f} s (not with the "
-                 "pair's key): its host, its process or the network between the two pagers "
-                 "is down, or something else answers at its address. Pages still go "
-                 "out through this one, with nothing behind it. Bring the other back.",
-                 wall - silent_for, wall))
-            incident = db.execute("SELECT * FROM incidents WHERE id = ?",
-                                  (cursor.lastrowid,)).fetchone()
-            self._event(db, incident["id"], wall, "opened", detail=f"{other} pager silent")
+            incident = records.add_incident(
+                db, PEER_KEY, "III", "PagerPeerDown", "", False, list(pair.notify),
+                f"值班通知备机（{other}）失联：告警通道无冗余",
+                f"The {other} pager has not answered for {silent_for:.0f} s (not with the "
+                "pair's key): its host, its process or the network between the two pagers "
+                "is down, or something else answers at its address. Pages still go "
+                "out through this one, with nothing behind it. Bring the other back.",
+                "runbooks/PagerPeerDown.md", wall - silent_for, wall)
+            self._event(db, incident.id, wall, "opened", detail=f"{other} pager silent")
             log.error("the %s pager has not answered for %.0f s: paging %s", other,
                       silent_for, ", ".join(pair.notify))
             for team in pair.notify:
-                self._page_team(db, incident, team, "page", 0, self.clock.now())
+                self._page_team(db, incident, team, Kind.PAGE, 0, self.clock.now())
 
     def resolve(self, incident_id: int, why: str, superseded: bool = False) -> None:
         """An incident the other pager of the pair saw end (this one missed the
         notification, down or apart): over here too. Resolved, its people are told;
         superseded by a higher grade, the fault goes on and nobody is told it is over."""
         with self.store.transaction() as db:
-            incident = db.execute("SELECT * FROM incidents WHERE id = ? AND resolved IS NULL",
-                                  (incident_id,)).fetchone()
-            if incident is None:
+            incident = records.incident(db, incident_id)
+            if incident is None or incident.resolved is not None:
                 return
             self._event(db, incident_id, self.wall(), "peer", detail=why)
             if superseded:
-                db.execute("UPDATE incidents SET resolved = ? WHERE id = ?",
-                           (self.wall(), incident_id))
-                db.execute("UPDATE timers SET done = 1 WHERE incident = ?", (incident_id,))
+                records.set_resolved(db, incident_id, self.wall())
+                records.stop_timers(db, incident_id)
                 self._event(db, incident_id, self.wall(), "superseded", detail=why)
             else:
                 self._resolve(db, incident, self.clock.now())
 
     def peer_heard(self) -> None:
-        if not self.store.query("SELECT 1 FROM incidents WHERE key = ? AND resolved IS NULL",
-                                (PEER_KEY,)):
+        if records.open_incident(self.store, PEER_KEY) is None:
             return  # the usual answer: nothing to write
         with self.store.transaction() as db:
-            silent = db.execute("SELECT * FROM incidents WHERE key = ? AND resolved IS NULL",
-                                (PEER_KEY,)).fetchone()
+            silent = records.open_incident(db, PEER_KEY)
             if silent is not None:
                 self._resolve(db, silent, self.clock.now())
 
     # ------------------------------------------------------------------ reading
 
-    def incident(self, incident_id: int) -> sqlite3.Row | None:
-        rows = self.store.query("SELECT * FROM incidents WHERE id = ?", (incident_id,))
-        return rows[0] if rows else None
+    def incident(self, incident_id: int) -> Incident | None:
+        return records.incident(self.store, incident_id)
 
     def _event(self, db: sqlite3.Connection, incident: int | None, at: float, what: str,
                person: str | None = None, channel: str | None = None,
                detail: str | None = None) -> None:
-        db.execute("INSERT INTO events (incident, at, what, person, channel, detail) "
-                   "VALUES (?, ?, ?, ?, ?, ?)", (incident, at, what, person, channel, detail))
+        records.add_event(db, incident, at, what, person, channel, detail)
 
 
 def _payload(body: bytes) -> dict:

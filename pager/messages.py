@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import sqlite3
 from collections.abc import Callable
 
 from pager.channels.base import Message, Short
-from pager.config import PAGES, PagerConfig
+from pager.config import PagerConfig
+from pager.records import PAGES, Incident, Kind, Page
 from vocabulary import GRADE_ZH, GRADES, SHANGHAI
 
-KIND_ZH = {"page": "", "escalation": "【升级】", "repeat": "【仍在告警】", "resolved": "【已恢复】",
-           "ack": "【已确认】", "reminder": "【报告提醒】"}
+KIND_ZH = {Kind.PAGE: "", Kind.ESCALATION: "【升级】", Kind.REPEAT: "【仍在告警】",
+           Kind.RESOLVED: "【已恢复】", Kind.ACK: "【已确认】", Kind.REMINDER: "【报告提醒】"}
 
 
 def clock(at: float, seconds: bool = True) -> str:
@@ -35,8 +35,8 @@ def minutes(seconds: float) -> str:
     return f"{seconds / 60:.0f} 分钟" if seconds >= 60 else f"{seconds:.0f} 秒"
 
 
-def compose(config: PagerConfig, incident: sqlite3.Row, kind: str, step: int,
-            paged: list[sqlite3.Row], tokens: dict[str, str | None], now: float,
+def compose(config: PagerConfig, incident: Incident, kind: str, step: int,
+            paged: list[Page], tokens: dict[str, str | None], now: float,
             ack_at: list[str] | None = None) -> Message:
     """The message of `kind` for the people in `tokens` (person -> their ack token).
     `ack_at`: the pagers whose ack pages the links open, this one first (a pair's other
@@ -59,19 +59,19 @@ def compose(config: PagerConfig, incident: sqlite3.Row, kind: str, step: int,
     lines = [head]
     if drill:
         lines.append("演练，不是真实故障 / drill, not a real incident")
-    if kind == "resolved":
+    if kind == Kind.RESOLVED:
         lines.append(f"恢复于 {when(incident['resolved'])}，持续 "
                      f"{minutes(incident['resolved'] - incident['started'])}")
-    elif kind == "ack":
+    elif kind == Kind.ACK:
         lines.append(f"{acker_name} 已确认 {clock(incident['acked'])}，升级已停止 / acknowledged")
-    elif kind == "reminder":
+    elif kind == Kind.REMINDER:
         deadline = incident["opened"] + (config.reports.major if incident["grade"] in ("I", "II")
                                          else config.reports.other)
         lines.append(f"书面事件报告须于 {when(deadline)} 前提交（insmon review --report 起草）")
     else:
-        if kind in ("escalation", "repeat"):
+        if kind in (Kind.ESCALATION, Kind.REPEAT):
             lines.append(f"已 {minutes(now - incident['opened'])} 无人确认"
-                         + (f"，升级通知 (step {step})" if kind == "escalation" else ""))
+                         + (f"，升级通知 (step {step})" if kind == Kind.ESCALATION else ""))
         lines += [
             f"开始 since: {when(incident['started'])}"
             f"（已持续 {minutes(now - incident['started'])}）",
@@ -103,31 +103,31 @@ def compose(config: PagerConfig, incident: sqlite3.Row, kind: str, step: int,
                    frozenset((incident["id"], kind, step, person) for person in tokens))
 
 
-def _short(incident: sqlite3.Row, kind: str, head: str, stopped: bool, link: str,
+def _short(incident: Incident, kind: str, head: str, stopped: bool, link: str,
            acker: str | None, now: float, numbered: bool = True) -> Short:
     """The SMS's fields, fitted to a channel's length by `fit`."""
-    tail = {"page": f"{clock(incident['started'], False)}起",
-            "escalation": f"{clock(incident['started'], False)}起，无人确认",
-            "repeat": f"{clock(incident['started'], False)}起，仍在告警",
-            "resolved": f"{clock(incident['resolved'] or now, False)}恢复",
-            "ack": f"{acker} 已确认 {clock(incident['acked'] or now)}",
-            "reminder": "请按时提交事件报告"}[kind]
-    if stopped and kind in ("page", "escalation", "repeat"):
+    tail = {Kind.PAGE: f"{clock(incident['started'], False)}起",
+            Kind.ESCALATION: f"{clock(incident['started'], False)}起，无人确认",
+            Kind.REPEAT: f"{clock(incident['started'], False)}起，仍在告警",
+            Kind.RESOLVED: f"{clock(incident['resolved'] or now, False)}恢复",
+            Kind.ACK: f"{acker} 已确认 {clock(incident['acked'] or now)}",
+            Kind.REMINDER: "请按时提交事件报告"}[kind]
+    if stopped and kind in PAGES:
         tail = "结算已中断 " + tail
-    if kind in ("page", "escalation", "repeat") and not incident["acked"]:
+    if kind in PAGES and not incident["acked"]:
         tail += f"。回复1确认(ACK {incident['id']})" if numbered else "。回复1确认"
         return Short(head, tail, link)
     return Short(head, tail)
 
 
-def digest(entries: list[tuple[sqlite3.Row, str, int, str]], since: float, link: str,
+def digest(entries: list[tuple[Incident, str, int, str]], since: float, link: str,
            fits: Callable[[Message], bool], most: int = 200) -> Message:
     """A storm's messages to one person in one (pager/storm.py): `entries` are (incident,
     kind, step, person). How many, by grade; what opened, one line per kind, grade and
     alert with its sites and how many (and the summary of an alert at one site, when they
     all fit so), Level I first, as many lines as `fits` takes (and `most`); the rest
     counted by grade; one link to the whole list."""
-    groups: dict[tuple, list[sqlite3.Row]] = {}
+    groups: dict[tuple, list[Incident]] = {}
     for incident, kind, _, _ in entries:
         grade = incident["grade"]
         key = (kind not in PAGES, GRADES.index(grade) if grade in GRADES else len(GRADES),
@@ -171,8 +171,8 @@ def _counts(groups: list[tuple[str, str, int]]) -> str:
     """一级 2 · 二级 996 · 【已恢复】3: pages by grade, then the other kinds."""
     by: dict[str, int] = {}
     for grade, label, n in groups:
-        name = GRADE_ZH.get(grade, "未分级") if label in ("", KIND_ZH["escalation"],
-                                                        KIND_ZH["repeat"]) else label
+        name = GRADE_ZH.get(grade, "未分级") if label in ("", KIND_ZH[Kind.ESCALATION],
+                                                        KIND_ZH[Kind.REPEAT]) else label
         by[name] = by.get(name, 0) + n
     return " · ".join(f"{name} {n}" for name, n in by.items())
 
@@ -233,7 +233,7 @@ def _shorten(line: str, fits: Callable[[str], bool]) -> str:
     return line[:low] + "…"
 
 
-def webhook_body(incident: sqlite3.Row, kind: str, person: str, message: Message) -> bytes:
+def webhook_body(incident: Incident, kind: str, person: str, message: Message) -> bytes:
     return json.dumps({"incident": incident["id"], "kind": kind, "grade": incident["grade"],
                        "alertname": incident["alertname"], "site": incident["site"],
                        "drill": bool(incident["drill"]), "person": person,

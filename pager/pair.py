@@ -52,8 +52,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from pager import keys
+from pager import keys, records
 from pager.engine import PEER_KEY, WATCHDOG_KEY, Engine
+from pager.records import CLOSING, PAGES, Incident, Kind, Status
 from pager.store import StoreError
 
 log = logging.getLogger("insmon.pager.pair")
@@ -67,8 +68,6 @@ MATCH_WINDOW = 60.0  # a silence's start as each pager dates it (see _incident)
 # each Alertmanager of the pair as it arrives, a moment apart
 SAME_START = 1.0
 SELF_DATED = (WATCHDOG_KEY, PEER_KEY)
-PAGES = ("page", "escalation", "repeat")
-CLOSING = ("ack", "resolved")  # the notices that end what a page began
 MAX_ANSWER = 32 << 20  # bytes read of an answer at the most
 LOG_EVERY = 60.0  # seconds: an untrusted question or answer of one kind logged this often
 UNTRUSTED = ("unsigned", "signature", "clock", "replay", "reflected", "person", "refused")
@@ -311,30 +310,30 @@ class Peer:
             return True
         if row["kind"] in PAGES and answer["found"] and incident["resolved"] is not None \
                 and answer["resolved"] is not None:  # over on both: a page is news no more
-            self._mark(row, "sent-by-peer", None, "over on both", status="peer")
+            self._mark(row, "sent-by-peer", None, "over on both", status=Status.PEER)
             return False
         if row["kind"] in PAGES and answer["found"] and incident["resolved"] is None:
             if answer["resolved"] is not None:  # it missed the end: over here too
                 self.engine.resolve(incident["id"], "ended on the other pager",
                                     answer["superseded"])
-                self._mark(row, "sent-by-peer", None, "ended on the peer", status="peer")
+                self._mark(row, "sent-by-peer", None, "ended on the peer", status=Status.PEER)
                 return False
             if answer["acked"] is not None:  # its ack reaches this pager by POST
                 self._mark(row, "sent-by-peer", None, "acknowledged on the peer",
-                           status="peer")
+                           status=Status.PEER)
                 return False
         theirs = same_delivery(answer, row, now)
-        if any(d["status"] == "sent" for d in theirs):
+        if any(d["status"] == Status.SENT for d in theirs):
             if row["kind"] in CLOSING and self._woke_since(row, theirs):
                 self._mark(row, "sent-for-peer", "woken", "it paged them after the peer's "
                            "notice (the two were apart)")
                 return True
-            self._mark(row, "sent-by-peer", None, "sent by the peer", status="peer")
+            self._mark(row, "sent-by-peer", None, "sent by the peer", status=Status.PEER)
             return False
         if not self.standby:
             return True
         if self.peer_role != "standby" and any(
-                d["status"] == "pending" and d["age"] < PENDING_LIMIT for d in theirs):
+                d["status"] == Status.PENDING and d["age"] < PENDING_LIMIT for d in theirs):
             return False  # the active is on it: ask again in a while
         why = "failed" if theirs else "not-there"
         self._mark(row, "sent-for-peer", why, "the active has not sent it" if theirs
@@ -345,25 +344,18 @@ class Peer:
         """Whether this pager paged the person about the incident after the peer told them
         it was acknowledged or over (apart, each knew only its own): then this pager says
         so too, once; the peer's notice alone would have come before the page."""
-        sent = self.store.query(
-            "SELECT max(sent) AS at FROM deliveries WHERE incident = ? AND person = ? AND "
-            "status = 'sent' AND kind IN (?, ?, ?)", (row["incident"], row["person"], *PAGES))
-        if sent[0]["at"] is None:
+        sent = records.last_sent(self.store, row["incident"], row["person"], PAGES)
+        if sent is None:
             return False
-        told = min(d["age"] for d in theirs if d["status"] == "sent")
-        return self.engine.wall() - sent[0]["at"] < told
+        told = min(d["age"] for d in theirs if d["status"] == Status.SENT)
+        return self.engine.wall() - sent < told
 
     def _mark(self, row: dict, what: str, why: str | None, detail: str,
               status: str | None = None) -> None:
         with self.store.transaction() as db:
-            if status:
-                db.execute("UPDATE deliveries SET status = ?, error = ? WHERE id = ?",
-                           (status, detail, row["id"]))
-            db.execute("UPDATE deliveries SET peer = ? WHERE id = ?",
-                       (why or what, row["id"]))
-            db.execute("INSERT INTO events (incident, at, what, person, detail) VALUES "
-                       "(?, ?, ?, ?, ?)", (row["incident"], self.engine.wall(), what,
-                                           row["person"], f"{row['kind']}: {detail}"))
+            records.mark_peer(db, row["id"], why or what, status, detail)
+            records.add_event(db, row["incident"], self.engine.wall(), what, row["person"],
+                              detail=f"{row['kind']}: {detail}")
         row["peer"] = why or what
 
     # ------------------------------------------------------------------ in the background
@@ -391,15 +383,12 @@ class Peer:
                 log.exception("pair: %s failed", step.__name__)
 
     def forward_acks(self) -> None:
-        for ack in self.store.query("SELECT * FROM peer_acks WHERE done = 0 ORDER BY id "
-                                    "LIMIT 50"):
-            mine = self.store.query("SELECT resolved, teams FROM incidents WHERE key = ? AND "
-                                    "started = ? AND opened = ?",
-                                    (ack["key"], ack["started"], ack["opened"]))
+        for ack in records.waiting_peer_acks(self.store, 50):
+            mine = records.incident_at(self.store, ack.key, ack.started, ack.opened)
             taken = self.ask("/api/peer/ack", {
                 **{k: ack[k] for k in ("key", "started", "opened", "person", "via", "at")},
-                "ended": mine[0]["resolved"] if mine else None,
-                "teams": json.loads(mine[0]["teams"]) if mine else []})
+                "ended": mine.resolved if mine else None,
+                "teams": json.loads(mine.teams) if mine else []})
             self._seen(taken is not None, self.engine.clock.now())
             if taken is None:
                 return  # kept: passed on once the peer answers
@@ -409,7 +398,7 @@ class Peer:
             elif not taken.get("taken") and self.engine.wall() - ack["at"] < ACK_KEEP:
                 continue  # the peer has not opened it yet (a notification it gets late)
             with self.store.transaction() as db:
-                db.execute("UPDATE peer_acks SET done = 1 WHERE id = ?", (ack["id"],))
+                records.peer_ack_done(db, ack.id)
 
     def beat(self) -> None:
         now = self.engine.clock.now()
@@ -457,9 +446,7 @@ class Peer:
         """An incident open here that the other pager saw resolve (this one was down or
         apart as the resolve came) is over here too: left open it would take the next
         episode of the same alerts without paging anyone."""
-        for incident in self.store.query("SELECT * FROM incidents WHERE resolved IS NULL "
-                                         "AND key NOT IN (?, ?) ORDER BY id LIMIT 50",
-                                         SELF_DATED):
+        for incident in records.open_incidents(self.store, 50, except_keys=SELF_DATED):
             answer = _valid(self.ask(question(incident), None))
             if answer is None:
                 return
@@ -471,22 +458,19 @@ class Peer:
         """Pages sent for an unreachable peer: did it send them too (a duplicate)?"""
         if not self.reachable:
             return
-        for row in self.store.query("SELECT * FROM deliveries WHERE peer = 'unreachable' "
-                                    "AND status = 'sent' ORDER BY id LIMIT 20"):
+        for row in records.sent_for_peer(self.store, "unreachable", 20):
             incident = self.engine.incident(row["incident"])
             answer = _valid(self.ask(question(incident), None))
             if answer is None:
                 return
-            both = any(d.get("status") == "sent" for d in same_delivery(
+            both = any(d.get("status") == Status.SENT for d in same_delivery(
                 answer, dict(row), self.engine.clock.now()))
             with self.store.transaction() as db:
-                db.execute("UPDATE deliveries SET peer = ? WHERE id = ?",
-                           ("duplicate" if both else "alone", row["id"]))
+                records.mark_peer(db, row.id, "duplicate" if both else "alone")
                 if both:
-                    db.execute("INSERT INTO events (incident, at, what, person, detail) "
-                               "VALUES (?, ?, 'duplicate', ?, ?)",
-                               (row["incident"], self.engine.wall(), row["person"],
-                                f"{row['kind']}: both pagers sent it while apart"))
+                    records.add_event(db, row.incident, self.engine.wall(), "duplicate",
+                                      row.person,
+                                      detail=f"{row.kind}: both pagers sent it while apart")
             if both:
                 log.warning("incident %d: %s's %s went out from both pagers while they "
                             "could not reach each other", row["incident"], row["person"],
@@ -586,7 +570,7 @@ def same_delivery(answer: dict, row: dict, now: float) -> list[dict]:
     age = now - (row["born"] or now)
     return [d for d in answer["deliveries"]
             if d["person"] == row["person"] and d["kind"] == row["kind"]
-            and (d["step"] == row["step"] if row["kind"] != "repeat"
+            and (d["step"] == row["step"] if row["kind"] != Kind.REPEAT
                  else abs(d["age"] - age) <= 60)]
 
 
@@ -597,11 +581,8 @@ def describe(engine: Engine, key: str, started: float, opened: float,
     if incident is None:
         return {"found": False, "deliveries": []}
     now = engine.clock.now()
-    deliveries = engine.store.query(
-        "SELECT person, kind, step, status, born FROM deliveries WHERE incident = ?",
-        (incident["id"],))
-    superseded = engine.store.query("SELECT 1 FROM events WHERE incident = ? AND what = "
-                                    "'superseded'", (incident["id"],))
+    deliveries = records.deliveries(engine.store, incident.id)
+    superseded = records.happened(engine.store, incident.id, ("superseded",))
     return {"found": True, "acked": incident["acked"], "acked_by": incident["acked_by"],
             "teams": json.loads(incident["teams"]),
             "resolved": incident["resolved"], "superseded": bool(superseded),
@@ -647,7 +628,7 @@ def may_ack(engine: Engine, incident, person: object, teams: object) -> bool:
 
 def _incident(engine: Engine, key: str, started: float, opened: float,
               is_open: bool | None, ended: float | None = None
-              ):  # -> sqlite3.Row | None
+              ) -> Incident | None:
     """This pager's incident that is the other's: the same key and the alerts' own start
     (Prometheus said it: the same on both pagers, whatever their clocks; within a second,
     for alerts whose start each Alertmanager set as they arrived); for the watchdog's
@@ -658,14 +639,7 @@ def _incident(engine: Engine, key: str, started: float, opened: float,
     several (the same alerts again after a resolve), the one open or not as the other's
     is, then the one opened closest. None: this pager never opened it."""
     window = MATCH_WINDOW if key in SELF_DATED else SAME_START
-    rows = engine.store.query(
-        "SELECT * FROM incidents WHERE key = ? AND started BETWEEN ? AND ? AND (resolved "
-        "IS NULL OR resolved >= ?) AND opened <= ? ORDER BY (resolved IS NULL) != ?, "
-        "abs(started - ?), abs(opened - ?), id DESC LIMIT 1",
-        (key, started - window, started + window, opened,
-         float("inf") if ended is None else ended, -1 if is_open is None else int(is_open),
-         started, opened))
-    return rows[0] if rows else None
+    return records.matching(engine.store, key, started, window, opened, is_open, ended)
 
 
 class PairCollector:
@@ -715,13 +689,10 @@ class PairCollector:
                                       "out because the other pager sent them")
         duplicates = CounterMetricFamily("insmon_pager_peer_duplicates", "Messages both "
                                          "pagers sent while they could not reach each other")
-        counts = {r["peer"]: r["n"] for r in peer.store.query(
-            "SELECT peer, count(*) AS n FROM deliveries WHERE peer IS NOT NULL AND "
-            "status = 'sent' GROUP BY peer")}
+        counts = records.sent_by_peer_reason(peer.store)
         for why in ("unreachable", "duplicate", "alone", "failed", "not-there", "woken"):
             sent_for.add_metric([why], counts.get(why, 0))
-        sent_by.add_metric([], peer.store.query("SELECT count(*) AS n FROM deliveries "
-                                                "WHERE status = 'peer'")[0]["n"])
+        sent_by.add_metric([], records.count_deliveries(peer.store, Status.PEER))
         duplicates.add_metric([], counts.get("duplicate", 0))
         yield sent_for
         yield sent_by

@@ -39,10 +39,11 @@ from prometheus_client.core import (
     HistogramMetricFamily,
 )
 
-from pager import audit, pair
+from pager import audit, pair, records
 from pager.engine import BadNotification, Engine
 from pager.keys import Secrets
 from pager.messages import when
+from pager.records import Incident, Status
 from pager.store import StoreError
 from vocabulary import GRADE_ZH
 
@@ -68,20 +69,16 @@ class StoreCollector:
         open_ = GaugeMetricFamily("insmon_pager_open_incidents", "Incidents not resolved, "
                                   "by grade and whether somebody acknowledged",
                                   labels=["grade", "acknowledged"])
-        for row in store.query("SELECT grade, acked IS NOT NULL AS acked, count(*) AS n FROM "
-                               "incidents WHERE resolved IS NULL AND drill = 0 "
-                               "GROUP BY grade, acked IS NOT NULL"):
-            open_.add_metric([row["grade"], "true" if row["acked"] else "false"], row["n"])
+        for grade, acked, n in records.open_by_grade(store):
+            open_.add_metric([grade, "true" if acked else "false"], n)
         yield open_
         pending = GaugeMetricFamily("insmon_pager_pending_deliveries",
                                     "Messages waiting to be sent (retry, rate limit, new)")
-        pending.add_metric([], store.query("SELECT count(*) AS n FROM deliveries WHERE "
-                                           "status = 'pending'")[0]["n"])
+        pending.add_metric([], records.count_deliveries(store, Status.PENDING))
         yield pending
         failed = GaugeMetricFamily("insmon_pager_failed_deliveries",
                                    "Messages that failed on every channel of the person")
-        failed.add_metric([], store.query("SELECT count(*) AS n FROM deliveries WHERE "
-                                          "status = 'failed'")[0]["n"])
+        failed.add_metric([], records.count_deliveries(store, Status.FAILED))
         yield failed
         errors = CounterMetricFamily("insmon_pager_errors", "Decisions and delivery rounds "
                                      "that failed and were set aside or retried (see the log)")
@@ -89,7 +86,7 @@ class StoreCollector:
         yield errors
         seen = GaugeMetricFamily("insmon_pager_watchdog_last_seen_timestamp_seconds",
                                  "When the Watchdog alert last arrived through Alertmanager")
-        seen.add_metric([], float(store.get("watchdog_seen") or 0))
+        seen.add_metric([], float(records.state(store, "watchdog_seen") or 0))
         yield seen
         gaps = GaugeMetricFamily("insmon_pager_rota_gaps", "Pages that found nobody on call "
                                  "since the pager started (the team lead was paged)",
@@ -118,11 +115,8 @@ class StoreCollector:
             "insmon_pager_ack_seconds", "From the first page to the acknowledgement, by "
             "grade and owning team", labels=["grade", "team"])
         groups: dict[tuple[str, str], list[float]] = {}
-        for row in self.engine.store.query(
-                "SELECT grade, owners, acked - opened AS took FROM incidents "
-                "WHERE acked IS NOT NULL AND drill = 0"):
-            team = (json.loads(row["owners"]) or [""])[0]
-            groups.setdefault((row["grade"], team), []).append(row["took"])
+        for grade, owners, took in records.ack_times(self.engine.store):
+            groups.setdefault((grade, (owners or [""])[0]), []).append(took)
         for (grade, team), values in sorted(groups.items()):
             buckets = [(str(b), sum(v <= b for v in values)) for b in ACK_BUCKETS]
             buckets.append(("+Inf", len(values)))
@@ -140,205 +134,16 @@ class PagerServer:
         """`held.intake`: the token webhooks and the incident API must present (None:
         open, auth.open), read at each request (SIGHUP reads it again); `peer`: this
         pager's side of a pair, which answers the other pager's signed questions."""
-        self.engine = engine
+        self.engine, self.wake, self.registry = engine, wake, registry
+        self.max_body, self.held, self.peer = max_body, held, peer
         self._refused_at: dict[str, float] = {}
         self._refused_lock = threading.Lock()
         registry.register(StoreCollector(engine, worker_errors))
-        intake = Counter("insmon_pager_notifications", "Alertmanager notifications by "
-                         "result (accepted, repeat, duplicate, invalid, unauthorized, "
-                         "unstored)", ["result"], registry=registry)
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            timeout = 30  # a client that stops sending mid-request is dropped
-
-            def do_POST(self) -> None:
-                path = urllib.parse.urlsplit(self.path).path
-                if (match := ACK.match(path)):
-                    return self._ack(match.group(1), post=True)
-                if (match := LIST.match(path)):
-                    return self._list(match.group(1), post=True)
-                if path.startswith(PEER):
-                    return self._peer()
-                match = RECEIVER.match(path)
-                if not match:
-                    return self._reply(404, "text/plain", b"no such receiver\n")
-                if not self._authorized():
-                    intake.labels("unauthorized").inc()
-                    return None
-                length = self.headers.get("Content-Length", "")
-                length = int(length) if length.isdigit() else -1
-                if length < 0:
-                    return self._reply(411, "text/plain", b"Content-Length required\n")
-                if length > max_body:
-                    intake.labels("invalid").inc()
-                    log.warning("notification of %d bytes refused (limit %d)", length, max_body)
-                    self.close_connection = True
-                    return self._reply(413, "text/plain", b"too large\n")
-                body = self.rfile.read(length)
-                try:
-                    lost = engine.store.lost()
-                    if lost:
-                        raise StoreError(lost)
-                    result = engine.intake(match.group(1), body)
-                except BadNotification as exc:
-                    intake.labels("invalid").inc()
-                    log.warning("notification for %s refused: %s", match.group(1), exc)
-                    return self._reply(400, "text/plain", f"{exc}\n".encode())
-                except StoreError as exc:  # not stored: Alertmanager must send it again
-                    intake.labels("unstored").inc()
-                    log.error("notification for %s NOT stored: %s", match.group(1), exc)
-                    return self._reply(503, "text/plain", b"cannot store the notification\n")
-                intake.labels(result.status).inc()
-                wake.set()
-                self._reply(200, "application/json", json.dumps(
-                    {"status": result.status, "incident": result.incident}).encode())
-
-            def do_GET(self) -> None:
-                url = urllib.parse.urlsplit(self.path)
-                if (match := ACK.match(url.path)):
-                    return self._ack(match.group(1), post=False)
-                if url.path == "/":
-                    return self._reply(200, "text/html; charset=utf-8", _status_page(engine))
-                if (match := LIST.match(url.path)):
-                    return self._list(match.group(1), post=False)
-                if url.path == "/metrics":
-                    return self._reply(200, "text/plain; version=0.0.4",
-                                       generate_latest(registry))
-                if url.path == "/healthz":
-                    problem = engine.store.check()
-                    if problem:
-                        return self._reply(503, "text/plain", f"{problem}\n".encode())
-                    return self._reply(200, "text/plain", b"ok\n")
-                if url.path.startswith(PEER):
-                    return self._peer()
-                if url.path == "/api/incidents":
-                    if not self._authorized():
-                        return None
-                    query = urllib.parse.parse_qs(url.query)
-                    try:
-                        since = float(query.get("since", ["0"])[0])
-                        until = float(query.get("until", [str(time.time() + 1)])[0])
-                    except ValueError:
-                        return self._reply(400, "text/plain", b"since and until are Unix "
-                                           b"times in seconds\n")
-                    return self._reply(200, "application/json", json.dumps(
-                        server.incidents(since, until), ensure_ascii=False).encode())
-                self._reply(404, "text/plain", b"not found\n")
-
-            def _peer(self) -> None:
-                """The other pager's question, answered if signed with the pair's key (not
-                Alertmanager's token: that one acknowledges nothing)."""
-                if peer is None:
-                    return self._reply(404, "text/plain", b"not a pager of a pair\n")
-                length = self.headers.get("Content-Length", "0")
-                if not length.isdigit() or int(length) > 65536:
-                    return self._reply(400, "text/plain", b"a small JSON body wanted\n")
-                body = self.rfile.read(int(length))
-                status, headers, answer = peer.serve(self.command, self.path, self.headers,
-                                                     body)
-                if status == 401:
-                    server.refused(self.client_address[0], f"{self.command} "
-                                   f"{self.path.split('?')[0]}: not signed with the pair's key")
-                    self.close_connection = True
-                if self.command == "POST" and status == 200:
-                    wake.set()
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Type", "application/json" if headers
-                                 else "text/plain")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-            def _ack(self, token: str, post: bool) -> None:
-                rows = engine.store.query("SELECT incident, person FROM pages WHERE token = ?",
-                                          (token,))
-                if not rows:
-                    log.warning("acknowledgement with an unknown token from %s refused",
-                                self.client_address[0])
-                    return self._reply(404, "text/html; charset=utf-8", _page(
-                        "链接无效", "<p>此确认链接无效或已失效。This link is not valid.</p>"))
-                if post:
-                    engine.ack_token(token)
-                    wake.set()
-                incident = engine.incident(rows[0]["incident"])
-                self._reply(200, "text/html; charset=utf-8", _incident_page(
-                    incident, engine.config.people, token))
-
-            def _list(self, token: str, post: bool) -> None:
-                rows = engine.store.query("SELECT person FROM pages WHERE token = ?", (token,))
-                if not rows:
-                    log.warning("a list with an unknown token from %s refused",
-                                self.client_address[0])
-                    return self._reply(404, "text/html; charset=utf-8", _page(
-                        "链接无效", "<p>此链接无效或已失效。This link is not valid.</p>"))
-                person = rows[0]["person"]
-                if post:  # the open incidents the page showed them: not one that opened
-                    # since (a Level I they never saw), nor one past the page's LISTED
-                    length = self.headers.get("Content-Length", "0")
-                    if not length.isdigit() or int(length) > 65536:
-                        return self._reply(400, "text/plain", b"a small form wanted\n")
-                    form = urllib.parse.parse_qs(self.rfile.read(int(length)).decode(
-                        "ascii", "replace"))
-                    shown = {int(i) for i in ",".join(form.get("shown", [])).split(",")
-                             if i.isdigit()}
-                    for row in engine.store.query(
-                            "SELECT i.id FROM incidents i JOIN pages p ON p.incident = i.id "
-                            "WHERE p.person = ? AND i.resolved IS NULL AND i.acked IS NULL",
-                            (person,)):
-                        if row["id"] in shown:
-                            engine.ack(row["id"], person, "link")
-                    wake.set()
-                listed = engine.store.query(
-                    "SELECT i.*, p.token FROM incidents i JOIN pages p ON p.incident = i.id "
-                    "WHERE p.person = ? AND (i.resolved IS NULL OR i.resolved >= ?) ORDER BY "
-                    "i.resolved IS NOT NULL, i.acked IS NOT NULL, i.grade, i.id DESC LIMIT ?",
-                    (person, engine.wall() - 86400, LISTED))
-                self._reply(200, "text/html; charset=utf-8", _list_page(
-                    listed, engine.config.people, person, token))
-
-            def _authorized(self) -> bool:
-                """The token as Bearer or as a basic-auth password; else 401, logged."""
-                if held.intake is None:
-                    return True
-                given = self.headers.get("Authorization", "")
-                scheme, _, value = given.partition(" ")
-                if scheme.lower() == "basic":
-                    try:
-                        value = base64.b64decode(value, validate=True).decode().partition(
-                            ":")[2]
-                    except ValueError:
-                        value = ""
-                elif scheme.lower() != "bearer":
-                    value = ""
-                if value and held.takes(value, time.monotonic()):
-                    return True
-                why = "wrong token" if value else "no token"
-                log.warning("%s %s from %s refused: %s", self.command, self.path.split("?")[0],
-                            self.client_address[0], why)
-                server.refused(self.client_address[0], f"{self.command} "
-                               f"{self.path.split('?')[0]}: {why}")
-                self.close_connection = True
-                self.send_response(401)
-                self.send_header("WWW-Authenticate", 'Bearer realm="insmon pager"')
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return False
-
-            def _reply(self, code: int, kind: str, body: bytes) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, fmt: str, *args: object) -> None:
-                pass
-
-        self.httpd = _Listener((host, port), Handler)
+        self.intake = Counter("insmon_pager_notifications", "Alertmanager notifications by "
+                              "result (accepted, repeat, duplicate, invalid, unauthorized, "
+                              "unstored)", ["result"], registry=registry)
+        self.httpd = _Listener((host, port), _Handler)
+        self.httpd.pager = self
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
 
@@ -366,9 +171,7 @@ class PagerServer:
         people, teams = self.engine.config.people, self.engine.config.teams
         name = lambda pid: people[pid].name if pid in people else pid  # noqa: E731
         found = []
-        for incident in store.query("SELECT * FROM incidents WHERE opened <= ? AND "
-                                    "(resolved IS NULL OR resolved >= ?) ORDER BY opened",
-                                    (until, since)):
+        for incident in records.incidents_between(store, since, until):
             item = dict(incident)
             item["owners"], item["teams"] = json.loads(item["owners"]), json.loads(item["teams"])
             item["acked_by_name"] = name(incident["acked_by"]) if incident["acked_by"] else None
@@ -376,22 +179,215 @@ class PagerServer:
                               "team": p["team"], "team_name": teams[p["team"]].name
                               if p["team"] in teams else TEAM_NAMES.get(p["team"], p["team"]),
                               "role": p["role"],
-                              "paged": p["paged"]} for p in store.query(
-                "SELECT * FROM pages WHERE incident = ? ORDER BY id", (incident["id"],))]
+                              "paged": p["paged"]} for p in records.pages(store, incident.id)]
             item["deliveries"] = [
                 {"person": d["person"], "name": name(d["person"]), "kind": d["kind"],
                  "step": d["step"],
                  "channel": json.loads(d["route"])[d["hop"]], "status": d["status"],
                  "created": d["created"], "sent": d["sent"], "error": d["error"]}
-                for d in store.query("SELECT * FROM deliveries WHERE incident = ? ORDER BY id",
-                                     (incident["id"],))]
+                for d in records.deliveries(store, incident.id)]
             item["events"] = [{"at": e["at"], "what": e["what"], "person": e["person"],
                                "name": name(e["person"]) if e["person"] else None,
                                "channel": e["channel"], "detail": e["detail"]}
-                              for e in store.query("SELECT * FROM events WHERE incident = ? "
-                                                   "ORDER BY id", (incident["id"],))]
+                              for e in records.events(store, incident.id)]
             found.append(item)
         return found
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """One request to the pager: Alertmanager's webhooks, the ack links and lists, the
+    pair's questions, /metrics, /healthz and the incident API."""
+
+    server: _Listener
+    protocol_version = "HTTP/1.1"
+    timeout = 30  # a client that stops sending mid-request is dropped
+
+    @property
+    def pager(self) -> PagerServer:
+        return self.server.pager
+
+    @property
+    def engine(self) -> Engine:
+        return self.server.pager.engine
+
+    def do_POST(self) -> None:
+        path = urllib.parse.urlsplit(self.path).path
+        if (match := ACK.match(path)):
+            return self._ack(match.group(1), post=True)
+        if (match := LIST.match(path)):
+            return self._list(match.group(1), post=True)
+        if path.startswith(PEER):
+            return self._peer()
+        match = RECEIVER.match(path)
+        if not match:
+            return self._reply(404, "text/plain", b"no such receiver\n")
+        if not self._authorized():
+            self.pager.intake.labels("unauthorized").inc()
+            return None
+        length = self.headers.get("Content-Length", "")
+        length = int(length) if length.isdigit() else -1
+        if length < 0:
+            return self._reply(411, "text/plain", b"Content-Length required\n")
+        if length > self.pager.max_body:
+            self.pager.intake.labels("invalid").inc()
+            log.warning("notification of %d bytes refused (limit %d)", length,
+                        self.pager.max_body)
+            self.close_connection = True
+            return self._reply(413, "text/plain", b"too large\n")
+        body = self.rfile.read(length)
+        try:
+            lost = self.engine.store.lost()
+            if lost:
+                raise StoreError(lost)
+            result = self.engine.intake(match.group(1), body)
+        except BadNotification as exc:
+            self.pager.intake.labels("invalid").inc()
+            log.warning("notification for %s refused: %s", match.group(1), exc)
+            return self._reply(400, "text/plain", f"{exc}\n".encode())
+        except StoreError as exc:  # not stored: Alertmanager must send it again
+            self.pager.intake.labels("unstored").inc()
+            log.error("notification for %s NOT stored: %s", match.group(1), exc)
+            return self._reply(503, "text/plain", b"cannot store the notification\n")
+        self.pager.intake.labels(result.status).inc()
+        self.pager.wake.set()
+        self._reply(200, "application/json", json.dumps(
+            {"status": result.status, "incident": result.incident}).encode())
+
+    def do_GET(self) -> None:
+        url = urllib.parse.urlsplit(self.path)
+        if (match := ACK.match(url.path)):
+            return self._ack(match.group(1), post=False)
+        if url.path == "/":
+            return self._reply(200, "text/html; charset=utf-8", _status_page(self.engine))
+        if (match := LIST.match(url.path)):
+            return self._list(match.group(1), post=False)
+        if url.path == "/metrics":
+            return self._reply(200, "text/plain; version=0.0.4",
+                               generate_latest(self.pager.registry))
+        if url.path == "/healthz":
+            problem = self.engine.store.check()
+            if problem:
+                return self._reply(503, "text/plain", f"{problem}\n".encode())
+            return self._reply(200, "text/plain", b"ok\n")
+        if url.path.startswith(PEER):
+            return self._peer()
+        if url.path == "/api/incidents":
+            if not self._authorized():
+                return None
+            query = urllib.parse.parse_qs(url.query)
+            try:
+                since = float(query.get("since", ["0"])[0])
+                until = float(query.get("until", [str(time.time() + 1)])[0])
+            except ValueError:
+                return self._reply(400, "text/plain", b"since and until are Unix "
+                                   b"times in seconds\n")
+            return self._reply(200, "application/json", json.dumps(
+                self.pager.incidents(since, until), ensure_ascii=False).encode())
+        self._reply(404, "text/plain", b"not found\n")
+
+    def _peer(self) -> None:
+        """The other pager's question, answered if signed with the pair's key (not
+        Alertmanager's token: that one acknowledges nothing)."""
+        if self.pager.peer is None:
+            return self._reply(404, "text/plain", b"not a pager of a pair\n")
+        length = self.headers.get("Content-Length", "0")
+        if not length.isdigit() or int(length) > 65536:
+            return self._reply(400, "text/plain", b"a small JSON body wanted\n")
+        body = self.rfile.read(int(length))
+        status, headers, answer = self.pager.peer.serve(self.command, self.path,
+                                                        self.headers, body)
+        if status == 401:
+            self.pager.refused(self.client_address[0], f"{self.command} "
+                               f"{self.path.split('?')[0]}: not signed with the pair's key")
+            self.close_connection = True
+        if self.command == "POST" and status == 200:
+            self.pager.wake.set()
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Type", "application/json" if headers
+                         else "text/plain")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def _ack(self, token: str, post: bool) -> None:
+        page = records.page_by_token(self.engine.store, token)
+        if page is None:
+            log.warning("acknowledgement with an unknown token from %s refused",
+                        self.client_address[0])
+            return self._reply(404, "text/html; charset=utf-8", _page(
+                "链接无效", "<p>此确认链接无效或已失效。This link is not valid.</p>"))
+        if post:
+            self.engine.ack_token(token)
+            self.pager.wake.set()
+        incident = self.engine.incident(page.incident)
+        self._reply(200, "text/html; charset=utf-8", _incident_page(
+            incident, self.engine.config.people, token))
+
+    def _list(self, token: str, post: bool) -> None:
+        page = records.page_by_token(self.engine.store, token)
+        if page is None:
+            log.warning("a list with an unknown token from %s refused",
+                        self.client_address[0])
+            return self._reply(404, "text/html; charset=utf-8", _page(
+                "链接无效", "<p>此链接无效或已失效。This link is not valid.</p>"))
+        person = page.person
+        if post:  # the open incidents the page showed them: not one that opened
+            # since (a Level I they never saw), nor one past the page's LISTED
+            length = self.headers.get("Content-Length", "0")
+            if not length.isdigit() or int(length) > 65536:
+                return self._reply(400, "text/plain", b"a small form wanted\n")
+            form = urllib.parse.parse_qs(self.rfile.read(int(length)).decode(
+                "ascii", "replace"))
+            shown = {int(i) for i in ",".join(form.get("shown", [])).split(",")
+                     if i.isdigit()}
+            for incident_id in records.open_unacked_paged(self.engine.store, person):
+                if incident_id in shown:
+                    self.engine.ack(incident_id, person, "link")
+            self.pager.wake.set()
+        listed = records.listed(self.engine.store, person, self.engine.wall() - 86400,
+                                LISTED)
+        self._reply(200, "text/html; charset=utf-8", _list_page(
+            listed, self.engine.config.people, person, token))
+
+    def _authorized(self) -> bool:
+        """The token as Bearer or as a basic-auth password; else 401, logged."""
+        if self.pager.held.intake is None:
+            return True
+        given = self.headers.get("Authorization", "")
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() == "basic":
+            try:
+                value = base64.b64decode(value, validate=True).decode().partition(
+                    ":")[2]
+            except ValueError:
+                value = ""
+        elif scheme.lower() != "bearer":
+            value = ""
+        if value and self.pager.held.takes(value, time.monotonic()):
+            return True
+        why = "wrong token" if value else "no token"
+        log.warning("%s %s from %s refused: %s", self.command, self.path.split("?")[0],
+                    self.client_address[0], why)
+        self.pager.refused(self.client_address[0], f"{self.command} "
+                           f"{self.path.split('?')[0]}: {why}")
+        self.close_connection = True
+        self.send_response(401)
+        self.send_header("WWW-Authenticate", 'Bearer realm="insmon pager"')
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        return False
+
+    def _reply(self, code: int, kind: str, body: bytes) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, fmt: str, *args: object) -> None:
+        pass
 
 
 class _Listener(ThreadingHTTPServer):
@@ -399,6 +395,7 @@ class _Listener(ThreadingHTTPServer):
     # the kernel dropped their connections, and Alertmanager sent them again a minute
     # later (its next flush)
     request_queue_size = 1024
+    pager: PagerServer  # whose requests it takes
 
 
 def _page(title: str, body: str) -> bytes:
@@ -415,9 +412,8 @@ def _status_page(engine: Engine) -> bytes:
     """For people at the pager's address: whether it pages anyone, what is open, what
     waits (the figures of /metrics)."""
     config = engine.config
-    [row] = engine.store.query(
-        "SELECT (SELECT count(*) FROM incidents WHERE resolved IS NULL AND drill = 0) AS open,"
-        " (SELECT count(*) FROM deliveries WHERE status = 'pending') AS pending")
+    open_, pending = (records.count_open(engine.store),
+                      records.count_deliveries(engine.store, Status.PENDING))
     rows = [f"<h2>insmon pager{f' ({engine.role})' if engine.role else ''}</h2>"]
     if config.configured:
         rows.append(f"<p class=ok>值班通知已配置 · pages {len(config.teams)} teams, "
@@ -426,12 +422,12 @@ def _status_page(engine: Engine) -> bytes:
         rows.append("<p><b>未配置：不会通知任何人 · not configured: pages nobody</b> "
                     "(insmon_pager_configured 0). Its config has no teams yet: fill in the "
                     "channels, people and teams, then restart the pager.</p>")
-    rows.append(f"<p>未恢复事件 open incidents: {row['open']} · 待发送 waiting to be sent: "
-                f"{row['pending']}</p>")
+    rows.append(f"<p>未恢复事件 open incidents: {open_} · 待发送 waiting to be sent: "
+                f"{pending}</p>")
     return _page("insmon pager", "\n".join(rows))
 
 
-def _incident_page(incident, people: dict, token: str) -> bytes:
+def _incident_page(incident: Incident, people: dict, token: str) -> bytes:
     grade = GRADE_ZH.get(incident["grade"], "未分级")
     rows = [f"<h2>【{grade}】{html.escape(incident['summary'])}</h2>",
             f"<p class=muted>{html.escape(incident['alertname'])} · "
@@ -451,18 +447,19 @@ def _incident_page(incident, people: dict, token: str) -> bytes:
     return _page(f"【{grade}】{incident['alertname']}", "\n".join(rows))
 
 
-def _list_page(incidents: list, people: dict, person: str, token: str) -> bytes:
+def _list_page(incidents: list[tuple[Incident, str]], people: dict, person: str,
+               token: str) -> bytes:
     """A person's incidents (open, then those over in the last day), each with its own
-    acknowledge button, and one for all those it shows still open."""
+    acknowledge button (its page's token), and one for all those it shows still open."""
     who = people[person].name if person in people else person
-    waiting = [i["id"] for i in incidents if i["resolved"] is None and i["acked"] is None]
+    waiting = [i.id for i, _ in incidents if i.resolved is None and i.acked is None]
     rows = [f"<h2>{html.escape(who)}：{len(incidents)} 个事件，{len(waiting)} 个待确认</h2>"]
     if waiting:  # all: those shown here (one opened since is not acknowledged unseen)
         rows.append(f"<form method=post action=\"/list/{token}\"><input type=hidden "
                     f"name=shown value=\"{','.join(map(str, waiting))}\"><button>全部确认 · "
                     f"Acknowledge all {len(waiting)}</button></form>")
     rows.append("<table>")
-    for incident in incidents:
+    for incident, link in incidents:
         grade = GRADE_ZH.get(incident["grade"], "未分级")
         if incident["resolved"]:
             state = f"<span class=ok>已恢复 {when(incident['resolved'])}</span>"
@@ -471,7 +468,7 @@ def _list_page(incidents: list, people: dict, person: str, token: str) -> bytes:
             state = (f"<span class=ok>{html.escape(acker.name if acker else incident['acked_by'])}"
                      f" 已确认</span>")
         else:
-            state = f"<a href=\"/ack/{incident['token']}\">确认 ack</a>"
+            state = f"<a href=\"/ack/{link}\">确认 ack</a>"
         rows.append(f"<tr><td>【{grade}】</td><td>{html.escape(incident['site'])}</td>"
                     f"<td>{html.escape(incident['alertname'])}</td>"
                     f"<td class=muted>{when(incident['opened'])}</td><td>{state}</td></tr>")

@@ -1,4 +1,6 @@
-"""The pager's durable state: one SQLite file in WAL mode.
+"""The pager's durable state: one SQLite file in WAL mode. This module holds the
+connection, the schema and its migrations, and the transactions; every query of the
+tables is in pager/records.py.
 
 Everything the pager promises is a row here before it answers: a notification is stored
 before Alertmanager gets its 200, a page is an outbox row before it is sent, an
@@ -136,12 +138,9 @@ class Store:
             self._db.execute("COMMIT")
 
     def query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+        """A read on its own (pager/records.py's, which holds every query)."""
         with self._lock:
             return self._db.execute(sql, args).fetchall()
-
-    def get(self, key: str) -> str | None:
-        rows = self.query("SELECT value FROM state WHERE key = ?", (key,))
-        return rows[0]["value"] if rows else None
 
     def check(self) -> str | None:
         """Why the store cannot take a page now (None: it can): a write that reaches the
@@ -166,9 +165,6 @@ class Store:
         except FileNotFoundError:
             return f"{self.path} was deleted: restart the pager"
         return f"{self.path} was replaced: restart the pager"
-
-    def put(self, db: sqlite3.Connection, key: str, value: str) -> None:
-        db.execute("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", (key, value))
 
     def close(self) -> None:
         with self._lock:

@@ -19,7 +19,7 @@ import collections
 import threading
 from dataclasses import dataclass, field
 
-from pager.config import PAGES
+from pager.records import PAGES
 
 FEW = 3                # pages a person gets on a channel one by one within WINDOW
 WINDOW = 60.0          # seconds

@@ -28,6 +28,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from ops.stack import wait_for
+from pager import records
 from pager.clock import Clock, boot_id
 from pager.config import load
 from pager.delivery import Metrics, Worker
@@ -58,7 +59,7 @@ class MovedClock:
 
     def clock(self) -> Clock:
         """The pager's Clock on these times (`saved`: the store's, after a restart)."""
-        return Clock(self.store.get("clock"), wall=lambda: self.wall,
+        return Clock(records.state(self.store, "clock"), wall=lambda: self.wall,
                      monotonic=lambda: self.mono, boot=boot_id())
 
     def round(self) -> None:

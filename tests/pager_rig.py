@@ -14,17 +14,21 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
 from aiosmtpd.controller import Controller
 
 from ops.stack import free_port, wait_for
+from pager import records
 from tests.certs import Authority
 from tests.conftest import INSMON
 from tests.robots import WeComRobot
+
+T = TypeVar("T")
 
 
 class PagerClient:
@@ -62,14 +66,19 @@ class PagerClient:
     def incidents(self) -> list[dict]:
         return json.loads(self.get("/api/incidents") or b"[]")
 
-    def rows(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
-        """Read the pager's store as another process would (WAL allows it)."""
+    def read(self, query: Callable[..., T], *args: object, **kwargs: object) -> T:
+        """One of pager/records.py's queries on the pager's store, read as another
+        process would (WAL allows it): `pager.read(records.deliveries)`."""
         db = sqlite3.connect(self.database, timeout=10)
         db.row_factory = sqlite3.Row
         try:
-            return db.execute(sql, args).fetchall()
+            return query(db, *args, **kwargs)
         finally:
             db.close()
+
+    def incidents_of(self, alertname: str) -> list[records.Incident]:
+        """The store's incidents of an alert, in the order they opened."""
+        return [i for i in self.read(records.incidents) if i.alertname == alertname]
 
 
 class PagerProcess(PagerClient):

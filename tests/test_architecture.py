@@ -81,6 +81,50 @@ def test_a_file_allowed_is_not_its_package(tmp_path: Path) -> None:
     assert found == {"monitor", "monitor.service", "monitor.store"}
 
 
+# The pager's SQL: only its store (connection, schema, migrations, transactions) and its
+# records (every query) speak it; the engine, delivery, pair, server, audit and the tests
+# call records' named queries.
+SQL_HOMES = {ROOT / "pager" / "store.py", ROOT / "pager" / "records.py"}
+SQL = re.compile(r"\bSELECT\b[\s\S]*\bFROM\b|\bINSERT\s+(?:OR\s+\w+\s+)?INTO\b|"
+                 r"\bUPDATE\s+\w+\s+SET\b|\bDELETE\s+FROM\b|\b(?:CREATE|DROP|ALTER)\s+"
+                 r"(?:UNIQUE\s+)?(?:TABLE|INDEX)\b|\bPRAGMA\s+\w+")
+EXECUTE = {"execute", "executemany", "executescript"}
+
+
+def sql_in(path: Path) -> list[str]:
+    """Where the file speaks SQL: a string that is a statement, a call of `.execute(`."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                and SQL.search(node.value):
+            found.append(f"{path.name}:{node.lineno}: {node.value.strip()[:60]!r}")
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                and node.func.attr in EXECUTE:
+            found.append(f"{path.name}:{node.lineno}: .{node.func.attr}(")
+    return found
+
+
+def test_sql_only_in_the_pagers_store_and_records() -> None:
+    """The pager's data behind one module: no SQL in the engine, delivery, pair, server
+    or audit, nor in any test or benchmark (they read through pager/records.py)."""
+    files = sorted({*(ROOT / "pager").rglob("*.py"), *(ROOT / "tests").rglob("*.py"),
+                    *(ROOT / "bench").rglob("*.py")} - SQL_HOMES)
+    assert len(files) > 50
+    found = [line for path in files for line in sql_in(path)]
+    assert not found, "\n".join(found)
+
+
+def test_the_sql_check_sees_a_query_and_a_call(tmp_path: Path) -> None:
+    leaky = tmp_path / "leaky.py"
+    leaky.write_text("\n".join([  # in pieces: this file itself holds no statement
+        'ROWS = "SELECT' + ' id FROM incidents WHERE acked IS NULL"',
+        'def f(db):', '    db.execute(f"UPDATE deliveries' + ' SET hop = {1}")',
+        'NOTE = "select a person from the rota: update the team"']))
+    assert sorted(line.split(":")[1] for line in sql_in(leaky)) == ["1", "3", "3"]
+    assert not sql_in(ROOT / "pager" / "engine.py")
+    assert sql_in(ROOT / "pager" / "records.py")
+
+
 def test_probes_never_import_prometheus_client() -> None:
     for path in (ROOT / "probes").rglob("*.py"):
         assert "prometheus_client" not in imports(path, ours=False), path

@@ -29,11 +29,13 @@ import yaml
 
 from ops.recorder import Recorder
 from ops.stack import RULES, Alertmanager, Prometheus, free_port, wait_for
+from pager import records
 from pager.engine import RETRY_WINDOW
+from pager.records import Kind, Status, TimerKind
 from tests.certs import Authority
 from tests.conftest import INSMON
 from tests.pager_harness import InProcessPager
-from tests.pager_rig import MailServer, PagerProcess, Phone, acknowledge_all
+from tests.pager_rig import MailServer, PagerClient, PagerProcess, Phone, acknowledge_all
 from tests.robots import DingTalkRobot, FeishuRobot, WeComRobot
 from vocabulary import SHANGHAI
 
@@ -193,6 +195,11 @@ def named(text: str, alertname: str) -> int:
         rf"^(?:【[^】]*】)+{alertname} @ .*（\d+）", text, re.MULTILINE))
 
 
+def escalations(pager: PagerClient) -> list[records.Delivery]:
+    """The escalation steps' messages in the pager's store."""
+    return [d for d in pager.read(records.deliveries) if d.kind == Kind.ESCALATION]
+
+
 # ------------------------------------------------------------------ the chain
 
 def test_a_level_one_through_alertmanager_reaches_every_team_and_one_ack_stops_it(
@@ -229,7 +236,7 @@ def test_a_level_one_through_alertmanager_reaches_every_team_and_one_ack_stops_i
         pager.follow(lambda: any("张三 已确认" in t for t in rig.phone.to(MOBILE["vp"])), 20,
                      "the acknowledgement told to leadership")
         pager.advance(16 * 60, step=10)
-        assert not pager.rows("SELECT * FROM deliveries WHERE kind = 'escalation'")
+        assert not escalations(pager)
         assert rig.phone.to(MOBILE["li"]) == [] and rig.dingtalk.texts() == []
 
         # the alert resolves: everyone paged is told
@@ -258,10 +265,9 @@ def test_unacknowledged_it_escalates_on_time_and_an_sms_reply_stops_the_next_ste
     assert rig.wecom.texts(), "the first page"
     # step 1 at 5 min: the backup and the lead, SMS first (their usual channels are robots)
     pager.advance(5 * 60 - 1, step=10)
-    assert not pager.rows("SELECT * FROM deliveries WHERE kind = 'escalation'")
+    assert not escalations(pager)
     pager.advance(1)
-    escalated = pager.rows("SELECT created FROM deliveries WHERE kind = 'escalation'")
-    assert {r["created"] - opened for r in escalated} == {5 * 60}
+    assert {d.created - opened for d in escalations(pager)} == {5 * 60}
     pager.follow(lambda: rig.phone.to(MOBILE["li"]) and rig.phone.to(MOBILE["wang"]), 20,
                  "the escalation to backup and lead by SMS")
     assert "【升级】" in rig.phone.to(MOBILE["li"])[0]
@@ -273,7 +279,7 @@ def test_unacknowledged_it_escalates_on_time_and_an_sms_reply_stops_the_next_ste
     assert any(e["what"] == "acknowledged" and e["channel"] == "sms"
                for e in pager.incidents()[0]["events"])
     pager.advance(opened + 16 * 60 - pager.now(), step=10)
-    assert not pager.rows("SELECT * FROM deliveries WHERE kind = 'escalation' AND step = 2")
+    assert not [d for d in escalations(pager) if d.step == 2]
     assert rig.phone.to(MOBILE["vp"]) == []
 
 
@@ -303,9 +309,10 @@ def test_kill_9_before_delivery_and_during_escalation_loses_nothing_and_doubles_
     wait_for(lambda: rig.dingtalk.texts(), 15, "the escalation after the restart")
     # nothing left to send: every delivery marked sent, no escalation to come (the
     # pager sends what is pending: this is all it will ever send of this page)
-    wait_for(lambda: not pager.rows("SELECT id FROM deliveries WHERE status != 'sent' UNION "
-                                    "ALL SELECT id FROM timers WHERE done = 0 AND kind = "
-                                    "'escalation'"), 15, "every delivery sent, no step left")
+    wait_for(lambda: all(d.status == Status.SENT for d in pager.read(records.deliveries))
+             and not [t for t in pager.read(records.timers)
+                      if t.done == 0 and t.kind == TimerKind.ESCALATION], 15,
+             "every delivery sent, no step left")
     assert len(rig.wecom.texts()) == 1 and len(rig.dingtalk.texts()) == 1
     assert "【升级】" in rig.dingtalk.texts()[0] and "@13800000002" in rig.dingtalk.texts()[0]
 
@@ -397,8 +404,8 @@ def test_the_robot_saying_too_fast_makes_the_page_wait_not_fail(rig: Rig) -> Non
     pager.post("/network", notification(alertname="Second", fingerprint="b"))
     pager.round()
     assert [code for code, _ in rig.wecom.refused] == [45009]
-    row = pager.rows("SELECT d.* FROM deliveries d JOIN incidents i ON i.id = d.incident "
-                     "WHERE i.alertname = 'Second'")[0]
+    [second] = pager.incidents_of("Second")
+    row = pager.read(records.deliveries, second.id)[0]
     assert row["status"] == "pending" and row["hop"] == 0  # waits for the robot, same channel
     assert 'result="rate_limited"' in pager.get("/metrics").decode()
 
@@ -450,8 +457,8 @@ def test_bad_notifications_are_refused_and_store_nothing(rig: Rig) -> None:
     big = notification()
     big["commonAnnotations"]["description"] = "x" * 5000
     assert pager.post("/network", big)[0] == 413
-    assert pager.rows("SELECT * FROM received") == []
-    assert pager.rows("SELECT * FROM incidents") == []
+    assert pager.read(records.received) == []
+    assert pager.read(records.incidents) == []
     assert pager.post("/ack/AAAAAAAAAAAAAAAAAAAAAAAA", b"")[0] == 404  # a guessed token
     assert "unknown token" in pager.logged()
     assert 'insmon_pager_notifications_total{result="invalid"} 4.0' in pager.get(
@@ -479,7 +486,7 @@ def test_when_the_watchdog_stops_the_pager_pages_network_and_server_ops_by_sms(
     watchdog = notification(alertname="Watchdog", grade="", team="")
     assert pager.post("/watchdog", watchdog)[0] == 200
     pager.advance(10 * 60 - 1, step=10)
-    assert pager.rows("SELECT * FROM incidents") == []  # quiet within its timeout
+    assert pager.read(records.incidents) == []  # quiet within its timeout
     pager.advance(1)
     sms = pager.follow(lambda: rig.phone.to(MOBILE["zhang"]) and rig.phone.to(MOBILE["zhao"]),
                        20, "the watchdog page to network and server_ops")
@@ -574,13 +581,12 @@ def test_acknowledge_all_on_a_digests_list_takes_only_what_the_list_showed(rig: 
     for n in range(5):
         assert pager.post("/network", notification(alertname=f"Storm{n}", grade="III",
                                                    fingerprint=f"s{n}"))[0] == 200
-    token = pager.rows("SELECT token FROM pages WHERE person = 'zhang' ORDER BY id")[-1][0]
+    token = pager.read(records.pages, person="zhang")[-1].token
     page = pager.get(f"/list/{token}").decode()
     assert "Acknowledge all 5" in page
     assert pager.post("/network", notification(alertname="SettlementPathDown"))[0] == 200
     acknowledge_all(page, pager.url)  # the tap
-    acked = {r["alertname"]: r["acked_by"] for r in pager.rows(
-        "SELECT alertname, acked_by FROM incidents")}
+    acked = {i.alertname: i.acked_by for i in pager.read(records.incidents)}
     assert acked == {**{f"Storm{n}": "zhang" for n in range(5)}, "SettlementPathDown": None}
 
 
@@ -662,7 +668,7 @@ def test_only_the_token_opens_resolves_or_reads_and_a_lost_store_fails_health(
     assert post("/network", forged, {"Authorization": "Bearer not-the-token-at-all"}) == 401
     assert post("/network", forged, {"Authorization": "Basic "
                 + base64.b64encode(b"am:wrong").decode()}) == 401
-    assert pager.rows("SELECT * FROM incidents") == []
+    assert pager.read(records.incidents) == []
     stranger = urllib.request.Request(pager.url + "/api/incidents")
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(stranger, timeout=10)
@@ -695,11 +701,11 @@ def test_alertmanagers_watchdog_repeats_keep_the_switch_quiet_and_its_silence_pa
             f"{alertmanager.url}/-/reload", method="POST"), timeout=10).close()
         alertmanager.post({"labels": {"alertname": "Watchdog"}})
         # the pager's clock as real time passes: Alertmanager repeats on its own
-        heard = lambda: [r["at"] for r in pager.rows(  # noqa: E731
-            "SELECT at FROM received WHERE receiver = 'watchdog'")]
+        heard = lambda: [r.at for r in pager.read(records.received)  # noqa: E731
+                         if r.receiver == "watchdog"]
         pager.follow(lambda: len(heard()) >= 4 and max(heard()) - min(heard()) > 12, 60,
                      "Watchdog repeats over more than its timeout")
-        bodies = {r["key"] for r in pager.rows("SELECT key FROM received")}
+        bodies = {r.key for r in pager.read(records.received)}
         assert len(bodies) == 1  # identical repeats, as Alertmanager sends them
         # over a timeout of identical repeats: never paged
         assert not any(i["alertname"] == "MonitoringPathDown" for i in pager.incidents())

@@ -18,12 +18,13 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from pager import channels
+from pager import channels, records
 from pager.channels import Message, fit
 from pager.clock import Clock
 from pager.config import PagerConfig
 from pager.delivery import Metrics, Worker
 from pager.engine import Engine
+from pager.records import Status
 from pager.store import Store
 from tests.pager_harness import MovedClock
 from tests.pager_rig import MailServer, Phone
@@ -84,19 +85,24 @@ class Desk(MovedClock):
         self.times.append(self.mono)
 
     def fire(self, alertname: str = "SettlementPathDown", grade: str = "I",
-             site: str = "一院", team: str = "network", summary: str | None = None) -> int:
+             site: str = "一院", team: str = "network", summary: str | None = None,
+             description: str = "") -> int:
         labels = {"alertname": alertname, "grade": grade, "site": site, "team": team}
         body = {"version": "4", "status": "firing", "receiver": team,
                 "groupKey": f"{{}}:{{site={site!r}, alertname={alertname!r}}}",
                 "groupLabels": labels, "commonLabels": labels,
-                "commonAnnotations": {"summary_zh": summary or f"{site}：{alertname}"},
+                "commonAnnotations": {"summary_zh": summary or f"{site}：{alertname}",
+                                      "description": description},
                 "alerts": [{"status": "firing", "labels": labels, "annotations": {},
                             "startsAt": "2026-09-01T00:00:00Z",
                             "fingerprint": f"{site}{alertname}{grade}"}]}
         return self.engine.intake(team, json.dumps(body).encode()).incident
 
-    def rows(self, sql: str, args: tuple = ()) -> list:
-        return self.store.query(sql, args)
+    def deliveries(self, status: str | None = None) -> list[records.Delivery]:
+        return [d for d in records.deliveries(self.store) if status in (None, d.status)]
+
+    def events(self, what: str) -> list[records.Event]:
+        return [e for e in records.events(self.store) if e.what == what]
 
     def metric(self, name: str, **labels: str) -> float | None:
         return self.registry.get_sample_value(name, labels)
@@ -188,7 +194,7 @@ def test_a_storm_of_a_thousand_alerts_is_a_few_messages_that_name_or_count_every
     news = [n for m in got["wecom"] for n in m.news]
     assert sorted(n[0] for n in news) == sorted(incidents)
     assert all(n[1:] == ("page", 0, "zhang") for n in news)
-    assert not desk.rows("SELECT * FROM deliveries WHERE status != 'sent'")
+    assert all(d.status == Status.SENT for d in desk.deliveries())
     digests = [m for m in got["wecom"] if m.title.startswith("【告警汇总】")]
     assert digests
     for message in digests:
@@ -299,12 +305,11 @@ def test_a_storm_retried_across_a_restart_is_still_a_digest(desk) -> None:
     for site in range(100):
         desk.fire("Storm00", "III", f"site{site:03d}")
     desk.run(20)  # the first 3 and the digest of the rest failed: retries waiting
-    assert not desk.got and desk.rows("SELECT * FROM deliveries WHERE attempts > 0 AND "
-                                      "status = 'pending'")
+    assert not desk.got and [d for d in desk.deliveries(Status.PENDING) if d.attempts > 0]
     desk.worker = Worker(desk.engine, Metrics(CollectorRegistry()), send=send, inline=True)
     down[0] = False
     desk.run(180)
-    assert len(desk.rows("SELECT * FROM deliveries WHERE status = 'sent'")) == 100
+    assert len(desk.deliveries(Status.SENT)) == 100
     assert len(desk.got) <= 10, [m.title for _, _, m in desk.got][:12]
 
 
@@ -320,8 +325,7 @@ def test_a_storm_by_mail_is_one_digest_mail_not_one_a_page(desk, tmp_path: Path)
         desk.run(200)
         mails = mail.to("zhang@h.test")
         assert 2 <= len(mails) <= 10
-        assert len(desk.rows("SELECT * FROM deliveries WHERE status = 'sent'")) == len(
-            incidents)
+        assert len(desk.deliveries(Status.SENT)) == len(incidents)
         digests = [m for m in mails if "【告警汇总】" in m.splitlines()[0]]  # the subject
         held = 0
         for digest in digests:  # a mail has room to name every alert of what it holds
@@ -345,10 +349,9 @@ def test_a_storm_by_sms_is_a_few_sms_each_with_the_list_link(desk, tmp_path: Pat
         for site in range(20):
             for name in range(50):
                 desk.fire(f"Storm{name:02d}", "II", f"site{site:02d}")
-        sent = "SELECT count(*) AS n FROM deliveries WHERE status = 'sent'"
-        desk.follow(lambda: desk.rows(sent)[0]["n"] == 3, 60, "the first three SMS")
+        desk.follow(lambda: len(desk.deliveries(Status.SENT)) == 3, 60, "the first three SMS")
         desk.run(60)  # a digest interval, on the pager's clock
-        desk.follow(lambda: desk.rows(sent)[0]["n"] == 1000, 60, "the digest SMS")
+        desk.follow(lambda: len(desk.deliveries(Status.SENT)) == 1000, 60, "the digest SMS")
         texts = phone.to(MOBILE["zhang"])
         assert len(texts) == 4
         assert texts[-1].startswith("【告警汇总】997条:二级 997 http://10.10.1.20:9095/list/")
@@ -380,14 +383,14 @@ def test_a_robots_200_without_its_success_code_is_no_evidence(desk, kind: str,
         robot.mode = mode
         desk.fire()
         desk.run(3)
-        [row] = desk.rows("SELECT * FROM deliveries")
+        [row] = desk.deliveries()
         assert row["status"] == "pending" and row["attempts"] >= 1
         assert "answered with" in row["error"]
         assert desk.metric("insmon_pager_deliveries_total", team="network", channel="robot",
                            result="sent") is None
         robot.mode = "ok"
         desk.run(10)
-        [row] = desk.rows("SELECT * FROM deliveries")
+        [row] = desk.deliveries()
         assert row["status"] == "sent" and len(robot.accepted) == 1
     finally:
         robot.close()
@@ -404,11 +407,11 @@ def test_mail_is_sent_on_the_servers_250_only(desk, tmp_path: Path) -> None:
         mail.answer = "451 4.3.0 try again later"
         desk.fire()
         desk.run(1)
-        [row] = desk.rows("SELECT * FROM deliveries")
+        [row] = desk.deliveries()
         assert row["status"] == "pending" and "451" in row["error"]
         mail.answer = "250 OK"
         desk.run(5)
-        assert desk.rows("SELECT status FROM deliveries")[0]["status"] == "sent"
+        assert desk.deliveries()[0].status == Status.SENT
         assert len(mail.to("zhang@h.test")) == 1
     finally:
         mail.close()
@@ -430,7 +433,7 @@ def test_a_gateway_with_its_own_success_answer_is_sent_only_on_it(desk) -> None:
             one = desk(config, send=channels.send)
             one.fire()
             one.run(1)
-            [row] = one.rows("SELECT * FROM deliveries")
+            [row] = one.deliveries()
             status[expect] = (row["status"], row["error"])
         assert status[None] == ("sent", None)
         assert status[r'"code":\s*0'][0] == "pending"
@@ -458,13 +461,13 @@ def test_an_sms_is_sent_once_gammu_smsd_moved_it_to_its_sent_folder(desk,
         desk = desk(sms_config(phone), send=channels.send)
         incident = desk.fire(summary="主线路|备用线路 均中断")
         desk.run(30)  # half the bound: waiting in the outbox
-        [row] = desk.rows("SELECT * FROM deliveries")
+        [row] = desk.deliveries()
         assert row["status"] == "pending" and row["receipt"] and row["hop"] == 0
         assert [p.name for p in (phone.dir / "outbox").iterdir()] == json.loads(
             row["receipt"])
-        assert not desk.rows("SELECT * FROM events WHERE what = 'delivered'")
+        assert not desk.events("delivered")
         phone.start()
-        desk.follow(lambda: desk.rows("SELECT status FROM deliveries")[0]["status"] == "sent",
+        desk.follow(lambda: desk.deliveries()[0].status == Status.SENT,
                     30, "the SMS sent by gammu-smsd")
         [text] = phone.to(MOBILE["zhang"])
         assert f"回复1确认(ACK {incident})" in text
@@ -495,11 +498,11 @@ def test_with_gammu_smsd_down_an_sms_fails_after_the_bound_and_the_next_channel_
     desk, phone, robot = smsd_down
     desk.fire()
     desk.run(59)
-    assert desk.rows("SELECT hop FROM deliveries")[0]["hop"] == 0 and not robot.accepted
+    assert desk.deliveries()[0].hop == 0 and not robot.accepted
     desk.run(2)  # a minute in the outbox
-    [row] = desk.rows("SELECT * FROM deliveries")
+    [row] = desk.deliveries()
     assert list((phone.dir / "outbox").iterdir()) == []  # taken back: it cannot go later
-    [failover] = desk.rows("SELECT * FROM events WHERE what = 'delivery-failover'")
+    [failover] = desk.events("delivery-failover")
     assert failover["channel"] == "sms" and "still in gammu-smsd's outbox after 60 s" in \
         failover["detail"]
     assert row["status"] == "sent" and row["hop"] == 1 and len(robot.accepted) == 1
@@ -524,7 +527,7 @@ def test_an_sms_in_the_outbox_across_a_kill_9_is_followed_not_sent_again(smsd_do
     assert len(list((phone.dir / "outbox").iterdir())) == 1 and not robot.accepted
     desk.run(12)  # past the bound, counted from when it was handed over
     assert list((phone.dir / "outbox").iterdir()) == [] and len(robot.accepted) == 1
-    [row] = desk.rows("SELECT * FROM deliveries")
+    [row] = desk.deliveries()
     assert row["status"] == "sent" and row["hop"] == 1
 
 
@@ -534,13 +537,13 @@ def test_an_sms_gammu_smsd_gave_up_on_fails_over_at_once(smsd_down) -> None:
     desk, phone, _ = smsd_down
     desk.fire()
     desk.run(1)
-    [name] = json.loads(desk.rows("SELECT receipt FROM deliveries")[0]["receipt"])
+    [name] = json.loads(desk.deliveries()[0].receipt)
     (phone.dir / "outbox" / name).rename(phone.dir / "error" / name)  # as it does
     desk.run(1)
-    [row] = desk.rows("SELECT * FROM deliveries")
+    [row] = desk.deliveries()
     assert row["status"] == "sent" and row["hop"] == 1  # the next channel
-    assert desk.rows("SELECT detail FROM events WHERE what = 'delivery-failover'")[0][
-        "detail"] == "gammu-smsd moved it to its error folder"
+    assert desk.events("delivery-failover")[0].detail == \
+        "gammu-smsd moved it to its error folder"
 
 
 def test_a_page_cut_in_posts_is_sent_whole_or_not_at_all(desk) -> None:
@@ -557,15 +560,14 @@ def test_a_page_cut_in_posts_is_sent_whole_or_not_at_all(desk) -> None:
     config = desk_config()
     config["channels"]["wecom"]["retries"] = 5
     desk = desk(config, send=send)
-    desk.fire(summary="一院：医保专网中断")
+    # a description of 15 KB, as a rule may write
     description = "\n".join(f"第 {i} 行：" + "自助结算机 医保专网异常 " * 12 for i in range(40))
-    with desk.store.transaction() as db:  # a description of 15 KB, as a rule may write
-        db.execute("UPDATE incidents SET description = ?", (description,))
+    desk.fire(summary="一院：医保专网中断", description=description)
     desk.run(1)
-    [row] = desk.rows("SELECT * FROM deliveries")
+    [row] = desk.deliveries()
     assert row["status"] == "pending" and "1 of its" in row["error"]
     desk.run(5)
-    assert desk.rows("SELECT status FROM deliveries")[0]["status"] == "sent"
+    assert desk.deliveries()[0].status == Status.SENT
     whole = [m for m in posts[1:]]  # the second try, all of it
     assert len(whole) >= 3 and whole[0].title == posts[0].title
     lines = set(description.splitlines())
@@ -582,7 +584,7 @@ def test_many_waiting_pages_for_one_person_go_in_whole_pages_never_fragments(des
     desk = desk()
     for i in range(250):
         desk.fire(f"Storm{i % 50:02d}", "II", f"site{i // 50:02d}")
-    rows = [dict(r) for r in desk.rows("SELECT * FROM deliveries")]
+    rows = [r.asdict() for r in desk.deliveries()]
     jobs = desk.worker._jobs("wecom", rows, [])
     messages = [m for job in jobs for m in job.messages]
     assert not [m for m in messages if "(续)" in m.title]  # no page cut
@@ -603,7 +605,7 @@ def test_a_page_nobody_can_get_goes_at_once_to_the_backup_and_the_lead(desk) -> 
     desk.run(1)
     assert sorted(people for _, people, _ in desk.got) == [("李四",), ("王五",)]
     assert {m.incidents for _, _, m in desk.got} == {frozenset({incident})}
-    [event] = desk.rows("SELECT * FROM events WHERE what = 'unreachable'")
+    [event] = desk.events("unreachable")
     assert event["person"] == "zhang" and event["detail"] == (
         "page: has no channel that can reach them: paged to li, wang (network)")
     assert desk.engine.unreached == {"network": 1}
@@ -619,9 +621,8 @@ def test_a_page_that_failed_on_every_channel_goes_to_the_backup_and_the_lead(des
     desk.fire("PrimaryLineDown", "II")
     desk.run(10)
     assert sorted(people for _, people, _ in desk.got) == [("李四",), ("王五",)]
-    [event] = desk.rows("SELECT * FROM events WHERE what = 'unreachable'")
+    [event] = desk.events("unreachable")
     assert event["person"] == "zhang" and event["detail"].startswith(
         "page: every channel failed")
     desk.run(120)  # the whole route again, and again: the backup and lead paged once
-    assert len(desk.got) == 2 and len(desk.rows(
-        "SELECT * FROM events WHERE what = 'unreachable'")) == 1
+    assert len(desk.got) == 2 and len(desk.events("unreachable")) == 1

@@ -40,12 +40,14 @@ from urllib.parse import urlsplit
 import pytest
 from prometheus_client import CollectorRegistry
 
+from pager import records
 from pager.clock import Clock
 from pager.config import PagerConfig
 from pager.delivery import Metrics, Worker
 from pager.engine import Engine
 from pager.keys import NONCE, SKEW, Secrets, sign_answer, sign_question
-from pager.pair import PAGES, PENDING_LIMIT, Peer, _incident
+from pager.pair import PENDING_LIMIT, Peer, _incident
+from pager.records import PAGES, Kind, Status, TimerKind
 from pager.store import Store, StoreError
 from tests.test_pager_simulation import BOUND, TEAMS, Network, config, quiet  # noqa: F401
 
@@ -81,7 +83,7 @@ class Node:
     def start(self) -> None:
         sim = self.sim
         self.store = Store(self.path)
-        clock = Clock(self.store.get("clock"), wall=lambda: sim.wall,
+        clock = Clock(records.state(self.store, "clock"), wall=lambda: sim.wall,
                       monotonic=lambda: sim.mono, boot="boot-1")
         held = Secrets.load(sim.config)
         # its --role: its place in the pair, or (an operator's slip) the other's
@@ -107,18 +109,17 @@ class Node:
         opening on the active (the standby's incident of the same key and start, the one
         opened closest; the watchdog's and the peer's silences, which each dates itself:
         started within 5 minutes), else its own."""
-        row = self.store.query("SELECT * FROM incidents WHERE id = ?", (incident,))[0]
-        started, opened = row["started"], row["opened"]
+        row = records.incident(self.store, incident)
+        started, opened = row.started, row.opened
         if self.role == "standby" and self.sim.nodes["active"].alive:
-            window = 60 if row["key"] in ("watchdog", "pager-peer-down") else 1.0
-            near = self.sim.nodes["active"].store.query(
-                "SELECT started, opened FROM incidents WHERE key = ? AND abs(started - ?) "
-                "<= ?", (row["key"], row["started"], window))
-            same = min(near, key=lambda r: (abs(r["started"] - row["started"]),
-                                            abs(r["opened"] - row["opened"])), default=None)
+            window = 60 if row.key in ("watchdog", "pager-peer-down") else 1.0
+            near = [i for i in records.incidents(self.sim.nodes["active"].store)
+                    if i.key == row.key and abs(i.started - row.started) <= window]
+            same = min(near, key=lambda r: (abs(r.started - row.started),
+                                            abs(r.opened - row.opened)), default=None)
             if same is not None:
-                started, opened = same["started"], same["opened"]
-        return f"{row['key']}|{started!r}|{opened!r}"
+                started, opened = same.started, same.opened
+        return f"{row.key}|{started!r}|{opened!r}"
 
 
 class PairSim:
@@ -188,8 +189,10 @@ class PairSim:
         unsigned (with Alertmanager's token), signed with that token, or a question of
         the pair's seen before, sent again. Each is refused."""
         node = self.nodes[self.rng.choice(("active", "standby"))]
-        rows = node.store.query("SELECT * FROM incidents WHERE resolved IS NULL "
-                                "AND acked IS NULL") if node.alive else []
+        # by key: the order the seeded histories drew them in
+        rows = sorted((i for i in records.incidents(node.store)
+                       if i.resolved is None and i.acked is None),
+                      key=lambda i: i.key) if node.alive else []
         if not rows:
             return
         how = self.rng.choice(TRUST[1:])
@@ -335,24 +338,26 @@ class PairSim:
         node = self.nodes[self.rng.choice(("active", "standby"))]
         if not node.alive:
             return
-        rows = node.store.query("SELECT p.incident, p.person FROM pages p JOIN incidents i "
-                                "ON i.id = p.incident WHERE i.resolved IS NULL")
+        open_ = {i.id: i.key for i in records.incidents(node.store) if i.resolved is None}
+        # by incident key and person: the order the seeded histories drew them in
+        rows = sorted((p for p in records.pages(node.store) if p.incident in open_),
+                      key=lambda p: (open_[p.incident], p.person))
         if rows:
             row = self.rng.choice(rows)
-            node.engine.ack(row["incident"], row["person"], "link")
+            node.engine.ack(row.incident, row.person, "link")
 
     # ---------------------------------------------------------------- the invariants
 
     def check(self) -> None:
         nodes = list(self.nodes.values())
-        keys = {(n.role, i["id"]): n.key(i["id"]) for n in nodes
-                for i in n.store.query("SELECT id FROM incidents")}
-        ended = {keys[(n.role, i["id"])] for n in nodes for i in n.store.query(
-            "SELECT id FROM incidents WHERE acked IS NOT NULL OR resolved IS NOT NULL")}
+        incidents = {n.role: records.incidents(n.store) for n in nodes}
+        keys = {(n.role, i.id): n.key(i.id) for n in nodes for i in incidents[n.role]}
+        ended = {keys[(n.role, i.id)] for n in nodes for i in incidents[n.role]
+                 if i.acked is not None or i.resolved is not None}
         paged = defaultdict(set)  # key -> people paged for it on either pager
         for n in nodes:
-            for row in n.store.query("SELECT incident, person FROM pages"):
-                paged[keys[(n.role, row["incident"])]].add(row["person"])
+            for row in records.pages(n.store):
+                paged[keys[(n.role, row.incident)]].add(row.person)
         sent = [(s, keys[(node.role, i)]) for s, node in zip(self.net.sent, self.senders,
                                                              strict=True)
                 for i in s.incidents]
@@ -386,10 +391,10 @@ class PairSim:
                 times[(s.type, keys[(node.role, incident)], kind,
                        step if kind != "repeat" else 0, person)].append(s.at)
         # the standby sends too what the active failed, or took over a minute to send
-        slow = {(keys[("active", r["incident"])], r["kind"], r["step"], r["person"])
-                for r in self.nodes["active"].store.query(
-                    "SELECT * FROM deliveries WHERE status = 'failed' OR sent - created >= "
-                    f"{PENDING_LIMIT}")}
+        slow = {(keys[("active", r.incident)], r.kind, r.step, r.person)
+                for r in records.deliveries(self.nodes["active"].store)
+                if r.status == Status.FAILED
+                or (r.sent is not None and r.sent - r.created >= PENDING_LIMIT)}
         for news, at in times.items():
             at.sort()
             if news[1:] in slow:
@@ -405,7 +410,7 @@ class PairSim:
         # acknowledged too
         for node in nodes:
             other = self.nodes["standby" if node.role == "active" else "active"]
-            for row in node.store.query("SELECT * FROM incidents WHERE acked IS NOT NULL"):
+            for row in (i for i in incidents[node.role] if i.acked is not None):
                 same = _incident(other.engine, row["key"], row["started"], row["opened"],
                                  None, row["resolved"])
                 assert same is None or same["acked"] is not None, (
@@ -416,13 +421,15 @@ class PairSim:
         assert not self.rogue_answered, f"{self.rogue_answered} rogue question(s) answered"
         for node in nodes:
             other = self.nodes["standby" if node.role == "active" else "active"]
-            for row in node.store.query(
-                    "SELECT i.*, e.what FROM incidents i JOIN events e ON e.incident = i.id "
-                    "WHERE (e.what = 'acknowledged' AND e.channel = 'peer') OR e.what = "
-                    "'peer'"):
-                same = _incident(other.engine, row["key"], row["started"], row["opened"],
-                                 None, row["resolved"])
-                took = "acknowledged" if row["what"] == "acknowledged" else "ended"
+            mine = {i.id: i for i in incidents[node.role]}
+            for event in records.events(node.store):
+                if not ((event.what == "acknowledged" and event.channel == "peer")
+                        or event.what == "peer"):
+                    continue
+                row = mine[event.incident]
+                same = _incident(other.engine, row.key, row.started, row.opened,
+                                 None, row.resolved)
+                took = "acknowledged" if event.what == "acknowledged" else "ended"
                 assert same is not None and (same["acked_by"] == row["acked_by"] if took ==
                                              "acknowledged" else same["resolved"]), (
                     f"{keys[(node.role, row['id'])]} {took} on the {node.role} from the "
@@ -443,17 +450,18 @@ class PairSim:
         closing = defaultdict(list)  # (key, person) -> when they were told it ended
         for s, node in zip(self.net.sent, self.senders, strict=True):
             for incident, kind, _step, person in s.news:
-                if kind in ("ack", "resolved"):
+                if kind in (Kind.ACK, Kind.RESOLVED):
                     closing[(keys[(node.role, incident)], person)].append(s.at)
         for node in nodes:
             other = self.nodes["standby" if node.role == "active" else "active"]
-            for ack in node.store.query(
-                    "SELECT e.incident, e.at, e.person, i.resolved FROM events e JOIN "
-                    "incidents i ON i.id = e.incident WHERE e.what = 'acknowledged' AND "
-                    "e.channel != 'peer'"):
-                key, at = keys[(node.role, ack["incident"])], ack["at"] - offset
+            mine = {i.id: i for i in incidents[node.role]}
+            for ack in records.events(node.store):
+                if ack.what != "acknowledged" or ack.channel in (None, "peer"):
+                    continue
+                key, at = keys[(node.role, ack.incident)], ack.at - offset
+                resolved = mine[ack.incident].resolved
                 meet = met(at)
-                if ack["resolved"] is not None and ack["resolved"] - offset <= meet:
+                if resolved is not None and resolved - offset <= meet:
                     continue  # over before they met: the other's is another episode
                 for s, sender in zip(self.net.sent, self.senders, strict=True):
                     if sender is not other or s.at <= at:
@@ -461,11 +469,10 @@ class PairSim:
                     for incident, kind, _step, person in s.news:
                         if keys[(other.role, incident)] != key or kind not in PAGES:
                             continue
-                        theirs = other.store.query("SELECT acked, acked_by, opened FROM "
-                                                   "incidents WHERE id = ?", (incident,))[0]
-                        if theirs["acked"] is not None and theirs["acked"] - offset <= s.at:
+                        theirs = records.incident(other.store, incident)
+                        if theirs.acked is not None and theirs.acked - offset <= s.at:
                             continue  # a page that says who acknowledged (a team joining)
-                        if ack["resolved"] is not None and ack["resolved"] < theirs["opened"]:
+                        if resolved is not None and resolved < theirs.opened:
                             continue  # a late copy of an episode over here: no match
                         assert s.at <= meet + 10 or apart_during(s.at - 10, s.at), (
                             f"{key} acknowledged on the {node.role} at {at}: the "
@@ -571,8 +578,8 @@ def test_a_pager_that_missed_the_resolve_pages_the_next_episode(tmp_path: Path) 
             node.engine.intake(receiver, json.dumps(resolved).encode())
     standby.back_at = sim.mono + 1
     _advance(sim, 40)  # back, and the two meet
-    assert not standby.store.query("SELECT 1 FROM incidents WHERE resolved IS NULL AND "
-                                   "alertname = 'SettlementPathDown'")
+    assert not [i for i in records.incidents(standby.store)
+                if i.resolved is None and i.alertname == "SettlementPathDown"]
     before = len(_to(sim, "vp", "SettlementPathDown"))
     sim.nodes["active"].kill()  # the next day the active's host is gone
     sim.nodes["active"].back_at = float("inf")
@@ -619,7 +626,7 @@ def test_alertmanagers_token_acknowledges_nothing(tmp_path: Path) -> None:
     sim.notification("leadership", alertname="SettlementPathDown", grade="I")
     _advance(sim, 2)
     standby = sim.nodes["standby"]
-    [incident] = standby.store.query("SELECT * FROM incidents")
+    [incident] = records.incidents(standby.store)
     body = json.dumps({"key": incident["key"], "started": incident["started"],
                        "opened": incident["opened"], "person": "vp", "via": "link",
                        "at": sim.wall}).encode()
@@ -629,8 +636,7 @@ def test_alertmanagers_token_acknowledges_nothing(tmp_path: Path) -> None:
         status, _, _ = standby.peer.serve("POST", "/api/peer/ack", headers, body)
         assert status == 401
     # the link a pager derives for vp, and what it would be from Alertmanager's token
-    [token] = [r["token"] for r in standby.store.query("SELECT token FROM pages WHERE "
-                                                       "person = 'vp'")]
+    [token] = [p.token for p in records.pages(standby.store, person="vp")]
     text = f"ack-link|{incident['key']}|{incident['started']!r}|vp"
     forged = base64.urlsafe_b64encode(hmac.new(TOKEN.encode(), text.encode(),
                                                "sha256").digest()[:18]).decode()
@@ -649,7 +655,7 @@ def test_an_ack_naming_someone_who_may_not_acknowledge_is_refused(tmp_path: Path
     sim.notification("leadership", alertname="SettlementPathDown", grade="I")
     _advance(sim, 2)
     standby = sim.nodes["standby"]
-    [incident] = standby.store.query("SELECT * FROM incidents")
+    [incident] = records.incidents(standby.store)
     for person in ("mallory", "li"):  # not in the config; in it, but in no paged team
         body = json.dumps({"key": incident["key"], "started": incident["started"],
                            "opened": incident["opened"], "person": person, "via": "link",
@@ -706,9 +712,9 @@ def test_an_ack_during_a_partition_ends_the_other_sides_escalation_when_they_mee
     sim.notification("leadership", alertname="SettlementPathDown", grade="I")
     _advance(sim, 20)
     active = sim.nodes["active"]
-    [incident] = active.store.query("SELECT id FROM incidents WHERE alertname = "
-                                    "'SettlementPathDown'")
-    on_call = active.store.query("SELECT person FROM pages WHERE team = 'network'")[0][0]
+    [incident] = [i for i in records.incidents(active.store)
+                  if i.alertname == "SettlementPathDown"]
+    on_call = records.pages(active.store, team="network")[0].person
     assert active.engine.ack(incident["id"], on_call, "link")
     acked = sim.mono
     _advance(sim, apart + 60)
@@ -727,15 +733,15 @@ def test_an_ack_during_a_partition_ends_the_other_sides_escalation_when_they_mee
     assert all(at <= start + apart for at, role, kind, p in sent if role == "standby"
                and kind in PAGES), "the standby paged after they met"
     # whom the active told already and the standby did not wake since: told once
-    for person in {p for _, role, kind, p in sent if role == "active" and kind == "ack"}:
-        assert sum(p == person and kind == "ack" for _, _, kind, p in sent) == (
+    for person in {p for _, role, kind, p in sent if role == "active" and kind == Kind.ACK}:
+        assert sum(p == person and kind == Kind.ACK for _, _, kind, p in sent) == (
             2 if person in woken else 1), (person, sent)
     standby = sim.nodes["standby"]
-    [mine] = standby.store.query("SELECT * FROM incidents WHERE alertname = "
-                                 "'SettlementPathDown'")
-    assert mine["acked_by"] == on_call
-    assert not standby.store.query("SELECT 1 FROM timers WHERE incident = ? AND kind = "
-                                   "'escalation' AND done = 0", (mine["id"],))
+    [mine] = [i for i in records.incidents(standby.store)
+              if i.alertname == "SettlementPathDown"]
+    assert mine.acked_by == on_call
+    assert not [t for t in records.timers(standby.store, mine.id)
+                if t.kind == TimerKind.ESCALATION and t.done == 0]
 
 
 @pytest.mark.usefixtures("quiet")

@@ -24,7 +24,9 @@ import pytest
 import yaml
 
 from ops.stack import Alertmanager, free_port, stop_all, wait_for
+from pager import records
 from pager.keys import sign_question
+from pager.records import PAGES, Kind, Status, TimerKind
 from tests.conftest import INSMON
 from tests.pager_rig import PagerProcess
 from tests.robots import WeComRobot
@@ -112,10 +114,9 @@ class Pair:
         return [(at, text) for at, text in self.robot.posts() if mark in text]
 
     def deliveries(self, pager: PagerProcess, alertname: str) -> list[dict]:
-        return [dict(r) for r in pager.rows(
-            "SELECT d.person, d.kind, d.step, d.status, d.peer FROM deliveries d JOIN "
-            "incidents i ON i.id = d.incident WHERE i.alertname = ? ORDER BY d.id",
-            (alertname,))]
+        ids = {i.id for i in pager.incidents_of(alertname)}
+        return [{k: d[k] for k in ("person", "kind", "step", "status", "peer")}
+                for d in pager.read(records.deliveries) if d.incident in ids]
 
     def metric(self, pager: PagerProcess, name: str) -> float | None:
         text = (pager.get("/metrics") or b"").decode()
@@ -176,8 +177,7 @@ def test_the_active_killed_the_standby_pages_within_the_grace_period(pair: Pair)
     pair.active.kill9()
     fired = pair.fire("SettlementPathDown")
     wait_for(lambda: pair.posts("【SettlementPathDown】"), GRACE + 60, "the standby's page")
-    [opened] = [r["opened"] for r in pair.standby.rows(
-        "SELECT opened FROM incidents WHERE alertname = 'SettlementPathDown'")]
+    [opened] = [i.opened for i in pair.standby.incidents_of("SettlementPathDown")]
     at = pair.posts("【SettlementPathDown】")[0][0]
     print(f"\nactive killed before the fault: the standby's page {at - opened:.1f} s after "
           f"Alertmanager's ({at - fired:.1f} s after the alert; grace {GRACE:g} s)")
@@ -200,8 +200,7 @@ def test_the_active_killed_during_an_escalation_the_next_step_comes_on_time(
     wait_for(lambda: [t for t in pair.posts("【SettlementPathDown】") if "boss" in t[1]],
              ESCALATE_AFTER + GRACE + 30, "the escalation to the backup")
     [(at, _)] = [t for t in pair.posts("【SettlementPathDown】") if "boss" in t[1]]
-    [opened] = [r["opened"] for r in pair.standby.rows(
-        "SELECT opened FROM incidents WHERE alertname = 'SettlementPathDown'")]
+    [opened] = [i.opened for i in pair.standby.incidents_of("SettlementPathDown")]
     late = at - opened - ESCALATE_AFTER
     print(f"\nactive killed mid-escalation: step 1 {late:+.1f} s from its time")
     assert -1 <= late <= GRACE + 5
@@ -250,10 +249,9 @@ def test_an_ack_on_the_active_during_a_cut_ends_the_standbys_escalation_once_the
                      "the pagers to see each other")
             cut.apart(True)
             pair.fire("SettlementPathDown")
-            wait_for(lambda: pair.active.rows("SELECT token FROM pages WHERE person = "
-                                              "'duty'"), 60, "the active's page")
-            [token] = [r["token"] for r in pair.active.rows(
-                "SELECT token FROM pages WHERE person = 'duty'")]
+            wait_for(lambda: pair.active.read(records.pages, person="duty"), 60,
+                     "the active's page")
+            [token] = [p.token for p in pair.active.read(records.pages, person="duty")]
             assert pair.active.post(f"/ack/{token}", b"")[0] == 200
             # apart, the standby pages, then escalates to the backup (组长 boss)
             wait_for(lambda: [d for d in pair.deliveries(pair.standby, "SettlementPathDown")
@@ -261,37 +259,36 @@ def test_an_ack_on_the_active_during_a_cut_ends_the_standbys_escalation_once_the
                      ESCALATE_AFTER + GRACE + 60, "the standby's escalation while apart")
             cut.apart(False)
             healed = time.time()
-            wait_for(lambda: pair.standby.rows("SELECT 1 FROM incidents WHERE acked_by = "
-                                               "'duty'"), 30, "the ack on the standby")
+            wait_for(lambda: [i for i in pair.standby.read(records.incidents)
+                              if i.acked_by == "duty"], 30, "the ack on the standby")
 
             def sent(pager: PagerProcess, kinds: tuple[str, ...]) -> dict[str, list[float]]:
                 found: dict[str, list[float]] = {}
-                for row in pager.rows(
-                        "SELECT d.person, d.sent FROM deliveries d JOIN incidents i ON i.id "
-                        "= d.incident WHERE i.alertname = 'SettlementPathDown' AND d.status "
-                        f"= 'sent' AND d.kind IN ({','.join('?' * len(kinds))})", kinds):
-                    found.setdefault(row["person"], []).append(row["sent"])
+                ids = {i.id for i in pager.incidents_of("SettlementPathDown")}
+                for row in pager.read(records.deliveries):
+                    if row.incident in ids and row.status == Status.SENT and row.kind in kinds:
+                        found.setdefault(row.person, []).append(row.sent)
                 return found
 
-            woke = sent(pair.standby, ("page", "escalation", "repeat"))
-            told = sent(pair.active, ("ack",))
+            woke = sent(pair.standby, PAGES)
+            told = sent(pair.active, (Kind.ACK,))
             owed = {p for p, at in woke.items() if p != "duty"
                     and max(at) > min(told.get(p, [float("inf")]))} | (set(woke) - set(told)
                                                                      - {"duty"})
             assert "boss" in owed
-            wait_for(lambda: set(sent(pair.standby, ("ack",))) >= owed, GRACE + 30,
+            wait_for(lambda: set(sent(pair.standby, (Kind.ACK,))) >= owed, GRACE + 30,
                      "the standby to say it was acknowledged")
             wait_for(lambda: not [d for d in pair.deliveries(pair.standby, "SettlementPathDown")
                                   if d["status"] == "pending"], GRACE + 30,
                      "the standby to settle")
-            assert set(sent(pair.standby, ("ack",))) == owed
+            assert set(sent(pair.standby, (Kind.ACK,))) == owed
             last = max(at for p in woke for at in woke[p])
             print(f"\nacknowledged on the active while cut off: the standby woke "
                   f"{', '.join(sorted(owed))} for nothing (its last page "
                   f"{healed - last:.1f} s before the link came back); told "
                   f"{max(at for at in sent(pair.standby, ('ack',))['boss']) - healed:.1f} s "
                   f"after it (grace {GRACE:g} s)")
-            woke = sent(pair.standby, ("page", "escalation", "repeat"))  # all, by now
+            woke = sent(pair.standby, PAGES)  # all, by now
             assert all(at < healed + 2 for p in woke for at in woke[p]), "paged after they met"
             # each person's "已确认": one from the active if it had paged them, one from
             # the standby if it woke them since (a robot's post may join several
@@ -308,23 +305,19 @@ def test_an_ack_on_the_standby_after_a_takeover_stops_the_escalation_on_both(
     pair.active.kill9()
     pair.fire("SettlementPathDown")
     wait_for(lambda: pair.posts("【SettlementPathDown】"), GRACE + 30, "the standby's page")
-    [token] = [r["token"] for r in pair.standby.rows(
-        "SELECT token FROM pages WHERE person = 'duty'")]
+    [token] = [p.token for p in pair.standby.read(records.pages, person="duty")]
     status, _ = pair.standby.post(f"/ack/{token}", b"")
     assert status == 200
     pair.active.start()
     # the active hears the page again from Alertmanager (which backs off from a receiver
     # that refused it, up to a minute and more on a busy host), and the ack from the standby
-    wait_for(lambda: pair.active.rows("SELECT acked_by FROM incidents WHERE acked IS NOT "
-                                      "NULL AND alertname = 'SettlementPathDown'"), 180,
-             "the ack on the active")
+    wait_for(lambda: [i for i in pair.active.incidents_of("SettlementPathDown")
+                      if i.acked is not None], 180, "the ack on the active")
     for pager in pair.pagers.values():
-        [incident] = pager.rows("SELECT id, acked_by FROM incidents WHERE alertname = "
-                                "'SettlementPathDown'")
-        assert incident["acked_by"] == "duty"
-        assert [r["done"] for r in pager.rows("SELECT done FROM timers WHERE incident = ? "
-                                              "AND kind = 'escalation'",
-                                              (incident["id"],))] == [1]
+        [incident] = pager.incidents_of("SettlementPathDown")
+        assert incident.acked_by == "duty"
+        assert [t.done for t in pager.read(records.timers, incident.id)
+                if t.kind == TimerKind.ESCALATION] == [1]
         assert not [d for d in pair.deliveries(pager, "SettlementPathDown")
                     if d["kind"] == "escalation"]
     # the active sent nothing the standby had (its page waits, then is the peer's)
@@ -341,7 +334,7 @@ def test_a_restarted_active_sends_nothing_the_standby_sent(pair: Pair) -> None:
     pair.fire("FrontEndUnreachable")
     wait_for(lambda: any(r["status"] == "pending" and r["kind"] == "page" for r in
                          pair.deliveries(pair.active, "FrontEndUnreachable")) and
-             pair.active.rows("SELECT 1 FROM events WHERE what = 'delivery-retry'"), 30,
+             [e for e in pair.active.read(records.events) if e.what == "delivery-retry"], 30,
              "the active's failed try")
     pair.active.kill9()
     pair.robot.mode = "ok"
@@ -458,8 +451,7 @@ def test_a_rogue_answering_acked_at_the_dead_actives_address_does_not_silence_th
         fired = pair.fire("SettlementPathDown")
         wait_for(lambda: pair.posts("【SettlementPathDown】"), GRACE + 30,
                  "the standby's page despite the rogue")
-        [opened] = [r["opened"] for r in pair.standby.rows(
-            "SELECT opened FROM incidents WHERE alertname = 'SettlementPathDown'")]
+        [opened] = [i.opened for i in pair.standby.incidents_of("SettlementPathDown")]
         at = pair.posts("【SettlementPathDown】")[0][0]
         print(f"\na rogue answering 'acked' at the dead active's address: the standby's "
               f"page {at - opened:.1f} s after Alertmanager's ({at - fired:.1f} s after the "
@@ -490,10 +482,9 @@ def test_alertmanagers_token_cannot_acknowledge_on_the_peer_api(pair: Pair) -> N
     """The issue's attack: the token sniffed from Alertmanager's webhooks, POST
     /api/peer/ack as somebody not in the config. Refused; the escalation goes on."""
     pair.fire("SettlementPathDown")
-    wait_for(lambda: pair.standby.rows("SELECT * FROM incidents WHERE alertname = "
-                                       "'SettlementPathDown'"), 60, "the standby's incident")
-    [incident] = pair.standby.rows("SELECT * FROM incidents WHERE alertname = "
-                                   "'SettlementPathDown'")
+    wait_for(lambda: pair.standby.incidents_of("SettlementPathDown"), 60,
+             "the standby's incident")
+    [incident] = pair.standby.incidents_of("SettlementPathDown")
     ack = {"key": incident["key"], "started": incident["started"],
            "opened": incident["opened"], "person": "mallory", "via": "link",
            "at": time.time()}
@@ -510,7 +501,7 @@ def test_alertmanagers_token_cannot_acknowledge_on_the_peer_api(pair: Pair) -> N
     wait_for(lambda: [t for t in pair.posts("【SettlementPathDown】") if "boss" in t[1]],
              ESCALATE_AFTER + GRACE + 30, "the escalation to the backup")
     for pager in pair.pagers.values():
-        assert not pager.rows("SELECT 1 FROM incidents WHERE acked IS NOT NULL")
+        assert not [i for i in pager.read(records.incidents) if i.acked is not None]
     assert pair.metric(pair.standby, 'insmon_pager_peer_untrusted_total{what="question",'
                                      'why="unsigned"}') == 1
     assert pair.metric(pair.standby, 'insmon_pager_peer_untrusted_total{what="question",'
@@ -525,8 +516,7 @@ def test_both_started_in_one_role_the_one_configured_active_pages_once_at_once(
         pair.fire("SettlementPathDown")
         wait_for(lambda: pair.posts("【SettlementPathDown】"), GRACE + 90, "the page")
         at = pair.posts("【SettlementPathDown】")[0][0]
-        [opened] = [r["opened"] for r in pair.active.rows(
-            "SELECT opened FROM incidents WHERE alertname = 'SettlementPathDown'")]
+        [opened] = [i.opened for i in pair.active.incidents_of("SettlementPathDown")]
         print(f"\nboth pagers started --role {role}: the page {at - opened:.1f} s after "
               "Alertmanager's")
         wait_for(lambda: settled_by_peer(pair, "SettlementPathDown"), GRACE + 90,

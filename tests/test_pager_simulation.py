@@ -56,11 +56,12 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from pager import channels
+from pager import channels, records
 from pager.clock import Clock
-from pager.config import PAGES, PagerConfig
+from pager.config import PagerConfig
 from pager.delivery import Metrics, Worker
 from pager.engine import Engine
+from pager.records import PAGES, Kind, Status
 from pager.store import Store, StoreError
 
 RUNS = int(os.environ.get("PAGER_RUNS", "2000"))  # histories in all, 40 steps each
@@ -238,7 +239,7 @@ class Sim:
         self.net.ids = {p.mobile: pid for pid, p in self.config.people.items()}
         self.store = Store(self.path)
         self._patch_store()
-        clock = Clock(self.store.get("clock"), wall=lambda: self.wall,
+        clock = Clock(records.state(self.store, "clock"), wall=lambda: self.wall,
                       monotonic=lambda: self.mono, boot=self.boot)
         self.engine = Engine(self.config, self.store, clock)
         self.worker = Worker(self.engine, Metrics(CollectorRegistry()), send=self.net.send,
@@ -267,17 +268,16 @@ class Sim:
         """The escalations and the pages nobody could get, as they happen: who was then
         the team's backup and lead that a channel reached."""
         at = dt.datetime.fromtimestamp(self.wall, dt.UTC)
-        for event in self.store.query("SELECT * FROM events WHERE id > ? AND what IN "
-                                      "('escalated', 'unreachable') ORDER BY id",
-                                      (self.last_event,)):
-            self.last_event = event["id"]
-            if event["what"] == "escalated":
+        for event in records.events(self.store, after=self.last_event):
+            self.last_event = event.id
+            if event.what not in ("escalated", "unreachable"):
+                continue
+            if event.what == "escalated":
                 self.escalated.append((event["incident"],
                                        int(event["detail"].split()[1][:-1]), self.mono))
                 continue
-            page = self.store.query("SELECT team FROM pages WHERE incident = ? AND person "
-                                    "= ?", (event["incident"], event["person"]))
-            team = page[0]["team"] if page else None
+            page = records.page(self.store, event.incident, event.person)
+            team = page.team if page else None
             if team not in self.config.teams or event["detail"].split(":")[0] not in PAGES:
                 continue  # a drill's, or news nobody must act on (resolved, ack)
             reachable = {p for p in (self.engine.rota.role(team, r, at) for r in
@@ -411,14 +411,15 @@ class Sim:
                 self.send(receiver, body)
 
     def ack(self) -> None:
-        rows = self.store.query("SELECT id FROM incidents WHERE resolved IS NULL")
+        # the open incidents by key (the order the seeded histories drew them in)
+        rows = sorted((i for i in records.incidents(self.store) if i.resolved is None),
+                      key=lambda i: i.key)
         if not rows:
             return
-        incident = self.rng.choice(rows)["id"]
+        incident = self.rng.choice(rows).id
         person = self.rng.choice(list(self.config.people))
         # 5. only a person paged for it, or one of its teams' people, may acknowledge
-        paged = {r["person"] for r in self.store.query(
-            "SELECT person FROM pages WHERE incident = ?", (incident,))}
+        paged = {p.person for p in records.pages(self.store, incident)}
         teams = json.loads(self.engine.incident(incident)["teams"])
         team_people = {p for t in teams if t in self.config.teams for p in (
             self.config.teams[t].lead, self.config.teams[t].backup,
@@ -435,20 +436,21 @@ class Sim:
 
     def check(self) -> None:
         db = self.store
-        incidents = {r["id"]: r for r in db.query("SELECT * FROM incidents")}
+        incidents = {r.id: r for r in records.incidents(db)}
+        pages = records.pages(db)
         paged = defaultdict(set)
-        for row in db.query("SELECT incident, person FROM pages"):
-            paged[row["incident"]].add(row["person"])
-        tokens = {r["token"]: r["person"] for r in db.query("SELECT token, person FROM pages")}
-        events = db.query("SELECT * FROM events")
+        for page in pages:
+            paged[page.incident].add(page.person)
+        tokens = {p.token: p.person for p in pages}
+        events = records.events(db)
         # 1. every accepted firing page reached its person within BOUND, unless it was
         # acknowledged or resolved first
         types = {c: ch.type for c, ch in self.config.channels.items()}
         for at, team, on_call, incident in self.expected:
             row = incidents[incident]
             # the team's person for it: the on-call, or who took over from them
-            people = {on_call} | {r["person"] for r in db.query(
-                "SELECT person FROM pages WHERE incident = ? AND team = ?", (incident, team))}
+            people = {on_call} | {p.person for p in pages
+                                  if p.incident == incident and p.team == team}
             # "on some working channel": the clock starts when one of theirs works
             mine = {types[c] for p in people if p in self.config.people
                     for c in self.config.people[p].channels}
@@ -506,11 +508,11 @@ class Sim:
                        for start, until in self.disk_full)
             late = at - due
             assert -0.01 <= late <= 5 + full, f"incident {incident} step {step} {late:+.1f} s"
-        assert not db.query("SELECT * FROM timers WHERE done = 2"), "a timer was set aside"
+        assert not [t for t in records.timers(db) if t.done == 2], "a timer was set aside"
         # 9. sent implies the channel confirmed (for SMS: the simulated gammu-smsd sent it)
         kinds = {"wecom": "wecom", "wecom-it": "wecom", "sms": "sms", "mail": "email"}
         confirmed = {(s.type, news) for s in self.net.sent for news in s.news}
-        for row in db.query("SELECT * FROM deliveries WHERE status = 'sent'"):
+        for row in (d for d in records.deliveries(db) if d.status == Status.SENT):
             channel = kinds[json.loads(row["route"])[row["hop"]]]
             news = (row["incident"], row["kind"], row["step"], row["person"])
             assert (channel, news) in confirmed, f"{news} marked sent on {channel}, never sent"
@@ -537,7 +539,7 @@ class Sim:
             assert not crowded, f"a storm of {len(storm)} gave {crowded} messages"
         # 12. a Level I page goes as a message of its own (with its acknowledge line) on a
         # person's channel, never folded into a digest
-        level_one = {r["id"] for r in db.query("SELECT id FROM incidents WHERE grade = 'I'")}
+        level_one = {i.id for i in incidents.values() if i.grade == "I"}
         for sent in self.net.sent:
             if sent.type in ("sms", "email") and any(
                     n[0] in level_one and n[1] in PAGES for n in sent.news):
@@ -594,9 +596,9 @@ def _advance(sim: Sim, seconds: float, wall_step: float = 0.0) -> None:
 
 
 def _escalations(sim: Sim, alertname: str) -> list[str]:
-    return [e["detail"] for e in sim.store.query(
-        "SELECT detail FROM events e JOIN incidents i ON i.id = e.incident WHERE "
-        "i.alertname = ? AND what = 'escalated' ORDER BY e.id", (alertname,))]
+    ids = {i.id for i in records.incidents(sim.store) if i.alertname == alertname}
+    return [e.detail for e in records.events(sim.store)
+            if e.incident in ids and e.what == "escalated"]
 
 
 def test_a_message_that_cannot_be_composed_is_set_aside_and_blocks_nothing(
@@ -615,10 +617,10 @@ def test_a_message_that_cannot_be_composed_is_set_aside_and_blocks_nothing(
     sim.notification("network", alertname="Broken", grade="I")
     sim.notification("network", alertname="SettlementPathDown", grade="I")
     _advance(sim, 3)
-    [on_call] = {r["person"] for r in sim.store.query("SELECT person FROM pages")}
+    [on_call] = {p.person for p in records.pages(sim.store)}
     assert [s.incidents for s in sim.net.sent if on_call in s.people] == [frozenset({2})]
-    broken = sim.store.query("SELECT status, error FROM deliveries WHERE incident = 1")
-    assert [(r["status"], r["error"]) for r in broken] == [
+    broken = records.deliveries(sim.store, incident=1)
+    assert [(r.status, r.error) for r in broken] == [
         ("failed", "cannot compose the message: a template bug")]
     sim.store.close()
 
@@ -665,7 +667,7 @@ def test_restarting_the_pager_does_not_hold_off_the_watchdog(tmp_path: Path,
     for _ in range(20):  # restarted every 30 s (crashing, redeployed) and no heartbeat
         _advance(sim, 30)
         sim.start()
-        if sim.store.query("SELECT 1 FROM incidents WHERE alertname = 'MonitoringPathDown'"):
+        if any(i.alertname == "MonitoringPathDown" for i in records.incidents(sim.store)):
             break
     assert sim.mono - last <= WATCHDOG_TIMEOUT + 60
 
@@ -683,11 +685,11 @@ def test_a_late_copy_of_a_firing_after_its_resolve_opens_nothing_a_real_refire_d
     sim.send("network", json.dumps(payload).encode())
     _advance(sim, 2)
     sim.send(*firing)  # the HA peer's copy, two seconds late
-    flaps = "SELECT * FROM incidents WHERE alertname = 'Flap'"
-    assert len(sim.store.query(flaps)) == 1
+    flaps = lambda: [i for i in records.incidents(sim.store) if i.alertname == "Flap"]  # noqa: E731
+    assert len(flaps()) == 1
     _advance(sim, 120)  # Prometheus back after resolve_timeout: the same alert fires
     sim.send(*firing)
-    assert [r["resolved"] is None for r in sim.store.query(flaps)] == [False, True]
+    assert [r.resolved is None for r in flaps()] == [False, True]
 
 
 def test_a_repeat_of_an_unrouted_alert_pages_the_fallback_again(tmp_path: Path,
@@ -701,4 +703,4 @@ def test_a_repeat_of_an_unrouted_alert_pages_the_fallback_again(tmp_path: Path,
     sim.send(*sim.groups[next(iter(sim.groups))])  # Alertmanager's repeat
     _advance(sim, 5)
     assert len(sim.net.sent) > first
-    assert sim.store.query("SELECT kind FROM deliveries ORDER BY id")[-1]["kind"] == "repeat"
+    assert records.deliveries(sim.store)[-1].kind == Kind.REPEAT

@@ -8,6 +8,7 @@ figures of the same storm spread over a minute."""
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import html
 import re
@@ -21,7 +22,9 @@ import pytest
 import yaml
 
 from ops.stack import Alertmanager, free_port, wait_for
+from pager import records
 from pager.config import load
+from pager.records import Kind, Status
 from pager.rota import Rota
 from tests.conftest import ROOT
 from tests.pager_rig import MailServer, PagerProcess, Phone, acknowledge_all
@@ -82,9 +85,9 @@ class StormRig:
 
     def done(self, person: str) -> bool:
         """Every one of the storm's pages to `person` sent (named or counted)."""
-        rows = self.pager.rows("SELECT status, count(*) AS n FROM deliveries WHERE person = ? "
-                               "AND kind = 'page' GROUP BY status", (person,))
-        return {r["status"]: r["n"] for r in rows} == {"sent": NAMES * SITES}
+        statuses = collections.Counter(d.status for d in self.pager.read(records.deliveries)
+                                       if d.person == person and d.kind == Kind.PAGE)
+        return statuses == {Status.SENT: NAMES * SITES}
 
     def messages(self, person: str) -> dict[str, list[tuple[float, str]]]:
         """channel -> (when, text) of each message for `person` there: a robot's post
@@ -92,8 +95,7 @@ class StormRig:
         mobile, when they have no WeCom id), an SMS to their number, a mail to their
         address."""
         who = self.config.people[person]
-        tokens = {r["token"] for r in self.pager.rows("SELECT token FROM pages WHERE "
-                                                      "person = ?", (person,))}
+        tokens = {p.token for p in self.pager.read(records.pages, person=person)}
         found: dict[str, list[tuple[float, str]]] = {}
         for at, payload in zip(self.wecom.accepted_at, self.wecom.accepted, strict=True):
             named = (bool(tokens & set(re.findall(r"/(?:ack|list)/([\w-]+)",
@@ -145,7 +147,7 @@ def test_a_thousand_alert_storm_through_alertmanager_is_at_most_ten_messages_a_c
         rig: StormRig) -> None:
     began = rig.fire(spread=0)
     wait_for(lambda: rig.done(rig.on_call), 200, f"every page of the storm to {rig.on_call}")
-    assert len(rig.pager.rows("SELECT * FROM incidents")) == NAMES * SITES
+    assert len(rig.pager.read(records.incidents)) == NAMES * SITES
     got = rig.messages(rig.on_call)
     # nothing failed over; the posts that @ the on-call by mobile count too
     assert set(got) <= {"it-wecom", "it-wecom @mobile"}, {k: len(v) for k, v in got.items()}
@@ -164,7 +166,7 @@ def test_a_thousand_alert_storm_through_alertmanager_is_at_most_ten_messages_a_c
     assert page.count("<tr>") == NAMES * SITES
     assert f"{html.escape(rig.config.people[rig.on_call].name)}：{NAMES * SITES} 个事件" in page
     assert "0 个待确认" in acknowledge_all(page, rig.pager.url)
-    assert {r["acked_by"] for r in rig.pager.rows("SELECT acked_by FROM incidents")} == {
+    assert {i.acked_by for i in rig.pager.read(records.incidents)} == {
         rig.on_call}
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from ops.stack import free_port
+from pager import records
 from pager.clock import Clock
 from pager.config import PagerConfig, load
 from pager.delivery import Metrics, Worker
@@ -59,7 +60,7 @@ class Harness:
 
     def start(self, config: PagerConfig) -> tuple[Engine, Worker, list[str]]:
         store = Store(self.path)
-        clock = Clock(store.get("clock"), wall=lambda: self.wall,
+        clock = Clock(records.state(store, "clock"), wall=lambda: self.wall,
                       monotonic=lambda: self.mono, boot="boot-1")
         made = Engine(config, store, clock)
         sent: list[str] = []  # who each message reached
@@ -73,7 +74,7 @@ class Harness:
 
 
 def deliveries(made: Engine) -> list[dict]:
-    return [dict(r) for r in made.store.query("SELECT * FROM deliveries")]
+    return [dict(r) for r in records.deliveries(made.store)]
 
 
 def test_the_installed_pager_pages_nobody_and_nothing_it_kept_goes_out_later(
@@ -91,7 +92,7 @@ def test_the_installed_pager_pages_nobody_and_nothing_it_kept_goes_out_later(
     first.tick()
     worker.round()
     assert deliveries(first) == [] and sent == []
-    events = [r["what"] for r in first.store.query("SELECT what FROM events")]
+    events = [e.what for e in records.events(first.store)]
     assert "unconfigured" in events, events
     first.store.close()
 
@@ -157,7 +158,7 @@ def test_a_level_one_firing_before_the_teams_were_filled_in_escalates_once_paged
     worker.round()
     kinds = [(d["kind"], d["step"]) for d in deliveries(second)]
     assert ("escalation", 1) in kinds, kinds
-    events = [r["what"] for r in second.store.query("SELECT what FROM events")]
+    events = [e.what for e in records.events(second.store)]
     assert "escalated" in events, events
     rig.later(600)  # the second step: leadership
     second.intake("watchdog", heartbeat)

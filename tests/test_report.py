@@ -23,6 +23,7 @@ from openpyxl import load_workbook
 
 from monitor.audit import Trail
 from ops.stack import Server, free_port
+from pager import records
 from pager.clock import Clock
 from pager.config import load as load_pager
 from pager.engine import Engine
@@ -202,7 +203,7 @@ def pager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]
             firing["alerts"][0]["startsAt"] = started.isoformat()
             now[0] = started.timestamp() + paged
             engine.intake("network", json.dumps(firing).encode())
-            [incident] = store.query("SELECT id FROM incidents WHERE alertname = ?", (alert,))
+            [incident] = [i for i in records.incidents(store) if i.alertname == alert]
             now[0] = started.timestamp() + acked
             assert engine.ack(incident["id"], acker, "link")
             resolved_body = notification("resolved", alertname=alert, grade=grade,
