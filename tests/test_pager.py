@@ -296,22 +296,23 @@ def test_the_same_notification_twice_pages_once(rig: Rig) -> None:
 
 def test_kill_9_before_delivery_and_during_escalation_loses_nothing_and_doubles_nothing(
         rig: Rig) -> None:
+    # (each wait is bounded at a minute: a pager process starting on a loaded host)
     rig.wecom.mode = "hang"  # the robot takes the request and never answers
     pager = rig.start(rig.config(escalation={"I": [{"after": "6s", "notify": ["backup"]}]}))
     assert pager.post("/network", notification())[0] == 200
-    wait_for(lambda: rig.wecom.hung, 15, "the page on its way to the hanging robot")
+    wait_for(lambda: rig.wecom.hung, 60, "the page on its way to the hanging robot")
     pager.kill9()  # accepted, on its way, not delivered
     rig.wecom.mode = "ok"
     pager.start()
-    wait_for(lambda: rig.wecom.texts(), 15, "the page after the restart")
+    wait_for(lambda: rig.wecom.texts(), 60, "the page after the restart")
     pager.kill9()  # while the escalation timer runs
     pager.start()
-    wait_for(lambda: rig.dingtalk.texts(), 15, "the escalation after the restart")
+    wait_for(lambda: rig.dingtalk.texts(), 60, "the escalation after the restart")
     # nothing left to send: every delivery marked sent, no escalation to come (the
     # pager sends what is pending: this is all it will ever send of this page)
     wait_for(lambda: all(d.status == Status.SENT for d in pager.read(records.deliveries))
              and not [t for t in pager.read(records.timers)
-                      if t.done == 0 and t.kind == TimerKind.ESCALATION], 15,
+                      if t.done == 0 and t.kind == TimerKind.ESCALATION], 60,
              "every delivery sent, no step left")
     assert len(rig.wecom.texts()) == 1 and len(rig.dingtalk.texts()) == 1
     assert "【升级】" in rig.dingtalk.texts()[0] and "@13800000002" in rig.dingtalk.texts()[0]
