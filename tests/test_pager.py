@@ -305,6 +305,10 @@ def test_kill_9_before_delivery_and_during_escalation_loses_nothing_and_doubles_
     rig.wecom.mode = "ok"
     pager.start()
     wait_for(lambda: rig.wecom.texts(), 60, "the page after the restart")
+    # the robot's 200 counted as sent (killed between the robot's answer and that, the
+    # pager sends again: at least once, as it must, never unsaid)
+    wait_for(lambda: any(d.status == Status.SENT for d in pager.read(records.deliveries)),
+             60, "the page marked sent")
     pager.kill9()  # while the escalation timer runs
     pager.start()
     wait_for(lambda: rig.dingtalk.texts(), 60, "the escalation after the restart")
