@@ -1,7 +1,7 @@
 # The two commands of the quick start:
 #   make run   install insmon in .venv and run it on the embedded default config
 #   make test  install everything the tests need (Debian packages, .venv) and run them,
-#              four at a time (pytest-xdist: most tests wait on real timers, not the CPU),
+#              six at a time (pytest-xdist: most tests wait on real timers, not the CPU),
 #              then the date-dependent ones on moved clocks (make test-dates)
 # and, for a hospital's air-gapped host:
 #   make bundle  dist/insmon-<version>-<arch>-offline.tar.gz for amd64 and arm64
@@ -30,7 +30,7 @@ run: $(VENV)/.runtime
 test: $(VENV)/.test lint
 	@$(call install-missing,$(TEST_TOOLS))
 	@$(MAKE) --no-print-directory figures
-	$(VENV)/bin/pytest -n 4 --dist loadgroup --durations=10
+	$(VENV)/bin/pytest -n 6 --dist loadgroup --durations=10
 	@$(MAKE) --no-print-directory test-dates
 
 # The date-dependent tests (marked `dates`) again with the clock of every process moved

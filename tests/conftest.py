@@ -87,10 +87,10 @@ def _every_file(names: set[str]) -> bool:
 
 
 # The tests that read or change net.ipv4.ping_group_range, a setting of the whole host,
-# take turns (make test runs four tests at a time).
+# take turns (make test runs six tests at a time).
 PING_GROUP_RANGE = pytest.mark.xdist_group("ping_group_range")
 
-# The long tests first, so that with pytest-xdist (make test: four at a time) they start
+# The long tests first, so that with pytest-xdist (make test: six at a time) they start
 # at once and the short ones fill in around them.
 LONG_FIRST = ("test_end_to_end.py", "test_drill.py", "test_review.py", "test_alert_rules.py",
               "test_regional.py", "test_alertmanager.py", "test_pager.py")

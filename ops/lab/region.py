@@ -40,7 +40,7 @@ from monitor.store import ResultStore
 from ops.history import PrometheusAPI, Series
 from ops.lab import Lab
 from ops.recorder import Recorder
-from ops.stack import Alertmanager, Prometheus, Victoria, stop_all, wait_for
+from ops.stack import Alertmanager, Prometheus, Victoria, hastened_rules, stop_all, wait_for
 from probes import PROBES, calendar, cpu, disk_io, icmp, raid
 from probes.base import CheckBase, MetricSpec, Sample, one_hot
 from probes.http import REASONS as HTTP_REASONS
@@ -399,24 +399,27 @@ LATENCY_OFFSET = "5s"
 LOOKBACK = "30s"
 
 
-def center_rules(workdir: Path) -> list[Path]:
+def center_rules(workdir: Path, hasten: float = 1) -> list[Path]:
     """alert_rules/ as Debian's vmalert (1.79) takes it: without keep_firing_for (the
     one-minute hold against flapping), which it predates. vmalert 1.90 or newer, or
-    Prometheus, takes the shipped files as they are."""
+    Prometheus, takes the shipped files as they are. `hasten`: a test's copy, every
+    `for:` that many times shorter (ops.stack.hastened_rules)."""
     workdir.mkdir(parents=True, exist_ok=True)
     alerts = workdir / "alerts.yml"
     alerts.write_text(re.sub(r"^ *keep_firing_for: .*\n", "",
-                             (RULES / "alerts.yml").read_text(), flags=re.MULTILINE))
+                             hastened_rules((RULES / "alerts.yml").read_text(), hasten),
+                             flags=re.MULTILINE))
     return [alerts, RULES / "recording.yml"]
 
 
 class Center:
     """The regional center as the README's "Past one site" sets it up: a VictoriaMetrics
     single node (on `address`), vmalert evaluating alert_rules/ over every hospital, and
-    the center's Alertmanager (examples/regional/alertmanager.yml) paging `webhook`."""
+    the center's Alertmanager (examples/regional/alertmanager.yml) paging `webhook`.
+    `hasten`: a test's center, its rules' `for:` that many times shorter (center_rules)."""
 
     def __init__(self, workdir: Path, webhook: str, address: str = "127.0.0.1",
-                 evaluation: str = "5s") -> None:
+                 evaluation: str = "5s", hasten: float = 1) -> None:
         self.started: list = []
         try:
             self.vm = self._start(Victoria(
@@ -429,7 +432,7 @@ class Center:
                 config_file=EXAMPLES / "regional" / "alertmanager.yml"))
             self.vmalert = self._start(Victoria(
                 workdir / "vmalert", "vmalert",
-                *(f"-rule={rule}" for rule in center_rules(workdir / "vmalert")),
+                *(f"-rule={rule}" for rule in center_rules(workdir / "vmalert", hasten)),
                 f"-datasource.url={self.vm.url}", f"-remoteWrite.url={self.vm.url}",
                 f"-notifier.url={self.alertmanager.url}", f"-evaluationInterval={evaluation}",
                 f"-datasource.queryStep={LOOKBACK}"))
@@ -493,8 +496,8 @@ def disk_usage(path: Path) -> int:
 
 
 @contextmanager
-def cut_line_rig(workdir: Path, webhook: str) -> Iterator[tuple[Lab, Region, Center, Victoria,
-                                                                 Prometheus]]:
+def cut_line_rig(workdir: Path, webhook: str, hasten: float = 1) -> Iterator[
+        tuple[Lab, Region, Center, Victoria, Prometheus]]:
     """One hospital whose sender lives in a namespace of its own, reaching the center
     over a real link that can be cut. The hospital's Prometheus (this host) writes to its
     vmagent (the lab's namespace) over the lab's backup link; the vmagent writes to the
@@ -503,7 +506,8 @@ def cut_line_rig(workdir: Path, webhook: str) -> Iterator[tuple[Lab, Region, Cen
     lab = Lab(slot=None)
     region = Region(1, prefix="cut-hospital-")
     try:
-        center = Center(workdir / "center", webhook, address=f"{lab.primary_net}.1")
+        center = Center(workdir / "center", webhook, address=f"{lab.primary_net}.1",
+                        hasten=hasten)
         started.append(center)
         agent = sender(workdir / "vmagent", f"{center.vm.url}/api/v1/write",
                        lab.backup_gateway, tuple(lab.in_ns()))
@@ -518,12 +522,14 @@ def cut_line_rig(workdir: Path, webhook: str) -> Iterator[tuple[Lab, Region, Cen
         lab.close()
 
 
-def cut_line(workdir: Path, seconds: float, webhook: str) -> CutHistory:
+def cut_line(workdir: Path, seconds: float, webhook: str, hasten: float = 1) -> CutHistory:
     """Cut the hospital's line to the center for `seconds`, heal it, and compare every
-    sample its own Prometheus took over the cut (and the 20 s before) with the center's."""
+    sample its own Prometheus took over the cut (and the 20 s before) with the center's.
+    `hasten`: the center's rules' `for:` that many times shorter (a test's center)."""
     site = "cut-hospital-1"
     selector = f'{{__name__=~"insmon_.+|up",site="{site}"}}'
-    with cut_line_rig(workdir, webhook) as (lab, _region, center, _agent, prometheus):
+    with cut_line_rig(workdir, webhook, hasten) as (lab, _region, center, _agent,
+                                                     prometheus):
         wait_for(lambda: center.query(f'up{{site="{site}"}}'), 120,
                  "the hospital's series at the center")
         time.sleep(20)  # the 20 s before the cut, compared too
