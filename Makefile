@@ -2,7 +2,9 @@
 #   make run   install insmon in .venv and run it on the embedded default config
 #   make test  install everything the tests need (Debian packages, .venv) and run them,
 #              six at a time (pytest-xdist: most tests wait on real timers, not the CPU),
-#              then the date-dependent ones on moved clocks (make test-dates)
+#              then the one that needs this host's CPU to itself (marked host_cpu: six
+#              tests at a time keep a 2-core host busy), then the date-dependent ones on
+#              moved clocks (make test-dates)
 # and, for a hospital's air-gapped host:
 #   make bundle  dist/insmon-<version>-<arch>-offline.tar.gz for amd64 and arm64
 # and, to show that no test depends on how busy the machine is:
@@ -30,7 +32,8 @@ run: $(VENV)/.runtime
 test: $(VENV)/.test lint
 	@$(call install-missing,$(TEST_TOOLS))
 	@$(MAKE) --no-print-directory figures
-	$(VENV)/bin/pytest -n 6 --dist loadgroup --durations=10
+	$(VENV)/bin/pytest -n 6 --dist loadgroup --durations=10 -m "not host_cpu"
+	$(VENV)/bin/pytest -m host_cpu --durations=3
 	@$(MAKE) --no-print-directory test-dates
 
 # The date-dependent tests (marked `dates`) again with the clock of every process moved

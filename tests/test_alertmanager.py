@@ -69,17 +69,22 @@ def test_level_one_pages_its_teams_leadership_and_the_settlement_center(stack) -
 
 
 def test_root_causes_hold_back_their_symptoms(stack) -> None:
+    """Each cause known to Alertmanager, its symptoms are held back. (Alertmanager mutes
+    with the causes its inhibitor has taken in: a Level I symptom in the very batch of its
+    cause, at group_wait 0 s, can page before that on a busy host, as seen once here.)"""
     manager, recorder = stack
+    causes = (alert("SettlementPathDown", "I", "network", "h2", also="insurance_agency"),
+              alert("SettlementChainCollapsed", "I", "network", "h3",
+                    also="insurance_agency,server_ops,vendor"),
+              alert("CpuSaturated", "II", "server_ops", "h4", instance="db1"))
+    manager.post(*causes)
+    wait_for(lambda: len(manager.alerts()) == len(causes), 30, "the causes taken in")
     manager.post(
-        alert("SettlementPathDown", "I", "network", "h2", also="insurance_agency"),
         alert("FrontEndHttpFailing", "II", "insurance_agency", "h2", also="network",
               check="fe-http"),
-        alert("SettlementChainCollapsed", "I", "network", "h3",
-              also="insurance_agency,server_ops,vendor"),
         alert("RaidArrayFailed", "I", "server_ops", "h3", also="vendor", instance="db1",
               array="md0"),
-        alert("CpuHigh", "III", "server_ops", "h4", instance="db1"),
-        alert("CpuSaturated", "II", "server_ops", "h4", instance="db1"))
+        alert("CpuHigh", "III", "server_ops", "h4", instance="db1"))
     settled(stack, lambda: recorder.teams("SettlementPathDown") and len(recorder.teams(
         "SettlementChainCollapsed")) == 6 and recorder.teams("CpuSaturated"),
         "the causes' pages")

@@ -204,10 +204,12 @@ def host_usage(seconds: float = 5.0) -> float:
     return cpu.busy(ratios) if ratios else 0.0
 
 
+@pytest.mark.host_cpu
 def test_cpu_saturation(tmp_path: Path) -> None:
     """The last drill here, the one on this host's own CPU: it holds the host's CPU alone
     (the end-to-end tests wait, or are done by then; the other drills and tests read a
-    simulated CPU, so its burners cannot page them).
+    simulated CPU, so its burners cannot page them). `make test` runs it after the rest
+    of the suite (marked host_cpu), whose six tests at a time keep a 2-core host busy.
 
     Hastened (HASTEN), the CPU average it fills is 40 s, not the shipped 2 minutes, and
     `for: 1m` 20 s: it holds the host for about a minute, not four.
