@@ -157,7 +157,7 @@ def test_root_writing_the_sign_ins_leaves_them_insmons(tmp_path: Path) -> None:
     state.mkdir()
     os.chown(state, 65534, 65534)  # the service user's directory (here: nobody's)
     sessions = settlement.Sessions(state / "sessions.json")
-    session = settlement.Session(sign_no="1001", day="2027-01-04",
+    session = settlement.Session(sign_no="1001", day=datetime.now(SHANGHAI).date().isoformat(),
                                  fixmedins_code="H32010200001")
     sessions.put("001", session)  # a new file: the directory's owner
     assert (state / "sessions.json").stat().st_uid == 65534
