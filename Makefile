@@ -39,7 +39,7 @@ test: $(VENV)/.test lint
 # The date-dependent tests (marked `dates`) again with the clock of every process moved
 # by libfaketime, on a UTC host, to each of tests/moved_clock.py's DATES (Beijing time):
 # a working Monday after New Year, the Spring Festival, a leap day, and ten seconds before
-# a New Year's midnight. `make test-dates DATES="2029-10-01T08:00 2031-01-23T09:00"` tries
+# a New Year's midnight, the dates side by side. `make test-dates DATES="2029-10-01T08:00 2031-01-23T09:00"` tries
 # others.
 DATES ?=
 test-dates: $(VENV)/.test
