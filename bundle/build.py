@@ -18,6 +18,7 @@ Debian mirror) and needs nothing from the target; the Debian downloads are kept 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import os
 import re
@@ -127,20 +128,24 @@ def debians(arch: str, packages: list[str], dest: Path, cache: Path) -> None:
     """The packages and every dependency as apt resolves them for an empty Debian 12
     system of `arch` (packages every system has, the Essential ones, are left out), and
     the Packages index that lets apt on the host install from the folder."""
-    config = _apt_config(arch, cache)
-    env = {**os.environ, "APT_CONFIG": str(config), "DEBIAN_FRONTEND": "noninteractive"}
-    lists = cache / "lists"
-    fresh = [p for p in lists.glob("*_Packages*")
-             if time.time() - p.stat().st_mtime < APT_LISTS_FRESH]
-    if not fresh:
-        run(["apt-get", "update", "-q"], env=env)
-    simulated = run(["apt-get", "install", "-s", "-q", *packages], env=env)
-    chosen = re.findall(r"^Inst (\S+) \((\S+) ", simulated, re.M)
-    if not chosen:
-        raise SystemExit(f"apt chose nothing for {packages}:\n{simulated}")
-    archives = cache / "archives"
-    run(["apt-get", "download", "-q", *[f"{p}={v}" for p, v in chosen]], env=env,
-        cwd=archives)
+    cache.mkdir(parents=True, exist_ok=True)
+    # two builds at once on one cache take turns (apt's own locks are off: Debug::NoLocking)
+    with open(cache / "build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        config = _apt_config(arch, cache)
+        env = {**os.environ, "APT_CONFIG": str(config), "DEBIAN_FRONTEND": "noninteractive"}
+        lists = cache / "lists"
+        fresh = [p for p in lists.glob("*_Packages*")
+                 if time.time() - p.stat().st_mtime < APT_LISTS_FRESH]
+        if not fresh:
+            run(["apt-get", "update", "-q"], env=env)
+        simulated = run(["apt-get", "install", "-s", "-q", *packages], env=env)
+        chosen = re.findall(r"^Inst (\S+) \((\S+) ", simulated, re.M)
+        if not chosen:
+            raise SystemExit(f"apt chose nothing for {packages}:\n{simulated}")
+        archives = cache / "archives"
+        run(["apt-get", "download", "-q", *[f"{p}={v}" for p, v in chosen]], env=env,
+            cwd=archives)
     dest.mkdir(parents=True)
     for package, version in chosen:
         [deb] = archives.glob(f"{package}_{version.replace(':', '%3a')}_*.deb")
@@ -153,14 +158,15 @@ def _apt_config(arch: str, cache: Path) -> Path:
     for folder in ("lists/partial", "archives/partial", "etc/preferences.d",
                    "etc/sources.list.d", "etc/apt.conf.d", "etc/trusted.gpg.d"):
         (cache / folder).mkdir(parents=True, exist_ok=True)
-    (cache / "status").touch()
+    if not (cache / "status").exists():  # (a newer one would make apt rebuild its cache)
+        (cache / "status").touch()
     sources = "".join(
         f"deb [arch={arch} signed-by={KEYRING}] {url} {suite} main\n"
         for url, suite in ((MIRROR, "bookworm"), (MIRROR, "bookworm-updates"),
                            (SECURITY, "bookworm-security")))
-    (cache / "etc/sources.list").write_text(sources)
+    _write_if_changed(cache / "etc/sources.list", sources)
     config = cache / "apt.conf"
-    config.write_text("\n".join([
+    _write_if_changed(config, "\n".join([
         f'APT::Architecture "{arch}";',
         f'APT::Architectures {{ "{arch}"; }};',
         f'Dir::State "{cache}";',
@@ -176,6 +182,12 @@ def _apt_config(arch: str, cache: Path) -> Path:
         'APT::Install-Recommends "false";',
         'Debug::NoLocking "true";', ""]))
     return config
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    """Written only if it changed: apt rebuilds its package cache for a newer sources.list."""
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
 
 
 def _packages_index(folder: Path) -> None:
