@@ -9,8 +9,10 @@ without systemd is refused."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -19,6 +21,7 @@ import tarfile
 import time
 import urllib.parse
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -33,7 +36,7 @@ from tests.debian_root import CACHE, Booted, Machine, debian12_root, site_config
 from tests.pager_rig import Phone
 from tests.test_doctor import site_calendar
 
-pytestmark = [pytest.mark.root, pytest.mark.xdist_group("bundle")]
+pytestmark = pytest.mark.root
 VERSION = "0.1.0"
 NEWER = "0.1.1"
 SERVICES = ("insmon", "insmon-pager", "insmon-prometheus", "insmon-alertmanager")
@@ -77,10 +80,39 @@ def tree_copy(dest: Path, version: str) -> Path:
     return dest
 
 
-@pytest.fixture(scope="module")
-def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    out = tmp_path_factory.mktemp("dist")
-    return {arch: build(ROOT, out, arch) for arch in ("amd64", "arm64")}
+class Bundles:
+    """This tree's bundle of each architecture, built when a test first asks for it and
+    once per test run, whichever pytest-xdist worker asks: in the run's own temporary
+    folder (never an earlier run's), under a lock the other workers wait on. So the
+    tests need not share a worker, and one needing only amd64 does not wait for arm64."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def __getitem__(self, arch: str) -> Path:
+        out = self.folder / arch
+        out.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / f"{arch}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            built = list(out.glob(f"insmon-*-{arch}-offline.tar.gz"))
+            return built[0] if built else build(ROOT, out, arch)
+
+
+@pytest.fixture
+def bundles(tmp_path_factory: pytest.TempPathFactory) -> Bundles:
+    run = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        run = run.parent  # the run's folder, shared by its workers
+    return Bundles(run / "bundles")
+
+
+@pytest.fixture
+def newer_bundle(tmp_path: Path) -> Iterator[Future[Path]]:
+    """The tree's amd64 bundle at version NEWER (for --upgrade), built in the background
+    while the test installs the first one."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        yield pool.submit(lambda: build(tree_copy(tmp_path / "src", NEWER),
+                                        tmp_path / "dist", "amd64"))
 
 
 def unpacked(bundle: Path, dest: Path) -> Path:
@@ -90,8 +122,9 @@ def unpacked(bundle: Path, dest: Path) -> Path:
     return top
 
 
+@pytest.mark.timeout(900)  # its bundle built first, here or by another worker
 def test_the_arm64_bundle_holds_only_what_an_aarch64_debian12_python_takes(
-        bundles: dict[str, Path], tmp_path: Path) -> None:
+        bundles: Bundles, tmp_path: Path) -> None:
     top = unpacked(bundles["arm64"], tmp_path)
     assert top.name == f"insmon-{VERSION}-arm64-offline"
     # Debian 12: CPython 3.11, glibc 2.36
@@ -116,7 +149,8 @@ def test_the_arm64_bundle_holds_only_what_an_aarch64_debian12_python_takes(
     assert {"prometheus", "prometheus-alertmanager", "gammu-smsd", "python3-venv"} <= names
 
 
-def test_the_manifest_names_every_file_with_its_digest(bundles: dict[str, Path],
+@pytest.mark.timeout(900)  # its bundle built first, here or by another worker
+def test_the_manifest_names_every_file_with_its_digest(bundles: Bundles,
                                                        tmp_path: Path) -> None:
     top = unpacked(bundles["amd64"], tmp_path)
     listed = {}
@@ -129,8 +163,8 @@ def test_the_manifest_names_every_file_with_its_digest(bundles: dict[str, Path],
         assert hashlib.sha256((top / name).read_bytes()).hexdigest() == digest, name
 
 
-@pytest.mark.timeout(600)
-def test_the_wheels_install_and_run_with_no_network(bundles: dict[str, Path],
+@pytest.mark.timeout(900)  # its bundle built first, here or by another worker
+def test_the_wheels_install_and_run_with_no_network(bundles: Bundles,
                                                     tmp_path: Path) -> None:
     top = unpacked(bundles["amd64"], tmp_path)
     venv = tmp_path / "venv"
@@ -183,7 +217,8 @@ def test_the_installed_configs_watch_this_host_and_page_nobody(tmp_path: Path) -
         assert commented > 10, name
 
 
-def test_install_sh_refuses_a_host_without_systemd(bundles: dict[str, Path]) -> None:
+@pytest.mark.timeout(900)  # its bundle built first, here or by another worker
+def test_install_sh_refuses_a_host_without_systemd(bundles: Bundles) -> None:
     host = Machine(debian12_root())
     try:
         shutil.copy2(bundles["amd64"], host.root / "root")
@@ -343,7 +378,7 @@ teams:
 
 @pytest.mark.timeout(1500)
 def test_install_sh_on_a_fresh_debian12_booted_with_systemd_and_no_network(
-        bundles: dict[str, Path], booted: Booted, tmp_path: Path) -> None:
+        bundles: Bundles, newer_bundle: Future[Path], booted: Booted) -> None:
     host = booted
     before = units(host)
     shutil.copy2(bundles["amd64"], host.root / "root")
@@ -578,8 +613,7 @@ def test_install_sh_on_a_fresh_debian12_booted_with_systemd_and_no_network(
            "its groups)" in older.stdout, older.stdout
 
     # --upgrade with a newer bundle keeps the configs, the incidents and the history
-    newer = build(tree_copy(tmp_path / "src", NEWER), tmp_path / "dist", "amd64")
-    shutil.copy2(newer, host.root / "root")
+    shutil.copy2(newer_bundle.result(), host.root / "root")
     configs = digest(host, "/etc/insmon")
     newname = f"insmon-{NEWER}-amd64-offline"
     assert host.sh(f"cd /root && tar xzf {newname}.tar.gz").returncode == 0
