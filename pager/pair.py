@@ -112,9 +112,11 @@ class Peer:
     partition left."""
 
     def __init__(self, engine: Engine, held: keys.Secrets,
-                 transports: dict[str, Transport]) -> None:
+                 transports: dict[str, Transport], inline: bool = False) -> None:
         """`held`: the pager's secrets (the pair's key, read again on SIGHUP);
-        `transports`: the way to each member's address, {"active": ..., "standby": ...}."""
+        `transports`: the way to each member's address, {"active": ..., "standby": ...};
+        `inline`: a storm's questions one after the other in the caller's thread (the
+        simulation's controlled clock: its transports answer at once, and in order)."""
         assert engine.config.pair is not None and engine.role in ("active", "standby")
         self.engine, self.store, self.held = engine, engine.store, held
         self.transports = transports
@@ -136,7 +138,7 @@ class Peer:
         self._next_beat = self._next_reconcile = now
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="pager-peer", daemon=True)
-        self._pool = ThreadPoolExecutor(8, thread_name_prefix="pager-ask")
+        self._pool = None if inline else ThreadPoolExecutor(8, thread_name_prefix="pager-ask")
 
     @property
     def standby(self) -> bool:
@@ -273,7 +275,7 @@ class Peer:
         incidents = [i for i in map(self.engine.incident, incident_ids) if i is not None]
         one = lambda incident: self._vouched(  # noqa: E731
             incident, _valid(self.ask(question(incident), None)))
-        answers = list(self._pool.map(one, incidents) if len(incidents) > 1
+        answers = list(self._pool.map(one, incidents) if len(incidents) > 1 and self._pool
                        else map(one, incidents))
         self._answers.update({i["id"]: (now, a) for i, a in zip(incidents, answers,
                                                                  strict=True)})
@@ -367,7 +369,8 @@ class Peer:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(10)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._pool:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _loop(self) -> None:
         while not self._stop.wait(1.0):

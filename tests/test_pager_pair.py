@@ -49,7 +49,14 @@ from pager.keys import NONCE, SKEW, Secrets, sign_answer, sign_question
 from pager.pair import PENDING_LIMIT, Peer, _incident
 from pager.records import PAGES, Kind, Status, TimerKind
 from pager.store import Store, StoreError
-from tests.test_pager_simulation import BOUND, TEAMS, Network, config, quiet  # noqa: F401
+from tests.test_pager_simulation import (  # noqa: F401
+    BOUND,
+    TEAMS,
+    Network,
+    config,
+    new_store_file,
+    quiet,
+)
 
 RUNS = int(os.environ.get("PAIR_RUNS", "1000"))
 GRACE = 15.0
@@ -75,7 +82,7 @@ class Node:
 
     def __init__(self, sim: PairSim, role: str) -> None:
         self.sim, self.role = sim, role
-        self.path = sim.directory / f"pager-{sim.seed}-{role}.db"
+        self.path = new_store_file(sim.directory / f"pager-{sim.seed}-{role}.db")
         self.alive = False
         self.queue: list[tuple[str, bytes]] = []  # Alertmanager's posts it has to retry
         self.start()
@@ -92,7 +99,7 @@ class Node:
         self.peer = Peer(self.engine, held, {
             member: (lambda method, target, headers, body, member=member: sim.carry(
                 self, member, method, target, headers, body))
-            for member in ("active", "standby")})
+            for member in ("active", "standby")}, inline=True)
         self.started = sim.mono
         self.worker = Worker(self.engine, Metrics(CollectorRegistry()), inline=True,
                              send=lambda channel, people, message: sim.send_from(
@@ -101,7 +108,7 @@ class Node:
 
     def kill(self) -> None:
         self.alive = False
-        self.peer.stop()  # its threads (the thread of its loop never started here)
+        self.peer.stop()  # (the thread of its loop never started here)
         self.store.close()
 
     def key(self, incident: int) -> str:
