@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import itertools
 import json
 import logging
@@ -113,6 +114,22 @@ def config(variant: int) -> PagerConfig:
         "escalation": {"I": steps, "II": steps[:1]},
         "watchdog": {"timeout": WATCHDOG_TIMEOUT, "notify": ["network"], "channels": ["sms"]},
     })
+
+
+@functools.cache
+def _migrated_store() -> bytes:
+    """A new store file as the pager makes it (its schema, every migration, WAL mode),
+    made once: thousands of histories each start on a copy of it."""
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "pager.db"
+        Store(path).close()
+        return path.read_bytes()
+
+
+def new_store_file(path: Path) -> Path:
+    """`path`: a pager's new store, as the first `Store(path)` leaves it."""
+    path.write_bytes(_migrated_store())
+    return path
 
 
 @dataclass
@@ -204,7 +221,7 @@ class Sim:
     def __init__(self, seed: int, directory: Path) -> None:
         self.rng = random.Random(seed)
         self.mono, self.wall = 1000.0, 1_790_000_000.0  # 2026-09
-        self.path = directory / f"pager-{seed}.db"
+        self.path = new_store_file(directory / f"pager-{seed}.db")
         self.variant = 0
         self.boot = "boot-1"  # a reboot changes it
         self.net = Network(self.rng, modem=True)
