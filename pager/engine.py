@@ -489,7 +489,8 @@ class Engine:
                 log.exception("timer %d failed: set aside", timer_id)
                 with self.store.transaction() as db:
                     records.set_timer_aside(db, timer_id, f"{type(exc).__name__}: {exc}")
-        if now - self.watchdog_since >= self.config.watchdog.timeout:
+        if now - self.watchdog_since >= self.config.watchdog.timeout and \
+                records.open_incident(self.store, WATCHDOG_KEY) is None:  # else paged: no write
             with self.store.transaction() as db:
                 self._watch(db, now)
         if self.clock.due_for_save():
