@@ -20,7 +20,8 @@ The invariants (issue 21):
 6. a notification that cannot be stored is refused (Alertmanager sends it again);
 7. a restart on another valid config never stops delivery, and a running incident keeps
    the escalation it opened with;
-8. escalation steps come at their time on the pager's clock, whatever the wall clock does.
+8. escalation steps come at their time on the pager's clock, whatever the wall clock does,
+   and every one comes unless the incident was acknowledged or ended first.
 Issue 31's:
 9. sent implies the channel confirmed: a delivery is `sent` only when its channel
    confirmed it (an SMS: once the simulated gammu-smsd sent it, which may be down or
@@ -234,6 +235,7 @@ class Sim:
         self.snapshot: dict[int, int] = {}  # incident -> escalation steps at open
         self.refused_acks = 0
         self.escalated: list[tuple[int, int, float]] = []  # (incident, step, when)
+        self.ended: dict[int, float] = {}  # incident -> when acknowledged, resolved, superseded
         self.last_event = 0
         self.outages: list[tuple[str, float, float]] = []  # (channel type, from, until)
         self.restarts: list[float] = []
@@ -287,6 +289,8 @@ class Sim:
         at = dt.datetime.fromtimestamp(self.wall, dt.UTC)
         for event in records.events(self.store, after=self.last_event):
             self.last_event = event.id
+            if event.what in ("acknowledged", "resolved", "superseded"):
+                self.ended.setdefault(event.incident, self.mono)
             if event.what not in ("escalated", "unreachable"):
                 continue
             if event.what == "escalated":
@@ -446,6 +450,7 @@ class Sim:
         if person in paged | team_people:
             with contextlib.suppress(sqlite3.OperationalError):  # a full disk: try again
                 self.engine.ack(incident, person, "sim")
+            self._events()
         else:
             self.refused_acks += 1
 
@@ -525,6 +530,19 @@ class Sim:
                        for start, until in self.disk_full)
             late = at - due
             assert -0.01 <= late <= 5 + full, f"incident {incident} step {step} {late:+.1f} s"
+        # and each step comes (a round at most 5 s late, later while the disk is full)
+        # unless the incident was acknowledged or over by then
+        came = {(incident, step) for incident, step, _ in self.escalated}
+        for incident, opened in self.opened_at.items():
+            for step, policy in enumerate(json.loads(incidents[incident].escalation), 1):
+                due = opened + policy["after"]
+                late = 5 + sum(max(0.0, until - max(start, due))
+                               for start, until in self.disk_full)
+                if self.ended.get(incident, float("inf")) <= due + late \
+                        or self.mono < due + late:
+                    continue
+                assert (incident, step) in came, (
+                    f"incident {incident} step {step} due at {due}, never came")
         assert not [t for t in records.timers(db) if t.done == 2], "a timer was set aside"
         # 9. sent implies the channel confirmed (for SMS: the simulated gammu-smsd sent it)
         kinds = {"wecom": "wecom", "wecom-it": "wecom", "sms": "sms", "mail": "email"}
