@@ -93,7 +93,8 @@ PING_GROUP_RANGE = pytest.mark.xdist_group("ping_group_range")
 # The long tests first, so that with pytest-xdist (make test: six at a time) they start
 # at once and the short ones fill in around them.
 LONG_FIRST = ("test_bundle.py", "test_end_to_end.py", "test_drill.py", "test_review.py",
-              "test_alert_rules.py", "test_regional.py", "test_alertmanager.py", "test_pager.py")
+              "test_pager_pair.py", "test_pager_simulation.py", "test_alert_rules.py",
+              "test_regional.py", "test_report.py", "test_alertmanager.py", "test_pager.py")
 
 
 def pytest_itemcollected(item: pytest.Item) -> None:
