@@ -1,7 +1,7 @@
 # The two commands of the quick start:
 #   make run   install insmon in .venv and run it on the embedded default config
 #   make test  install everything the tests need (Debian packages, .venv) and run them,
-#              six at a time (pytest-xdist: most tests wait on real timers, not the CPU),
+#              six at a time (pytest-xdist: the drills wait on timers beside CPU work),
 #              then the one that needs this host's CPU to itself (marked host_cpu: six
 #              tests at a time keep a 2-core host busy), then the date-dependent ones on
 #              moved clocks (make test-dates)

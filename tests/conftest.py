@@ -91,10 +91,13 @@ def _every_file(names: set[str]) -> bool:
 PING_GROUP_RANGE = pytest.mark.xdist_group("ping_group_range")
 
 # The long tests first, so that with pytest-xdist (make test: six at a time) they start
-# at once and the short ones fill in around them.
-LONG_FIRST = ("test_bundle.py", "test_end_to_end.py", "test_drill.py", "test_review.py",
-              "test_pager_pair.py", "test_pager_simulation.py", "test_alert_rules.py",
-              "test_regional.py", "test_report.py", "test_alertmanager.py", "test_pager.py")
+# at once and the short ones fill in around them: the modules by their longest test (the
+# booted install about four minutes, the pair's simulation and the regional cut about
+# two), those that wait on timers beside those that keep a core busy.
+LONG_FIRST = ("test_bundle.py", "test_regional.py", "test_pager_pair.py", "test_drill.py",
+              "test_pager_simulation.py", "test_review.py", "test_report.py",
+              "test_alert_rules.py", "test_pager_pair_processes.py", "test_end_to_end.py",
+              "test_audit.py", "test_alertmanager.py", "test_pager.py")
 
 
 def pytest_itemcollected(item: pytest.Item) -> None:
