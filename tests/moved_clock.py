@@ -65,14 +65,14 @@ def dated_modules() -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    """Each of DATES (or those given, 2029-10-01T08:00): the `dates` tests, two at a time,
+    """Each of DATES (or those given, 2029-10-01T08:00): the `dates` tests, one at a time,
     all the dates side by side (each run's clock is its own); their reports in order."""
     modules = dated_modules()
     runs = []
     for text in argv or DATES:
         log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (read and closed below)
         runs.append((text, log, subprocess.Popen(
-            [sys.executable, "-m", "pytest", "-m", "dates", "-n", "2", "-p",
+            [sys.executable, "-m", "pytest", "-m", "dates", "-p", "no:xdist", "-p",
              "no:cacheprovider", "-q", "-rfE", *modules], cwd=ROOT, env=moved(beijing(text)),
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)))
     failed = []
